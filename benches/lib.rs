@@ -1,0 +1,1 @@
+//! Benchmarks for lb live here (criterion benches come with the performance issue).

@@ -1,0 +1,207 @@
+//! Weighted round robin, prebuilt.
+//!
+//! The sequence of picks is computed once per snapshot with nginx's smooth
+//! weighted round robin, so picks interleave (3:1 gives `a a b a`, never long
+//! runs) and each pick at run time is one atomic increment and one index: O(1)
+//! and allocation-free. The counter lives in an `Arc` that a new snapshot takes
+//! over when the candidate set is unchanged, so the position survives reloads.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// Longest sequence kept; larger weight sums are scaled down proportionally.
+pub const MAX_SEQUENCE: u64 = 8192;
+
+/// The prebuilt weighted sequence over candidate endpoints.
+#[derive(Debug, Clone)]
+pub struct WeightedTable {
+    /// Endpoint indices (into the service port's endpoint list) that may take new
+    /// connections, in endpoint order; failover walks this list.
+    candidates: Vec<u32>,
+    /// The pick sequence, endpoint indices.
+    sequence: Vec<u32>,
+    /// Shared position; survives snapshot swaps for an unchanged candidate set.
+    cursor: Arc<AtomicUsize>,
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+impl WeightedTable {
+    /// Builds the table for `(endpoint index, weight)` pairs; weight 0 entries are
+    /// not candidates. `cursor` is the position to continue from (a new one
+    /// when `None`).
+    pub fn new(weighted: &[(u32, u32)], cursor: Option<Arc<AtomicUsize>>) -> Self {
+        let live: Vec<(u32, u64)> = weighted
+            .iter()
+            .filter(|(_, w)| *w > 0)
+            .map(|&(i, w)| (i, u64::from(w)))
+            .collect();
+        let candidates: Vec<u32> = live.iter().map(|(i, _)| *i).collect();
+        let divisor = live.iter().fold(0, |g, (_, w)| gcd(g, *w)).max(1);
+        let mut weights: Vec<u64> = live.iter().map(|(_, w)| w / divisor).collect();
+        let sum: u64 = weights.iter().sum();
+        if sum > MAX_SEQUENCE {
+            for w in &mut weights {
+                *w = ((*w * MAX_SEQUENCE) / sum).max(1);
+            }
+        }
+        let total: i64 = weights.iter().map(|w| *w as i64).sum();
+        let mut current = vec![0i64; weights.len()];
+        let mut sequence = Vec::with_capacity(total as usize);
+        for _ in 0..total {
+            let mut best = 0;
+            for (k, w) in weights.iter().enumerate() {
+                current[k] += *w as i64;
+                if current[k] > current[best] {
+                    best = k;
+                }
+            }
+            current[best] -= total;
+            sequence.push(candidates[best]);
+        }
+        WeightedTable {
+            candidates,
+            sequence,
+            cursor: cursor.unwrap_or_default(),
+        }
+    }
+
+    /// Whether no endpoint may take new connections.
+    pub fn is_empty(&self) -> bool {
+        self.sequence.is_empty()
+    }
+
+    /// The next endpoint index by weight, or `None` when there is no candidate.
+    #[inline]
+    pub fn next(&self) -> Option<usize> {
+        if self.sequence.is_empty() {
+            return None;
+        }
+        let n = self.cursor.fetch_add(1, Ordering::Relaxed);
+        Some(self.sequence[n % self.sequence.len()] as usize)
+    }
+
+    /// The candidate after endpoint `index` in endpoint order (wrapping), for a
+    /// dial that failed: failover cycles through every candidate in turn.
+    pub fn after(&self, index: usize) -> Option<usize> {
+        if self.candidates.is_empty() {
+            return None;
+        }
+        let pos = match self.candidates.binary_search(&(index as u32)) {
+            Ok(p) => p + 1,
+            Err(p) => p,
+        };
+        Some(self.candidates[pos % self.candidates.len()] as usize)
+    }
+
+    /// Whether endpoint `index` may take new connections.
+    pub fn is_candidate(&self, index: usize) -> bool {
+        self.candidates.binary_search(&(index as u32)).is_ok()
+    }
+
+    /// Candidate endpoint indices in order.
+    pub fn candidates(&self) -> &[u32] {
+        &self.candidates
+    }
+
+    /// The shared position, for a later snapshot to continue from.
+    pub fn cursor(&self) -> Arc<AtomicUsize> {
+        self.cursor.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn counts(t: &WeightedTable, n: usize, endpoints: usize) -> Vec<usize> {
+        let mut c = vec![0; endpoints];
+        for _ in 0..n {
+            c[t.next().unwrap()] += 1;
+        }
+        c
+    }
+
+    #[test]
+    fn equal_weights_cycle_without_repeats() {
+        let t = WeightedTable::new(&[(0, 1), (1, 1), (2, 1)], None);
+        let picks: Vec<usize> = (0..30).map(|_| t.next().unwrap()).collect();
+        assert!(picks.windows(2).all(|w| w[0] != w[1]));
+        assert_eq!(counts(&t, 30, 3), vec![10, 10, 10]);
+    }
+
+    #[test]
+    fn three_to_one_interleaves() {
+        let t = WeightedTable::new(&[(0, 3), (1, 1)], None);
+        assert_eq!(counts(&t, 400, 2), vec![300, 100]);
+        let t = WeightedTable::new(&[(0, 3), (1, 1)], None);
+        let picks: Vec<usize> = (0..4).map(|_| t.next().unwrap()).collect();
+        assert_eq!(picks.iter().filter(|&&p| p == 1).count(), 1);
+    }
+
+    #[test]
+    fn weight_zero_is_never_picked_nor_failed_over_to() {
+        let t = WeightedTable::new(&[(0, 1), (1, 0), (2, 1)], None);
+        assert_eq!(counts(&t, 10, 3)[1], 0);
+        assert_eq!(t.after(0), Some(2));
+        assert_eq!(t.after(2), Some(0));
+        assert_eq!(t.after(1), Some(2));
+    }
+
+    #[test]
+    fn empty_table_picks_nothing() {
+        let t = WeightedTable::new(&[(0, 0)], None);
+        assert!(t.is_empty());
+        assert_eq!(t.next(), None);
+        assert_eq!(t.after(0), None);
+    }
+
+    #[test]
+    fn position_continues_with_a_shared_cursor() {
+        let a = WeightedTable::new(&[(0, 1), (1, 1), (2, 1)], None);
+        assert_eq!(a.next(), Some(0));
+        let b = WeightedTable::new(&[(0, 1), (1, 1), (2, 1)], Some(a.cursor()));
+        assert_eq!(b.next(), Some(1));
+    }
+
+    proptest! {
+        #[test]
+        fn shares_follow_weights(weights in proptest::collection::vec(0u32..20, 1..8), rounds in 1usize..4) {
+            let pairs: Vec<(u32, u32)> = weights.iter().enumerate().map(|(i, w)| (i as u32, *w)).collect();
+            let t = WeightedTable::new(&pairs, None);
+            let sum: u32 = weights.iter().sum();
+            if sum == 0 {
+                prop_assert!(t.next().is_none());
+                return Ok(());
+            }
+            let g = weights.iter().fold(0u64, |g, w| gcd(g, *w as u64));
+            let period = (sum as u64 / g) as usize;
+            let c = counts(&t, period * rounds, weights.len());
+            for (i, w) in weights.iter().enumerate() {
+                prop_assert_eq!(c[i] as u64, (*w as u64 / g) * rounds as u64);
+            }
+        }
+
+        #[test]
+        fn large_weights_stay_proportional(weights in proptest::collection::vec(1u32..1_000_000, 2..6)) {
+            let pairs: Vec<(u32, u32)> = weights.iter().enumerate().map(|(i, w)| (i as u32, *w)).collect();
+            let t = WeightedTable::new(&pairs, None);
+            prop_assert!(t.sequence.len() as u64 <= MAX_SEQUENCE + weights.len() as u64);
+            let n = t.sequence.len() * 3;
+            let c = counts(&t, n, weights.len());
+            let sum: f64 = weights.iter().map(|w| *w as f64).sum();
+            for (i, w) in weights.iter().enumerate() {
+                let expected = *w as f64 / sum;
+                let got = c[i] as f64 / n as f64;
+                prop_assert!((expected - got).abs() < 0.01 || c[i] >= 3, "share {got} vs {expected}");
+            }
+        }
+    }
+}
