@@ -6,6 +6,23 @@
 //!   behind `lb-proxy get`.
 //! - [`views`]: the JSON shapes of `/api/v1/services` and `/api/v1/endpoints`,
 //!   built from a snapshot, and the `kubectl get`-style tables printed from them.
+//! - [`dataplane`]: [`DataPlane`], the running TCP data plane (listeners,
+//!   connections, drain), and [`run`], serve until a shutdown future resolves.
+//! - [`error`]: [`Error`], what the library reports.
+//! - [`forward`]: the forwarding engine seam (copy loop today, splice later):
+//!   FIN as FIN, reset as reset, idle and half-close timers, byte counting.
+//! - `listener`, `tcp`, `sys` (private): binding service listeners and their
+//!   accept loops; one client connection (admission, dials with failover);
+//!   socket options, the only place `unsafe` may live.
 
 pub mod admin;
+pub mod dataplane;
+pub mod error;
+pub mod forward;
+mod listener;
+mod sys;
+mod tcp;
 pub mod views;
+
+pub use dataplane::{run, DataPlane};
+pub use error::Error;

@@ -1,0 +1,269 @@
+//! Moving bytes between the two legs of a proxied TCP connection.
+//!
+//! [`Engine`] is the seam where a zero-copy engine (`splice(2)` through a pipe
+//! pair) will join the copy loop. Every engine keeps the same promises:
+//!
+//! - bytes arrive exactly and in order, and are counted into the endpoint's
+//!   `bytes_rx` (client → endpoint) and `bytes_tx` (endpoint → client) chunk by
+//!   chunk while the connection runs, not only at its end;
+//! - a FIN is passed on as a FIN (`shutdown(Write)` on the other leg) and the
+//!   other direction keeps flowing; it then has `half_close_timeout` to finish;
+//!   never `shutdown(Both)` on the first EOF, which would cut off the reply;
+//! - a reset (an error reading or writing either leg: `ECONNRESET`, `EPIPE`) is
+//!   passed on as a reset: both legs are closed with `SO_LINGER` 0;
+//! - with `idle_timeout`, no byte either way for that long closes both legs;
+//! - an external `stop` future (drain deadline, shutdown) closes both legs.
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::AtomicU64;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use lb_core::stats::{self, EndpointStats};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::{sleep_until, Instant};
+
+use crate::sys;
+
+/// Size of each direction's buffer in the copy engine: two per connection,
+/// so memory per connection is bounded.
+pub const COPY_BUFFER_SIZE: usize = 32 * 1024;
+
+/// How bytes move between client and endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Engine {
+    /// A userspace copy loop, one buffer per direction. Works everywhere.
+    #[default]
+    Copy,
+}
+
+/// The timers that bound one forwarded connection (from `[proxy]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// No byte either way for this long closes both legs; `None` = never.
+    pub idle_timeout: Option<Duration>,
+    /// After the first FIN, the other direction has this long to finish.
+    pub half_close_timeout: Duration,
+}
+
+/// Why a forwarded connection ended (for logs and tests).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Both sides sent FIN and every byte was delivered.
+    Closed,
+    /// A leg failed (reset, broken pipe); the reset was passed on to the other.
+    Reset(io::Error),
+    /// No traffic for `idle_timeout`.
+    IdleTimeout,
+    /// One side sent FIN and the other did not finish within `half_close_timeout`.
+    HalfCloseTimeout,
+    /// The `stop` future resolved (drain deadline or shutdown).
+    Stopped,
+}
+
+impl Outcome {
+    /// Short name for logs.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Closed => "closed",
+            Outcome::Reset(_) => "reset",
+            Outcome::IdleTimeout => "idle_timeout",
+            Outcome::HalfCloseTimeout => "half_close_timeout",
+            Outcome::Stopped => "stopped",
+        }
+    }
+}
+
+impl Engine {
+    /// Forwards between `client` and `upstream` until both sides are done, a
+    /// leg fails, a timer in `limits` runs out or `stop` resolves; then closes
+    /// both legs (with a reset when a leg failed) and says why.
+    pub async fn run(
+        self,
+        mut client: TcpStream,
+        mut upstream: TcpStream,
+        limits: Limits,
+        stats: &EndpointStats,
+        stop: impl Future<Output = ()>,
+    ) -> Outcome {
+        let outcome = match self {
+            Engine::Copy => copy(&mut client, &mut upstream, limits, stats, stop).await,
+        };
+        if let Outcome::Reset(_) = outcome {
+            sys::reset(client);
+            sys::reset(upstream);
+        }
+        outcome
+    }
+}
+
+// === copy engine ===
+
+/// One direction of the copy loop.
+struct Pump {
+    buf: Box<[u8]>,
+    pos: usize,
+    cap: usize,
+    eof: bool,
+    done: bool,
+}
+
+impl Pump {
+    fn new() -> Self {
+        Pump {
+            buf: vec![0; COPY_BUFFER_SIZE].into_boxed_slice(),
+            pos: 0,
+            cap: 0,
+            eof: false,
+            done: false,
+        }
+    }
+
+    /// Copies from `r` to `w` until `r` is at EOF and `w` is shut down
+    /// (`Ready(Ok)`), a leg fails (`Ready(Err)`) or neither can progress.
+    /// Sets `active` when a byte moved.
+    fn poll_copy<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: &mut R,
+        w: &mut W,
+        counter: &AtomicU64,
+        active: &mut bool,
+    ) -> Poll<io::Result<()>>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        if self.done {
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            if self.pos == self.cap && !self.eof {
+                let mut rb = ReadBuf::new(&mut self.buf);
+                ready!(Pin::new(&mut *r).poll_read(cx, &mut rb))?;
+                let n = rb.filled().len();
+                if n == 0 {
+                    self.eof = true;
+                } else {
+                    self.pos = 0;
+                    self.cap = n;
+                    *active = true;
+                }
+            }
+            while self.pos < self.cap {
+                let n = ready!(Pin::new(&mut *w).poll_write(cx, &self.buf[self.pos..self.cap]))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                self.pos += n;
+                stats::add(counter, n as u64);
+                *active = true;
+            }
+            if self.eof {
+                // FIN passed on as FIN: shutdown(Write) of the other leg only.
+                ready!(Pin::new(&mut *w).poll_shutdown(cx))?;
+                self.done = true;
+                return Poll::Ready(Ok(()));
+            }
+        }
+    }
+}
+
+/// What the pumps report to the timer loop.
+enum Step {
+    /// Both directions finished.
+    Finished,
+    /// The first direction finished: start the half-close timer.
+    HalfClosed,
+    /// A leg failed.
+    Failed(io::Error),
+}
+
+async fn copy(
+    client: &mut TcpStream,
+    upstream: &mut TcpStream,
+    limits: Limits,
+    stats: &EndpointStats,
+    stop: impl Future<Output = ()>,
+) -> Outcome {
+    let (mut client_r, mut client_w) = client.split();
+    let (mut upstream_r, mut upstream_w) = upstream.split();
+    let mut rx = Pump::new();
+    let mut tx = Pump::new();
+    let mut last_activity = Instant::now();
+    let mut half_closed = false;
+    let far = Duration::from_secs(86_400 * 365);
+    let idle_sleep = tokio::time::sleep(limits.idle_timeout.unwrap_or(far));
+    let half_close_sleep = tokio::time::sleep(far);
+    tokio::pin!(idle_sleep, half_close_sleep, stop);
+
+    loop {
+        let step = poll_fn(|cx| {
+            let mut active = false;
+            let a = rx.poll_copy(
+                cx,
+                &mut client_r,
+                &mut upstream_w,
+                &stats.bytes_rx,
+                &mut active,
+            );
+            let b = tx.poll_copy(
+                cx,
+                &mut upstream_r,
+                &mut client_w,
+                &stats.bytes_tx,
+                &mut active,
+            );
+            if active {
+                last_activity = Instant::now();
+            }
+            if let Poll::Ready(Err(e)) = a {
+                return Poll::Ready(Step::Failed(e));
+            }
+            if let Poll::Ready(Err(e)) = b {
+                return Poll::Ready(Step::Failed(e));
+            }
+            if rx.done && tx.done {
+                return Poll::Ready(Step::Finished);
+            }
+            if (rx.done || tx.done) && !half_closed {
+                return Poll::Ready(Step::HalfClosed);
+            }
+            Poll::Pending
+        });
+        tokio::select! {
+            step = step => match step {
+                Step::Finished => return Outcome::Closed,
+                Step::Failed(e) => return Outcome::Reset(e),
+                Step::HalfClosed => {
+                    half_closed = true;
+                    half_close_sleep
+                        .as_mut()
+                        .reset(Instant::now() + limits.half_close_timeout);
+                }
+            },
+            () = &mut idle_sleep, if limits.idle_timeout.is_some() => {
+                let due = last_activity + limits.idle_timeout.unwrap_or(far);
+                if Instant::now() >= due {
+                    return Outcome::IdleTimeout;
+                }
+                idle_sleep.as_mut().reset(due);
+            }
+            () = &mut half_close_sleep, if half_closed => return Outcome::HalfCloseTimeout,
+            () = &mut stop => return Outcome::Stopped,
+        }
+    }
+}
+
+/// Waits for `deadline`, or forever when there is none.
+pub(crate) async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,186 @@
+//! Service listeners: reconciling bound sockets with a snapshot's frontends,
+//! and the accept loop of each.
+//!
+//! Reconciling binds what is new, closes what is gone (and TCP frontends whose
+//! service port has no endpoint to pick, so clients get "connection refused"),
+//! and leaves the rest untouched. A frontend that cannot be bound is recorded
+//! with its error and retried by the data plane's maintenance loop; it never
+//! stops the other frontends.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lb_core::{FrontendKey, Protocol, Snapshot};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tracing::{debug, info, warn};
+
+use crate::dataplane::Shared;
+use crate::error::Error;
+use crate::{sys, tcp};
+
+/// Pause after an accept error that is not about one connection (out of file
+/// descriptors, memory), so the loop does not spin.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+
+/// One bound listener and its accept loop. Dropping it stops the loop.
+struct Bound {
+    _stop: DropGuard,
+    task: JoinHandle<()>,
+}
+
+/// The listeners currently bound, by frontend.
+#[derive(Default)]
+pub(crate) struct Listeners {
+    bound: HashMap<FrontendKey, Bound>,
+}
+
+impl std::fmt::Debug for Listeners {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listeners")
+            .field("bound", &self.bound.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Listeners {
+    /// Makes the bound listeners match `snapshot` (nothing at all when
+    /// `accepting` is false), and records what could not be bound in
+    /// `shared.bind_errors`. Returns once closed listeners are really closed.
+    pub(crate) async fn reconcile(
+        &mut self,
+        shared: &Arc<Shared>,
+        snapshot: &Snapshot,
+        accepting: bool,
+    ) {
+        let mut desired: Vec<FrontendKey> = if accepting {
+            snapshot
+                .frontends()
+                .filter(|(k, e)| k.protocol == Protocol::Tcp && e.has_endpoints())
+                .map(|(k, _)| *k)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        desired.sort();
+        let gone: Vec<FrontendKey> = self
+            .bound
+            .keys()
+            .filter(|k| desired.binary_search(k).is_err())
+            .copied()
+            .collect();
+        for key in gone {
+            if let Some(bound) = self.bound.remove(&key) {
+                close(bound).await;
+                info!(frontend = %key.addr, "closed listener");
+            }
+        }
+        let previous = shared.take_bind_errors();
+        let mut errors = BTreeMap::new();
+        for key in desired {
+            if self.bound.contains_key(&key) {
+                continue;
+            }
+            match sys::bind_service_listener(key.addr) {
+                Ok(listener) => {
+                    let stop = CancellationToken::new();
+                    let task =
+                        tokio::spawn(accept_loop(shared.clone(), key, listener, stop.clone()));
+                    self.bound.insert(
+                        key,
+                        Bound {
+                            _stop: stop.drop_guard(),
+                            task,
+                        },
+                    );
+                    info!(frontend = %key.addr, "listening");
+                }
+                Err(source) => {
+                    let text = Error::Bind {
+                        addr: key.addr,
+                        source,
+                    }
+                    .to_string();
+                    if previous.get(&key) != Some(&text) {
+                        warn!(frontend = %key.addr, error = %text, "cannot bind frontend; retrying every second");
+                    } else {
+                        debug!(frontend = %key.addr, error = %text, "bind retry failed");
+                    }
+                    errors.insert(key, text);
+                }
+            }
+        }
+        shared.set_bind_errors(errors);
+    }
+
+    /// Closes every listener (a drain: new connections are refused at once).
+    pub(crate) async fn close_all(&mut self) {
+        for (key, bound) in self.bound.drain() {
+            close(bound).await;
+            info!(frontend = %key.addr, "closed listener");
+        }
+    }
+
+    /// How many listeners are bound.
+    pub(crate) fn len(&self) -> usize {
+        self.bound.len()
+    }
+}
+
+/// Stops an accept loop and waits until its socket is closed.
+async fn close(bound: Bound) {
+    let Bound { _stop, task } = bound;
+    drop(_stop);
+    if let Err(e) = task.await {
+        warn!(error = %e, "accept loop ended abnormally");
+    }
+}
+
+/// Accepts on `listener` until `stop`, spawning one task per connection at once
+/// (dials never run on this loop).
+async fn accept_loop(
+    shared: Arc<Shared>,
+    key: FrontendKey,
+    listener: TcpListener,
+    stop: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                shared
+                    .connections
+                    .spawn(tcp::serve(shared.clone(), key, stream, peer));
+            }
+            Err(e) if is_per_connection(&e) => {
+                debug!(frontend = %key.addr, error = %e, "accept failed for one connection");
+            }
+            Err(e) => {
+                warn!(frontend = %key.addr, error = %e, "accept failed; backing off");
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(ACCEPT_ERROR_BACKOFF) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Accept errors that concern one connection only (it went away before being
+/// accepted), as opposed to the process (file descriptors, memory).
+fn is_per_connection(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    )
+}
