@@ -1,1 +1,51 @@
-//! placeholder
+//! lb-config: turns the TOML file into what the lb proxy serves.
+//!
+//! The pipeline is parse → validate → allocate → resolve endpoints, collecting
+//! every error with its path in Kubernetes' words, so `lb-proxy check` prints
+//! them all at once.
+//!
+//! Map of the crate:
+//! - [`raw`]: serde structs mirroring the contract's TOML one to one.
+//! - `parse` (private): text to [`raw::RawConfig`], parse errors with paths.
+//! - `validation` (private): raw values to typed ones, after Kubernetes'
+//!   `ValidateService` and friends; `unsupported` (private) refuses, in one
+//!   place, the features a later release brings.
+//! - `allocate` (private): cluster IPs and node ports through
+//!   [`lb_core::alloc`], stable across reloads.
+//! - `endpoints` (private): the endpoints controller (selectors against pods,
+//!   manual `[[endpoints]]`).
+//! - [`loader`]: [`Loader`], the stateful entry point, and [`check_str`].
+//! - [`config`]: the result, [`Config`].
+//! - [`store`]: [`FileStore`], allocations in a state file across restarts.
+//! - [`watch`]: [`watch_file`], reload triggers for edits, renames and
+//!   ConfigMap symlink swaps.
+//! - [`error`]: [`FieldError`] and [`ConfigErrors`], one line per error.
+//!
+//! ```
+//! let config = lb_config::check_str(r#"
+//!     [cluster]
+//!     service_cidr = "127.96.0.0/16"
+//!     [[services]]
+//!     name = "web"
+//!     ports = [{ port = 80 }]
+//! "#).unwrap();
+//! assert_eq!(config.services[0].cluster_ip.to_string(), "127.96.0.1");
+//! ```
+
+mod allocate;
+pub mod config;
+mod endpoints;
+pub mod error;
+pub mod loader;
+mod parse;
+pub mod raw;
+pub mod store;
+mod unsupported;
+mod validation;
+pub mod watch;
+
+pub use config::{ClusterSettings, Config, VipMode};
+pub use error::{ConfigErrors, FieldError, WatchError};
+pub use loader::{check_file, check_str, default_node_name, parse_str, Loader};
+pub use store::FileStore;
+pub use watch::watch_file;

@@ -1,0 +1,162 @@
+//! Cluster IPs and node ports for validated services, stable across reloads.
+//!
+//! Order, so that a service keeps what it had and requests win:
+//! 1. every explicitly requested value (errors in the allocator's words);
+//! 2. what the same service (namespace/name; for node ports also protocol and
+//!    port) held in the previous [`Allocations`], if it is still free and valid;
+//! 3. the lowest free value.
+//!
+//! The result holds only the current services' values, so a service that goes
+//! releases its addresses.
+
+use std::net::IpAddr;
+
+use lb_core::alloc::{AllocError, Allocations, IpAllocator, PortAllocator};
+use lb_core::{ClusterIp, Protocol, ServiceKey};
+
+use crate::config::ClusterSettings;
+use crate::error::{Errors, FieldError};
+use crate::validation::{IpRequest, ServiceDraft};
+
+/// The key of a service's cluster IP in [`Allocations::cluster_ips`].
+pub(crate) fn ip_key(key: &ServiceKey) -> String {
+    format!("{}/{}", key.namespace, key.name)
+}
+
+/// The key of a service port's node port in [`Allocations::node_ports`].
+pub(crate) fn port_key(key: &ServiceKey, protocol: Protocol, port: u16) -> String {
+    format!("{}/{}/{}/{}", key.namespace, key.name, protocol, port)
+}
+
+/// Fills in cluster IPs and node ports; returns who holds what now.
+pub(crate) fn allocate(
+    drafts: &mut [ServiceDraft],
+    cluster: &ClusterSettings,
+    previous: &Allocations,
+    errs: &mut Errors,
+) -> Allocations {
+    let mut out = Allocations::default();
+    allocate_ips(drafts, cluster, previous, errs, &mut out);
+    allocate_node_ports(drafts, cluster, previous, errs, &mut out);
+    out
+}
+
+fn allocate_ips(
+    drafts: &mut [ServiceDraft],
+    cluster: &ClusterSettings,
+    previous: &Allocations,
+    errs: &mut Errors,
+    out: &mut Allocations,
+) {
+    let mut ips = IpAllocator::new(cluster.service_cidr);
+    let mut got: Vec<Option<IpAddr>> = vec![None; drafts.len()];
+    for (i, d) in drafts.iter().enumerate() {
+        if let IpRequest::Fixed(ip) = d.ip {
+            match ips.allocate(ip) {
+                Ok(()) => got[i] = Some(ip),
+                Err(e) => errs.push(FieldError::invalid(
+                    format!("{}.cluster_ip", d.path),
+                    ip.to_string(),
+                    e.to_string(),
+                )),
+            }
+        }
+    }
+    for (i, d) in drafts.iter().enumerate() {
+        if d.ip != IpRequest::Auto {
+            continue;
+        }
+        if let Some(ip) = previous.cluster_ips.get(&ip_key(&d.spec.key)) {
+            if ips.is_valid(*ip) && ips.allocate(*ip).is_ok() {
+                got[i] = Some(*ip);
+            }
+        }
+    }
+    for (i, d) in drafts.iter().enumerate() {
+        if d.ip != IpRequest::Auto || got[i].is_some() {
+            continue;
+        }
+        match ips.allocate_next() {
+            Ok(ip) => got[i] = Some(ip),
+            Err(e) => errs.push(FieldError::internal(
+                format!("{}.cluster_ip", d.path),
+                format!("failed to allocate a serviceIP: {e}"),
+            )),
+        }
+    }
+    for (d, ip) in drafts.iter_mut().zip(got) {
+        d.spec.cluster_ip = match ip {
+            Some(ip) => {
+                out.cluster_ips.insert(ip_key(&d.spec.key), ip);
+                ClusterIp::Ip(ip)
+            }
+            None => ClusterIp::None,
+        };
+    }
+}
+
+fn allocate_node_ports(
+    drafts: &mut [ServiceDraft],
+    cluster: &ClusterSettings,
+    previous: &Allocations,
+    errs: &mut Errors,
+    out: &mut Allocations,
+) {
+    let mut ports = PortAllocator::new(
+        *cluster.node_port_range.start(),
+        *cluster.node_port_range.end(),
+    );
+    // Explicit requests first.
+    for d in drafts.iter_mut() {
+        for (i, request) in d.node_ports.iter().enumerate() {
+            if let Some(Some(n)) = request {
+                match ports.allocate(*n) {
+                    Ok(()) => d.spec.ports[i].node_port = Some(*n),
+                    Err(e) => errs.push(FieldError::invalid(
+                        format!("{}.ports[{i}].node_port", d.path),
+                        i64::from(*n),
+                        e.to_string(),
+                    )),
+                }
+            }
+        }
+    }
+    // Then what each port held before.
+    for d in drafts.iter_mut() {
+        for (i, request) in d.node_ports.iter().enumerate() {
+            if *request != Some(None) {
+                continue;
+            }
+            let p = &d.spec.ports[i];
+            let key = port_key(&d.spec.key, p.protocol, p.port);
+            if let Some(n) = previous.node_ports.get(&key) {
+                if ports.allocate(*n).is_ok() {
+                    d.spec.ports[i].node_port = Some(*n);
+                }
+            }
+        }
+    }
+    // Then the lowest free port.
+    for d in drafts.iter_mut() {
+        for (i, request) in d.node_ports.iter().enumerate() {
+            if *request != Some(None) || d.spec.ports[i].node_port.is_some() {
+                continue;
+            }
+            match ports.allocate_next() {
+                Ok(n) => d.spec.ports[i].node_port = Some(n),
+                Err(AllocError::Full) | Err(_) => errs.push(FieldError::internal(
+                    format!("{}.ports[{i}].node_port", d.path),
+                    "failed to allocate a nodePort: range is full",
+                )),
+            }
+        }
+    }
+    for d in drafts.iter() {
+        for p in &d.spec.ports {
+            if let Some(n) = p.node_port {
+                out.node_ports
+                    .insert(port_key(&d.spec.key, p.protocol, p.port), n);
+            }
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! The validated, allocated configuration that the proxy runs.
+
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+
+use ipnet::IpNet;
+use lb_core::{NodeSpec, ProxySettings, ServiceSpec};
+
+/// How virtual addresses (cluster IPs) are served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum VipMode {
+    /// Plain `bind(2)`: the addresses must already be local (e.g. loopback).
+    #[default]
+    Bind,
+    /// `IP_FREEBIND`: bind addresses that are not (yet) local.
+    Freebind,
+}
+
+impl VipMode {
+    /// The spelling of the file (`bind`, `freebind`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VipMode::Bind => "bind",
+            VipMode::Freebind => "freebind",
+        }
+    }
+}
+
+/// `[cluster]`, typed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// Where cluster IPs are allocated from.
+    pub service_cidr: IpNet,
+    /// Where node ports are allocated from (inclusive).
+    pub node_port_range: RangeInclusive<u16>,
+    /// DNS zone of the cluster (`cluster.local`).
+    pub domain: String,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            service_cidr: IpNet::V4(
+                ipnet::Ipv4Net::new([10, 96, 0, 0].into(), 12).unwrap_or_default(),
+            ),
+            node_port_range: 30000..=32767,
+            domain: "cluster.local".into(),
+        }
+    }
+}
+
+/// Default admin listener (kube-proxy's metrics port).
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:10249";
+
+/// A whole validated config: what `check` approves and `run` serves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// This node: name and node-port addresses.
+    pub node: NodeSpec,
+    /// How cluster IPs are bound.
+    pub vip_mode: VipMode,
+    /// Allocation ranges and DNS zone.
+    pub cluster: ClusterSettings,
+    /// Data-plane settings.
+    pub proxy: ProxySettings,
+    /// Admin API address; `None` when disabled with `listen = ""`.
+    pub admin_listen: Option<SocketAddr>,
+    /// Services with cluster IPs and node ports allocated and endpoints resolved,
+    /// in file order.
+    pub services: Vec<ServiceSpec>,
+    /// Things worth a look that do not make the file invalid (one line each).
+    pub warnings: Vec<String>,
+}

@@ -1,0 +1,114 @@
+//! The endpoints controller: which addresses serve each service port.
+//!
+//! - A selector service takes the pods of its namespace whose labels match every
+//!   selector pair, crossed with the pod port its `target_port` names (by
+//!   container port name and protocol) or the number (a number needs no
+//!   declared pod port). A pod without the named port contributes nothing.
+//! - A selector-less service takes the `[[endpoints]]` of the same namespace and
+//!   name: each subset's addresses (serving) and not-ready addresses (not
+//!   serving) crossed with the subset ports whose name and protocol equal the
+//!   service port's. A mismatch means no endpoints, not an error (as in
+//!   Kubernetes).
+//!
+//! `publish_not_ready_addresses` is applied by lb-core from the service spec.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+use lb_core::{EndpointSpec, PortSpec, ServiceType, TargetPort};
+
+use crate::validation::{Endpoints, Pod, ServiceDraft};
+
+/// Fills every port's endpoints.
+pub(crate) fn resolve(drafts: &mut [ServiceDraft], pods: &[Pod], endpoints: &[Endpoints]) {
+    for d in drafts.iter_mut() {
+        if d.spec.service_type == ServiceType::ExternalName {
+            continue;
+        }
+        let key = d.spec.key.clone();
+        match &d.selector {
+            Some(selector) => {
+                let chosen: Vec<&Pod> = pods
+                    .iter()
+                    .filter(|p| p.namespace == key.namespace)
+                    .filter(|p| selector.iter().all(|(k, v)| p.labels.get(k) == Some(v)))
+                    .collect();
+                for port in &mut d.spec.ports {
+                    let eps = chosen
+                        .iter()
+                        .filter_map(|pod| from_pod(port, pod))
+                        .collect();
+                    port.endpoints = dedup(eps);
+                }
+            }
+            None => {
+                let manual = endpoints
+                    .iter()
+                    .find(|e| e.namespace == key.namespace && e.name == key.name);
+                for port in &mut d.spec.ports {
+                    port.endpoints =
+                        dedup(manual.map(|m| from_manual(port, m)).unwrap_or_default());
+                }
+            }
+        }
+    }
+}
+
+fn from_pod(port: &PortSpec, pod: &Pod) -> Option<EndpointSpec> {
+    let number = match &port.target_port {
+        TargetPort::Number(n) => *n,
+        TargetPort::Name(name) => {
+            pod.ports
+                .iter()
+                .find(|(n, _, proto)| n == name && *proto == port.protocol)?
+                .1
+        }
+    };
+    Some(EndpointSpec {
+        addr: SocketAddr::new(pod.ip, number),
+        node: Some(pod.node.clone()),
+        weight: pod.weight,
+        serving: pod.ready,
+        terminating: pod.terminating,
+        pod: Some(pod.name.clone()),
+        hostname: pod.hostname.clone(),
+    })
+}
+
+fn from_manual(port: &PortSpec, manual: &Endpoints) -> Vec<EndpointSpec> {
+    let mut out = Vec::new();
+    for subset in &manual.subsets {
+        let matching = subset
+            .ports
+            .iter()
+            .filter(|(name, _, proto)| *name == port.name && *proto == port.protocol);
+        for (_, number, _) in matching {
+            let all = subset
+                .addresses
+                .iter()
+                .map(|a| (a, true))
+                .chain(subset.not_ready.iter().map(|a| (a, false)));
+            for (a, serving) in all {
+                out.push(EndpointSpec {
+                    addr: SocketAddr::new(a.ip, *number),
+                    node: a.node_name.clone(),
+                    weight: a.weight,
+                    serving,
+                    terminating: false,
+                    pod: None,
+                    hostname: a.hostname.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// One endpoint per address (the first wins), sorted by address so the order
+/// does not depend on the file's.
+fn dedup(mut eps: Vec<EndpointSpec>) -> Vec<EndpointSpec> {
+    let mut seen = HashSet::new();
+    eps.retain(|e| seen.insert(e.addr));
+    eps.sort_by_key(|e| e.addr);
+    eps
+}

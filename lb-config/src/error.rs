@@ -1,0 +1,348 @@
+//! Errors in the Kubernetes field-error style: `path: Type: value: detail`, one
+//! per line, so that `lb-proxy check` reads like `kubectl apply` and users can
+//! grep for the same texts.
+
+use std::fmt;
+
+/// A value shown in an error, formatted as Go's `%v` would show it in a
+/// Kubernetes field error: strings quoted like `%q`, numbers bare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BadValue {
+    /// A string value (shown quoted).
+    Str(String),
+    /// A number (shown bare).
+    Int(i64),
+}
+
+impl From<&str> for BadValue {
+    fn from(s: &str) -> Self {
+        BadValue::Str(s.to_string())
+    }
+}
+
+impl From<String> for BadValue {
+    fn from(s: String) -> Self {
+        BadValue::Str(s)
+    }
+}
+
+impl From<&String> for BadValue {
+    fn from(s: &String) -> Self {
+        BadValue::Str(s.clone())
+    }
+}
+
+impl From<i64> for BadValue {
+    fn from(n: i64) -> Self {
+        BadValue::Int(n)
+    }
+}
+
+impl fmt::Display for BadValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BadValue::Str(s) => f.write_str(&go_quote(s)),
+            BadValue::Int(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// Quotes a string the way Go's `%q` does (for the characters that matter in a
+/// config file: quotes, backslashes and control characters are escaped).
+pub fn go_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Kubernetes' `field.ErrorType`: what kind of mistake a field holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// `Invalid value: <value>: <detail>`.
+    Invalid(BadValue),
+    /// `Required value` (a detail may follow).
+    Required,
+    /// `Duplicate value: <value>`.
+    Duplicate(BadValue),
+    /// `Unsupported value: <value>: <detail>`; the detail lists the supported
+    /// values, or says that support comes later.
+    NotSupported(BadValue),
+    /// `Forbidden: <detail>`.
+    Forbidden,
+    /// `Internal error: <detail>` (e.g. an allocation range is full).
+    Internal,
+    /// The file could not be read as TOML of the right shape (syntax, unknown
+    /// key, wrong type): `<detail>` alone.
+    Parse,
+}
+
+/// One error: where (a path such as `services[web].ports[0].node_port`), what
+/// kind, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// Path of the field, objects named `kind[NAME]` or `kind[NAMESPACE/NAME]`.
+    pub path: String,
+    /// The error type, with the bad value where it has one.
+    pub kind: ErrorKind,
+    /// Human explanation (may be empty).
+    pub detail: String,
+}
+
+impl FieldError {
+    /// `Invalid value: <value>: <detail>`.
+    pub fn invalid(
+        path: impl Into<String>,
+        value: impl Into<BadValue>,
+        detail: impl Into<String>,
+    ) -> Self {
+        FieldError {
+            path: path.into(),
+            kind: ErrorKind::Invalid(value.into()),
+            detail: detail.into(),
+        }
+    }
+
+    /// `Required value[: <detail>]`.
+    pub fn required(path: impl Into<String>, detail: impl Into<String>) -> Self {
+        FieldError {
+            path: path.into(),
+            kind: ErrorKind::Required,
+            detail: detail.into(),
+        }
+    }
+
+    /// `Duplicate value: <value>`.
+    pub fn duplicate(path: impl Into<String>, value: impl Into<BadValue>) -> Self {
+        FieldError {
+            path: path.into(),
+            kind: ErrorKind::Duplicate(value.into()),
+            detail: String::new(),
+        }
+    }
+
+    /// `Unsupported value: <value>: supported values: "A", "B"`.
+    pub fn not_supported(
+        path: impl Into<String>,
+        value: impl Into<BadValue>,
+        supported: &[&str],
+    ) -> Self {
+        let list: Vec<String> = supported.iter().map(|s| go_quote(s)).collect();
+        FieldError {
+            path: path.into(),
+            kind: ErrorKind::NotSupported(value.into()),
+            detail: format!("supported values: {}", list.join(", ")),
+        }
+    }
+
+    /// `Unsupported value: <value>: <detail>` with a free-form detail (used for
+    /// features that come with a later release).
+    pub fn not_supported_because(
+        path: impl Into<String>,
+        value: impl Into<BadValue>,
+        detail: impl Into<String>,
+    ) -> Self {
+        FieldError {
+            path: path.into(),
+            kind: ErrorKind::NotSupported(value.into()),
+            detail: detail.into(),
+        }
+    }
+
+    /// `Forbidden: <detail>`.
+    pub fn forbidden(path: impl Into<String>, detail: impl Into<String>) -> Self {
+        FieldError {
+            path: path.into(),
+            kind: ErrorKind::Forbidden,
+            detail: detail.into(),
+        }
+    }
+
+    /// `Internal error: <detail>`.
+    pub fn internal(path: impl Into<String>, detail: impl Into<String>) -> Self {
+        FieldError {
+            path: path.into(),
+            kind: ErrorKind::Internal,
+            detail: detail.into(),
+        }
+    }
+
+    /// A parse error: `<path>: <detail>`.
+    pub fn parse(path: impl Into<String>, detail: impl Into<String>) -> Self {
+        FieldError {
+            path: path.into(),
+            kind: ErrorKind::Parse,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.path)?;
+        match &self.kind {
+            ErrorKind::Invalid(v) => write!(f, "Invalid value: {v}")?,
+            ErrorKind::Required => f.write_str("Required value")?,
+            ErrorKind::Duplicate(v) => write!(f, "Duplicate value: {v}")?,
+            ErrorKind::NotSupported(v) => write!(f, "Unsupported value: {v}")?,
+            ErrorKind::Forbidden => f.write_str("Forbidden")?,
+            ErrorKind::Internal => f.write_str("Internal error")?,
+            ErrorKind::Parse => return f.write_str(&self.detail),
+        }
+        if !self.detail.is_empty() {
+            write!(f, ": {}", self.detail)?;
+        }
+        Ok(())
+    }
+}
+
+/// Every error found in one config, in file order. `Display` prints one error
+/// per line, as `lb-proxy check` shows them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors {
+    /// The errors.
+    pub errors: Vec<FieldError>,
+}
+
+impl ConfigErrors {
+    /// The errors as display lines (handy for tests and logs).
+    pub fn lines(&self) -> Vec<String> {
+        self.errors.iter().map(|e| e.to_string()).collect()
+    }
+
+    /// A single error that is not about a field (e.g. the file cannot be read).
+    pub fn single(error: FieldError) -> Self {
+        ConfigErrors {
+            errors: vec![error],
+        }
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Errors of the file watcher.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    /// The path has no parent directory to watch.
+    #[error("cannot watch {path}: it has no parent directory")]
+    NoParent {
+        /// The config path.
+        path: String,
+    },
+    /// The OS watch could not be set up.
+    #[error("cannot watch {path}: {source}")]
+    Notify {
+        /// The directory being watched.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: notify::Error,
+    },
+}
+
+/// Collects errors while validating; object paths are built by the caller.
+#[derive(Debug, Default)]
+pub(crate) struct Errors {
+    pub(crate) list: Vec<FieldError>,
+}
+
+impl Errors {
+    pub(crate) fn push(&mut self, e: FieldError) {
+        self.list.push(e);
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.list.len()
+    }
+}
+
+/// The path of an object: `kind[NAME]` in namespace `default`, else
+/// `kind[NAMESPACE/NAME]`; `kind[INDEX]` when the name is missing.
+pub(crate) fn object_path(kind: &str, namespace: &str, name: &str, index: usize) -> String {
+    if name.is_empty() {
+        format!("{kind}[{index}]")
+    } else if namespace.is_empty() || namespace == "default" {
+        format!("{kind}[{name}]")
+    } else {
+        format!("{kind}[{namespace}/{name}]")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_like_kubernetes_field_errors() {
+        let e = FieldError::invalid(
+            "services[nginx-service].ports[0].node_port",
+            80,
+            "provided port is not in the valid range. The range of valid ports is 30000-32767",
+        );
+        assert_eq!(
+            e.to_string(),
+            "services[nginx-service].ports[0].node_port: Invalid value: 80: provided port is not in the valid range. The range of valid ports is 30000-32767"
+        );
+        assert_eq!(
+            FieldError::invalid("x", "Foo_bar", "d").to_string(),
+            "x: Invalid value: \"Foo_bar\": d"
+        );
+        assert_eq!(
+            FieldError::required("a.b", "").to_string(),
+            "a.b: Required value"
+        );
+        assert_eq!(
+            FieldError::not_supported("t", "X", &["A", "B"]).to_string(),
+            "t: Unsupported value: \"X\": supported values: \"A\", \"B\""
+        );
+        assert_eq!(
+            FieldError::forbidden("p", "not supported yet").to_string(),
+            "p: Forbidden: not supported yet"
+        );
+    }
+
+    #[test]
+    fn quotes_like_go() {
+        assert_eq!(go_quote("a\"b\\c\n"), "\"a\\\"b\\\\c\\n\"");
+    }
+
+    #[test]
+    fn object_paths_drop_the_default_namespace() {
+        assert_eq!(
+            object_path("services", "default", "web", 0),
+            "services[web]"
+        );
+        assert_eq!(
+            object_path("services", "prod", "web", 0),
+            "services[prod/web]"
+        );
+        assert_eq!(object_path("pods", "default", "", 3), "pods[3]");
+    }
+}

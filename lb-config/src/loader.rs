@@ -1,0 +1,136 @@
+//! [`Loader`]: the stateful entry point that turns file text into a
+//! [`Config`], keeping allocations stable across reloads and (with a
+//! [`FileStore`](crate::FileStore)) restarts.
+
+use std::path::Path;
+
+use lb_core::alloc::{AllocationStore, Allocations, MemoryStore};
+
+use crate::config::Config;
+use crate::error::{ConfigErrors, Errors, FieldError};
+use crate::raw::RawConfig;
+use crate::{allocate, endpoints, parse, validation};
+
+/// Loads configs one after another. Each successful load saves its
+/// allocations, and the next load starts from them, so a service that keeps
+/// its name keeps its cluster IP and node ports. A load that fails changes
+/// nothing.
+#[derive(Debug)]
+pub struct Loader {
+    store: Box<dyn AllocationStore>,
+    /// The last good allocations; `None` until the store has been read.
+    current: Option<Allocations>,
+    hostname: String,
+}
+
+impl Loader {
+    /// A loader over `store`; the node name defaults to this host's name.
+    pub fn new(store: Box<dyn AllocationStore>) -> Self {
+        Loader {
+            store,
+            current: None,
+            hostname: default_node_name(),
+        }
+    }
+
+    /// Uses `name` instead of the hostname as the default node name (for
+    /// embedders and tests that must not depend on the machine).
+    pub fn with_default_node_name(mut self, name: impl Into<String>) -> Self {
+        self.hostname = name.into();
+        self
+    }
+
+    /// Parses, validates, allocates and resolves `text`. On error nothing
+    /// changes: allocations are neither used up nor saved.
+    pub fn load_str(&mut self, text: &str) -> Result<Config, ConfigErrors> {
+        let raw = parse_str(text)?;
+        self.load_raw(&raw)
+    }
+
+    /// [`Loader::load_str`] on the contents of `path`.
+    pub fn load_file(&mut self, path: &Path) -> Result<Config, ConfigErrors> {
+        let text = read_file(path)?;
+        self.load_str(&text)
+    }
+
+    /// Validates an already parsed file (e.g. objects from another source
+    /// merged into one [`RawConfig`]).
+    pub fn load_raw(&mut self, raw: &RawConfig) -> Result<Config, ConfigErrors> {
+        let mut warnings = Vec::new();
+        let previous = match &self.current {
+            Some(a) => a.clone(),
+            None => self.store.load().unwrap_or_else(|e| {
+                warnings.push(format!("allocations: starting afresh: {e}"));
+                Allocations::default()
+            }),
+        };
+        let mut errs = Errors::default();
+        let mut v = validation::validate(raw, &self.hostname, &mut errs);
+        let allocations =
+            allocate::allocate(&mut v.services, &v.settings.cluster, &previous, &mut errs);
+        if !errs.is_empty() {
+            return Err(ConfigErrors { errors: errs.list });
+        }
+        endpoints::resolve(&mut v.services, &v.pods, &v.endpoints);
+        if previous != allocations || self.current.is_none() {
+            if let Err(e) = self.store.save(&allocations) {
+                tracing::warn!(error = %e, "could not save allocations");
+                warnings.push(format!("allocations: not saved: {e}"));
+            }
+        }
+        self.current = Some(allocations);
+        warnings.extend(v.warnings);
+        let s = v.settings;
+        Ok(Config {
+            node: s.node,
+            vip_mode: s.vip_mode,
+            cluster: s.cluster,
+            proxy: s.proxy,
+            admin_listen: s.admin_listen,
+            services: v.services.into_iter().map(|d| d.spec).collect(),
+            warnings,
+        })
+    }
+
+    /// The allocations of the last successful load (empty before one).
+    pub fn allocations(&self) -> Allocations {
+        self.current.clone().unwrap_or_default()
+    }
+}
+
+/// Validates `text` on its own, with allocations in memory (`lb-proxy check`).
+pub fn check_str(text: &str) -> Result<Config, ConfigErrors> {
+    Loader::new(Box::<MemoryStore>::default()).load_str(text)
+}
+
+/// [`check_str`] on the contents of `path`.
+pub fn check_file(path: &Path) -> Result<Config, ConfigErrors> {
+    check_str(&read_file(path)?)
+}
+
+/// Parses `text` into the raw file structs without validating values (for
+/// tools that read or rewrite the file).
+pub fn parse_str(text: &str) -> Result<RawConfig, ConfigErrors> {
+    parse::parse(text).map_err(|errors| ConfigErrors { errors })
+}
+
+fn read_file(path: &Path) -> Result<String, ConfigErrors> {
+    std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors::single(FieldError::parse(
+            path.display().to_string(),
+            format!("cannot read the config file: {e}"),
+        ))
+    })
+}
+
+/// The default node name: the kernel's hostname (`/proc/sys/kernel/hostname`),
+/// else `$HOSTNAME`, else `localhost`; lower-cased, as Kubernetes node names are.
+pub fn default_node_name() -> String {
+    let from_proc = std::fs::read_to_string("/proc/sys/kernel/hostname").ok();
+    let name = from_proc
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| "localhost".to_string());
+    name.to_ascii_lowercase()
+}

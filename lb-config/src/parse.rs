@@ -1,0 +1,177 @@
+//! TOML text to [`RawConfig`], reporting parse errors one per line with their
+//! path. Objects in the lists (`[[services]]`, ...) are read one by one, so
+//! that one bad service does not hide the errors of the next, and an error
+//! inside a named object is located as `services[NAME].field`.
+
+use serde::de::DeserializeOwned;
+use toml::{Table, Value};
+
+use crate::error::{object_path, FieldError};
+use crate::raw::RawConfig;
+
+/// The top-level keys that hold lists of named objects.
+const LISTS: [&str; 4] = ["ip_pools", "pods", "services", "endpoints"];
+
+/// Parses the file's text. An empty text is a valid, empty config.
+pub(crate) fn parse(text: &str) -> Result<RawConfig, Vec<FieldError>> {
+    let mut table: Table = match text.parse() {
+        Ok(t) => t,
+        Err(e) => return Err(vec![syntax_error(text, &e)]),
+    };
+    let mut errors = Vec::new();
+    let mut lists = Vec::new();
+    for key in LISTS {
+        if let Some(v) = table.remove(key) {
+            lists.push((key, v));
+        }
+    }
+    let mut config: RawConfig = match deserialize(Value::Table(table)) {
+        Ok(c) => c,
+        Err((path, msg)) => {
+            errors.push(FieldError::parse(
+                path.unwrap_or_else(|| "file".into()),
+                msg,
+            ));
+            RawConfig::default()
+        }
+    };
+    for (key, value) in lists {
+        match key {
+            "ip_pools" => config.ip_pools = list(key, value, &mut errors),
+            "pods" => config.pods = list(key, value, &mut errors),
+            "services" => config.services = list(key, value, &mut errors),
+            _ => config.endpoints = list(key, value, &mut errors),
+        }
+    }
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Reads a list of objects element by element; each error is located at
+/// `kind[NAME]` (or `kind[NAMESPACE/NAME]`, or `kind[INDEX]` without a name).
+fn list<T: DeserializeOwned>(kind: &str, value: Value, errors: &mut Vec<FieldError>) -> Vec<T> {
+    let items = match value {
+        Value::Array(items) => items,
+        other => {
+            errors.push(FieldError::parse(
+                kind,
+                format!(
+                    "invalid type: {}, expected an array of tables ([[{kind}]])",
+                    other.type_str()
+                ),
+            ));
+            return Vec::new();
+        }
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let (namespace, name) = match &item {
+            Value::Table(t) => (
+                t.get("namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or("default")
+                    .to_string(),
+                t.get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+            ),
+            _ => (String::new(), String::new()),
+        };
+        let base = object_path(kind, &namespace, &name, i);
+        match deserialize::<T>(item) {
+            Ok(v) => out.push(v),
+            Err((path, msg)) => {
+                let path = match path {
+                    None => base,
+                    Some(p) if p.starts_with('[') => format!("{base}{p}"),
+                    Some(p) => format!("{base}.{p}"),
+                };
+                errors.push(FieldError::parse(path, msg));
+            }
+        }
+    }
+    out
+}
+
+/// Deserializes with the path of the failing field, if any.
+fn deserialize<T: DeserializeOwned>(value: Value) -> Result<T, (Option<String>, String)> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let path = (path != ".").then_some(path);
+        (path, one_line(e.inner().message()))
+    })
+}
+
+/// A TOML syntax error as one line: `line L, column C: message`.
+fn syntax_error(text: &str, e: &toml::de::Error) -> FieldError {
+    let location = match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("line {line}, column {column}")
+        }
+        None => "file".to_string(),
+    };
+    FieldError::parse(location, format!("TOML syntax: {}", one_line(e.message())))
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(text: &str) -> Vec<String> {
+        parse(text)
+            .unwrap_err()
+            .iter()
+            .map(|e| e.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn empty_text_is_the_default_config() {
+        assert_eq!(parse("").unwrap(), RawConfig::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_located() {
+        let l = lines("[proxy]\nfoo = 1\n");
+        assert_eq!(l.len(), 1);
+        assert!(l[0].starts_with("proxy"), "{l:?}");
+        assert!(l[0].contains("unknown field `foo`"), "{l:?}");
+        let l = lines("[[services]]\nname = \"web\"\n[[services.ports]]\nport = 80\nbogus = 1\n");
+        assert!(l[0].starts_with("services[web].ports[0]"), "{l:?}");
+        assert!(l[0].contains("unknown field `bogus`"), "{l:?}");
+    }
+
+    #[test]
+    fn every_bad_object_is_reported() {
+        let l = lines(
+            "[[services]]\nname = \"a\"\nport = 1\n[[services]]\nname = \"b\"\nnamespace = \"x\"\ncluster_ip = 5\n",
+        );
+        assert_eq!(l.len(), 2, "{l:?}");
+        assert!(
+            l[0].starts_with("services[a].port: unknown field `port`"),
+            "{l:?}"
+        );
+        assert!(
+            l[1].starts_with("services[x/b].cluster_ip: invalid type"),
+            "{l:?}"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_name_their_line() {
+        let l = lines("[node]\nname = \n");
+        assert_eq!(l.len(), 1);
+        assert!(l[0].starts_with("line 2, column"), "{l:?}");
+    }
+}

@@ -1,0 +1,403 @@
+//! The file as written: serde structs mirroring the contract's TOML tables one
+//! to one, before any validation.
+//!
+//! Every struct denies unknown fields (a typo is an error, never a silently
+//! ignored setting). Numbers are `i64` and addresses, durations and enums are
+//! strings here, so that a value out of range or misspelt gets a Kubernetes-style
+//! validation error with its path instead of a serde type error. Field names
+//! mirror the Kubernetes API (Service, Endpoints, Pod) in snake_case.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The whole file. An empty file is valid: every section has defaults.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    /// `[node]`: who this proxy is.
+    pub node: RawNode,
+    /// `[cluster]`: allocation ranges and DNS zone.
+    pub cluster: RawCluster,
+    /// `[proxy]`: data-plane settings.
+    pub proxy: RawProxy,
+    /// `[admin]`: the admin API listener.
+    pub admin: RawAdmin,
+    /// `[dns]`: the optional cluster DNS responder.
+    pub dns: Option<RawDns>,
+    /// `[[ip_pools]]`: LoadBalancer address pools.
+    pub ip_pools: Vec<RawIpPool>,
+    /// `[[pods]]`: backend instances.
+    pub pods: Vec<RawPod>,
+    /// `[[services]]`: the services to proxy.
+    pub services: Vec<RawService>,
+    /// `[[endpoints]]`: manual endpoints of selector-less services.
+    pub endpoints: Vec<RawEndpoints>,
+    /// `[source]`: other sources of objects (etcd).
+    pub source: Option<RawSource>,
+}
+
+/// `[node]`: kube-proxy's node.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawNode {
+    /// Node name; default: the hostname.
+    pub name: Option<String>,
+    /// Addresses where node ports listen; default `["0.0.0.0"]`.
+    pub addresses: Option<Vec<String>>,
+    /// `bind` (default), `freebind` or `interface`.
+    pub vip_mode: Option<String>,
+    /// Interface mode: where VIPs are added.
+    pub vip_interface: Option<String>,
+    /// Interface mode: where LoadBalancer addresses are announced.
+    pub announce_interface: Option<String>,
+}
+
+/// `[cluster]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCluster {
+    /// ClusterIP allocation range; default `10.96.0.0/12`.
+    pub service_cidr: Option<String>,
+    /// Node port range `FIRST-LAST`; default `30000-32767`.
+    pub node_port_range: Option<String>,
+    /// DNS zone; default `cluster.local`.
+    pub domain: Option<String>,
+}
+
+/// `[proxy]`: data-plane settings (durations are humantime strings).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawProxy {
+    /// One dial per entry (milliseconds), each to the next endpoint.
+    pub connect_timeouts_ms: Option<Vec<i64>>,
+    /// Idle timeout of a TCP connection; `"0"` = none.
+    pub tcp_idle_timeout: Option<String>,
+    /// After one side sends FIN, the other side has this long.
+    pub half_close_timeout: Option<String>,
+    /// Idle timeout of a UDP flow.
+    pub udp_idle_timeout: Option<String>,
+    /// How long connections may drain at shutdown or endpoint removal.
+    pub drain_timeout: Option<String>,
+    /// Open connections per service port; 0 = unlimited.
+    pub max_connections: Option<i64>,
+    /// Dial failures in a row that eject an endpoint; 0 = off.
+    pub outlier_consecutive_failures: Option<i64>,
+    /// First ejection period.
+    pub outlier_base_ejection: Option<String>,
+    /// UDP flows, all services together.
+    pub udp_max_flows: Option<i64>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdmin {
+    /// `IP:PORT` of the admin API; `""` disables it; default `127.0.0.1:10249`.
+    pub listen: Option<String>,
+}
+
+/// `[dns]`: the cluster DNS responder.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDns {
+    /// `IP:PORT` to answer on.
+    pub listen: Option<String>,
+    /// TTL of answers, seconds.
+    pub ttl: Option<i64>,
+    /// Where other names go (`IP` or `IP:PORT`).
+    pub upstreams: Option<Vec<String>>,
+}
+
+/// `[[ip_pools]]`: a MetalLB-style IPAddressPool.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawIpPool {
+    /// Pool name (DNS-1123 subdomain).
+    pub name: String,
+    /// Ranges `A-B` or CIDRs.
+    pub addresses: Vec<String>,
+    /// Whether services without `ip_pool` may take addresses from it.
+    pub auto_assign: Option<bool>,
+}
+
+/// `[[pods]]`: a backend instance.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPod {
+    /// Pod name (DNS-1123 subdomain).
+    pub name: String,
+    /// Namespace; default `default`.
+    pub namespace: Option<String>,
+    /// Pod address.
+    pub ip: String,
+    /// Node it runs on; file default: this node.
+    pub node: Option<String>,
+    /// Hostname, for DNS of headless services.
+    pub hostname: Option<String>,
+    /// Labels that service selectors match.
+    pub labels: BTreeMap<String, String>,
+    /// Container ports (named ports are what `target_port` names).
+    pub ports: Vec<RawContainerPort>,
+    /// Relative share of new connections; default 1, 0 = drain.
+    pub weight: Option<i64>,
+    /// Static readiness when there is no probe; default true.
+    pub ready: Option<bool>,
+    /// The pod is shutting down; default false.
+    pub terminating: Option<bool>,
+    /// Readiness probe, as in Kubernetes.
+    pub readiness_probe: Option<RawProbe>,
+}
+
+/// One container port of a pod.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawContainerPort {
+    /// Port name (IANA_SVC_NAME), what a service's `target_port` may name.
+    pub name: Option<String>,
+    /// Port number on the pod.
+    pub container_port: i64,
+    /// `TCP` (default) or `UDP`.
+    pub protocol: Option<String>,
+}
+
+/// A readiness probe: one of `tcp_socket`, `http_get`, `exec`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawProbe {
+    /// Connect to a port.
+    pub tcp_socket: Option<RawTcpSocketAction>,
+    /// Send an HTTP GET.
+    pub http_get: Option<RawHttpGetAction>,
+    /// Run a command.
+    pub exec: Option<RawExecAction>,
+    /// Seconds before the first probe.
+    pub initial_delay_seconds: Option<i64>,
+    /// Seconds between probes.
+    pub period_seconds: Option<i64>,
+    /// Seconds before a probe counts as failed.
+    pub timeout_seconds: Option<i64>,
+    /// Successes in a row that make the pod ready.
+    pub success_threshold: Option<i64>,
+    /// Failures in a row that make the pod not ready.
+    pub failure_threshold: Option<i64>,
+}
+
+/// `tcp_socket` probe action.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTcpSocketAction {
+    /// Port number or container port name.
+    pub port: IntOrString,
+}
+
+/// `http_get` probe action.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttpGetAction {
+    /// Request path; default `/`.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Port number or container port name.
+    pub port: IntOrString,
+}
+
+/// `exec` probe action.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExecAction {
+    /// Program and arguments.
+    pub command: Vec<String>,
+}
+
+/// `[[services]]`: a Kubernetes Service.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawService {
+    /// Service name (DNS-1035 label).
+    pub name: String,
+    /// Namespace; default `default`.
+    pub namespace: Option<String>,
+    /// `ClusterIP` (default), `NodePort`, `LoadBalancer` or `ExternalName`.
+    #[serde(rename = "type")]
+    pub service_type: Option<String>,
+    /// Omitted: allocated; `"None"`: headless; else an address in `service_cidr`.
+    pub cluster_ip: Option<String>,
+    /// Pod labels to match; omitted or empty: endpoints come from `[[endpoints]]`.
+    pub selector: Option<BTreeMap<String, String>>,
+    /// `None` (default) or `ClientIP`.
+    pub session_affinity: Option<String>,
+    /// ClientIP timeout.
+    pub session_affinity_config: Option<RawSessionAffinityConfig>,
+    /// `Cluster` (default) or `Local`.
+    pub external_traffic_policy: Option<String>,
+    /// `Cluster` (default) or `Local`.
+    pub internal_traffic_policy: Option<String>,
+    /// More addresses the ports listen on.
+    pub external_ips: Option<Vec<String>>,
+    /// LoadBalancer: requested address.
+    pub load_balancer_ip: Option<String>,
+    /// LoadBalancer: allowed client CIDRs.
+    pub load_balancer_source_ranges: Option<Vec<String>>,
+    /// LoadBalancer: which pool.
+    pub ip_pool: Option<String>,
+    /// LoadBalancer: sharing key.
+    pub allow_shared_ip: Option<String>,
+    /// LoadBalancer: whether node ports are allocated too.
+    pub allocate_load_balancer_node_ports: Option<bool>,
+    /// LoadBalancer + Local: health-check node port; 0 = allocate.
+    pub health_check_node_port: Option<i64>,
+    /// Not-ready endpoints count as ready.
+    pub publish_not_ready_addresses: Option<bool>,
+    /// ExternalName target (DNS-1123 subdomain).
+    pub external_name: Option<String>,
+    /// `[[services.ports]]`.
+    pub ports: Vec<RawServicePort>,
+}
+
+/// `session_affinity_config`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSessionAffinityConfig {
+    /// `client_ip = { timeout_seconds = N }`.
+    pub client_ip: Option<RawClientIpConfig>,
+}
+
+/// `session_affinity_config.client_ip`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawClientIpConfig {
+    /// Sliding affinity timeout, 1..=86400 seconds; default 10800.
+    pub timeout_seconds: Option<i64>,
+}
+
+/// `[[services.ports]]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServicePort {
+    /// Port name; required when the service has more than one port.
+    pub name: Option<String>,
+    /// `TCP` (default) or `UDP`.
+    pub protocol: Option<String>,
+    /// Port on the cluster IP.
+    pub port: i64,
+    /// Number or pod port name; default = `port`.
+    pub target_port: Option<IntOrString>,
+    /// NodePort/LoadBalancer: omitted or 0: allocated.
+    pub node_port: Option<i64>,
+}
+
+/// `[[endpoints]]`: manual endpoints of a selector-less service.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawEndpoints {
+    /// Same name as the service.
+    pub name: String,
+    /// Same namespace as the service; default `default`.
+    pub namespace: Option<String>,
+    /// `[[endpoints.subsets]]`.
+    pub subsets: Vec<RawEndpointSubset>,
+}
+
+/// One subset: addresses crossed with ports.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawEndpointSubset {
+    /// Ready addresses.
+    pub addresses: Vec<RawEndpointAddress>,
+    /// Not-ready addresses (serving = false).
+    pub not_ready_addresses: Vec<RawEndpointAddress>,
+    /// Ports; each serves the service port of the same name.
+    pub ports: Vec<RawEndpointPort>,
+}
+
+/// One endpoint address.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawEndpointAddress {
+    /// Address.
+    pub ip: Option<String>,
+    /// A DNS name instead of an address, re-resolved at its TTL.
+    pub host: Option<String>,
+    /// Hostname, for DNS of headless services.
+    pub hostname: Option<String>,
+    /// Node it runs on (no default).
+    pub node_name: Option<String>,
+    /// Relative share of new connections; default 1, 0 = drain.
+    pub weight: Option<i64>,
+}
+
+/// One endpoint port.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawEndpointPort {
+    /// Must equal the service port's name to serve it.
+    pub name: Option<String>,
+    /// Port number on the addresses.
+    pub port: i64,
+    /// `TCP` (default) or `UDP`.
+    pub protocol: Option<String>,
+}
+
+/// `[source]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSource {
+    /// `[source.etcd]`.
+    pub etcd: Option<RawEtcd>,
+}
+
+/// `[source.etcd]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawEtcd {
+    /// etcd client URLs.
+    pub endpoints: Vec<String>,
+    /// Key prefix; default `/lb`.
+    pub prefix: Option<String>,
+}
+
+/// A number or a string, as Kubernetes' `IntOrString` (`target_port`, probe
+/// `port`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IntOrString {
+    /// A number (range-checked by validation).
+    Int(i64),
+    /// A name.
+    Str(String),
+}
+
+impl Serialize for IntOrString {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            IntOrString::Int(n) => s.serialize_i64(*n),
+            IntOrString::Str(v) => s.serialize_str(v),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for IntOrString {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = IntOrString;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a port number or a port name")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<IntOrString, E> {
+                Ok(IntOrString::Int(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<IntOrString, E> {
+                i64::try_from(v)
+                    .map(IntOrString::Int)
+                    .map_err(|_| E::custom("port number out of range"))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<IntOrString, E> {
+                Ok(IntOrString::Str(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}

@@ -1,0 +1,173 @@
+//! Features the contract names but this release does not serve yet. They are
+//! refused here, all in one place, rather than silently ignored: a user who
+//! writes `type = "LoadBalancer"` must not believe an address is being
+//! announced. The release that implements a feature deletes its lines here.
+
+use crate::error::{object_path, Errors, FieldError};
+use crate::raw::{RawConfig, RawService};
+
+const LATER: &str = "not supported yet";
+
+fn later(what: &str) -> String {
+    format!("{LATER} ({what} come with a later release)")
+}
+
+/// Pushes one error per unsupported feature in use.
+pub(crate) fn check(raw: &RawConfig, errs: &mut Errors) {
+    if matches!(raw.node.vip_mode.as_deref(), Some("interface")) {
+        errs.push(FieldError::not_supported_because(
+            "node.vip_mode",
+            "interface",
+            later("interface VIPs"),
+        ));
+    }
+    if raw
+        .node
+        .vip_interface
+        .as_deref()
+        .is_some_and(|s| !s.is_empty())
+    {
+        errs.push(FieldError::forbidden(
+            "node.vip_interface",
+            later("interface VIPs"),
+        ));
+    }
+    if raw
+        .node
+        .announce_interface
+        .as_deref()
+        .is_some_and(|s| !s.is_empty())
+    {
+        errs.push(FieldError::forbidden(
+            "node.announce_interface",
+            later("LoadBalancer announcements"),
+        ));
+    }
+    if raw.dns.is_some() {
+        errs.push(FieldError::forbidden(
+            "dns",
+            later("the DNS responder and its settings"),
+        ));
+    }
+    if raw.source.as_ref().is_some_and(|s| s.etcd.is_some()) {
+        errs.push(FieldError::forbidden("source.etcd", later("etcd sources")));
+    }
+    for (i, p) in raw.ip_pools.iter().enumerate() {
+        errs.push(FieldError::forbidden(
+            object_path("ip_pools", "", &p.name, i),
+            later("LoadBalancer address pools"),
+        ));
+    }
+    for (i, p) in raw.pods.iter().enumerate() {
+        if p.readiness_probe.is_some() {
+            let path = object_path("pods", p.namespace.as_deref().unwrap_or(""), &p.name, i);
+            errs.push(FieldError::forbidden(
+                format!("{path}.readiness_probe"),
+                later("readiness probes; use `ready`"),
+            ));
+        }
+    }
+    for (i, e) in raw.endpoints.iter().enumerate() {
+        let path = object_path(
+            "endpoints",
+            e.namespace.as_deref().unwrap_or(""),
+            &e.name,
+            i,
+        );
+        for (s, subset) in e.subsets.iter().enumerate() {
+            let lists = [
+                ("addresses", &subset.addresses),
+                ("not_ready_addresses", &subset.not_ready_addresses),
+            ];
+            for (field, list) in lists {
+                for (j, a) in list.iter().enumerate() {
+                    if a.host.is_some() && a.ip.is_none() {
+                        errs.push(FieldError::forbidden(
+                            format!("{path}.subsets[{s}].{field}[{j}].host"),
+                            later("endpoint addresses by DNS name"),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    for (i, s) in raw.services.iter().enumerate() {
+        service(s, i, errs);
+    }
+}
+
+fn service(s: &RawService, index: usize, errs: &mut Errors) {
+    let path = object_path(
+        "services",
+        s.namespace.as_deref().unwrap_or(""),
+        &s.name,
+        index,
+    );
+    if s.service_type.as_deref() == Some("LoadBalancer") {
+        errs.push(FieldError::not_supported_because(
+            format!("{path}.type"),
+            "LoadBalancer",
+            later("LoadBalancer services"),
+        ));
+    }
+    for field in ["external_traffic_policy", "internal_traffic_policy"] {
+        let value = match field {
+            "external_traffic_policy" => &s.external_traffic_policy,
+            _ => &s.internal_traffic_policy,
+        };
+        if value.as_deref() == Some("Local") {
+            errs.push(FieldError::not_supported_because(
+                format!("{path}.{field}"),
+                "Local",
+                later("Local traffic policies"),
+            ));
+        }
+    }
+    let set = |o: &Option<Vec<String>>| o.as_ref().is_some_and(|v| !v.is_empty());
+    let set_str = |o: &Option<String>| o.as_ref().is_some_and(|v| !v.is_empty());
+    if set(&s.external_ips) {
+        errs.push(FieldError::forbidden(
+            format!("{path}.external_ips"),
+            later("external IPs"),
+        ));
+    }
+    if set_str(&s.load_balancer_ip) {
+        errs.push(FieldError::forbidden(
+            format!("{path}.load_balancer_ip"),
+            later("LoadBalancer services"),
+        ));
+    }
+    if set(&s.load_balancer_source_ranges) {
+        errs.push(FieldError::forbidden(
+            format!("{path}.load_balancer_source_ranges"),
+            later("LoadBalancer services"),
+        ));
+    }
+    if set_str(&s.ip_pool) {
+        errs.push(FieldError::forbidden(
+            format!("{path}.ip_pool"),
+            later("LoadBalancer services"),
+        ));
+    }
+    if set_str(&s.allow_shared_ip) {
+        errs.push(FieldError::forbidden(
+            format!("{path}.allow_shared_ip"),
+            later("LoadBalancer services"),
+        ));
+    }
+    if s.health_check_node_port.is_some_and(|n| n != 0) {
+        errs.push(FieldError::forbidden(
+            format!("{path}.health_check_node_port"),
+            later("health-check node ports"),
+        ));
+    }
+    for (i, p) in s.ports.iter().enumerate() {
+        if p.protocol.as_deref() == Some("UDP") {
+            errs.push(FieldError::not_supported_because(
+                format!("{path}.ports[{i}].protocol"),
+                "UDP",
+                "not supported yet (UDP services come with a later release)",
+            ));
+        }
+    }
+}

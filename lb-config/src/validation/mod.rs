@@ -1,0 +1,139 @@
+//! Raw file to typed objects, collecting every error with its path, in the
+//! words of Kubernetes' validation (`ValidateService`, `ValidateObjectMeta`,
+//! `ValidateEndpoints`, ...).
+
+mod names;
+mod objects;
+mod service;
+mod settings;
+
+use std::collections::{BTreeMap, HashSet};
+
+use lb_core::Protocol;
+
+pub(crate) use objects::{Endpoints, Pod};
+pub(crate) use service::{IpRequest, ServiceDraft};
+pub(crate) use settings::Settings;
+
+use crate::error::{object_path, Errors, FieldError};
+use crate::raw::RawConfig;
+
+/// Everything valid in the file, ready for allocation and endpoint resolution.
+#[derive(Debug, Clone)]
+pub(crate) struct Validated {
+    pub(crate) settings: Settings,
+    pub(crate) services: Vec<ServiceDraft>,
+    pub(crate) pods: Vec<Pod>,
+    pub(crate) endpoints: Vec<Endpoints>,
+    pub(crate) warnings: Vec<String>,
+}
+
+/// Validates the whole file. Objects with errors are left out of the result;
+/// the caller refuses the config when `errs` is not empty.
+pub(crate) fn validate(raw: &RawConfig, hostname: &str, errs: &mut Errors) -> Validated {
+    let settings = settings::settings(raw, hostname, errs);
+    let mut warnings = settings::warnings(&settings);
+
+    let mut services = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, s) in raw.services.iter().enumerate() {
+        let ns = s.namespace.as_deref().unwrap_or("default");
+        if !s.name.is_empty() && !seen.insert((ns, s.name.as_str())) {
+            errs.push(FieldError::duplicate(
+                format!("{}.name", object_path("services", ns, &s.name, i)),
+                &s.name,
+            ));
+            continue;
+        }
+        services.extend(service::service(s, i, errs));
+    }
+
+    let mut pods = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, p) in raw.pods.iter().enumerate() {
+        let ns = p.namespace.as_deref().unwrap_or("default");
+        if !p.name.is_empty() && !seen.insert((ns, p.name.as_str())) {
+            errs.push(FieldError::duplicate(
+                format!("{}.name", object_path("pods", ns, &p.name, i)),
+                &p.name,
+            ));
+            continue;
+        }
+        pods.extend(objects::pod(p, i, &settings.node.name, errs));
+    }
+
+    let mut endpoints = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, e) in raw.endpoints.iter().enumerate() {
+        let ns = e.namespace.as_deref().unwrap_or("default");
+        let path = object_path("endpoints", ns, &e.name, i);
+        if !e.name.is_empty() && !seen.insert((ns, e.name.as_str())) {
+            errs.push(FieldError::duplicate(format!("{path}.name"), &e.name));
+            continue;
+        }
+        let has_selector = raw.services.iter().any(|s| {
+            s.name == e.name
+                && s.namespace.as_deref().unwrap_or("default") == ns
+                && s.selector.as_ref().is_some_and(|sel| !sel.is_empty())
+        });
+        if has_selector {
+            warnings.push(format!(
+                "{path}: ignored: the service of the same name has a selector, so its endpoints come from [[pods]]"
+            ));
+        }
+        endpoints.extend(objects::endpoints(e, i, errs));
+    }
+
+    let mut seen = HashSet::new();
+    for (i, p) in raw.ip_pools.iter().enumerate() {
+        let path = object_path("ip_pools", "", &p.name, i);
+        if p.name.is_empty() {
+            errs.push(FieldError::required(
+                format!("{path}.name"),
+                "name is required",
+            ));
+        } else if !seen.insert(p.name.as_str()) {
+            errs.push(FieldError::duplicate(format!("{path}.name"), &p.name));
+        } else {
+            for m in names::dns1123_subdomain(&p.name) {
+                errs.push(FieldError::invalid(format!("{path}.name"), &p.name, m));
+            }
+        }
+    }
+
+    crate::unsupported::check(raw, errs);
+
+    Validated {
+        settings,
+        services,
+        pods,
+        endpoints,
+        warnings,
+    }
+}
+
+/// Validates a label map (selector or pod labels) as `ValidateLabels` does.
+pub(crate) fn labels(path: &str, map: &BTreeMap<String, String>, errs: &mut Errors) {
+    for (k, v) in map {
+        for m in names::label_key(k) {
+            errs.push(FieldError::invalid(path, k, m));
+        }
+        for m in names::label_value(v) {
+            errs.push(FieldError::invalid(path, v, m));
+        }
+    }
+}
+
+/// A port protocol: `TCP` (default) or `UDP`.
+pub(crate) fn protocol(path: &str, value: &Option<String>, errs: &mut Errors) -> Protocol {
+    match value.as_deref() {
+        None => Protocol::Tcp,
+        Some(text) => match text.parse() {
+            Ok(p) => p,
+            Err(()) => {
+                errs.push(FieldError::not_supported(path, text, &["TCP", "UDP"]));
+                Protocol::Tcp
+            }
+        },
+    }
+}

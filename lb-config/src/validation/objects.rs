@@ -1,0 +1,266 @@
+//! `[[pods]]` and `[[endpoints]]` validation into the typed objects the
+//! endpoints controller reads.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
+
+use lb_core::Protocol;
+
+use super::{labels, names, protocol, settings::ip};
+use crate::error::{object_path, Errors, FieldError};
+use crate::raw::{RawEndpointAddress, RawEndpoints, RawPod};
+
+/// A valid pod.
+#[derive(Debug, Clone)]
+pub(crate) struct Pod {
+    pub(crate) namespace: String,
+    pub(crate) name: String,
+    pub(crate) ip: IpAddr,
+    pub(crate) node: String,
+    pub(crate) hostname: Option<String>,
+    pub(crate) labels: BTreeMap<String, String>,
+    /// Container ports: name (may be empty), number, protocol.
+    pub(crate) ports: Vec<(String, u16, Protocol)>,
+    pub(crate) weight: u32,
+    pub(crate) ready: bool,
+    pub(crate) terminating: bool,
+}
+
+/// A valid `[[endpoints]]` object.
+#[derive(Debug, Clone)]
+pub(crate) struct Endpoints {
+    pub(crate) namespace: String,
+    pub(crate) name: String,
+    pub(crate) subsets: Vec<Subset>,
+}
+
+/// One subset of an Endpoints object.
+#[derive(Debug, Clone)]
+pub(crate) struct Subset {
+    pub(crate) addresses: Vec<Address>,
+    pub(crate) not_ready: Vec<Address>,
+    /// Ports: name (may be empty), number, protocol.
+    pub(crate) ports: Vec<(String, u16, Protocol)>,
+}
+
+/// One endpoint address.
+#[derive(Debug, Clone)]
+pub(crate) struct Address {
+    pub(crate) ip: IpAddr,
+    pub(crate) hostname: Option<String>,
+    pub(crate) node_name: Option<String>,
+    pub(crate) weight: u32,
+}
+
+/// Validates the object's name and namespace; returns (namespace, path).
+fn meta(
+    kind: &str,
+    name: &str,
+    namespace: &Option<String>,
+    index: usize,
+    errs: &mut Errors,
+) -> (String, String) {
+    let namespace = namespace.clone().unwrap_or_else(|| "default".into());
+    let path = object_path(kind, &namespace, name, index);
+    if name.is_empty() {
+        errs.push(FieldError::required(
+            format!("{path}.name"),
+            "name is required",
+        ));
+    } else {
+        for m in names::dns1123_subdomain(name) {
+            errs.push(FieldError::invalid(format!("{path}.name"), name, m));
+        }
+    }
+    for m in names::dns1123_label(&namespace) {
+        errs.push(FieldError::invalid(
+            format!("{path}.namespace"),
+            &namespace,
+            m,
+        ));
+    }
+    (namespace, path)
+}
+
+/// A weight: 0 (drain) up to `u32::MAX`, default 1.
+fn weight(path: &str, value: Option<i64>, errs: &mut Errors) -> u32 {
+    let w = value.unwrap_or(1);
+    match u32::try_from(w) {
+        Ok(w) => w,
+        Err(_) => {
+            errs.push(FieldError::invalid(
+                path,
+                w,
+                "must be greater than or equal to 0",
+            ));
+            0
+        }
+    }
+}
+
+/// An endpoint address: a valid, non-special IP (loopback allowed).
+fn address_ip(path: &str, text: &str, errs: &mut Errors) -> Option<IpAddr> {
+    let addr = ip(path, text, errs)?;
+    let problems = names::non_special_ip(addr, text);
+    let ok = problems.is_empty();
+    for m in problems {
+        errs.push(FieldError::invalid(path, text, m));
+    }
+    ok.then_some(addr)
+}
+
+/// Validates one pod; `None` when it has errors. `node` is this node's name.
+pub(crate) fn pod(raw: &RawPod, index: usize, node: &str, errs: &mut Errors) -> Option<Pod> {
+    let start = errs.len();
+    let (namespace, path) = meta("pods", &raw.name, &raw.namespace, index, errs);
+    let ip_path = format!("{path}.ip");
+    let addr = if raw.ip.is_empty() {
+        errs.push(FieldError::required(&ip_path, ""));
+        None
+    } else {
+        address_ip(&ip_path, &raw.ip, errs)
+    };
+    if let Some(h) = &raw.hostname {
+        for m in names::dns1123_label(h) {
+            errs.push(FieldError::invalid(format!("{path}.hostname"), h, m));
+        }
+    }
+    if let Some(n) = &raw.node {
+        for m in names::dns1123_subdomain(n) {
+            errs.push(FieldError::invalid(format!("{path}.node"), n, m));
+        }
+    }
+    labels(&format!("{path}.labels"), &raw.labels, errs);
+    let mut ports = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, p) in raw.ports.iter().enumerate() {
+        let pp = format!("{path}.ports[{i}]");
+        let name = p.name.clone().unwrap_or_default();
+        if !name.is_empty() {
+            for m in names::port_name(&name) {
+                errs.push(FieldError::invalid(format!("{pp}.name"), &name, m));
+            }
+            if !seen.insert(name.clone()) {
+                errs.push(FieldError::duplicate(format!("{pp}.name"), &name));
+            }
+        }
+        for m in names::port_num(p.container_port) {
+            errs.push(FieldError::invalid(
+                format!("{pp}.container_port"),
+                p.container_port,
+                m,
+            ));
+        }
+        let proto = protocol(&format!("{pp}.protocol"), &p.protocol, errs);
+        ports.push((name, u16::try_from(p.container_port).unwrap_or(0), proto));
+    }
+    let weight = weight(&format!("{path}.weight"), raw.weight, errs);
+    if errs.len() > start {
+        return None;
+    }
+    Some(Pod {
+        namespace,
+        name: raw.name.clone(),
+        ip: addr?,
+        node: raw.node.clone().unwrap_or_else(|| node.to_string()),
+        hostname: raw.hostname.clone(),
+        labels: raw.labels.clone(),
+        ports,
+        weight,
+        ready: raw.ready.unwrap_or(true),
+        terminating: raw.terminating.unwrap_or(false),
+    })
+}
+
+/// Validates one Endpoints object; `None` when it has errors.
+pub(crate) fn endpoints(raw: &RawEndpoints, index: usize, errs: &mut Errors) -> Option<Endpoints> {
+    let start = errs.len();
+    let (namespace, path) = meta("endpoints", &raw.name, &raw.namespace, index, errs);
+    let mut subsets = Vec::new();
+    for (i, s) in raw.subsets.iter().enumerate() {
+        let sp = format!("{path}.subsets[{i}]");
+        let addresses = addresses_of(&format!("{sp}.addresses"), &s.addresses, errs);
+        let not_ready = addresses_of(
+            &format!("{sp}.not_ready_addresses"),
+            &s.not_ready_addresses,
+            errs,
+        );
+        let mut ports = Vec::new();
+        let mut seen = HashSet::new();
+        for (k, p) in s.ports.iter().enumerate() {
+            let pp = format!("{sp}.ports[{k}]");
+            let name = p.name.clone().unwrap_or_default();
+            if s.ports.len() > 1 && name.is_empty() {
+                errs.push(FieldError::required(format!("{pp}.name"), ""));
+            } else if !name.is_empty() {
+                for m in names::dns1123_label(&name) {
+                    errs.push(FieldError::invalid(format!("{pp}.name"), &name, m));
+                }
+                if !seen.insert(name.clone()) {
+                    errs.push(FieldError::duplicate(format!("{pp}.name"), &name));
+                }
+            }
+            for m in names::port_num(p.port) {
+                errs.push(FieldError::invalid(format!("{pp}.port"), p.port, m));
+            }
+            let proto = protocol(&format!("{pp}.protocol"), &p.protocol, errs);
+            ports.push((name, u16::try_from(p.port).unwrap_or(0), proto));
+        }
+        subsets.push(Subset {
+            addresses,
+            not_ready,
+            ports,
+        });
+    }
+    if errs.len() > start {
+        return None;
+    }
+    Some(Endpoints {
+        namespace,
+        name: raw.name.clone(),
+        subsets,
+    })
+}
+
+fn addresses_of(path: &str, raw: &[RawEndpointAddress], errs: &mut Errors) -> Vec<Address> {
+    let mut out = Vec::new();
+    for (j, a) in raw.iter().enumerate() {
+        let ap = format!("{path}[{j}]");
+        let addr = match (&a.ip, &a.host) {
+            (Some(text), None) => address_ip(&format!("{ap}.ip"), text, errs),
+            (Some(_), Some(_)) => {
+                errs.push(FieldError::forbidden(
+                    format!("{ap}.host"),
+                    "may not be set together with `ip`",
+                ));
+                None
+            }
+            // `host` alone is refused by the `unsupported` check.
+            (None, Some(_)) => None,
+            (None, None) => {
+                errs.push(FieldError::required(format!("{ap}.ip"), ""));
+                None
+            }
+        };
+        if let Some(h) = &a.hostname {
+            for m in names::dns1123_label(h) {
+                errs.push(FieldError::invalid(format!("{ap}.hostname"), h, m));
+            }
+        }
+        if let Some(n) = &a.node_name {
+            for m in names::dns1123_subdomain(n) {
+                errs.push(FieldError::invalid(format!("{ap}.node_name"), n, m));
+            }
+        }
+        let weight = weight(&format!("{ap}.weight"), a.weight, errs);
+        if let Some(ip) = addr {
+            out.push(Address {
+                ip,
+                hostname: a.hostname.clone(),
+                node_name: a.node_name.clone(),
+                weight,
+            });
+        }
+    }
+    out
+}

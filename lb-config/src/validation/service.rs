@@ -1,0 +1,332 @@
+//! `[[services]]` validation, after Kubernetes' `ValidateService`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
+
+use lb_core::{
+    ClusterIp, PortSpec, ServiceKey, ServiceSpec, ServiceType, SessionAffinity, TargetPort,
+    TrafficPolicy,
+};
+
+use super::{labels, names, protocol, settings::ip};
+use crate::error::{object_path, Errors, FieldError};
+use crate::raw::{IntOrString, RawService};
+
+/// Kubernetes' `MaxClientIPServiceAffinitySeconds`.
+const MAX_AFFINITY_SECONDS: i64 = 86_400;
+
+/// What a service asks of the cluster IP allocator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IpRequest {
+    /// Allocate one (omitted or `""`).
+    Auto,
+    /// No cluster IP: headless (`"None"`) or ExternalName.
+    NoIp,
+    /// This address.
+    Fixed(IpAddr),
+}
+
+/// A valid service before allocation and endpoint resolution. `spec` has
+/// `ClusterIp::None` and no node ports yet.
+#[derive(Debug, Clone)]
+pub(crate) struct ServiceDraft {
+    /// `services[NAME]` / `services[NAMESPACE/NAME]`.
+    pub(crate) path: String,
+    /// The service, to be completed.
+    pub(crate) spec: ServiceSpec,
+    /// Cluster IP request.
+    pub(crate) ip: IpRequest,
+    /// Per port: `None` = no node port, `Some(None)` = allocate, `Some(Some(n))` = n.
+    pub(crate) node_ports: Vec<Option<Option<u16>>>,
+    /// Pod selector; `None` = endpoints from `[[endpoints]]`.
+    pub(crate) selector: Option<BTreeMap<String, String>>,
+}
+
+/// Validates one service; `None` when it has errors (all pushed to `errs`).
+pub(crate) fn service(raw: &RawService, index: usize, errs: &mut Errors) -> Option<ServiceDraft> {
+    let start = errs.len();
+    let namespace = raw.namespace.clone().unwrap_or_else(|| "default".into());
+    let path = object_path("services", &namespace, &raw.name, index);
+
+    if raw.name.is_empty() {
+        errs.push(FieldError::required(
+            format!("{path}.name"),
+            "name is required",
+        ));
+    }
+    for m in names::dns1035_label(&raw.name)
+        .into_iter()
+        .filter(|_| !raw.name.is_empty())
+    {
+        errs.push(FieldError::invalid(format!("{path}.name"), &raw.name, m));
+    }
+    for m in names::dns1123_label(&namespace) {
+        errs.push(FieldError::invalid(
+            format!("{path}.namespace"),
+            &namespace,
+            m,
+        ));
+    }
+
+    let service_type = match raw.service_type.as_deref() {
+        None | Some("ClusterIP") => ServiceType::ClusterIP,
+        Some("NodePort") => ServiceType::NodePort,
+        Some("LoadBalancer") => ServiceType::LoadBalancer,
+        Some("ExternalName") => ServiceType::ExternalName,
+        Some(other) => {
+            errs.push(FieldError::not_supported(
+                format!("{path}.type"),
+                other,
+                &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"],
+            ));
+            ServiceType::ClusterIP
+        }
+    };
+
+    let ip_path = format!("{path}.cluster_ip");
+    let ip_request = match raw.cluster_ip.as_deref() {
+        _ if service_type == ServiceType::ExternalName => {
+            if raw.cluster_ip.as_deref().is_some_and(|s| !s.is_empty()) {
+                errs.push(FieldError::forbidden(
+                    &ip_path,
+                    "may not be set for ExternalName services",
+                ));
+            }
+            IpRequest::NoIp
+        }
+        None | Some("") => IpRequest::Auto,
+        Some("None") => {
+            if service_type.has_node_ports() {
+                errs.push(FieldError::invalid(
+                    &ip_path,
+                    "None",
+                    format!("may not be set to 'None' for {service_type} services"),
+                ));
+            }
+            IpRequest::NoIp
+        }
+        Some(text) => ip(&ip_path, text, errs).map_or(IpRequest::Auto, IpRequest::Fixed),
+    };
+
+    let selector = match &raw.selector {
+        Some(sel) if !sel.is_empty() => {
+            labels(&format!("{path}.selector"), sel, errs);
+            Some(sel.clone())
+        }
+        _ => None,
+    };
+
+    let affinity_path = format!("{path}.session_affinity_config.client_ip.timeout_seconds");
+    let timeout = raw
+        .session_affinity_config
+        .as_ref()
+        .and_then(|c| c.client_ip.as_ref())
+        .and_then(|c| c.timeout_seconds);
+    if let Some(t) = timeout {
+        if t <= 0 || t > MAX_AFFINITY_SECONDS {
+            errs.push(FieldError::invalid(
+                &affinity_path,
+                t,
+                format!("must be greater than 0 and less than {MAX_AFFINITY_SECONDS}"),
+            ));
+        }
+    }
+    let session_affinity = match raw.session_affinity.as_deref() {
+        None | Some("None") => SessionAffinity::None,
+        Some("ClientIP") => SessionAffinity::ClientIp {
+            timeout: timeout
+                .filter(|t| *t > 0)
+                .map_or(SessionAffinity::DEFAULT_TIMEOUT, |t| {
+                    std::time::Duration::from_secs(t as u64)
+                }),
+        },
+        Some(other) => {
+            errs.push(FieldError::not_supported(
+                format!("{path}.session_affinity"),
+                other,
+                &["ClientIP", "None"],
+            ));
+            SessionAffinity::None
+        }
+    };
+
+    let external_traffic_policy = policy(
+        &path,
+        "external_traffic_policy",
+        &raw.external_traffic_policy,
+        errs,
+    );
+    let internal_traffic_policy = policy(
+        &path,
+        "internal_traffic_policy",
+        &raw.internal_traffic_policy,
+        errs,
+    );
+
+    let external_ips: Vec<IpAddr> = raw
+        .external_ips
+        .iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(i, text)| {
+            let p = format!("{path}.external_ips[{i}]");
+            let addr = ip(&p, text, errs)?;
+            for m in names::non_special_ip(addr, text) {
+                errs.push(FieldError::invalid(&p, text, m));
+            }
+            Some(addr)
+        })
+        .collect();
+
+    let external_name = raw.external_name.clone().unwrap_or_default();
+    let en_path = format!("{path}.external_name");
+    if service_type == ServiceType::ExternalName {
+        let cname = external_name.trim_end_matches('.');
+        if cname.is_empty() {
+            errs.push(FieldError::required(&en_path, ""));
+        } else {
+            for m in names::dns1123_subdomain(cname) {
+                errs.push(FieldError::invalid(&en_path, cname, m));
+            }
+        }
+    } else if !external_name.is_empty() {
+        errs.push(FieldError::forbidden(
+            &en_path,
+            "may only be set when `type` is 'ExternalName'",
+        ));
+    }
+
+    let health_check_node_port = raw.health_check_node_port.unwrap_or(0);
+    if health_check_node_port != 0 {
+        for m in names::port_num(health_check_node_port) {
+            errs.push(FieldError::invalid(
+                format!("{path}.health_check_node_port"),
+                health_check_node_port,
+                m,
+            ));
+        }
+    }
+
+    if raw.ports.is_empty() && ip_request != IpRequest::NoIp {
+        errs.push(FieldError::required(format!("{path}.ports"), ""));
+    }
+    let mut ports = Vec::with_capacity(raw.ports.len());
+    let mut node_ports = Vec::with_capacity(raw.ports.len());
+    let mut port_names = HashSet::new();
+    let mut seen_ports = HashSet::new();
+    let mut seen_node_ports = HashSet::new();
+    for (i, p) in raw.ports.iter().enumerate() {
+        let pp = format!("{path}.ports[{i}]");
+        let name = p.name.clone().unwrap_or_default();
+        if raw.ports.len() > 1 && name.is_empty() {
+            errs.push(FieldError::required(format!("{pp}.name"), ""));
+        } else if !name.is_empty() {
+            for m in names::dns1123_label(&name) {
+                errs.push(FieldError::invalid(format!("{pp}.name"), &name, m));
+            }
+            if !port_names.insert(name.clone()) {
+                errs.push(FieldError::duplicate(format!("{pp}.name"), &name));
+            }
+        }
+        for m in names::port_num(p.port) {
+            errs.push(FieldError::invalid(format!("{pp}.port"), p.port, m));
+        }
+        let proto = protocol(&format!("{pp}.protocol"), &p.protocol, errs);
+        let port = u16::try_from(p.port).unwrap_or(0);
+        if !seen_ports.insert((proto, port)) {
+            errs.push(FieldError::duplicate(&pp, format!("{port}/{proto}")));
+        }
+        let tp_path = format!("{pp}.target_port");
+        let target_port = match &p.target_port {
+            None => TargetPort::Number(port),
+            Some(IntOrString::Int(n)) => {
+                for m in names::port_num(*n) {
+                    errs.push(FieldError::invalid(&tp_path, *n, m));
+                }
+                TargetPort::Number(u16::try_from(*n).unwrap_or(0))
+            }
+            Some(IntOrString::Str(s)) => {
+                for m in names::port_name(s) {
+                    errs.push(FieldError::invalid(&tp_path, s, m));
+                }
+                TargetPort::Name(s.clone())
+            }
+        };
+        let np_path = format!("{pp}.node_port");
+        let requested = p.node_port.filter(|n| *n != 0);
+        let node_port = if service_type.has_node_ports() {
+            match requested {
+                None => Some(None),
+                Some(n) => {
+                    let mut ok = true;
+                    for m in names::port_num(n) {
+                        errs.push(FieldError::invalid(&np_path, n, m));
+                        ok = false;
+                    }
+                    if ok && !seen_node_ports.insert((proto, n)) {
+                        errs.push(FieldError::duplicate(&np_path, n));
+                        ok = false;
+                    }
+                    Some(ok.then_some(n as u16))
+                }
+            }
+        } else {
+            if requested.is_some() {
+                errs.push(FieldError::forbidden(
+                    &np_path,
+                    format!("may not be used when `type` is '{service_type}'"),
+                ));
+            }
+            None
+        };
+        node_ports.push(node_port);
+        ports.push(PortSpec {
+            name,
+            protocol: proto,
+            port,
+            target_port,
+            node_port: None,
+            endpoints: Vec::new(),
+        });
+    }
+
+    if errs.len() > start {
+        return None;
+    }
+    Some(ServiceDraft {
+        path,
+        spec: ServiceSpec {
+            key: ServiceKey::new(namespace, raw.name.clone()),
+            service_type,
+            cluster_ip: ClusterIp::None,
+            external_ips,
+            load_balancer_ips: Vec::new(),
+            ip_pool: String::new(),
+            session_affinity,
+            external_traffic_policy,
+            internal_traffic_policy,
+            publish_not_ready_addresses: raw.publish_not_ready_addresses.unwrap_or(false),
+            external_name,
+            health_check_node_port: u16::try_from(health_check_node_port).unwrap_or(0),
+            ports,
+        },
+        ip: ip_request,
+        node_ports,
+        selector,
+    })
+}
+
+fn policy(path: &str, field: &str, value: &Option<String>, errs: &mut Errors) -> TrafficPolicy {
+    match value.as_deref() {
+        None | Some("Cluster") => TrafficPolicy::Cluster,
+        Some("Local") => TrafficPolicy::Local,
+        Some(other) => {
+            errs.push(FieldError::not_supported(
+                format!("{path}.{field}"),
+                other,
+                &["Cluster", "Local"],
+            ));
+            TrafficPolicy::Cluster
+        }
+    }
+}

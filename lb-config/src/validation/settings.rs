@@ -1,0 +1,245 @@
+//! `[node]`, `[cluster]`, `[proxy]` and `[admin]` into typed settings.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use lb_core::{NodeSpec, ProxySettings};
+
+use super::names;
+use crate::config::{ClusterSettings, VipMode, DEFAULT_ADMIN_LISTEN};
+use crate::error::{Errors, FieldError};
+use crate::raw::RawConfig;
+
+/// The typed top-level settings.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) node: NodeSpec,
+    pub(crate) vip_mode: VipMode,
+    pub(crate) cluster: ClusterSettings,
+    pub(crate) proxy: ProxySettings,
+    pub(crate) admin_listen: Option<SocketAddr>,
+}
+
+/// Validates the settings sections; `hostname` is the default node name.
+pub(crate) fn settings(raw: &RawConfig, hostname: &str, errs: &mut Errors) -> Settings {
+    let mut node = NodeSpec {
+        name: hostname.to_ascii_lowercase(),
+        ..NodeSpec::default()
+    };
+    if let Some(name) = &raw.node.name {
+        for m in names::dns1123_subdomain(name) {
+            errs.push(FieldError::invalid("node.name", name, m));
+        }
+        node.name = name.clone();
+    }
+    if let Some(addrs) = &raw.node.addresses {
+        node.addresses = addrs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| ip(&format!("node.addresses[{i}]"), a, errs))
+            .collect();
+    }
+    let vip_mode = match raw.node.vip_mode.as_deref() {
+        None | Some("bind") => VipMode::Bind,
+        Some("freebind") => VipMode::Freebind,
+        Some("interface") => VipMode::Bind, // refused by `unsupported`
+        Some(other) => {
+            errs.push(FieldError::not_supported(
+                "node.vip_mode",
+                other,
+                &["bind", "freebind", "interface"],
+            ));
+            VipMode::Bind
+        }
+    };
+
+    let mut cluster = ClusterSettings::default();
+    if let Some(cidr) = &raw.cluster.service_cidr {
+        match cidr.parse::<IpNet>() {
+            Ok(net) => cluster.service_cidr = net.trunc(),
+            Err(_) => errs.push(FieldError::invalid(
+                "cluster.service_cidr",
+                cidr,
+                "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)",
+            )),
+        }
+    }
+    if let Some(range) = &raw.cluster.node_port_range {
+        match parse_port_range(range) {
+            Some(r) => cluster.node_port_range = r.0..=r.1,
+            None => errs.push(FieldError::invalid(
+                "cluster.node_port_range",
+                range,
+                "must be FIRST-LAST with 1 <= FIRST <= LAST <= 65535 (e.g. 30000-32767)",
+            )),
+        }
+    }
+    if let Some(domain) = &raw.cluster.domain {
+        for m in names::dns1123_subdomain(domain) {
+            errs.push(FieldError::invalid("cluster.domain", domain, m));
+        }
+        cluster.domain = domain.clone();
+    }
+
+    let proxy = proxy(raw, errs);
+
+    let admin_listen = match raw.admin.listen.as_deref() {
+        None => DEFAULT_ADMIN_LISTEN.parse().ok(),
+        Some("") => None,
+        Some(text) => match text.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                errs.push(FieldError::invalid(
+                    "admin.listen",
+                    text,
+                    "must be IP:PORT (e.g. 127.0.0.1:10249), or \"\" to disable",
+                ));
+                None
+            }
+        },
+    };
+
+    Settings {
+        node,
+        vip_mode,
+        cluster,
+        proxy,
+        admin_listen,
+    }
+}
+
+fn proxy(raw: &RawConfig, errs: &mut Errors) -> ProxySettings {
+    let p = &raw.proxy;
+    let mut s = ProxySettings::default();
+    if let Some(list) = &p.connect_timeouts_ms {
+        if list.is_empty() {
+            errs.push(FieldError::required(
+                "proxy.connect_timeouts_ms",
+                "at least one dial timeout",
+            ));
+        }
+        s.connect_timeouts = list
+            .iter()
+            .enumerate()
+            .filter_map(|(i, ms)| {
+                if *ms <= 0 {
+                    errs.push(FieldError::invalid(
+                        format!("proxy.connect_timeouts_ms[{i}]"),
+                        *ms,
+                        "must be greater than 0",
+                    ));
+                    None
+                } else {
+                    Some(Duration::from_millis(*ms as u64))
+                }
+            })
+            .collect();
+    }
+    if let Some(d) = duration("proxy.tcp_idle_timeout", &p.tcp_idle_timeout, errs) {
+        s.tcp_idle_timeout = (!d.is_zero()).then_some(d);
+    }
+    if let Some(d) = duration("proxy.half_close_timeout", &p.half_close_timeout, errs) {
+        s.half_close_timeout = d;
+    }
+    if let Some(d) = duration("proxy.udp_idle_timeout", &p.udp_idle_timeout, errs) {
+        if d.is_zero() {
+            errs.push(FieldError::invalid(
+                "proxy.udp_idle_timeout",
+                p.udp_idle_timeout.clone().unwrap_or_default(),
+                "must be greater than 0",
+            ));
+        }
+        s.udp_idle_timeout = d;
+    }
+    if let Some(d) = duration("proxy.drain_timeout", &p.drain_timeout, errs) {
+        s.drain_timeout = d;
+    }
+    if let Some(d) = duration(
+        "proxy.outlier_base_ejection",
+        &p.outlier_base_ejection,
+        errs,
+    ) {
+        s.outlier_base_ejection = d;
+    }
+    if let Some(n) = count("proxy.max_connections", p.max_connections, 0, errs) {
+        s.max_connections = n;
+    }
+    if let Some(n) = count(
+        "proxy.outlier_consecutive_failures",
+        p.outlier_consecutive_failures,
+        0,
+        errs,
+    ) {
+        s.outlier_consecutive_failures = n;
+    }
+    if let Some(n) = count("proxy.udp_max_flows", p.udp_max_flows, 1, errs) {
+        s.udp_max_flows = n;
+    }
+    s
+}
+
+/// A humantime duration (`"250ms"`, `"30s"`, `"1h"`, `"0"`).
+fn duration(path: &str, value: &Option<String>, errs: &mut Errors) -> Option<Duration> {
+    let text = value.as_deref()?;
+    match humantime::parse_duration(text.trim()) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            errs.push(FieldError::invalid(
+                path,
+                text,
+                format!("must be a duration such as \"250ms\", \"30s\" or \"1h\" ({e})"),
+            ));
+            None
+        }
+    }
+}
+
+/// A count in `min..=u32::MAX`.
+fn count(path: &str, value: Option<i64>, min: i64, errs: &mut Errors) -> Option<u32> {
+    let n = value?;
+    if n < min || n > i64::from(u32::MAX) {
+        errs.push(FieldError::invalid(
+            path,
+            n,
+            format!("must be between {min} and {}, inclusive", u32::MAX),
+        ));
+        return None;
+    }
+    u32::try_from(n).ok()
+}
+
+/// Parses `FIRST-LAST`.
+pub(crate) fn parse_port_range(text: &str) -> Option<(u16, u16)> {
+    let (a, b) = text.trim().split_once('-')?;
+    let a: u16 = a.trim().parse().ok()?;
+    let b: u16 = b.trim().parse().ok()?;
+    (a >= 1 && a <= b).then_some((a, b))
+}
+
+/// Parses an IP address, reporting Kubernetes' message when it is not one.
+pub(crate) fn ip(path: &str, text: &str, errs: &mut Errors) -> Option<IpAddr> {
+    match text.parse::<IpAddr>() {
+        Ok(ip) => Some(ip),
+        Err(_) => {
+            errs.push(FieldError::invalid(path, text, names::INVALID_IP));
+            None
+        }
+    }
+}
+
+/// Warnings about settings that are valid but probably not what is meant.
+pub(crate) fn warnings(s: &Settings) -> Vec<String> {
+    let mut out = Vec::new();
+    let loopback = match s.cluster.service_cidr {
+        IpNet::V4(n) => n.network().is_loopback() && n.prefix_len() >= 8,
+        IpNet::V6(n) => n.network().is_loopback() && n.prefix_len() == 128,
+    };
+    if s.vip_mode == VipMode::Bind && !loopback {
+        out.push(format!(
+            "cluster.service_cidr: {} is not a loopback range; with node.vip_mode \"bind\" its addresses must be local to this host (add them to an interface, use a 127.0.0.0/8 range, or vip_mode = \"freebind\")",
+            s.cluster.service_cidr
+        ));
+    }
+    out
+}
