@@ -63,7 +63,7 @@ pub(crate) fn check(raw: &RawConfig, errs: &mut Errors) {
             let path = object_path("pods", p.namespace.as_deref().unwrap_or(""), &p.name, i);
             errs.push(FieldError::forbidden(
                 format!("{path}.readiness_probe"),
-                later("readiness probes; use `ready`"),
+                format!("{}; set `ready` instead", later("readiness probes")),
             ));
         }
     }
