@@ -702,3 +702,38 @@ async fn tcp_idle_timeout_closes_an_idle_connection() {
     assert!(matches!(end, Ok(0)) || end.is_err());
     assert!(quiet.elapsed() >= Duration::from_millis(150));
 }
+
+// === settings and frontends ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloaded_settings_apply_to_new_connections() {
+    let backend = echo_backend("127.0.244.35").await;
+    let vip = vip();
+    let plane = start(settings(), vec![service("reload", vip, &[backend.addr])]).await;
+    let mut first = TcpStream::connect(vip).await.unwrap();
+    echo(&mut first, b"unlimited").await;
+    plane.set_settings(ProxySettings {
+        max_connections: 1,
+        ..settings()
+    });
+    assert_reset(vip, Duration::from_secs(1)).await;
+    echo(&mut first, b"the open one is untouched").await;
+    assert_eq!(read(&port_stats(&plane, vip).rejected_limit), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_port_service_listens_on_its_cluster_ip_and_every_node_address() {
+    let backend = http_backend("127.0.244.36", "111").await;
+    let vip = vip();
+    let node_port = std::net::TcpListener::bind("127.0.1.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut spec = service("nodeport", vip, &[backend.addr]);
+    spec.service_type = lb_core::ServiceType::NodePort;
+    spec.ports[0].node_port = Some(node_port.port());
+    let plane = start(settings(), vec![spec]).await;
+    assert_eq!(fetch(vip).await, "111");
+    assert_eq!(fetch(node_port).await, "111");
+    assert_eq!(read(&port_stats(&plane, vip).accepted), 2);
+}
