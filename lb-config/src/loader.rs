@@ -66,6 +66,11 @@ impl Loader {
         };
         let mut errs = Errors::default();
         let mut v = validation::validate(raw, &self.hostname, &mut errs);
+        if !v.settings.ranges_ok {
+            // Allocation would run on default ranges standing in for the bad
+            // ones and report misleading errors.
+            return Err(ConfigErrors { errors: errs.list });
+        }
         let allocations =
             allocate::allocate(&mut v.services, &v.settings.cluster, &previous, &mut errs);
         if !errs.is_empty() {

@@ -437,3 +437,11 @@ fn bind_mode_warns_when_the_service_cidr_is_not_loopback() {
     assert!(c.warnings.is_empty());
     assert_eq!(c.vip_mode, lb_config::VipMode::Freebind);
 }
+
+#[test]
+fn a_bad_service_cidr_does_not_also_report_allocation_errors() {
+    let lines = errors(
+        "[cluster]\nservice_cidr = \"127.96.0.0/33\"\n[[services]]\nname = \"web\"\ncluster_ip = \"127.96.0.5\"\nports = [{ port = 80 }]\n",
+    );
+    assert_eq!(lines.len(), 1, "{lines:?}");
+}

@@ -19,6 +19,9 @@ pub(crate) struct Settings {
     pub(crate) cluster: ClusterSettings,
     pub(crate) proxy: ProxySettings,
     pub(crate) admin_listen: Option<SocketAddr>,
+    /// Whether `service_cidr` and `node_port_range` were valid (when not,
+    /// the defaults stand in and allocation must not run on them).
+    pub(crate) ranges_ok: bool,
 }
 
 /// Validates the settings sections; `hostname` is the default node name.
@@ -55,6 +58,7 @@ pub(crate) fn settings(raw: &RawConfig, hostname: &str, errs: &mut Errors) -> Se
     };
 
     let mut cluster = ClusterSettings::default();
+    let before = errs.len();
     if let Some(cidr) = &raw.cluster.service_cidr {
         match cidr.parse::<IpNet>() {
             Ok(net) => cluster.service_cidr = net.trunc(),
@@ -75,6 +79,7 @@ pub(crate) fn settings(raw: &RawConfig, hostname: &str, errs: &mut Errors) -> Se
             )),
         }
     }
+    let ranges_ok = errs.len() == before;
     if let Some(domain) = &raw.cluster.domain {
         for m in names::dns1123_subdomain(domain) {
             errs.push(FieldError::invalid("cluster.domain", domain, m));
@@ -106,6 +111,7 @@ pub(crate) fn settings(raw: &RawConfig, hostname: &str, errs: &mut Errors) -> Se
         cluster,
         proxy,
         admin_listen,
+        ranges_ok,
     }
 }
 
