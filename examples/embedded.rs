@@ -44,7 +44,7 @@ fn service(vip: SocketAddr, backends: &[SocketAddr]) -> ServiceSpec {
 }
 
 /// Runs the demo until `shutdown` resolves or the demo ends; returns who answered.
-pub async fn demo(shutdown: impl std::future::Future<Output = ()>) -> Result<Vec<String>> {
+pub(crate) async fn demo(shutdown: impl std::future::Future<Output = ()>) -> Result<Vec<String>> {
     let blue = backend("blue").await?;
     let green = backend("green").await?;
     let vip: SocketAddr = "127.97.0.1:7000".parse()?;
@@ -53,7 +53,12 @@ pub async fn demo(shutdown: impl std::future::Future<Output = ()>) -> Result<Vec
         addresses: vec!["127.0.0.1".parse()?],
     };
 
-    let first = Snapshot::build(node.clone(), vec![service(vip, &[blue])], None, SystemTime::now());
+    let first = Snapshot::build(
+        node.clone(),
+        vec![service(vip, &[blue])],
+        None,
+        SystemTime::now(),
+    );
     let dataplane = DataPlane::start(ProxySettings::default(), first).await;
     let work = async {
         let mut seen = Vec::new();
@@ -62,7 +67,9 @@ pub async fn demo(shutdown: impl std::future::Future<Output = ()>) -> Result<Vec
         }
         // Discovery says: blue is gone, green is here. State (counters, affinity)
         // carries over; open connections to blue drain.
-        dataplane.update(node.clone(), vec![service(vip, &[green])]).await;
+        dataplane
+            .update(node.clone(), vec![service(vip, &[green])])
+            .await;
         for _ in 0..2 {
             seen.push(ask(vip).await?);
         }

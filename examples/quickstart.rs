@@ -29,13 +29,13 @@ const PODS: [(&str, &str); 3] = [
 ];
 
 /// What the demo saw: one line per service, and the running proxy.
-pub struct Demo {
+pub(crate) struct Demo {
     /// Printable report lines.
-    pub lines: Vec<String>,
+    pub(crate) lines: Vec<String>,
     /// Every answer received, in order.
-    pub answers: Vec<String>,
+    pub(crate) answers: Vec<String>,
     /// The running proxy (serves until dropped or shut down).
-    pub app: App,
+    pub(crate) app: App,
 }
 
 /// Starts one HTTP backend that answers `body` to every request.
@@ -87,7 +87,7 @@ fn config_path() -> PathBuf {
 }
 
 /// Starts the pods and the proxy, sends requests through every service.
-pub async fn demo() -> Result<Demo> {
+pub(crate) async fn demo() -> Result<Demo> {
     for (addr, body) in PODS {
         http_backend(addr, body).await?;
     }
@@ -110,16 +110,27 @@ pub async fn demo() -> Result<Demo> {
     let mut answers = Vec::new();
 
     let targets = [
-        ("ClusterIP", "nginx-service", SocketAddr::new(cluster_ip("nginx-service")?, 8080)),
+        (
+            "ClusterIP",
+            "nginx-service",
+            SocketAddr::new(cluster_ip("nginx-service")?, 8080),
+        ),
         ("NodePort ", "nginx-nodeport", "127.0.0.1:30080".parse()?),
-        ("NodePort ", "nginx-nodeport", SocketAddr::new(cluster_ip("nginx-nodeport")?, 8080)),
+        (
+            "NodePort ",
+            "nginx-nodeport",
+            SocketAddr::new(cluster_ip("nginx-nodeport")?, 8080),
+        ),
     ];
     for (kind, name, addr) in targets {
         let mut got = Vec::new();
         for _ in 0..6 {
             got.push(get(addr, client).await?);
         }
-        lines.push(format!("{kind}  {name:<15} {addr:<18} -> {}", got.join(" ")));
+        lines.push(format!(
+            "{kind}  {name:<15} {addr:<18} -> {}",
+            got.join(" ")
+        ));
         answers.extend(got);
     }
 
@@ -158,6 +169,10 @@ async fn main() -> Result<()> {
     for line in &demo.lines {
         println!("{line}");
     }
+    let mut pods: Vec<&str> = demo.answers.iter().map(String::as_str).collect();
+    pods.sort_unstable();
+    pods.dedup();
+    println!("\npods that answered: {}", pods.join(" "));
     if exit_after_demo {
         demo.app.shutdown().await;
         return Ok(());

@@ -4,6 +4,9 @@
 //! - [`admin`]: the admin HTTP API (`/healthz`, `/readyz`, `/metrics`,
 //!   `/api/v1/...`) served over an [`admin::AdminSource`], and the small client
 //!   behind `lb-proxy get`.
+//! - [`app`]: [`app::App`], a config file wired to a data plane and the admin
+//!   API, with reloads: what the binary and the quickstart run.
+//! - [`metrics`]: `/metrics` rendered from the snapshot's counters.
 //! - [`views`]: the JSON shapes of `/api/v1/services` and `/api/v1/endpoints`,
 //!   built from a snapshot, and the `kubectl get`-style tables printed from them.
 //! - [`dataplane`]: [`DataPlane`], the running TCP data plane (listeners,
@@ -16,10 +19,12 @@
 //!   socket options, the only place `unsafe` may live.
 
 pub mod admin;
+pub mod app;
 pub mod dataplane;
 pub mod error;
 pub mod forward;
 mod listener;
+pub mod metrics;
 mod sys;
 mod tcp;
 pub mod views;
