@@ -124,7 +124,6 @@ struct Proxy {
     child: Child,
     dir: tempfile::TempDir,
     config: PathBuf,
-    admin: SocketAddr,
 }
 
 impl Proxy {
@@ -145,12 +144,7 @@ impl Proxy {
             .stderr(Stdio::null())
             .spawn()?;
         let admin: SocketAddr = admin.parse()?;
-        let mut proxy = Proxy {
-            child,
-            dir,
-            config,
-            admin,
-        };
+        let mut proxy = Proxy { child, dir, config };
         if !eventually(Duration::from_secs(10), || {
             matches!(http_get(admin, "/healthz"), Ok((200, _)))
         }) {
