@@ -578,3 +578,239 @@ fn get_prints_kubectl_style_tables_and_the_api_json() -> Result<()> {
     assert_eq!(printed, api);
     Ok(())
 }
+
+// === every validation rule, through `lb-proxy check` ===
+
+/// Each case: a file, and the exact line `check` must print for it.
+const RULES: &[(&str, &str, &str)] = &[
+    (
+        "service names are DNS-1035 labels",
+        "[[services]]\nname = \"Nginx_svc\"\n[[services.ports]]\nport = 80\n",
+        "services[Nginx_svc].name: Invalid value: \"Nginx_svc\": a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')",
+    ),
+    (
+        "port names are required when there are several ports",
+        "[[services]]\nname = \"web\"\n[[services.ports]]\nname = \"a\"\nport = 80\n[[services.ports]]\nport = 81\n",
+        "services[web].ports[1].name: Required value",
+    ),
+    (
+        "a (protocol, port) pair is used once",
+        "[[services]]\nname = \"web\"\n[[services.ports]]\nname = \"a\"\nport = 80\n[[services.ports]]\nname = \"b\"\nport = 80\n",
+        "services[web].ports[1]: Duplicate value: \"80/TCP\"",
+    ),
+    (
+        "a (protocol, node_port) pair is used once",
+        "[[services]]\nname = \"web\"\ntype = \"NodePort\"\n[[services.ports]]\nname = \"a\"\nport = 80\nnode_port = 30001\n[[services.ports]]\nname = \"b\"\nport = 81\nnode_port = 30001\n",
+        "services[web].ports[1].node_port: Duplicate value: 30001",
+    ),
+    (
+        "a numeric target_port is a valid port number",
+        "[[services]]\nname = \"web\"\n[[services.ports]]\nport = 80\ntarget_port = 0\n",
+        "services[web].ports[0].target_port: Invalid value: 0: must be between 1 and 65535, inclusive",
+    ),
+    (
+        "a named target_port is an IANA_SVC_NAME",
+        "[[services]]\nname = \"web\"\n[[services.ports]]\nport = 80\ntarget_port = \"http-port-too-long-name\"\n",
+        "services[web].ports[0].target_port: Invalid value: \"http-port-too-long-name\": must be no more than 15 characters",
+    ),
+    (
+        "node_port only on NodePort and LoadBalancer",
+        "[[services]]\nname = \"web\"\n[[services.ports]]\nport = 80\nnode_port = 30001\n",
+        "services[web].ports[0].node_port: Forbidden: may not be used when `type` is 'ClusterIP'",
+    ),
+    (
+        "node ports come from the node port range",
+        "[[services]]\nname = \"nginx-service\"\ntype = \"NodePort\"\n[[services.ports]]\nport = 80\nnode_port = 80\n",
+        "services[nginx-service].ports[0].node_port: Invalid value: 80: provided port is not in the valid range. The range of valid ports is 30000-32767",
+    ),
+    (
+        "a node port is allocated once",
+        "[[services]]\nname = \"a\"\ntype = \"NodePort\"\n[[services.ports]]\nport = 80\nnode_port = 30001\n[[services]]\nname = \"b\"\ntype = \"NodePort\"\n[[services.ports]]\nport = 80\nnode_port = 30001\n",
+        "services[b].ports[0].node_port: Invalid value: 30001: provided port is already allocated",
+    ),
+    (
+        "cluster IPs come from service_cidr",
+        "[[services]]\nname = \"web\"\ncluster_ip = \"127.0.0.1\"\n[[services.ports]]\nport = 80\n",
+        "services[web].cluster_ip: Invalid value: \"127.0.0.1\": the provided IP (127.0.0.1) is not in the valid range. The range of valid IPs is 10.96.0.0/12",
+    ),
+    (
+        "a cluster IP is allocated once",
+        "[cluster]\nservice_cidr = \"127.96.0.0/16\"\n[[services]]\nname = \"a\"\ncluster_ip = \"127.96.0.10\"\n[[services.ports]]\nport = 80\n[[services]]\nname = \"b\"\ncluster_ip = \"127.96.0.10\"\n[[services.ports]]\nport = 80\n",
+        "services[b].cluster_ip: Invalid value: \"127.96.0.10\": provided IP is already allocated",
+    ),
+    (
+        "the ClientIP timeout is 1..86400 seconds",
+        "[[services]]\nname = \"web\"\nsession_affinity = \"ClientIP\"\nsession_affinity_config = { client_ip = { timeout_seconds = 86401 } }\n[[services.ports]]\nport = 80\n",
+        "services[web].session_affinity_config.client_ip.timeout_seconds: Invalid value: 86401: must be greater than 0 and less than 86400",
+    ),
+    (
+        "session_affinity is None or ClientIP",
+        "[[services]]\nname = \"web\"\nsession_affinity = \"Sticky\"\n[[services.ports]]\nport = 80\n",
+        "services[web].session_affinity: Unsupported value: \"Sticky\": supported values: \"ClientIP\", \"None\"",
+    ),
+    (
+        "a port number is 1..65535",
+        "[[services]]\nname = \"web\"\n[[services.ports]]\nport = 70000\n",
+        "services[web].ports[0].port: Invalid value: 70000: must be between 1 and 65535, inclusive",
+    ),
+    (
+        "a name is used once per namespace and kind",
+        "[[services]]\nname = \"web\"\n[[services.ports]]\nport = 80\n[[services]]\nname = \"web\"\n[[services.ports]]\nport = 81\n",
+        "services[web].name: Duplicate value: \"web\"",
+    ),
+    (
+        "durations are humantime strings",
+        "[proxy]\ndrain_timeout = \"soon\"\n",
+        "proxy.drain_timeout: Invalid value: \"soon\": must be a duration such as \"250ms\", \"30s\" or \"1h\" (expected number at 0)",
+    ),
+    (
+        "UDP waits for its release",
+        "[[services]]\nname = \"dns\"\n[[services.ports]]\nport = 53\nprotocol = \"UDP\"\n",
+        "services[dns].ports[0].protocol: Unsupported value: \"UDP\": not supported yet",
+    ),
+];
+
+#[test]
+fn check_prints_each_validation_rule_in_kubernetes_words_and_exits_1() {
+    let mut failures = Vec::new();
+    for (rule, file, line) in RULES {
+        let out = check(file);
+        let text = combined(&out);
+        if out.status.code() != Some(1) || !text.lines().any(|l| l.starts_with(line)) {
+            failures.push(format!(
+                "{rule}: want {line:?}, exit 1; got exit {:?}:\n{text}",
+                out.status.code()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn check_rejects_unknown_keys() {
+    let out = check("[[services]]\nname = \"web\"\nbogus = 1\n");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        combined(&out).contains("services[web].bogus: unknown field `bogus`"),
+        "{}",
+        combined(&out)
+    );
+}
+
+// === endpoints and allocation, end to end ===
+
+#[test]
+fn a_selectorless_service_whose_port_names_do_not_match_has_no_endpoints() -> Result<()> {
+    let admin = "127.0.50.12:10249";
+    let backend = echo_backend("127.0.0.1:0");
+    let matching = service_toml("good", "127.96.12.10", 8080, backend);
+    let mismatched = service_toml("bad", "127.96.12.11", 8080, backend).replace(
+        &format!("ports = [{{ name = \"tcp\", port = {} }}]", backend.port()),
+        &format!(
+            "ports = [{{ name = \"other\", port = {} }}]",
+            backend.port()
+        ),
+    );
+    let _proxy = Proxy::start(&(base_toml(admin) + &matching + &mismatched), admin)?;
+    let mut s = TcpStream::connect("127.96.12.10:8080")?;
+    s.write_all(b"ok")?;
+    let mut buf = [0u8; 2];
+    s.read_exact(&mut buf)?;
+    let err = TcpStream::connect("127.96.12.11:8080").expect_err("no endpoints: refused");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+    Ok(())
+}
+
+fn api_services(admin: &str) -> Result<serde_json::Value> {
+    let (_, body) = http_get(admin.parse()?, "/api/v1/services")?;
+    Ok(serde_json::from_str(&body)?)
+}
+
+fn find_service<'a>(list: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    list["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|s| s["name"] == name))
+        .unwrap_or(&serde_json::Value::Null)
+}
+
+#[test]
+fn allocated_cluster_ips_and_node_ports_serve_and_survive_a_restart_with_a_state_file() -> Result<()>
+{
+    let admin = "127.0.50.13:10249";
+    let backend = echo_backend("127.0.0.1:0");
+    let node_port_service = |name: &str| {
+        format!(
+            r#"
+[[services]]
+name = "{name}"
+type = "NodePort"
+[[services.ports]]
+name = "tcp"
+port = 8080
+target_port = {port}
+
+[[endpoints]]
+name = "{name}"
+[[endpoints.subsets]]
+addresses = [{{ ip = "127.0.0.1" }}]
+ports = [{{ name = "tcp", port = {port} }}]
+"#,
+            port = backend.port()
+        )
+    };
+    let text =
+        base_toml(admin).replace("127.96.0.0/16", "127.98.13.0/24") + &node_port_service("web");
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("allocations.json");
+    let config = dir.path().join("lb.toml");
+    write(&config, &text);
+
+    let start = |config: &Path| -> Result<Child> {
+        let child = Command::new(bin())
+            .arg("--config")
+            .arg(config)
+            .arg("--state-file")
+            .arg(&state)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        if !eventually(Duration::from_secs(10), || {
+            matches!(http_get(admin.parse().unwrap(), "/healthz"), Ok((200, _)))
+        }) {
+            bail!("not healthy");
+        }
+        Ok(child)
+    };
+    let mut first = start(&config)?;
+    let svc = find_service(&api_services(admin)?, "web").clone();
+    let ip = svc["cluster_ip"]
+        .as_str()
+        .context("cluster_ip")?
+        .to_string();
+    let node_port = svc["ports"][0]["node_port"].as_u64().context("node_port")?;
+    assert!(ip.starts_with("127.98.13."), "{ip}");
+    assert!((30000..=32767).contains(&node_port), "{node_port}");
+    for addr in [format!("{ip}:8080"), format!("127.0.0.1:{node_port}")] {
+        let mut s = TcpStream::connect(&addr).with_context(|| addr.clone())?;
+        s.write_all(b"hi")?;
+        let mut buf = [0u8; 2];
+        s.read_exact(&mut buf)?;
+    }
+    first.kill()?;
+    first.wait()?;
+
+    // A new service that sorts first must not take web's addresses after a restart.
+    write(&config, &(text.clone() + &node_port_service("aaa")));
+    let mut second = start(&config)?;
+    let list = api_services(admin)?;
+    let again = find_service(&list, "web");
+    assert_eq!(again["cluster_ip"].as_str(), Some(ip.as_str()));
+    assert_eq!(again["ports"][0]["node_port"].as_u64(), Some(node_port));
+    assert_ne!(
+        find_service(&list, "aaa")["cluster_ip"].as_str(),
+        Some(ip.as_str())
+    );
+    second.kill()?;
+    second.wait()?;
+    Ok(())
+}
