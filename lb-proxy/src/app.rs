@@ -114,6 +114,7 @@ impl App {
             warn!("{w}");
         }
         let admin_listen = config.admin_listen;
+        check_open_file_limit(&config);
         let snapshot = Snapshot::build(config.node, config.services, None, SystemTime::now());
         let dataplane = DataPlane::start(config.proxy, snapshot).await;
         let reloads = Arc::new(ReloadCounters::default());
@@ -236,5 +237,41 @@ impl App {
     pub async fn shutdown(&self) {
         self.inner.dataplane.shutdown().await;
         self.inner.admin_stop.cancel();
+    }
+}
+
+/// Raises the open-file limit and warns when the configured bounds cannot fit
+/// in it: two descriptors per proxied TCP connection (`max_connections` per
+/// service port, when bounded) plus one per UDP flow.
+fn check_open_file_limit(config: &lb_config::Config) {
+    let limit = match crate::sys::raise_nofile_limit() {
+        Ok(limit) => limit,
+        Err(e) => {
+            warn!("cannot raise the open-file limit: {e}");
+            return;
+        }
+    };
+    let ports = |p: lb_core::Protocol| {
+        config
+            .services
+            .iter()
+            .flat_map(|s| s.ports.iter())
+            .filter(|port| port.protocol == p)
+            .count() as u64
+    };
+    let tcp = 2 * u64::from(config.proxy.max_connections) * ports(lb_core::Protocol::Tcp);
+    let udp = if ports(lb_core::Protocol::Udp) > 0 {
+        u64::from(config.proxy.udp_max_flows)
+    } else {
+        0
+    };
+    if tcp + udp > limit {
+        warn!(
+            limit,
+            needed = tcp + udp,
+            "the open-file limit cannot hold max_connections and udp_max_flows; raise it (ulimit -n, LimitNOFILE=)"
+        );
+    } else {
+        info!(limit, "open-file limit");
     }
 }

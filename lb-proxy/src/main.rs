@@ -2,6 +2,7 @@
 //! shows the live tables. Thin glue: clap, tracing, signals; the work is in
 //! the library (`lb_proxy::app`).
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};

@@ -1,8 +1,8 @@
 //! Socket options and system calls, in one place.
 //!
-//! Everything here goes through `socket2`, so this module holds no `unsafe`
-//! today; when a splice engine arrives, its `splice(2)` and pipe calls (the only
-//! `unsafe` the crate may need) belong here too.
+//! Sockets go through `socket2`; the one `unsafe` call today is
+//! `setrlimit(2)` in [`raise_nofile_limit`]. When a splice engine arrives, its
+//! `splice(2)` and pipe calls belong here too.
 
 use std::io;
 use std::net::SocketAddr;
@@ -45,4 +45,31 @@ pub(crate) fn set_nodelay(stream: &TcpStream) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY");
     }
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit, as HAProxy and nginx do
+/// at start: every proxied connection holds two descriptors, and the default
+/// soft limit (often 1024) would cap the proxy at a few hundred connections.
+/// Returns the soft limit now in force.
+pub(crate) fn raise_nofile_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit struct through a valid pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit reads one rlimit struct through a valid pointer.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        limit = raised;
+    }
+    Ok(limit.rlim_cur as u64)
 }

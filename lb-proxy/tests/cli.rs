@@ -814,3 +814,37 @@ ports = [{{ name = "tcp", port = {port} }}]
     second.wait()?;
     Ok(())
 }
+
+#[test]
+fn raises_the_soft_open_file_limit_to_the_hard_limit() -> Result<()> {
+    let admin = "127.0.50.14:10249";
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("lb.toml");
+    write(&config, &base_toml(admin));
+    let script = format!(
+        "ulimit -Sn 512 && exec {} --config {}",
+        bin(),
+        config.display()
+    );
+    let mut child = Command::new("sh")
+        .args(["-c", &script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let healthy = eventually(Duration::from_secs(10), || {
+        matches!(http_get(admin.parse().unwrap(), "/healthz"), Ok((200, _)))
+    });
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id()))?;
+    child.kill()?;
+    child.wait()?;
+    assert!(healthy);
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .context("no open files line")?;
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    // "Max open files <soft> <hard> files"
+    assert_eq!(fields[3], fields[4], "{line}");
+    assert_ne!(fields[3], "512", "{line}");
+    Ok(())
+}
