@@ -71,5 +71,5 @@ pub(crate) fn raise_nofile_limit() -> io::Result<u64> {
         }
         limit = raised;
     }
-    Ok(limit.rlim_cur as u64)
+    Ok(limit.rlim_cur)
 }
