@@ -1,0 +1,239 @@
+//! The proxy as the `lb-proxy` binary runs it: one config file and its reloads,
+//! the data plane and the admin API, wired together. The quickstart runs this
+//! same code, so what it shows is what the binary does.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use lb_config::{ConfigErrors, Loader};
+use lb_core::alloc::{AllocationStore, MemoryStore};
+use lb_core::{FrontendKey, Snapshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::admin::AdminSource;
+use crate::dataplane::DataPlane;
+
+/// How to start an [`App`].
+#[derive(Debug, Clone)]
+pub struct AppOptions {
+    /// The TOML file.
+    pub config: PathBuf,
+    /// Where allocations persist across restarts; `None` keeps them in memory
+    /// (stable across reloads only).
+    pub state_file: Option<PathBuf>,
+}
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The config file is invalid; one error per line, as `check` prints them.
+    #[error("{0}")]
+    Config(ConfigErrors),
+    /// The admin listener could not be bound (it never shares its port, so a
+    /// clash is an error rather than a silent second listener).
+    #[error("admin listener {addr}: {source}")]
+    AdminBind {
+        /// The configured address.
+        addr: SocketAddr,
+        /// The bind error.
+        source: std::io::Error,
+    },
+}
+
+/// Counts of reload attempts, for logs and `/metrics`.
+#[derive(Debug, Default)]
+pub struct ReloadCounters {
+    /// Reloads that applied a new config.
+    pub success: AtomicU64,
+    /// Reloads that failed validation and changed nothing.
+    pub failure: AtomicU64,
+}
+
+/// A running proxy fed from a file. Cloning is shallow.
+#[derive(Debug, Clone)]
+pub struct App {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config_path: PathBuf,
+    loader: Mutex<Loader>,
+    /// The file text of the last attempt, so a watcher event that changed
+    /// nothing does not reload (or log the same error again).
+    last_seen: Mutex<Option<String>>,
+    dataplane: DataPlane,
+    reloads: Arc<ReloadCounters>,
+    admin_addr: Option<SocketAddr>,
+    admin_stop: CancellationToken,
+}
+
+/// What the admin API reads: the data plane's table and bind errors.
+#[derive(Debug)]
+struct AdminView {
+    dataplane: DataPlane,
+    reloads: Arc<ReloadCounters>,
+}
+
+impl AdminSource for AdminView {
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.dataplane.table().load()
+    }
+    fn bind_errors(&self) -> BTreeMap<FrontendKey, String> {
+        self.dataplane.bind_errors()
+    }
+    fn readiness(&self) -> Option<String> {
+        // The file is the only source and the last good config is always
+        // current: a reload that failed validation does not make us unready.
+        None
+    }
+    fn metrics(&self) -> String {
+        crate::metrics::render(&self.dataplane.table().load(), &self.reloads)
+    }
+}
+
+impl App {
+    /// Loads the file, starts the data plane and the admin API. An invalid file
+    /// is an error and nothing starts.
+    pub async fn start(options: AppOptions) -> Result<App, AppError> {
+        let store: Box<dyn AllocationStore> = match &options.state_file {
+            Some(path) => Box::new(lb_config::FileStore::new(path.clone())),
+            None => Box::new(MemoryStore::default()),
+        };
+        let mut loader = Loader::new(store);
+        let text = std::fs::read_to_string(&options.config).ok();
+        let config = loader
+            .load_file(&options.config)
+            .map_err(AppError::Config)?;
+        for w in &config.warnings {
+            warn!("{w}");
+        }
+        let admin_listen = config.admin_listen;
+        let snapshot = Snapshot::build(config.node, config.services, None, SystemTime::now());
+        let dataplane = DataPlane::start(config.proxy, snapshot).await;
+        let reloads = Arc::new(ReloadCounters::default());
+        let admin_stop = CancellationToken::new();
+        let mut admin_addr = None;
+        if let Some(addr) = admin_listen {
+            let listener = match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => l,
+                Err(source) => {
+                    dataplane.shutdown().await;
+                    return Err(AppError::AdminBind { addr, source });
+                }
+            };
+            admin_addr = listener.local_addr().ok();
+            let source: Arc<dyn AdminSource> = Arc::new(AdminView {
+                dataplane: dataplane.clone(),
+                reloads: reloads.clone(),
+            });
+            let stop = admin_stop.clone();
+            tokio::spawn(async move {
+                if let Err(e) = crate::admin::serve(listener, source, stop.cancelled_owned()).await {
+                    error!("admin listener stopped: {e}");
+                }
+            });
+        }
+        info!(
+            config = %options.config.display(),
+            services = dataplane.table().load().services().count(),
+            admin = ?admin_addr,
+            "lb-proxy running"
+        );
+        Ok(App {
+            inner: Arc::new(Inner {
+                config_path: options.config,
+                loader: Mutex::new(loader),
+                last_seen: Mutex::new(text),
+                dataplane,
+                reloads,
+                admin_addr,
+                admin_stop,
+            }),
+        })
+    }
+
+    /// The data plane (its table, bind errors, drain).
+    pub fn dataplane(&self) -> &DataPlane {
+        &self.inner.dataplane
+    }
+
+    /// Where the admin API listens, if enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.inner.admin_addr
+    }
+
+    /// The file being served.
+    pub fn config_path(&self) -> &std::path::Path {
+        &self.inner.config_path
+    }
+
+    /// Reload counters.
+    pub fn reloads(&self) -> &ReloadCounters {
+        &self.inner.reloads
+    }
+
+    /// Reads the file again and applies it. With `force` false (a watcher
+    /// event), an unchanged file is left alone. A file that fails validation
+    /// changes nothing: the error is logged and counted, the old config keeps
+    /// serving. Returns whether a new config was applied.
+    pub async fn reload(&self, force: bool) -> bool {
+        let inner = &self.inner;
+        let text = std::fs::read_to_string(&inner.config_path).ok();
+        {
+            let mut last = inner.last_seen.lock().unwrap_or_else(|e| e.into_inner());
+            if !force && text.is_some() && *last == text {
+                return false;
+            }
+            *last = text;
+        }
+        let loaded = inner
+            .loader
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .load_file(&inner.config_path);
+        match loaded {
+            Ok(config) => {
+                for w in &config.warnings {
+                    warn!("{w}");
+                }
+                if config.admin_listen != inner.admin_addr && config.admin_listen.is_some() {
+                    // Port 0 resolves to a real port at bind time, so only warn on a
+                    // different explicit address.
+                    if config.admin_listen.map(|a| a.port()) != Some(0) {
+                        warn!("admin.listen changed; it takes effect at the next restart");
+                    }
+                }
+                let count = config.services.len();
+                inner.dataplane.set_settings(config.proxy);
+                inner.dataplane.update(config.node, config.services).await;
+                inner.reloads.success.fetch_add(1, Ordering::Relaxed);
+                info!(services = count, "config reloaded");
+                true
+            }
+            Err(errors) => {
+                inner.reloads.failure.fetch_add(1, Ordering::Relaxed);
+                error!(
+                    config = %inner.config_path.display(),
+                    "reload failed validation; the previous config keeps serving"
+                );
+                for line in errors.to_string().lines() {
+                    error!("{line}");
+                }
+                false
+            }
+        }
+    }
+
+    /// Drains the data plane (listeners close at once, open connections
+    /// finish, bounded by `drain_timeout`), then stops the admin API.
+    pub async fn shutdown(&self) {
+        self.inner.dataplane.shutdown().await;
+        self.inner.admin_stop.cancel();
+    }
+}
