@@ -106,12 +106,22 @@ fn allocate_node_ports(
         *cluster.node_port_range.start(),
         *cluster.node_port_range.end(),
     );
-    // Explicit requests first.
+    // Explicit requests first. One service may give the same node port to a
+    // TCP and a UDP port (DNS on 53/TCP and 53/UDP), as Kubernetes allows:
+    // validation already refuses the same (protocol, node port) twice.
     for d in drafts.iter_mut() {
+        let mut own = Vec::new();
         for (i, request) in d.node_ports.iter().enumerate() {
             if let Some(Some(n)) = request {
+                if own.contains(n) {
+                    d.spec.ports[i].node_port = Some(*n);
+                    continue;
+                }
                 match ports.allocate(*n) {
-                    Ok(()) => d.spec.ports[i].node_port = Some(*n),
+                    Ok(()) => {
+                        own.push(*n);
+                        d.spec.ports[i].node_port = Some(*n);
+                    }
                     Err(e) => errs.push(FieldError::invalid(
                         format!("{}.ports[{i}].node_port", d.path),
                         i64::from(*n),
@@ -136,10 +146,23 @@ fn allocate_node_ports(
             }
         }
     }
-    // Then the lowest free port.
+    // Then the lowest free port; a port number that another protocol of the
+    // same service already has a node port for shares it (as Kubernetes does).
     for d in drafts.iter_mut() {
         for (i, request) in d.node_ports.iter().enumerate() {
             if *request != Some(None) || d.spec.ports[i].node_port.is_some() {
+                continue;
+            }
+            let number = d.spec.ports[i].port;
+            let protocol = d.spec.ports[i].protocol;
+            let sibling = d
+                .spec
+                .ports
+                .iter()
+                .find(|p| p.port == number && p.protocol != protocol && p.node_port.is_some())
+                .and_then(|p| p.node_port);
+            if let Some(n) = sibling {
+                d.spec.ports[i].node_port = Some(n);
                 continue;
             }
             match ports.allocate_next() {

@@ -161,13 +161,4 @@ fn service(s: &RawService, index: usize, errs: &mut Errors) {
             later("health-check node ports"),
         ));
     }
-    for (i, p) in s.ports.iter().enumerate() {
-        if p.protocol.as_deref() == Some("UDP") {
-            errs.push(FieldError::not_supported_because(
-                format!("{path}.ports[{i}].protocol"),
-                "UDP",
-                "not supported yet (UDP services come with a later release)",
-            ));
-        }
-    }
 }

@@ -18,14 +18,6 @@ fn service(extra: &str) -> String {
 }
 
 #[test]
-fn udp_ports_are_refused() {
-    assert_refused(
-        "[[services]]\nname = \"web\"\nports = [{ port = 53, protocol = \"UDP\" }]\n",
-        "services[web].ports[0].protocol: Unsupported value: \"UDP\": not supported yet (UDP services come with a later release)",
-    );
-}
-
-#[test]
 fn load_balancer_services_are_refused() {
     assert_refused(
         &service("type = \"LoadBalancer\""),

@@ -663,11 +663,6 @@ const RULES: &[(&str, &str, &str)] = &[
         "[proxy]\ndrain_timeout = \"soon\"\n",
         "proxy.drain_timeout: Invalid value: \"soon\": must be a duration such as \"250ms\", \"30s\" or \"1h\" (expected number at 0)",
     ),
-    (
-        "UDP waits for its release",
-        "[[services]]\nname = \"dns\"\n[[services.ports]]\nport = 53\nprotocol = \"UDP\"\n",
-        "services[dns].ports[0].protocol: Unsupported value: \"UDP\": not supported yet",
-    ),
 ];
 
 #[test]
