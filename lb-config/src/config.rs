@@ -53,6 +53,29 @@ impl Default for ClusterSettings {
 /// Default admin listener (kube-proxy's metrics port).
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:10249";
 
+/// `[dns]`, typed: the cluster DNS responder. Present only when the file has a
+/// `[dns]` section, so a proxy that is not asked to answer DNS binds nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsSettings {
+    /// Where the responder answers, on UDP and TCP alike (clients retry over
+    /// TCP when a UDP answer is truncated).
+    pub listen: SocketAddr,
+    /// TTL of the answers for the cluster zone, seconds. Short by default
+    /// ([`DnsSettings::DEFAULT_TTL`]) because endpoints come and go and
+    /// clients cache what they are told.
+    pub ttl: u32,
+    /// Where names outside the cluster zone are forwarded, tried in order;
+    /// empty means such queries are REFUSED rather than sent anywhere.
+    pub upstreams: Vec<SocketAddr>,
+}
+
+impl DnsSettings {
+    /// CoreDNS's `kubernetes` plugin default TTL.
+    pub const DEFAULT_TTL: u32 = 5;
+    /// The port an upstream given as a bare IP is asked on.
+    pub const DEFAULT_UPSTREAM_PORT: u16 = 53;
+}
+
 /// A whole validated config: what `check` approves and `run` serves.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -66,6 +89,8 @@ pub struct Config {
     pub proxy: ProxySettings,
     /// Admin API address; `None` when disabled with `listen = ""`.
     pub admin_listen: Option<SocketAddr>,
+    /// The DNS responder, when the file has a `[dns]` section.
+    pub dns: Option<DnsSettings>,
     /// Services with cluster IPs and node ports allocated and endpoints resolved,
     /// in file order.
     pub services: Vec<ServiceSpec>,

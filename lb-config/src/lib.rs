@@ -44,7 +44,7 @@ mod unsupported;
 mod validation;
 pub mod watch;
 
-pub use config::{ClusterSettings, Config, VipMode};
+pub use config::{ClusterSettings, Config, DnsSettings, VipMode};
 pub use error::{ConfigErrors, FieldError, WatchError};
 pub use loader::{check_file, check_str, default_node_name, parse_str, Loader};
 pub use store::FileStore;

@@ -92,6 +92,7 @@ impl Loader {
             cluster: s.cluster,
             proxy: s.proxy,
             admin_listen: s.admin_listen,
+            dns: s.dns,
             services: v.services.into_iter().map(|d| d.spec).collect(),
             warnings,
         })

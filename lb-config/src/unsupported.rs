@@ -43,12 +43,6 @@ pub(crate) fn check(raw: &RawConfig, errs: &mut Errors) {
             later("LoadBalancer announcements"),
         ));
     }
-    if raw.dns.is_some() {
-        errs.push(FieldError::forbidden(
-            "dns",
-            later("the DNS responder and its settings"),
-        ));
-    }
     if raw.source.as_ref().is_some_and(|s| s.etcd.is_some()) {
         errs.push(FieldError::forbidden("source.etcd", later("etcd sources")));
     }

@@ -74,14 +74,6 @@ fn ip_pools_are_refused() {
 }
 
 #[test]
-fn the_dns_section_is_refused() {
-    assert_refused(
-        "[dns]\nlisten = \"127.0.0.1:5353\"\n",
-        "dns: Forbidden: not supported yet (the DNS responder and its settings come with a later release)",
-    );
-}
-
-#[test]
 fn etcd_sources_are_refused() {
     assert_refused(
         "[source.etcd]\nendpoints = [\"http://127.0.0.1:2379\"]\n",

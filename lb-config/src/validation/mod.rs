@@ -2,6 +2,7 @@
 //! words of Kubernetes' validation (`ValidateService`, `ValidateObjectMeta`,
 //! `ValidateEndpoints`, ...).
 
+mod dns;
 mod names;
 mod objects;
 mod service;

@@ -19,6 +19,7 @@ pub(crate) struct Settings {
     pub(crate) cluster: ClusterSettings,
     pub(crate) proxy: ProxySettings,
     pub(crate) admin_listen: Option<SocketAddr>,
+    pub(crate) dns: Option<crate::config::DnsSettings>,
     /// Whether `service_cidr` and `node_port_range` were valid (when not,
     /// the defaults stand in and allocation must not run on them).
     pub(crate) ranges_ok: bool,
@@ -105,12 +106,15 @@ pub(crate) fn settings(raw: &RawConfig, hostname: &str, errs: &mut Errors) -> Se
         },
     };
 
+    let dns = raw.dns.as_ref().map(|d| super::dns::dns(d, errs));
+
     Settings {
         node,
         vip_mode,
         cluster,
         proxy,
         admin_listen,
+        dns,
         ranges_ok,
     }
 }
