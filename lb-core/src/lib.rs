@@ -13,9 +13,11 @@
 //! - [`alloc`]: cluster IP and node port allocators over a pluggable store.
 //! - [`settings`]: typed `[proxy]` settings shared by lb-config and lb-proxy.
 //! - [`stats`]: live counters shared by the data path and the admin views.
+//! - [`health`]: readiness probe specs and passive health (outlier ejection).
 
 pub mod affinity;
 pub mod alloc;
+pub mod health;
 pub mod model;
 pub mod select;
 pub mod settings;

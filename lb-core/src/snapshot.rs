@@ -16,6 +16,7 @@ use std::time::{Instant, SystemTime};
 use arc_swap::ArcSwap;
 
 use crate::affinity::AffinityTable;
+use crate::health::EndpointHealth;
 use crate::model::{
     Protocol, ServiceKey, ServicePortKey, ServiceType, SessionAffinity, TrafficPolicy,
 };
@@ -127,6 +128,12 @@ pub struct Endpoint {
     pub hostname: Option<String>,
     /// Live counters (carried across snapshots).
     pub stats: Arc<EndpointStats>,
+    /// Passive health: dial failures and outlier ejection (carried across
+    /// snapshots, read on every pick).
+    pub health: Arc<EndpointHealth>,
+    /// When the endpoint entered its current conditions (ready, serving,
+    /// terminating, weight 0 or not), for the views' "since".
+    pub since: SystemTime,
 }
 
 /// One service port: its endpoints, prebuilt selection tables, affinity and
@@ -209,24 +216,62 @@ impl ServicePort {
             if let Some(index) = affinity
                 .lookup(client, now)
                 .and_then(|addr| self.index_of(addr))
-                .filter(|i| table.is_candidate(*i))
+                .filter(|i| table.is_candidate(*i) && !self.is_ejected(local, *i, now))
             {
                 return Some(Pick {
                     index,
                     reason: PickReason::Affinity,
                 });
             }
-            let index = table.next()?;
+            let index = self.next_healthy(table, now)?;
             affinity.pin(client, self.endpoints[index].addr, now);
             return Some(Pick {
                 index,
                 reason: PickReason::RoundRobin,
             });
         }
-        table.next().map(|index| Pick {
+        self.next_healthy(table, now).map(|index| Pick {
             index,
             reason: PickReason::RoundRobin,
         })
+    }
+
+    /// The next candidate by weight that is not ejected. While nothing is
+    /// ejected this is one pick and one relaxed load. Otherwise it redraws a
+    /// bounded number of times, then walks the candidates; when every
+    /// candidate is ejected, ejection is ignored (the contract's panic rule).
+    fn next_healthy(&self, table: &WeightedTable, now: Instant) -> Option<usize> {
+        let first = table.next()?;
+        if !self.endpoints[first].health.is_ejected(now) {
+            return Some(first);
+        }
+        let candidates = table.candidates();
+        for _ in 0..candidates.len() {
+            let i = table.next()?;
+            if !self.endpoints[i].health.is_ejected(now) {
+                return Some(i);
+            }
+        }
+        Some(
+            candidates
+                .iter()
+                .map(|&i| i as usize)
+                .find(|&i| !self.endpoints[i].health.is_ejected(now))
+                .unwrap_or(first),
+        )
+    }
+
+    /// Whether endpoint `index` is ejected at `now` for the cluster-wide or
+    /// node-local table, after the panic rule: when every candidate of the
+    /// table is ejected, none is.
+    pub fn is_ejected(&self, local: bool, index: usize, now: Instant) -> bool {
+        if !self.endpoints[index].health.is_ejected(now) {
+            return false;
+        }
+        self.table(local)
+            .candidates()
+            .iter()
+            .any(|&i| !self.endpoints[i as usize].health.is_ejected(now))
     }
 
     /// The endpoint to try after `failed`: the next candidate in order, so
@@ -238,7 +283,22 @@ impl ServicePort {
         client: IpAddr,
         now: Instant,
     ) -> Option<usize> {
-        let index = self.table(local).after(failed)?;
+        let table = self.table(local);
+        let mut index = table.after(failed)?;
+        let first = index;
+        for _ in 0..table.candidates().len() {
+            if !self.endpoints[index].health.is_ejected(now) {
+                break;
+            }
+            index = table.after(index)?;
+            if index == first {
+                break;
+            }
+        }
+        if self.endpoints[index].health.is_ejected(now) {
+            // Every candidate is ejected: the panic rule ignores ejection.
+            index = first;
+        }
         if let Some(affinity) = &self.affinity {
             affinity.pin(client, self.endpoints[index].addr, now);
         }
@@ -310,7 +370,14 @@ impl Snapshot {
                         port: port.port,
                     };
                     let prev = prev_service.and_then(|s| s.ports.iter().find(|p| p.key == key));
-                    Arc::new(build_port(&out.node, &spec, port, key, prev.map(|p| &**p)))
+                    Arc::new(build_port(
+                        &out.node,
+                        &spec,
+                        port,
+                        key,
+                        prev.map(|p| &**p),
+                        now,
+                    ))
                 })
                 .collect();
             out.add_frontends(&spec, &ports);
@@ -428,24 +495,32 @@ fn build_port(
     port: &crate::spec::PortSpec,
     key: ServicePortKey,
     prev: Option<&ServicePort>,
+    now: SystemTime,
 ) -> ServicePort {
     let mut eps: Vec<&crate::spec::EndpointSpec> = port.endpoints.iter().collect();
     eps.sort_by_key(|e| e.addr);
     eps.dedup_by_key(|e| e.addr);
     let endpoints: Vec<Endpoint> = eps
         .into_iter()
-        .map(|e| Endpoint {
-            addr: e.addr,
-            node: e.node.clone(),
-            weight: e.weight,
-            ready: (e.serving && !e.terminating) || spec.publish_not_ready_addresses,
-            serving: e.serving,
-            terminating: e.terminating,
-            pod: e.pod.clone(),
-            hostname: e.hostname.clone(),
-            stats: prev
-                .and_then(|p| p.index_of(e.addr).map(|i| p.endpoints[i].stats.clone()))
-                .unwrap_or_default(),
+        .map(|e| {
+            let before = prev.and_then(|p| p.index_of(e.addr).map(|i| &p.endpoints[i]));
+            let ready = (e.serving && !e.terminating) || spec.publish_not_ready_addresses;
+            let conditions = (ready, e.serving, e.terminating, e.weight > 0);
+            Endpoint {
+                addr: e.addr,
+                node: e.node.clone(),
+                weight: e.weight,
+                ready,
+                serving: e.serving,
+                terminating: e.terminating,
+                pod: e.pod.clone(),
+                hostname: e.hostname.clone(),
+                stats: before.map(|b| b.stats.clone()).unwrap_or_default(),
+                health: before.map(|b| b.health.clone()).unwrap_or_default(),
+                since: before
+                    .filter(|b| (b.ready, b.serving, b.terminating, b.weight > 0) == conditions)
+                    .map_or(now, |b| b.since),
+            }
         })
         .collect();
     let index_of = endpoints
