@@ -182,4 +182,61 @@ fn allocate_node_ports(
             }
         }
     }
+    allocate_health_check_ports(drafts, &mut ports, previous, errs, out);
+}
+
+/// Health-check node ports (LoadBalancer + Local), from the same range and
+/// allocator as node ports, as in Kubernetes: requested ones first, then what
+/// the service held before, then the lowest free port.
+fn allocate_health_check_ports(
+    drafts: &mut [ServiceDraft],
+    ports: &mut PortAllocator,
+    previous: &Allocations,
+    errs: &mut Errors,
+    out: &mut Allocations,
+) {
+    let needs = |d: &ServiceDraft| {
+        d.spec.service_type == lb_core::ServiceType::LoadBalancer
+            && d.spec.external_traffic_policy == lb_core::TrafficPolicy::Local
+    };
+    for d in drafts.iter_mut().filter(|d| needs(d)) {
+        let n = d.spec.health_check_node_port;
+        if n != 0 {
+            if let Err(e) = ports.allocate(n) {
+                errs.push(FieldError::invalid(
+                    format!("{}.health_check_node_port", d.path),
+                    i64::from(n),
+                    e.to_string(),
+                ));
+            }
+        }
+    }
+    for d in drafts.iter_mut().filter(|d| needs(d)) {
+        if d.spec.health_check_node_port != 0 {
+            continue;
+        }
+        if let Some(n) = previous.health_check_node_ports.get(&ip_key(&d.spec.key)) {
+            if ports.allocate(*n).is_ok() {
+                d.spec.health_check_node_port = *n;
+            }
+        }
+    }
+    for d in drafts.iter_mut().filter(|d| needs(d)) {
+        if d.spec.health_check_node_port != 0 {
+            continue;
+        }
+        match ports.allocate_next() {
+            Ok(n) => d.spec.health_check_node_port = n,
+            Err(_) => errs.push(FieldError::internal(
+                format!("{}.health_check_node_port", d.path),
+                "failed to allocate a healthCheckNodePort: range is full",
+            )),
+        }
+    }
+    for d in drafts.iter().filter(|d| needs(d)) {
+        if d.spec.health_check_node_port != 0 {
+            out.health_check_node_ports
+                .insert(ip_key(&d.spec.key), d.spec.health_check_node_port);
+        }
+    }
 }

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 
 use ipnet::IpNet;
+use lb_core::health::ProbeSpec;
 use lb_core::{NodeSpec, ProxySettings, ServiceSpec};
 
 /// How virtual addresses (cluster IPs) are served.
@@ -94,6 +95,10 @@ pub struct Config {
     /// Services with cluster IPs and node ports allocated and endpoints resolved,
     /// in file order.
     pub services: Vec<ServiceSpec>,
+    /// Readiness probes of the pods that have one, in file order. Their pods'
+    /// endpoints are not serving in `services` until a probe passes: the
+    /// probe results are an overlay applied by whoever runs the probes.
+    pub probes: Vec<ProbeSpec>,
     /// Things worth a look that do not make the file invalid (one line each).
     pub warnings: Vec<String>,
 }

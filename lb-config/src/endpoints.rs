@@ -11,6 +11,9 @@
 //!   Kubernetes).
 //!
 //! `publish_not_ready_addresses` is applied by lb-core from the service spec.
+//! Pods with a readiness probe resolve as not serving here; the probe results
+//! live beside this desired state (lb-proxy's overlay) and are folded in when
+//! the snapshot is built.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -68,7 +71,9 @@ fn from_pod(port: &PortSpec, pod: &Pod) -> Option<EndpointSpec> {
         addr: SocketAddr::new(pod.ip, number),
         node: Some(pod.node.clone()),
         weight: pod.weight,
-        serving: pod.ready,
+        // A pod with a readiness probe is not ready until its first success;
+        // lb-proxy's probe overlay turns it on.
+        serving: pod.ready && pod.probe.is_none(),
         terminating: pod.terminating,
         pod: Some(pod.name.clone()),
         hostname: pod.hostname.clone(),

@@ -86,6 +86,7 @@ impl Loader {
         self.current = Some(allocations);
         warnings.extend(v.warnings);
         let s = v.settings;
+        let probes = v.pods.iter().filter_map(|p| p.probe.clone()).collect();
         Ok(Config {
             node: s.node,
             vip_mode: s.vip_mode,
@@ -94,6 +95,7 @@ impl Loader {
             admin_listen: s.admin_listen,
             dns: s.dns,
             services: v.services.into_iter().map(|d| d.spec).collect(),
+            probes,
             warnings,
         })
     }

@@ -52,15 +52,6 @@ pub(crate) fn check(raw: &RawConfig, errs: &mut Errors) {
             later("LoadBalancer address pools"),
         ));
     }
-    for (i, p) in raw.pods.iter().enumerate() {
-        if p.readiness_probe.is_some() {
-            let path = object_path("pods", p.namespace.as_deref().unwrap_or(""), &p.name, i);
-            errs.push(FieldError::forbidden(
-                format!("{path}.readiness_probe"),
-                format!("{}; set `ready` instead", later("readiness probes")),
-            ));
-        }
-    }
     for (i, e) in raw.endpoints.iter().enumerate() {
         let path = object_path(
             "endpoints",
@@ -104,19 +95,6 @@ fn service(s: &RawService, index: usize, errs: &mut Errors) {
             later("LoadBalancer services"),
         ));
     }
-    for field in ["external_traffic_policy", "internal_traffic_policy"] {
-        let value = match field {
-            "external_traffic_policy" => &s.external_traffic_policy,
-            _ => &s.internal_traffic_policy,
-        };
-        if value.as_deref() == Some("Local") {
-            errs.push(FieldError::not_supported_because(
-                format!("{path}.{field}"),
-                "Local",
-                later("Local traffic policies"),
-            ));
-        }
-    }
     let set = |o: &Option<Vec<String>>| o.as_ref().is_some_and(|v| !v.is_empty());
     let set_str = |o: &Option<String>| o.as_ref().is_some_and(|v| !v.is_empty());
     if set(&s.external_ips) {
@@ -147,12 +125,6 @@ fn service(s: &RawService, index: usize, errs: &mut Errors) {
         errs.push(FieldError::forbidden(
             format!("{path}.allow_shared_ip"),
             later("LoadBalancer services"),
-        ));
-    }
-    if s.health_check_node_port.is_some_and(|n| n != 0) {
-        errs.push(FieldError::forbidden(
-            format!("{path}.health_check_node_port"),
-            later("health-check node ports"),
         ));
     }
 }

@@ -39,22 +39,6 @@ fn load_balancer_services_are_refused() {
         &service("allow_shared_ip = \"key\""),
         "services[web].allow_shared_ip: Forbidden: not supported yet (LoadBalancer services come with a later release)",
     );
-    assert_refused(
-        &service("health_check_node_port = 30999"),
-        "services[web].health_check_node_port: Forbidden: not supported yet (health-check node ports come with a later release)",
-    );
-}
-
-#[test]
-fn local_traffic_policies_are_refused() {
-    assert_refused(
-        &service("external_traffic_policy = \"Local\""),
-        "services[web].external_traffic_policy: Unsupported value: \"Local\": not supported yet (Local traffic policies come with a later release)",
-    );
-    assert_refused(
-        &service("internal_traffic_policy = \"Local\""),
-        "services[web].internal_traffic_policy: Unsupported value: \"Local\": not supported yet (Local traffic policies come with a later release)",
-    );
 }
 
 #[test]
@@ -78,14 +62,6 @@ fn etcd_sources_are_refused() {
     assert_refused(
         "[source.etcd]\nendpoints = [\"http://127.0.0.1:2379\"]\n",
         "source.etcd: Forbidden: not supported yet (etcd sources come with a later release)",
-    );
-}
-
-#[test]
-fn readiness_probes_are_refused() {
-    assert_refused(
-        "[[pods]]\nname = \"p\"\nnamespace = \"shop\"\nip = \"127.0.244.1\"\n[pods.readiness_probe]\ntcp_socket = { port = 80 }\n",
-        "pods[shop/p].readiness_probe: Forbidden: not supported yet (readiness probes come with a later release); set `ready` instead",
     );
 }
 

@@ -4,11 +4,14 @@
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 
+use std::time::Duration;
+
+use lb_core::health::{PodKey, ProbeAction, ProbeSpec};
 use lb_core::Protocol;
 
 use super::{labels, names, protocol, settings::ip};
 use crate::error::{object_path, Errors, FieldError};
-use crate::raw::{RawEndpointAddress, RawEndpoints, RawPod};
+use crate::raw::{IntOrString, RawEndpointAddress, RawEndpoints, RawPod, RawProbe};
 
 /// A valid pod.
 #[derive(Debug, Clone)]
@@ -24,6 +27,9 @@ pub(crate) struct Pod {
     pub(crate) weight: u32,
     pub(crate) ready: bool,
     pub(crate) terminating: bool,
+    /// The readiness probe; when set, `ready` is ignored and the pod starts
+    /// not ready until the probe passes.
+    pub(crate) probe: Option<ProbeSpec>,
 }
 
 /// A valid `[[endpoints]]` object.
@@ -155,6 +161,17 @@ pub(crate) fn pod(raw: &RawPod, index: usize, node: &str, errs: &mut Errors) -> 
         ports.push((name, u16::try_from(p.container_port).unwrap_or(0), proto));
     }
     let weight = weight(&format!("{path}.weight"), raw.weight, errs);
+    let probe = raw.readiness_probe.as_ref().and_then(|p| {
+        let key = PodKey::new(namespace.clone(), raw.name.clone());
+        probe(
+            &format!("{path}.readiness_probe"),
+            p,
+            key,
+            addr?,
+            &ports,
+            errs,
+        )
+    });
     if errs.len() > start {
         return None;
     }
@@ -169,7 +186,132 @@ pub(crate) fn pod(raw: &RawPod, index: usize, node: &str, errs: &mut Errors) -> 
         weight,
         ready: raw.ready.unwrap_or(true),
         terminating: raw.terminating.unwrap_or(false),
+        probe,
     })
+}
+
+/// Validates a readiness probe as Kubernetes' `validateProbe` does (one
+/// handler, non-negative numbers; zero means the default) and resolves a
+/// named port against the pod's container ports.
+fn probe(
+    path: &str,
+    raw: &RawProbe,
+    pod: PodKey,
+    ip: IpAddr,
+    ports: &[(String, u16, Protocol)],
+    errs: &mut Errors,
+) -> Option<ProbeSpec> {
+    let start = errs.len();
+    let handlers = [
+        ("tcp_socket", raw.tcp_socket.is_some()),
+        ("http_get", raw.http_get.is_some()),
+        ("exec", raw.exec.is_some()),
+    ];
+    let set: Vec<&str> = handlers.iter().filter(|h| h.1).map(|h| h.0).collect();
+    if set.is_empty() {
+        errs.push(FieldError::required(path, "must specify a handler type"));
+    }
+    for extra in set.iter().skip(1) {
+        errs.push(FieldError::forbidden(
+            format!("{path}.{extra}"),
+            "may not specify more than 1 handler type",
+        ));
+    }
+    let port = |field: &str, value: &IntOrString, errs: &mut Errors| -> u16 {
+        let fp = format!("{path}.{field}.port");
+        match value {
+            IntOrString::Int(n) => {
+                for m in names::port_num(*n) {
+                    errs.push(FieldError::invalid(&fp, *n, m));
+                }
+                u16::try_from(*n).unwrap_or(0)
+            }
+            IntOrString::Str(name) => {
+                let problems = names::port_name(name);
+                let ok = problems.is_empty();
+                for m in problems {
+                    errs.push(FieldError::invalid(&fp, name, m));
+                }
+                let found = ports
+                    .iter()
+                    .find(|(n, _, proto)| n == name && *proto == Protocol::Tcp);
+                match found {
+                    Some((_, number, _)) => *number,
+                    None => {
+                        if ok {
+                            errs.push(FieldError::invalid(
+                                &fp,
+                                name,
+                                "must be the name of a TCP container port of the pod",
+                            ));
+                        }
+                        0
+                    }
+                }
+            }
+        }
+    };
+    let action = if let Some(t) = &raw.tcp_socket {
+        ProbeAction::TcpSocket {
+            port: port("tcp_socket", &t.port, errs),
+        }
+    } else if let Some(h) = &raw.http_get {
+        let mut p = h.path.clone().unwrap_or_default();
+        if !p.starts_with('/') {
+            p.insert(0, '/');
+        }
+        if p.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            errs.push(FieldError::invalid(
+                format!("{path}.http_get.path"),
+                p.as_str(),
+                "must not contain whitespace or control characters",
+            ));
+        }
+        ProbeAction::HttpGet {
+            path: p,
+            port: port("http_get", &h.port, errs),
+        }
+    } else if let Some(e) = &raw.exec {
+        if e.command.is_empty() || e.command[0].is_empty() {
+            errs.push(FieldError::required(format!("{path}.exec.command"), ""));
+        }
+        ProbeAction::Exec {
+            command: e.command.clone(),
+        }
+    } else {
+        return None;
+    };
+    let mut number = |field: &str, value: Option<i64>, default: i64| -> i64 {
+        let v = value.unwrap_or(0);
+        if v < 0 {
+            errs.push(FieldError::invalid(
+                format!("{path}.{field}"),
+                v,
+                "must be greater than or equal to 0",
+            ));
+        }
+        if v <= 0 {
+            default
+        } else {
+            v
+        }
+    };
+    let initial_delay = number("initial_delay_seconds", raw.initial_delay_seconds, 0);
+    let period = number("period_seconds", raw.period_seconds, 10);
+    let timeout = number("timeout_seconds", raw.timeout_seconds, 1);
+    let success = number("success_threshold", raw.success_threshold, 1);
+    let failure = number("failure_threshold", raw.failure_threshold, 3);
+    if errs.len() > start {
+        return None;
+    }
+    let secs = |n: i64| Duration::from_secs(u64::try_from(n).unwrap_or(0));
+    let count = |n: i64| u32::try_from(n).unwrap_or(u32::MAX);
+    Some(
+        ProbeSpec::new(pod, ip, action)
+            .with_initial_delay(secs(initial_delay))
+            .with_timing(secs(period), secs(timeout))
+            .with_thresholds(count(success), count(failure)),
+    )
 }
 
 /// Validates one Endpoints object; `None` when it has errors.

@@ -196,14 +196,29 @@ pub(crate) fn service(raw: &RawService, index: usize, errs: &mut Errors) -> Opti
         ));
     }
 
+    let externally_accessible = service_type.has_node_ports()
+        || (service_type == ServiceType::ClusterIP && !external_ips.is_empty());
+    if external_traffic_policy == TrafficPolicy::Local && !externally_accessible {
+        errs.push(FieldError::invalid(
+            format!("{path}.external_traffic_policy"),
+            "Local",
+            "may only be set for externally-accessible services",
+        ));
+    }
     let health_check_node_port = raw.health_check_node_port.unwrap_or(0);
+    let hc_path = format!("{path}.health_check_node_port");
     if health_check_node_port != 0 {
-        for m in names::port_num(health_check_node_port) {
+        if service_type != ServiceType::LoadBalancer
+            || external_traffic_policy != TrafficPolicy::Local
+        {
             errs.push(FieldError::invalid(
-                format!("{path}.health_check_node_port"),
+                &hc_path,
                 health_check_node_port,
-                m,
+                "may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'",
             ));
+        }
+        for m in names::port_num(health_check_node_port) {
+            errs.push(FieldError::invalid(&hc_path, health_check_node_port, m));
         }
     }
 
