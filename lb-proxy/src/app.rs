@@ -34,6 +34,10 @@ pub enum AppError {
     /// The config file is invalid; one error per line, as `check` prints them.
     #[error("{0}")]
     Config(ConfigErrors),
+    /// The DNS responder could not start (its port is taken, or the zone is
+    /// not a valid name).
+    #[error("{0}")]
+    Dns(crate::dns::DnsError),
     /// The admin listener could not be bound (it never shares its port, so a
     /// clash is an error rather than a silent second listener).
     #[error("admin listener {addr}: {source}")]
@@ -71,6 +75,8 @@ struct Inner {
     reloads: Arc<ReloadCounters>,
     admin_addr: Option<SocketAddr>,
     admin_stop: CancellationToken,
+    /// The DNS responder, when the file has `[dns]`.
+    dns: Option<crate::dns::Dns>,
 }
 
 /// What the admin API reads: the data plane's table and bind errors.
@@ -114,9 +120,23 @@ impl App {
             warn!("{w}");
         }
         let admin_listen = config.admin_listen;
+        let dns_options = crate::dns::DnsOptions::from_config(&config);
+        let dns_listen = config.dns.as_ref().map(|d| d.listen);
         check_open_file_limit(&config);
         let snapshot = Snapshot::build(config.node, config.services, None, SystemTime::now());
         let dataplane = DataPlane::start(config.proxy, snapshot).await;
+        let dns = match (dns_listen, dns_options) {
+            (Some(listen), Some(options)) => {
+                match crate::dns::Dns::start(listen, dataplane.table(), options).await {
+                    Ok(dns) => Some(dns),
+                    Err(e) => {
+                        dataplane.shutdown().await;
+                        return Err(AppError::Dns(e));
+                    }
+                }
+            }
+            _ => None,
+        };
         let reloads = Arc::new(ReloadCounters::default());
         let admin_stop = CancellationToken::new();
         let mut admin_addr = None;
@@ -125,6 +145,9 @@ impl App {
                 Ok(l) => l,
                 Err(source) => {
                     dataplane.shutdown().await;
+                    if let Some(dns) = &dns {
+                        dns.shutdown();
+                    }
                     return Err(AppError::AdminBind { addr, source });
                 }
             };
@@ -156,6 +179,7 @@ impl App {
                 reloads,
                 admin_addr,
                 admin_stop,
+                dns,
             }),
         })
     }
@@ -168,6 +192,11 @@ impl App {
     /// Where the admin API listens, if enabled.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.inner.admin_addr
+    }
+
+    /// The DNS responder, when the file has `[dns]` (its address, counters).
+    pub fn dns(&self) -> Option<&crate::dns::Dns> {
+        self.inner.dns.as_ref()
     }
 
     /// The file being served.
@@ -211,6 +240,13 @@ impl App {
                         warn!("admin.listen changed; it takes effect at the next restart");
                     }
                 }
+                match (&inner.dns, crate::dns::DnsOptions::from_config(&config)) {
+                    (Some(dns), Some(options)) => dns.set_options(options),
+                    (None, Some(_)) | (Some(_), None) => {
+                        warn!("[dns] added or removed; it takes effect at the next restart")
+                    }
+                    (None, None) => {}
+                }
                 let count = config.services.len();
                 inner.dataplane.set_settings(config.proxy);
                 inner.dataplane.update(config.node, config.services).await;
@@ -236,6 +272,9 @@ impl App {
     /// finish, bounded by `drain_timeout`), then stops the admin API.
     pub async fn shutdown(&self) {
         self.inner.dataplane.shutdown().await;
+        if let Some(dns) = &self.inner.dns {
+            dns.shutdown();
+        }
         self.inner.admin_stop.cancel();
     }
 }

@@ -11,22 +11,28 @@
 //!   built from a snapshot, and the `kubectl get`-style tables printed from them.
 //! - [`dataplane`]: [`DataPlane`], the running TCP data plane (listeners,
 //!   connections, drain), and [`run`], serve until a shutdown future resolves.
+//! - [`dns`]: the cluster DNS responder (Kubernetes DNS schema 1.1.0) over the
+//!   live table, forwarding other names to `[dns] upstreams`.
 //! - [`error`]: [`Error`], what the library reports.
 //! - [`forward`]: the forwarding engine seam (copy loop today, splice later):
 //!   FIN as FIN, reset as reset, idle and half-close timers, byte counting.
 //! - `listener`, `tcp`, `sys` (private): binding service listeners and their
 //!   accept loops; one client connection (admission, dials with failover);
 //!   socket options, the only place `unsafe` may live.
+//! - [`udp`]: UDP services: the sans-IO flow table ([`udp::flows`]) and the
+//!   tokio shell that binds UDP frontends and relays datagrams per flow.
 
 pub mod admin;
 pub mod app;
 pub mod dataplane;
+pub mod dns;
 pub mod error;
 pub mod forward;
 mod listener;
 pub mod metrics;
 mod sys;
 mod tcp;
+pub mod udp;
 pub mod views;
 
 pub use dataplane::{run, DataPlane};
