@@ -1,0 +1,239 @@
+//! Helpers for the DNS tests: a responder over a table built from TOML, a real
+//! resolver client pointed at it (never at the system's resolver), a raw query
+//! for exact flags and sections, and a loopback dnsmasq as upstream.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query};
+use hickory_proto::rr::{Name, RecordType};
+use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
+use hickory_resolver::name_server::TokioConnectionProvider;
+use hickory_resolver::proto::xfer::Protocol;
+use hickory_resolver::TokioResolver;
+use lb_core::{Snapshot, Table};
+use lb_proxy::dns::DnsOptions;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::oneshot;
+
+/// A responder serving a table on 127.0.0.1, stopped on drop.
+pub struct Responder {
+    pub addr: SocketAddr,
+    pub table: Arc<Table>,
+    pub config: lb_config::Config,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// The service CIDR every test file uses.
+pub const HEADER: &str = "[cluster]\nservice_cidr = \"127.96.0.0/16\"\n[admin]\nlisten = \"\"\n";
+
+/// Loads `body` (after [`HEADER`]) and serves it with `upstreams`.
+pub async fn responder(body: &str, upstreams: Vec<SocketAddr>) -> Responder {
+    let config = lb_config::Loader::new(Box::<lb_core::alloc::MemoryStore>::default())
+        .with_default_node_name("node-1")
+        .load_str(&format!("{HEADER}{body}"))
+        .expect("valid config");
+    let snapshot = Snapshot::build(
+        config.node.clone(),
+        config.services.clone(),
+        None,
+        SystemTime::now(),
+    );
+    let table = Arc::new(Table::new(snapshot));
+    serve_table(table, config, upstreams).await
+}
+
+/// Serves an existing table.
+pub async fn serve_table(
+    table: Arc<Table>,
+    config: lb_config::Config,
+    upstreams: Vec<SocketAddr>,
+) -> Responder {
+    let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = udp.local_addr().unwrap();
+    let tcp = TcpListener::bind(addr).await.unwrap();
+    let (tx, rx) = oneshot::channel();
+    let options = DnsOptions {
+        zone: config.cluster.domain.clone(),
+        ttl: 5,
+        upstreams,
+    };
+    tokio::spawn(lb_proxy::dns::serve(
+        udp,
+        tcp,
+        table.clone(),
+        options,
+        async move {
+            let _ = rx.await;
+        },
+    ));
+    Responder {
+        addr,
+        table,
+        config,
+        stop: Some(tx),
+    }
+}
+
+/// A hickory resolver that asks only `server` (no cache, no search list, no
+/// hosts file, one attempt), over UDP or TCP.
+pub fn resolver(server: SocketAddr, protocol: Protocol) -> TokioResolver {
+    let mut config = ResolverConfig::new();
+    config.add_name_server(NameServerConfig::new(server, protocol));
+    let mut opts = ResolverOpts::default();
+    opts.cache_size = 0;
+    opts.attempts = 1;
+    opts.timeout = Duration::from_secs(3);
+    opts.ndots = 0;
+    opts.use_hosts_file = hickory_resolver::config::ResolveHosts::Never;
+    opts.edns0 = true;
+    opts.recursion_desired = true;
+    TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
+        .with_options(opts)
+        .build()
+}
+
+/// One raw question over UDP: the whole response message, for exact rcode,
+/// flags and sections. Bounded by a 3 s timeout.
+pub async fn ask(server: SocketAddr, name: &str, qtype: RecordType) -> Message {
+    let mut m = Message::new();
+    let id: u16 = rand::random();
+    m.set_id(id)
+        .set_message_type(MessageType::Query)
+        .set_op_code(OpCode::Query)
+        .set_recursion_desired(true)
+        .add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.connect(server).await.unwrap();
+    socket.send(&m.to_vec().unwrap()).await.unwrap();
+    let mut buf = vec![0u8; 65535];
+    let n = tokio::time::timeout(Duration::from_secs(3), socket.recv(&mut buf))
+        .await
+        .expect("an answer within 3 s")
+        .unwrap();
+    let answer = Message::from_vec(&buf[..n]).unwrap();
+    assert_eq!(answer.id(), id);
+    answer
+}
+
+/// The answer section as `name TYPE rdata` lines (sorted), for readable
+/// assertions.
+pub fn answers(m: &Message) -> Vec<String> {
+    let mut v: Vec<String> = m
+        .answers()
+        .iter()
+        .map(|r| format!("{} {} {}", r.name(), r.record_type(), r.data()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Whether a program is on PATH; tests that need it print why they skip.
+pub fn have(program: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A free UDP port on `ip` (racy, but the port is taken at once).
+pub fn free_udp_port(ip: IpAddr) -> u16 {
+    StdUdpSocket::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A dnsmasq on loopback answering `address` entries (`/example.test/127.1.2.3`)
+/// and refusing everything else; killed on drop.
+pub struct Dnsmasq {
+    pub addr: SocketAddr,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Dnsmasq {
+    /// Starts dnsmasq on `ip` (a free port) with `--address=` entries; waits
+    /// (at most 5 s) until it answers.
+    pub async fn start(ip: &str, addresses: &[&str]) -> Dnsmasq {
+        let ip: IpAddr = ip.parse().unwrap();
+        let port = free_udp_port(ip);
+        Self::start_on(SocketAddr::new(ip, port), addresses).await
+    }
+
+    /// Starts dnsmasq on exactly `addr`.
+    pub async fn start_on(addr: SocketAddr, addresses: &[&str]) -> Dnsmasq {
+        let dir = tempfile::tempdir().unwrap();
+        let pid: PathBuf = dir.path().join("dnsmasq.pid");
+        let mut cmd = Command::new("dnsmasq");
+        cmd.args([
+            "--no-resolv",
+            "--no-hosts",
+            "--keep-in-foreground",
+            "--bind-interfaces",
+            "--conf-file=/dev/null",
+            "--cache-size=0",
+        ])
+        .arg(format!("--listen-address={}", addr.ip()))
+        .arg(format!("--port={}", addr.port()))
+        .arg(format!("--pid-file={}", pid.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        for a in addresses {
+            cmd.arg(format!("--address={a}"));
+        }
+        let child = cmd.spawn().expect("dnsmasq starts");
+        let d = Dnsmasq {
+            addr,
+            child,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let probe = async {
+                let s = UdpSocket::bind("127.0.0.1:0").await.ok()?;
+                s.connect(addr).await.ok()?;
+                let mut m = Message::new();
+                m.add_query(Query::query(
+                    Name::from_ascii("probe.invalid.").ok()?,
+                    RecordType::A,
+                ));
+                s.send(&m.to_vec().ok()?).await.ok()?;
+                let mut buf = [0u8; 512];
+                tokio::time::timeout(Duration::from_millis(200), s.recv(&mut buf))
+                    .await
+                    .ok()?
+                    .ok()
+            };
+            if probe.await.is_some() {
+                return d;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("dnsmasq did not answer on {addr} within 5 s");
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
