@@ -35,6 +35,11 @@ pub trait AdminSource: Send + Sync + 'static {
     fn readiness(&self) -> Option<String>;
     /// Prometheus text exposition for `/metrics` (may be empty).
     fn metrics(&self) -> String;
+    /// Readiness probe verdicts by pod, so `/api/v1/endpoints` can say why an
+    /// endpoint is out of rotation; none by default (no probes).
+    fn probes(&self) -> BTreeMap<lb_core::health::PodKey, crate::probe::ProbeStatus> {
+        BTreeMap::new()
+    }
 }
 
 /// `/api/v1/services`.
@@ -135,7 +140,7 @@ async fn services(State(source): Source) -> Response {
 
 async fn endpoints(State(source): Source) -> Response {
     let snapshot = source.snapshot();
-    json_response(&views::endpoints_view(&snapshot))
+    json_response(&views::endpoints_view_with(&snapshot, &source.probes()))
 }
 
 async fn not_found() -> Response {
@@ -187,6 +192,9 @@ pub enum OutputFormat {
     Table,
     /// The admin API's JSON, byte for byte.
     Json,
+    /// A wider table: for endpoints, one row each with its state, why it is
+    /// out of rotation and since when (services: the same as `table`).
+    Wide,
 }
 
 /// Asks the admin API at `admin` (`HOST:PORT`) for `path` and returns the
@@ -258,7 +266,11 @@ pub fn get_command(
         }
         GetKind::Endpoints => {
             let list: EndpointsList = serde_json::from_str(&body).map_err(json)?;
-            views::endpoints_table(&list, now)
+            if output == OutputFormat::Wide {
+                views::endpoints_wide_table(&list, now)
+            } else {
+                views::endpoints_table(&list, now)
+            }
         }
     })
 }

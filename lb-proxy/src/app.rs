@@ -17,6 +17,8 @@ use tracing::{error, info, warn};
 
 use crate::admin::AdminSource;
 use crate::dataplane::DataPlane;
+use crate::healthcheck::HealthChecks;
+use crate::probe::Health;
 
 /// How to start an [`App`].
 #[derive(Debug, Clone)]
@@ -77,6 +79,10 @@ struct Inner {
     admin_stop: CancellationToken,
     /// The DNS responder, when the file has `[dns]`.
     dns: Option<crate::dns::Dns>,
+    /// Readiness probes and the overlay; every config goes through it.
+    health: Health,
+    /// Health-check node ports (LoadBalancer + Local).
+    health_checks: HealthChecks,
 }
 
 /// What the admin API reads: the data plane's table and bind errors.
@@ -84,6 +90,7 @@ struct Inner {
 struct AdminView {
     dataplane: DataPlane,
     reloads: Arc<ReloadCounters>,
+    health: Health,
 }
 
 impl AdminSource for AdminView {
@@ -100,6 +107,9 @@ impl AdminSource for AdminView {
     }
     fn metrics(&self) -> String {
         crate::metrics::render(&self.dataplane.table().load(), &self.reloads)
+    }
+    fn probes(&self) -> BTreeMap<lb_core::health::PodKey, crate::probe::ProbeStatus> {
+        self.health.statuses()
     }
 }
 
@@ -123,8 +133,21 @@ impl App {
         let dns_options = crate::dns::DnsOptions::from_config(&config);
         let dns_listen = config.dns.as_ref().map(|d| d.listen);
         check_open_file_limit(&config);
-        let snapshot = Snapshot::build(config.node, config.services, None, SystemTime::now());
+        let snapshot = Snapshot::build(
+            config.node.clone(),
+            config.services.clone(),
+            None,
+            SystemTime::now(),
+        );
         let dataplane = DataPlane::start(config.proxy, snapshot).await;
+        let health = Health::start(
+            dataplane.clone(),
+            config.node,
+            config.services,
+            config.probes,
+        )
+        .await;
+        let health_checks = HealthChecks::spawn(&dataplane);
         let dns = match (dns_listen, dns_options) {
             (Some(listen), Some(options)) => {
                 match crate::dns::Dns::start(listen, dataplane.table(), options).await {
@@ -155,6 +178,7 @@ impl App {
             let source: Arc<dyn AdminSource> = Arc::new(AdminView {
                 dataplane: dataplane.clone(),
                 reloads: reloads.clone(),
+                health: health.clone(),
             });
             let stop = admin_stop.clone();
             tokio::spawn(async move {
@@ -180,6 +204,8 @@ impl App {
                 admin_addr,
                 admin_stop,
                 dns,
+                health,
+                health_checks,
             }),
         })
     }
@@ -249,7 +275,10 @@ impl App {
                 }
                 let count = config.services.len();
                 inner.dataplane.set_settings(config.proxy);
-                inner.dataplane.update(config.node, config.services).await;
+                inner
+                    .health
+                    .set_desired(config.node, config.services, config.probes)
+                    .await;
                 inner.reloads.success.fetch_add(1, Ordering::Relaxed);
                 info!(services = count, "config reloaded");
                 true
@@ -271,6 +300,8 @@ impl App {
     /// Drains the data plane (listeners close at once, open connections
     /// finish, bounded by `drain_timeout`), then stops the admin API.
     pub async fn shutdown(&self) {
+        self.inner.health.stop();
+        self.inner.health_checks.stop();
         self.inner.dataplane.shutdown().await;
         if let Some(dns) = &self.inner.dns {
             dns.shutdown();

@@ -127,6 +127,12 @@ impl DataPlane {
         self.inner.shared.table.clone()
     }
 
+    /// A receiver that changes whenever a new snapshot is published, for
+    /// components that follow the table (the health-check node ports).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.shared.generation.subscribe()
+    }
+
     /// Publishes `snapshot` and reconciles listeners before returning: binds
     /// what is new, closes what is gone (and TCP frontends whose service port
     /// has no endpoint, so clients are refused), leaves the rest untouched.

@@ -14,6 +14,10 @@
 //! - [`dns`]: the cluster DNS responder (Kubernetes DNS schema 1.1.0) over the
 //!   live table, forwarding other names to `[dns] upstreams`.
 //! - [`error`]: [`Error`], what the library reports.
+//! - [`healthcheck`]: health-check node ports (LoadBalancer + Local), answering
+//!   like kube-proxy.
+//! - [`probe`]: readiness probes and the endpoint-state overlay
+//!   ([`probe::Health`]) that folds their results into the snapshot.
 //! - [`forward`]: the forwarding engine seam (copy loop today, splice later):
 //!   FIN as FIN, reset as reset, idle and half-close timers, byte counting.
 //! - `listener`, `tcp`, `sys` (private): binding service listeners and their
@@ -28,8 +32,10 @@ pub mod dataplane;
 pub mod dns;
 pub mod error;
 pub mod forward;
+pub mod healthcheck;
 mod listener;
 pub mod metrics;
+pub mod probe;
 mod sys;
 mod tcp;
 pub mod udp;

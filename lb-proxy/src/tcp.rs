@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, info};
 
 use crate::dataplane::Shared;
 use crate::error::Error;
@@ -75,7 +75,7 @@ pub(crate) async fn serve(
         sys::reset(client);
         return;
     }
-    let Some(pick) = entry.pick(peer.ip(), std::time::Instant::now()) else {
+    let Some(pick) = entry.pick(peer.ip(), now()) else {
         stats::add(&port_stats.rejected_no_endpoints, 1);
         debug!(service = %entry.port.key(), client = %peer, "no endpoint; resetting client");
         sys::reset(client);
@@ -149,7 +149,10 @@ async fn dial(
         let endpoint = entry.port.endpoint(index);
         attempts += 1;
         match tokio::time::timeout(*timeout, TcpStream::connect(endpoint.addr)).await {
-            Ok(Ok(stream)) => return Ok((stream, index)),
+            Ok(Ok(stream)) => {
+                endpoint.health.record_success();
+                return Ok((stream, index));
+            }
             Ok(Err(e)) => last = e,
             Err(_) => {
                 last = io::Error::new(
@@ -161,8 +164,17 @@ async fn dial(
         stats::add(&endpoint.stats.connect_errors, 1);
         debug!(service = %entry.port.key(), endpoint = %endpoint.addr, attempt = n + 1,
             error = %last, "dial failed");
+        if let Some(length) = endpoint.health.record_failure(
+            now(),
+            std::time::SystemTime::now(),
+            settings.outlier_consecutive_failures,
+            settings.outlier_base_ejection,
+        ) {
+            info!(service = %entry.port.key(), endpoint = %endpoint.addr, ejection = ?length,
+                "endpoint ejected after consecutive dial failures");
+        }
         if n + 1 < timeouts.len() {
-            match entry.failover(index, client, std::time::Instant::now()) {
+            match entry.failover(index, client, now()) {
                 Some(next) => index = next,
                 None => break,
             }
@@ -173,6 +185,12 @@ async fn dial(
         attempts,
         source: last,
     })
+}
+
+/// The time picks and ejections are judged by: tokio's clock, so tests that
+/// pause time move ejections along with every other timer.
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
 }
 
 /// Resolves when the connection must close from outside: its endpoint left

@@ -12,7 +12,12 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use lb_core::{ClusterIp, FrontendKey, Protocol, ServiceType, Snapshot, TargetPort};
+use std::time::Instant;
+
+use lb_core::health::PodKey;
+use lb_core::{ClusterIp, FrontendKey, Protocol, ServicePort, ServiceType, Snapshot, TargetPort};
+
+use crate::probe::ProbeStatus;
 use serde::{Deserialize, Serialize};
 
 /// Body of `GET /api/v1/services`: a Kubernetes-style list, so tools that read
@@ -142,6 +147,20 @@ pub struct EndpointView {
     pub terminating: bool,
     /// Connections open to it now.
     pub active_connections: u64,
+    /// `ready` (takes new connections), `not_ready`, `terminating`,
+    /// `ejected` or `draining` (weight 0): one word for scripts.
+    #[serde(default)]
+    pub state: String,
+    /// Why it takes no new connections (`probe failing: HTTP 500`, `ejected
+    /// after ...`, `terminating`, `weight 0`, `not ready`); empty when it does.
+    #[serde(default)]
+    pub reason: String,
+    /// When it entered this state, RFC 3339 in UTC.
+    #[serde(default)]
+    pub since: String,
+    /// The last readiness probe result of its pod, empty without a probe.
+    #[serde(default)]
+    pub probe: String,
 }
 
 /// Builds the `/api/v1/services` body. `bind_errors` holds every frontend that
@@ -211,8 +230,20 @@ pub fn services_view(
 }
 
 /// Builds the `/api/v1/endpoints` body from the snapshot's resolved endpoints
-/// and their live counters.
+/// and their live counters (no probe results: see [`endpoints_view_with`]).
 pub fn endpoints_view(snapshot: &Snapshot) -> EndpointsList {
+    endpoints_view_with(snapshot, &BTreeMap::new())
+}
+
+/// Builds the `/api/v1/endpoints` body with the probe verdicts of `probes`
+/// (keyed by pod), so each endpoint says why it is out of rotation and since
+/// when.
+pub fn endpoints_view_with(
+    snapshot: &Snapshot,
+    probes: &BTreeMap<PodKey, ProbeStatus>,
+) -> EndpointsList {
+    let now = tokio::time::Instant::now().into_std();
+    let wall = SystemTime::now();
     let items = snapshot
         .services()
         .filter(|entry| entry.spec.service_type != ServiceType::ExternalName)
@@ -222,17 +253,28 @@ pub fn endpoints_view(snapshot: &Snapshot) -> EndpointsList {
                 .iter()
                 .flat_map(|port| {
                     let key = port.key();
-                    port.endpoints().iter().map(move |e| EndpointView {
-                        ip: e.addr.ip().to_string(),
-                        port: e.addr.port(),
-                        port_name: key.port_name.clone(),
-                        protocol: key.protocol,
-                        node: e.node.clone().unwrap_or_default(),
-                        weight: e.weight,
-                        ready: e.ready,
-                        serving: e.serving,
-                        terminating: e.terminating,
-                        active_connections: lb_core::stats::read(&e.stats.active),
+                    let namespace = &entry.spec.key.namespace;
+                    port.endpoints().iter().enumerate().map(move |(i, e)| {
+                        let probe = e.pod.as_ref().and_then(|pod| {
+                            probes.get(&PodKey::new(namespace.clone(), pod.clone()))
+                        });
+                        let (state, reason, since) = endpoint_state(port, i, probe, now, wall);
+                        EndpointView {
+                            ip: e.addr.ip().to_string(),
+                            port: e.addr.port(),
+                            port_name: key.port_name.clone(),
+                            protocol: key.protocol,
+                            node: e.node.clone().unwrap_or_default(),
+                            weight: e.weight,
+                            ready: e.ready,
+                            serving: e.serving,
+                            terminating: e.terminating,
+                            active_connections: lb_core::stats::read(&e.stats.active),
+                            state: state.to_string(),
+                            reason,
+                            since: format_rfc3339(since),
+                            probe: probe.map(|p| p.message.clone()).unwrap_or_default(),
+                        }
                     })
                 })
                 .collect();
@@ -245,6 +287,59 @@ pub fn endpoints_view(snapshot: &Snapshot) -> EndpointsList {
         })
         .collect();
     EndpointsList { items }
+}
+
+/// State word, reason and since-when of endpoint `index` of `port`. The first
+/// cause that applies wins: weight 0, terminating, not serving (probe or
+/// static), ejected (after the panic rule).
+fn endpoint_state(
+    port: &ServicePort,
+    index: usize,
+    probe: Option<&ProbeStatus>,
+    now: Instant,
+    wall: SystemTime,
+) -> (&'static str, String, SystemTime) {
+    let e = port.endpoint(index);
+    if e.weight == 0 {
+        return ("draining", "weight 0".into(), e.since);
+    }
+    if e.terminating && !e.ready {
+        return ("terminating", "terminating".into(), e.since);
+    }
+    if !e.ready {
+        return match probe {
+            Some(p) => (
+                "not_ready",
+                format!("probe failing: {}", p.message),
+                p.since,
+            ),
+            None => ("not_ready", "not ready".into(), e.since),
+        };
+    }
+    if let Some(ejection) = e.health.ejection(now) {
+        let until = wall + ejection.until.saturating_duration_since(now);
+        if port.is_ejected(false, index, now) {
+            return (
+                "ejected",
+                format!(
+                    "ejected after consecutive dial failures (ejection {} in a row, until {})",
+                    ejection.count,
+                    format_rfc3339(until)
+                ),
+                ejection.since,
+            );
+        }
+        return (
+            "ready",
+            "ejection ignored: every endpoint of the port is ejected (panic rule)".into(),
+            ejection.since,
+        );
+    }
+    let since = match probe {
+        Some(p) => p.since.max(e.since),
+        None => e.since,
+    };
+    ("ready", String::new(), since)
 }
 
 /// What kubectl prints for an empty cell.
@@ -317,6 +412,28 @@ pub fn endpoints_table(list: &EndpointsList, now: SystemTime) -> String {
             or_none(column),
             age(&item.created, now),
         ]);
+    }
+    tabulate(&rows)
+}
+
+/// Renders `lb-proxy get endpoints -o wide`: one row per endpoint with its
+/// state, why it is out of rotation and for how long
+/// (`NAME ENDPOINT NODE STATE REASON SINCE`).
+pub fn endpoints_wide_table(list: &EndpointsList, now: SystemTime) -> String {
+    let mut rows = vec![row(&[
+        "NAME", "ENDPOINT", "NODE", "STATE", "REASON", "SINCE",
+    ])];
+    for item in &list.items {
+        for e in &item.endpoints {
+            rows.push(vec![
+                display_name(&item.namespace, &item.name),
+                join_host_port(&e.ip, e.port),
+                or_none(e.node.clone()),
+                or_none(e.state.clone()),
+                or_none(e.reason.clone()),
+                age(&e.since, now),
+            ]);
+        }
     }
     tabulate(&rows)
 }

@@ -57,6 +57,10 @@ fn endpoint(ip: &str, port: u16, ready: bool) -> EndpointView {
         serving: ready,
         terminating: false,
         active_connections: 0,
+        state: String::new(),
+        reason: String::new(),
+        since: String::new(),
+        probe: String::new(),
     }
 }
 

@@ -1,0 +1,151 @@
+//! Running one probe: `tcp_socket`, `http_get` and `exec`, each bounded by
+//! the probe's timeout, as the kubelet runs them.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use lb_core::health::{ProbeAction, ProbeSpec};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Largest status line an `http_get` probe reads; the rest of the answer is
+/// never read.
+const MAX_STATUS_LINE: usize = 4096;
+
+/// What one probe found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Outcome {
+    /// The probe passed.
+    pub(crate) success: bool,
+    /// Why, in a few words (`HTTP 500`, `connection refused`, `exit status 1`).
+    pub(crate) message: String,
+}
+
+impl Outcome {
+    fn ok(message: impl Into<String>) -> Self {
+        Outcome {
+            success: true,
+            message: message.into(),
+        }
+    }
+    fn fail(message: impl Into<String>) -> Self {
+        Outcome {
+            success: false,
+            message: message.into(),
+        }
+    }
+}
+
+/// Runs `spec` once; never takes longer than its timeout (plus the time to
+/// reap a killed command).
+pub(crate) async fn run(spec: &ProbeSpec) -> Outcome {
+    let timeout = spec.timeout.max(Duration::from_millis(1));
+    match &spec.action {
+        ProbeAction::TcpSocket { port } => {
+            let addr = SocketAddr::new(spec.ip, *port);
+            match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(_)) => Outcome::ok("connected"),
+                Ok(Err(e)) => Outcome::fail(format!("dial {addr}: {e}")),
+                Err(_) => Outcome::fail(format!("dial {addr}: timed out after {timeout:?}")),
+            }
+        }
+        ProbeAction::HttpGet { path, port } => {
+            let addr = SocketAddr::new(spec.ip, *port);
+            match tokio::time::timeout(timeout, http_get(addr, path)).await {
+                Ok(Ok(status)) if (200..400).contains(&status) => {
+                    Outcome::ok(format!("HTTP {status}"))
+                }
+                Ok(Ok(status)) => Outcome::fail(format!("HTTP {status}")),
+                Ok(Err(e)) => Outcome::fail(format!("GET http://{addr}{path}: {e}")),
+                Err(_) => Outcome::fail(format!(
+                    "GET http://{addr}{path}: timed out after {timeout:?}"
+                )),
+            }
+        }
+        ProbeAction::Exec { command } => exec(command, timeout).await,
+    }
+}
+
+/// Sends `GET path` and returns the answer's status code.
+async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<u16> {
+    let mut stream = TcpStream::connect(addr).await?;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: lb-proxy-probe/1.0\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut buf = Vec::with_capacity(256);
+    let mut chunk = [0u8; 512];
+    loop {
+        if let Some(end) = buf.windows(2).position(|w| w == b"\r\n") {
+            return parse_status(&buf[..end]);
+        }
+        if buf.len() >= MAX_STATUS_LINE {
+            return Err(invalid("status line too long"));
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(invalid("connection closed before a status line"));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn invalid(what: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string())
+}
+
+/// `HTTP/1.1 200 OK` → 200.
+fn parse_status(line: &[u8]) -> std::io::Result<u16> {
+    let line = std::str::from_utf8(line).map_err(|_| invalid("status line is not UTF-8"))?;
+    let mut parts = line.split(' ');
+    let version = parts.next().unwrap_or("");
+    if !version.starts_with("HTTP/") {
+        return Err(invalid("not an HTTP answer"));
+    }
+    parts
+        .next()
+        .and_then(|code| code.parse::<u16>().ok())
+        .filter(|code| (100..1000).contains(code))
+        .ok_or_else(|| invalid("malformed status code"))
+}
+
+/// Runs `command` (no shell); success on exit 0. Killed at the timeout.
+async fn exec(command: &[String], timeout: Duration) -> Outcome {
+    let Some((program, args)) = command.split_first() else {
+        return Outcome::fail("empty command");
+    };
+    let mut child = match tokio::process::Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => return Outcome::fail(format!("cannot run {program}: {e}")),
+    };
+    match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(Ok(status)) if status.success() => Outcome::ok("exit status 0"),
+        Ok(Ok(status)) => Outcome::fail(status.to_string()),
+        Ok(Err(e)) => Outcome::fail(format!("waiting for {program}: {e}")),
+        Err(_) => {
+            let _ = child.kill().await;
+            Outcome::fail(format!("{program}: timed out after {timeout:?}; killed"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_lines_parse() {
+        assert_eq!(parse_status(b"HTTP/1.1 200 OK").unwrap(), 200);
+        assert_eq!(parse_status(b"HTTP/1.0 503").unwrap(), 503);
+        assert!(parse_status(b"SSH-2.0-OpenSSH").is_err());
+        assert!(parse_status(b"HTTP/1.1 abc").is_err());
+    }
+}
