@@ -32,6 +32,21 @@ pub struct PortStats {
     pub rejected_limit: AtomicU64,
     /// Connections refused by `load_balancer_source_ranges`.
     pub rejected_source_range: AtomicU64,
+    /// UDP flows open now (`lb_udp_sessions`).
+    pub udp_sessions: AtomicU64,
+    /// UDP datagrams sent on to an endpoint.
+    pub udp_forwarded: AtomicU64,
+    /// UDP datagrams from endpoints sent back to clients.
+    pub udp_replied: AtomicU64,
+    /// UDP datagrams dropped because the port had no endpoint to pick.
+    pub udp_dropped_no_endpoints: AtomicU64,
+    /// UDP datagrams dropped because no socket could be opened for a new flow.
+    pub udp_dropped_flow_limit: AtomicU64,
+    /// UDP datagrams the endpoint could not be sent (send error, ICMP
+    /// unreachable reported on the flow's socket).
+    pub udp_dropped_send_error: AtomicU64,
+    /// UDP flows evicted (idle longest first) to make room under `udp_max_flows`.
+    pub udp_evicted: AtomicU64,
 }
 
 /// Reads a counter (relaxed: figures for display).
@@ -43,4 +58,10 @@ pub fn read(c: &AtomicU64) -> u64 {
 #[inline]
 pub fn add(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
+}
+
+/// Subtracts from a gauge (one that `add` raised before).
+#[inline]
+pub fn sub(c: &AtomicU64, n: u64) {
+    c.fetch_sub(n, Ordering::Relaxed);
 }

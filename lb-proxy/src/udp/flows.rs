@@ -1,0 +1,598 @@
+//! The sans-IO UDP flow table: which endpoint each client's datagrams go to.
+//!
+//! No sockets and no clock: every call takes the current [`Snapshot`] and `now`,
+//! so the seeded simulation in `tests/udp_flow_sim.rs` drives it through
+//! millions of steps in seconds and checks its invariants after each one. The
+//! tokio shell around it (`udp::frontend`) owns the sockets and attaches them to
+//! flows through the `io` payload `T`. `LIFECYCLE.md` beside this file tells a
+//! flow's life from first datagram to expiry.
+//!
+//! Invariants the table keeps (and the simulation checks):
+//! - no flow points at an endpoint that is not a candidate of its frontend in
+//!   the latest snapshot given to [`FlowTable::apply`] or
+//!   [`FlowTable::client_datagram`];
+//! - no flow is older than the idle timeout, measured from the last datagram in
+//!   either direction;
+//! - the table never holds more than its bound; at the bound the flow idle
+//!   longest is evicted for the new one;
+//! - a flow keeps its endpoint while the flow and the endpoint both live (and
+//!   no send to it failed).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lb_core::stats::{self, EndpointStats, PortStats};
+use lb_core::{FrontendEntry, Protocol, ServicePortKey, Snapshot};
+
+/// A flow's identity: the frontend a client sent to and the client's address
+/// and port. Two sockets of one client are two flows (as in kube-proxy's
+/// conntrack), so each gets its own endpoint choice and reply path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    /// The bound frontend address (may be a wildcard such as `0.0.0.0:30053`).
+    pub frontend: SocketAddr,
+    /// The client's address and port.
+    pub client: SocketAddr,
+}
+
+/// What to do with a datagram from a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send it to `endpoint` on the flow's socket (open one first when the flow
+    /// has no `io`: it is new or has moved).
+    Forward {
+        /// Where the datagram goes.
+        endpoint: SocketAddr,
+        /// How the flow got here.
+        change: Change,
+    },
+    /// Drop it silently (counted); nothing goes back to the client.
+    Drop(DropReason),
+}
+
+/// How a forwarded datagram's flow relates to the one before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// The flow existed and keeps its endpoint.
+    Kept,
+    /// A new flow (first datagram, or the previous flow expired or was evicted).
+    New,
+    /// The flow's endpoint left (or stopped being a candidate): re-pointed.
+    Moved {
+        /// The endpoint it had.
+        from: SocketAddr,
+    },
+    /// A send to the flow's endpoint had failed: failed over to the next one.
+    FailedOver {
+        /// The endpoint that failed.
+        from: SocketAddr,
+    },
+}
+
+/// Why a datagram was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The frontend is not in the snapshot (the service went away).
+    NoFrontend,
+    /// The service port has no endpoint that may take new flows.
+    NoEndpoints,
+}
+
+/// Totals of the table's own events, for tests and debugging (the per-port
+/// figures that metrics show live in [`PortStats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Flows created.
+    pub created: u64,
+    /// Flows removed because they were idle past the timeout.
+    pub expired: u64,
+    /// Flows evicted to make room under the bound.
+    pub evicted: u64,
+    /// Flows re-pointed because their endpoint left or stopped being a candidate.
+    pub moved: u64,
+    /// Flows failed over after a send error.
+    pub failed_over: u64,
+    /// Flows closed because their service port (or frontend) lost every
+    /// endpoint or went away.
+    pub closed: u64,
+    /// Datagrams dropped because their frontend is gone.
+    pub dropped_no_frontend: u64,
+    /// Datagrams dropped because their port has no endpoint.
+    pub dropped_no_endpoints: u64,
+}
+
+/// Holds a flow's share of the live gauges (port sessions, endpoint active
+/// flows) and gives it back when dropped, so no exit path can leak a count.
+struct Gauge {
+    port: Arc<PortStats>,
+    endpoint: Arc<EndpointStats>,
+}
+
+impl Gauge {
+    fn new(port: Arc<PortStats>, endpoint: Arc<EndpointStats>) -> Self {
+        stats::add(&port.udp_sessions, 1);
+        stats::add(&endpoint.active, 1);
+        stats::add(&endpoint.connections, 1);
+        Gauge { port, endpoint }
+    }
+
+    /// Follows the counters of a new snapshot: a port or endpoint that left
+    /// and came back has new ones, and the gauges must be the ones shown.
+    fn follow(&mut self, port: &Arc<PortStats>, endpoint: &Arc<EndpointStats>) {
+        if !Arc::ptr_eq(&self.port, port) {
+            stats::sub(&self.port.udp_sessions, 1);
+            stats::add(&port.udp_sessions, 1);
+            self.port = port.clone();
+        }
+        if !Arc::ptr_eq(&self.endpoint, endpoint) {
+            stats::sub(&self.endpoint.active, 1);
+            stats::add(&endpoint.active, 1);
+            self.endpoint = endpoint.clone();
+        }
+    }
+
+    fn repoint(&mut self, endpoint: Arc<EndpointStats>) {
+        stats::sub(&self.endpoint.active, 1);
+        stats::add(&endpoint.active, 1);
+        stats::add(&endpoint.connections, 1);
+        self.endpoint = endpoint;
+    }
+}
+
+impl Drop for Gauge {
+    fn drop(&mut self) {
+        stats::sub(&self.port.udp_sessions, 1);
+        stats::sub(&self.endpoint.active, 1);
+    }
+}
+
+/// One flow: where its datagrams go, since when it is idle, and the shell's
+/// resources for it (`io`: the connected socket and its reply task).
+pub struct Flow<T> {
+    endpoint: SocketAddr,
+    port: ServicePortKey,
+    last_seen: Instant,
+    seq: u64,
+    generation: u64,
+    failed: bool,
+    gauge: Gauge,
+    /// The shell's resources for this flow. `None` when the flow is new or has
+    /// just moved: the shell opens a socket toward [`Flow::endpoint`] then.
+    /// Dropping it (eviction, expiry, move) must release them.
+    pub io: Option<T>,
+}
+
+impl<T> fmt::Debug for Flow<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Flow")
+            .field("endpoint", &self.endpoint)
+            .field("port", &self.port)
+            .field("last_seen", &self.last_seen)
+            .field("generation", &self.generation)
+            .field("failed", &self.failed)
+            .field("has_io", &self.io.is_some())
+            .finish()
+    }
+}
+
+impl<T> Flow<T> {
+    /// The endpoint the flow's datagrams go to.
+    pub fn endpoint(&self) -> SocketAddr {
+        self.endpoint
+    }
+
+    /// The service port the flow belongs to.
+    pub fn port(&self) -> &ServicePortKey {
+        &self.port
+    }
+
+    /// When the last datagram (either way) passed.
+    pub fn last_seen(&self) -> Instant {
+        self.last_seen
+    }
+
+    /// Whether a send to the endpoint failed; the next datagram fails over.
+    pub fn is_failed(&self) -> bool {
+        self.failed
+    }
+
+    /// The port's counters, for the shell to count datagrams and bytes into.
+    pub fn port_stats(&self) -> &Arc<PortStats> {
+        &self.gauge.port
+    }
+
+    /// The endpoint's counters, for the shell to count bytes into.
+    pub fn endpoint_stats(&self) -> &Arc<EndpointStats> {
+        &self.gauge.endpoint
+    }
+}
+
+/// Every UDP flow of the data plane, all services together (the bound is
+/// global, as `udp_max_flows` says). Generic over the shell's per-flow
+/// resources so the table itself stays free of I/O.
+pub struct FlowTable<T> {
+    flows: HashMap<FlowKey, Flow<T>>,
+    /// Flows ordered by last activity: the first is idle longest. Keyed by
+    /// `(last_seen, seq)` so equal instants stay distinct.
+    idle: BTreeMap<(Instant, u64), FlowKey>,
+    next_seq: u64,
+    idle_timeout: Duration,
+    max_flows: usize,
+    counters: Counters,
+}
+
+impl<T> fmt::Debug for FlowTable<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FlowTable")
+            .field("flows", &self.flows.len())
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_flows", &self.max_flows)
+            .field("counters", &self.counters)
+            .finish()
+    }
+}
+
+/// Whether `endpoint` may take datagrams of a flow of `entry`'s port: it is in
+/// the port and a candidate of the frontend's selection table (ready, weight >
+/// 0, node-local when the policy is Local, or the terminating fallback).
+fn candidate(entry: &FrontendEntry, endpoint: SocketAddr) -> Option<usize> {
+    entry
+        .port
+        .index_of(endpoint)
+        .filter(|i| entry.port.table(entry.local).is_candidate(*i))
+}
+
+impl<T> FlowTable<T> {
+    /// An empty table whose flows live `idle_timeout` past their last datagram
+    /// and of which at most `max_flows` (at least one) exist at once.
+    pub fn new(idle_timeout: Duration, max_flows: usize) -> Self {
+        FlowTable {
+            flows: HashMap::new(),
+            idle: BTreeMap::new(),
+            next_seq: 0,
+            idle_timeout,
+            max_flows: max_flows.max(1),
+            counters: Counters::default(),
+        }
+    }
+
+    /// New settings from a reload. A shorter timeout applies to existing flows
+    /// at once; a smaller bound evicts the flows idle longest down to it.
+    pub fn set_limits(&mut self, idle_timeout: Duration, max_flows: usize, now: Instant) {
+        self.idle_timeout = idle_timeout;
+        self.max_flows = max_flows.max(1);
+        self.expire(now);
+        while self.flows.len() > self.max_flows {
+            self.evict_idlest();
+        }
+    }
+
+    /// The idle timeout in force.
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+
+    /// The bound in force.
+    pub fn max_flows(&self) -> usize {
+        self.max_flows
+    }
+
+    /// Flows held now.
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// Whether no flow is held.
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+
+    /// The table's event totals.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// One flow.
+    pub fn get(&self, key: &FlowKey) -> Option<&Flow<T>> {
+        self.flows.get(key)
+    }
+
+    /// One flow, to attach or use its `io`.
+    pub fn get_mut(&mut self, key: &FlowKey) -> Option<&mut Flow<T>> {
+        self.flows.get_mut(key)
+    }
+
+    /// Every flow.
+    pub fn iter(&self) -> impl Iterator<Item = (&FlowKey, &Flow<T>)> {
+        self.flows.iter()
+    }
+
+    /// When the next flow expires if nothing refreshes it (for the shell's
+    /// timer).
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.idle
+            .keys()
+            .next()
+            .map(|(seen, _)| *seen + self.idle_timeout)
+    }
+
+    /// Removes every flow idle for longer than the timeout; returns how many.
+    pub fn expire(&mut self, now: Instant) -> usize {
+        let mut n = 0;
+        while let Some((&(seen, _), &key)) = self.idle.iter().next() {
+            if now.saturating_duration_since(seen) <= self.idle_timeout {
+                break;
+            }
+            self.remove(&key);
+            self.counters.expired += 1;
+            n += 1;
+        }
+        n
+    }
+
+    /// Removes one flow (its `io` is dropped with it).
+    pub fn remove(&mut self, key: &FlowKey) -> Option<Flow<T>> {
+        let flow = self.flows.remove(key)?;
+        self.idle.remove(&(flow.last_seen, flow.seq));
+        Some(flow)
+    }
+
+    /// Removes every flow, e.g. when the data plane stops.
+    pub fn clear(&mut self) {
+        self.flows.clear();
+        self.idle.clear();
+    }
+
+    /// Removes the flows of frontends for which `keep` is false (their socket
+    /// was closed).
+    pub fn retain_frontends(&mut self, keep: impl Fn(SocketAddr) -> bool) {
+        let gone: Vec<FlowKey> = self
+            .flows
+            .keys()
+            .filter(|k| !keep(k.frontend))
+            .copied()
+            .collect();
+        for key in gone {
+            self.remove(&key);
+        }
+    }
+
+    /// Decides where a datagram from `key.client` to `key.frontend` goes, as of
+    /// `snapshot` at `now`, creating, refreshing, re-pointing or failing over
+    /// its flow. A flow from an older snapshot generation is re-checked first,
+    /// so no datagram goes to an endpoint the snapshot removed.
+    pub fn client_datagram(&mut self, snapshot: &Snapshot, key: FlowKey, now: Instant) -> Verdict {
+        self.expire(now);
+        let Some(entry) = snapshot.frontend(key.frontend, Protocol::Udp) else {
+            if self.remove(&key).is_some() {
+                self.counters.closed += 1;
+            }
+            self.counters.dropped_no_frontend += 1;
+            return Verdict::Drop(DropReason::NoFrontend);
+        };
+        let generation = snapshot.generation();
+        if let Some(flow) = self.flows.get(&key) {
+            if flow.port == *entry.port.key() {
+                let from = flow.endpoint;
+                let chosen = if flow.failed {
+                    let next = match entry.port.index_of(from) {
+                        Some(i) => entry.failover(i, key.client.ip(), now),
+                        None => entry.pick(key.client.ip(), now).map(|p| p.index),
+                    };
+                    next.map(|i| (Some(i), Change::FailedOver { from }))
+                } else if flow.generation == generation || candidate(entry, from).is_some() {
+                    Some((None, Change::Kept))
+                } else {
+                    entry
+                        .pick(key.client.ip(), now)
+                        .map(|p| (Some(p.index), Change::Moved { from }))
+                };
+                return match chosen {
+                    Some((index, change)) => {
+                        self.point(&key, entry, index, change, generation, now);
+                        Verdict::Forward {
+                            endpoint: self.flows[&key].endpoint,
+                            change,
+                        }
+                    }
+                    None => {
+                        self.remove(&key);
+                        self.counters.closed += 1;
+                        self.no_endpoints(entry)
+                    }
+                };
+            }
+            // The frontend now serves another service port: a new flow.
+            self.remove(&key);
+            self.counters.closed += 1;
+        }
+        let Some(pick) = entry.pick(key.client.ip(), now) else {
+            return self.no_endpoints(entry);
+        };
+        while self.flows.len() >= self.max_flows {
+            self.evict_idlest();
+        }
+        let endpoint = entry.port.endpoint(pick.index);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.flows.insert(
+            key,
+            Flow {
+                endpoint: endpoint.addr,
+                port: entry.port.key().clone(),
+                last_seen: now,
+                seq,
+                generation,
+                failed: false,
+                gauge: Gauge::new(entry.port.stats().clone(), endpoint.stats.clone()),
+                io: None,
+            },
+        );
+        self.idle.insert((now, seq), key);
+        self.counters.created += 1;
+        Verdict::Forward {
+            endpoint: endpoint.addr,
+            change: Change::New,
+        }
+    }
+
+    /// A datagram from `from` arrived on the socket of flow `key`: refreshes
+    /// the flow and returns it, or `None` when the flow is gone or now points
+    /// elsewhere (a late reply from the endpoint it left: drop it).
+    pub fn endpoint_datagram(
+        &mut self,
+        key: &FlowKey,
+        from: SocketAddr,
+        now: Instant,
+    ) -> Option<&mut Flow<T>> {
+        self.expire(now);
+        if self.flows.get(key)?.endpoint != from {
+            return None;
+        }
+        self.touch(key, now);
+        self.flows.get_mut(key)
+    }
+
+    /// A send to flow `key`'s endpoint failed (or the endpoint answered with
+    /// ICMP unreachable): counted, and the next datagram fails over.
+    pub fn send_failed(&mut self, key: &FlowKey, endpoint: SocketAddr) {
+        if let Some(flow) = self.flows.get_mut(key) {
+            stats::add(&flow.gauge.port.udp_dropped_send_error, 1);
+            stats::add(&flow.gauge.endpoint.connect_errors, 1);
+            if flow.endpoint == endpoint {
+                flow.failed = true;
+            }
+        }
+    }
+
+    /// The shell could not open a socket for flow `key` (out of descriptors or
+    /// ports): the datagram is dropped and counted, the flow forgotten.
+    pub fn socket_failed(&mut self, key: &FlowKey) {
+        if let Some(flow) = self.remove(key) {
+            stats::add(&flow.gauge.port.udp_dropped_flow_limit, 1);
+        }
+    }
+
+    /// Applies a new snapshot to every flow at once: flows whose endpoint is
+    /// still a candidate stay; the others are re-pointed by a fresh pick (their
+    /// `io` dropped) or closed when their port has no endpoint left or their
+    /// frontend is gone.
+    pub fn apply(&mut self, snapshot: &Snapshot, now: Instant) {
+        self.expire(now);
+        let generation = snapshot.generation();
+        let keys: Vec<FlowKey> = self.flows.keys().copied().collect();
+        for key in keys {
+            let entry = snapshot.frontend(key.frontend, Protocol::Udp);
+            let flow = &self.flows[&key];
+            let Some(entry) = entry.filter(|e| *e.port.key() == flow.port) else {
+                self.remove(&key);
+                self.counters.closed += 1;
+                continue;
+            };
+            if candidate(entry, flow.endpoint).is_some() {
+                self.keep(&key, entry, generation);
+                continue;
+            }
+            let from = flow.endpoint;
+            match entry.pick(key.client.ip(), now) {
+                Some(pick) => {
+                    let change = Change::Moved { from };
+                    self.repoint(&key, entry, pick.index, change, generation);
+                }
+                None => {
+                    self.remove(&key);
+                    self.counters.closed += 1;
+                }
+            }
+        }
+    }
+
+    fn no_endpoints(&mut self, entry: &FrontendEntry) -> Verdict {
+        stats::add(&entry.port.stats().udp_dropped_no_endpoints, 1);
+        self.counters.dropped_no_endpoints += 1;
+        Verdict::Drop(DropReason::NoEndpoints)
+    }
+
+    /// Refreshes flow `key` at `now` and, given an endpoint `index`, points
+    /// it there.
+    fn point(
+        &mut self,
+        key: &FlowKey,
+        entry: &FrontendEntry,
+        index: Option<usize>,
+        change: Change,
+        generation: u64,
+        now: Instant,
+    ) {
+        match index {
+            Some(index) => self.repoint(key, entry, index, change, generation),
+            None => self.keep(key, entry, generation),
+        }
+        self.touch(key, now);
+    }
+
+    /// Marks flow `key` as checked against `generation`, its endpoint kept.
+    fn keep(&mut self, key: &FlowKey, entry: &FrontendEntry, generation: u64) {
+        let Some(flow) = self.flows.get_mut(key) else {
+            return;
+        };
+        if flow.generation != generation {
+            flow.generation = generation;
+            if let Some(i) = entry.port.index_of(flow.endpoint) {
+                flow.gauge
+                    .follow(entry.port.stats(), &entry.port.endpoint(i).stats);
+            }
+        }
+    }
+
+    fn repoint(
+        &mut self,
+        key: &FlowKey,
+        entry: &FrontendEntry,
+        index: usize,
+        change: Change,
+        generation: u64,
+    ) {
+        let Some(flow) = self.flows.get_mut(key) else {
+            return;
+        };
+        let endpoint = entry.port.endpoint(index);
+        flow.endpoint = endpoint.addr;
+        flow.generation = generation;
+        flow.failed = false;
+        flow.io = None;
+        flow.gauge.repoint(endpoint.stats.clone());
+        flow.gauge.follow(entry.port.stats(), &endpoint.stats);
+        match change {
+            Change::FailedOver { .. } => self.counters.failed_over += 1,
+            Change::Moved { .. } => self.counters.moved += 1,
+            Change::Kept | Change::New => {}
+        }
+    }
+
+    fn touch(&mut self, key: &FlowKey, now: Instant) {
+        let Some(flow) = self.flows.get_mut(key) else {
+            return;
+        };
+        if flow.last_seen == now {
+            return;
+        }
+        self.idle.remove(&(flow.last_seen, flow.seq));
+        // A clock that goes backwards must not make a flow look idle longer.
+        flow.last_seen = flow.last_seen.max(now);
+        self.idle.insert((flow.last_seen, flow.seq), *key);
+    }
+
+    fn evict_idlest(&mut self) {
+        let Some((_, &key)) = self.idle.iter().next() else {
+            return;
+        };
+        if let Some(flow) = self.remove(&key) {
+            stats::add(&flow.gauge.port.udp_evicted, 1);
+            self.counters.evicted += 1;
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! UDP services: a sans-IO flow table ([`flows`]) under a thin tokio shell.
+//!
+//! Each UDP frontend has one socket (bound even while its service port has no
+//! endpoint: datagrams are then dropped and counted, nothing is sent back).
+//! Each flow (frontend, client address and port) has a connected socket toward
+//! its endpoint and a task that relays the endpoint's replies back to the
+//! client from the address and port the client sent to, also when the
+//! frontend is bound to a wildcard address (`IP_PKTINFO`). `LIFECYCLE.md`
+//! beside this file tells a flow's life.
+
+pub mod flows;
