@@ -99,6 +99,10 @@ pub struct Config {
     /// endpoints are not serving in `services` until a probe passes: the
     /// probe results are an overlay applied by whoever runs the probes.
     pub probes: Vec<ProbeSpec>,
+    /// Endpoint addresses given by DNS name (`{ host = ... }`); they are not
+    /// in `services` until resolved: an overlay applied with
+    /// [`crate::resolve::apply`] by whoever resolves them.
+    pub host_endpoints: Vec<crate::resolve::HostEndpoint>,
     /// Things worth a look that do not make the file invalid (one line each).
     pub warnings: Vec<String>,
 }

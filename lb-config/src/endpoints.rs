@@ -18,12 +18,19 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 
-use lb_core::{EndpointSpec, PortSpec, ServiceType, TargetPort};
+use lb_core::{EndpointSpec, PortSpec, ServiceKey, ServiceType, TargetPort};
 
+use crate::resolve::HostEndpoint;
 use crate::validation::{Endpoints, Pod, ServiceDraft};
 
-/// Fills every port's endpoints.
-pub(crate) fn resolve(drafts: &mut [ServiceDraft], pods: &[Pod], endpoints: &[Endpoints]) {
+/// Fills every port's endpoints; returns the addresses given by DNS name,
+/// which the resolver adds later as an overlay (`crate::resolve`).
+pub(crate) fn resolve(
+    drafts: &mut [ServiceDraft],
+    pods: &[Pod],
+    endpoints: &[Endpoints],
+) -> Vec<HostEndpoint> {
+    let mut hosts = Vec::new();
     for d in drafts.iter_mut() {
         if d.spec.service_type == ServiceType::ExternalName {
             continue;
@@ -51,10 +58,40 @@ pub(crate) fn resolve(drafts: &mut [ServiceDraft], pods: &[Pod], endpoints: &[En
                 for port in &mut d.spec.ports {
                     port.endpoints =
                         dedup(manual.map(|m| from_manual(port, m)).unwrap_or_default());
+                    if let Some(m) = manual {
+                        hosts.extend(hosts_of(&key, port, m));
+                    }
                 }
             }
         }
     }
+    hosts
+}
+
+fn hosts_of(key: &ServiceKey, port: &PortSpec, manual: &Endpoints) -> Vec<HostEndpoint> {
+    let mut out = Vec::new();
+    for subset in &manual.subsets {
+        let matching = subset
+            .ports
+            .iter()
+            .filter(|(name, _, proto)| *name == port.name && *proto == port.protocol);
+        for (_, number, _) in matching {
+            for h in &subset.hosts {
+                out.push(HostEndpoint {
+                    service: key.clone(),
+                    port_name: port.name.clone(),
+                    protocol: port.protocol,
+                    host: h.host.clone(),
+                    port: *number,
+                    serving: h.serving,
+                    weight: h.weight,
+                    node: h.node_name.clone(),
+                    hostname: h.hostname.clone(),
+                });
+            }
+        }
+    }
+    out
 }
 
 fn from_pod(port: &PortSpec, pod: &Pod) -> Option<EndpointSpec> {

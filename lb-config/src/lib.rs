@@ -16,6 +16,8 @@
 //!   manual `[[endpoints]]`).
 //! - [`loader`]: [`Loader`], the stateful entry point, and [`check_str`].
 //! - [`config`]: the result, [`Config`].
+//! - [`resolve`]: endpoints known by DNS name, applied as an overlay once
+//!   resolved, with bounded refresh intervals.
 //! - [`store`]: [`FileStore`], allocations in a state file across restarts.
 //! - [`watch`]: [`watch_file`], reload triggers for edits, renames and
 //!   ConfigMap symlink swaps.
@@ -39,6 +41,7 @@ pub mod error;
 pub mod loader;
 mod parse;
 pub mod raw;
+pub mod resolve;
 pub mod store;
 mod unsupported;
 mod validation;

@@ -76,7 +76,7 @@ impl Loader {
         if !errs.is_empty() {
             return Err(ConfigErrors { errors: errs.list });
         }
-        endpoints::resolve(&mut v.services, &v.pods, &v.endpoints);
+        let host_endpoints = endpoints::resolve(&mut v.services, &v.pods, &v.endpoints);
         if previous != allocations || self.current.is_none() {
             if let Err(e) = self.store.save(&allocations) {
                 tracing::warn!(error = %e, "could not save allocations");
@@ -96,6 +96,7 @@ impl Loader {
             dns: s.dns,
             services: v.services.into_iter().map(|d| d.spec).collect(),
             probes,
+            host_endpoints,
             warnings,
         })
     }

@@ -52,30 +52,6 @@ pub(crate) fn check(raw: &RawConfig, errs: &mut Errors) {
             later("LoadBalancer address pools"),
         ));
     }
-    for (i, e) in raw.endpoints.iter().enumerate() {
-        let path = object_path(
-            "endpoints",
-            e.namespace.as_deref().unwrap_or(""),
-            &e.name,
-            i,
-        );
-        for (s, subset) in e.subsets.iter().enumerate() {
-            let lists = [
-                ("addresses", &subset.addresses),
-                ("not_ready_addresses", &subset.not_ready_addresses),
-            ];
-            for (field, list) in lists {
-                for (j, a) in list.iter().enumerate() {
-                    if a.host.is_some() && a.ip.is_none() {
-                        errs.push(FieldError::forbidden(
-                            format!("{path}.subsets[{s}].{field}[{j}].host"),
-                            later("endpoint addresses by DNS name"),
-                        ));
-                    }
-                }
-            }
-        }
-    }
     for (i, s) in raw.services.iter().enumerate() {
         service(s, i, errs);
     }

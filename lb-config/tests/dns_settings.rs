@@ -91,3 +91,46 @@ fn the_domain_must_be_a_dns_subdomain() {
         "{l:?}"
     );
 }
+
+#[test]
+fn endpoint_addresses_by_name_are_kept_for_the_resolver() {
+    let c = check_str(
+        "[[services]]\nname = \"db\"\nports = [{ name = \"sql\", port = 3306 }]\n\
+         [[endpoints]]\nname = \"db\"\n[[endpoints.subsets]]\n\
+         addresses = [{ ip = \"127.0.244.9\" }, { host = \"DB1.example.test.\", weight = 2 }]\n\
+         not_ready_addresses = [{ host = \"db2.example.test\" }]\n\
+         ports = [{ name = \"sql\", port = 3307 }]\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.services[0].ports[0].endpoints.len(),
+        1,
+        "names are not endpoints until resolved"
+    );
+    let hosts: Vec<(&str, u16, bool, u32)> = c
+        .host_endpoints
+        .iter()
+        .map(|h| (h.host.as_str(), h.port, h.serving, h.weight))
+        .collect();
+    assert_eq!(
+        hosts,
+        vec![
+            ("db1.example.test", 3307, true, 2),
+            ("db2.example.test", 3307, false, 1)
+        ]
+    );
+    assert_eq!(c.host_endpoints[0].port_name, "sql");
+}
+
+#[test]
+fn an_endpoint_host_must_be_a_dns_name() {
+    let l = lines(
+        "[[endpoints]]\nname = \"e\"\n[[endpoints.subsets]]\naddresses = [{ host = \"not a name\" }]\nports = [{ port = 80 }]\n",
+    );
+    assert!(
+        l[0].starts_with(
+            "endpoints[e].subsets[0].addresses[0].host: Invalid value: \"not a name\""
+        ),
+        "{l:?}"
+    );
+}

@@ -66,14 +66,6 @@ fn etcd_sources_are_refused() {
 }
 
 #[test]
-fn endpoint_host_names_are_refused() {
-    assert_refused(
-        "[[endpoints]]\nname = \"e\"\n[[endpoints.subsets]]\naddresses = [{ host = \"db1.example.internal\" }]\nports = [{ port = 80 }]\n",
-        "endpoints[e].subsets[0].addresses[0].host: Forbidden: not supported yet (endpoint addresses by DNS name come with a later release)",
-    );
-}
-
-#[test]
 fn interface_vip_mode_is_refused() {
     assert_refused(
         "[node]\nvip_mode = \"interface\"\n",

@@ -45,6 +45,8 @@ pub(crate) struct Endpoints {
 pub(crate) struct Subset {
     pub(crate) addresses: Vec<Address>,
     pub(crate) not_ready: Vec<Address>,
+    /// Addresses by DNS name (`host`), ready or not, resolved later.
+    pub(crate) hosts: Vec<HostAddress>,
     /// Ports: name (may be empty), number, protocol.
     pub(crate) ports: Vec<(String, u16, Protocol)>,
 }
@@ -53,6 +55,17 @@ pub(crate) struct Subset {
 #[derive(Debug, Clone)]
 pub(crate) struct Address {
     pub(crate) ip: IpAddr,
+    pub(crate) hostname: Option<String>,
+    pub(crate) node_name: Option<String>,
+    pub(crate) weight: u32,
+}
+
+/// One endpoint address given by DNS name.
+#[derive(Debug, Clone)]
+pub(crate) struct HostAddress {
+    /// Lower-case, without a trailing dot.
+    pub(crate) host: String,
+    pub(crate) serving: bool,
     pub(crate) hostname: Option<String>,
     pub(crate) node_name: Option<String>,
     pub(crate) weight: u32,
@@ -321,10 +334,19 @@ pub(crate) fn endpoints(raw: &RawEndpoints, index: usize, errs: &mut Errors) -> 
     let mut subsets = Vec::new();
     for (i, s) in raw.subsets.iter().enumerate() {
         let sp = format!("{path}.subsets[{i}]");
-        let addresses = addresses_of(&format!("{sp}.addresses"), &s.addresses, errs);
+        let mut hosts = Vec::new();
+        let addresses = addresses_of(
+            &format!("{sp}.addresses"),
+            &s.addresses,
+            true,
+            &mut hosts,
+            errs,
+        );
         let not_ready = addresses_of(
             &format!("{sp}.not_ready_addresses"),
             &s.not_ready_addresses,
+            false,
+            &mut hosts,
             errs,
         );
         let mut ports = Vec::new();
@@ -351,6 +373,7 @@ pub(crate) fn endpoints(raw: &RawEndpoints, index: usize, errs: &mut Errors) -> 
         subsets.push(Subset {
             addresses,
             not_ready,
+            hosts,
             ports,
         });
     }
@@ -364,10 +387,17 @@ pub(crate) fn endpoints(raw: &RawEndpoints, index: usize, errs: &mut Errors) -> 
     })
 }
 
-fn addresses_of(path: &str, raw: &[RawEndpointAddress], errs: &mut Errors) -> Vec<Address> {
+fn addresses_of(
+    path: &str,
+    raw: &[RawEndpointAddress],
+    serving: bool,
+    hosts: &mut Vec<HostAddress>,
+    errs: &mut Errors,
+) -> Vec<Address> {
     let mut out = Vec::new();
     for (j, a) in raw.iter().enumerate() {
         let ap = format!("{path}[{j}]");
+        let mut host = None;
         let addr = match (&a.ip, &a.host) {
             (Some(text), None) => address_ip(&format!("{ap}.ip"), text, errs),
             (Some(_), Some(_)) => {
@@ -377,8 +407,18 @@ fn addresses_of(path: &str, raw: &[RawEndpointAddress], errs: &mut Errors) -> Ve
                 ));
                 None
             }
-            // `host` alone is refused by the `unsupported` check.
-            (None, Some(_)) => None,
+            (None, Some(name)) => {
+                // DNS names are case-insensitive; a trailing dot is allowed.
+                let lower = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+                let problems = names::dns1123_subdomain(&lower);
+                if problems.is_empty() {
+                    host = Some(lower);
+                }
+                for m in problems {
+                    errs.push(FieldError::invalid(format!("{ap}.host"), name, m));
+                }
+                None
+            }
             (None, None) => {
                 errs.push(FieldError::required(format!("{ap}.ip"), ""));
                 None
@@ -395,6 +435,15 @@ fn addresses_of(path: &str, raw: &[RawEndpointAddress], errs: &mut Errors) -> Ve
             }
         }
         let weight = weight(&format!("{ap}.weight"), a.weight, errs);
+        if let Some(host) = host {
+            hosts.push(HostAddress {
+                host,
+                serving,
+                hostname: a.hostname.clone(),
+                node_name: a.node_name.clone(),
+                weight,
+            });
+        }
         if let Some(ip) = addr {
             out.push(Address {
                 ip,
