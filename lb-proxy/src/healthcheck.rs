@@ -112,11 +112,13 @@ pub fn local_endpoints(snapshot: &Snapshot, key: &ServiceKey) -> usize {
 /// The answer for `key` now: status code and body.
 pub fn answer(snapshot: &Snapshot, key: &ServiceKey) -> (u16, String) {
     let n = local_endpoints(snapshot, key);
-    let body = serde_json::json!({
-        "service": {"namespace": key.namespace, "name": key.name},
-        "localEndpoints": n,
-    })
-    .to_string();
+    // Field order as kube-proxy writes it (serde_json's map would sort it).
+    let quote = |s: &str| serde_json::Value::from(s).to_string();
+    let body = format!(
+        r#"{{"service":{{"namespace":{},"name":{}}},"localEndpoints":{n}}}"#,
+        quote(&key.namespace),
+        quote(&key.name)
+    );
     (if n > 0 { 200 } else { 503 }, body)
 }
 
