@@ -79,7 +79,10 @@ struct Inner {
     admin_stop: CancellationToken,
     /// The DNS responder, when the file has `[dns]`.
     dns: Option<crate::dns::Dns>,
-    /// Readiness probes and the overlay; every config goes through it.
+    /// Endpoint host names, resolved in front of `health`; every config goes
+    /// through it.
+    hosts: crate::dns::hosts::Hosts,
+    /// Readiness probes and the overlay.
     health: Health,
     /// Health-check node ports (LoadBalancer + Local).
     health_checks: HealthChecks,
@@ -132,6 +135,7 @@ impl App {
         let admin_listen = config.admin_listen;
         let dns_options = crate::dns::DnsOptions::from_config(&config);
         let dns_listen = config.dns.as_ref().map(|d| d.listen);
+        let upstreams = dns_upstreams(&config);
         check_open_file_limit(&config);
         let snapshot = Snapshot::build(
             config.node.clone(),
@@ -142,11 +146,24 @@ impl App {
         let dataplane = DataPlane::start(config.proxy, snapshot).await;
         let health = Health::start(
             dataplane.clone(),
-            config.node,
-            config.services,
-            config.probes,
+            config.node.clone(),
+            config.services.clone(),
+            config.probes.clone(),
         )
         .await;
+        // Endpoints known by DNS name: resolved addresses join the desired
+        // state in front of the probe overlay.
+        let hosts = crate::dns::hosts::Hosts::start(health.clone(), upstreams);
+        if !config.host_endpoints.is_empty() {
+            hosts
+                .set_desired(
+                    config.node,
+                    config.services,
+                    config.probes,
+                    config.host_endpoints,
+                )
+                .await;
+        }
         let health_checks = HealthChecks::spawn(&dataplane);
         let dns = match (dns_listen, dns_options) {
             (Some(listen), Some(options)) => {
@@ -204,6 +221,7 @@ impl App {
                 admin_addr,
                 admin_stop,
                 dns,
+                hosts,
                 health,
                 health_checks,
             }),
@@ -223,6 +241,11 @@ impl App {
     /// The DNS responder, when the file has `[dns]` (its address, counters).
     pub fn dns(&self) -> Option<&crate::dns::Dns> {
         self.inner.dns.as_ref()
+    }
+
+    /// Endpoint host names and their resolutions (answers, failures).
+    pub fn hosts(&self) -> &crate::dns::hosts::Hosts {
+        &self.inner.hosts
     }
 
     /// The file being served.
@@ -274,10 +297,16 @@ impl App {
                     (None, None) => {}
                 }
                 let count = config.services.len();
+                inner.hosts.set_upstreams(dns_upstreams(&config));
                 inner.dataplane.set_settings(config.proxy);
                 inner
-                    .health
-                    .set_desired(config.node, config.services, config.probes)
+                    .hosts
+                    .set_desired(
+                        config.node,
+                        config.services,
+                        config.probes,
+                        config.host_endpoints,
+                    )
                     .await;
                 inner.reloads.success.fetch_add(1, Ordering::Relaxed);
                 info!(services = count, "config reloaded");
@@ -300,6 +329,7 @@ impl App {
     /// Drains the data plane (listeners close at once, open connections
     /// finish, bounded by `drain_timeout`), then stops the admin API.
     pub async fn shutdown(&self) {
+        self.inner.hosts.stop();
         self.inner.health.stop();
         self.inner.health_checks.stop();
         self.inner.dataplane.shutdown().await;
@@ -308,6 +338,16 @@ impl App {
         }
         self.inner.admin_stop.cancel();
     }
+}
+
+/// Where endpoint host names are resolved: `[dns] upstreams`, else (empty)
+/// the system's resolver.
+fn dns_upstreams(config: &lb_config::Config) -> Vec<SocketAddr> {
+    config
+        .dns
+        .as_ref()
+        .map(|d| d.upstreams.clone())
+        .unwrap_or_default()
 }
 
 /// Raises the open-file limit and warns when the configured bounds cannot fit

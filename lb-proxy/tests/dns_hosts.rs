@@ -1,0 +1,122 @@
+//! Endpoints known by DNS name follow the upstream's answer: resolved at
+//! start, re-resolved within bounds (dnsmasq answers with TTL 0, so every
+//! MIN_REFRESH = 5 s), and a failed resolution keeps the last good answer.
+//! The upstream is a loopback dnsmasq; skipped, with a message, without it.
+
+mod dns_support;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use lb_core::ServiceKey;
+use lb_proxy::app::{App, AppOptions};
+
+use dns_support::{free_udp_port, have, Dnsmasq};
+
+fn endpoints(app: &App) -> Vec<SocketAddr> {
+    let snap = app.dataplane().table().load();
+    snap.service(&ServiceKey::new("default", "db"))
+        .map(|s| s.ports[0].endpoints().iter().map(|e| e.addr).collect())
+        .unwrap_or_default()
+}
+
+async fn wait_for(app: &App, want: &[&str], within: Duration) -> Vec<SocketAddr> {
+    let want: Vec<SocketAddr> = want.iter().map(|s| s.parse().unwrap()).collect();
+    let deadline = Instant::now() + within;
+    loop {
+        let got = endpoints(app);
+        if got == want || Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn host_endpoints_follow_the_upstream_and_survive_its_failure() {
+    if !have("dnsmasq") {
+        eprintln!("SKIPPED: dnsmasq is not installed (apt-get install dnsmasq-base)");
+        return;
+    }
+    let ip: IpAddr = "127.0.53.30".parse().unwrap();
+    let upstream_addr = SocketAddr::new(ip, free_udp_port(ip));
+    let upstream = Dnsmasq::start_on(upstream_addr, &["/db1.example.test/127.0.244.41"]).await;
+    let listen = SocketAddr::new("127.0.53.31".parse().unwrap(), 0);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lb.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[cluster]
+service_cidr = "127.96.0.0/16"
+[admin]
+listen = ""
+[dns]
+listen = "{listen}"
+upstreams = ["{upstream_addr}"]
+[[services]]
+name = "db"
+cluster_ip = "127.96.7.1"
+ports = [{{ name = "sql", port = 3306 }}]
+[[endpoints]]
+name = "db"
+[[endpoints.subsets]]
+addresses = [{{ ip = "127.0.244.40" }}, {{ host = "db1.example.test" }}]
+ports = [{{ name = "sql", port = 3307 }}]
+"#
+        ),
+    )
+    .unwrap();
+    let app = App::start(AppOptions {
+        config: path,
+        state_file: None,
+    })
+    .await
+    .unwrap();
+    // Resolved before the first snapshot with the name is served.
+    let got = wait_for(
+        &app,
+        &["127.0.244.40:3307", "127.0.244.41:3307"],
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(
+        got,
+        vec![
+            "127.0.244.40:3307".parse::<SocketAddr>().unwrap(),
+            "127.0.244.41:3307".parse().unwrap()
+        ]
+    );
+
+    // The upstream goes away: the next refresh fails, the answer is kept.
+    drop(upstream);
+    let hosts_failures = || app_failures(&app);
+    let deadline = Instant::now() + Duration::from_secs(12);
+    while hosts_failures() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(hosts_failures() >= 1, "a failed refresh is counted");
+    assert_eq!(endpoints(&app).len(), 2, "the last good answer is kept");
+
+    // It comes back with another answer: the endpoints follow.
+    let _upstream = Dnsmasq::start_on(upstream_addr, &["/db1.example.test/127.0.244.42"]).await;
+    let got = wait_for(
+        &app,
+        &["127.0.244.40:3307", "127.0.244.42:3307"],
+        Duration::from_secs(15),
+    )
+    .await;
+    assert_eq!(
+        got,
+        vec![
+            "127.0.244.40:3307".parse::<SocketAddr>().unwrap(),
+            "127.0.244.42:3307".parse().unwrap()
+        ]
+    );
+    app.shutdown().await;
+}
+
+fn app_failures(app: &App) -> u64 {
+    app.hosts().failures()
+}
