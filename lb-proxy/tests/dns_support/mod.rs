@@ -62,9 +62,17 @@ pub async fn serve_table(
     config: lb_config::Config,
     upstreams: Vec<SocketAddr>,
 ) -> Responder {
-    let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = udp.local_addr().unwrap();
-    let tcp = TcpListener::bind(addr).await.unwrap();
+    // The UDP port may be taken on TCP by another test: try a few.
+    let mut pair = None;
+    for _ in 0..16 {
+        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = udp.local_addr().unwrap();
+        if let Ok(tcp) = TcpListener::bind(addr).await {
+            pair = Some((udp, addr, tcp));
+            break;
+        }
+    }
+    let (udp, addr, tcp) = pair.expect("a port free on UDP and TCP within 16 tries");
     let (tx, rx) = oneshot::channel();
     let options = DnsOptions {
         zone: config.cluster.domain.clone(),
