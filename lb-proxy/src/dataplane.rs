@@ -46,6 +46,8 @@ pub(crate) struct Shared {
     pub(crate) open: AtomicUsize,
     /// Frontends that could not be bound, with the error text.
     bind_errors: Mutex<BTreeMap<FrontendKey, String>>,
+    /// Every UDP flow (all UDP services share the `udp_max_flows` bound).
+    pub(crate) udp: crate::udp::Flows,
 }
 
 impl Shared {
@@ -98,7 +100,9 @@ impl DataPlane {
     /// frontend that can be bound is bound before this returns; the others are
     /// in [`DataPlane::bind_errors`] and retried every second.
     pub async fn start(settings: ProxySettings, snapshot: Snapshot) -> DataPlane {
+        let udp = crate::udp::Flows::new(&settings);
         let shared = Arc::new(Shared {
+            udp,
             table: Arc::new(Table::new(snapshot)),
             settings: ArcSwap::from_pointee(settings),
             generation: watch::Sender::new(0),
@@ -158,6 +162,7 @@ impl DataPlane {
     /// New settings from a reload (timeouts, limits); they apply to
     /// connections accepted from now on.
     pub fn set_settings(&self, settings: ProxySettings) {
+        self.inner.shared.udp.set_limits(&settings);
         self.inner.shared.settings.store(Arc::new(settings));
     }
 
@@ -165,6 +170,11 @@ impl DataPlane {
     /// shows them as `"bind_errors"`). They are retried every second.
     pub fn bind_errors(&self) -> BTreeMap<FrontendKey, String> {
         self.inner.shared.bind_errors().clone()
+    }
+
+    /// UDP flows open now, all services together.
+    pub fn udp_flows(&self) -> usize {
+        self.inner.shared.udp.len()
     }
 
     /// Open client connections (including ones still dialing).
@@ -183,6 +193,7 @@ impl DataPlane {
             .get_or_init(|| async {
                 inner.stop_listening.cancel();
                 inner.listeners.lock().await.close_all().await;
+                inner.shared.udp.clear();
                 inner.shared.set_bind_errors(BTreeMap::new());
                 let shared = &inner.shared;
                 shared.connections.close();
@@ -212,6 +223,8 @@ impl DataPlane {
         let shared = &self.inner.shared;
         shared.table.store(snapshot);
         shared.generation.send_modify(|g| *g += 1);
+        // UDP flows whose endpoint left move now, not on their next datagram.
+        shared.udp.apply(&shared.table.load());
     }
 
     async fn reconcile(&self) {
@@ -251,6 +264,7 @@ async fn maintenance(inner: Weak<Inner>, stop: CancellationToken) {
             .table
             .load()
             .reap_affinity(std::time::Instant::now());
+        inner.shared.udp.expire();
         if !inner.shared.bind_errors().is_empty() {
             let plane = DataPlane { inner };
             plane.reconcile().await;

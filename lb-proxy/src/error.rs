@@ -13,10 +13,12 @@ pub enum Error {
     /// A service listener could not be bound (address in use by a socket
     /// without `SO_REUSEPORT`, address not local, ...). The data plane records
     /// it in `bind_errors()` and retries.
-    #[error("cannot listen on {addr}/TCP: {source}")]
+    #[error("cannot listen on {addr}/{protocol}: {source}")]
     Bind {
         /// The frontend address.
         addr: SocketAddr,
+        /// TCP or UDP.
+        protocol: lb_core::Protocol,
         /// The system error.
         #[source]
         source: io::Error,

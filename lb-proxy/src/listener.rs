@@ -2,8 +2,9 @@
 //! and the accept loop of each.
 //!
 //! Reconciling binds what is new, closes what is gone (and TCP frontends whose
-//! service port has no endpoint to pick, so clients get "connection refused"),
-//! and leaves the rest untouched. A frontend that cannot be bound is recorded
+//! service port has no endpoint to pick, so clients get "connection refused";
+//! UDP frontends stay bound and drop datagrams instead), and leaves the rest
+//! untouched. A frontend that cannot be bound is recorded
 //! with its error and retried by the data plane's maintenance loop; it never
 //! stops the other frontends.
 
@@ -20,7 +21,7 @@ use tracing::{debug, info, warn};
 
 use crate::dataplane::Shared;
 use crate::error::Error;
-use crate::{sys, tcp};
+use crate::{sys, tcp, udp};
 
 /// Pause after an accept error that is not about one connection (out of file
 /// descriptors, memory), so the loop does not spin.
@@ -59,7 +60,7 @@ impl Listeners {
         let mut desired: Vec<FrontendKey> = if accepting {
             snapshot
                 .frontends()
-                .filter(|(k, e)| k.protocol == Protocol::Tcp && e.has_endpoints())
+                .filter(|(k, e)| k.protocol == Protocol::Udp || e.has_endpoints())
                 .map(|(k, _)| *k)
                 .collect()
         } else {
@@ -75,7 +76,10 @@ impl Listeners {
         for key in gone {
             if let Some(bound) = self.bound.remove(&key) {
                 close(bound).await;
-                info!(frontend = %key.addr, "closed listener");
+                if key.protocol == Protocol::Udp {
+                    shared.udp.close_frontend(key.addr);
+                }
+                info!(frontend = %key.addr, protocol = %key.protocol, "closed listener");
             }
         }
         let previous = shared.take_bind_errors();
@@ -84,11 +88,22 @@ impl Listeners {
             if self.bound.contains_key(&key) {
                 continue;
             }
-            match sys::bind_service_listener(key.addr) {
-                Ok(listener) => {
-                    let stop = CancellationToken::new();
-                    let task =
-                        tokio::spawn(accept_loop(shared.clone(), key, listener, stop.clone()));
+            let stop = CancellationToken::new();
+            let spawned = match key.protocol {
+                Protocol::Tcp => sys::bind_service_listener(key.addr).map(|listener| {
+                    tokio::spawn(accept_loop(shared.clone(), key, listener, stop.clone()))
+                }),
+                Protocol::Udp => sys::bind_udp_frontend(key.addr).map(|socket| {
+                    tokio::spawn(udp::serve_frontend(
+                        shared.clone(),
+                        key,
+                        socket,
+                        stop.clone(),
+                    ))
+                }),
+            };
+            match spawned {
+                Ok(task) => {
                     self.bound.insert(
                         key,
                         Bound {
@@ -96,11 +111,12 @@ impl Listeners {
                             task,
                         },
                     );
-                    info!(frontend = %key.addr, "listening");
+                    info!(frontend = %key.addr, protocol = %key.protocol, "listening");
                 }
                 Err(source) => {
                     let text = Error::Bind {
                         addr: key.addr,
+                        protocol: key.protocol,
                         source,
                     }
                     .to_string();
@@ -120,7 +136,7 @@ impl Listeners {
     pub(crate) async fn close_all(&mut self) {
         for (key, bound) in self.bound.drain() {
             close(bound).await;
-            info!(frontend = %key.addr, "closed listener");
+            info!(frontend = %key.addr, protocol = %key.protocol, "closed listener");
         }
     }
 

@@ -124,6 +124,70 @@ pub fn render(snapshot: &Snapshot, reloads: &ReloadCounters) -> String {
             }
         },
     );
+    let udp_ports: Vec<_> = ports
+        .iter()
+        .filter(|p| p.key().protocol == lb_core::Protocol::Udp)
+        .collect();
+    family(
+        "lb_udp_sessions",
+        "gauge",
+        "UDP flows open now.",
+        &mut |o| {
+            for p in &udp_ports {
+                let _ = writeln!(
+                    o,
+                    "lb_udp_sessions{{{}}} {}",
+                    port_labels(p),
+                    read(&p.stats().udp_sessions)
+                );
+            }
+        },
+    );
+    family(
+        "lb_udp_datagrams_total",
+        "counter",
+        "UDP datagrams: forwarded to endpoints, replied to clients, or dropped (by reason).",
+        &mut |o| {
+            for p in &udp_ports {
+                let s = p.stats();
+                let labels = port_labels(p);
+                for (result, v) in [("forwarded", &s.udp_forwarded), ("replied", &s.udp_replied)] {
+                    let _ = writeln!(
+                        o,
+                        "lb_udp_datagrams_total{{{labels},result=\"{result}\"}} {}",
+                        read(v)
+                    );
+                }
+                for (reason, v) in [
+                    ("no_endpoints", &s.udp_dropped_no_endpoints),
+                    ("source_range", &s.rejected_source_range),
+                    ("flow_limit", &s.udp_dropped_flow_limit),
+                    ("send_error", &s.udp_dropped_send_error),
+                ] {
+                    let _ = writeln!(
+                        o,
+                        "lb_udp_datagrams_total{{{labels},result=\"dropped\",reason=\"{reason}\"}} {}",
+                        read(v)
+                    );
+                }
+            }
+        },
+    );
+    family(
+        "lb_udp_flows_evicted_total",
+        "counter",
+        "UDP flows evicted (idle longest first) to stay within udp_max_flows.",
+        &mut |o| {
+            for p in &udp_ports {
+                let _ = writeln!(
+                    o,
+                    "lb_udp_flows_evicted_total{{{}}} {}",
+                    port_labels(p),
+                    read(&p.stats().udp_evicted)
+                );
+            }
+        },
+    );
     family(
         "lb_endpoint_ready",
         "gauge",

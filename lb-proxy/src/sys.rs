@@ -1,15 +1,21 @@
 //! Socket options and system calls, in one place.
 //!
-//! Sockets go through `socket2`; the one `unsafe` call today is
-//! `setrlimit(2)` in [`raise_nofile_limit`]. When a splice engine arrives, its
-//! `splice(2)` and pipe calls belong here too.
+//! Sockets go through `socket2`; the `unsafe` calls are `setrlimit(2)` in
+//! [`raise_nofile_limit`] and the `recvmsg(2)`/`sendmsg(2)` with `IP_PKTINFO`
+//! that let a UDP frontend bound to a wildcard address learn where each
+//! datagram was sent and reply from exactly there. When a splice engine
+//! arrives, its `splice(2)` and pipe calls belong here too.
 
 use std::io;
-use std::net::SocketAddr;
+use std::mem;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
+use std::ptr;
 use std::time::Duration;
 
-use socket2::{Domain, Protocol, SockRef, Socket, Type};
-use tokio::net::{TcpListener, TcpStream};
+use socket2::{Domain, Protocol, SockAddr, SockAddrStorage, SockRef, Socket, Type};
+use tokio::io::Interest;
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
 /// Accept backlog of service listeners.
 pub(crate) const LISTEN_BACKLOG: i32 = 1024;
@@ -72,4 +78,253 @@ pub(crate) fn raise_nofile_limit() -> io::Result<u64> {
         limit = raised;
     }
     Ok(limit.rlim_cur)
+}
+
+/// Socket buffers asked for on UDP frontends: a burst of datagrams waits here
+/// while the relay loop catches up, instead of being dropped by the kernel.
+/// Linux caps the request at `net.core.rmem_max`/`wmem_max`.
+pub(crate) const UDP_FRONTEND_BUFFER: usize = 4 << 20;
+
+/// Socket buffers asked for on a flow's socket toward its endpoint.
+pub(crate) const UDP_FLOW_BUFFER: usize = 1 << 20;
+
+/// Binds a UDP frontend at `addr` with `SO_REUSEADDR` and `SO_REUSEPORT` (as
+/// TCP listeners), large buffers, and, on a wildcard address, the socket
+/// option that reports each datagram's destination address (`IP_PKTINFO` /
+/// `IPV6_RECVPKTINFO`), so replies can leave from the address the client used.
+pub(crate) fn bind_udp_frontend(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    set_buffers(&socket, UDP_FRONTEND_BUFFER);
+    if addr.ip().is_unspecified() {
+        set_pktinfo(&socket, addr.is_ipv6())?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
+/// Opens a flow's socket: bound to an ephemeral port and connected to
+/// `endpoint`, so the kernel filters replies to that endpoint and reports its
+/// ICMP errors (port unreachable) on this socket.
+pub(crate) fn connect_udp_flow(endpoint: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = Socket::new(
+        Domain::for_address(endpoint),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )?;
+    set_buffers(&socket, UDP_FLOW_BUFFER);
+    socket.set_nonblocking(true)?;
+    let any: SocketAddr = match endpoint {
+        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    socket.bind(&any.into())?;
+    socket.connect(&endpoint.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
+fn set_buffers(socket: &Socket, size: usize) {
+    // Best effort: a smaller buffer still works, only less burst-tolerant.
+    if let Err(e) = socket.set_recv_buffer_size(size) {
+        tracing::debug!(error = %e, "cannot set SO_RCVBUF");
+    }
+    if let Err(e) = socket.set_send_buffer_size(size) {
+        tracing::debug!(error = %e, "cannot set SO_SNDBUF");
+    }
+}
+
+fn set_pktinfo(socket: &Socket, v6: bool) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    let (level, name) = if v6 {
+        (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO)
+    } else {
+        (libc::IPPROTO_IP, libc::IP_PKTINFO)
+    };
+    // SAFETY: setsockopt reads one c_int through a valid pointer of the given
+    // length, on a descriptor this socket owns.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            ptr::from_ref(&on).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// One datagram received on a UDP frontend.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Received {
+    /// Its length.
+    pub(crate) len: usize,
+    /// The client's address and port.
+    pub(crate) from: SocketAddr,
+    /// The address the client sent to, when the socket reports it (wildcard
+    /// frontends).
+    pub(crate) dst: Option<IpAddr>,
+}
+
+/// Receives one datagram without waiting (`WouldBlock` when none is queued),
+/// with its destination address when the socket has `IP_PKTINFO` on.
+pub(crate) fn try_recv_with_dst(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<Received> {
+    socket.try_io(Interest::READABLE, || {
+        recvmsg_pktinfo(socket.as_raw_fd(), buf)
+    })
+}
+
+/// Sends one datagram to `to` without waiting, from source address `from`
+/// when given (a wildcard frontend replying from the address the client used).
+///
+/// The system call is made directly rather than through tokio's readiness
+/// (`try_send_to` refuses until the reactor has seen the socket writable,
+/// which a new socket has not): a full buffer still gives `WouldBlock`, and
+/// the datagram is dropped as the kernel would.
+pub(crate) fn try_send_from(
+    socket: &UdpSocket,
+    buf: &[u8],
+    to: SocketAddr,
+    from: Option<IpAddr>,
+) -> io::Result<usize> {
+    match from {
+        None => SockRef::from(socket).send_to(buf, &to.into()),
+        Some(src) => sendmsg_from(socket.as_raw_fd(), buf, to, src),
+    }
+}
+
+/// Sends one datagram on a connected socket without waiting (see
+/// [`try_send_from`] for why not through tokio's readiness).
+pub(crate) fn try_send(socket: &UdpSocket, buf: &[u8]) -> io::Result<usize> {
+    SockRef::from(socket).send(buf)
+}
+
+/// Room for one `in_pktinfo` or `in6_pktinfo` control message, aligned as
+/// `cmsghdr` requires.
+#[repr(C, align(8))]
+struct ControlBuffer([u8; 64]);
+
+fn recvmsg_pktinfo(fd: RawFd, buf: &mut [u8]) -> io::Result<Received> {
+    let mut storage = SockAddrStorage::zeroed();
+    let mut control = ControlBuffer([0; 64]);
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain data; all-zero is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    msg.msg_name = ptr::from_mut(&mut storage).cast();
+    msg.msg_namelen = storage.size_of();
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.0.as_mut_ptr().cast();
+    msg.msg_controllen = control.0.len() as _;
+    // SAFETY: every pointer in `msg` points to live buffers of the lengths
+    // given, which outlive the call.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: recvmsg wrote a socket address of `msg_namelen` bytes.
+    let from = unsafe { SockAddr::new(storage, msg.msg_namelen) }
+        .as_socket()
+        .ok_or_else(|| io::Error::other("datagram from a non-IP address"))?;
+    let mut dst = None;
+    // SAFETY: the CMSG_* macros walk the control buffer recvmsg filled, within
+    // `msg_controllen`; each payload is read unaligned with its own type.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            let (level, kind) = ((*cmsg).cmsg_level, (*cmsg).cmsg_type);
+            if level == libc::IPPROTO_IP && kind == libc::IP_PKTINFO {
+                let info: libc::in_pktinfo = ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                dst = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                    info.ipi_addr.s_addr,
+                ))));
+            } else if level == libc::IPPROTO_IPV6 && kind == libc::IPV6_PKTINFO {
+                let info: libc::in6_pktinfo = ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                dst = Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    Ok(Received {
+        len: n as usize,
+        from,
+        dst,
+    })
+}
+
+fn sendmsg_from(fd: RawFd, buf: &[u8], to: SocketAddr, src: IpAddr) -> io::Result<usize> {
+    let to = SockAddr::from(to);
+    let mut control = ControlBuffer([0; 64]);
+    let mut iov = libc::iovec {
+        iov_base: buf.as_ptr().cast_mut().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain data; all-zero is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    msg.msg_name = to.as_ptr().cast_mut().cast();
+    msg.msg_namelen = to.len();
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.0.as_mut_ptr().cast();
+    // SAFETY: the control buffer (64 bytes, 8-aligned) has room for one
+    // cmsghdr with an in_pktinfo or in6_pktinfo payload; CMSG_FIRSTHDR is
+    // non-null because msg_controllen is at least one header long.
+    unsafe {
+        let (level, kind, len) = match src {
+            IpAddr::V4(_) => (
+                libc::IPPROTO_IP,
+                libc::IP_PKTINFO,
+                mem::size_of::<libc::in_pktinfo>(),
+            ),
+            IpAddr::V6(_) => (
+                libc::IPPROTO_IPV6,
+                libc::IPV6_PKTINFO,
+                mem::size_of::<libc::in6_pktinfo>(),
+            ),
+        };
+        msg.msg_controllen = libc::CMSG_SPACE(len as u32) as _;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = level;
+        (*cmsg).cmsg_type = kind;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(len as u32) as _;
+        match src {
+            IpAddr::V4(ip) => ptr::write_unaligned(
+                libc::CMSG_DATA(cmsg).cast(),
+                libc::in_pktinfo {
+                    ipi_ifindex: 0,
+                    ipi_spec_dst: libc::in_addr {
+                        s_addr: u32::from(ip).to_be(),
+                    },
+                    ipi_addr: libc::in_addr { s_addr: 0 },
+                },
+            ),
+            IpAddr::V6(ip) => ptr::write_unaligned(
+                libc::CMSG_DATA(cmsg).cast(),
+                libc::in6_pktinfo {
+                    ipi6_addr: libc::in6_addr {
+                        s6_addr: ip.octets(),
+                    },
+                    ipi6_ifindex: 0,
+                },
+            ),
+        }
+    }
+    // SAFETY: every pointer in `msg` points to live buffers of the lengths
+    // given, which outlive the call.
+    let n = unsafe { libc::sendmsg(fd, &msg, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
 }

@@ -9,3 +9,7 @@
 //! beside this file tells a flow's life.
 
 pub mod flows;
+mod relay;
+
+pub use relay::MAX_DATAGRAM;
+pub(crate) use relay::{serve_frontend, Flows};

@@ -1,0 +1,463 @@
+//! UDP services on the wire: echo through cluster IPs and node ports (also on
+//! a wildcard node address, where the reply must come from the address the
+//! client used), a session per client port, the sliding idle timeout, TCP and
+//! UDP on one port number, 60 KB datagrams, drops without endpoints, flows
+//! that move when their endpoint leaves, and failover after ICMP unreachable.
+//! Everything runs on 127.0.0.0/8 with bounded waits.
+
+mod support;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lb_core::stats::{read, PortStats};
+use lb_core::{
+    EndpointSpec, NodeSpec, PortSpec, Protocol, ProxySettings, ServiceSpec, ServiceType, Snapshot,
+};
+use lb_proxy::DataPlane;
+use support::{echo_backend, eventually, init_tracing, ip, WAIT};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::task::JoinHandle;
+
+/// A fresh 127.98.x.y address with a port free for both UDP and TCP.
+fn udp_vip() -> SocketAddr {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let base = (std::process::id() as usize % 40) * 500;
+    let n = base + NEXT.fetch_add(1, Ordering::Relaxed);
+    let ip = IpAddr::from([127, 98, (n / 250 + 1) as u8, (n % 250 + 1) as u8]);
+    for _ in 0..50 {
+        let udp = std::net::UdpSocket::bind((ip, 0)).unwrap();
+        let addr = udp.local_addr().unwrap();
+        if std::net::TcpListener::bind(addr).is_ok() {
+            return addr;
+        }
+    }
+    panic!("no port free for both TCP and UDP on {ip}");
+}
+
+/// A UDP backend that answers each datagram with `name|payload` and remembers
+/// the source address of each datagram it got.
+struct UdpBackend {
+    addr: SocketAddr,
+    peers: Arc<Mutex<Vec<SocketAddr>>>,
+    task: JoinHandle<()>,
+}
+
+impl UdpBackend {
+    fn received(&self) -> usize {
+        self.peers.lock().unwrap().len()
+    }
+    fn peers(&self) -> Vec<SocketAddr> {
+        self.peers.lock().unwrap().clone()
+    }
+}
+
+impl Drop for UdpBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn udp_backend(ip: &str, name: &'static str) -> UdpBackend {
+    let socket = UdpSocket::bind((support::ip(ip), 0)).await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let peers = Arc::new(Mutex::new(Vec::new()));
+    let seen = peers.clone();
+    let task = tokio::spawn(async move {
+        let mut buf = vec![0u8; 70_000];
+        loop {
+            let Ok((n, peer)) = socket.recv_from(&mut buf).await else {
+                return;
+            };
+            seen.lock().unwrap().push(peer);
+            let mut reply = format!("{name}|").into_bytes();
+            reply.extend_from_slice(&buf[..n]);
+            let _ = socket.send_to(&reply, peer).await;
+        }
+    });
+    UdpBackend { addr, peers, task }
+}
+
+/// A UDP port on `ip` with nothing listening (the kernel answers ICMP port
+/// unreachable).
+fn closed_udp_port(ip: &str) -> SocketAddr {
+    let s = std::net::UdpSocket::bind((support::ip(ip), 0)).unwrap();
+    s.local_addr().unwrap()
+}
+
+fn udp_port(name: &str, port: u16, endpoints: &[SocketAddr]) -> PortSpec {
+    let mut spec = PortSpec {
+        protocol: Protocol::Udp,
+        ..PortSpec::tcp(name, port)
+    };
+    for e in endpoints {
+        spec = spec.with_endpoint(EndpointSpec::new(*e));
+    }
+    spec
+}
+
+fn udp_service(name: &str, vip: SocketAddr, endpoints: &[SocketAddr]) -> ServiceSpec {
+    ServiceSpec::cluster_ip("default", name, vip.ip()).with_port(udp_port(
+        "",
+        vip.port(),
+        endpoints,
+    ))
+}
+
+async fn start_on(
+    node: NodeSpec,
+    settings: ProxySettings,
+    services: Vec<ServiceSpec>,
+) -> DataPlane {
+    init_tracing();
+    let snapshot = Snapshot::build(node, services, None, std::time::SystemTime::now());
+    DataPlane::start(settings, snapshot).await
+}
+
+async fn start(settings: ProxySettings, services: Vec<ServiceSpec>) -> DataPlane {
+    start_on(support::node(), settings, services).await
+}
+
+async fn update(plane: &DataPlane, services: Vec<ServiceSpec>) {
+    plane.update(support::node(), services).await;
+}
+
+async fn client(ip: &str) -> UdpSocket {
+    UdpSocket::bind((support::ip(ip), 0)).await.unwrap()
+}
+
+/// Sends `msg` to `to` and waits up to `bound` for one reply: its bytes and
+/// the address it came from.
+async fn ask_within(
+    client: &UdpSocket,
+    to: SocketAddr,
+    msg: &[u8],
+    bound: Duration,
+) -> Option<(Vec<u8>, SocketAddr)> {
+    client.send_to(msg, to).await.unwrap();
+    let mut buf = vec![0u8; 70_000];
+    match tokio::time::timeout(bound, client.recv_from(&mut buf)).await {
+        Ok(Ok((n, from))) => Some((buf[..n].to_vec(), from)),
+        Ok(Err(e)) => panic!("recv: {e}"),
+        Err(_) => None,
+    }
+}
+
+async fn ask(client: &UdpSocket, to: SocketAddr, msg: &[u8]) -> (String, SocketAddr) {
+    let (bytes, from) = ask_within(client, to, msg, WAIT)
+        .await
+        .unwrap_or_else(|| panic!("no reply from {to}"));
+    (String::from_utf8_lossy(&bytes).into_owned(), from)
+}
+
+fn udp_stats(plane: &DataPlane, frontend: SocketAddr) -> Arc<PortStats> {
+    plane
+        .table()
+        .load()
+        .frontend(frontend, Protocol::Udp)
+        .expect("frontend")
+        .port
+        .stats()
+        .clone()
+}
+
+#[tokio::test]
+async fn echoes_through_a_cluster_ip_and_replies_from_it() {
+    let backend = udp_backend("127.0.60.1", "a").await;
+    let vip = udp_vip();
+    let plane = start(
+        ProxySettings::default(),
+        vec![udp_service("dns", vip, &[backend.addr])],
+    )
+    .await;
+    let c = client("127.0.0.1").await;
+    let (reply, from) = ask(&c, vip, b"hello").await;
+    assert_eq!(reply, "a|hello");
+    assert_eq!(
+        from, vip,
+        "the reply must come from the address the client sent to"
+    );
+    let stats = udp_stats(&plane, vip);
+    assert_eq!(read(&stats.udp_forwarded), 1);
+    assert_eq!(read(&stats.udp_replied), 1);
+    assert_eq!(read(&stats.udp_sessions), 1);
+    plane.shutdown().await;
+}
+
+#[tokio::test]
+async fn echoes_through_a_node_port_on_a_node_address() {
+    let backend = udp_backend("127.0.60.2", "a").await;
+    let vip = udp_vip();
+    let node_port = closed_udp_port("127.0.1.1").port();
+    let mut svc = ServiceSpec::cluster_ip("default", "np", vip.ip());
+    svc.service_type = ServiceType::NodePort;
+    let mut port = udp_port("", vip.port(), &[backend.addr]);
+    port.node_port = Some(node_port);
+    svc = svc.with_port(port);
+    let plane = start(ProxySettings::default(), vec![svc]).await;
+    let c = client("127.0.0.1").await;
+    let to = SocketAddr::new(ip("127.0.1.1"), node_port);
+    let (reply, from) = ask(&c, to, b"via node port").await;
+    assert_eq!(reply, "a|via node port");
+    assert_eq!(from, to);
+    plane.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_wildcard_node_address_replies_from_the_address_the_client_used() {
+    let backend = udp_backend("127.0.60.3", "a").await;
+    let vip = udp_vip();
+    // A port free on the wildcard address (traffic only ever goes to 127.x).
+    let node_port = std::net::UdpSocket::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let node = NodeSpec {
+        name: "node-1".into(),
+        addresses: vec![ip("0.0.0.0")],
+    };
+    let mut svc = ServiceSpec::cluster_ip("default", "np", vip.ip());
+    svc.service_type = ServiceType::NodePort;
+    let mut port = udp_port("", vip.port(), &[backend.addr]);
+    port.node_port = Some(node_port);
+    svc = svc.with_port(port);
+    let plane = start_on(node, ProxySettings::default(), vec![svc]).await;
+    for target in ["127.0.0.1", "127.0.1.7", "127.5.6.7"] {
+        let c = client("127.0.0.1").await;
+        let to = SocketAddr::new(ip(target), node_port);
+        let (reply, from) = ask(&c, to, target.as_bytes()).await;
+        assert_eq!(reply, format!("a|{target}"));
+        assert_eq!(
+            from, to,
+            "reply must come from {to}, the address the client sent to"
+        );
+    }
+    plane.shutdown().await;
+}
+
+#[tokio::test]
+async fn each_client_port_is_its_own_session() {
+    let backend = udp_backend("127.0.60.4", "a").await;
+    let vip = udp_vip();
+    let plane = start(
+        ProxySettings::default(),
+        vec![udp_service("dns", vip, &[backend.addr])],
+    )
+    .await;
+    let c1 = client("127.0.61.1").await;
+    let c2 = client("127.0.61.1").await;
+    for _ in 0..3 {
+        assert_eq!(ask(&c1, vip, b"1").await.0, "a|1");
+        assert_eq!(ask(&c2, vip, b"2").await.0, "a|2");
+    }
+    assert_eq!(plane.udp_flows(), 2);
+    let peers = backend.peers();
+    assert_eq!(peers.len(), 6);
+    // Each session keeps one socket toward the endpoint; the two differ.
+    assert_eq!(peers[0], peers[2]);
+    assert_eq!(peers[1], peers[3]);
+    assert_ne!(peers[0], peers[1]);
+    assert_eq!(read(&udp_stats(&plane, vip).udp_sessions), 2);
+    plane.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_session_slides_with_traffic_and_ends_after_the_idle_timeout() {
+    let backend = udp_backend("127.0.60.5", "a").await;
+    let vip = udp_vip();
+    let settings = ProxySettings {
+        udp_idle_timeout: Duration::from_millis(400),
+        ..ProxySettings::default()
+    };
+    let plane = start(settings, vec![udp_service("dns", vip, &[backend.addr])]).await;
+    let c = client("127.0.61.2").await;
+    // Traffic every 150 ms for well over the timeout: one session throughout.
+    for _ in 0..6 {
+        ask(&c, vip, b"x").await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let peers = backend.peers();
+    assert!(peers.iter().all(|p| *p == peers[0]), "{peers:?}");
+    // Then quiet: the session goes, and the next datagram opens a new one.
+    assert!(
+        eventually(WAIT, || plane.udp_flows() == 0).await,
+        "session did not expire"
+    );
+    ask(&c, vip, b"y").await;
+    assert_ne!(backend.peers().last(), Some(&peers[0]));
+    plane.shutdown().await;
+}
+
+#[tokio::test]
+async fn tcp_and_udp_share_one_port_number() {
+    let udp = udp_backend("127.0.60.6", "udp").await;
+    let tcp = echo_backend("127.0.60.6").await;
+    let vip = udp_vip();
+    let svc = ServiceSpec::cluster_ip("default", "dns", vip.ip())
+        .with_port(PortSpec::tcp("dns-tcp", vip.port()).with_endpoint(EndpointSpec::new(tcp.addr)))
+        .with_port(udp_port("dns", vip.port(), &[udp.addr]));
+    let plane = start(ProxySettings::default(), vec![svc]).await;
+    let c = client("127.0.0.1").await;
+    assert_eq!(ask(&c, vip, b"q").await.0, "udp|q");
+    let mut stream = tokio::time::timeout(WAIT, TcpStream::connect(vip))
+        .await
+        .unwrap()
+        .unwrap();
+    stream.write_all(b"over tcp").await.unwrap();
+    let mut buf = [0u8; 8];
+    tokio::time::timeout(WAIT, stream.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf, b"over tcp");
+    drop(stream);
+    plane.shutdown().await;
+}
+
+#[tokio::test]
+async fn large_datagrams_pass_untruncated() {
+    let backend = udp_backend("127.0.60.7", "a").await;
+    let vip = udp_vip();
+    let plane = start(
+        ProxySettings::default(),
+        vec![udp_service("dns", vip, &[backend.addr])],
+    )
+    .await;
+    let c = client("127.0.0.1").await;
+    for len in [60_000usize, 65_000] {
+        let payload: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+        let (reply, _) = ask_within(&c, vip, &payload, WAIT).await.expect("no reply");
+        assert_eq!(reply.len(), len + 2, "{len} byte datagram truncated");
+        assert_eq!(&reply[2..], &payload[..]);
+    }
+    // The largest datagram the client can send gets there whole; the echo
+    // (two bytes longer) cannot exist, so only the forward way is checked.
+    let payload = vec![7u8; lb_proxy::udp::MAX_DATAGRAM];
+    c.send_to(&payload, vip).await.unwrap();
+    assert!(eventually(WAIT, || backend.received() == 3).await);
+    plane.shutdown().await;
+}
+
+#[tokio::test]
+async fn datagrams_are_dropped_silently_without_endpoints_and_served_once_one_is_back() {
+    let vip = udp_vip();
+    let plane = start(ProxySettings::default(), vec![udp_service("dns", vip, &[])]).await;
+    let c = client("127.0.0.1").await;
+    assert!(ask_within(&c, vip, b"anyone?", Duration::from_millis(300))
+        .await
+        .is_none());
+    let stats = udp_stats(&plane, vip);
+    assert_eq!(read(&stats.udp_dropped_no_endpoints), 1);
+    assert_eq!(plane.udp_flows(), 0);
+    // The frontend stayed bound: an endpoint arriving is served at once.
+    let backend = udp_backend("127.0.60.8", "a").await;
+    update(&plane, vec![udp_service("dns", vip, &[backend.addr])]).await;
+    assert_eq!(ask(&c, vip, b"now").await.0, "a|now");
+    plane.shutdown().await;
+}
+
+#[tokio::test]
+async fn flows_move_when_their_endpoint_is_removed() {
+    let a = udp_backend("127.0.60.9", "a").await;
+    let b = udp_backend("127.0.60.10", "b").await;
+    let vip = udp_vip();
+    let plane = start(
+        ProxySettings::default(),
+        vec![udp_service("dns", vip, &[a.addr, b.addr])],
+    )
+    .await;
+    let c = client("127.0.0.1").await;
+    let first = ask(&c, vip, b"1").await.0;
+    let (stays, leaves) = if first.starts_with("a|") {
+        (&b, &a)
+    } else {
+        (&a, &b)
+    };
+    for _ in 0..3 {
+        assert_eq!(
+            ask(&c, vip, b"1").await.0,
+            first,
+            "the flow keeps its endpoint"
+        );
+    }
+    let before = leaves.received();
+    update(&plane, vec![udp_service("dns", vip, &[stays.addr])]).await;
+    let moved = ask(&c, vip, b"2").await.0;
+    assert_ne!(
+        moved[..2],
+        first[..2],
+        "the flow must leave the removed endpoint"
+    );
+    assert_eq!(
+        leaves.received(),
+        before,
+        "no datagram reaches a removed endpoint"
+    );
+    assert_eq!(plane.udp_flows(), 1);
+    // No endpoint at all: the flow is closed and datagrams are dropped.
+    update(&plane, vec![udp_service("dns", vip, &[])]).await;
+    assert_eq!(plane.udp_flows(), 0);
+    assert!(ask_within(&c, vip, b"3", Duration::from_millis(200))
+        .await
+        .is_none());
+    plane.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_endpoint_is_counted_and_the_flow_fails_over() {
+    // Endpoints are tried in address order: the closed port comes first.
+    let dead = closed_udp_port("127.0.62.1");
+    let live = udp_backend("127.0.62.2", "live").await;
+    let vip = udp_vip();
+    let plane = start(
+        ProxySettings::default(),
+        vec![udp_service("dns", vip, &[dead, live.addr])],
+    )
+    .await;
+    let c = client("127.0.0.1").await;
+    let mut answered = None;
+    for _ in 0..10 {
+        if let Some((reply, _)) = ask_within(&c, vip, b"q", Duration::from_millis(200)).await {
+            answered = Some(String::from_utf8_lossy(&reply).into_owned());
+            break;
+        }
+    }
+    assert_eq!(answered.as_deref(), Some("live|q"));
+    let stats = udp_stats(&plane, vip);
+    assert!(
+        read(&stats.udp_dropped_send_error) >= 1,
+        "ICMP unreachable not counted"
+    );
+    plane.shutdown().await;
+}
+
+#[tokio::test]
+async fn metrics_show_udp_sessions_and_datagrams() {
+    let backend = udp_backend("127.0.60.11", "a").await;
+    let vip = udp_vip();
+    let plane = start(
+        ProxySettings::default(),
+        vec![udp_service("dns", vip, &[backend.addr])],
+    )
+    .await;
+    let c = client("127.0.0.1").await;
+    ask(&c, vip, b"m").await;
+    let text = lb_proxy::metrics::render(&plane.table().load(), &Default::default());
+    assert!(
+        text.contains("lb_udp_sessions{namespace=\"default\",service=\"dns\",port=\""),
+        "{text}"
+    );
+    assert!(
+        text.contains(",protocol=\"UDP\",result=\"forwarded\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains(",protocol=\"UDP\",result=\"dropped\",reason=\"no_endpoints\"} 0"),
+        "{text}"
+    );
+    plane.shutdown().await;
+}
