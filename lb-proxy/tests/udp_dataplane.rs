@@ -22,12 +22,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::task::JoinHandle;
 
-/// A fresh 127.98.x.y address with a port free for both UDP and TCP.
+/// A fresh 127.100.x.y address with a port free for both UDP and TCP.
 fn udp_vip() -> SocketAddr {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let base = (std::process::id() as usize % 40) * 500;
     let n = base + NEXT.fetch_add(1, Ordering::Relaxed);
-    let ip = IpAddr::from([127, 98, (n / 250 + 1) as u8, (n % 250 + 1) as u8]);
+    let ip = IpAddr::from([127, 100, (n / 250 + 1) as u8, (n % 250 + 1) as u8]);
     for _ in 0..50 {
         let udp = std::net::UdpSocket::bind((ip, 0)).unwrap();
         let addr = udp.local_addr().unwrap();
