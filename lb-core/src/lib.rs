@@ -11,6 +11,7 @@
 //!   connections, prebuilt so a pick is one atomic increment.
 //! - [`affinity`]: ClientIP session affinity with a sliding timeout.
 //! - [`alloc`]: cluster IP and node port allocators over a pluggable store.
+//! - [`pool`]: LoadBalancer address pools and the assignment of their addresses.
 //! - [`settings`]: typed `[proxy]` settings shared by lb-config and lb-proxy.
 //! - [`stats`]: live counters shared by the data path and the admin views.
 //! - [`health`]: readiness probe specs and passive health (outlier ejection).
@@ -19,6 +20,7 @@ pub mod affinity;
 pub mod alloc;
 pub mod health;
 pub mod model;
+pub mod pool;
 pub mod select;
 pub mod settings;
 pub mod snapshot;

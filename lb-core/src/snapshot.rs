@@ -55,9 +55,26 @@ pub struct FrontendEntry {
     pub kind: FrontendKind,
     /// Whether the applicable traffic policy is Local (node-local endpoints only).
     pub local: bool,
+    /// LoadBalancer frontends of a service with `load_balancer_source_ranges`:
+    /// the client networks allowed in. `None` admits everyone, so the check on
+    /// the data path is one branch for every other frontend.
+    pub source_ranges: Option<Arc<[ipnet::IpNet]>>,
 }
 
 impl FrontendEntry {
+    /// Whether `client` may use this frontend (`load_balancer_source_ranges`).
+    pub fn admits(&self, client: IpAddr) -> bool {
+        let Some(ranges) = &self.source_ranges else {
+            return true;
+        };
+        // A v4 client on a dual-stack socket arrives as ::ffff:a.b.c.d.
+        let client = match client {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(client, IpAddr::V4),
+            v4 => v4,
+        };
+        ranges.iter().any(|net| net.contains(&client))
+    }
+
     /// Whether a new connection here would find an endpoint. A TCP listener is
     /// kept closed while this is false, so clients get "connection refused".
     pub fn has_endpoints(&self) -> bool {
@@ -399,16 +416,25 @@ impl Snapshot {
         }
         let internal_local = spec.internal_traffic_policy == TrafficPolicy::Local;
         let external_local = spec.external_traffic_policy == TrafficPolicy::Local;
+        let ranges: Option<Arc<[ipnet::IpNet]>> = (spec.service_type == ServiceType::LoadBalancer
+            && !spec.load_balancer_source_ranges.is_empty())
+        .then(|| spec.load_balancer_source_ranges.clone().into());
         for (port_spec, port) in spec.ports.iter().zip(ports) {
             let mut add = |ip: IpAddr, number: u16, kind: FrontendKind, local: bool| {
                 let key = FrontendKey {
                     addr: SocketAddr::new(ip, number),
                     protocol: port_spec.protocol,
                 };
+                let source_ranges = if kind == FrontendKind::LoadBalancer {
+                    ranges.clone()
+                } else {
+                    None
+                };
                 self.frontends.entry(key).or_insert_with(|| FrontendEntry {
                     port: port.clone(),
                     kind,
                     local,
+                    source_ranges,
                 });
             };
             if let Some(ip) = spec.cluster_ip.ip() {
@@ -669,6 +695,25 @@ mod tests {
         s.frontend(sa("127.96.0.10:80"), Protocol::Tcp)
             .unwrap()
             .clone()
+    }
+
+    #[test]
+    fn source_ranges_filter_only_load_balancer_frontends() {
+        let mut svc = web(&["127.0.244.1:8080"], SessionAffinity::None);
+        svc.service_type = ServiceType::LoadBalancer;
+        svc.load_balancer_ips = vec![ip("127.0.122.110")];
+        svc.load_balancer_source_ranges = vec!["127.0.0.5/32".parse().unwrap()];
+        svc.ports[0].node_port = Some(30080);
+        let s = Snapshot::build(node(), vec![svc], None, SystemTime::now());
+        let lb = s.frontend(sa("127.0.122.110:80"), Protocol::Tcp).unwrap();
+        assert_eq!(lb.kind, FrontendKind::LoadBalancer);
+        assert!(lb.admits(ip("127.0.0.5")));
+        assert!(lb.admits(ip("::ffff:127.0.0.5")));
+        assert!(!lb.admits(ip("127.0.0.6")));
+        for other in ["127.96.0.10:80", "127.0.1.1:30080"] {
+            let f = s.frontend(sa(other), Protocol::Tcp).unwrap();
+            assert!(f.admits(ip("127.0.0.6")), "{other} must not filter");
+        }
     }
 
     #[test]

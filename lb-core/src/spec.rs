@@ -91,6 +91,10 @@ pub struct ServiceSpec {
     pub load_balancer_ips: Vec<IpAddr>,
     /// Name of the pool the LoadBalancer address came from, or empty.
     pub ip_pool: String,
+    /// `loadBalancerSourceRanges`: clients allowed to reach the LoadBalancer
+    /// addresses (empty = everyone). Cluster IP and node port traffic is not
+    /// filtered, as in kube-proxy.
+    pub load_balancer_source_ranges: Vec<ipnet::IpNet>,
     /// Session affinity with its timeout.
     pub session_affinity: SessionAffinity,
     /// `externalTrafficPolicy`.
@@ -118,6 +122,7 @@ impl ServiceSpec {
             external_ips: Vec::new(),
             load_balancer_ips: Vec::new(),
             ip_pool: String::new(),
+            load_balancer_source_ranges: Vec::new(),
             session_affinity: SessionAffinity::None,
             external_traffic_policy: TrafficPolicy::Cluster,
             internal_traffic_policy: TrafficPolicy::Cluster,

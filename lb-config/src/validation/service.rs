@@ -317,6 +317,7 @@ pub(crate) fn service(raw: &RawService, index: usize, errs: &mut Errors) -> Opti
             external_ips,
             load_balancer_ips: Vec::new(),
             ip_pool: String::new(),
+            load_balancer_source_ranges: Vec::new(),
             session_affinity,
             external_traffic_policy,
             internal_traffic_policy,
