@@ -1,1 +1,84 @@
-//! Benchmarks for lb live here (criterion benches come with the performance issue).
+//! Shared fixtures for lb's criterion benchmarks (`cargo bench -p lb-benches`):
+//! hand-built service tables of any size and loopback backends, so every
+//! bench measures lb's own code paths and nothing else. The comparison
+//! against HAProxy and nginx lives in `benches/compare/` (a script, not a
+//! cargo bench), because it needs real processes and packages.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, SystemTime};
+
+use lb_core::{EndpointSpec, NodeSpec, PortSpec, ServiceSpec, SessionAffinity, Snapshot};
+
+/// The node every bench table is built for.
+pub fn node() -> NodeSpec {
+    NodeSpec {
+        name: "bench".into(),
+        addresses: vec![IpAddr::V4(Ipv4Addr::new(127, 0, 1, 1))],
+    }
+}
+
+/// Cluster IP of service number `i` (10.96.0.0/12 style, never dialed: the
+/// tables built from it are only looked up).
+pub fn cluster_ip(i: usize) -> IpAddr {
+    let i = i as u32;
+    IpAddr::V4(Ipv4Addr::new(
+        10,
+        96 + (i >> 16) as u8,
+        (i >> 8) as u8,
+        i as u8,
+    ))
+}
+
+/// Endpoint `j` of service `i` (10.244.0.0/14 style, never dialed).
+pub fn endpoint_addr(i: usize, j: usize) -> SocketAddr {
+    let n = (i * 16 + j) as u32;
+    SocketAddr::new(
+        IpAddr::V4(Ipv4Addr::new(
+            10,
+            244 + (n >> 16) as u8,
+            (n >> 8) as u8,
+            n as u8,
+        )),
+        8080,
+    )
+}
+
+/// One TCP service at `vip` port 80 with `weights.len()` endpoints.
+pub fn service(i: usize, vip: IpAddr, weights: &[u32], affinity: Option<Duration>) -> ServiceSpec {
+    let mut port = PortSpec::tcp("http", 80);
+    for (j, w) in weights.iter().enumerate() {
+        port = port.with_endpoint(EndpointSpec::new(endpoint_addr(i, j)).with_weight(*w));
+    }
+    let mut spec = ServiceSpec::cluster_ip("bench", &format!("svc-{i}"), vip).with_port(port);
+    if let Some(timeout) = affinity {
+        spec = spec.with_affinity(SessionAffinity::ClientIp { timeout });
+    }
+    spec
+}
+
+/// `services` services of `endpoints` endpoints each, weight 1.
+pub fn services(services: usize, endpoints: usize) -> Vec<ServiceSpec> {
+    (0..services)
+        .map(|i| service(i, cluster_ip(i), &vec![1; endpoints], None))
+        .collect()
+}
+
+/// Builds a snapshot of `services` as a first generation.
+pub fn snapshot(services: Vec<ServiceSpec>) -> Snapshot {
+    Snapshot::build(node(), services, None, SystemTime::now())
+}
+
+/// The frontend address of service `i` in tables built by [`services`].
+pub fn frontend(i: usize) -> SocketAddr {
+    SocketAddr::new(cluster_ip(i), 80)
+}
+
+/// The p-th percentile (0..=100) of `samples` (sorted in place).
+pub fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    if samples.is_empty() {
+        return Duration::ZERO;
+    }
+    samples.sort_unstable();
+    let rank = ((p / 100.0) * (samples.len() - 1) as f64).round() as usize;
+    samples[rank.min(samples.len() - 1)]
+}

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::forward::Engine;
 use crate::listener::Listeners;
 
 /// How often frontends that could not be bound are retried (and expired
@@ -48,6 +49,10 @@ pub(crate) struct Shared {
     bind_errors: Mutex<BTreeMap<FrontendKey, String>>,
     /// Every UDP flow (all UDP services share the `udp_max_flows` bound).
     pub(crate) udp: crate::udp::Flows,
+    /// The forwarding engine for new connections (`Engine as u8`).
+    engine: AtomicU8,
+    /// Bytes moved by `splice(2)`, all connections together.
+    pub(crate) spliced: AtomicU64,
 }
 
 impl Shared {
@@ -63,6 +68,15 @@ impl Shared {
 
     pub(crate) fn set_bind_errors(&self, errors: BTreeMap<FrontendKey, String>) {
         *self.bind_errors() = errors;
+    }
+
+    /// The forwarding engine for a new connection.
+    pub(crate) fn engine(&self) -> Engine {
+        if self.engine.load(Ordering::Relaxed) == Engine::Copy as u8 {
+            Engine::Copy
+        } else {
+            Engine::Splice
+        }
     }
 }
 
@@ -110,6 +124,8 @@ impl DataPlane {
             kill: CancellationToken::new(),
             open: AtomicUsize::new(0),
             bind_errors: Mutex::new(BTreeMap::new()),
+            engine: AtomicU8::new(Engine::from_env() as u8),
+            spliced: AtomicU64::new(0),
         });
         let inner = Arc::new(Inner {
             shared,
@@ -175,6 +191,28 @@ impl DataPlane {
     /// UDP flows open now, all services together.
     pub fn udp_flows(&self) -> usize {
         self.inner.shared.udp.len()
+    }
+
+    /// Chooses the forwarding engine for connections accepted from now on
+    /// (the default comes from `LB_FORWARD_ENGINE`, else splice on Linux);
+    /// tests and benchmarks run the same traffic under each.
+    pub fn set_engine(&self, engine: Engine) {
+        self.inner
+            .shared
+            .engine
+            .store(engine as u8, Ordering::Relaxed);
+    }
+
+    /// The forwarding engine new connections use.
+    pub fn engine(&self) -> Engine {
+        self.inner.shared.engine()
+    }
+
+    /// Bytes forwarded by `splice(2)` so far, both directions, all
+    /// connections: shows whether the splice engine really carried traffic
+    /// (it stays 0 under the copy loop or when splice is refused).
+    pub fn spliced_bytes(&self) -> u64 {
+        self.inner.shared.spliced.load(Ordering::Relaxed)
     }
 
     /// Open client connections (including ones still dialing).

@@ -1,7 +1,8 @@
 //! Moving bytes between the two legs of a proxied TCP connection.
 //!
-//! [`Engine`] is the seam where a zero-copy engine (`splice(2)` through a pipe
-//! pair) will join the copy loop. Every engine keeps the same promises:
+//! [`Engine`] picks how: a userspace copy loop, or `splice(2)` through a
+//! pooled pipe on Linux (`crate::splice`), which keeps the payload in the
+//! kernel. Every engine keeps the same promises:
 //!
 //! - bytes arrive exactly and in order, and are counted into the endpoint's
 //!   `bytes_rx` (client → endpoint) and `bytes_tx` (endpoint → client) chunk by
@@ -32,13 +33,63 @@ use crate::sys;
 /// so memory per connection is bounded.
 pub const COPY_BUFFER_SIZE: usize = 32 * 1024;
 
+/// The environment variable that forces an engine for a whole process
+/// (`copy` or `splice`), so the same test suite and benchmarks can run under
+/// each without a config change.
+pub const ENGINE_ENV: &str = "LB_FORWARD_ENGINE";
+
 /// How bytes move between client and endpoint.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Engine {
     /// A userspace copy loop, one buffer per direction. Works everywhere.
-    #[default]
     Copy,
+    /// `splice(2)` socket → pipe → socket (Linux): no copy through user
+    /// space, and a pipe is held only while bytes are in flight. Falls back
+    /// to [`Engine::Copy`] where splice is unavailable or refused.
+    Splice,
+}
+
+impl Default for Engine {
+    /// Splice on Linux (the faster engine there), the copy loop elsewhere.
+    fn default() -> Self {
+        if cfg!(target_os = "linux") {
+            Engine::Splice
+        } else {
+            Engine::Copy
+        }
+    }
+}
+
+impl Engine {
+    /// Parses `copy` or `splice` (the values of [`ENGINE_ENV`]).
+    pub fn parse(s: &str) -> Option<Engine> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "copy" => Some(Engine::Copy),
+            "splice" => Some(Engine::Splice),
+            _ => None,
+        }
+    }
+
+    /// The engine [`ENGINE_ENV`] asks for, or the default when it is unset
+    /// or unreadable (logged).
+    pub fn from_env() -> Engine {
+        match std::env::var(ENGINE_ENV) {
+            Ok(v) => Engine::parse(&v).unwrap_or_else(|| {
+                tracing::warn!(value = %v, "{ENGINE_ENV} is neither copy nor splice; using the default");
+                Engine::default()
+            }),
+            Err(_) => Engine::default(),
+        }
+    }
+
+    /// Short name for logs and benchmarks.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Copy => "copy",
+            Engine::Splice => "splice",
+        }
+    }
 }
 
 /// The timers that bound one forwarded connection (from `[proxy]`).
@@ -82,17 +133,40 @@ impl Outcome {
 impl Engine {
     /// Forwards between `client` and `upstream` until both sides are done, a
     /// leg fails, a timer in `limits` runs out or `stop` resolves; then closes
-    /// both legs (with a reset when a leg failed) and says why.
+    /// both legs (with a reset when a leg failed) and says why. Bytes moved by
+    /// `splice(2)` are also added to `spliced`, so callers can tell which
+    /// engine really carried the traffic.
     pub async fn run(
         self,
         mut client: TcpStream,
         mut upstream: TcpStream,
         limits: Limits,
         stats: &EndpointStats,
+        spliced: &AtomicU64,
         stop: impl Future<Output = ()>,
     ) -> Outcome {
+        tokio::pin!(stop);
         let outcome = match self {
             Engine::Copy => copy(&mut client, &mut upstream, limits, stats, stop).await,
+            Engine::Splice => {
+                #[cfg(target_os = "linux")]
+                {
+                    match crate::splice::run(&client, &upstream, limits, stats, spliced, &mut stop)
+                        .await
+                    {
+                        Ok(outcome) => outcome,
+                        // Nothing was read yet: the copy loop starts from a clean slate.
+                        Err(_refused) => {
+                            copy(&mut client, &mut upstream, limits, stats, stop).await
+                        }
+                    }
+                }
+                #[cfg(not(target_os = "linux"))]
+                {
+                    let _ = spliced;
+                    copy(&mut client, &mut upstream, limits, stats, stop).await
+                }
+            }
         };
         if let Outcome::Reset(_) = outcome {
             sys::reset(client);
@@ -175,7 +249,7 @@ impl Pump {
 }
 
 /// What the pumps report to the timer loop.
-enum Step {
+pub(crate) enum Step {
     /// Both directions finished.
     Finished,
     /// The first direction finished: start the half-close timer.
@@ -195,6 +269,37 @@ async fn copy(
     let (mut upstream_r, mut upstream_w) = upstream.split();
     let mut rx = Pump::new();
     let mut tx = Pump::new();
+    drive(limits, stop, |cx, half_closed, active| {
+        let a = rx.poll_copy(cx, &mut client_r, &mut upstream_w, &stats.bytes_rx, active);
+        let b = tx.poll_copy(cx, &mut upstream_r, &mut client_w, &stats.bytes_tx, active);
+        if let Poll::Ready(Err(e)) = a {
+            return Poll::Ready(Step::Failed(e));
+        }
+        if let Poll::Ready(Err(e)) = b {
+            return Poll::Ready(Step::Failed(e));
+        }
+        if rx.done && tx.done {
+            return Poll::Ready(Step::Finished);
+        }
+        if (rx.done || tx.done) && !half_closed {
+            return Poll::Ready(Step::HalfClosed);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// The timer loop every engine shares: polls `pumps` (told whether the
+/// half-close timer runs, and setting `active` when a byte moved) against the
+/// idle and half-close timers and `stop`.
+pub(crate) async fn drive<F>(
+    limits: Limits,
+    stop: impl Future<Output = ()>,
+    mut pumps: F,
+) -> Outcome
+where
+    F: FnMut(&mut Context<'_>, bool, &mut bool) -> Poll<Step>,
+{
     let mut last_activity = Instant::now();
     let mut half_closed = false;
     let far = Duration::from_secs(86_400 * 365);
@@ -205,36 +310,11 @@ async fn copy(
     loop {
         let step = poll_fn(|cx| {
             let mut active = false;
-            let a = rx.poll_copy(
-                cx,
-                &mut client_r,
-                &mut upstream_w,
-                &stats.bytes_rx,
-                &mut active,
-            );
-            let b = tx.poll_copy(
-                cx,
-                &mut upstream_r,
-                &mut client_w,
-                &stats.bytes_tx,
-                &mut active,
-            );
+            let step = pumps(cx, half_closed, &mut active);
             if active {
                 last_activity = Instant::now();
             }
-            if let Poll::Ready(Err(e)) = a {
-                return Poll::Ready(Step::Failed(e));
-            }
-            if let Poll::Ready(Err(e)) = b {
-                return Poll::Ready(Step::Failed(e));
-            }
-            if rx.done && tx.done {
-                return Poll::Ready(Step::Finished);
-            }
-            if (rx.done || tx.done) && !half_closed {
-                return Poll::Ready(Step::HalfClosed);
-            }
-            Poll::Pending
+            step
         });
         tokio::select! {
             step = step => match step {

@@ -18,8 +18,9 @@
 //!   like kube-proxy.
 //! - [`probe`]: readiness probes and the endpoint-state overlay
 //!   ([`probe::Health`]) that folds their results into the snapshot.
-//! - [`forward`]: the forwarding engine seam (copy loop today, splice later):
-//!   FIN as FIN, reset as reset, idle and half-close timers, byte counting.
+//! - [`forward`]: the forwarding engines (copy loop; `splice(2)` through a
+//!   pipe pool in [`splice`] on Linux): FIN as FIN, reset as reset, idle and
+//!   half-close timers, byte counting.
 //! - `listener`, `tcp`, `sys` (private): binding service listeners and their
 //!   accept loops; one client connection (admission, dials with failover);
 //!   socket options, the only place `unsafe` may live.
@@ -36,6 +37,8 @@ pub mod healthcheck;
 mod listener;
 pub mod metrics;
 pub mod probe;
+#[cfg(target_os = "linux")]
+pub mod splice;
 mod sys;
 mod tcp;
 pub mod udp;

@@ -3,13 +3,13 @@
 //! Sockets go through `socket2`; the `unsafe` calls are `setrlimit(2)` in
 //! [`raise_nofile_limit`] and the `recvmsg(2)`/`sendmsg(2)` with `IP_PKTINFO`
 //! that let a UDP frontend bound to a wildcard address learn where each
-//! datagram was sent and reply from exactly there. When a splice engine
-//! arrives, its `splice(2)` and pipe calls belong here too.
+//! datagram was sent and reply from exactly there, and the `pipe2(2)`,
+//! `fcntl(F_SETPIPE_SZ)` and `splice(2)` calls of the splice engine.
 
 use std::io;
 use std::mem;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr;
 use std::time::Duration;
 
@@ -323,6 +323,65 @@ fn sendmsg_from(fd: RawFd, buf: &[u8], to: SocketAddr, src: IpAddr) -> io::Resul
     // SAFETY: every pointer in `msg` points to live buffers of the lengths
     // given, which outlive the call.
     let n = unsafe { libc::sendmsg(fd, &msg, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// Shuts down the write side of `stream` (a FIN passed on as a FIN) through
+/// a shared reference, as the splice engine holds both legs by `&`.
+pub(crate) fn shutdown_write(stream: &TcpStream) -> io::Result<()> {
+    match SockRef::from(stream).shutdown(std::net::Shutdown::Write) {
+        // The peer is already gone: nothing left to tell it.
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+        other => other,
+    }
+}
+
+/// A pipe for the splice engine: non-blocking, close-on-exec, asked to hold
+/// `size` bytes (`F_SETPIPE_SZ`, best effort). Returns (read end, write end,
+/// capacity in bytes).
+#[cfg(target_os = "linux")]
+pub(crate) fn pipe(size: usize) -> io::Result<(OwnedFd, OwnedFd, usize)> {
+    let mut fds: [libc::c_int; 2] = [-1, -1];
+    // SAFETY: pipe2 writes two descriptors into a valid array of two c_ints.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by
+    // nobody else; OwnedFd now closes them.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let size = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
+    // SAFETY: fcntl on a descriptor we own, with an integer argument.
+    let mut cap = unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, size) };
+    if cap < 0 {
+        // Above fs.pipe-max-size (or out of pipe quota): keep the default size.
+        // SAFETY: fcntl on a descriptor we own, no argument.
+        cap = unsafe { libc::fcntl(w.as_raw_fd(), libc::F_GETPIPE_SZ) };
+    }
+    let cap = usize::try_from(cap).unwrap_or(0).max(4096);
+    Ok((r, w, cap))
+}
+
+/// Moves up to `len` bytes from `from` to `to` inside the kernel, one of
+/// them a pipe (`splice(2)` with `SPLICE_F_MOVE | SPLICE_F_NONBLOCK`): the
+/// payload never enters user space. `WouldBlock` when the socket has nothing
+/// to give or no room to take; `Ok(0)` at EOF.
+#[cfg(target_os = "linux")]
+pub(crate) fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+    // SAFETY: splice takes two descriptors and null offsets (both are streams
+    // or pipes); no memory of ours is read or written.
+    let n = unsafe {
+        libc::splice(
+            from,
+            ptr::null_mut(),
+            to,
+            ptr::null_mut(),
+            len,
+            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+        )
+    };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }

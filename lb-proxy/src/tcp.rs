@@ -18,7 +18,7 @@ use tracing::{debug, info};
 
 use crate::dataplane::Shared;
 use crate::error::Error;
-use crate::forward::{self, Engine, Limits};
+use crate::forward::{self, Limits};
 use crate::sys;
 
 /// Decrements a counter when dropped, so every exit path gives back what an
@@ -119,8 +119,16 @@ pub(crate) async fn serve(
         settings.drain_timeout,
         shared.kill.clone(),
     );
-    let outcome = Engine::default()
-        .run(client, upstream, limits, &endpoint_stats, stop)
+    let outcome = shared
+        .engine()
+        .run(
+            client,
+            upstream,
+            limits,
+            &endpoint_stats,
+            &shared.spliced,
+            stop,
+        )
         .await;
     debug!(service = %entry.port.key(), client = %peer, endpoint = %endpoint_addr,
         outcome = outcome.as_str(), "connection ended");

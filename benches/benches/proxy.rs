@@ -1,0 +1,174 @@
+//! Proxied connections per second and proxied bytes per second, in process
+//! over loopback, under each forwarding engine (copy, splice). The client,
+//! the proxy and the backends share one tokio runtime and the machine's
+//! cores, so these figures compare engines and versions of lb with each
+//! other; the comparison with HAProxy and nginx is `benches/compare/`.
+
+// criterion_group! generates undocumented functions.
+#![allow(missing_docs)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use lb_benches::node;
+use lb_core::{EndpointSpec, PortSpec, ProxySettings, ServiceSpec, Snapshot};
+use lb_proxy::forward::Engine;
+use lb_proxy::DataPlane;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Runtime;
+
+/// Concurrent clients in the connections-per-second bench.
+const CONCURRENCY: u64 = 8;
+/// Bytes sent through one connection per iteration of the throughput bench.
+const BULK: usize = 16 << 20;
+/// Answer of the small-response backend (an HTTP response's size).
+const ANSWER: &[u8] = &[b'x'; 256];
+
+/// A backend that answers [`ANSWER`] and closes, waiting for the client's FIN
+/// so the close is clean.
+async fn answer_backend(ip: &str) -> SocketAddr {
+    let listener = TcpListener::bind((ip, 0)).await.expect("bind backend");
+    let addr = listener.local_addr().expect("backend address");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let _ = s.write_all(ANSWER).await;
+                let _ = s.shutdown().await;
+                let mut sink = [0u8; 64];
+                let _ = tokio::time::timeout(Duration::from_secs(5), s.read(&mut sink)).await;
+            });
+        }
+    });
+    addr
+}
+
+/// A backend that reads to EOF and answers one byte.
+async fn sink_backend(ip: &str) -> SocketAddr {
+    let listener = TcpListener::bind((ip, 0)).await.expect("bind backend");
+    let addr = listener.local_addr().expect("backend address");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 256 * 1024];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                let _ = s.write_all(b"k").await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+async fn plane(engine: Engine, vip: SocketAddr, backend: SocketAddr) -> DataPlane {
+    let port = PortSpec::tcp("", vip.port()).with_endpoint(EndpointSpec::new(backend));
+    let svc = ServiceSpec::cluster_ip("bench", engine.as_str(), vip.ip()).with_port(port);
+    let snapshot = Snapshot::build(node(), vec![svc], None, std::time::SystemTime::now());
+    let plane = DataPlane::start(ProxySettings::default(), snapshot).await;
+    plane.set_engine(engine);
+    plane
+}
+
+fn free(ip: &str) -> SocketAddr {
+    let probe = std::net::TcpListener::bind((ip, 0)).expect("probe a free port");
+    probe.local_addr().expect("probe address")
+}
+
+async fn one_connection(vip: SocketAddr) {
+    let Ok(mut s) = TcpStream::connect(vip).await else {
+        return;
+    };
+    let mut buf = [0u8; 512];
+    let mut got = 0;
+    while let Ok(n) = s.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    assert_eq!(got, ANSWER.len());
+}
+
+async fn one_bulk(vip: SocketAddr, payload: &[u8]) {
+    let mut s = TcpStream::connect(vip).await.expect("connect");
+    s.write_all(payload).await.expect("send");
+    s.shutdown().await.expect("fin");
+    let mut k = Vec::new();
+    s.read_to_end(&mut k).await.expect("answer");
+    assert_eq!(k, b"k");
+}
+
+fn proxy(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let payload = vec![7u8; BULK];
+    for (n, engine) in [Engine::Copy, Engine::Splice].into_iter().enumerate() {
+        let (vip_conn, vip_bulk) = (
+            free(&format!("127.77.0.{}", 2 * n + 1)),
+            free(&format!("127.77.0.{}", 2 * n + 2)),
+        );
+        let (_p1, _p2) = rt.block_on(async {
+            let a = answer_backend("127.77.1.1").await;
+            let b = sink_backend("127.77.1.2").await;
+            (
+                plane(engine, vip_conn, a).await,
+                plane(engine, vip_bulk, b).await,
+            )
+        });
+        let mut group = c.benchmark_group(format!("proxy_{}", engine.as_str()));
+        group.throughput(Throughput::Elements(1));
+        group.bench_function("connections", |b| {
+            b.iter_custom(|iters| run_connections(&rt, vip_conn, iters))
+        });
+        group.throughput(Throughput::Bytes(BULK as u64));
+        group.sample_size(20);
+        group.bench_function("bytes_16MiB", |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        one_bulk(vip_bulk, &payload).await;
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+        group.finish();
+        if engine == Engine::Splice {
+            println!(
+                "splice engine moved {} bytes by splice(2)",
+                _p2.spliced_bytes() + _p1.spliced_bytes()
+            );
+        }
+    }
+}
+
+fn run_connections(rt: &Runtime, vip: SocketAddr, iters: u64) -> Duration {
+    rt.block_on(async {
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for k in 0..CONCURRENCY {
+            let share = iters / CONCURRENCY + u64::from(k < iters % CONCURRENCY);
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..share {
+                    one_connection(vip).await;
+                }
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        start.elapsed()
+    })
+}
+
+criterion_group!(benches, proxy);
+criterion_main!(benches);

@@ -1,0 +1,274 @@
+//! The splice engine (Linux): each direction moves bytes socket → pipe →
+//! socket with `splice(2)`, so the payload stays in the kernel and costs two
+//! system calls per chunk of up to [`PIPE_SIZE`] bytes, no copy to user space.
+//!
+//! Pipes come from a process-wide pool and are borrowed only while bytes are
+//! in flight: a direction takes one when its socket is readable and gives it
+//! back as soon as the pipe is empty and the socket has nothing more, so an
+//! idle connection holds no pipe (and no buffer at all). A pipe that still
+//! holds bytes when its connection ends is closed, never reused.
+//!
+//! Readiness comes from tokio (`poll_read_ready`/`poll_write_ready` and
+//! `try_io`), so `EAGAIN` clears the readiness the reactor reported and the
+//! task sleeps until the next edge. The timers, FIN and reset rules are the
+//! ones every engine shares (`forward::drive`).
+
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::task::{ready, Context, Poll};
+
+use lb_core::stats::{self, EndpointStats};
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+
+use crate::forward::{drive, Limits, Outcome, Step};
+use crate::sys;
+
+/// Bytes each pooled pipe is asked to hold (`F_SETPIPE_SZ`), and so the
+/// largest chunk one `splice(2)` pair moves. The kernel default (64 KiB)
+/// halves the chunk; the pages are only used while bytes are in flight.
+pub const PIPE_SIZE: usize = 256 * 1024;
+
+/// Idle pipes the pool keeps; pipes given back beyond this are closed, so
+/// after a burst the process returns to a bounded number of descriptors.
+pub const POOL_MAX_IDLE: usize = 256;
+
+/// Set once splice has been refused (`EINVAL`, `ENOSYS`, `EPERM`: a seccomp
+/// filter, a socket type without splice support); later connections then go
+/// straight to the copy loop.
+static REFUSED: AtomicBool = AtomicBool::new(false);
+
+/// Pipes lent out right now (in flight), for tests and benchmarks.
+static BORROWED: AtomicUsize = AtomicUsize::new(0);
+
+static POOL: Mutex<Vec<Pipe>> = Mutex::new(Vec::new());
+
+/// Pipes currently borrowed from the pool, i.e. holding or about to hold
+/// bytes in flight. Idle connections hold none, which is what this shows.
+pub fn pipes_borrowed() -> usize {
+    BORROWED.load(Ordering::Relaxed)
+}
+
+/// Pipes waiting in the pool.
+pub fn pipes_idle() -> usize {
+    POOL.lock().map(|p| p.len()).unwrap_or(0)
+}
+
+/// Whether splice was refused by this kernel or sandbox (the copy loop then
+/// carries every connection).
+pub fn refused() -> bool {
+    REFUSED.load(Ordering::Relaxed)
+}
+
+/// One pipe: its two ends and how many bytes it holds.
+#[derive(Debug)]
+struct Pipe {
+    r: OwnedFd,
+    w: OwnedFd,
+    cap: usize,
+}
+
+fn take_pipe() -> io::Result<Pipe> {
+    let pooled = POOL.lock().ok().and_then(|mut p| p.pop());
+    let pipe = match pooled {
+        Some(p) => p,
+        None => {
+            let (r, w, cap) = sys::pipe(PIPE_SIZE)?;
+            Pipe { r, w, cap }
+        }
+    };
+    BORROWED.fetch_add(1, Ordering::Relaxed);
+    Ok(pipe)
+}
+
+/// Gives back an empty pipe; `dirty` pipes (bytes still inside) are closed.
+fn give_pipe(pipe: Pipe, dirty: bool) {
+    BORROWED.fetch_sub(1, Ordering::Relaxed);
+    if dirty {
+        return;
+    }
+    if let Ok(mut pool) = POOL.lock() {
+        if pool.len() < POOL_MAX_IDLE {
+            pool.push(pipe);
+        }
+    }
+}
+
+/// Why the engine gave up before moving a byte: splice is refused here.
+#[derive(Debug)]
+pub(crate) struct Refused(#[allow(dead_code)] pub(crate) io::Error);
+
+fn is_refusal(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EPERM) | Some(libc::EOPNOTSUPP)
+    )
+}
+
+/// One direction: `src` → pipe → `dst`.
+#[derive(Debug, Default)]
+struct Flow {
+    pipe: Option<Pipe>,
+    in_pipe: usize,
+    eof: bool,
+    done: bool,
+}
+
+impl Drop for Flow {
+    fn drop(&mut self) {
+        if let Some(pipe) = self.pipe.take() {
+            give_pipe(pipe, self.in_pipe > 0);
+        }
+    }
+}
+
+impl Flow {
+    fn release(&mut self) {
+        if self.in_pipe == 0 {
+            if let Some(pipe) = self.pipe.take() {
+                give_pipe(pipe, false);
+            }
+        }
+    }
+
+    /// Splices from `src` to `dst` until `src` is at EOF and `dst` is shut
+    /// down (`Ready(Ok)`), a leg fails (`Ready(Err)`) or neither can progress.
+    /// Sets `active` when a byte moved, `moved` once anything happened at all
+    /// (after which a refusal is an ordinary failure, not a fallback).
+    #[allow(clippy::too_many_arguments)]
+    fn poll_splice(
+        &mut self,
+        cx: &mut Context<'_>,
+        src: &TcpStream,
+        dst: &TcpStream,
+        counter: &AtomicU64,
+        spliced: &AtomicU64,
+        active: &mut bool,
+        moved: &mut bool,
+    ) -> Poll<io::Result<()>> {
+        if self.done {
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            if self.in_pipe == 0 && !self.eof {
+                ready!(src.poll_read_ready(cx))?;
+                if self.pipe.is_none() {
+                    self.pipe = Some(take_pipe()?);
+                }
+                let Some(pipe) = self.pipe.as_ref() else {
+                    continue;
+                };
+                let (w, cap) = (pipe.w.as_raw_fd(), pipe.cap);
+                match src.try_io(Interest::READABLE, || sys::splice(src.as_raw_fd(), w, cap)) {
+                    Ok(0) => {
+                        self.eof = true;
+                        *moved = true;
+                        self.release();
+                    }
+                    Ok(n) => {
+                        self.in_pipe = n;
+                        *moved = true;
+                        *active = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        // Nothing to read: an idle direction holds no pipe.
+                        self.release();
+                        continue;
+                    }
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            }
+            while self.in_pipe > 0 {
+                ready!(dst.poll_write_ready(cx))?;
+                let Some(pipe) = self.pipe.as_ref() else {
+                    return Poll::Ready(Err(io::Error::other("bytes in flight without a pipe")));
+                };
+                let r = pipe.r.as_raw_fd();
+                let len = self.in_pipe;
+                match dst.try_io(Interest::WRITABLE, || sys::splice(r, dst.as_raw_fd(), len)) {
+                    Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Ok(n) => {
+                        self.in_pipe -= n;
+                        stats::add(counter, n as u64);
+                        stats::add(spliced, n as u64);
+                        *active = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            }
+            if self.eof {
+                // FIN passed on as FIN: shutdown(Write) of the other leg only.
+                sys::shutdown_write(dst)?;
+                self.done = true;
+                return Poll::Ready(Ok(()));
+            }
+        }
+    }
+}
+
+/// Forwards between `client` and `upstream` with splice. `Err(Refused)` when
+/// the kernel refused splice before a byte moved: the caller runs the copy
+/// loop on the same, untouched sockets.
+pub(crate) async fn run(
+    client: &TcpStream,
+    upstream: &TcpStream,
+    limits: Limits,
+    stats: &EndpointStats,
+    spliced: &AtomicU64,
+    stop: impl Future<Output = ()>,
+) -> Result<Outcome, Refused> {
+    if REFUSED.load(Ordering::Relaxed) {
+        return Err(Refused(io::Error::from_raw_os_error(libc::EINVAL)));
+    }
+    let mut rx = Flow::default();
+    let mut tx = Flow::default();
+    let mut moved = false;
+    let mut refused = false;
+    let outcome = drive(limits, stop, |cx, half_closed, active| {
+        let a = rx.poll_splice(
+            cx,
+            client,
+            upstream,
+            &stats.bytes_rx,
+            spliced,
+            active,
+            &mut moved,
+        );
+        let b = tx.poll_splice(
+            cx,
+            upstream,
+            client,
+            &stats.bytes_tx,
+            spliced,
+            active,
+            &mut moved,
+        );
+        for r in [a, b] {
+            if let Poll::Ready(Err(e)) = r {
+                refused = !moved && is_refusal(&e);
+                return Poll::Ready(Step::Failed(e));
+            }
+        }
+        if rx.done && tx.done {
+            return Poll::Ready(Step::Finished);
+        }
+        if (rx.done || tx.done) && !half_closed {
+            return Poll::Ready(Step::HalfClosed);
+        }
+        Poll::Pending
+    })
+    .await;
+    match outcome {
+        Outcome::Reset(e) if refused => {
+            if !REFUSED.swap(true, Ordering::Relaxed) {
+                tracing::warn!(error = %e, "splice(2) refused; forwarding with the copy loop");
+            }
+            Err(Refused(e))
+        }
+        other => Ok(other),
+    }
+}
