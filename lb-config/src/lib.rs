@@ -18,6 +18,8 @@
 //! - [`config`]: the result, [`Config`].
 //! - [`resolve`]: endpoints known by DNS name, applied as an overlay once
 //!   resolved, with bounded refresh intervals.
+//! - [`source`]: sources of objects (file, [`manifests`], etcd) and the
+//!   one merge with its conflict rules.
 //! - [`store`]: [`FileStore`], allocations in a state file across restarts.
 //! - [`watch`]: [`watch_file`], reload triggers for edits, renames and
 //!   ConfigMap symlink swaps.
@@ -39,9 +41,11 @@ pub mod config;
 mod endpoints;
 pub mod error;
 pub mod loader;
+pub mod manifests;
 mod parse;
 pub mod raw;
 pub mod resolve;
+pub mod source;
 pub mod store;
 mod unsupported;
 mod validation;

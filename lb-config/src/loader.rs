@@ -21,6 +21,9 @@ pub struct Loader {
     /// The last good allocations; `None` until the store has been read.
     current: Option<Allocations>,
     hostname: String,
+    /// The store is shared with other nodes (etcd): read it before every
+    /// load, since another node may have allocated since.
+    shared: bool,
 }
 
 impl Loader {
@@ -30,7 +33,16 @@ impl Loader {
             store,
             current: None,
             hostname: default_node_name(),
+            shared: false,
         }
+    }
+
+    /// Marks the store as shared by several nodes: every load starts from
+    /// what the store holds now (falling back to the last good allocations
+    /// when it cannot be read), so nodes agree.
+    pub fn with_shared_store(mut self) -> Self {
+        self.shared = true;
+        self
     }
 
     /// Uses `name` instead of the hostname as the default node name (for
@@ -58,10 +70,10 @@ impl Loader {
     pub fn load_raw(&mut self, raw: &RawConfig) -> Result<Config, ConfigErrors> {
         let mut warnings = Vec::new();
         let previous = match &self.current {
-            Some(a) => a.clone(),
-            None => self.store.load().unwrap_or_else(|e| {
+            Some(a) if !self.shared => a.clone(),
+            current => self.store.load().unwrap_or_else(|e| {
                 warnings.push(format!("allocations: starting afresh: {e}"));
-                Allocations::default()
+                current.clone().unwrap_or_default()
             }),
         };
         let mut errs = Errors::default();

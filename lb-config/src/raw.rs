@@ -357,6 +357,19 @@ pub struct RawEtcd {
     pub endpoints: Vec<String>,
     /// Key prefix; default `/lb`.
     pub prefix: Option<String>,
+    /// User name, when etcd has authentication enabled.
+    pub username: Option<String>,
+    /// Password of `username`.
+    pub password: Option<String>,
+    /// CA bundle for https endpoints (TLS is not supported yet).
+    pub ca_file: Option<String>,
+    /// Client certificate for https endpoints (not supported yet).
+    pub cert_file: Option<String>,
+    /// Client key for https endpoints (not supported yet).
+    pub key_file: Option<String>,
+    /// Accept `exec` readiness probes from etcd; default false (they run
+    /// commands as root on every node).
+    pub allow_exec_probes: Option<bool>,
 }
 
 /// A number or a string, as Kubernetes' `IntOrString` (`target_port`, probe

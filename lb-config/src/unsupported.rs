@@ -43,8 +43,9 @@ pub(crate) fn check(raw: &RawConfig, errs: &mut Errors) {
             later("LoadBalancer announcements"),
         ));
     }
-    if raw.source.as_ref().is_some_and(|s| s.etcd.is_some()) {
-        errs.push(FieldError::forbidden("source.etcd", later("etcd sources")));
+    if let Some(etcd) = raw.source.as_ref().and_then(|s| s.etcd.as_ref()) {
+        // Served by `source::etcd`; its own checks refuse what is not yet.
+        crate::source::etcd::EtcdSettings::from_raw(etcd, errs);
     }
     for (i, p) in raw.ip_pools.iter().enumerate() {
         errs.push(FieldError::forbidden(

@@ -144,7 +144,9 @@ pub(crate) fn pod(raw: &RawPod, index: usize, node: &str, errs: &mut Errors) -> 
             errs.push(FieldError::invalid(format!("{path}.hostname"), h, m));
         }
     }
-    if let Some(n) = &raw.node {
+    // An empty node (pods from etcd or manifests without one) is local
+    // nowhere.
+    if let Some(n) = raw.node.as_ref().filter(|n| !n.is_empty()) {
         for m in names::dns1123_subdomain(n) {
             errs.push(FieldError::invalid(format!("{path}.node"), n, m));
         }

@@ -1,0 +1,404 @@
+//! Sources of objects and the one function that merges them.
+//!
+//! A source yields *whole* desired states (level-triggered), never diffs: the
+//! config file, Kubernetes manifests (`--manifests`) and etcd
+//! (`[source.etcd]`) each hand over every object they hold, and [`merge`]
+//! combines them with explicit conflict rules:
+//!
+//! - node identity, `[cluster]`, `[proxy]`, `[admin]`, `[dns]` come from the
+//!   file only;
+//! - the same object (kind, namespace, name) in the file and in the manifests,
+//!   or twice in the manifests, is an error (a user wrote it twice);
+//! - between etcd objects that name the same object under different keys, the
+//!   older `mod_revision` wins and the loser is reported with its key;
+//! - an etcd object that names an object the file or manifests already hold is
+//!   skipped and reported with its key (local files win: they are what the
+//!   operator of this node wrote).
+//!
+//! [`load_merged`] then validates the merged raw state with
+//! [`Loader::load_raw`]; an etcd object that fails validation is skipped and
+//! reported with its key, and the rest applies (one bad object in a shared
+//! store must not stop every node).
+
+pub mod etcd;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::config::Config;
+use crate::error::{object_path, ConfigErrors, FieldError};
+use crate::loader::Loader;
+use crate::raw::{RawConfig, RawEndpoints, RawIpPool, RawPod, RawService};
+
+/// Where an object came from, so errors and conflicts can name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The TOML config file.
+    File,
+    /// A Kubernetes manifest: file and document number (1-based).
+    Manifest {
+        /// The YAML file.
+        path: String,
+        /// Document number in that file, from 1.
+        document: usize,
+    },
+    /// An etcd key and its `mod_revision`.
+    Etcd {
+        /// The full key.
+        key: String,
+        /// The revision that last modified it (older wins a conflict).
+        mod_revision: i64,
+    },
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::File => f.write_str("the config file"),
+            Origin::Manifest { path, document } => write!(f, "{path} (document {document})"),
+            Origin::Etcd { key, mod_revision } => {
+                write!(f, "etcd key {key} (mod_revision {mod_revision})")
+            }
+        }
+    }
+}
+
+/// One object and its origin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sourced<T> {
+    /// The object, in the file's raw shape.
+    pub object: T,
+    /// Where it came from.
+    pub origin: Origin,
+}
+
+impl<T> Sourced<T> {
+    /// Wraps `object` from `origin`.
+    pub fn new(object: T, origin: Origin) -> Self {
+        Sourced { object, origin }
+    }
+}
+
+/// The whole desired state one source holds right now, in the raw shape of
+/// the file's tables (so every source is validated by the same code).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DesiredState {
+    /// `[[services]]`.
+    pub services: Vec<Sourced<RawService>>,
+    /// `[[pods]]`.
+    pub pods: Vec<Sourced<RawPod>>,
+    /// `[[endpoints]]`.
+    pub endpoints: Vec<Sourced<RawEndpoints>>,
+    /// `[[ip_pools]]`.
+    pub ip_pools: Vec<Sourced<RawIpPool>>,
+    /// Things skipped or ignored on the way (unknown kinds and fields, bad
+    /// etcd objects), one line each, to be logged.
+    pub warnings: Vec<String>,
+}
+
+/// A source of objects: yields its whole current state on demand. The file
+/// source is the config file itself (see [`merge`]); others implement this.
+pub trait Source: Send + Sync + fmt::Debug {
+    /// Short name for logs and `/readyz` (`manifests`, `etcd`).
+    fn name(&self) -> &str;
+    /// The whole current desired state. An error means the source cannot be
+    /// read as a whole (a manifest that does not parse): nothing of it applies.
+    fn desired(&self) -> Result<DesiredState, ConfigErrors>;
+    /// `Some(reason)` while the source cannot confirm that its state is
+    /// current (etcd unreachable): the last good state keeps serving.
+    fn stale(&self) -> Option<String> {
+        None
+    }
+}
+
+/// The merged raw state, and for each etcd object the error-path prefix that
+/// validation would use for it, so a bad one can be dropped by key.
+#[derive(Debug, Clone, Default)]
+pub struct Merged {
+    /// Settings from the file, objects from every source.
+    pub raw: RawConfig,
+    /// Conflicts resolved and objects skipped, one line each.
+    pub warnings: Vec<String>,
+    /// Object path (`services[NS/NAME]`) → etcd key, for the etcd objects.
+    pub etcd_paths: BTreeMap<String, String>,
+}
+
+type Id = (String, String);
+
+fn id(namespace: &Option<String>, name: &str) -> Id {
+    (
+        namespace.clone().unwrap_or_else(|| "default".to_string()),
+        name.to_string(),
+    )
+}
+
+/// Merges one kind: local objects (file, manifests) must be unique; etcd
+/// objects lose to local ones and among themselves the older mod_revision
+/// wins.
+fn merge_kind<T: Clone>(
+    kind: &str,
+    file: &[T],
+    others: Vec<Sourced<T>>,
+    key: impl Fn(&T) -> Id,
+    errors: &mut Vec<FieldError>,
+    warnings: &mut Vec<String>,
+) -> (Vec<T>, Vec<Option<String>>) {
+    let mut out: Vec<Sourced<T>> = file
+        .iter()
+        .map(|o| Sourced::new(o.clone(), Origin::File))
+        .collect();
+    let mut index: BTreeMap<Id, usize> = BTreeMap::new();
+    for (i, o) in out.iter().enumerate() {
+        index.insert(key(&o.object), i);
+    }
+    // Local sources first, then etcd in mod_revision order (older first), so
+    // the older etcd object is the one that stays.
+    let (mut etcd, local): (Vec<_>, Vec<_>) = others
+        .into_iter()
+        .partition(|o| matches!(o.origin, Origin::Etcd { .. }));
+    etcd.sort_by_key(|o| match &o.origin {
+        Origin::Etcd { mod_revision, .. } => *mod_revision,
+        _ => 0,
+    });
+    for o in local.into_iter().chain(etcd) {
+        let k = key(&o.object);
+        if k.1.is_empty() {
+            out.push(o);
+            continue;
+        }
+        match index.get(&k) {
+            None => {
+                index.insert(k, out.len());
+                out.push(o);
+            }
+            Some(&i) => {
+                let held = &out[i].origin;
+                let path = object_path(kind, &k.0, &k.1, i);
+                match (&o.origin, held) {
+                    (Origin::Etcd { key: lost, .. }, _) => warnings.push(format!(
+                        "{path}: etcd key {lost} skipped: the same object is already defined by {held}"
+                    )),
+                    _ => errors.push(FieldError::duplicate(
+                        format!("{path}.name"),
+                        format!("{}/{}: defined in {held} and in {}", k.0, k.1, o.origin),
+                    )),
+                }
+            }
+        }
+    }
+    let keys = out
+        .iter()
+        .map(|o| match &o.origin {
+            Origin::Etcd { key, .. } => Some(key.clone()),
+            _ => None,
+        })
+        .collect();
+    (out.into_iter().map(|o| o.object).collect(), keys)
+}
+
+/// Merges the file's settings and objects with other sources' objects under
+/// the conflict rules of the module docs. Errors are local duplicates.
+pub fn merge(file: &RawConfig, others: Vec<DesiredState>) -> Result<Merged, ConfigErrors> {
+    let mut errors = Vec::new();
+    let mut merged = Merged {
+        raw: file.clone(),
+        ..Merged::default()
+    };
+    let mut services = Vec::new();
+    let mut pods = Vec::new();
+    let mut endpoints = Vec::new();
+    let mut ip_pools = Vec::new();
+    for s in others {
+        services.extend(s.services);
+        pods.extend(s.pods);
+        endpoints.extend(s.endpoints);
+        ip_pools.extend(s.ip_pools);
+        merged.warnings.extend(s.warnings);
+    }
+    let w = &mut merged.warnings;
+    let (v, keys) = merge_kind(
+        "services",
+        &file.services,
+        services,
+        |o: &RawService| id(&o.namespace, &o.name),
+        &mut errors,
+        w,
+    );
+    record(&mut merged.etcd_paths, "services", &v, &keys, |o| {
+        id(&o.namespace, &o.name)
+    });
+    merged.raw.services = v;
+    let (v, keys) = merge_kind(
+        "pods",
+        &file.pods,
+        pods,
+        |o: &RawPod| id(&o.namespace, &o.name),
+        &mut errors,
+        w,
+    );
+    record(&mut merged.etcd_paths, "pods", &v, &keys, |o| {
+        id(&o.namespace, &o.name)
+    });
+    merged.raw.pods = v;
+    let (v, keys) = merge_kind(
+        "endpoints",
+        &file.endpoints,
+        endpoints,
+        |o: &RawEndpoints| id(&o.namespace, &o.name),
+        &mut errors,
+        w,
+    );
+    record(&mut merged.etcd_paths, "endpoints", &v, &keys, |o| {
+        id(&o.namespace, &o.name)
+    });
+    merged.raw.endpoints = v;
+    let (v, keys) = merge_kind(
+        "ip_pools",
+        &file.ip_pools,
+        ip_pools,
+        |o: &RawIpPool| (String::new(), o.name.clone()),
+        &mut errors,
+        w,
+    );
+    record(&mut merged.etcd_paths, "ip_pools", &v, &keys, |o| {
+        (String::new(), o.name.clone())
+    });
+    merged.raw.ip_pools = v;
+    if errors.is_empty() {
+        Ok(merged)
+    } else {
+        Err(ConfigErrors { errors })
+    }
+}
+
+fn record<T>(
+    paths: &mut BTreeMap<String, String>,
+    kind: &str,
+    objects: &[T],
+    keys: &[Option<String>],
+    id: impl Fn(&T) -> Id,
+) {
+    for (i, (o, k)) in objects.iter().zip(keys).enumerate() {
+        if let Some(k) = k {
+            let (ns, name) = id(o);
+            paths.insert(object_path(kind, &ns, &name, i), k.clone());
+        }
+    }
+}
+
+/// Merges and validates: the file's raw config plus every other source's
+/// state, through `loader` (which keeps allocations stable). An etcd object
+/// named by a validation error is dropped (reported with its key) and the
+/// rest is tried again, a bounded number of times; errors in local objects
+/// fail the load as a bad file does.
+pub fn load_merged(
+    loader: &mut Loader,
+    file: &RawConfig,
+    others: Vec<DesiredState>,
+) -> Result<Config, ConfigErrors> {
+    let merged = merge(file, others)?;
+    let mut raw = merged.raw;
+    let mut warnings = merged.warnings;
+    let mut etcd_paths = merged.etcd_paths;
+    // Each round drops at least one object, so a handful of rounds covers
+    // any realistic number of bad objects; the bound keeps it finite.
+    for _round in 0..8 {
+        match loader.load_raw(&raw) {
+            Ok(mut config) => {
+                warnings.append(&mut config.warnings);
+                config.warnings = warnings;
+                return Ok(config);
+            }
+            Err(errors) => {
+                let mut bad: BTreeMap<String, Vec<String>> = BTreeMap::new();
+                let mut local = Vec::new();
+                for e in &errors.errors {
+                    let hit = etcd_paths.iter().find(|(p, _)| {
+                        e.path == **p
+                            || e.path.starts_with(&format!("{p}."))
+                            || e.path.starts_with(&format!("{p}["))
+                    });
+                    match hit {
+                        Some((p, key)) => bad
+                            .entry(p.clone())
+                            .or_default()
+                            .push(format!("{key}: {e}")),
+                        None => local.push(e.clone()),
+                    }
+                }
+                if !local.is_empty() || bad.is_empty() {
+                    return Err(errors);
+                }
+                for (path, lines) in &bad {
+                    for l in lines {
+                        warnings.push(format!("skipped etcd object: {l}"));
+                    }
+                    etcd_paths.remove(path);
+                }
+                raw = drop_paths(&raw, &bad);
+                // Indexes shift when objects are dropped: recompute the paths
+                // of the etcd objects that remain.
+                etcd_paths = reindex(&raw, &etcd_paths);
+            }
+        }
+    }
+    loader.load_raw(&raw)
+}
+
+fn drop_paths(raw: &RawConfig, bad: &BTreeMap<String, Vec<String>>) -> RawConfig {
+    fn keep<T>(
+        v: &[T],
+        kind: &str,
+        bad: &BTreeMap<String, Vec<String>>,
+        id: impl Fn(&T) -> Id,
+    ) -> Vec<T>
+    where
+        T: Clone,
+    {
+        v.iter()
+            .enumerate()
+            .filter(|(i, o)| {
+                let (ns, name) = id(o);
+                !bad.contains_key(&object_path(kind, &ns, &name, *i))
+            })
+            .map(|(_, o)| o.clone())
+            .collect()
+    }
+    let mut out = raw.clone();
+    out.services = keep(&raw.services, "services", bad, |o| {
+        id(&o.namespace, &o.name)
+    });
+    out.pods = keep(&raw.pods, "pods", bad, |o| id(&o.namespace, &o.name));
+    out.endpoints = keep(&raw.endpoints, "endpoints", bad, |o| {
+        id(&o.namespace, &o.name)
+    });
+    out.ip_pools = keep(&raw.ip_pools, "ip_pools", bad, |o| {
+        (String::new(), o.name.clone())
+    });
+    out
+}
+
+fn reindex(raw: &RawConfig, old: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    // Named objects keep their path; only unnamed ones (`kind[INDEX]`) move,
+    // and those already failed validation (a name is required).
+    let mut out = BTreeMap::new();
+    let mut add = |kind: &str, ns: String, name: &str, i: usize| {
+        let p = object_path(kind, &ns, name, i);
+        if let Some(k) = old.get(&p) {
+            out.insert(p, k.clone());
+        }
+    };
+    for (i, o) in raw.services.iter().enumerate() {
+        add("services", id(&o.namespace, &o.name).0, &o.name, i);
+    }
+    for (i, o) in raw.pods.iter().enumerate() {
+        add("pods", id(&o.namespace, &o.name).0, &o.name, i);
+    }
+    for (i, o) in raw.endpoints.iter().enumerate() {
+        add("endpoints", id(&o.namespace, &o.name).0, &o.name, i);
+    }
+    for (i, o) in raw.ip_pools.iter().enumerate() {
+        add("ip_pools", String::new(), &o.name, i);
+    }
+    out
+}
