@@ -28,16 +28,19 @@ pub(crate) fn port_key(key: &ServiceKey, protocol: Protocol, port: u16) -> Strin
     format!("{}/{}/{}/{}", key.namespace, key.name, protocol, port)
 }
 
-/// Fills in cluster IPs and node ports; returns who holds what now.
+/// Fills in cluster IPs, node ports and LoadBalancer addresses; returns who
+/// holds what now.
 pub(crate) fn allocate(
     drafts: &mut [ServiceDraft],
     cluster: &ClusterSettings,
+    pools: &[lb_core::pool::IpPool],
     previous: &Allocations,
     errs: &mut Errors,
 ) -> Allocations {
     let mut out = Allocations::default();
     allocate_ips(drafts, cluster, previous, errs, &mut out);
     allocate_node_ports(drafts, cluster, previous, errs, &mut out);
+    crate::pools::allocate(drafts, pools, previous, &mut out);
     out
 }
 

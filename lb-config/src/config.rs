@@ -16,14 +16,20 @@ pub enum VipMode {
     Bind,
     /// `IP_FREEBIND`: bind addresses that are not (yet) local.
     Freebind,
+    /// lb-proxy adds the addresses it serves to `vip_interface` itself (and
+    /// removes them when their service goes), announcing LoadBalancer
+    /// addresses on `announce_interface` (MetalLB's layer-2 mode). Listeners
+    /// bind with `IP_FREEBIND`, so binding never races the address.
+    Interface,
 }
 
 impl VipMode {
-    /// The spelling of the file (`bind`, `freebind`).
+    /// The spelling of the file (`bind`, `freebind`, `interface`).
     pub fn as_str(self) -> &'static str {
         match self {
             VipMode::Bind => "bind",
             VipMode::Freebind => "freebind",
+            VipMode::Interface => "interface",
         }
     }
 }
@@ -77,6 +83,12 @@ impl DnsSettings {
     pub const DEFAULT_UPSTREAM_PORT: u16 = 53;
 }
 
+impl Config {
+    /// The dummy device interface mode creates, as kube-proxy's IPVS mode
+    /// creates `kube-ipvs0`.
+    pub const DEFAULT_VIP_INTERFACE: &'static str = "lb-vips0";
+}
+
 /// A whole validated config: what `check` approves and `run` serves.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -84,6 +96,12 @@ pub struct Config {
     pub node: NodeSpec,
     /// How cluster IPs are bound.
     pub vip_mode: VipMode,
+    /// Interface mode: where service addresses are added (default
+    /// [`Config::DEFAULT_VIP_INTERFACE`], a dummy device created when missing).
+    pub vip_interface: String,
+    /// Interface mode: where LoadBalancer addresses are announced (gratuitous
+    /// ARP); empty = not announced.
+    pub announce_interface: String,
     /// Allocation ranges and DNS zone.
     pub cluster: ClusterSettings,
     /// Data-plane settings.

@@ -83,8 +83,13 @@ impl Loader {
             // ones and report misleading errors.
             return Err(ConfigErrors { errors: errs.list });
         }
-        let allocations =
-            allocate::allocate(&mut v.services, &v.settings.cluster, &previous, &mut errs);
+        let allocations = allocate::allocate(
+            &mut v.services,
+            &v.settings.cluster,
+            &v.pools,
+            &previous,
+            &mut errs,
+        );
         if !errs.is_empty() {
             return Err(ConfigErrors { errors: errs.list });
         }
@@ -102,6 +107,8 @@ impl Loader {
         Ok(Config {
             node: s.node,
             vip_mode: s.vip_mode,
+            vip_interface: s.vip_interface,
+            announce_interface: s.announce_interface,
             cluster: s.cluster,
             proxy: s.proxy,
             admin_listen: s.admin_listen,

@@ -230,7 +230,7 @@ fn eligible<'a>(pools: &'a [IpPool], r: &'a LbRequest) -> impl Iterator<Item = &
 fn pool_of<'a>(pools: &'a [IpPool], r: &LbRequest, ip: IpAddr) -> Option<&'a IpPool> {
     pools
         .iter()
-        .filter(|p| r.pool.as_ref().map_or(true, |n| &p.name == n))
+        .filter(|p| r.pool.as_ref().is_none_or(|n| &p.name == n))
         .find(|p| p.contains(ip))
 }
 

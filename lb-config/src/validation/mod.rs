@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use lb_core::Protocol;
 
+pub(crate) use names::dns1123_subdomain;
 pub(crate) use objects::{Endpoints, Pod};
 pub(crate) use service::{IpRequest, ServiceDraft};
 pub(crate) use settings::Settings;
@@ -26,6 +27,8 @@ pub(crate) struct Validated {
     pub(crate) services: Vec<ServiceDraft>,
     pub(crate) pods: Vec<Pod>,
     pub(crate) endpoints: Vec<Endpoints>,
+    /// `[[ip_pools]]`, valid ones only.
+    pub(crate) pools: Vec<lb_core::pool::IpPool>,
     pub(crate) warnings: Vec<String>,
 }
 
@@ -85,22 +88,8 @@ pub(crate) fn validate(raw: &RawConfig, hostname: &str, errs: &mut Errors) -> Va
         endpoints.extend(objects::endpoints(e, i, errs));
     }
 
-    let mut seen = HashSet::new();
-    for (i, p) in raw.ip_pools.iter().enumerate() {
-        let path = object_path("ip_pools", "", &p.name, i);
-        if p.name.is_empty() {
-            errs.push(FieldError::required(
-                format!("{path}.name"),
-                "name is required",
-            ));
-        } else if !seen.insert(p.name.as_str()) {
-            errs.push(FieldError::duplicate(format!("{path}.name"), &p.name));
-        } else {
-            for m in names::dns1123_subdomain(&p.name) {
-                errs.push(FieldError::invalid(format!("{path}.name"), &p.name, m));
-            }
-        }
-    }
+    let pools = crate::pools::pools(raw, errs);
+    crate::pools::check_requests(&services, &pools, errs);
 
     crate::unsupported::check(raw, errs);
 
@@ -109,6 +98,7 @@ pub(crate) fn validate(raw: &RawConfig, hostname: &str, errs: &mut Errors) -> Va
         services,
         pods,
         endpoints,
+        pools,
         warnings,
     }
 }

@@ -40,6 +40,8 @@ pub(crate) struct ServiceDraft {
     pub(crate) node_ports: Vec<Option<Option<u16>>>,
     /// Pod selector; `None` = endpoints from `[[endpoints]]`.
     pub(crate) selector: Option<BTreeMap<String, String>>,
+    /// LoadBalancer services: what they ask of the address pools.
+    pub(crate) lb: Option<crate::pools::LbDraft>,
 }
 
 /// Validates one service; `None` when it has errors (all pushed to `errs`).
@@ -178,6 +180,8 @@ pub(crate) fn service(raw: &RawService, index: usize, errs: &mut Errors) -> Opti
         })
         .collect();
 
+    let (lb, load_balancer_source_ranges) = load_balancer(raw, &path, service_type, errs);
+
     let external_name = raw.external_name.clone().unwrap_or_default();
     let en_path = format!("{path}.external_name");
     if service_type == ServiceType::ExternalName {
@@ -269,8 +273,13 @@ pub(crate) fn service(raw: &RawService, index: usize, errs: &mut Errors) -> Opti
         };
         let np_path = format!("{pp}.node_port");
         let requested = p.node_port.filter(|n| *n != 0);
+        // `allocate_load_balancer_node_ports = false`: no node port unless one
+        // is asked for (Kubernetes keeps explicitly requested ones).
+        let allocate_node_ports = service_type != ServiceType::LoadBalancer
+            || raw.allocate_load_balancer_node_ports.unwrap_or(true);
         let node_port = if service_type.has_node_ports() {
             match requested {
+                None if !allocate_node_ports => None,
                 None => Some(None),
                 Some(n) => {
                     let mut ok = true;
@@ -317,7 +326,7 @@ pub(crate) fn service(raw: &RawService, index: usize, errs: &mut Errors) -> Opti
             external_ips,
             load_balancer_ips: Vec::new(),
             ip_pool: String::new(),
-            load_balancer_source_ranges: Vec::new(),
+            load_balancer_source_ranges,
             session_affinity,
             external_traffic_policy,
             internal_traffic_policy,
@@ -329,7 +338,69 @@ pub(crate) fn service(raw: &RawService, index: usize, errs: &mut Errors) -> Opti
         ip: ip_request,
         node_ports,
         selector,
+        lb,
     })
+}
+
+/// The LoadBalancer fields: `load_balancer_ip`, `ip_pool`, `allow_shared_ip`,
+/// `load_balancer_source_ranges`, `allocate_load_balancer_node_ports`. Set on
+/// another type they are errors, as in `ValidateService`.
+fn load_balancer(
+    raw: &RawService,
+    path: &str,
+    service_type: ServiceType,
+    errs: &mut Errors,
+) -> (Option<crate::pools::LbDraft>, Vec<ipnet::IpNet>) {
+    let is_lb = service_type == ServiceType::LoadBalancer;
+    let non_empty = |o: &Option<String>| o.clone().filter(|v| !v.trim().is_empty());
+    let only_lb = |field: &str, errs: &mut Errors| {
+        errs.push(FieldError::forbidden(
+            format!("{path}.{field}"),
+            "may only be used when `type` is 'LoadBalancer'",
+        ))
+    };
+    let requested = non_empty(&raw.load_balancer_ip).and_then(|text| {
+        let p = format!("{path}.load_balancer_ip");
+        let addr = ip(&p, text.trim(), errs)?;
+        for m in names::non_special_ip(addr, &text) {
+            errs.push(FieldError::invalid(&p, text.as_str(), m));
+        }
+        Some(addr)
+    });
+    let pool = non_empty(&raw.ip_pool);
+    let sharing_key = non_empty(&raw.allow_shared_ip).unwrap_or_default();
+
+    let mut ranges = Vec::new();
+    for (i, text) in raw.load_balancer_source_ranges.iter().flatten().enumerate() {
+        match text.trim().parse::<ipnet::IpNet>() {
+            Ok(net) => ranges.push(net.trunc()),
+            Err(_) => errs.push(FieldError::invalid(
+                format!("{path}.load_balancer_source_ranges[{i}]"),
+                text.as_str(),
+                "must be a list of IP ranges. For example, 10.240.0.0/24,10.250.0.0/24",
+            )),
+        }
+    }
+    // As in Kubernetes, `load_balancer_ip` and the MetalLB annotations
+    // (`ip_pool`, `allow_shared_ip`) are ignored on other types, while source
+    // ranges and `allocate_load_balancer_node_ports = false` are refused.
+    if !is_lb {
+        if !ranges.is_empty() {
+            only_lb("load_balancer_source_ranges", errs);
+        }
+        if raw.allocate_load_balancer_node_ports == Some(false) {
+            only_lb("allocate_load_balancer_node_ports", errs);
+        }
+        return (None, Vec::new());
+    }
+    (
+        Some(crate::pools::LbDraft {
+            requested,
+            pool,
+            sharing_key,
+        }),
+        ranges,
+    )
 }
 
 fn policy(path: &str, field: &str, value: &Option<String>, errs: &mut Errors) -> TrafficPolicy {

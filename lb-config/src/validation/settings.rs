@@ -16,6 +16,8 @@ use crate::raw::RawConfig;
 pub(crate) struct Settings {
     pub(crate) node: NodeSpec,
     pub(crate) vip_mode: VipMode,
+    pub(crate) vip_interface: String,
+    pub(crate) announce_interface: String,
     pub(crate) cluster: ClusterSettings,
     pub(crate) proxy: ProxySettings,
     pub(crate) admin_listen: Option<SocketAddr>,
@@ -47,7 +49,7 @@ pub(crate) fn settings(raw: &RawConfig, hostname: &str, errs: &mut Errors) -> Se
     let vip_mode = match raw.node.vip_mode.as_deref() {
         None | Some("bind") => VipMode::Bind,
         Some("freebind") => VipMode::Freebind,
-        Some("interface") => VipMode::Bind, // refused by `unsupported`
+        Some("interface") => VipMode::Interface,
         Some(other) => {
             errs.push(FieldError::not_supported(
                 "node.vip_mode",
@@ -57,6 +59,31 @@ pub(crate) fn settings(raw: &RawConfig, hostname: &str, errs: &mut Errors) -> Se
             VipMode::Bind
         }
     };
+    let vip_interface = interface_name(
+        "node.vip_interface",
+        raw.node.vip_interface.as_deref(),
+        errs,
+    )
+    .unwrap_or_else(|| crate::Config::DEFAULT_VIP_INTERFACE.to_string());
+    let announce_interface = interface_name(
+        "node.announce_interface",
+        raw.node.announce_interface.as_deref(),
+        errs,
+    )
+    .unwrap_or_default();
+    if vip_mode != VipMode::Interface {
+        for (field, set) in [
+            ("vip_interface", &raw.node.vip_interface),
+            ("announce_interface", &raw.node.announce_interface),
+        ] {
+            if set.as_deref().is_some_and(|s| !s.is_empty()) {
+                errs.push(FieldError::forbidden(
+                    format!("node.{field}"),
+                    "may only be used when `vip_mode` is 'interface'",
+                ));
+            }
+        }
+    }
 
     let mut cluster = ClusterSettings::default();
     let before = errs.len();
@@ -111,6 +138,8 @@ pub(crate) fn settings(raw: &RawConfig, hostname: &str, errs: &mut Errors) -> Se
     Settings {
         node,
         vip_mode,
+        vip_interface,
+        announce_interface,
         cluster,
         proxy,
         admin_listen,
@@ -187,6 +216,27 @@ fn proxy(raw: &RawConfig, errs: &mut Errors) -> ProxySettings {
         s.udp_max_flows = n;
     }
     s
+}
+
+/// A Linux interface name (`IFNAMSIZ`: at most 15 bytes, no `/`, `:` or
+/// white space); `None` when not set or empty.
+fn interface_name(path: &str, value: Option<&str>, errs: &mut Errors) -> Option<String> {
+    let name = value.filter(|s| !s.is_empty())?;
+    let bad = name.len() > 15
+        || name == "."
+        || name == ".."
+        || name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
+    if bad {
+        errs.push(FieldError::invalid(
+            path,
+            name,
+            "must be an interface name: 1-15 characters, no '/', ':' or white space",
+        ));
+        return None;
+    }
+    Some(name.to_string())
 }
 
 /// A humantime duration (`"250ms"`, `"30s"`, `"1h"`, `"0"`).
