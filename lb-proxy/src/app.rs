@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use lb_config::{ConfigErrors, Loader};
-use lb_core::alloc::{AllocationStore, MemoryStore};
+use lb_core::alloc::MemoryStore;
 use lb_core::{FrontendKey, Snapshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -28,6 +28,14 @@ pub struct AppOptions {
     /// Where allocations persist across restarts; `None` keeps them in memory
     /// (stable across reloads only).
     pub state_file: Option<PathBuf>,
+}
+
+/// Sources besides the config file (see [`crate::sources`]).
+#[derive(Debug, Clone, Default)]
+pub struct SourceOptions {
+    /// `--manifests PATH`: Kubernetes manifests (a file or a directory),
+    /// merged with the file's objects and watched like it.
+    pub manifests: Option<PathBuf>,
 }
 
 /// Why the proxy could not start.
@@ -86,6 +94,8 @@ struct Inner {
     health: Health,
     /// Health-check node ports (LoadBalancer + Local).
     health_checks: HealthChecks,
+    /// Manifests and etcd, merged with the file on every load.
+    sources: Arc<crate::sources::Sources>,
 }
 
 /// What the admin API reads: the data plane's table and bind errors.
@@ -94,6 +104,7 @@ struct AdminView {
     dataplane: DataPlane,
     reloads: Arc<ReloadCounters>,
     health: Health,
+    sources: Arc<crate::sources::Sources>,
 }
 
 impl AdminSource for AdminView {
@@ -104,12 +115,14 @@ impl AdminSource for AdminView {
         self.dataplane.bind_errors()
     }
     fn readiness(&self) -> Option<String> {
-        // The file is the only source and the last good config is always
-        // current: a reload that failed validation does not make us unready.
-        None
+        // The last good config is always current for the file and the
+        // manifests (a reload that failed validation does not make us
+        // unready); etcd is stale while it cannot be reached.
+        self.sources.readiness()
     }
     fn metrics(&self) -> String {
         crate::metrics::render(&self.dataplane.table().load(), &self.reloads)
+            + &self.sources.metrics()
     }
     fn probes(&self) -> BTreeMap<lb_core::health::PodKey, crate::probe::ProbeStatus> {
         self.health.statuses()
@@ -120,15 +133,54 @@ impl App {
     /// Loads the file, starts the data plane and the admin API. An invalid file
     /// is an error and nothing starts.
     pub async fn start(options: AppOptions) -> Result<App, AppError> {
-        let store: Box<dyn AllocationStore> = match &options.state_file {
-            Some(path) => Box::new(lb_config::FileStore::new(path.clone())),
-            None => Box::new(MemoryStore::default()),
-        };
-        let mut loader = Loader::new(store);
+        App::start_with(options, SourceOptions::default()).await
+    }
+
+    /// [`App::start`] with other sources: manifests, and etcd when the file
+    /// has `[source.etcd]` (then allocations are shared through etcd, and the
+    /// first load waits up to 5 s for etcd's first read).
+    pub async fn start_with(
+        options: AppOptions,
+        source_options: SourceOptions,
+    ) -> Result<App, AppError> {
         let text = std::fs::read_to_string(&options.config).ok();
-        let config = loader
-            .load_file(&options.config)
-            .map_err(AppError::Config)?;
+        let etcd = match lb_config::parse_str(text.as_deref().unwrap_or_default()) {
+            Ok(raw) => lb_config::source::etcd::settings_of(&raw).map_err(AppError::Config)?,
+            Err(_) => None, // the load below reports the file's errors
+        };
+        let (sources, etcd_changes) =
+            crate::sources::Sources::start(source_options.manifests, etcd);
+        let sources = Arc::new(sources);
+        let mut loader = match (sources.store(), &options.state_file) {
+            (Some(store), _) => Loader::new(Box::new(store)).with_shared_store(),
+            (None, Some(path)) => Loader::new(Box::new(lb_config::FileStore::new(path.clone()))),
+            (None, None) => Loader::new(Box::<MemoryStore>::default()),
+        };
+        let (loaded, loader) = {
+            let sources = sources.clone();
+            let path = options.config.clone();
+            tokio::task::spawn_blocking(move || {
+                if !sources.wait_first_read(std::time::Duration::from_secs(5)) {
+                    warn!("etcd did not answer within 5 s; starting from the file alone");
+                }
+                (sources.load(&mut loader, &path), loader)
+            })
+            .await
+            .map_err(|e| {
+                AppError::Config(ConfigErrors::single(lb_config::FieldError::internal(
+                    "load",
+                    e.to_string(),
+                )))
+            })?
+        };
+        let text = Some(sources.fingerprint(text.as_deref()));
+        let config = match loaded {
+            Ok(c) => c,
+            Err(e) => {
+                sources.stop();
+                return Err(AppError::Config(e));
+            }
+        };
         for w in &config.warnings {
             warn!("{w}");
         }
@@ -196,6 +248,7 @@ impl App {
                 dataplane: dataplane.clone(),
                 reloads: reloads.clone(),
                 health: health.clone(),
+                sources: sources.clone(),
             });
             let stop = admin_stop.clone();
             tokio::spawn(async move {
@@ -211,7 +264,7 @@ impl App {
             admin = ?admin_addr,
             "lb-proxy running"
         );
-        Ok(App {
+        let app = App {
             inner: Arc::new(Inner {
                 config_path: options.config,
                 loader: Mutex::new(loader),
@@ -224,8 +277,29 @@ impl App {
                 hosts,
                 health,
                 health_checks,
+                sources,
             }),
-        })
+        };
+        if let Some(mut changes) = etcd_changes {
+            // etcd changed: load everything again (level-triggered).
+            let app2 = app.clone();
+            let stop = app.inner.admin_stop.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        r = changes.changed() => if r.is_err() { return },
+                    }
+                    app2.reload(false).await;
+                }
+            });
+        }
+        Ok(app)
+    }
+
+    /// The sources besides the file (manifests, etcd).
+    pub fn sources(&self) -> &crate::sources::Sources {
+        &self.inner.sources
     }
 
     /// The data plane (its table, bind errors, drain).
@@ -265,6 +339,7 @@ impl App {
     pub async fn reload(&self, force: bool) -> bool {
         let inner = &self.inner;
         let text = std::fs::read_to_string(&inner.config_path).ok();
+        let text = Some(inner.sources.fingerprint(text.as_deref()));
         {
             let mut last = inner.last_seen.lock().unwrap_or_else(|e| e.into_inner());
             if !force && text.is_some() && *last == text {
@@ -272,11 +347,20 @@ impl App {
             }
             *last = text;
         }
-        let loaded = inner
-            .loader
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .load_file(&inner.config_path);
+        // Off the runtime: etcd's allocation store answers over the network.
+        let app = self.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            let inner = &app.inner;
+            let mut loader = inner.loader.lock().unwrap_or_else(|e| e.into_inner());
+            inner.sources.load(&mut loader, &inner.config_path)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(ConfigErrors::single(lb_config::FieldError::internal(
+                "reload",
+                e.to_string(),
+            )))
+        });
         match loaded {
             Ok(config) => {
                 for w in &config.warnings {
@@ -329,6 +413,7 @@ impl App {
     /// Drains the data plane (listeners close at once, open connections
     /// finish, bounded by `drain_timeout`), then stops the admin API.
     pub async fn shutdown(&self) {
+        self.inner.sources.stop();
         self.inner.hosts.stop();
         self.inner.health.stop();
         self.inner.health_checks.stop();

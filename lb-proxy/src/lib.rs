@@ -6,6 +6,8 @@
 //!   behind `lb-proxy get`.
 //! - [`app`]: [`app::App`], a config file wired to a data plane and the admin
 //!   API, with reloads: what the binary and the quickstart run.
+//! - [`sources`]: Kubernetes manifests and etcd, merged with the file on
+//!   every load.
 //! - [`metrics`]: `/metrics` rendered from the snapshot's counters.
 //! - [`views`]: the JSON shapes of `/api/v1/services` and `/api/v1/endpoints`,
 //!   built from a snapshot, and the `kubectl get`-style tables printed from them.
@@ -37,6 +39,7 @@ pub mod healthcheck;
 mod listener;
 pub mod metrics;
 pub mod probe;
+pub mod sources;
 #[cfg(target_os = "linux")]
 pub mod splice;
 mod sys;

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use lb_proxy::admin::{GetKind, OutputFormat};
-use lb_proxy::app::{App, AppError, AppOptions};
+use lb_proxy::app::{App, AppError, AppOptions, SourceOptions};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
 
@@ -26,6 +26,10 @@ struct Cli {
     /// Keep cluster IP and node port allocations in this file across restarts.
     #[arg(long, global = true, value_name = "FILE")]
     state_file: Option<PathBuf>,
+    /// Kubernetes manifests (a YAML file or a directory of .yaml/.yml files),
+    /// merged with the file's objects (run, check) and watched like it.
+    #[arg(long, global = true, value_name = "PATH")]
+    manifests: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -87,7 +91,7 @@ fn init_logging(format: LogFormat) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Check) => check(cli.config.as_deref()),
+        Some(Command::Check) => check(cli.config.as_deref(), cli.manifests.as_deref()),
         Some(Command::Get {
             kind,
             output,
@@ -110,20 +114,25 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            runtime.block_on(run(AppOptions {
-                config,
-                state_file: cli.state_file,
-            }))
+            runtime.block_on(run(
+                AppOptions {
+                    config,
+                    state_file: cli.state_file,
+                },
+                SourceOptions {
+                    manifests: cli.manifests,
+                },
+            ))
         }
     }
 }
 
-fn check(config: Option<&Path>) -> ExitCode {
+fn check(config: Option<&Path>, manifests: Option<&Path>) -> ExitCode {
     let Some(path) = config else {
         eprintln!("error: --config FILE is required");
         return ExitCode::from(2);
     };
-    match lb_config::check_file(path) {
+    match lb_proxy::sources::check(path, manifests) {
         Ok(config) => {
             for w in &config.warnings {
                 eprintln!("warning: {w}");
@@ -180,7 +189,7 @@ fn get(
     }
 }
 
-async fn run(options: AppOptions) -> ExitCode {
+async fn run(options: AppOptions, source_options: SourceOptions) -> ExitCode {
     let (mut term, mut int, mut hup) = match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
@@ -192,7 +201,8 @@ async fn run(options: AppOptions) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let app = match App::start(options.clone()).await {
+    let manifests = source_options.manifests.clone();
+    let app = match App::start_with(options.clone(), source_options).await {
         Ok(app) => app,
         Err(AppError::Config(errors)) => {
             eprintln!("{errors}");
@@ -214,8 +224,26 @@ async fn run(options: AppOptions) -> ExitCode {
                 None
             }
         };
+    let mut manifest_changes =
+        manifests.and_then(|path| {
+            match lb_config::manifests::watch_manifests(path.clone(), Duration::from_millis(150)) {
+                Ok(rx) => Some(rx),
+                Err(e) => {
+                    warn!("not watching {}: {e}; reload with SIGHUP", path.display());
+                    None
+                }
+            }
+        });
     loop {
         tokio::select! {
+            Some(()) = async {
+                match manifest_changes.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                app.reload(false).await;
+            }
             _ = hup.recv() => {
                 info!("SIGHUP: reloading");
                 app.reload(true).await;
