@@ -3,6 +3,7 @@
 //! so figures survive reloads.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 /// Counters of one endpoint of one service port.
 #[derive(Debug, Default)]
@@ -17,6 +18,75 @@ pub struct EndpointStats {
     pub bytes_rx: AtomicU64,
     /// Bytes from the endpoint to clients.
     pub bytes_tx: AtomicU64,
+    /// How long successful dials took (`lb_connect_duration_seconds`).
+    pub connect_duration: DurationHistogram,
+}
+
+/// Upper bounds (seconds) of the connect-duration histogram's buckets: from
+/// a loopback dial (well under a millisecond) to the longest default
+/// `connect_timeouts_ms` entry (2 s).
+pub const CONNECT_DURATION_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// A fixed-bucket histogram of durations kept in atomics, so the data path
+/// records a sample with three relaxed adds and no lock, and the exposition
+/// reads it at scrape time without the data path knowing about labels.
+#[derive(Debug, Default)]
+pub struct DurationHistogram {
+    /// Samples per bucket (not cumulative); the last slot is `+Inf`.
+    buckets: [AtomicU64; CONNECT_DURATION_BUCKETS.len() + 1],
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+}
+
+/// A reading of a [`DurationHistogram`], in Prometheus' cumulative form.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramReading {
+    /// `(upper bound in seconds, samples <= bound)`, ascending, without `+Inf`.
+    pub buckets: Vec<(f64, u64)>,
+    /// Every sample (the `+Inf` bucket).
+    pub count: u64,
+    /// Sum of the samples in seconds.
+    pub sum: f64,
+}
+
+impl DurationHistogram {
+    /// Records one sample.
+    #[inline]
+    pub fn record(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let slot = CONNECT_DURATION_BUCKETS
+            .iter()
+            .position(|bound| secs <= *bound)
+            .unwrap_or(CONNECT_DURATION_BUCKETS.len());
+        add(&self.buckets[slot], 1);
+        add(&self.count, 1);
+        add(
+            &self.sum_nanos,
+            u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
+        );
+    }
+
+    /// The cumulative buckets, count and sum (relaxed: figures for display;
+    /// a sample racing the read may show in `count` but not yet a bucket).
+    pub fn reading(&self) -> HistogramReading {
+        let mut cumulative = 0;
+        let buckets = CONNECT_DURATION_BUCKETS
+            .iter()
+            .zip(&self.buckets)
+            .map(|(bound, n)| {
+                cumulative += read(n);
+                (*bound, cumulative)
+            })
+            .collect();
+        let count = read(&self.count).max(cumulative);
+        HistogramReading {
+            buckets,
+            count,
+            sum: read(&self.sum_nanos) as f64 / 1e9,
+        }
+    }
 }
 
 /// Counters of one service port.
@@ -64,4 +134,23 @@ pub fn add(c: &AtomicU64, n: u64) {
 #[inline]
 pub fn sub(c: &AtomicU64, n: u64) {
     c.fetch_sub(n, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_inclusive() {
+        let h = DurationHistogram::default();
+        h.record(Duration::from_micros(500));
+        h.record(Duration::from_millis(3));
+        h.record(Duration::from_secs(10));
+        let r = h.reading();
+        assert_eq!(r.buckets[0], (0.0005, 1));
+        assert_eq!(r.buckets[3], (0.005, 2));
+        assert_eq!(r.buckets.last().map(|b| b.1), Some(2));
+        assert_eq!(r.count, 3);
+        assert!((r.sum - 10.0035).abs() < 1e-9);
+    }
 }

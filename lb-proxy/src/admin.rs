@@ -40,12 +40,33 @@ pub trait AdminSource: Send + Sync + 'static {
     fn probes(&self) -> BTreeMap<lb_core::health::PodKey, crate::probe::ProbeStatus> {
         BTreeMap::new()
     }
+    /// Open TCP connections, by registry id; none by default (a source
+    /// without a data plane has none).
+    fn connections(&self) -> Vec<crate::connections::OpenConnection> {
+        Vec::new()
+    }
+    /// Recent reloads, errors and endpoint state changes for the status page;
+    /// none by default.
+    fn events(&self) -> crate::status::EventList {
+        crate::status::EventList::default()
+    }
+    /// The `[proxy]` settings in force, for `/api/v1/config`; unknown by
+    /// default.
+    fn settings(&self) -> Option<lb_core::ProxySettings> {
+        None
+    }
 }
 
 /// `/api/v1/services`.
 pub const SERVICES_PATH: &str = "/api/v1/services";
 /// `/api/v1/endpoints`.
 pub const ENDPOINTS_PATH: &str = "/api/v1/endpoints";
+/// `/api/v1/connections`.
+pub const CONNECTIONS_PATH: &str = "/api/v1/connections";
+/// `/api/v1/config`.
+pub const CONFIG_PATH: &str = "/api/v1/config";
+/// `/api/v1/events`.
+pub const EVENTS_PATH: &str = "/api/v1/events";
 /// Content type of Prometheus' text format, which scrapers check.
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// How long `lb-proxy get` waits for the proxy before giving up, so a wedged
@@ -95,6 +116,10 @@ pub fn router(source: Arc<dyn AdminSource>) -> Router {
         .route("/metrics", get(metrics))
         .route(SERVICES_PATH, get(services))
         .route(ENDPOINTS_PATH, get(endpoints))
+        .route(CONNECTIONS_PATH, get(connections))
+        .route(CONFIG_PATH, get(config))
+        .route(EVENTS_PATH, get(events))
+        .route("/", get(status_page))
         .fallback(not_found)
         .with_state(source)
 }
@@ -143,6 +168,59 @@ async fn endpoints(State(source): Source) -> Response {
     json_response(&views::endpoints_view_with(&snapshot, &source.probes()))
 }
 
+async fn connections(State(source): Source, uri: axum::http::Uri) -> Response {
+    let mut limit = 0usize;
+    let mut after = 0u64;
+    for pair in uri.query().unwrap_or("").split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let bad = |what: &str| {
+            (
+                StatusCode::BAD_REQUEST,
+                format!("{what} must be a non-negative integer, got {v:?}\n"),
+            )
+                .into_response()
+        };
+        match k {
+            "limit" => match v.parse() {
+                Ok(n) => limit = n,
+                Err(_) => return bad("limit"),
+            },
+            "continue" if !v.is_empty() => match v.parse() {
+                Ok(n) => after = n,
+                Err(_) => return bad("continue"),
+            },
+            _ => {}
+        }
+    }
+    let all = source.connections();
+    let now = std::time::Instant::now();
+    json_response(&crate::connections::page(&all, limit, after, now))
+}
+
+async fn events(State(source): Source) -> Response {
+    json_response(&source.events())
+}
+
+async fn config(State(source): Source) -> Response {
+    let snapshot = source.snapshot();
+    json_response(&views::config_view(
+        &snapshot,
+        source.settings().as_ref(),
+        &source.bind_errors(),
+    ))
+}
+
+async fn status_page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        crate::status::INDEX_HTML,
+    )
+        .into_response()
+}
+
 async fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "404 page not found\n").into_response()
 }
@@ -172,6 +250,9 @@ pub enum GetKind {
     /// `lb-proxy get endpoints` (also `ep`).
     #[value(alias = "ep")]
     Endpoints,
+    /// `lb-proxy get connections` (also `conn`): open TCP connections.
+    #[value(alias = "conn", alias = "connection")]
+    Connections,
 }
 
 impl GetKind {
@@ -180,6 +261,7 @@ impl GetKind {
         match self {
             GetKind::Services => SERVICES_PATH,
             GetKind::Endpoints => ENDPOINTS_PATH,
+            GetKind::Connections => CONNECTIONS_PATH,
         }
     }
 }
@@ -193,7 +275,8 @@ pub enum OutputFormat {
     /// The admin API's JSON, byte for byte.
     Json,
     /// A wider table: for endpoints, one row each with its state, why it is
-    /// out of rotation and since when (services: the same as `table`).
+    /// out of rotation and since when; for connections, the frontend and
+    /// start time too (services: the same as `table`).
     Wide,
 }
 
@@ -252,8 +335,21 @@ pub fn get_command(
     now: SystemTime,
 ) -> Result<String, AdminError> {
     let body = fetch(admin, kind.path())?;
+    render_get(admin, kind, output, &body, now)
+}
+
+/// Turns an admin API answer `body` for `kind` into what `lb-proxy get`
+/// prints (`admin` only names the source in errors); `get -w` calls it for
+/// each changed answer.
+pub fn render_get(
+    admin: &str,
+    kind: GetKind,
+    output: OutputFormat,
+    body: &str,
+    now: SystemTime,
+) -> Result<String, AdminError> {
     if output == OutputFormat::Json {
-        return Ok(body);
+        return Ok(body.to_string());
     }
     let json = |source| AdminError::Json {
         url: url(admin, kind.path()),
@@ -261,16 +357,21 @@ pub fn get_command(
     };
     Ok(match kind {
         GetKind::Services => {
-            let list: ServiceList = serde_json::from_str(&body).map_err(json)?;
+            let list: ServiceList = serde_json::from_str(body).map_err(json)?;
             views::services_table(&list, now)
         }
         GetKind::Endpoints => {
-            let list: EndpointsList = serde_json::from_str(&body).map_err(json)?;
+            let list: EndpointsList = serde_json::from_str(body).map_err(json)?;
             if output == OutputFormat::Wide {
                 views::endpoints_wide_table(&list, now)
             } else {
                 views::endpoints_table(&list, now)
             }
+        }
+        GetKind::Connections => {
+            let list: crate::connections::ConnectionList =
+                serde_json::from_str(body).map_err(json)?;
+            views::connections_table(&list, output == OutputFormat::Wide)
         }
     })
 }

@@ -96,6 +96,8 @@ struct Inner {
     health_checks: HealthChecks,
     /// Manifests and etcd, merged with the file on every load.
     sources: Arc<crate::sources::Sources>,
+    /// Recent reloads, errors and endpoint state changes (the status page).
+    events: Arc<crate::status::Events>,
 }
 
 /// What the admin API reads: the data plane's table and bind errors.
@@ -104,6 +106,9 @@ struct AdminView {
     dataplane: DataPlane,
     reloads: Arc<ReloadCounters>,
     health: Health,
+    events: Arc<crate::status::Events>,
+    dns: Option<crate::dns::Dns>,
+    hosts: crate::dns::hosts::Hosts,
     sources: Arc<crate::sources::Sources>,
 }
 
@@ -121,11 +126,28 @@ impl AdminSource for AdminView {
         self.sources.readiness()
     }
     fn metrics(&self) -> String {
-        crate::metrics::render(&self.dataplane.table().load(), &self.reloads)
-            + &self.sources.metrics()
+        let hosts = (self.hosts.lookups(), self.hosts.failures());
+        crate::metrics::render_with(
+            &self.dataplane.table().load(),
+            &crate::metrics::Sources {
+                reloads: &self.reloads,
+                dns: self.dns.as_ref().map(|d| d.counters()),
+                host_lookups: (hosts.0 > 0).then_some(hosts),
+                process: true,
+            },
+        ) + &self.sources.metrics()
     }
     fn probes(&self) -> BTreeMap<lb_core::health::PodKey, crate::probe::ProbeStatus> {
         self.health.statuses()
+    }
+    fn connections(&self) -> Vec<crate::connections::OpenConnection> {
+        self.dataplane.connections().list()
+    }
+    fn events(&self) -> crate::status::EventList {
+        self.events.list()
+    }
+    fn settings(&self) -> Option<lb_core::ProxySettings> {
+        Some((*self.dataplane.settings()).clone())
     }
 }
 
@@ -230,7 +252,22 @@ impl App {
             _ => None,
         };
         let reloads = Arc::new(ReloadCounters::default());
+        let events = Arc::new(crate::status::Events::default());
+        events.record(
+            "info",
+            "start",
+            format!(
+                "lb-proxy started with {} ({} services)",
+                options.config.display(),
+                dataplane.table().load().services().count()
+            ),
+        );
         let admin_stop = CancellationToken::new();
+        tokio::spawn(watch_endpoint_states(
+            dataplane.clone(),
+            events.clone(),
+            admin_stop.clone(),
+        ));
         let mut admin_addr = None;
         if let Some(addr) = admin_listen {
             let listener = match tokio::net::TcpListener::bind(addr).await {
@@ -248,6 +285,9 @@ impl App {
                 dataplane: dataplane.clone(),
                 reloads: reloads.clone(),
                 health: health.clone(),
+                events: events.clone(),
+                dns: dns.clone(),
+                hosts: hosts.clone(),
                 sources: sources.clone(),
             });
             let stop = admin_stop.clone();
@@ -277,6 +317,7 @@ impl App {
                 hosts,
                 health,
                 health_checks,
+                events,
                 sources,
             }),
         };
@@ -330,6 +371,12 @@ impl App {
     /// Reload counters.
     pub fn reloads(&self) -> &ReloadCounters {
         &self.inner.reloads
+    }
+
+    /// Recent reloads, errors and endpoint state changes (what the status
+    /// page lists).
+    pub fn events(&self) -> &crate::status::Events {
+        &self.inner.events
     }
 
     /// Reads the file again and applies it. With `force` false (a watcher
@@ -394,6 +441,11 @@ impl App {
                     .await;
                 inner.reloads.success.fetch_add(1, Ordering::Relaxed);
                 info!(services = count, "config reloaded");
+                inner.events.record(
+                    "info",
+                    "reload",
+                    format!("config reloaded: {count} services"),
+                );
                 true
             }
             Err(errors) => {
@@ -405,6 +457,13 @@ impl App {
                 for line in errors.to_string().lines() {
                     error!("{line}");
                 }
+                inner.events.record(
+                    "error",
+                    "reload",
+                    format!(
+                        "reload failed validation; the previous config keeps serving\n{errors}"
+                    ),
+                );
                 false
             }
         }
@@ -423,6 +482,78 @@ impl App {
         }
         self.inner.admin_stop.cancel();
     }
+}
+
+/// Logs (at info) and records every endpoint whose state word changes
+/// between published snapshots (ready, not ready, terminating, draining) and
+/// endpoints that join or leave, until `stop`. Runs off the data path: it
+/// wakes on the generation counter and compares two snapshots.
+async fn watch_endpoint_states(
+    dataplane: DataPlane,
+    events: Arc<crate::status::Events>,
+    stop: CancellationToken,
+) {
+    let mut generation = dataplane.subscribe();
+    let mut before = endpoint_states(&dataplane.table().load());
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            changed = generation.changed() => if changed.is_err() { return },
+        }
+        let after = endpoint_states(&dataplane.table().load());
+        for (key, state) in &after {
+            let was = before.get(key).map(String::as_str);
+            if was == Some(state.as_str()) {
+                continue;
+            }
+            let message = match was {
+                Some(was) => format!("{key}: {was} -> {state}"),
+                None => format!("{key}: added ({state})"),
+            };
+            info!(endpoint = %key, state = %state, previous = was.unwrap_or("none"), "endpoint state changed");
+            let level = if state == "ready" { "info" } else { "warning" };
+            events.record(level, "endpoint", message);
+        }
+        for key in before.keys().filter(|k| !after.contains_key(*k)) {
+            info!(endpoint = %key, "endpoint removed");
+            events.record("info", "endpoint", format!("{key}: removed"));
+        }
+        before = after;
+    }
+}
+
+/// `namespace/service:port/PROTO IP:PORT` → state word, for
+/// [`watch_endpoint_states`].
+fn endpoint_states(snapshot: &Snapshot) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for service in snapshot.services() {
+        for port in &service.ports {
+            let key = port.key();
+            for e in port.endpoints() {
+                let state = if e.weight == 0 {
+                    "draining"
+                } else if e.terminating && !e.ready {
+                    "terminating"
+                } else if e.ready {
+                    "ready"
+                } else {
+                    "not_ready"
+                };
+                out.insert(
+                    format!(
+                        "{}/{}:{}/{} {}",
+                        key.service.namespace,
+                        key.service.name,
+                        crate::connections::port_label(key),
+                        key.protocol,
+                        e.addr
+                    ),
+                    state.to_string(),
+                );
+            }
+        }
+    }
+    out
 }
 
 /// Where endpoint host names are resolved: `[dns] upstreams`, else (empty)

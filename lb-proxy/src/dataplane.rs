@@ -52,7 +52,8 @@ pub(crate) struct Shared {
     /// The forwarding engine for new connections (`Engine as u8`).
     engine: AtomicU8,
     /// Bytes moved by `splice(2)`, all connections together.
-    pub(crate) spliced: AtomicU64,
+    pub(crate) spliced: AtomicU64,    /// Open TCP connections, for `/api/v1/connections`.
+    pub(crate) registry: crate::connections::Connections,
 }
 
 impl Shared {
@@ -126,6 +127,7 @@ impl DataPlane {
             bind_errors: Mutex::new(BTreeMap::new()),
             engine: AtomicU8::new(Engine::from_env() as u8),
             spliced: AtomicU64::new(0),
+            registry: crate::connections::Connections::default(),
         });
         let inner = Arc::new(Inner {
             shared,
@@ -182,6 +184,11 @@ impl DataPlane {
         self.inner.shared.settings.store(Arc::new(settings));
     }
 
+    /// The settings new connections use (for `/api/v1/config`).
+    pub fn settings(&self) -> Arc<ProxySettings> {
+        self.inner.shared.settings.load_full()
+    }
+
     /// Frontends that could not be bound, with the error text (the admin API
     /// shows them as `"bind_errors"`). They are retried every second.
     pub fn bind_errors(&self) -> BTreeMap<FrontendKey, String> {
@@ -213,6 +220,12 @@ impl DataPlane {
     /// (it stays 0 under the copy loop or when splice is refused).
     pub fn spliced_bytes(&self) -> u64 {
         self.inner.shared.spliced.load(Ordering::Relaxed)
+    }
+
+    /// Open TCP connections that reached an endpoint (client, frontend,
+    /// endpoint, pick reason, bytes), for `/api/v1/connections`.
+    pub fn connections(&self) -> &crate::connections::Connections {
+        &self.inner.shared.registry
     }
 
     /// Open client connections (including ones still dialing).

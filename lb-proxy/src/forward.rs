@@ -133,38 +133,44 @@ impl Outcome {
 impl Engine {
     /// Forwards between `client` and `upstream` until both sides are done, a
     /// leg fails, a timer in `limits` runs out or `stop` resolves; then closes
-    /// both legs (with a reset when a leg failed) and says why. Bytes moved by
+    /// both legs (with a reset when a leg failed) and says why. Bytes are
+    /// counted into the endpoint's `stats` and this connection's own `conn`
+    /// (`/api/v1/connections`, the per-connection log event). Bytes moved by
     /// `splice(2)` are also added to `spliced`, so callers can tell which
     /// engine really carried the traffic.
+    #[allow(clippy::too_many_arguments)]
     pub async fn run(
         self,
         mut client: TcpStream,
         mut upstream: TcpStream,
         limits: Limits,
         stats: &EndpointStats,
+        conn: &EndpointStats,
         spliced: &AtomicU64,
         stop: impl Future<Output = ()>,
     ) -> Outcome {
         tokio::pin!(stop);
         let outcome = match self {
-            Engine::Copy => copy(&mut client, &mut upstream, limits, stats, stop).await,
+            Engine::Copy => copy(&mut client, &mut upstream, limits, stats, conn, stop).await,
             Engine::Splice => {
                 #[cfg(target_os = "linux")]
                 {
-                    match crate::splice::run(&client, &upstream, limits, stats, spliced, &mut stop)
-                        .await
+                    match crate::splice::run(
+                        &client, &upstream, limits, stats, conn, spliced, &mut stop,
+                    )
+                    .await
                     {
                         Ok(outcome) => outcome,
                         // Nothing was read yet: the copy loop starts from a clean slate.
                         Err(_refused) => {
-                            copy(&mut client, &mut upstream, limits, stats, stop).await
+                            copy(&mut client, &mut upstream, limits, stats, conn, stop).await
                         }
                     }
                 }
                 #[cfg(not(target_os = "linux"))]
                 {
                     let _ = spliced;
-                    copy(&mut client, &mut upstream, limits, stats, stop).await
+                    copy(&mut client, &mut upstream, limits, stats, conn, stop).await
                 }
             }
         };
@@ -206,7 +212,7 @@ impl Pump {
         cx: &mut Context<'_>,
         r: &mut R,
         w: &mut W,
-        counter: &AtomicU64,
+        counters: [&AtomicU64; 2],
         active: &mut bool,
     ) -> Poll<io::Result<()>>
     where
@@ -235,7 +241,9 @@ impl Pump {
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                 }
                 self.pos += n;
-                stats::add(counter, n as u64);
+                for counter in counters {
+                    stats::add(counter, n as u64);
+                }
                 *active = true;
             }
             if self.eof {
@@ -263,6 +271,7 @@ async fn copy(
     upstream: &mut TcpStream,
     limits: Limits,
     stats: &EndpointStats,
+    conn: &EndpointStats,
     stop: impl Future<Output = ()>,
 ) -> Outcome {
     let (mut client_r, mut client_w) = client.split();
@@ -270,8 +279,20 @@ async fn copy(
     let mut rx = Pump::new();
     let mut tx = Pump::new();
     drive(limits, stop, |cx, half_closed, active| {
-        let a = rx.poll_copy(cx, &mut client_r, &mut upstream_w, &stats.bytes_rx, active);
-        let b = tx.poll_copy(cx, &mut upstream_r, &mut client_w, &stats.bytes_tx, active);
+        let a = rx.poll_copy(
+            cx,
+            &mut client_r,
+            &mut upstream_w,
+            [&stats.bytes_rx, &conn.bytes_rx],
+            active,
+        );
+        let b = tx.poll_copy(
+            cx,
+            &mut upstream_r,
+            &mut client_w,
+            [&stats.bytes_tx, &conn.bytes_tx],
+            active,
+        );
         if let Poll::Ready(Err(e)) = a {
             return Poll::Ready(Step::Failed(e));
         }

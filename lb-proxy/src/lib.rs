@@ -9,6 +9,10 @@
 //! - [`sources`]: Kubernetes manifests and etcd, merged with the file on
 //!   every load.
 //! - [`metrics`]: `/metrics` rendered from the snapshot's counters.
+//! - [`connections`]: the registry of open TCP connections behind
+//!   `/api/v1/connections`.
+//! - [`status`]: the live status page at the admin listener's `/` and the
+//!   recent-events ring it shows.
 //! - [`views`]: the JSON shapes of `/api/v1/services` and `/api/v1/endpoints`,
 //!   built from a snapshot, and the `kubectl get`-style tables printed from them.
 //! - [`dataplane`]: [`DataPlane`], the running TCP data plane (listeners,
@@ -31,6 +35,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod connections;
 pub mod dataplane;
 pub mod dns;
 pub mod error;
@@ -42,6 +47,7 @@ pub mod probe;
 pub mod sources;
 #[cfg(target_os = "linux")]
 pub mod splice;
+pub mod status;
 mod sys;
 mod tcp;
 pub mod udp;

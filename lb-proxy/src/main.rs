@@ -15,7 +15,27 @@ use tracing::{info, warn};
 
 /// A userspace L4 load balancer with Kubernetes Service semantics.
 #[derive(Debug, Parser)]
-#[command(name = "lb-proxy", version, about, long_about = None)]
+#[command(
+    name = "lb-proxy",
+    version,
+    about,
+    long_about = "lb-proxy serves Kubernetes-style Services (ClusterIP, NodePort, LoadBalancer, \
+ExternalName) from a TOML file: it listens on every cluster IP, external IP, LoadBalancer \
+address and node port of the file, and forwards each TCP connection or UDP flow to a ready \
+endpoint (weighted round robin, ClientIP affinity, failover on dial errors).\n\n\
+With no subcommand it runs the proxy (same as `run`). The admin API (admin.listen, default \
+127.0.0.1:10249) serves /healthz, /readyz, /metrics, /api/v1/{services,endpoints,connections,\
+config,events} and a live status page at /.",
+    after_help = "EXAMPLES:\n  \
+lb-proxy --config /etc/lb/lb.toml                 run the proxy\n  \
+lb-proxy check --config lb.toml                   validate a file\n  \
+lb-proxy get svc --config lb.toml                 list services of the running proxy\n  \
+lb-proxy get ep -o wide --admin 127.0.0.1:10249   endpoints with state and reason\n  \
+lb-proxy get connections -w                       watch open connections\n\n\
+SIGNALS:\n  SIGHUP reloads the file (it is also watched); SIGTERM/SIGINT drain; a second one exits at once.\n\n\
+ENVIRONMENT:\n  RUST_LOG      log filter (default info; lb_proxy=debug logs one event per connection)\n  \
+NOTIFY_SOCKET set by systemd for Type=notify: READY=1 is sent once the proxy serves"
+)]
 struct Cli {
     /// The TOML config file (runs the proxy when no subcommand is given).
     #[arg(long, global = true, value_name = "FILE")]
@@ -43,20 +63,60 @@ enum LogFormat {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the proxy until SIGTERM/SIGINT (the default).
+    #[command(
+        long_about = "Loads --config, binds every frontend of its services, starts the admin API \
+(and the DNS responder with [dns]) and serves until SIGTERM or SIGINT. The file is watched and \
+reloaded on change (in-place writes, renames, ConfigMap symlink swaps) and on SIGHUP; a file \
+that fails validation changes nothing (logged, counted in lb_config_reloads_total{result=\"failure\"}). \
+On SIGTERM/SIGINT every service listener closes at once, open connections finish within \
+proxy.drain_timeout, and the process exits 0; a second signal exits at once with 130.\n\n\
+Under systemd with Type=notify, READY=1 is sent on $NOTIFY_SOCKET once the proxy serves, \
+and STOPPING=1 when the drain starts.",
+        after_help = "EXAMPLES:\n  lb-proxy run --config lb.toml\n  \
+RUST_LOG=lb_proxy=debug lb-proxy run --config lb.toml --log-format json\n  \
+lb-proxy run --config lb.toml --state-file /var/lib/lb/state.json"
+    )]
     Run,
     /// Validate the config file; print every error, one per line; exit 1 if invalid.
+    #[command(
+        long_about = "Parses and validates --config as `run` would (including allocation of \
+cluster IPs, node ports and LoadBalancer addresses) and prints every error, one per line, in \
+Kubernetes' wording: services[NAME].ports[0].node_port: Invalid value: ... Exits 0 when the \
+file is valid, 1 when it is not. Warnings are printed to stderr and do not fail the check.",
+        after_help = "EXAMPLES:\n  lb-proxy check --config lb.toml && systemctl reload lb-proxy"
+    )]
     Check,
-    /// Print the running proxy's services or endpoints, like `kubectl get svc,ep`.
+    /// Print the running proxy's services, endpoints or connections, like `kubectl get`.
+    #[command(
+        long_about = "Asks the running proxy's admin API (at --admin, else at admin.listen of \
+--config, else 127.0.0.1:10249) and prints a kubectl-style table:\n\n  \
+services     NAME TYPE CLUSTER-IP EXTERNAL-IP PORT(S) AGE\n  \
+endpoints    NAME ENDPOINTS AGE (ready endpoints; -o wide: one row each with STATE, REASON, SINCE)\n  \
+connections  NAME CLIENT ENDPOINT REASON RX TX AGE (REASON: why this endpoint was picked: \
+round_robin, affinity or failover; -o wide adds FRONTEND, PORT, STARTED)\n\n\
+-o json prints the admin API's JSON unchanged. -w keeps watching and prints the table again \
+whenever it changes, until Ctrl-C.",
+        after_help = "EXAMPLES:\n  lb-proxy get svc --config /etc/lb/lb.toml\n  \
+lb-proxy get ep -o wide --admin 127.0.0.1:10249\n  \
+lb-proxy get connections -o json | jq '.items[] | select(.pick_reason == \"failover\")'\n  \
+lb-proxy get ep -w"
+    )]
     Get {
-        /// services (svc) or endpoints (ep).
+        /// services (svc), endpoints (ep) or connections (conn).
         #[arg(value_enum)]
         kind: GetKind,
-        /// table (default) or json (exactly the admin API's JSON).
+        /// table (default), wide (more columns) or json (exactly the admin API's JSON).
         #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
         /// The admin API address (HOST:PORT); default: `admin.listen` of --config.
         #[arg(long, value_name = "HOST:PORT")]
         admin: Option<String>,
+        /// Watch: print again whenever the answer changes (every second), until Ctrl-C.
+        #[arg(short = 'w', long)]
+        watch: bool,
+        /// With -w: stop after printing this many times (0 = until Ctrl-C); for scripts and tests.
+        #[arg(long, value_name = "N", default_value_t = 0, hide = true)]
+        watch_limit: u32,
     },
     /// Write objects to the etcd source (needs [source.etcd]; not supported yet).
     Put {
@@ -96,7 +156,15 @@ fn main() -> ExitCode {
             kind,
             output,
             admin,
-        }) => get(kind, output, admin, cli.config.as_deref()),
+            watch,
+            watch_limit,
+        }) => get(
+            kind,
+            output,
+            admin,
+            cli.config.as_deref(),
+            watch.then_some(watch_limit),
+        ),
         Some(Command::Put { .. }) | Some(Command::Delete { .. }) => {
             eprintln!("error: put and delete write to an etcd source ([source.etcd]), which is not supported yet");
             ExitCode::from(1)
@@ -156,6 +224,7 @@ fn get(
     output: OutputFormat,
     admin: Option<String>,
     config: Option<&Path>,
+    watch: Option<u32>,
 ) -> ExitCode {
     let admin = match (admin, config) {
         (Some(a), _) => a,
@@ -177,15 +246,46 @@ fn get(
         },
         (None, None) => lb_config::config::DEFAULT_ADMIN_LISTEN.to_string(),
     };
-    match lb_proxy::admin::get_command(&admin, kind, output, SystemTime::now()) {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
+    let Some(limit) = watch else {
+        return match lb_proxy::admin::get_command(&admin, kind, output, SystemTime::now()) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        };
+    };
+    // Watch: poll every second and print again when the answer changed
+    // (AGE alone ticking does not count); Ctrl-C ends it.
+    let mut last: Option<String> = None;
+    let mut printed = 0u32;
+    loop {
+        match lb_proxy::admin::fetch(&admin, kind.path()) {
+            Ok(body) if last.as_deref() != Some(body.as_str()) => {
+                match lb_proxy::admin::render_get(&admin, kind, output, &body, SystemTime::now()) {
+                    Ok(text) => {
+                        if printed > 0 && output != OutputFormat::Json {
+                            println!();
+                        }
+                        print!("{text}");
+                        use std::io::Write;
+                        let _ = std::io::stdout().flush();
+                        printed += 1;
+                    }
+                    Err(e) => eprintln!("error: {e}"),
+                }
+                last = Some(body);
+                if limit > 0 && printed >= limit {
+                    return ExitCode::SUCCESS;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => eprintln!("error: {e}"),
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(1)
-        }
+        std::thread::sleep(Duration::from_secs(1));
     }
 }
 
@@ -213,6 +313,7 @@ async fn run(options: AppOptions, source_options: SourceOptions) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    sd_notify("READY=1");
     let mut changes =
         match lb_config::watch_file(options.config.clone(), Duration::from_millis(150)) {
             Ok(rx) => Some(rx),
@@ -260,6 +361,7 @@ async fn run(options: AppOptions, source_options: SourceOptions) -> ExitCode {
             _ = int.recv() => break,
         }
     }
+    sd_notify("STOPPING=1");
     info!(
         open = app.dataplane().active_connections(),
         "draining: listeners closed, waiting for open connections"
@@ -277,5 +379,31 @@ async fn run(options: AppOptions, source_options: SourceOptions) -> ExitCode {
             warn!("second signal: exiting at once");
             ExitCode::from(130)
         }
+    }
+}
+
+/// Tells systemd (`Type=notify`) about our state on `$NOTIFY_SOCKET`, as
+/// sd_notify(3) does, with a plain datagram (no libsystemd). Without the
+/// variable (not under systemd, or `Type=simple`) it does nothing; a failure
+/// is logged, never fatal.
+fn sd_notify(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let sent = (|| -> std::io::Result<()> {
+        let socket = std::os::unix::net::UnixDatagram::unbound()?;
+        let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
+        if let Some(name) = bytes.strip_prefix(b"@") {
+            // An abstract socket (systemd's default for services).
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+            socket.send_to_addr(state.as_bytes(), &addr)?;
+        } else {
+            socket.send_to(state.as_bytes(), Path::new(&path))?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = sent {
+        warn!("cannot notify systemd ({state}): {e}");
     }
 }

@@ -144,7 +144,7 @@ impl Flow {
         cx: &mut Context<'_>,
         src: &TcpStream,
         dst: &TcpStream,
-        counter: &AtomicU64,
+        counters: [&AtomicU64; 2],
         spliced: &AtomicU64,
         active: &mut bool,
         moved: &mut bool,
@@ -192,7 +192,9 @@ impl Flow {
                     Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                     Ok(n) => {
                         self.in_pipe -= n;
-                        stats::add(counter, n as u64);
+                        for counter in counters {
+                            stats::add(counter, n as u64);
+                        }
                         stats::add(spliced, n as u64);
                         *active = true;
                     }
@@ -218,6 +220,7 @@ pub(crate) async fn run(
     upstream: &TcpStream,
     limits: Limits,
     stats: &EndpointStats,
+    conn: &EndpointStats,
     spliced: &AtomicU64,
     stop: impl Future<Output = ()>,
 ) -> Result<Outcome, Refused> {
@@ -233,7 +236,7 @@ pub(crate) async fn run(
             cx,
             client,
             upstream,
-            &stats.bytes_rx,
+            [&stats.bytes_rx, &conn.bytes_rx],
             spliced,
             active,
             &mut moved,
@@ -242,7 +245,7 @@ pub(crate) async fn run(
             cx,
             upstream,
             client,
-            &stats.bytes_tx,
+            [&stats.bytes_tx, &conn.bytes_tx],
             spliced,
             active,
             &mut moved,

@@ -104,8 +104,27 @@ pub(crate) async fn serve(
     let endpoint_stats: Arc<EndpointStats> = endpoint.stats.clone();
     stats::add(&endpoint_stats.connections, 1);
     let _endpoint_active = hold(&endpoint_stats.active);
+    // A failover is the reason whenever the first pick's dial failed.
+    let reason = if index == pick.index {
+        pick.reason.as_str()
+    } else {
+        lb_core::PickReason::Failover.as_str()
+    };
+    let conn_bytes: Arc<EndpointStats> = Arc::default();
+    let started = Instant::now();
+    let _registered = shared.registry.insert(crate::connections::OpenConnection {
+        id: 0,
+        client: peer,
+        frontend: frontend.addr,
+        service: entry.port.key().clone(),
+        endpoint: endpoint_addr,
+        reason,
+        started: std::time::SystemTime::now(),
+        opened: started.into_std(),
+        bytes: conn_bytes.clone(),
+    });
     debug!(service = %entry.port.key(), client = %peer, endpoint = %endpoint_addr,
-        reason = pick.reason.as_str(), "connected");
+        reason, "connected");
 
     let limits = Limits {
         idle_timeout: settings.tcp_idle_timeout,
@@ -126,12 +145,18 @@ pub(crate) async fn serve(
             upstream,
             limits,
             &endpoint_stats,
+            &conn_bytes,
             &shared.spliced,
             stop,
         )
         .await;
-    debug!(service = %entry.port.key(), client = %peer, endpoint = %endpoint_addr,
-        outcome = outcome.as_str(), "connection ended");
+    // One event per connection: the answer to "why did this connection go to
+    // that backend, and how did it end".
+    debug!(service = %entry.port.key(), client = %peer, frontend = %frontend.addr,
+        endpoint = %endpoint_addr, reason,
+        bytes_rx = stats::read(&conn_bytes.bytes_rx), bytes_tx = stats::read(&conn_bytes.bytes_tx),
+        duration_ms = started.elapsed().as_millis() as u64,
+        cause = outcome.as_str(), "connection closed");
     drop(open);
 }
 
@@ -156,8 +181,10 @@ async fn dial(
     for (n, timeout) in timeouts.iter().enumerate() {
         let endpoint = entry.port.endpoint(index);
         attempts += 1;
+        let dial_start = Instant::now();
         match tokio::time::timeout(*timeout, TcpStream::connect(endpoint.addr)).await {
             Ok(Ok(stream)) => {
+                endpoint.stats.connect_duration.record(dial_start.elapsed());
                 endpoint.health.record_success();
                 return Ok((stream, index));
             }

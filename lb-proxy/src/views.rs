@@ -161,6 +161,15 @@ pub struct EndpointView {
     /// The last readiness probe result of its pod, empty without a probe.
     #[serde(default)]
     pub probe: String,
+    /// Connections (TCP) established to it so far.
+    #[serde(default)]
+    pub connections_total: u64,
+    /// Bytes from clients to it so far.
+    #[serde(default)]
+    pub bytes_rx: u64,
+    /// Bytes from it to clients so far.
+    #[serde(default)]
+    pub bytes_tx: u64,
 }
 
 /// Builds the `/api/v1/services` body. `bind_errors` holds every frontend that
@@ -229,6 +238,86 @@ pub fn services_view(
     ServiceList { items }
 }
 
+/// Body of `GET /api/v1/config`: the configuration in force after
+/// validation and allocation, so an operator sees which cluster IPs, node
+/// ports and LoadBalancer addresses were assigned without reading the state
+/// file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigView {
+    /// The snapshot generation being served.
+    pub generation: u64,
+    /// `[node]`: this proxy's name and node addresses.
+    pub node: NodeView,
+    /// `[proxy]` settings in force (durations as `250ms`, `30s`); empty when
+    /// the source does not know them.
+    pub proxy: BTreeMap<String, String>,
+    /// Every service with its allocations, as `/api/v1/services` shows them.
+    pub services: Vec<ServiceView>,
+}
+
+/// `[node]` in [`ConfigView`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeView {
+    /// Node name (traffic policies compare endpoints' nodes with it).
+    pub name: String,
+    /// Where node ports listen.
+    pub addresses: Vec<String>,
+}
+
+/// Builds the `/api/v1/config` body.
+pub fn config_view(
+    snapshot: &Snapshot,
+    settings: Option<&lb_core::ProxySettings>,
+    bind_errors: &BTreeMap<FrontendKey, String>,
+) -> ConfigView {
+    let mut proxy = BTreeMap::new();
+    if let Some(s) = settings {
+        let ms: Vec<String> = s
+            .connect_timeouts
+            .iter()
+            .map(|d| d.as_millis().to_string())
+            .collect();
+        proxy.insert("connect_timeouts_ms".into(), format!("[{}]", ms.join(", ")));
+        proxy.insert(
+            "tcp_idle_timeout".into(),
+            s.tcp_idle_timeout.map_or("0".into(), |d| format!("{d:?}")),
+        );
+        proxy.insert(
+            "half_close_timeout".into(),
+            format!("{:?}", s.half_close_timeout),
+        );
+        proxy.insert(
+            "udp_idle_timeout".into(),
+            format!("{:?}", s.udp_idle_timeout),
+        );
+        proxy.insert("drain_timeout".into(), format!("{:?}", s.drain_timeout));
+        proxy.insert("max_connections".into(), s.max_connections.to_string());
+        proxy.insert(
+            "outlier_consecutive_failures".into(),
+            s.outlier_consecutive_failures.to_string(),
+        );
+        proxy.insert(
+            "outlier_base_ejection".into(),
+            format!("{:?}", s.outlier_base_ejection),
+        );
+        proxy.insert("udp_max_flows".into(), s.udp_max_flows.to_string());
+    }
+    ConfigView {
+        generation: snapshot.generation(),
+        node: NodeView {
+            name: snapshot.node().name.clone(),
+            addresses: snapshot
+                .node()
+                .addresses
+                .iter()
+                .map(IpAddr::to_string)
+                .collect(),
+        },
+        proxy,
+        services: services_view(snapshot, bind_errors).items,
+    }
+}
+
 /// Builds the `/api/v1/endpoints` body from the snapshot's resolved endpoints
 /// and their live counters (no probe results: see [`endpoints_view_with`]).
 pub fn endpoints_view(snapshot: &Snapshot) -> EndpointsList {
@@ -274,6 +363,9 @@ pub fn endpoints_view_with(
                             reason,
                             since: format_rfc3339(since),
                             probe: probe.map(|p| p.message.clone()).unwrap_or_default(),
+                            connections_total: lb_core::stats::read(&e.stats.connections),
+                            bytes_rx: lb_core::stats::read(&e.stats.bytes_rx),
+                            bytes_tx: lb_core::stats::read(&e.stats.bytes_tx),
                         }
                     })
                 })
@@ -434,6 +526,36 @@ pub fn endpoints_wide_table(list: &EndpointsList, now: SystemTime) -> String {
                 age(&e.since, now),
             ]);
         }
+    }
+    tabulate(&rows)
+}
+
+/// Renders `lb-proxy get connections`: one row per open connection
+/// (`NAME CLIENT ENDPOINT REASON RX TX AGE`; `-o wide` adds FRONTEND, PORT
+/// and STARTED). AGE comes from the proxy's clock (`age_seconds`), so a CLI
+/// on another host with a skewed clock still shows it right.
+pub fn connections_table(list: &crate::connections::ConnectionList, wide: bool) -> String {
+    let mut header = vec!["NAME", "CLIENT", "ENDPOINT", "REASON", "RX", "TX", "AGE"];
+    if wide {
+        header.extend(["FRONTEND", "PORT", "STARTED"]);
+    }
+    let mut rows = vec![row(&header)];
+    for c in &list.items {
+        let mut r = vec![
+            display_name(&c.namespace, &c.service),
+            c.client.clone(),
+            c.endpoint.clone(),
+            c.pick_reason.clone(),
+            c.bytes_rx.to_string(),
+            c.bytes_tx.to_string(),
+            human_duration(Duration::from_secs(c.age_seconds)),
+        ];
+        if wide {
+            r.push(c.frontend.clone());
+            r.push(format!("{}/{}", c.port, c.protocol));
+            r.push(c.started.clone());
+        }
+        rows.push(r);
     }
     tabulate(&rows)
 }

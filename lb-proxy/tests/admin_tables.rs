@@ -61,6 +61,9 @@ fn endpoint(ip: &str, port: u16, ready: bool) -> EndpointView {
         reason: String::new(),
         since: String::new(),
         probe: String::new(),
+        connections_total: 0,
+        bytes_rx: 0,
+        bytes_tx: 0,
     }
 }
 
