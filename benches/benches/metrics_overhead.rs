@@ -1,0 +1,196 @@
+//! What metrics cost the data path: proxied connections per second, in
+//! process over loopback, without and with a Prometheus scraper rendering
+//! `/metrics` ten times a second, interleaved round by round (the machine is
+//! busy and small, so only medians and ratios mean anything); plus the two
+//! per-event costs in isolation: recording one connect duration (the only
+//! metric work a connection does beyond the counters the views need anyway)
+//! and rendering `/metrics` for 100 services.
+//!
+//! `cargo bench -p lb-benches --bench metrics_overhead`; the summary line
+//! `metrics overhead: ...` gives the median ratio.
+
+// criterion_group! generates undocumented functions.
+#![allow(missing_docs)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use lb_benches::node;
+use lb_core::stats::DurationHistogram;
+use lb_core::{EndpointSpec, PortSpec, ProxySettings, ServiceSpec, Snapshot};
+use lb_proxy::app::ReloadCounters;
+use lb_proxy::metrics::{render_with, Sources};
+use lb_proxy::DataPlane;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Runtime;
+
+/// Concurrent clients.
+const CONCURRENCY: u64 = 8;
+/// Connections per timed round.
+const ROUND: u64 = 2000;
+/// Interleaved rounds of (without, with) for the summary.
+const ROUNDS: usize = 7;
+const ANSWER: &[u8] = &[b'x'; 256];
+
+async fn answer_backend(ip: &str) -> SocketAddr {
+    let listener = TcpListener::bind((ip, 0)).await.expect("bind backend");
+    let addr = listener.local_addr().expect("backend address");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let _ = s.write_all(ANSWER).await;
+                let _ = s.shutdown().await;
+                let mut sink = [0u8; 64];
+                let _ = tokio::time::timeout(Duration::from_secs(5), s.read(&mut sink)).await;
+            });
+        }
+    });
+    addr
+}
+
+fn free(ip: &str) -> SocketAddr {
+    let probe = std::net::TcpListener::bind((ip, 0)).expect("probe a free port");
+    probe.local_addr().expect("probe address")
+}
+
+async fn one_connection(vip: SocketAddr) {
+    let Ok(mut s) = TcpStream::connect(vip).await else {
+        return;
+    };
+    let mut buf = [0u8; 512];
+    while let Ok(n) = s.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+    }
+}
+
+fn connections(rt: &Runtime, vip: SocketAddr, iters: u64) -> Duration {
+    rt.block_on(async {
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for k in 0..CONCURRENCY {
+            let share = iters / CONCURRENCY + u64::from(k < iters % CONCURRENCY);
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..share {
+                    one_connection(vip).await;
+                }
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        start.elapsed()
+    })
+}
+
+/// A scraper thread rendering `/metrics` (with process metrics) every
+/// 100 ms while `on` is set.
+fn scraper(plane: DataPlane, on: Arc<AtomicBool>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let reloads = ReloadCounters::default();
+        while !stop.load(Ordering::Relaxed) {
+            if on.load(Ordering::Relaxed) {
+                let text = render_with(
+                    &plane.table().load(),
+                    &Sources {
+                        reloads: &reloads,
+                        dns: None,
+                        host_lookups: None,
+                        process: true,
+                    },
+                );
+                std::hint::black_box(text);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+}
+
+fn metrics_overhead(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let vip = free("127.78.0.1");
+    let plane = rt.block_on(async {
+        let backend = answer_backend("127.78.1.1").await;
+        let port = PortSpec::tcp("", vip.port()).with_endpoint(EndpointSpec::new(backend));
+        let svc = ServiceSpec::cluster_ip("bench", "metrics", vip.ip()).with_port(port);
+        let snapshot = Snapshot::build(node(), vec![svc], None, SystemTime::now());
+        DataPlane::start(ProxySettings::default(), snapshot).await
+    });
+    let on = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let scraping = scraper(plane.clone(), on.clone(), stop.clone());
+
+    // Interleaved rounds for the summary: (without, with) each time.
+    connections(&rt, vip, ROUND / 4); // warm up
+    let mut ratios = Vec::new();
+    let (mut without, mut with) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        on.store(false, Ordering::Relaxed);
+        let a = ROUND as f64 / connections(&rt, vip, ROUND).as_secs_f64();
+        on.store(true, Ordering::Relaxed);
+        let b = ROUND as f64 / connections(&rt, vip, ROUND).as_secs_f64();
+        without.push(a);
+        with.push(b);
+        ratios.push(b / a);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+
+    let mut group = c.benchmark_group("metrics_overhead");
+    group.throughput(Throughput::Elements(1));
+    group.sample_size(20);
+    group.measurement_time(Duration::from_secs(5));
+    on.store(false, Ordering::Relaxed);
+    group.bench_function("connections_without_scraper", |b| {
+        b.iter_custom(|iters| connections(&rt, vip, iters))
+    });
+    on.store(true, Ordering::Relaxed);
+    group.bench_function("connections_with_scraper_10hz", |b| {
+        b.iter_custom(|iters| connections(&rt, vip, iters))
+    });
+    on.store(false, Ordering::Relaxed);
+    group.finish();
+
+    let histogram = DurationHistogram::default();
+    c.bench_function("metrics_overhead/record_connect_duration", |b| {
+        b.iter(|| histogram.record(std::hint::black_box(Duration::from_micros(180))))
+    });
+    let big = lb_benches::snapshot(lb_benches::services(100, 3));
+    let reloads = ReloadCounters::default();
+    c.bench_function("metrics_overhead/render_100_services", |b| {
+        b.iter(|| {
+            render_with(
+                &big,
+                &Sources {
+                    reloads: &reloads,
+                    dns: None,
+                    host_lookups: None,
+                    process: false,
+                },
+            )
+        })
+    });
+
+    stop.store(true, Ordering::Relaxed);
+    let _ = scraping.join();
+    let (w, s) = (median(&mut without), median(&mut with));
+    println!(
+        "metrics overhead: {ROUNDS} interleaved rounds of {ROUND} connections: median {w:.0} conn/s without scraping, {s:.0} conn/s with a 10 Hz scraper; median ratio with/without {:.3}",
+        median(&mut ratios)
+    );
+    rt.block_on(plane.shutdown());
+}
+
+criterion_group!(benches, metrics_overhead);
+criterion_main!(benches);

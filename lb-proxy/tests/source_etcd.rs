@@ -1,0 +1,192 @@
+//! The etcd source with a real etcd (started by the test on loopback): two
+//! lb-proxy nodes fed from one etcd agree on allocations, apply watch
+//! updates and deletes, skip a bad object by key, resolve a conflict by the
+//! older mod_revision, and report the source stale while etcd is down, while
+//! traffic keeps flowing.
+
+mod source_support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use source_support::*;
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn node_config(name: &str, ip: &str, admin: u16, etcd: &str) -> String {
+    format!(
+        r#"
+[node]
+name = "{name}"
+addresses = ["{ip}"]
+[cluster]
+service_cidr = "127.97.0.0/16"
+[admin]
+listen = "{ip}:{admin}"
+[source.etcd]
+endpoints = ["{etcd}"]
+prefix = "/lbtest"
+"#
+    )
+}
+
+#[test]
+fn two_nodes_fed_from_one_etcd() {
+    let Ok(mut etcd) = Etcd::start("127.0.30.1") else {
+        panic!("etcd (Debian package etcd-server) must be installed: .ci/run installs it");
+    };
+    let c = etcd.client();
+    answer_backend("127.0.31.1:8080", "a");
+    answer_backend("127.0.31.2:8080", "b");
+    c.put(
+        "/lbtest/pods/default/web-1",
+        br#"{"name":"web-1","ip":"127.0.31.1","node":"node-1","labels":{"app":"web"},"ports":[{"name":"http","container_port":8080}]}"#,
+    )
+    .unwrap();
+    // TOML values work too.
+    c.put(
+        "/lbtest/pods/default/web-2",
+        b"name = \"web-2\"\nip = \"127.0.31.2\"\nnode = \"node-2\"\nlabels = { app = \"web\" }\nports = [{ name = \"http\", container_port = 8080 }]\n",
+    )
+    .unwrap();
+    c.put(
+        "/lbtest/services/default/web",
+        br#"{"name":"web","type":"NodePort","selector":{"app":"web"},"ports":[{"port":80,"target_port":"http"}]}"#,
+    )
+    .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut proxies = Vec::new();
+    for (name, ip) in [("node-1", "127.0.32.1"), ("node-2", "127.0.32.2")] {
+        let admin = free_port(ip);
+        let config = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&config, node_config(name, ip, admin, &etcd.url())).unwrap();
+        proxies.push(
+            Proxy::start(
+                &config,
+                addr(&format!("{ip}:{admin}")),
+                &[],
+                dir.path().join(format!("{name}.log")),
+            )
+            .unwrap(),
+        );
+    }
+    // Allocations agree: one cluster IP and node port on both nodes.
+    let web: Vec<_> = proxies
+        .iter()
+        .map(|p| {
+            let mut s = None;
+            assert!(eventually(Duration::from_secs(5), || {
+                s = p.service("web");
+                s.is_some()
+            }), "{}", p.logs());
+            s.unwrap()
+        })
+        .collect();
+    assert_eq!(web[0]["cluster_ip"], web[1]["cluster_ip"], "{web:?}");
+    assert_eq!(web[0]["ports"][0]["node_port"], web[1]["ports"][0]["node_port"]);
+    let node_port = web[0]["ports"][0]["node_port"].as_u64().unwrap();
+    for ip in ["127.0.32.1", "127.0.32.2"] {
+        let answer = ask(addr(&format!("{ip}:{node_port}"))).unwrap();
+        assert!(answer == "a" || answer == "b", "{answer}");
+    }
+    let (status, _) = http_get(proxies[0].admin, "/readyz").unwrap();
+    assert_eq!(status, 200);
+
+    // A watch update appears on both nodes; a delete closes it again.
+    c.put(
+        "/lbtest/services/default/late",
+        br#"{"name":"late","cluster_ip":"127.97.5.5","selector":{"app":"web"},"ports":[{"port":81,"target_port":8080}]}"#,
+    )
+    .unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || ask(addr("127.97.5.5:81")).is_ok()),
+        "{}",
+        proxies[0].logs()
+    );
+    assert!(eventually(Duration::from_secs(5), || proxies[1].service("late").is_some()));
+
+    // A bad object is skipped and named by its key; the rest applies.
+    c.put(
+        "/lbtest/services/default/bad",
+        br#"{"name":"bad","ports":[{"port":99999}]}"#,
+    )
+    .unwrap();
+    c.put("/lbtest/services/default/garbled", b"{not json").unwrap();
+    // Two keys naming the same object: the older mod_revision wins.
+    c.put(
+        "/lbtest/services/default/dup-a",
+        br#"{"name":"dup","cluster_ip":"127.97.6.1","selector":{"app":"web"},"ports":[{"port":82,"target_port":8080}]}"#,
+    )
+    .unwrap();
+    c.put(
+        "/lbtest/services/default/dup-b",
+        br#"{"name":"dup","cluster_ip":"127.97.6.2","selector":{"app":"web"},"ports":[{"port":82,"target_port":8080}]}"#,
+    )
+    .unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || ask(addr("127.97.6.1:82")).is_ok()),
+        "{}",
+        proxies[0].logs()
+    );
+    assert!(ask(addr("127.97.6.2:82")).is_err());
+    assert!(eventually(Duration::from_secs(5), || {
+        let logs = proxies[0].logs();
+        logs.contains("/lbtest/services/default/bad")
+            && logs.contains("/lbtest/services/default/garbled")
+            && logs.contains("/lbtest/services/default/dup-b")
+    }), "{}", proxies[0].logs());
+    assert!(ask(addr("127.97.5.5:81")).is_ok(), "the rest still applies");
+
+    c.delete("/lbtest/services/default/late").unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || ask(addr("127.97.5.5:81")).is_err()),
+        "{}",
+        proxies[0].logs()
+    );
+
+    // etcd goes away: /readyz turns 503 naming the source within 10 s, and
+    // traffic is still served from the last good state.
+    etcd.kill();
+    let mut body = String::new();
+    assert!(eventually(Duration::from_secs(10), || {
+        match http_get(proxies[0].admin, "/readyz") {
+            Ok((503, b)) => {
+                body = b;
+                true
+            }
+            _ => false,
+        }
+    }), "{}", proxies[0].logs());
+    assert!(body.contains("etcd"), "{body}");
+    let answer = ask(addr(&format!("127.0.32.2:{node_port}"))).unwrap();
+    assert!(answer == "a" || answer == "b");
+    let (_, metrics) = http_get(proxies[0].admin, "/metrics").unwrap();
+    assert!(metrics.contains("lb_source_stale{source=\"etcd\"} 1"), "{metrics}");
+
+    // etcd is back: 200 within 10 s, and the watch works again.
+    etcd.restart().unwrap();
+    for p in &proxies {
+        assert!(
+            eventually(Duration::from_secs(10), || matches!(
+                http_get(p.admin, "/readyz"),
+                Ok((200, _))
+            )),
+            "{}",
+            p.logs()
+        );
+    }
+    etcd.client()
+        .put(
+            "/lbtest/services/default/after",
+            br#"{"name":"after","cluster_ip":"127.97.7.7","selector":{"app":"web"},"ports":[{"port":83,"target_port":8080}]}"#,
+        )
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || ask(addr("127.97.7.7:83")).is_ok()),
+        "{}",
+        proxies[1].logs()
+    );
+}
