@@ -57,6 +57,9 @@ pub enum AppError {
         /// The bind error.
         source: std::io::Error,
     },
+    /// `vip_mode = "interface"` could not take hold of its interface.
+    #[error("{0}")]
+    Vip(crate::vip::VipError),
 }
 
 /// Counts of reload attempts, for logs and `/metrics`.
@@ -94,6 +97,8 @@ struct Inner {
     health: Health,
     /// Health-check node ports (LoadBalancer + Local).
     health_checks: HealthChecks,
+    /// `vip_mode = "interface"`: the addresses lb-proxy adds and announces.
+    vips: Option<crate::vip::Vips>,
     /// Manifests and etcd, merged with the file on every load.
     sources: Arc<crate::sources::Sources>,
     /// Recent reloads, errors and endpoint state changes (the status page).
@@ -217,7 +222,18 @@ impl App {
             None,
             SystemTime::now(),
         );
-        let dataplane = DataPlane::start(config.proxy, snapshot).await;
+        let bind = crate::dataplane::BindOptions {
+            freebind: matches!(
+                config.vip_mode,
+                lb_config::VipMode::Freebind | lb_config::VipMode::Interface
+            ),
+        };
+        let vip_options =
+            (config.vip_mode == lb_config::VipMode::Interface).then(|| crate::vip::VipOptions {
+                interface: config.vip_interface.clone(),
+                announce_interface: config.announce_interface.clone(),
+            });
+        let dataplane = DataPlane::start_with(config.proxy, snapshot, bind).await;
         let health = Health::start(
             dataplane.clone(),
             config.node.clone(),
@@ -239,6 +255,16 @@ impl App {
                 .await;
         }
         let health_checks = HealthChecks::spawn(&dataplane);
+        let vips = match vip_options {
+            Some(options) => match crate::vip::Vips::start(&dataplane, options).await {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    dataplane.shutdown().await;
+                    return Err(AppError::Vip(e));
+                }
+            },
+            None => None,
+        };
         let dns = match (dns_listen, dns_options) {
             (Some(listen), Some(options)) => {
                 match crate::dns::Dns::start(listen, dataplane.table(), options).await {
@@ -317,6 +343,7 @@ impl App {
                 hosts,
                 health,
                 health_checks,
+                vips,
                 events,
                 sources,
             }),
@@ -341,6 +368,11 @@ impl App {
     /// The sources besides the file (manifests, etcd).
     pub fn sources(&self) -> &crate::sources::Sources {
         &self.inner.sources
+    }
+
+    /// Interface mode's VIP manager, when `vip_mode = "interface"`.
+    pub fn vips(&self) -> Option<&crate::vip::Vips> {
+        self.inner.vips.as_ref()
     }
 
     /// The data plane (its table, bind errors, drain).
@@ -477,6 +509,9 @@ impl App {
         self.inner.health.stop();
         self.inner.health_checks.stop();
         self.inner.dataplane.shutdown().await;
+        if let Some(vips) = &self.inner.vips {
+            vips.stop().await;
+        }
         if let Some(dns) = &self.inner.dns {
             dns.shutdown();
         }

@@ -52,8 +52,11 @@ pub(crate) struct Shared {
     /// The forwarding engine for new connections (`Engine as u8`).
     engine: AtomicU8,
     /// Bytes moved by `splice(2)`, all connections together.
-    pub(crate) spliced: AtomicU64,    /// Open TCP connections, for `/api/v1/connections`.
+    pub(crate) spliced: AtomicU64,
+    /// Open TCP connections, for `/api/v1/connections`.
     pub(crate) registry: crate::connections::Connections,
+    /// Listeners bind with `IP_FREEBIND` (`vip_mode` "freebind"/"interface").
+    freebind_listeners: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -61,6 +64,11 @@ impl Shared {
         // Every mutation replaces the whole map, so a poisoned lock still holds
         // a consistent value.
         self.bind_errors.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether listeners bind with `IP_FREEBIND`.
+    pub(crate) fn freebind(&self) -> bool {
+        self.freebind_listeners.load(Ordering::Relaxed)
     }
 
     pub(crate) fn take_bind_errors(&self) -> BTreeMap<FrontendKey, String> {
@@ -79,6 +87,15 @@ impl Shared {
             Engine::Splice
         }
     }
+}
+
+/// How service listeners bind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BindOptions {
+    /// Set `IP_FREEBIND`, so a listener binds before its address is local
+    /// (`vip_mode` "freebind", and "interface", where lb-proxy adds the
+    /// address itself and must not race it).
+    pub freebind: bool,
 }
 
 struct Inner {
@@ -115,6 +132,16 @@ impl DataPlane {
     /// frontend that can be bound is bound before this returns; the others are
     /// in [`DataPlane::bind_errors`] and retried every second.
     pub async fn start(settings: ProxySettings, snapshot: Snapshot) -> DataPlane {
+        DataPlane::start_with(settings, snapshot, BindOptions::default()).await
+    }
+
+    /// [`DataPlane::start`] with bind options (`IP_FREEBIND` for addresses
+    /// that are not local yet: `vip_mode` "freebind" and "interface").
+    pub async fn start_with(
+        settings: ProxySettings,
+        snapshot: Snapshot,
+        options: BindOptions,
+    ) -> DataPlane {
         let udp = crate::udp::Flows::new(&settings);
         let shared = Arc::new(Shared {
             udp,
@@ -128,6 +155,7 @@ impl DataPlane {
             engine: AtomicU8::new(Engine::from_env() as u8),
             spliced: AtomicU64::new(0),
             registry: crate::connections::Connections::default(),
+            freebind_listeners: std::sync::atomic::AtomicBool::new(options.freebind),
         });
         let inner = Arc::new(Inner {
             shared,

@@ -30,6 +30,9 @@
 //! - `listener`, `tcp`, `sys` (private): binding service listeners and their
 //!   accept loops; one client connection (admission, dials with failover);
 //!   socket options, the only place `unsafe` may live.
+//! - [`vip`]: `vip_mode = "interface"`: the addresses served, added to and
+//!   removed from an interface over netlink, LoadBalancer ones announced
+//!   with gratuitous ARP.
 //! - [`udp`]: UDP services: the sans-IO flow table ([`udp::flows`]) and the
 //!   tokio shell that binds UDP frontends and relays datagrams per flow.
 
@@ -52,6 +55,7 @@ mod sys;
 mod tcp;
 pub mod udp;
 pub mod views;
+pub mod vip;
 
-pub use dataplane::{run, DataPlane};
+pub use dataplane::{run, BindOptions, DataPlane};
 pub use error::Error;

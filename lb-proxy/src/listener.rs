@@ -90,17 +90,21 @@ impl Listeners {
             }
             let stop = CancellationToken::new();
             let spawned = match key.protocol {
-                Protocol::Tcp => sys::bind_service_listener(key.addr).map(|listener| {
-                    tokio::spawn(accept_loop(shared.clone(), key, listener, stop.clone()))
-                }),
-                Protocol::Udp => sys::bind_udp_frontend(key.addr).map(|socket| {
-                    tokio::spawn(udp::serve_frontend(
-                        shared.clone(),
-                        key,
-                        socket,
-                        stop.clone(),
-                    ))
-                }),
+                Protocol::Tcp => {
+                    sys::bind_service_listener(key.addr, shared.freebind()).map(|listener| {
+                        tokio::spawn(accept_loop(shared.clone(), key, listener, stop.clone()))
+                    })
+                }
+                Protocol::Udp => {
+                    sys::bind_udp_frontend(key.addr, shared.freebind()).map(|socket| {
+                        tokio::spawn(udp::serve_frontend(
+                            shared.clone(),
+                            key,
+                            socket,
+                            stop.clone(),
+                        ))
+                    })
+                }
             };
             match spawned {
                 Ok(task) => {

@@ -118,13 +118,14 @@ lb-proxy get ep -w"
         #[arg(long, value_name = "N", default_value_t = 0, hide = true)]
         watch_limit: u32,
     },
-    /// Write objects to the etcd source (needs [source.etcd]; not supported yet).
+    /// Validate objects and write them to the etcd source of --config ([source.etcd]).
     Put {
-        /// File with [[services]], [[pods]], [[endpoints]], [[ip_pools]] tables.
+        /// File with [[services]], [[pods]], [[endpoints]], [[ip_pools]] tables, or
+        /// Kubernetes manifests (.yaml/.yml).
         #[arg(short = 'f', value_name = "FILE")]
         file: PathBuf,
     },
-    /// Delete an object from the etcd source (needs [source.etcd]; not supported yet).
+    /// Delete an object from the etcd source of --config ([source.etcd]).
     Delete {
         /// services, pods, endpoints or ip_pools.
         kind: String,
@@ -165,9 +166,39 @@ fn main() -> ExitCode {
             cli.config.as_deref(),
             watch.then_some(watch_limit),
         ),
-        Some(Command::Put { .. }) | Some(Command::Delete { .. }) => {
-            eprintln!("error: put and delete write to an etcd source ([source.etcd]), which is not supported yet");
-            ExitCode::from(1)
+        Some(Command::Put { file }) => {
+            let Some(config) = cli.config.as_deref() else {
+                eprintln!("error: --config FILE (with [source.etcd]) is required");
+                return ExitCode::from(2);
+            };
+            match lb_proxy::sources::put(config, &file) {
+                Ok(keys) => {
+                    for k in keys {
+                        println!("{k} written");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Some(Command::Delete { kind, name }) => {
+            let Some(config) = cli.config.as_deref() else {
+                eprintln!("error: --config FILE (with [source.etcd]) is required");
+                return ExitCode::from(2);
+            };
+            match lb_proxy::sources::delete(config, &kind, &name) {
+                Ok(key) => {
+                    println!("{key} deleted");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            }
         }
         Some(Command::Run) | None => {
             let Some(config) = cli.config else {

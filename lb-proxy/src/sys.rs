@@ -23,17 +23,33 @@ pub(crate) const LISTEN_BACKLOG: i32 = 1024;
 /// Binds a service listener at `addr` with `SO_REUSEADDR` and `SO_REUSEPORT`,
 /// so that a second lb-proxy (or a new version) can bind beside one that drains.
 /// IPv6 listeners are v6-only, so `[::]` and `0.0.0.0` can both be served.
-pub(crate) fn bind_service_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+/// With `freebind` (`vip_mode` "freebind" or "interface") it sets
+/// `IP_FREEBIND`, so the address need not be local yet.
+pub(crate) fn bind_service_listener(addr: SocketAddr, freebind: bool) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
+    set_freebind(&socket, addr, freebind)?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;
     TcpListener::from_std(socket.into())
+}
+
+/// `IP_FREEBIND` / `IPV6_FREEBIND`: lets `bind(2)` take an address that is
+/// not (yet) configured on this host.
+fn set_freebind(socket: &Socket, addr: SocketAddr, freebind: bool) -> io::Result<()> {
+    if !freebind {
+        return Ok(());
+    }
+    if addr.is_ipv6() {
+        socket.set_freebind_v6(true)
+    } else {
+        socket.set_freebind_v4(true)
+    }
 }
 
 /// Closes `stream` with a reset instead of a FIN (`SO_LINGER` 0, then close):
@@ -92,11 +108,12 @@ pub(crate) const UDP_FLOW_BUFFER: usize = 1 << 20;
 /// TCP listeners), large buffers, and, on a wildcard address, the socket
 /// option that reports each datagram's destination address (`IP_PKTINFO` /
 /// `IPV6_RECVPKTINFO`), so replies can leave from the address the client used.
-pub(crate) fn bind_udp_frontend(addr: SocketAddr) -> io::Result<UdpSocket> {
+pub(crate) fn bind_udp_frontend(addr: SocketAddr, freebind: bool) -> io::Result<UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
+    set_freebind(&socket, addr, freebind)?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
     set_buffers(&socket, UDP_FRONTEND_BUFFER);
@@ -386,4 +403,43 @@ pub(crate) fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
         return Err(io::Error::last_os_error());
     }
     Ok(n as usize)
+}
+
+/// Sends one raw Ethernet `frame` (header included) on interface `ifindex`
+/// through an `AF_PACKET` socket: how interface mode announces a
+/// LoadBalancer address with a gratuitous ARP (the frame is built by
+/// `vip::arp`). Needs `CAP_NET_RAW`.
+pub(crate) fn send_ethernet_frame(ifindex: u32, dst_mac: [u8; 6], frame: &[u8]) -> io::Result<()> {
+    let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
+    // SAFETY: plain system calls on a descriptor this function owns; the
+    // address is a fully initialised `sockaddr_ll` passed with its size.
+    unsafe {
+        let fd = libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            i32::from(ethertype.to_be()),
+        );
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let fd = OwnedFd::from_raw_fd(fd);
+        let mut addr: libc::sockaddr_ll = mem::zeroed();
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_protocol = ethertype.to_be();
+        addr.sll_ifindex = ifindex as i32;
+        addr.sll_halen = 6;
+        addr.sll_addr[..6].copy_from_slice(&dst_mac);
+        let sent = libc::sendto(
+            fd.as_raw_fd(),
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            ptr::addr_of!(addr).cast(),
+            mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        );
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }

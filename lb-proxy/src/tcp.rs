@@ -64,8 +64,16 @@ pub(crate) async fn serve(
         return;
     };
     drop(snapshot);
-    let settings = shared.settings.load_full();
     let port_stats = entry.port.stats().clone();
+    if !entry.admits(peer.ip()) {
+        // `load_balancer_source_ranges`: reset before any endpoint is chosen,
+        // and not counted as an accepted connection.
+        stats::add(&port_stats.rejected_source_range, 1);
+        debug!(service = %entry.port.key(), client = %peer, "outside load_balancer_source_ranges; resetting client");
+        sys::reset(client);
+        return;
+    }
+    let settings = shared.settings.load_full();
     stats::add(&port_stats.accepted, 1);
     let _port_active = hold(&port_stats.active);
     let limit = u64::from(settings.max_connections);

@@ -78,15 +78,22 @@ fn two_nodes_fed_from_one_etcd() {
         .iter()
         .map(|p| {
             let mut s = None;
-            assert!(eventually(Duration::from_secs(5), || {
-                s = p.service("web");
-                s.is_some()
-            }), "{}", p.logs());
+            assert!(
+                eventually(Duration::from_secs(5), || {
+                    s = p.service("web");
+                    s.is_some()
+                }),
+                "{}",
+                p.logs()
+            );
             s.unwrap()
         })
         .collect();
     assert_eq!(web[0]["cluster_ip"], web[1]["cluster_ip"], "{web:?}");
-    assert_eq!(web[0]["ports"][0]["node_port"], web[1]["ports"][0]["node_port"]);
+    assert_eq!(
+        web[0]["ports"][0]["node_port"],
+        web[1]["ports"][0]["node_port"]
+    );
     let node_port = web[0]["ports"][0]["node_port"].as_u64().unwrap();
     for ip in ["127.0.32.1", "127.0.32.2"] {
         let answer = ask(addr(&format!("{ip}:{node_port}"))).unwrap();
@@ -102,11 +109,14 @@ fn two_nodes_fed_from_one_etcd() {
     )
     .unwrap();
     assert!(
-        eventually(Duration::from_secs(5), || ask(addr("127.97.5.5:81")).is_ok()),
+        eventually(Duration::from_secs(5), || ask(addr("127.97.5.5:81"))
+            .is_ok()),
         "{}",
         proxies[0].logs()
     );
-    assert!(eventually(Duration::from_secs(5), || proxies[1].service("late").is_some()));
+    assert!(eventually(Duration::from_secs(5), || proxies[1]
+        .service("late")
+        .is_some()));
 
     // A bad object is skipped and named by its key; the rest applies.
     c.put(
@@ -114,7 +124,8 @@ fn two_nodes_fed_from_one_etcd() {
         br#"{"name":"bad","ports":[{"port":99999}]}"#,
     )
     .unwrap();
-    c.put("/lbtest/services/default/garbled", b"{not json").unwrap();
+    c.put("/lbtest/services/default/garbled", b"{not json")
+        .unwrap();
     // Two keys naming the same object: the older mod_revision wins.
     c.put(
         "/lbtest/services/default/dup-a",
@@ -127,22 +138,28 @@ fn two_nodes_fed_from_one_etcd() {
     )
     .unwrap();
     assert!(
-        eventually(Duration::from_secs(5), || ask(addr("127.97.6.1:82")).is_ok()),
+        eventually(Duration::from_secs(5), || ask(addr("127.97.6.1:82"))
+            .is_ok()),
         "{}",
         proxies[0].logs()
     );
     assert!(ask(addr("127.97.6.2:82")).is_err());
-    assert!(eventually(Duration::from_secs(5), || {
-        let logs = proxies[0].logs();
-        logs.contains("/lbtest/services/default/bad")
-            && logs.contains("/lbtest/services/default/garbled")
-            && logs.contains("/lbtest/services/default/dup-b")
-    }), "{}", proxies[0].logs());
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let logs = proxies[0].logs();
+            logs.contains("/lbtest/services/default/bad")
+                && logs.contains("/lbtest/services/default/garbled")
+                && logs.contains("/lbtest/services/default/dup-b")
+        }),
+        "{}",
+        proxies[0].logs()
+    );
     assert!(ask(addr("127.97.5.5:81")).is_ok(), "the rest still applies");
 
     c.delete("/lbtest/services/default/late").unwrap();
     assert!(
-        eventually(Duration::from_secs(5), || ask(addr("127.97.5.5:81")).is_err()),
+        eventually(Duration::from_secs(5), || ask(addr("127.97.5.5:81"))
+            .is_err()),
         "{}",
         proxies[0].logs()
     );
@@ -151,20 +168,27 @@ fn two_nodes_fed_from_one_etcd() {
     // traffic is still served from the last good state.
     etcd.kill();
     let mut body = String::new();
-    assert!(eventually(Duration::from_secs(10), || {
-        match http_get(proxies[0].admin, "/readyz") {
-            Ok((503, b)) => {
-                body = b;
-                true
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            match http_get(proxies[0].admin, "/readyz") {
+                Ok((503, b)) => {
+                    body = b;
+                    true
+                }
+                _ => false,
             }
-            _ => false,
-        }
-    }), "{}", proxies[0].logs());
+        }),
+        "{}",
+        proxies[0].logs()
+    );
     assert!(body.contains("etcd"), "{body}");
     let answer = ask(addr(&format!("127.0.32.2:{node_port}"))).unwrap();
     assert!(answer == "a" || answer == "b");
     let (_, metrics) = http_get(proxies[0].admin, "/metrics").unwrap();
-    assert!(metrics.contains("lb_source_stale{source=\"etcd\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("lb_source_stale{source=\"etcd\"} 1"),
+        "{metrics}"
+    );
 
     // etcd is back: 200 within 10 s, and the watch works again.
     etcd.restart().unwrap();
@@ -185,8 +209,81 @@ fn two_nodes_fed_from_one_etcd() {
         )
         .unwrap();
     assert!(
-        eventually(Duration::from_secs(5), || ask(addr("127.97.7.7:83")).is_ok()),
+        eventually(Duration::from_secs(5), || ask(addr("127.97.7.7:83"))
+            .is_ok()),
         "{}",
         proxies[1].logs()
     );
+}
+
+#[test]
+fn put_and_delete_write_validated_objects_to_etcd() {
+    let etcd = Etcd::start("127.0.30.2").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("lb.toml");
+    std::fs::write(&config, node_config("node-1", "127.0.33.1", 0, &etcd.url())).unwrap();
+    let objects = dir.path().join("objects.toml");
+    std::fs::write(
+        &objects,
+        "[[services]]\nname = \"web\"\nnamespace = \"shop\"\nports = [{ port = 80 }]\n[[ip_pools]]\nname = \"pool\"\naddresses = [\"127.0.122.0/28\"]\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(bin())
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["put", "-f", objects.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let c = etcd.client();
+    let kv = c
+        .get("/lbtest/services/shop/web")
+        .unwrap()
+        .expect("written");
+    let v: serde_json::Value = serde_json::from_slice(&kv.value).unwrap();
+    assert_eq!(v["name"], "web");
+    assert!(c.get("/lbtest/ip_pools/pool").unwrap().is_some());
+    // Manifests are accepted too.
+    let yaml = dir.path().join("svc.yaml");
+    std::fs::write(
+        &yaml,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: api}\nspec: {ports: [{port: 81}]}\n",
+    )
+    .unwrap();
+    let out = run(&["put", "-f", yaml.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(c.get("/lbtest/services/default/api").unwrap().is_some());
+    // Invalid objects are refused and nothing is written.
+    std::fs::write(
+        &objects,
+        "[[services]]\nname = \"bad\"\nports = [{ port = 99999 }]\n",
+    )
+    .unwrap();
+    let out = run(&["put", "-f", objects.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("services[bad].ports[0].port"));
+    assert!(c.get("/lbtest/services/default/bad").unwrap().is_none());
+    // Delete.
+    let out = run(&["delete", "services", "shop/web"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(c.get("/lbtest/services/shop/web").unwrap().is_none());
+    let out = run(&["delete", "ip_pools", "pool"]);
+    assert!(out.status.success());
+    let out = run(&["delete", "services", "shop/web"]);
+    assert_eq!(out.status.code(), Some(1), "not found");
 }

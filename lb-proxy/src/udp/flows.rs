@@ -79,6 +79,9 @@ pub enum DropReason {
     NoFrontend,
     /// The service port has no endpoint that may take new flows.
     NoEndpoints,
+    /// The client is outside the LoadBalancer frontend's
+    /// `load_balancer_source_ranges` (counted in `rejected_source_range`).
+    SourceRange,
 }
 
 /// Totals of the table's own events, for tests and debugging (the per-port
@@ -373,6 +376,11 @@ impl<T> FlowTable<T> {
             self.counters.dropped_no_frontend += 1;
             return Verdict::Drop(DropReason::NoFrontend);
         };
+        if !entry.admits(key.client.ip()) {
+            // No flow is created, so a refused client holds no state.
+            stats::add(&entry.port.stats().rejected_source_range, 1);
+            return Verdict::Drop(DropReason::SourceRange);
+        }
         let generation = snapshot.generation();
         if let Some(flow) = self.flows.get(&key) {
             if flow.port == *entry.port.key() {

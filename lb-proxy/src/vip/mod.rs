@@ -1,0 +1,326 @@
+//! `vip_mode = "interface"`: lb-proxy owns the addresses it serves.
+//!
+//! [`Vips`] follows the data plane's table: every cluster IP, external IP and
+//! LoadBalancer address of the current snapshot is added to `vip_interface`
+//! (a dummy device created when missing, as kube-proxy's IPVS mode creates
+//! `kube-ipvs0`, or an existing one such as `lo`), and removed when its
+//! service goes. Each LoadBalancer IPv4 address it adds is announced with a
+//! gratuitous ARP on `announce_interface` (MetalLB's layer-2 mode).
+//!
+//! Ownership is explicit: an address that is already on the host (127.0.0.1,
+//! an address an operator added) is left alone, and only addresses carrying
+//! lb-proxy's mark (see [`netlink`]) are ever deleted, at start (leftovers of
+//! a process that was killed) and at stop. Listeners bind with `IP_FREEBIND`
+//! in this mode, so they never race the address.
+
+mod arp;
+mod netlink;
+
+use std::collections::BTreeSet;
+use std::io;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lb_core::{ServiceType, Snapshot};
+use rtnetlink::Handle;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::dataplane::DataPlane;
+
+/// How often a failed reconcile (a netlink error) is retried.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// Where interface mode puts and announces addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VipOptions {
+    /// `node.vip_interface`: where addresses are added.
+    pub interface: String,
+    /// `node.announce_interface`: where LoadBalancer addresses are announced;
+    /// empty = no announcement.
+    pub announce_interface: String,
+}
+
+/// Interface mode could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum VipError {
+    /// No netlink socket (not Linux, or no permission).
+    #[error("interface VIPs: cannot open a netlink socket: {0}")]
+    Netlink(io::Error),
+    /// The VIP device neither exists nor could be created (no
+    /// `CAP_NET_ADMIN`, or the kernel has no dummy devices: use an existing
+    /// interface such as `lo`).
+    #[error("interface VIPs: {interface}: {source}")]
+    Interface {
+        /// `node.vip_interface`.
+        interface: String,
+        /// What netlink said.
+        source: io::Error,
+    },
+}
+
+/// The addresses a snapshot serves: (all, LoadBalancer ones).
+pub fn desired(snapshot: &Snapshot) -> (BTreeSet<IpAddr>, BTreeSet<IpAddr>) {
+    let mut all = BTreeSet::new();
+    let mut lb = BTreeSet::new();
+    for s in snapshot.services() {
+        let spec = &s.spec;
+        if spec.service_type == ServiceType::ExternalName || spec.ports.is_empty() {
+            continue;
+        }
+        // Headless services open no listener and so get no address.
+        let Some(cluster_ip) = spec.cluster_ip.ip() else {
+            continue;
+        };
+        all.insert(cluster_ip);
+        all.extend(spec.external_ips.iter().copied());
+        all.extend(spec.load_balancer_ips.iter().copied());
+        lb.extend(spec.load_balancer_ips.iter().copied());
+    }
+    (all, lb)
+}
+
+struct State {
+    handle: Handle,
+    options: VipOptions,
+    link: netlink::Link,
+    /// Addresses lb-proxy added and still holds.
+    owned: Mutex<BTreeSet<IpAddr>>,
+    /// Gratuitous ARPs sent (for tests and logs).
+    announced: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("options", &self.options)
+            .field("owned", &self.owned())
+            .finish_non_exhaustive()
+    }
+}
+
+impl State {
+    fn owned(&self) -> BTreeSet<IpAddr> {
+        self.owned.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn vip(&self) -> (u32, &str) {
+        (self.link.index, self.options.interface.as_str())
+    }
+
+    /// Makes the owned addresses match `snapshot`. Errors are per address:
+    /// one failure does not stop the others; the caller retries.
+    async fn reconcile(&self, snapshot: &Snapshot) -> io::Result<()> {
+        let (want, lb) = desired(snapshot);
+        let present = netlink::addresses(&self.handle, self.vip()).await?;
+        let mut owned = BTreeSet::new();
+        let mut failed = None;
+        // Remove what is ours and no longer wanted.
+        for (ip, entries) in &present {
+            for (msg, mine) in entries {
+                if !*mine {
+                    continue;
+                }
+                if want.contains(ip) {
+                    owned.insert(*ip);
+                    continue;
+                }
+                match netlink::delete(&self.handle, msg.clone()).await {
+                    Ok(()) => {
+                        info!(address = %ip, interface = %self.options.interface, "removed VIP")
+                    }
+                    Err(e) => {
+                        warn!(address = %ip, error = %e, "cannot remove VIP");
+                        failed = Some(e);
+                    }
+                }
+            }
+        }
+        // Add what is wanted and not on the host at all.
+        for ip in &want {
+            if present.contains_key(ip) {
+                continue;
+            }
+            match netlink::add(&self.handle, self.vip(), *ip).await {
+                Ok(()) => {
+                    info!(address = %ip, interface = %self.options.interface, "added VIP");
+                    owned.insert(*ip);
+                    if lb.contains(ip) {
+                        self.announce(*ip).await;
+                    }
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                    debug!(address = %ip, "address appeared meanwhile; not ours");
+                }
+                Err(e) => {
+                    warn!(address = %ip, error = %e, "cannot add VIP");
+                    failed = Some(e);
+                }
+            }
+        }
+        *self.owned.lock().unwrap_or_else(|e| e.into_inner()) = owned;
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Gratuitous ARP for a LoadBalancer IPv4 address on the announce
+    /// interface (twice, a second apart, as arping -U -c 2 would).
+    async fn announce(&self, ip: IpAddr) {
+        let IpAddr::V4(v4) = ip else {
+            debug!(address = %ip, "IPv6 neighbour advertisements are not sent yet");
+            return;
+        };
+        let name = &self.options.announce_interface;
+        if name.is_empty() {
+            return;
+        }
+        let link = match netlink::link(&self.handle, name).await {
+            Ok(Some(l)) => l,
+            Ok(None) => {
+                warn!(interface = %name, "announce_interface does not exist");
+                return;
+            }
+            Err(e) => {
+                warn!(interface = %name, error = %e, "cannot read announce_interface");
+                return;
+            }
+        };
+        let Some(mac) = link.mac else {
+            debug!(interface = %name, "no Ethernet address; nothing to announce");
+            return;
+        };
+        let frame = arp::gratuitous_arp(mac, v4);
+        match crate::sys::send_ethernet_frame(link.index, arp::BROADCAST, &frame) {
+            Ok(()) => {
+                self.announced
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                info!(address = %ip, interface = %name, "sent gratuitous ARP");
+                let index = link.index;
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let _ = crate::sys::send_ethernet_frame(index, arp::BROADCAST, &frame);
+                });
+            }
+            Err(e) => {
+                warn!(address = %ip, interface = %name, error = %e, "cannot send gratuitous ARP")
+            }
+        }
+    }
+
+    /// Deletes every address carrying lb-proxy's mark on the VIP device.
+    async fn remove_all(&self) -> io::Result<usize> {
+        let present = netlink::addresses(&self.handle, self.vip()).await?;
+        let mut n = 0;
+        for (ip, entries) in present {
+            for (msg, mine) in entries {
+                if mine {
+                    netlink::delete(&self.handle, msg).await?;
+                    info!(address = %ip, interface = %self.options.interface, "removed VIP");
+                    n += 1;
+                }
+            }
+        }
+        self.owned.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        Ok(n)
+    }
+}
+
+/// The running interface-mode manager. Cloning is shallow.
+#[derive(Debug, Clone)]
+pub struct Vips {
+    state: Arc<State>,
+    stop: CancellationToken,
+    task: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl Vips {
+    /// Opens netlink, finds (or creates) the VIP device, removes leftovers of
+    /// an earlier run, adds the current table's addresses, and follows the
+    /// table from then on.
+    pub async fn start(dataplane: &DataPlane, options: VipOptions) -> Result<Vips, VipError> {
+        let (connection, handle, _) = rtnetlink::new_connection().map_err(VipError::Netlink)?;
+        tokio::spawn(connection);
+        let (link, created) = netlink::ensure_dummy(&handle, &options.interface)
+            .await
+            .map_err(|source| VipError::Interface {
+                interface: options.interface.clone(),
+                source,
+            })?;
+        if created {
+            info!(interface = %options.interface, "created dummy VIP device");
+        }
+        let state = Arc::new(State {
+            handle,
+            options,
+            link,
+            owned: Mutex::new(BTreeSet::new()),
+            announced: std::sync::atomic::AtomicU64::new(0),
+        });
+        match state.remove_all().await {
+            Ok(0) => {}
+            Ok(n) => info!(count = n, "removed VIPs left by an earlier run"),
+            Err(e) => warn!(error = %e, "cannot clean up VIPs of an earlier run"),
+        }
+        if let Err(e) = state.reconcile(&dataplane.table().load()).await {
+            warn!(error = %e, "VIPs not all in place; retrying");
+        }
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(follow(state.clone(), dataplane.clone(), stop.clone()));
+        Ok(Vips {
+            state,
+            stop,
+            task: Arc::new(Mutex::new(Some(task))),
+        })
+    }
+
+    /// The addresses lb-proxy holds on the VIP device now.
+    pub fn owned(&self) -> BTreeSet<IpAddr> {
+        self.state.owned()
+    }
+
+    /// Gratuitous ARPs sent so far (first sends; repeats not counted).
+    pub fn announcements(&self) -> u64 {
+        self.state
+            .announced
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stops following the table and removes every address lb-proxy added
+    /// (and only those).
+    pub async fn stop(&self) {
+        self.stop.cancel();
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+        if let Err(e) = self.state.remove_all().await {
+            warn!(error = %e, "cannot remove VIPs at exit");
+        }
+    }
+}
+
+/// Reconciles on every published snapshot, and retries after errors.
+async fn follow(state: Arc<State>, dataplane: DataPlane, stop: CancellationToken) {
+    let mut changes = dataplane.subscribe();
+    let mut retry = false;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            () = tokio::time::sleep(RETRY), if retry => {}
+        }
+        let snapshot = dataplane.table().load();
+        retry = match state.reconcile(&snapshot).await {
+            Ok(()) => false,
+            Err(e) => {
+                warn!(error = %e, "VIP reconcile failed; retrying");
+                true
+            }
+        };
+    }
+}
