@@ -199,12 +199,13 @@ pub fn put(config: &Path, file: &Path) -> Result<Vec<String>, WriteError> {
         for w in &state.warnings {
             tracing::warn!("{w}");
         }
-        let mut raw = lb_config::raw::RawConfig::default();
-        raw.services = state.services.into_iter().map(|o| o.object).collect();
-        raw.pods = state.pods.into_iter().map(|o| o.object).collect();
-        raw.endpoints = state.endpoints.into_iter().map(|o| o.object).collect();
-        raw.ip_pools = state.ip_pools.into_iter().map(|o| o.object).collect();
-        raw
+        lb_config::raw::RawConfig {
+            services: state.services.into_iter().map(|o| o.object).collect(),
+            pods: state.pods.into_iter().map(|o| o.object).collect(),
+            endpoints: state.endpoints.into_iter().map(|o| o.object).collect(),
+            ip_pools: state.ip_pools.into_iter().map(|o| o.object).collect(),
+            ..Default::default()
+        }
     } else {
         let text = std::fs::read_to_string(file).map_err(|e| {
             WriteError::Invalid(ConfigErrors::single(lb_config::FieldError::parse(

@@ -119,7 +119,9 @@ fn run_serves_the_walkthrough_like_a_cluster() {
     let np = proxy.service("nginx-nodeport").unwrap();
     let port = np["ports"][0]["node_port"].as_u64().unwrap();
     assert!((30000..=32767).contains(&port), "{np}");
-    assert!(["111", "222", "333"].contains(&ask(addr(&format!("127.0.1.1:{port}"))).unwrap().as_str()));
+    assert!(
+        ["111", "222", "333"].contains(&ask(addr(&format!("127.0.1.1:{port}"))).unwrap().as_str())
+    );
     // Selector-less service: the hand-written Endpoints, outside address too.
     let ns = proxy.service("service-no-selector").unwrap();
     let ip = ns["cluster_ip"].as_str().unwrap().to_string();
@@ -143,7 +145,8 @@ fn run_serves_the_walkthrough_like_a_cluster() {
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, text.replace("127.96.100.100", "127.96.100.101")).unwrap();
     assert!(
-        eventually(Duration::from_secs(10), || ask(addr("127.96.100.101:80")).is_ok()),
+        eventually(Duration::from_secs(10), || ask(addr("127.96.100.101:80"))
+            .is_ok()),
         "{}",
         proxy.logs()
     );
@@ -154,7 +157,8 @@ fn run_serves_the_walkthrough_like_a_cluster() {
     )
     .unwrap();
     assert!(
-        eventually(Duration::from_secs(10), || ask(addr("127.96.100.102:80")).is_ok()),
+        eventually(Duration::from_secs(10), || ask(addr("127.96.100.102:80"))
+            .is_ok()),
         "{}",
         proxy.logs()
     );

@@ -55,7 +55,10 @@ pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(3)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )?;
     let mut out = String::new();
     s.read_to_string(&mut out)?;
     let status: u16 = out
@@ -183,12 +186,11 @@ impl Etcd {
         self.child = Some(child);
         let addr: SocketAddr = format!("{}:{}", self.ip, self.client_port).parse()?;
         if !eventually(Duration::from_secs(20), || {
-            let client = lb_config::source::etcd::Client::new(
-                lb_config::source::etcd::ClientOptions {
+            let client =
+                lb_config::source::etcd::Client::new(lb_config::source::etcd::ClientOptions {
                     endpoints: vec![format!("http://{addr}")],
                     ..Default::default()
-                },
-            );
+                });
             client.ping().is_ok()
         }) {
             bail!(
