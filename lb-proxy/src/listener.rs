@@ -159,9 +159,67 @@ async fn close(bound: Bound) {
     }
 }
 
+/// The environment variable that chooses how TCP listeners accept:
+/// `single` (the default: one socket and one accept loop per frontend) or
+/// `reuseport` (one `SO_REUSEPORT` socket and accept loop per runtime worker,
+/// the kernel spreading new connections over them). See ARCHITECTURE.md,
+/// "Performance", for why single is the default.
+pub(crate) const ACCEPT_ENV: &str = "LB_ACCEPT";
+
+/// How many sockets and accept loops a TCP frontend gets (see [`ACCEPT_ENV`]).
+fn accept_workers() -> usize {
+    match std::env::var(ACCEPT_ENV).as_deref().map(str::trim) {
+        Ok("reuseport") => tokio::runtime::Handle::current()
+            .metrics()
+            .num_workers()
+            .max(1),
+        Ok("single") | Err(_) => 1,
+        Ok(other) => {
+            warn!(
+                value = other,
+                "{ACCEPT_ENV} is neither single nor reuseport; using single"
+            );
+            1
+        }
+    }
+}
+
 /// Accepts on `listener` until `stop`, spawning one task per connection at once
-/// (dials never run on this loop).
+/// (dials never run on this loop). With `LB_ACCEPT=reuseport`, first binds one
+/// sibling socket per further runtime worker at the same address and runs an
+/// accept loop on each (the first socket is bound before this task starts, so
+/// the frontend is reachable at once); returns once every one is closed.
 async fn accept_loop(
+    shared: Arc<Shared>,
+    key: FrontendKey,
+    listener: TcpListener,
+    stop: CancellationToken,
+) {
+    let mut siblings = Vec::new();
+    for _ in 1..accept_workers() {
+        match sys::bind_sibling(&listener) {
+            Ok(sibling) => siblings.push(tokio::spawn(accept_on(
+                shared.clone(),
+                key,
+                sibling,
+                stop.clone(),
+            ))),
+            Err(e) => {
+                warn!(frontend = %key.addr, error = %e, "cannot bind a sibling listener; accepting on fewer sockets");
+                break;
+            }
+        }
+    }
+    accept_on(shared, key, listener, stop).await;
+    for sibling in siblings {
+        if let Err(e) = sibling.await {
+            warn!(frontend = %key.addr, error = %e, "sibling accept loop ended abnormally");
+        }
+    }
+}
+
+/// One accept loop on one socket.
+async fn accept_on(
     shared: Arc<Shared>,
     key: FrontendKey,
     listener: TcpListener,
