@@ -1,0 +1,286 @@
+#!/usr/bin/env bash
+# UDP forwarding benchmark (issue 3): dnsperf through lb-proxy, through nginx's
+# stream module (proxy_responses 1) and straight to the backend (dnsmasq), in
+# interleaved rounds, flat out and at a fixed offered load (-Q).
+#
+#   benches/dns/udp_compare.sh                  # 3 rounds, -l 10, -Q 10000
+#   ROUNDS=5 QPS=15000 benches/dns/udp_compare.sh
+#   LB_BIN_ALT=/tmp/lb-proxy-new benches/dns/udp_compare.sh   # a 2nd lb-proxy build in the same run
+#
+# Needs (Debian): dnsperf dnsmasq-base nginx-light libnginx-mod-stream dnsutils.
+# Loopback addresses only (127.0.153.0/24 and a cluster IP in 127.96.153.0/24);
+# every server is killed at exit; every step is bounded in time (dnsperf -l plus
+# a `timeout`, a watchdog for the whole script). Not run by .ci/run.
+#
+# Reported per target and mode (median over rounds): queries/s, queries lost,
+# average latency (dnsperf), p99 latency (fixed load only: from dnsperf -v), and
+# the proxy's CPU seconds per completed query (utime+stime delta of every
+# process of the proxy, from /proc/PID/stat, divided by the queries completed).
+set -euo pipefail
+
+# The whole run is bounded: re-run this script under `timeout` (SIGTERM runs
+# the exit trap, which stops every server).
+WATCHDOG=${WATCHDOG:-1800}
+if [ -z "${LB_BENCH_BOUNDED:-}" ]; then
+    LB_BENCH_BOUNDED=1 exec timeout "$WATCHDOG" "$0" "$@"
+fi
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10}
+QPS=${QPS:-10000}
+CLIENTS=${CLIENTS:-4}          # dnsperf -c: client sockets, so flows in lb-proxy
+OUTSTANDING=${OUTSTANDING:-100} # dnsperf -q
+NGINX_WORKERS=${NGINX_WORKERS:-$(nproc)}
+MODES=${MODES:-"flat fixed"}
+PORT=${PORT:-5300}
+BACKEND_IP=127.0.153.1
+NGINX_IP=127.0.153.3
+LB_VIP=127.96.153.10
+LB_ALT_VIP=127.96.153.11
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+
+for tool in dnsperf dnsmasq nginx dig; do
+    command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install dnsperf dnsmasq-base nginx-light libnginx-mod-stream dnsutils)" >&2; exit 2; }
+done
+STREAM_MOD=/usr/lib/nginx/modules/ngx_stream_module.so
+[ -f "$STREAM_MOD" ] || { echo "missing $STREAM_MOD (apt-get install libnginx-mod-stream)" >&2; exit 2; }
+
+WORK=$(mktemp -d /tmp/lb-udp-bench.XXXXXX)
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# LB_BIN: a release build of lb-proxy (default: build this tree's).
+if [ -z "${LB_BIN:-}" ]; then
+    (cd "$ROOT" && cargo build --release -p lb-proxy >&2)
+    LB_BIN="$ROOT/target/release/lb-proxy"
+fi
+# A private copy: other builds in the shared target dir must not swap it mid-run.
+cp "$LB_BIN" "$WORK/lb-proxy"
+[ -n "${LB_BIN_ALT:-}" ] && cp "$LB_BIN_ALT" "$WORK/lb-proxy-alt"
+
+wait_answer() { # ip port
+    local i
+    for i in $(seq 1 50); do
+        if dig +time=1 +tries=1 +short -p "$2" "@$1" www.bench.test A 2>/dev/null | grep -q '^127\.1\.1\.1$'; then
+            return 0
+        fi
+        sleep 0.2
+    done
+    echo "no answer from $1:$2" >&2
+    return 1
+}
+
+# --- backend --------------------------------------------------------------
+dnsmasq --no-resolv --no-hosts --keep-in-foreground --bind-interfaces \
+    --conf-file=/dev/null --pid-file= --log-facility=/dev/null \
+    --listen-address="$BACKEND_IP" --port="$PORT" \
+    --address=/bench.test/127.1.1.1 -c 0 --dns-forward-max=100000 &
+DNSMASQ_PID=$!
+PIDS+=("$DNSMASQ_PID")
+
+# --- lb-proxy --------------------------------------------------------------
+lb_config() { # vip
+    cat <<EOF
+[node]
+name = "node-1"
+addresses = ["127.0.153.9"]
+[cluster]
+service_cidr = "127.96.0.0/16"
+[admin]
+listen = ""
+[[services]]
+name = "dns"
+cluster_ip = "$1"
+[[services.ports]]
+name = "dns"
+protocol = "UDP"
+port = $PORT
+[[endpoints]]
+name = "dns"
+[[endpoints.subsets]]
+addresses = [{ ip = "$BACKEND_IP" }]
+ports = [{ name = "dns", port = $PORT, protocol = "UDP" }]
+EOF
+}
+lb_config "$LB_VIP" >"$WORK/lb.toml"
+RUST_LOG=warn "$WORK/lb-proxy" --config "$WORK/lb.toml" >"$WORK/lb.log" 2>&1 &
+LB_PID=$!
+PIDS+=("$LB_PID")
+if [ -n "${LB_BIN_ALT:-}" ]; then
+    lb_config "$LB_ALT_VIP" >"$WORK/lb-alt.toml"
+    RUST_LOG=warn "$WORK/lb-proxy-alt" --config "$WORK/lb-alt.toml" >"$WORK/lb-alt.log" 2>&1 &
+    LB_ALT_PID=$!
+    PIDS+=("$LB_ALT_PID")
+fi
+
+# --- nginx stream ------------------------------------------------------------
+mkdir -p "$WORK/nginx"
+cat >"$WORK/nginx/nginx.conf" <<EOF
+load_module $STREAM_MOD;
+worker_processes $NGINX_WORKERS;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 16384; }
+stream {
+    server {
+        listen $NGINX_IP:$PORT udp reuseport;
+        proxy_pass $BACKEND_IP:$PORT;
+        proxy_responses 1;
+        proxy_timeout 5s;
+    }
+}
+EOF
+nginx -e "$WORK/nginx/error.log" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -g 'daemon off;' &
+NGINX_PID=$!
+PIDS+=("$NGINX_PID")
+
+wait_answer "$BACKEND_IP" "$PORT"
+wait_answer "$LB_VIP" "$PORT"
+[ -n "${LB_BIN_ALT:-}" ] && wait_answer "$LB_ALT_VIP" "$PORT"
+wait_answer "$NGINX_IP" "$PORT"
+
+# --- queries -----------------------------------------------------------------
+for i in $(seq 1 100); do echo "host$i.bench.test A"; done >"$WORK/queries.txt"
+
+# CPU ticks (utime+stime) of a process and its children threads/workers.
+cpu_ticks() { # pid...
+    local total=0 pid t
+    for pid in "$@"; do
+        t=$(awk '{ s = $0; sub(/^.*\) /, "", s); split(s, f, " "); print f[12] + f[13] }' "/proc/$pid/stat" 2>/dev/null || echo 0)
+        total=$((total + t))
+    done
+    echo "$total"
+}
+proc_pids() { # target -> pids of the proxy (nginx: master and workers)
+    case "$1" in
+        lb) echo "$LB_PID" ;;
+        lb-alt) echo "$LB_ALT_PID" ;;
+        nginx) echo "$NGINX_PID $(pgrep -P "$NGINX_PID" | tr '\n' ' ')" ;;
+        direct) echo "" ;;
+    esac
+}
+server_of() {
+    case "$1" in
+        lb) echo "$LB_VIP" ;;
+        lb-alt) echo "$LB_ALT_VIP" ;;
+        nginx) echo "$NGINX_IP" ;;
+        direct) echo "$BACKEND_IP" ;;
+    esac
+}
+HZ=$(getconf CLK_TCK)
+TARGETS="lb nginx direct"
+[ -n "${LB_BIN_ALT:-}" ] && TARGETS="lb lb-alt nginx direct"
+
+RESULTS="$WORK/results.tsv"
+: >"$RESULTS"
+run_one() { # round mode target
+    local round=$1 mode=$2 target=$3 server pids c0 c1 d0 d1 out qargs p99
+    server=$(server_of "$target")
+    pids=$(proc_pids "$target")
+    qargs=()
+    [ "$mode" = fixed ] && qargs=(-Q "$QPS" -v)
+    # shellcheck disable=SC2086
+    c0=$(cpu_ticks $pids)
+    d0=$(cpu_ticks "$DNSMASQ_PID")
+    out="$WORK/out.$round.$mode.$target"
+    timeout $((DURATION + 20)) dnsperf -s "$server" -p "$PORT" -d "$WORK/queries.txt" \
+        -l "$DURATION" -c "$CLIENTS" -q "$OUTSTANDING" -t 2 "${qargs[@]}" >"$out" 2>&1 || true
+    # shellcheck disable=SC2086
+    c1=$(cpu_ticks $pids)
+    d1=$(cpu_ticks "$DNSMASQ_PID")
+    p99=-
+    if [ "$mode" = fixed ]; then
+        p99=$(awk '/^> /{ print $NF }' "$out" | sort -g | awk '{ v[NR] = $1 } END { if (NR) { i = int(NR * 0.99); if (i < 1) i = 1; printf "%.6f", v[i] } else print "-" }')
+    fi
+    awk -v round="$round" -v mode="$mode" -v target="$target" -v cpu=$((c1 - c0)) \
+        -v dcpu=$((d1 - d0)) -v hz="$HZ" -v p99="$p99" '
+        /Queries completed:/ { done = $3 }
+        /Queries lost:/ { lost = $3 }
+        /Queries per second:/ { qps = $4 }
+        /Average Latency/ { avg = $4 }
+        END {
+            if (done == "") { done = 0; lost = "?"; qps = 0; avg = "-" }
+            cpq = (done > 0 && target != "direct") ? sprintf("%.3g", cpu / hz / done) : "-"
+            dpq = (done > 0) ? sprintf("%.3g", dcpu / hz / done) : "-"
+            printf "%s\t%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%s\t%.2f\n", round, mode, target, qps, lost, avg, p99, cpq, dpq, cpu / hz
+        }' "$out" >>"$RESULTS"
+    tail -n 1 "$RESULTS" >&2
+}
+
+echo "# $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+echo "# dnsperf -l $DURATION -c $CLIENTS -q $OUTSTANDING -t 2 (fixed: -Q $QPS), $ROUNDS rounds, nginx $NGINX_WORKERS workers" >&2
+echo "# round mode target qps lost avg_s p99_s proxy_cpu_s/q backend_cpu_s/q proxy_cpu_s" >&2
+for round in $(seq 1 "$ROUNDS"); do
+    for mode in $MODES; do
+        # Rotate the order each round so no target always runs first or last.
+        read -r -a t <<<"$TARGETS"
+        k=$(( (round - 1) % ${#t[@]} ))
+        order="${t[*]:k} ${t[*]:0:k}"
+        for target in $order; do
+            run_one "$round" "$mode" "$target"
+        done
+    done
+done
+echo "# load after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+
+# --- table of medians and ratios --------------------------------------------
+python3 - "$RESULTS" "$QPS" <<'EOF'
+import sys, statistics as st
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
+qps_fixed = sys.argv[2]
+def med(vals):
+    vals = [float(v) for v in vals if v not in ("-", "?", "")]
+    return st.median(vals) if vals else None
+def fmt(v, spec):
+    return "-" if v is None else format(v, spec)
+targets = []
+for r in rows:
+    if r[2] not in targets:
+        targets.append(r[2])
+print()
+for mode in ["flat", "fixed"]:
+    sel = [r for r in rows if r[1] == mode]
+    if not sel:
+        continue
+    title = "flat out" if mode == "flat" else f"fixed offered load -Q {qps_fixed}"
+    print(f"## {title} (median of {len({r[0] for r in sel})} rounds)")
+    print()
+    print("| target | queries/s | lost (max) | avg latency ms | p99 latency ms | proxy CPU µs/query | backend CPU µs/query |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    m = {}
+    for t in targets:
+        rs = [r for r in sel if r[2] == t]
+        q = med([r[3] for r in rs])
+        lost = max((int(r[4]) for r in rs if r[4].isdigit()), default=None)
+        avg = med([r[5] for r in rs])
+        p99 = med([r[6] for r in rs])
+        cpq = med([r[7] for r in rs])
+        dpq = med([r[8] for r in rs])
+        m[t] = (q, cpq)
+        print(f"| {t} | {fmt(q, ',.0f')} | {lost if lost is not None else '?'} | {fmt(avg and avg * 1e3, '.3f')} | {fmt(p99 and p99 * 1e3, '.3f')} | {fmt(cpq and cpq * 1e6, '.1f')} | {fmt(dpq and dpq * 1e6, '.1f')} |")
+    print()
+    for lb in [t for t in targets if t.startswith("lb")]:
+        q, c = m[lb]
+        parts = []
+        if m.get("nginx") and m["nginx"][0]:
+            parts.append(f"{lb}/nginx rate {q / m['nginx'][0]:.2f}")
+            if c and m["nginx"][1]:
+                parts.append(f"{lb}/nginx CPU per query {c / m['nginx'][1]:.2f}")
+        if m.get("direct") and m["direct"][0]:
+            parts.append(f"{lb}/direct rate {q / m['direct'][0]:.2f}")
+        if m.get("nginx") and m.get("direct") and m["nginx"][0] and m["direct"][0]:
+            target = min(1.5 * m["nginx"][0], 0.9 * m["direct"][0])
+            parts.append(f"target min(1.5x nginx, 0.9x direct) = {target:,.0f} q/s: {'met' if q >= target else 'missed'}")
+        print("- " + "; ".join(parts))
+    print()
+print("raw rows (round mode target qps lost avg_s p99_s proxy_cpu_s/q backend_cpu_s/q proxy_cpu_s):")
+for r in rows:
+    print("  " + " ".join(r))
+EOF
