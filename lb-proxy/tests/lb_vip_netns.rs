@@ -1,0 +1,392 @@
+//! `vip_mode = "interface"` in network namespaces this test creates (as root):
+//! a server namespace running the lb-proxy binary with `vip_interface = "lo"`
+//! and `announce_interface` on a veth, and a client namespace on the other end
+//! of the veth. Checked: the interface gets and loses addresses as services
+//! come and go; a client in the other namespace reaches the LoadBalancer
+//! address across the veth; a capture on the client's veth, started before
+//! the address is added, sees the gratuitous ARP; addresses lb-proxy did not
+//! add (127.0.0.1, a foreign one) survive its start and stop, while a stale
+//! address carrying its mark is cleaned up at start.
+//!
+//! Every address used here lives only inside the two namespaces. Where the
+//! machine forbids namespaces (not root, no `ip`), the test prints why and
+//! passes without checking.
+//!
+//! The test binary doubles as the client and the capture inside the client
+//! namespace (`ip netns exec NS <this binary> netns_helper`, told what to do by
+//! environment variables), so nothing beyond iproute2 is needed.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SERVER_IP: &str = "10.251.0.1";
+const CLIENT_IP: &str = "10.251.0.2";
+const LB_WEB: &str = "10.251.0.100";
+const LB_API: &str = "10.251.0.101";
+const FOREIGN: &str = "10.252.0.200";
+const STALE: &str = "10.252.0.250";
+
+fn ip_cmd(args: &[&str]) -> std::io::Result<std::process::Output> {
+    Command::new("ip").args(args).output()
+}
+
+fn must(args: &[&str]) {
+    let out = ip_cmd(args).unwrap_or_else(|e| panic!("ip {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The two namespaces; deleted (with the veth) when dropped.
+struct Namespaces {
+    server: String,
+    client: String,
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        let _ = ip_cmd(&["netns", "del", &self.server]);
+        let _ = ip_cmd(&["netns", "del", &self.client]);
+    }
+}
+
+/// Creates the namespaces, or says why it cannot.
+fn namespaces() -> Result<Namespaces, String> {
+    if !Path::new("/proc/self/ns/net").exists() {
+        return Err("no network namespaces on this system".into());
+    }
+    let pid = std::process::id();
+    let ns = Namespaces {
+        server: format!("lbvip-s{pid}"),
+        client: format!("lbvip-c{pid}"),
+    };
+    match ip_cmd(&["netns", "add", &ns.server]) {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            return Err(format!(
+                "`ip netns add` refused: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            ))
+        }
+        Err(e) => return Err(format!("cannot run `ip`: {e}")),
+    }
+    must(&["netns", "add", &ns.client]);
+    let (s, c) = (ns.server.as_str(), ns.client.as_str());
+    let (vs, vc) = veths();
+    // The veth is created inside the server namespace and its peer moved
+    // straight into the client one: nothing touches the host's namespace.
+    must(&[
+        "-n", s, "link", "add", &vs, "type", "veth", "peer", "name", &vc, "netns", c,
+    ]);
+    for (n, dev, addr) in [(s, &vs, SERVER_IP), (c, &vc, CLIENT_IP)] {
+        must(&["-n", n, "link", "set", "lo", "up"]);
+        must(&["-n", n, "addr", "add", &format!("{addr}/24"), "dev", dev]);
+        must(&["-n", n, "link", "set", dev, "up"]);
+    }
+    Ok(ns)
+}
+
+fn veths() -> (String, String) {
+    let pid = std::process::id() % 100_000;
+    (format!("lbs{pid}"), format!("lbc{pid}"))
+}
+
+/// `ip -o addr show dev lo` in `ns`, one line per address.
+fn lo_addresses(ns: &str) -> String {
+    let out = ip_cmd(&["-n", ns, "-o", "addr", "show", "dev", "lo"]).unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn has(lines: &str, addr: &str) -> bool {
+    lines
+        .split_whitespace()
+        .any(|w| w.split('/').next() == Some(addr))
+}
+
+fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn config(services: &str) -> String {
+    let (vs, _) = veths();
+    format!(
+        "[node]\nname = \"node-1\"\naddresses = [\"{SERVER_IP}\"]\nvip_mode = \"interface\"\n\
+         vip_interface = \"lo\"\nannounce_interface = \"{vs}\"\n\
+         [cluster]\nservice_cidr = \"10.252.0.0/24\"\n\
+         [admin]\nlisten = \"127.0.0.1:10249\"\n\
+         [[ip_pools]]\nname = \"l2\"\naddresses = [\"10.251.0.100-10.251.0.101\"]\n{services}"
+    )
+}
+
+/// A LoadBalancer service whose endpoint is lb-proxy's own admin API in the
+/// server namespace (so no other program has to run there).
+fn lb_service(name: &str, lb_ip: &str, cluster_ip: &str) -> String {
+    format!(
+        "[[services]]\nname = \"{name}\"\ntype = \"LoadBalancer\"\ncluster_ip = \"{cluster_ip}\"\n\
+         load_balancer_ip = \"{lb_ip}\"\nallocate_load_balancer_node_ports = false\nports = [{{ port = 80 }}]\n\
+         [[endpoints]]\nname = \"{name}\"\n[[endpoints.subsets]]\naddresses = [{{ ip = \"127.0.0.1\" }}]\n\
+         ports = [{{ port = 10249 }}]\n"
+    )
+}
+
+/// Runs this test binary's `netns_helper` inside `ns`.
+fn helper(ns: &str, mode: &str, arg: &str) -> Command {
+    let me = std::env::current_exe().unwrap();
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns])
+        .arg(me)
+        .args(["--exact", "netns_helper", "--nocapture", "--test-threads=1"])
+        .env("LB_NETNS_HELPER", mode)
+        .env("LB_NETNS_ARG", arg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    cmd
+}
+
+/// What the helper printed after `prefix`, if it did (the test harness may
+/// print `test netns_helper ... ` on the same line first).
+fn helper_line(out: &str, prefix: &str) -> Option<String> {
+    out.lines().find_map(|l| {
+        let at = l.find(prefix)?;
+        let rest = &l[at + prefix.len()..];
+        Some(rest.trim().to_string())
+    })
+}
+
+struct Proxy(Child);
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{sig}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn interface_mode_adds_announces_and_removes_only_its_own_addresses() {
+    let ns = match namespaces() {
+        Ok(ns) => ns,
+        Err(why) => {
+            println!("SKIPPED: interface VIP test needs network namespaces: {why}");
+            return;
+        }
+    };
+    let (s, c) = (ns.server.clone(), ns.client.clone());
+    // Addresses that are not lb-proxy's: a foreign one, and a stale one that
+    // carries its mark (the leftover of a proxy that was killed).
+    must(&[
+        "-n",
+        &s,
+        "addr",
+        "add",
+        &format!("{FOREIGN}/32"),
+        "dev",
+        "lo",
+    ]);
+    must(&[
+        "-n",
+        &s,
+        "addr",
+        "add",
+        &format!("{STALE}/32"),
+        "dev",
+        "lo",
+        "label",
+        "lo:lb",
+    ]);
+
+    // The capture starts on the client's veth before any address is added.
+    let (_, vc) = veths();
+    let mut capture = helper(&c, "capture", LB_WEB).spawn().unwrap();
+    let mut capture_out = BufReader::new(capture.stdout.take().unwrap());
+    let mut line = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        line.clear();
+        if capture_out.read_line(&mut line).unwrap_or(0) == 0 || line.contains("READY") {
+            break;
+        }
+    }
+    assert!(line.contains("READY"), "capture did not start: {line:?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lb.toml");
+    std::fs::write(&path, config(&lb_service("web", LB_WEB, "10.252.0.10"))).unwrap();
+    let child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &s,
+            env!("CARGO_BIN_EXE_lb-proxy"),
+            "--config",
+        ])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut proxy = Proxy(child);
+
+    wait_for(
+        "the LB and cluster IPs on lo",
+        Duration::from_secs(15),
+        || {
+            let a = lo_addresses(&s);
+            has(&a, LB_WEB) && has(&a, "10.252.0.10")
+        },
+    );
+    let a = lo_addresses(&s);
+    assert!(
+        !has(&a, STALE),
+        "the stale marked address is cleaned up: {a}"
+    );
+    assert!(has(&a, FOREIGN) && has(&a, "127.0.0.1"), "{a}");
+    assert!(
+        a.lines().any(|l| has(l, LB_WEB) && l.contains("lo:lb")),
+        "lb-proxy marks its own: {a}"
+    );
+
+    // A client across the veth reaches the LoadBalancer address.
+    let fetched = helper(&c, "fetch", &format!("{LB_WEB}:80"))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&fetched.stdout).to_string();
+    assert_eq!(
+        helper_line(&out, "BODY ").as_deref(),
+        Some("ok"),
+        "fetch output: {out}"
+    );
+
+    // The gratuitous ARP was on the wire.
+    let mut rest = String::new();
+    let reader = std::thread::spawn(move || {
+        let _ = capture_out.read_to_string(&mut rest);
+        rest
+    });
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if capture.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = capture.kill();
+    let _ = capture.wait();
+    let captured = reader.join().unwrap();
+    let garp = helper_line(&captured, "GARP ")
+        .unwrap_or_else(|| panic!("no gratuitous ARP for {LB_WEB} seen on {vc}: {captured}"));
+    assert!(garp.starts_with(LB_WEB), "{garp}");
+
+    // Services come and go: web leaves, api arrives.
+    std::fs::write(&path, config(&lb_service("api", LB_API, "10.252.0.11"))).unwrap();
+    signal(&proxy.0, "HUP");
+    wait_for(
+        "api's addresses in, web's out",
+        Duration::from_secs(15),
+        || {
+            let a = lo_addresses(&s);
+            has(&a, LB_API) && has(&a, "10.252.0.11") && !has(&a, LB_WEB) && !has(&a, "10.252.0.10")
+        },
+    );
+
+    // Stop: lb-proxy's addresses go, the others stay.
+    signal(&proxy.0, "TERM");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut code = None;
+    while Instant::now() < deadline {
+        if let Some(status) = proxy.0.try_wait().unwrap() {
+            code = status.code();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(code, Some(0), "lb-proxy exits 0 after SIGTERM");
+    let a = lo_addresses(&s);
+    assert!(!has(&a, LB_API) && !has(&a, "10.252.0.11"), "{a}");
+    assert!(has(&a, FOREIGN) && has(&a, "127.0.0.1"), "{a}");
+    drop(ns);
+}
+
+/// Not a test on its own: the client and the capture that the test above
+/// runs inside the client namespace. Does nothing unless `LB_NETNS_HELPER`
+/// is set.
+#[test]
+fn netns_helper() {
+    let Ok(mode) = std::env::var("LB_NETNS_HELPER") else {
+        return;
+    };
+    let arg = std::env::var("LB_NETNS_ARG").unwrap_or_default();
+    match mode.as_str() {
+        "fetch" => {
+            let addr: SocketAddr = arg.parse().unwrap();
+            let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let mut text = String::new();
+            let _ = s.read_to_string(&mut text);
+            let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+            println!("BODY {}", body.trim());
+        }
+        "capture" => capture_garp(arg.parse().unwrap()),
+        other => panic!("unknown helper mode {other}"),
+    }
+}
+
+/// Prints `READY`, then waits (bounded) for a gratuitous ARP announcing
+/// `want` on any interface of this namespace and prints `GARP <ip> <mac>`.
+fn capture_garp(want: std::net::Ipv4Addr) {
+    use socket2::{Domain, Protocol, Socket, Type};
+    const ETH_P_ARP: u16 = 0x0806;
+    let socket = Socket::new(
+        Domain::PACKET,
+        Type::RAW,
+        Some(Protocol::from(i32::from(ETH_P_ARP.to_be()))),
+    )
+    .unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    println!("READY");
+    std::io::stdout().flush().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut buf = [0u8; 1500];
+    while Instant::now() < deadline {
+        let n = match (&socket).read(&mut buf) {
+            Ok(n) => n,
+            Err(_) => continue,
+        };
+        if n < 42 || buf[12..14] != ETH_P_ARP.to_be_bytes() {
+            continue;
+        }
+        let sender = std::net::Ipv4Addr::new(buf[28], buf[29], buf[30], buf[31]);
+        let target = std::net::Ipv4Addr::new(buf[38], buf[39], buf[40], buf[41]);
+        if sender == want && target == want {
+            let mac: Vec<String> = buf[6..12].iter().map(|b| format!("{b:02x}")).collect();
+            println!("GARP {want} {}", mac.join(":"));
+            std::io::stdout().flush().unwrap();
+            return;
+        }
+    }
+    println!("NONE");
+}
