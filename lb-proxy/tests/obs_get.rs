@@ -60,7 +60,7 @@ web        127.0.0.7:40003   127.0.244.1:8080   failover      1234   56789   66m
     );
     assert_eq!(
         connections_table(&ConnectionList::default(), false),
-        "NAME   CLIENT   ENDPOINT   REASON   RX     TX     AGE\n"
+        "NAME   CLIENT   ENDPOINT   REASON   RX    TX    AGE\n"
     );
 }
 
@@ -70,7 +70,9 @@ async fn get_connections_prints_the_open_connection_with_its_pick_reason() {
     let vip = addr();
     let port = free_port(vip);
     let proxy = Proxy::start(&service_toml("shop", vip, port, &[a], "")).await;
-    let mut c = tokio::net::TcpStream::connect((vip, port)).await.expect("connect");
+    let mut c = tokio::net::TcpStream::connect((vip, port))
+        .await
+        .expect("connect");
     echo(&mut c, b"hello").await;
     let client = c.local_addr().expect("client address").to_string();
 
@@ -91,18 +93,38 @@ async fn get_connections_prints_the_open_connection_with_its_pick_reason() {
     .await
     .expect("join");
     for out in [&table, &wide, &json, &watched] {
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let table = String::from_utf8_lossy(&table.stdout).to_string();
     let mut lines = table.lines();
     let header: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
-    assert_eq!(header, ["NAME", "CLIENT", "ENDPOINT", "REASON", "RX", "TX", "AGE"]);
+    assert_eq!(
+        header,
+        ["NAME", "CLIENT", "ENDPOINT", "REASON", "RX", "TX", "AGE"]
+    );
     let row: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
-    assert_eq!(row[..6], ["shop", client.as_str(), &a.to_string(), "round_robin", "5", "5"]);
+    assert_eq!(
+        row[..6],
+        [
+            "shop",
+            client.as_str(),
+            &a.to_string(),
+            "round_robin",
+            "5",
+            "5"
+        ]
+    );
     assert!(row[6].ends_with('s'), "AGE in seconds: {table}");
 
     let wide = String::from_utf8_lossy(&wide.stdout).to_string();
-    assert!(wide.contains(&format!("{vip}:{port}")), "FRONTEND column: {wide}");
+    assert!(
+        wide.contains(&format!("{vip}:{port}")),
+        "FRONTEND column: {wide}"
+    );
     assert!(wide.contains("tcp/TCP"), "{wide}");
 
     let body: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
@@ -118,11 +140,22 @@ async fn get_connections_prints_the_open_connection_with_its_pick_reason() {
 
 #[test]
 fn every_subcommand_has_a_man_page_style_help() {
-    for sub in [&["--help"][..], &["run", "--help"], &["check", "--help"], &["get", "--help"]] {
-        let out = Command::new(bin()).args(sub).output().expect("lb-proxy runs");
+    for sub in [
+        &["--help"][..],
+        &["run", "--help"],
+        &["check", "--help"],
+        &["get", "--help"],
+    ] {
+        let out = Command::new(bin())
+            .args(sub)
+            .output()
+            .expect("lb-proxy runs");
         assert!(out.status.success(), "{sub:?}");
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("EXAMPLES:"), "{sub:?} has examples:\n{text}");
-        assert!(text.lines().count() > 12, "{sub:?} is more than a usage line:\n{text}");
+        assert!(
+            text.lines().count() > 12,
+            "{sub:?} is more than a usage line:\n{text}"
+        );
     }
 }
