@@ -358,7 +358,11 @@ pub fn render_get(
     Ok(match kind {
         GetKind::Services => {
             let list: ServiceList = serde_json::from_str(body).map_err(json)?;
-            views::services_table(&list, now)
+            if output == OutputFormat::Wide {
+                views::services_wide_table(&list, now)
+            } else {
+                views::services_table(&list, now)
+            }
         }
         GetKind::Endpoints => {
             let list: EndpointsList = serde_json::from_str(body).map_err(json)?;

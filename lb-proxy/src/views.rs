@@ -446,16 +446,31 @@ const MAX_LISTED_ENDPOINTS: usize = 3;
 /// without learning a new format. A service outside `default` is shown as
 /// `namespace/name`. `now` is a parameter so output is reproducible in tests.
 pub fn services_table(list: &ServiceList, now: SystemTime) -> String {
-    let mut rows = vec![row(&[
+    services_rows(list, now, false)
+}
+
+/// Renders `lb-proxy get services -o wide`: the table above plus IP-POOL,
+/// the pool each LoadBalancer address came from (kubectl has no such column;
+/// MetalLB users look it up in the Service's events).
+pub fn services_wide_table(list: &ServiceList, now: SystemTime) -> String {
+    services_rows(list, now, true)
+}
+
+fn services_rows(list: &ServiceList, now: SystemTime, wide: bool) -> String {
+    let mut header = vec![
         "NAME",
         "TYPE",
         "CLUSTER-IP",
         "EXTERNAL-IP",
         "PORT(S)",
         "AGE",
-    ])];
+    ];
+    if wide {
+        header.push("IP-POOL");
+    }
+    let mut rows = vec![row(&header)];
     for s in &list.items {
-        rows.push(vec![
+        let mut cells = vec![
             display_name(&s.namespace, &s.name),
             s.service_type.clone(),
             or_none(s.cluster_ip.clone()),
@@ -474,7 +489,11 @@ pub fn services_table(list: &ServiceList, now: SystemTime) -> String {
                     .join(","),
             ),
             age(&s.created, now),
-        ]);
+        ];
+        if wide {
+            cells.push(or_none(s.ip_pool.clone()));
+        }
+        rows.push(cells);
     }
     tabulate(&rows)
 }

@@ -136,6 +136,25 @@ async fn a_load_balancer_service_answers_at_its_lb_address_node_port_and_cluster
         row.contains("LoadBalancer") && row.contains("127.0.122.110"),
         "{table}"
     );
+    let wide = tokio::task::spawn_blocking(move || {
+        let out = Command::new(env!("CARGO_BIN_EXE_lb-proxy"))
+            .args([
+                "get",
+                "services",
+                "-o",
+                "wide",
+                "--admin",
+                &admin.to_string(),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(wide.lines().next().unwrap().ends_with("IP-POOL"), "{wide}");
+    let row = wide.lines().find(|l| l.starts_with("web ")).unwrap();
+    assert!(row.ends_with("lb-ip-pool"), "{wide}");
     app.shutdown().await;
 }
 
