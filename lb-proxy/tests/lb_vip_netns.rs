@@ -4,7 +4,8 @@
 //! of the veth. Checked: the interface gets and loses addresses as services
 //! come and go; a client in the other namespace reaches the LoadBalancer
 //! address across the veth; a capture on the client's veth, started before
-//! the address is added, sees the gratuitous ARP; addresses lb-proxy did not
+//! the address is added, sees the gratuitous ARP (IPv4) and the unsolicited
+//! neighbour advertisement (IPv6); addresses lb-proxy did not
 //! add (127.0.0.1, a foreign one) survive its start and stop, while a stale
 //! address carrying its mark is cleaned up at start.
 //!
@@ -26,6 +27,7 @@ const SERVER_IP: &str = "10.251.0.1";
 const CLIENT_IP: &str = "10.251.0.2";
 const LB_WEB: &str = "10.251.0.100";
 const LB_API: &str = "10.251.0.101";
+const LB_V6: &str = "fd00:251::100";
 const FOREIGN: &str = "10.252.0.200";
 const STALE: &str = "10.252.0.250";
 
@@ -126,7 +128,7 @@ fn config(services: &str) -> String {
          vip_interface = \"lo\"\nannounce_interface = \"{vs}\"\n\
          [cluster]\nservice_cidr = \"10.252.0.0/24\"\n\
          [admin]\nlisten = \"127.0.0.1:10249\"\n\
-         [[ip_pools]]\nname = \"l2\"\naddresses = [\"10.251.0.100-10.251.0.101\"]\n{services}"
+         [[ip_pools]]\nname = \"l2\"\naddresses = [\"10.251.0.100-10.251.0.101\", \"fd00:251::100/127\"]\n{services}"
     )
 }
 
@@ -217,7 +219,9 @@ fn interface_mode_adds_announces_and_removes_only_its_own_addresses() {
 
     // The capture starts on the client's veth before any address is added.
     let (_, vc) = veths();
-    let mut capture = helper(&c, "capture", LB_WEB).spawn().unwrap();
+    let mut capture = helper(&c, "capture", &format!("{LB_WEB},{LB_V6}"))
+        .spawn()
+        .unwrap();
     let mut capture_out = BufReader::new(capture.stdout.take().unwrap());
     let mut line = String::new();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -231,7 +235,9 @@ fn interface_mode_adds_announces_and_removes_only_its_own_addresses() {
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("lb.toml");
-    std::fs::write(&path, config(&lb_service("web", LB_WEB, "10.252.0.10"))).unwrap();
+    let services =
+        lb_service("web", LB_WEB, "10.252.0.10") + &lb_service("web6", LB_V6, "10.252.0.12");
+    std::fs::write(&path, config(&services)).unwrap();
     let child = Command::new("ip")
         .args([
             "netns",
@@ -252,7 +258,7 @@ fn interface_mode_adds_announces_and_removes_only_its_own_addresses() {
         Duration::from_secs(15),
         || {
             let a = lo_addresses(&s);
-            has(&a, LB_WEB) && has(&a, "10.252.0.10")
+            has(&a, LB_WEB) && has(&a, "10.252.0.10") && has(&a, LB_V6)
         },
     );
     let a = lo_addresses(&s);
@@ -296,6 +302,10 @@ fn interface_mode_adds_announces_and_removes_only_its_own_addresses() {
     let garp = helper_line(&captured, "GARP ")
         .unwrap_or_else(|| panic!("no gratuitous ARP for {LB_WEB} seen on {vc}: {captured}"));
     assert!(garp.starts_with(LB_WEB), "{garp}");
+    let na = helper_line(&captured, "NA ").unwrap_or_else(|| {
+        panic!("no unsolicited neighbour advertisement for {LB_V6} seen on {vc}: {captured}")
+    });
+    assert!(na.starts_with(LB_V6), "{na}");
 
     // Services come and go: web leaves, api arrives.
     std::fs::write(&path, config(&lb_service("api", LB_API, "10.252.0.11"))).unwrap();
@@ -305,7 +315,11 @@ fn interface_mode_adds_announces_and_removes_only_its_own_addresses() {
         Duration::from_secs(15),
         || {
             let a = lo_addresses(&s);
-            has(&a, LB_API) && has(&a, "10.252.0.11") && !has(&a, LB_WEB) && !has(&a, "10.252.0.10")
+            has(&a, LB_API)
+                && has(&a, "10.252.0.11")
+                && !has(&a, LB_WEB)
+                && !has(&a, "10.252.0.10")
+                && !has(&a, LB_V6)
         },
     );
 
@@ -348,20 +362,24 @@ fn netns_helper() {
             let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
             println!("BODY {}", body.trim());
         }
-        "capture" => capture_garp(arg.parse().unwrap()),
+        "capture" => {
+            let (v4, v6) = arg.split_once(',').unwrap();
+            capture_announcements(v4.parse().unwrap(), v6.parse().unwrap())
+        }
         other => panic!("unknown helper mode {other}"),
     }
 }
 
 /// Prints `READY`, then waits (bounded) for a gratuitous ARP announcing
-/// `want` on any interface of this namespace and prints `GARP <ip> <mac>`.
-fn capture_garp(want: std::net::Ipv4Addr) {
+/// `v4` and an unsolicited neighbour advertisement for `v6` on any interface
+/// of this namespace, printing `GARP <ip> <mac>` and `NA <ip> <mac>`.
+fn capture_announcements(v4: std::net::Ipv4Addr, v6: std::net::Ipv6Addr) {
     use socket2::{Domain, Protocol, Socket, Type};
-    const ETH_P_ARP: u16 = 0x0806;
+    const ETH_P_ALL: u16 = 0x0003;
     let socket = Socket::new(
         Domain::PACKET,
         Type::RAW,
-        Some(Protocol::from(i32::from(ETH_P_ARP.to_be()))),
+        Some(Protocol::from(i32::from(ETH_P_ALL.to_be()))),
     )
     .unwrap();
     socket
@@ -371,22 +389,30 @@ fn capture_garp(want: std::net::Ipv4Addr) {
     std::io::stdout().flush().unwrap();
     let deadline = Instant::now() + Duration::from_secs(40);
     let mut buf = [0u8; 1500];
-    while Instant::now() < deadline {
+    let (mut garp, mut na) = (false, false);
+    while Instant::now() < deadline && !(garp && na) {
         let n = match (&socket).read(&mut buf) {
             Ok(n) => n,
             Err(_) => continue,
         };
-        if n < 42 || buf[12..14] != ETH_P_ARP.to_be_bytes() {
-            continue;
+        let mac: Vec<String> = buf[6..12].iter().map(|b| format!("{b:02x}")).collect();
+        let mac = mac.join(":");
+        if n >= 42 && buf[12..14] == [0x08, 0x06] {
+            let sender = std::net::Ipv4Addr::new(buf[28], buf[29], buf[30], buf[31]);
+            let target = std::net::Ipv4Addr::new(buf[38], buf[39], buf[40], buf[41]);
+            if !garp && sender == v4 && target == v4 {
+                println!("GARP {v4} {mac}");
+                garp = true;
+            }
+        } else if n >= 78 && buf[12..14] == [0x86, 0xdd] && buf[20] == 58 && buf[54] == 136 {
+            let mut t = [0u8; 16];
+            t.copy_from_slice(&buf[62..78]);
+            if !na && std::net::Ipv6Addr::from(t) == v6 {
+                println!("NA {v6} {mac}");
+                na = true;
+            }
         }
-        let sender = std::net::Ipv4Addr::new(buf[28], buf[29], buf[30], buf[31]);
-        let target = std::net::Ipv4Addr::new(buf[38], buf[39], buf[40], buf[41]);
-        if sender == want && target == want {
-            let mac: Vec<String> = buf[6..12].iter().map(|b| format!("{b:02x}")).collect();
-            println!("GARP {want} {}", mac.join(":"));
-            std::io::stdout().flush().unwrap();
-            return;
-        }
+        std::io::stdout().flush().unwrap();
     }
-    println!("NONE");
+    println!("DONE");
 }

@@ -4,8 +4,9 @@
 //! LoadBalancer address of the current snapshot is added to `vip_interface`
 //! (a dummy device created when missing, as kube-proxy's IPVS mode creates
 //! `kube-ipvs0`, or an existing one such as `lo`), and removed when its
-//! service goes. Each LoadBalancer IPv4 address it adds is announced with a
-//! gratuitous ARP on `announce_interface` (MetalLB's layer-2 mode).
+//! service goes. Each LoadBalancer address it adds is announced on
+//! `announce_interface` (MetalLB's layer-2 mode): a gratuitous ARP for IPv4,
+//! an unsolicited neighbour advertisement for IPv6.
 //!
 //! Ownership is explicit: an address that is already on the host (127.0.0.1,
 //! an address an operator added) is left alone, and only addresses carrying
@@ -164,13 +165,10 @@ impl State {
         failed.map_or(Ok(()), Err)
     }
 
-    /// Gratuitous ARP for a LoadBalancer IPv4 address on the announce
-    /// interface (twice, a second apart, as arping -U -c 2 would).
+    /// Announces a LoadBalancer address on the announce interface: a
+    /// gratuitous ARP (IPv4) or an unsolicited neighbour advertisement
+    /// (IPv6), twice, a second apart (as `arping -U -c 2` would).
     async fn announce(&self, ip: IpAddr) {
-        let IpAddr::V4(v4) = ip else {
-            debug!(address = %ip, "IPv6 neighbour advertisements are not sent yet");
-            return;
-        };
         let name = &self.options.announce_interface;
         if name.is_empty() {
             return;
@@ -190,16 +188,19 @@ impl State {
             debug!(interface = %name, "no Ethernet address; nothing to announce");
             return;
         };
-        let frame = arp::gratuitous_arp(mac, v4);
-        match crate::sys::send_ethernet_frame(link.index, arp::BROADCAST, &frame) {
+        let (frame, dst): (Vec<u8>, [u8; 6]) = match ip {
+            IpAddr::V4(v4) => (arp::gratuitous_arp(mac, v4).to_vec(), arp::BROADCAST),
+            IpAddr::V6(v6) => (arp::unsolicited_na(mac, v6).to_vec(), arp::ALL_NODES_MAC),
+        };
+        match crate::sys::send_ethernet_frame(link.index, dst, &frame) {
             Ok(()) => {
                 self.announced
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                info!(address = %ip, interface = %name, "sent gratuitous ARP");
+                info!(address = %ip, interface = %name, "announced (gratuitous ARP / unsolicited NA)");
                 let index = link.index;
                 tokio::spawn(async move {
                     tokio::time::sleep(Duration::from_secs(1)).await;
-                    let _ = crate::sys::send_ethernet_frame(index, arp::BROADCAST, &frame);
+                    let _ = crate::sys::send_ethernet_frame(index, dst, &frame);
                 });
             }
             Err(e) => {
