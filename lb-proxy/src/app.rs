@@ -99,6 +99,9 @@ struct Inner {
     health_checks: HealthChecks,
     /// `vip_mode = "interface"`: the addresses lb-proxy adds and announces.
     vips: Option<crate::vip::Vips>,
+    /// `[node] vip_mode`, `vip_interface`, `announce_interface` at start: a
+    /// reload that changes them is told it takes effect at the next restart.
+    vip_settings: String,
     /// Manifests and etcd, merged with the file on every load.
     sources: Arc<crate::sources::Sources>,
     /// Recent reloads, errors and endpoint state changes (the status page).
@@ -233,6 +236,7 @@ impl App {
                 interface: config.vip_interface.clone(),
                 announce_interface: config.announce_interface.clone(),
             });
+        let vip_settings = vip_settings(&config);
         let dataplane = DataPlane::start_with(config.proxy, snapshot, bind).await;
         let health = Health::start(
             dataplane.clone(),
@@ -344,6 +348,7 @@ impl App {
                 health,
                 health_checks,
                 vips,
+                vip_settings,
                 events,
                 sources,
             }),
@@ -451,6 +456,9 @@ impl App {
                     if config.admin_listen.map(|a| a.port()) != Some(0) {
                         warn!("admin.listen changed; it takes effect at the next restart");
                     }
+                }
+                if vip_settings(&config) != inner.vip_settings {
+                    warn!("node.vip_mode, vip_interface or announce_interface changed; it takes effect at the next restart");
                 }
                 match (&inner.dns, crate::dns::DnsOptions::from_config(&config)) {
                     (Some(dns), Some(options)) => dns.set_options(options),
@@ -589,6 +597,16 @@ fn endpoint_states(snapshot: &Snapshot) -> BTreeMap<String, String> {
         }
     }
     out
+}
+
+/// The `[node]` VIP settings as one comparable string.
+fn vip_settings(config: &lb_config::Config) -> String {
+    format!(
+        "{}/{}/{}",
+        config.vip_mode.as_str(),
+        config.vip_interface,
+        config.announce_interface
+    )
 }
 
 /// Where endpoint host names are resolved: `[dns] upstreams`, else (empty)
