@@ -6,6 +6,7 @@
 #   benches/dns/udp_compare.sh                  # 3 rounds, -l 10, -Q 10000
 #   ROUNDS=5 QPS=15000 benches/dns/udp_compare.sh
 #   LB_BIN_ALT=/tmp/lb-proxy-new benches/dns/udp_compare.sh   # a 2nd lb-proxy build in the same run
+#   LB_ALT_ENV="TOKIO_WORKER_THREADS=1" benches/dns/udp_compare.sh  # the same build, other environment
 #
 # Needs (Debian): dnsperf dnsmasq-base nginx-light libnginx-mod-stream dnsutils.
 # Loopback addresses only (127.0.153.0/24 and a cluster IP in 127.96.153.0/24);
@@ -63,6 +64,9 @@ if [ -z "${LB_BIN:-}" ]; then
 fi
 # A private copy: other builds in the shared target dir must not swap it mid-run.
 cp "$LB_BIN" "$WORK/lb-proxy"
+# A second lb-proxy ("lb-alt"): another build, or the same one with LB_ALT_ENV.
+LB_ALT_ENV=${LB_ALT_ENV:-}
+[ -n "$LB_ALT_ENV" ] && [ -z "${LB_BIN_ALT:-}" ] && LB_BIN_ALT=$LB_BIN
 [ -n "${LB_BIN_ALT:-}" ] && cp "$LB_BIN_ALT" "$WORK/lb-proxy-alt"
 
 wait_answer() { # ip port
@@ -115,7 +119,8 @@ LB_PID=$!
 PIDS+=("$LB_PID")
 if [ -n "${LB_BIN_ALT:-}" ]; then
     lb_config "$LB_ALT_VIP" >"$WORK/lb-alt.toml"
-    RUST_LOG=warn "$WORK/lb-proxy-alt" --config "$WORK/lb-alt.toml" >"$WORK/lb-alt.log" 2>&1 &
+    # shellcheck disable=SC2086
+    env RUST_LOG=warn $LB_ALT_ENV "$WORK/lb-proxy-alt" --config "$WORK/lb-alt.toml" >"$WORK/lb-alt.log" 2>&1 &
     LB_ALT_PID=$!
     PIDS+=("$LB_ALT_PID")
 fi
@@ -215,6 +220,7 @@ run_one() { # round mode target
 }
 
 echo "# $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+[ -n "${LB_BIN_ALT:-}" ] && echo "# lb-alt: $LB_BIN_ALT ${LB_ALT_ENV:+with $LB_ALT_ENV}" >&2
 echo "# dnsperf -l $DURATION -c $CLIENTS -q $OUTSTANDING -t 2 (fixed: -Q $QPS), $ROUNDS rounds, nginx $NGINX_WORKERS workers" >&2
 echo "# round mode target qps lost avg_s p99_s proxy_cpu_s/q backend_cpu_s/q proxy_cpu_s" >&2
 for round in $(seq 1 "$ROUNDS"); do
