@@ -27,8 +27,12 @@ struct Pin {
 pub struct AffinityTable {
     timeout_ms: AtomicU64,
     max_entries: usize,
-    pins: Mutex<HashMap<IpAddr, Pin>>,
+    /// Keyed by client address with foldhash (seeded per table): a pick looks
+    /// a client up on every connection, and SipHash was most of its cost.
+    pins: Mutex<PinMap>,
 }
+
+type PinMap = HashMap<IpAddr, Pin, foldhash::fast::RandomState>;
 
 impl AffinityTable {
     /// A table with the given sliding timeout and the default bound.
@@ -41,7 +45,7 @@ impl AffinityTable {
         AffinityTable {
             timeout_ms: AtomicU64::new(timeout.as_millis() as u64),
             max_entries: max_entries.max(1),
-            pins: Mutex::new(HashMap::new()),
+            pins: Mutex::new(PinMap::default()),
         }
     }
 
@@ -56,7 +60,7 @@ impl AffinityTable {
             .store(timeout.as_millis() as u64, Ordering::Relaxed);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Pin>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PinMap> {
         // A panic while holding this lock cannot leave the map inconsistent
         // (every mutation is a single insert or remove), so poisoning is ignored.
         self.pins.lock().unwrap_or_else(|e| e.into_inner())
