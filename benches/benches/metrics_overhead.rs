@@ -90,7 +90,11 @@ fn connections(rt: &Runtime, vip: SocketAddr, iters: u64) -> Duration {
 
 /// A scraper thread rendering `/metrics` (with process metrics) every
 /// 100 ms while `on` is set.
-fn scraper(plane: DataPlane, on: Arc<AtomicBool>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+fn scraper(
+    plane: DataPlane,
+    on: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let reloads = ReloadCounters::default();
         while !stop.load(Ordering::Relaxed) {

@@ -100,17 +100,24 @@ fn histogram(out: &mut String, name: &str, labels: &str, h: &HistogramReading) {
 /// host resolution and process metrics as `sources` allows.
 pub fn render_with(snapshot: &Snapshot, sources: &Sources<'_>) -> String {
     let mut out = String::new();
-    // Labels are formatted once per service port per scrape.
-    let ports: Vec<(&ServicePort, String)> = snapshot
+    // Labels are formatted once per service port and endpoint per scrape:
+    // (port, its labels, each endpoint's labels).
+    let ports: Vec<(&ServicePort, String, Vec<String>)> = snapshot
         .services()
         .flat_map(|s| s.ports.iter())
-        .map(|p| (p.as_ref(), port_labels(p)))
+        .map(|p| {
+            let l = port_labels(p);
+            let eps = p
+                .endpoints()
+                .iter()
+                .map(|e| format!("{l},endpoint=\"{}\"", e.addr))
+                .collect();
+            (p.as_ref(), l, eps)
+        })
         .collect();
-    let endpoint_labels = |p: &ServicePort, labels: &str, i: usize| {
-        format!("{labels},endpoint=\"{}\"", p.endpoint(i).addr)
-    };
-    let tcp = |p: &&(&ServicePort, String)| p.0.key().protocol == Protocol::Tcp;
-    let udp = |p: &&(&ServicePort, String)| p.0.key().protocol == Protocol::Udp;
+    type Row<'a> = (&'a ServicePort, String, Vec<String>);
+    let tcp = |p: &&Row<'_>| p.0.key().protocol == Protocol::Tcp;
+    let udp = |p: &&Row<'_>| p.0.key().protocol == Protocol::Udp;
 
     header(
         &mut out,
@@ -118,7 +125,7 @@ pub fn render_with(snapshot: &Snapshot, sources: &Sources<'_>) -> String {
         "counter",
         "Connections accepted from clients.",
     );
-    for (p, l) in &ports {
+    for (p, l, _) in &ports {
         let _ = writeln!(
             out,
             "lb_connections_total{{{l}}} {}",
@@ -131,7 +138,7 @@ pub fn render_with(snapshot: &Snapshot, sources: &Sources<'_>) -> String {
         "gauge",
         "Client connections open now.",
     );
-    for (p, l) in &ports {
+    for (p, l, _) in &ports {
         let _ = writeln!(
             out,
             "lb_active_connections{{{l}}} {}",
@@ -144,7 +151,7 @@ pub fn render_with(snapshot: &Snapshot, sources: &Sources<'_>) -> String {
         "counter",
         "Client connections refused before reaching an endpoint.",
     );
-    for (p, l) in &ports {
+    for (p, l, _) in &ports {
         let s = p.stats();
         for (reason, v) in [
             ("no_endpoints", &s.rejected_no_endpoints),
@@ -164,9 +171,9 @@ pub fn render_with(snapshot: &Snapshot, sources: &Sources<'_>) -> String {
         "counter",
         "Bytes proxied (rx: from clients, tx: to clients).",
     );
-    for (p, l) in &ports {
+    for (p, _, eps) in &ports {
         for (i, e) in p.endpoints().iter().enumerate() {
-            let el = endpoint_labels(p, l, i);
+            let el = &eps[i];
             for (dir, v) in [("rx", &e.stats.bytes_rx), ("tx", &e.stats.bytes_tx)] {
                 let _ = writeln!(
                     out,
@@ -182,12 +189,12 @@ pub fn render_with(snapshot: &Snapshot, sources: &Sources<'_>) -> String {
         "counter",
         "Dials to endpoints that failed or timed out.",
     );
-    for (p, l) in &ports {
+    for (p, _, eps) in &ports {
         for (i, e) in p.endpoints().iter().enumerate() {
             let _ = writeln!(
                 out,
                 "lb_connect_errors_total{{{}}} {}",
-                endpoint_labels(p, l, i),
+                eps[i],
                 read(&e.stats.connect_errors)
             );
         }
@@ -198,18 +205,18 @@ pub fn render_with(snapshot: &Snapshot, sources: &Sources<'_>) -> String {
         "histogram",
         "How long successful dials to endpoints took.",
     );
-    for (p, l) in ports.iter().filter(tcp) {
+    for (p, _, eps) in ports.iter().filter(tcp) {
         for (i, e) in p.endpoints().iter().enumerate() {
             histogram(
                 &mut out,
                 "lb_connect_duration_seconds",
-                &endpoint_labels(p, l, i),
+                &eps[i],
                 &e.stats.connect_duration.reading(),
             );
         }
     }
     header(&mut out, "lb_udp_sessions", "gauge", "UDP flows open now.");
-    for (p, l) in ports.iter().filter(udp) {
+    for (p, l, _) in ports.iter().filter(udp) {
         let _ = writeln!(
             out,
             "lb_udp_sessions{{{l}}} {}",
@@ -222,7 +229,7 @@ pub fn render_with(snapshot: &Snapshot, sources: &Sources<'_>) -> String {
         "counter",
         "UDP datagrams: forwarded to endpoints, replied to clients, or dropped (by reason).",
     );
-    for (p, l) in ports.iter().filter(udp) {
+    for (p, l, _) in ports.iter().filter(udp) {
         let s = p.stats();
         for (result, v) in [("forwarded", &s.udp_forwarded), ("replied", &s.udp_replied)] {
             let _ = writeln!(
@@ -250,7 +257,7 @@ pub fn render_with(snapshot: &Snapshot, sources: &Sources<'_>) -> String {
         "counter",
         "UDP flows evicted (idle longest first) to stay within udp_max_flows.",
     );
-    for (p, l) in ports.iter().filter(udp) {
+    for (p, l, _) in ports.iter().filter(udp) {
         let _ = writeln!(
             out,
             "lb_udp_flows_evicted_total{{{l}}} {}",
@@ -263,14 +270,9 @@ pub fn render_with(snapshot: &Snapshot, sources: &Sources<'_>) -> String {
         "gauge",
         "1 when the endpoint is ready (EndpointSlice conditions).",
     );
-    for (p, l) in &ports {
+    for (p, _, eps) in &ports {
         for (i, e) in p.endpoints().iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "lb_endpoint_ready{{{}}} {}",
-                endpoint_labels(p, l, i),
-                u8::from(e.ready)
-            );
+            let _ = writeln!(out, "lb_endpoint_ready{{{}}} {}", eps[i], u8::from(e.ready));
         }
     }
     header(
@@ -280,13 +282,13 @@ pub fn render_with(snapshot: &Snapshot, sources: &Sources<'_>) -> String {
         "1 while outlier ejection keeps the endpoint out of new connections.",
     );
     let now = tokio::time::Instant::now().into_std();
-    for (p, l) in ports.iter().filter(tcp) {
+    for (p, _, eps) in ports.iter().filter(tcp) {
         for (i, e) in p.endpoints().iter().enumerate() {
             let ejected = e.health.ejection(now).is_some() && p.is_ejected(false, i, now);
             let _ = writeln!(
                 out,
                 "lb_endpoint_ejected{{{}}} {}",
-                endpoint_labels(p, l, i),
+                eps[i],
                 u8::from(ejected)
             );
         }
