@@ -341,6 +341,78 @@ fn interface_mode_adds_announces_and_removes_only_its_own_addresses() {
     drop(ns);
 }
 
+/// `vip_mode = "freebind"` in a namespace this test creates: the listeners of
+/// an LB address and a cluster IP that are on no interface bind anyway (no
+/// bind error), and serve as soon as the address appears.
+#[test]
+fn freebind_listeners_bind_before_their_address_exists() {
+    let pid = std::process::id();
+    let ns = format!("lbvip-f{pid}");
+    match ip_cmd(&["netns", "add", &ns]) {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            println!(
+                "SKIPPED: freebind test needs network namespaces: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+            return;
+        }
+        Err(e) => {
+            println!("SKIPPED: freebind test needs `ip`: {e}");
+            return;
+        }
+    }
+    let _cleanup = Namespaces {
+        server: ns.clone(),
+        client: format!("lbvip-unused{pid}"),
+    };
+    must(&["-n", &ns, "link", "set", "lo", "up"]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lb.toml");
+    let text = format!(
+        "[node]\nname = \"node-1\"\naddresses = [\"127.0.0.1\"]\nvip_mode = \"freebind\"\n\
+         [cluster]\nservice_cidr = \"10.254.0.0/24\"\n[admin]\nlisten = \"127.0.0.1:10249\"\n\
+         [[ip_pools]]\nname = \"p\"\naddresses = [\"10.253.0.100/32\"]\n{}",
+        lb_service("web", "10.253.0.100", "10.254.0.10")
+    );
+    std::fs::write(&path, text).unwrap();
+    let child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            env!("CARGO_BIN_EXE_lb-proxy"),
+            "--config",
+        ])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _proxy = Proxy(child);
+    let get = |addr: &str, path: &str| {
+        let out = helper(&ns, "fetch", addr)
+            .env("LB_NETNS_PATH", path)
+            .output()
+            .unwrap();
+        // The body may span lines (the API pretty-prints JSON).
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.split_once("BODY ")
+            .map(|(_, body)| body.trim().trim_end_matches("ok").trim().to_string())
+            .unwrap_or_default()
+    };
+    let mut services = String::new();
+    wait_for("the admin API", Duration::from_secs(15), || {
+        services = get("127.0.0.1:10249", "/api/v1/services");
+        services.contains("10.253.0.100")
+    });
+    assert!(services.contains("\"bind_errors\": []"), "{services}");
+    assert!(!has(&lo_addresses(&ns), "10.253.0.100"));
+    must(&["-n", &ns, "addr", "add", "10.253.0.100/32", "dev", "lo"]);
+    let healthz = get("10.253.0.100:80", "/healthz");
+    assert_eq!(healthz.lines().next(), Some("ok"), "{healthz}");
+}
+
 /// Not a test on its own: the client and the capture that the test above
 /// runs inside the client namespace. Does nothing unless `LB_NETNS_HELPER`
 /// is set.
@@ -355,8 +427,12 @@ fn netns_helper() {
             let addr: SocketAddr = arg.parse().unwrap();
             let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
             s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n")
-                .unwrap();
+            let path = std::env::var("LB_NETNS_PATH").unwrap_or_else(|_| "/healthz".into());
+            write!(
+                s,
+                "GET {path} HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
             let mut text = String::new();
             let _ = s.read_to_string(&mut text);
             let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
