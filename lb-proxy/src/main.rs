@@ -119,6 +119,16 @@ lb-proxy get ep -w"
         watch_limit: u32,
     },
     /// Validate objects and write them to the etcd source of --config ([source.etcd]).
+    #[command(
+        long_about = "Reads -f FILE (the file's tables: [[services]], [[pods]], [[endpoints]], \
+[[ip_pools]], or Kubernetes manifests in YAML), validates every object as `check` would, and \
+writes each to the etcd source named by --config's [source.etcd], under \
+<prefix>/<kind>/<namespace>/<name> (ip_pools: <prefix>/ip_pools/<name>). Nothing is written \
+when an object is invalid: the errors are printed one per line, Kubernetes style. Every \
+lb-proxy watching that prefix applies the change.",
+        after_help = "EXAMPLES:\n  lb-proxy put -f web.toml --config /etc/lb/lb.toml\n  \
+lb-proxy put -f deployment.yaml --config /etc/lb/lb.toml"
+    )]
     Put {
         /// File with [[services]], [[pods]], [[endpoints]], [[ip_pools]] tables, or
         /// Kubernetes manifests (.yaml/.yml).
@@ -126,6 +136,14 @@ lb-proxy get ep -w"
         file: PathBuf,
     },
     /// Delete an object from the etcd source of --config ([source.etcd]).
+    #[command(
+        long_about = "Deletes one object from the etcd source named by --config's \
+[source.etcd]: KIND is services, pods, endpoints or ip_pools; NAME is NAMESPACE/NAME \
+(ip_pools take a bare NAME). Every lb-proxy watching the prefix drops the object: a deleted service's listeners close and its metric series \
+disappear.",
+        after_help = "EXAMPLES:\n  lb-proxy delete services default/web --config /etc/lb/lb.toml\n  \
+lb-proxy delete ip_pools lb-ip-pool --config /etc/lb/lb.toml"
+    )]
     Delete {
         /// services, pods, endpoints or ip_pools.
         kind: String,

@@ -145,6 +145,8 @@ fn every_subcommand_has_a_man_page_style_help() {
         &["run", "--help"],
         &["check", "--help"],
         &["get", "--help"],
+        &["put", "--help"],
+        &["delete", "--help"],
     ] {
         let out = Command::new(bin())
             .args(sub)
