@@ -341,3 +341,19 @@ fn vip_modes_and_their_interfaces() {
         ["node.vip_interface: Invalid value: \"much-too-long-name0\": must be an interface name: 1-15 characters, no '/', ':' or white space"]
     );
 }
+
+#[test]
+fn a_pool_that_is_not_local_is_a_warning_in_bind_mode_only() {
+    let pool = "[[ip_pools]]\nname = \"l2\"\naddresses = [\"192.168.122.110-192.168.122.119\"]\n";
+    let c = check_str(&format!(
+        "[cluster]\nservice_cidr = \"127.96.0.0/24\"\n{pool}"
+    ))
+    .unwrap();
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    assert!(c.warnings[0].starts_with("ip_pools[l2]: not a loopback range"));
+    let c = check_str(&format!(
+        "[node]\nvip_mode = \"interface\"\nvip_interface = \"lo\"\n[cluster]\nservice_cidr = \"127.96.0.0/24\"\n{pool}"
+    ))
+    .unwrap();
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}

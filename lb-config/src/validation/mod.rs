@@ -90,6 +90,20 @@ pub(crate) fn validate(raw: &RawConfig, hostname: &str, errs: &mut Errors) -> Va
 
     let pools = crate::pools::pools(raw, errs);
     crate::pools::check_requests(&services, &pools, errs);
+    if settings.vip_mode == crate::config::VipMode::Bind {
+        for p in &pools {
+            let local = p
+                .ranges
+                .iter()
+                .all(|r| r.first().is_loopback() && r.last().is_loopback());
+            if !local {
+                warnings.push(format!(
+                    "ip_pools[{}]: not a loopback range; with node.vip_mode \"bind\" its addresses must be local to this host (add them to an interface, or use vip_mode = \"freebind\" or \"interface\")",
+                    p.name
+                ));
+            }
+        }
+    }
 
     crate::unsupported::check(raw, errs);
 
