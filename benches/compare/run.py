@@ -133,6 +133,10 @@ class Harness:
 
     def start(self):
         d = self.dir
+        for ip in TARGETS.values():
+            for port in (80, 8080, 5201):
+                if wait_port(ip, port, 0.2):
+                    sys.exit("%s:%d is already in use: stop what listens there first" % (ip, port))
         os.makedirs(os.path.join(d, "www"))
         os.makedirs(os.path.join(d, "tmp"))
         with open(os.path.join(d, "www", "index.html"), "w") as f:
@@ -165,6 +169,9 @@ class Harness:
             if not wait_port(TARGETS[name], 80):
                 sys.exit("%s did not come up; see %s/%s.log" % (name, d, name))
         time.sleep(0.5)
+        for name, p in self.procs.items():
+            if p.poll() is not None:
+                sys.exit("%s exited at start; see %s/%s.log" % (name, d, name))
 
     def stop(self):
         for name, p in self.procs.items():
