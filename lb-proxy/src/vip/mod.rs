@@ -10,7 +10,7 @@
 //!
 //! Ownership is explicit: an address that is already on the host (127.0.0.1,
 //! an address an operator added) is left alone, and only addresses carrying
-//! lb-proxy's mark (see [`netlink`]) are ever deleted, at start (leftovers of
+//! lb-proxy's mark (see the `netlink` module) are ever deleted, at start (leftovers of
 //! a process that was killed) and at stop. Listeners bind with `IP_FREEBIND`
 //! in this mode, so they never race the address.
 
