@@ -30,21 +30,6 @@ fn port_stats(plane: &DataPlane, vip: SocketAddr) -> Arc<lb_core::stats::PortSta
         .clone()
 }
 
-fn endpoint_stats(
-    plane: &DataPlane,
-    vip: SocketAddr,
-    endpoint: SocketAddr,
-) -> Arc<lb_core::stats::EndpointStats> {
-    let snapshot = plane.table().load();
-    let port = &snapshot
-        .frontend(vip, Protocol::Tcp)
-        .expect("frontend")
-        .port;
-    port.endpoint(port.index_of(endpoint).expect("endpoint"))
-        .stats
-        .clone()
-}
-
 async fn assert_refused(addr: SocketAddr) {
     let err = TcpStream::connect(addr)
         .await

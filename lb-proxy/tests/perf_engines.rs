@@ -12,11 +12,10 @@ mod support;
 
 use std::io::ErrorKind;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use lb_core::stats::read;
-use lb_core::{Protocol, ProxySettings};
+use lb_core::ProxySettings;
 use lb_proxy::forward::Engine;
 use lb_proxy::DataPlane;
 use sha2::{Digest, Sha256};
@@ -42,21 +41,6 @@ async fn start_with(
     plane.set_engine(engine);
     assert_eq!(plane.engine(), engine);
     (plane, vip)
-}
-
-fn endpoint_stats(
-    plane: &DataPlane,
-    vip: SocketAddr,
-    endpoint: SocketAddr,
-) -> Arc<lb_core::stats::EndpointStats> {
-    let snapshot = plane.table().load();
-    let port = &snapshot
-        .frontend(vip, Protocol::Tcp)
-        .expect("frontend")
-        .port;
-    port.endpoint(port.index_of(endpoint).expect("endpoint"))
-        .stats
-        .clone()
 }
 
 /// Checks the splice counter against the engine that ran.

@@ -328,3 +328,19 @@ pub async fn eventually(bound: Duration, mut cond: impl FnMut() -> bool) -> bool
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// The live counters of `endpoint` behind the TCP frontend `vip`.
+pub fn endpoint_stats(
+    plane: &DataPlane,
+    vip: SocketAddr,
+    endpoint: SocketAddr,
+) -> Arc<lb_core::stats::EndpointStats> {
+    let snapshot = plane.table().load();
+    let port = &snapshot
+        .frontend(vip, lb_core::Protocol::Tcp)
+        .expect("frontend")
+        .port;
+    port.endpoint(port.index_of(endpoint).expect("endpoint"))
+        .stats
+        .clone()
+}
