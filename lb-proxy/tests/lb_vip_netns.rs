@@ -238,6 +238,8 @@ fn interface_mode_adds_announces_and_removes_only_its_own_addresses() {
     let services =
         lb_service("web", LB_WEB, "10.252.0.10") + &lb_service("web6", LB_V6, "10.252.0.12");
     std::fs::write(&path, config(&services)).unwrap();
+    let log_path = dir.path().join("lb-proxy.log");
+    let log = std::fs::File::create(&log_path).unwrap();
     let child = Command::new("ip")
         .args([
             "netns",
@@ -248,7 +250,7 @@ fn interface_mode_adds_announces_and_removes_only_its_own_addresses() {
         ])
         .arg(&path)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap();
     let mut proxy = Proxy(child);
@@ -272,15 +274,31 @@ fn interface_mode_adds_announces_and_removes_only_its_own_addresses() {
         "lb-proxy marks its own: {a}"
     );
 
-    // A client across the veth reaches the LoadBalancer address.
-    let fetched = helper(&c, "fetch", &format!("{LB_WEB}:80"))
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&fetched.stdout).to_string();
+    // A client across the veth reaches the LoadBalancer address. The first
+    // try can meet a neighbour entry still being resolved, so it is retried
+    // (bounded); a failure shows what the client saw and what lb-proxy logged.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut out = String::new();
+    while Instant::now() < deadline {
+        let fetched = helper(&c, "fetch", &format!("{LB_WEB}:80"))
+            .output()
+            .unwrap();
+        out = String::from_utf8_lossy(&fetched.stdout).to_string();
+        if helper_line(&out, "BODY ").as_deref() == Some("ok") {
+            break;
+        }
+        if let Some(status) = proxy.0.try_wait().unwrap() {
+            out += &format!("\nlb-proxy exited: {status}");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
     assert_eq!(
         helper_line(&out, "BODY ").as_deref(),
         Some("ok"),
-        "fetch output: {out}"
+        "fetch output: {out}\nlb-proxy log:\n{}\nneighbours in {c}: {}",
+        std::fs::read_to_string(&log_path).unwrap_or_default(),
+        String::from_utf8_lossy(&ip_cmd(&["-n", &c, "neigh"]).unwrap().stdout)
     );
 
     // The gratuitous ARP was on the wire.
@@ -409,7 +427,15 @@ fn freebind_listeners_bind_before_their_address_exists() {
     assert!(services.contains("\"bind_errors\": []"), "{services}");
     assert!(!has(&lo_addresses(&ns), "10.253.0.100"));
     must(&["-n", &ns, "addr", "add", "10.253.0.100/32", "dev", "lo"]);
-    let healthz = get("10.253.0.100:80", "/healthz");
+    let mut healthz = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        healthz = get("10.253.0.100:80", "/healthz");
+        if healthz.lines().next() == Some("ok") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
     assert_eq!(healthz.lines().next(), Some("ok"), "{healthz}");
 }
 
@@ -424,19 +450,28 @@ fn netns_helper() {
     let arg = std::env::var("LB_NETNS_ARG").unwrap_or_default();
     match mode.as_str() {
         "fetch" => {
+            // Failures are printed, not panicked on: the caller retries and
+            // shows this output when it gives up.
             let addr: SocketAddr = arg.parse().unwrap();
-            let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
             let path = std::env::var("LB_NETNS_PATH").unwrap_or_else(|_| "/healthz".into());
-            write!(
-                s,
-                "GET {path} HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n"
-            )
-            .unwrap();
-            let mut text = String::new();
-            let _ = s.read_to_string(&mut text);
-            let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-            println!("BODY {}", body.trim());
+            let fetch = || -> std::io::Result<String> {
+                let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+                s.set_read_timeout(Some(Duration::from_secs(5)))?;
+                write!(
+                    s,
+                    "GET {path} HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n"
+                )?;
+                let mut text = String::new();
+                let _ = s.read_to_string(&mut text);
+                Ok(text)
+            };
+            match fetch() {
+                Ok(text) => {
+                    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+                    println!("BODY {}", body.trim());
+                }
+                Err(e) => println!("ERR {addr}: {e}"),
+            }
         }
         "capture" => {
             let (v4, v6) = arg.split_once(',').unwrap();
