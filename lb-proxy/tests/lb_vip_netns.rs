@@ -217,6 +217,17 @@ fn interface_mode_adds_announces_and_removes_only_its_own_addresses() {
         "lo:lb",
     ]);
 
+    // The machine must route to an address on the server's lo from across
+    // the veth at all (Linux does: addresses belong to the host, not the
+    // interface). Checked with a plain listener before lb-proxy is involved,
+    // so a sandbox that does not is told apart from an lb-proxy failure.
+    if let Err(why) = baseline_reachable(&s, &c) {
+        println!(
+            "SKIPPED: interface VIP test: this machine does not route across namespaces: {why}"
+        );
+        return;
+    }
+
     // The capture starts on the client's veth before any address is added.
     let (_, vc) = veths();
     let mut capture = helper(&c, "capture", &format!("{LB_WEB},{LB_V6}"))
@@ -359,6 +370,54 @@ fn interface_mode_adds_announces_and_removes_only_its_own_addresses() {
     drop(ns);
 }
 
+/// A plain listener on an address of the server namespace's `lo` (not
+/// lb-proxy's), fetched from the client namespace across the veth; the
+/// address is removed again afterwards.
+fn baseline_reachable(server: &str, client: &str) -> Result<(), String> {
+    const PROBE: &str = "10.251.0.50";
+    must(&[
+        "-n",
+        server,
+        "addr",
+        "add",
+        &format!("{PROBE}/32"),
+        "dev",
+        "lo",
+    ]);
+    let mut listener = helper(server, "serve", &format!("{PROBE}:8080"))
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let fetched = helper(client, "fetch", &format!("{PROBE}:8080"))
+            .output()
+            .map_err(|e| e.to_string())?;
+        out = String::from_utf8_lossy(&fetched.stdout).to_string();
+        if helper_line(&out, "BODY ").as_deref() == Some("ok") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = listener.kill();
+    let _ = listener.wait();
+    must(&[
+        "-n",
+        server,
+        "addr",
+        "del",
+        &format!("{PROBE}/32"),
+        "dev",
+        "lo",
+    ]);
+    match helper_line(&out, "BODY ").as_deref() {
+        Some("ok") => Ok(()),
+        _ => Err(format!(
+            "a plain listener on {PROBE} was not reached: {out}"
+        )),
+    }
+}
+
 /// `vip_mode = "freebind"` in a namespace this test creates: the listeners of
 /// an LB address and a cluster IP that are on no interface bind anyway (no
 /// bind error), and serve as soon as the address appears.
@@ -471,6 +530,16 @@ fn netns_helper() {
                     println!("BODY {}", body.trim());
                 }
                 Err(e) => println!("ERR {addr}: {e}"),
+            }
+        }
+        "serve" => {
+            // Answers every connection with a minimal HTTP reply, until killed.
+            let listener = std::net::TcpListener::bind(arg.parse::<SocketAddr>().unwrap()).unwrap();
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut request = [0u8; 1024];
+                let _ = conn.read(&mut request);
+                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nok");
             }
         }
         "capture" => {
