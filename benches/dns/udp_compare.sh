@@ -16,7 +16,15 @@
 # Reported per target and mode (median over rounds): queries/s, queries lost,
 # average latency (dnsperf), p99 latency (fixed load only: from dnsperf -v), and
 # the proxy's CPU seconds per completed query (utime+stime delta of every
-# process of the proxy, from /proc/PID/stat, divided by the queries completed).
+# process of the proxy, from /proc/PID/stat, divided by the queries completed),
+# and, when `perf` can count tracepoints (COUNT=1, the default if it can), the
+# proxy's system calls and context switches per completed query
+# (`perf stat -e raw_syscalls:sys_enter,context-switches -p <proxy pids>` over
+# the run: exact counts at a few hundred ns per event, so the figures are
+# deterministic enough to compare builds on a busy machine).
+#
+#   STRACE=1 benches/dns/udp_compare.sh        # also one fixed-load run per proxy
+#                                             # under `strace -f -c`: calls per query by name
 set -euo pipefail
 
 # The whole run is bounded: re-run this script under `timeout` (SIGTERM runs
@@ -33,6 +41,18 @@ CLIENTS=${CLIENTS:-4}          # dnsperf -c: client sockets, so flows in lb-prox
 OUTSTANDING=${OUTSTANDING:-100} # dnsperf -q
 NGINX_WORKERS=${NGINX_WORKERS:-$(nproc)}
 MODES=${MODES:-"flat fixed"}
+STRACE=${STRACE:-}
+STRACE_DURATION=${STRACE_DURATION:-5}
+if [ -z "${COUNT:-}" ]; then
+    COUNT=0
+    perf stat -e raw_syscalls:sys_enter -- true >/dev/null 2>&1 && COUNT=1
+fi
+# The system calls counted by name besides the total (those a UDP relay makes
+# per datagram or per wake-up); any the kernel has no tracepoint for is left out.
+PERF_EVENTS=raw_syscalls:sys_enter,context-switches
+for call in recvfrom recvmsg recvmmsg sendto sendmsg sendmmsg epoll_wait epoll_pwait futex sched_yield; do
+    [ -d "/sys/kernel/tracing/events/syscalls/sys_enter_$call" ] && PERF_EVENTS="$PERF_EVENTS,syscalls:sys_enter_$call"
+done
 PORT=${PORT:-5300}
 BACKEND_IP=127.0.153.1
 NGINX_IP=127.0.153.3
@@ -195,17 +215,38 @@ run_one() { # round mode target
     c0=$(cpu_ticks $pids)
     d0=$(cpu_ticks "$DNSMASQ_PID")
     out="$WORK/out.$round.$mode.$target"
+    local perf_pid=""
+    if [ "$COUNT" = 1 ] && [ -n "$pids" ]; then
+        # shellcheck disable=SC2086
+        perf stat -x, -o "$out.perf" -e "$PERF_EVENTS" \
+            -p "$(echo $pids | tr ' ' ',')" >/dev/null 2>&1 &
+        perf_pid=$!
+    fi
     timeout $((DURATION + 20)) dnsperf -s "$server" -p "$PORT" -d "$WORK/queries.txt" \
         -l "$DURATION" -c "$CLIENTS" -q "$OUTSTANDING" -t 2 "${qargs[@]}" >"$out" 2>&1 || true
     # shellcheck disable=SC2086
     c1=$(cpu_ticks $pids)
     d1=$(cpu_ticks "$DNSMASQ_PID")
+    local sys=- csw=-
+    if [ -n "$perf_pid" ]; then
+        kill -INT "$perf_pid" 2>/dev/null || true
+        wait "$perf_pid" 2>/dev/null || true
+        sys=$(awk -F, '$3 == "raw_syscalls:sys_enter" { print $1 }' "$out.perf")
+        csw=$(awk -F, '$3 == "context-switches" { print $1 }' "$out.perf")
+        local done_q
+        done_q=$(awk '/Queries completed:/ { print $3 }' "$out")
+        awk -F, -v round="$round" -v mode="$mode" -v target="$target" -v q="${done_q:-0}" '
+            $3 ~ /^syscalls:sys_enter_/ && $1 ~ /^[0-9]+$/ && q > 0 {
+                name = $3; sub(/^syscalls:sys_enter_/, "", name)
+                printf "%s\t%s\t%s\t%s\t%.3f\n", round, mode, target, name, $1 / q
+            }' "$out.perf" >>"$WORK/breakdown.tsv"
+    fi
     p99=-
     if [ "$mode" = fixed ]; then
         p99=$(awk '/^> /{ print $NF }' "$out" | sort -g | awk '{ v[NR] = $1 } END { if (NR) { i = int(NR * 0.99); if (i < 1) i = 1; printf "%.6f", v[i] } else print "-" }')
     fi
     awk -v round="$round" -v mode="$mode" -v target="$target" -v cpu=$((c1 - c0)) \
-        -v dcpu=$((d1 - d0)) -v hz="$HZ" -v p99="$p99" '
+        -v dcpu=$((d1 - d0)) -v hz="$HZ" -v p99="$p99" -v sys="${sys:--}" -v csw="${csw:--}" '
         /Queries completed:/ { done = $3 }
         /Queries lost:/ { lost = $3 }
         /Queries per second:/ { qps = $4 }
@@ -214,7 +255,9 @@ run_one() { # round mode target
             if (done == "") { done = 0; lost = "?"; qps = 0; avg = "-" }
             cpq = (done > 0 && target != "direct") ? sprintf("%.3g", cpu / hz / done) : "-"
             dpq = (done > 0) ? sprintf("%.3g", dcpu / hz / done) : "-"
-            printf "%s\t%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%s\t%.2f\n", round, mode, target, qps, lost, avg, p99, cpq, dpq, cpu / hz
+            spq = (done > 0 && sys ~ /^[0-9]+$/) ? sprintf("%.3f", sys / done) : "-"
+            wpq = (done > 0 && csw ~ /^[0-9]+$/) ? sprintf("%.3f", csw / done) : "-"
+            printf "%s\t%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%s\t%.2f\t%s\t%s\n", round, mode, target, qps, lost, avg, p99, cpq, dpq, cpu / hz, spq, wpq
         }' "$out" >>"$RESULTS"
     tail -n 1 "$RESULTS" >&2
 }
@@ -222,7 +265,7 @@ run_one() { # round mode target
 echo "# $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 [ -n "${LB_BIN_ALT:-}" ] && echo "# lb-alt: $LB_BIN_ALT ${LB_ALT_ENV:+with $LB_ALT_ENV}" >&2
 echo "# dnsperf -l $DURATION -c $CLIENTS -q $OUTSTANDING -t 2 (fixed: -Q $QPS), $ROUNDS rounds, nginx $NGINX_WORKERS workers" >&2
-echo "# round mode target qps lost avg_s p99_s proxy_cpu_s/q backend_cpu_s/q proxy_cpu_s" >&2
+echo "# round mode target qps lost avg_s p99_s proxy_cpu_s/q backend_cpu_s/q proxy_cpu_s syscalls/q ctxsw/q" >&2
 for round in $(seq 1 "$ROUNDS"); do
     for mode in $MODES; do
         # Rotate the order each round so no target always runs first or last.
@@ -236,10 +279,41 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 echo "# load after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 
+# --- system calls by name (strace -f -c), one fixed-load run per proxy ----------
+STRACE_OUT="$WORK/strace.txt"
+: >"$STRACE_OUT"
+if [ -n "$STRACE" ]; then
+    for target in $TARGETS; do
+        [ "$target" = direct ] && continue
+        sargs=()
+        for pid in $(proc_pids "$target"); do sargs+=(-p "$pid"); done
+        strace -f -c -o "$WORK/strace.$target" "${sargs[@]}" 2>/dev/null &
+        spid=$!
+        sleep 1
+        sout="$WORK/out.strace.$target"
+        timeout $((STRACE_DURATION + 20)) dnsperf -s "$(server_of "$target")" -p "$PORT" \
+            -d "$WORK/queries.txt" -l "$STRACE_DURATION" -c "$CLIENTS" -q "$OUTSTANDING" -t 2 \
+            -Q "$QPS" >"$sout" 2>&1 || true
+        kill -INT "$spid" 2>/dev/null || true
+        wait "$spid" 2>/dev/null || true
+        done_q=$(awk '/Queries completed:/ { print $3 }' "$sout")
+        {
+            echo "## $target under strace -f -c at -Q $QPS for ${STRACE_DURATION}s: ${done_q:-0} queries completed"
+            awk -v q="${done_q:-0}" '
+                $NF == "total" { next }
+                $1 ~ /^[0-9.]+$/ && NF >= 5 && q > 0 { t += $4; printf "  %-16s %8.3f calls/query\n", $NF, $4 / q }
+                END { if (q > 0) printf "  %-16s %8.3f calls/query\n", "total", t / q }
+            ' "$WORK/strace.$target"
+        } >>"$STRACE_OUT"
+    done
+fi
+
 # --- table of medians and ratios --------------------------------------------
-python3 - "$RESULTS" "$QPS" <<'EOF'
+touch "$WORK/breakdown.tsv"
+python3 - "$RESULTS" "$QPS" "$WORK/breakdown.tsv" <<'EOF'
 import sys, statistics as st
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
+calls = [l.rstrip("\n").split("\t") for l in open(sys.argv[3]) if l.strip()]
 qps_fixed = sys.argv[2]
 def med(vals):
     vals = [float(v) for v in vals if v not in ("-", "?", "")]
@@ -258,8 +332,8 @@ for mode in ["flat", "fixed"]:
     title = "flat out" if mode == "flat" else f"fixed offered load -Q {qps_fixed}"
     print(f"## {title} (median of {len({r[0] for r in sel})} rounds)")
     print()
-    print("| target | queries/s | lost (max) | avg latency ms | p99 latency ms | proxy CPU µs/query | backend CPU µs/query |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| target | queries/s | lost (max) | avg latency ms | p99 latency ms | proxy CPU µs/query | backend CPU µs/query | proxy syscalls/query | proxy ctx switches/query |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     m = {}
     for t in targets:
         rs = [r for r in sel if r[2] == t]
@@ -269,8 +343,10 @@ for mode in ["flat", "fixed"]:
         p99 = med([r[6] for r in rs])
         cpq = med([r[7] for r in rs])
         dpq = med([r[8] for r in rs])
+        spq = med([r[10] for r in rs if len(r) > 10])
+        wpq = med([r[11] for r in rs if len(r) > 11])
         m[t] = (q, cpq)
-        print(f"| {t} | {fmt(q, ',.0f')} | {lost if lost is not None else '?'} | {fmt(avg and avg * 1e3, '.3f')} | {fmt(p99 and p99 * 1e3, '.3f')} | {fmt(cpq and cpq * 1e6, '.1f')} | {fmt(dpq and dpq * 1e6, '.1f')} |")
+        print(f"| {t} | {fmt(q, ',.0f')} | {lost if lost is not None else '?'} | {fmt(avg and avg * 1e3, '.3f')} | {fmt(p99 and p99 * 1e3, '.3f')} | {fmt(cpq and cpq * 1e6, '.1f')} | {fmt(dpq and dpq * 1e6, '.1f')} | {fmt(spq, '.2f')} | {fmt(wpq, '.2f')} |")
     print()
     for lb in [t for t in targets if t.startswith("lb")]:
         q, c = m[lb]
@@ -285,8 +361,19 @@ for mode in ["flat", "fixed"]:
             target = min(1.5 * m["nginx"][0], 0.9 * m["direct"][0])
             parts.append(f"target min(1.5x nginx, 0.9x direct) = {target:,.0f} q/s: {'met' if q >= target else 'missed'}")
         print("- " + "; ".join(parts))
+    for t in targets:
+        cs = [c for c in calls if c[1] == mode and c[2] == t]
+        names = sorted({c[3] for c in cs})
+        per = {n: st.median(float(c[4]) for c in cs if c[3] == n) for n in names}
+        shown = [f"{n} {v:.2f}" for n, v in sorted(per.items(), key=lambda kv: -kv[1]) if v >= 0.005]
+        if shown:
+            print(f"- {t} system calls per query (perf, median): " + ", ".join(shown))
     print()
-print("raw rows (round mode target qps lost avg_s p99_s proxy_cpu_s/q backend_cpu_s/q proxy_cpu_s):")
+print("raw rows (round mode target qps lost avg_s p99_s proxy_cpu_s/q backend_cpu_s/q proxy_cpu_s syscalls/q ctxsw/q):")
 for r in rows:
     print("  " + " ".join(r))
 EOF
+if [ -s "$STRACE_OUT" ]; then
+    echo
+    cat "$STRACE_OUT"
+fi
