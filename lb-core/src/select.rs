@@ -22,6 +22,10 @@ pub struct WeightedTable {
     sequence: Vec<u32>,
     /// Shared position; survives snapshot swaps for an unchanged candidate set.
     cursor: Arc<AtomicUsize>,
+    /// Bit `i` set when endpoint `i` (< 64) is a candidate: an affinity hit
+    /// asks [`WeightedTable::is_candidate`] on every pick, and a bit test is
+    /// cheaper than the binary search that larger indices still take.
+    small: u64,
 }
 
 fn gcd(a: u64, b: u64) -> u64 {
@@ -65,10 +69,15 @@ impl WeightedTable {
             current[best] -= total;
             sequence.push(candidates[best]);
         }
+        let small = candidates
+            .iter()
+            .filter(|&&i| i < 64)
+            .fold(0u64, |bits, &i| bits | (1 << i));
         WeightedTable {
             candidates,
             sequence,
             cursor: cursor.unwrap_or_default(),
+            small,
         }
     }
 
@@ -101,8 +110,12 @@ impl WeightedTable {
     }
 
     /// Whether endpoint `index` may take new connections.
+    #[inline]
     pub fn is_candidate(&self, index: usize) -> bool {
-        self.candidates.binary_search(&(index as u32)).is_ok()
+        if index < 64 {
+            return self.small & (1 << index) != 0;
+        }
+        u32::try_from(index).is_ok_and(|i| self.candidates.binary_search(&i).is_ok())
     }
 
     /// Candidate endpoint indices in order.

@@ -235,27 +235,44 @@ impl ServicePort {
     pub fn pick(&self, local: bool, client: IpAddr, now: Instant) -> Option<Pick> {
         let table = self.table(local);
         if let Some(affinity) = &self.affinity {
-            if let Some(index) = affinity
-                .lookup(client, now)
-                .and_then(|addr| self.index_of(addr))
-                .filter(|i| table.is_candidate(*i) && !self.is_ejected(local, *i, now))
-            {
-                return Some(Pick {
-                    index,
-                    reason: PickReason::Affinity,
-                });
-            }
-            let index = self.next_healthy(table, now)?;
-            affinity.pin(client, self.endpoints[index].addr, now);
+            // One lock and one hash per pick, hit or miss: the table decides
+            // and re-pins in place.
+            let sticky = affinity.pick(
+                client,
+                now,
+                |addr, hint| self.pinned(local, addr, hint, now),
+                || {
+                    let index = self.next_healthy(table, now)?;
+                    Some((index as u32, self.endpoints[index].addr))
+                },
+            )?;
             return Some(Pick {
-                index,
-                reason: PickReason::RoundRobin,
+                index: sticky.index as usize,
+                reason: if sticky.hit {
+                    PickReason::Affinity
+                } else {
+                    PickReason::RoundRobin
+                },
             });
         }
         self.next_healthy(table, now).map(|index| Pick {
             index,
             reason: PickReason::RoundRobin,
         })
+    }
+
+    /// The index of a pinned endpoint if it may still take the connection.
+    /// `hint` is where the pin last found it: when the endpoint at `hint` has
+    /// the pinned address (always, unless a snapshot reordered or removed
+    /// endpoints) the address lookup is skipped.
+    #[inline]
+    fn pinned(&self, local: bool, addr: SocketAddr, hint: u32, now: Instant) -> Option<u32> {
+        let index = match self.endpoints.get(hint as usize) {
+            Some(e) if e.addr == addr => hint as usize,
+            _ => self.index_of(addr)?,
+        };
+        (self.table(local).is_candidate(index) && !self.is_ejected(local, index, now))
+            .then_some(index as u32)
     }
 
     /// The next candidate by weight that is not ejected. While nothing is
@@ -286,6 +303,7 @@ impl ServicePort {
     /// Whether endpoint `index` is ejected at `now` for the cluster-wide or
     /// node-local table, after the panic rule: when every candidate of the
     /// table is ejected, none is.
+    #[inline]
     pub fn is_ejected(&self, local: bool, index: usize, now: Instant) -> bool {
         if !self.endpoints[index].health.is_ejected(now) {
             return false;
@@ -322,7 +340,7 @@ impl ServicePort {
             index = first;
         }
         if let Some(affinity) = &self.affinity {
-            affinity.pin(client, self.endpoints[index].addr, now);
+            affinity.pin_at(client, self.endpoints[index].addr, index as u32, now);
         }
         Some(index)
     }
