@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -652,9 +652,19 @@ fn selection(
 
 /// The one handle through which snapshots are published: writers `store` a
 /// whole new table, readers `load` without ever waiting on them.
+///
+/// A replaced snapshot is freed by the publisher, never by a reader: freeing a
+/// 10,000-service table takes tens of milliseconds, and a reader that happened
+/// to hold the last reference when a swap landed used to pay for it inside a
+/// connection's pick (the snapshot bench's p99). So `store` keeps each replaced
+/// snapshot in `retired` and frees, on its own thread, those no reader holds
+/// any more; a reader that lets go of a retired snapshot only decrements a
+/// count. What readers still hold is freed by a later `store` or by
+/// [`Table::collect`].
 #[derive(Debug)]
 pub struct Table {
     current: ArcSwap<Snapshot>,
+    retired: Mutex<Vec<Arc<Snapshot>>>,
 }
 
 impl Table {
@@ -662,6 +672,7 @@ impl Table {
     pub fn new(snapshot: Snapshot) -> Self {
         Table {
             current: ArcSwap::from_pointee(snapshot),
+            retired: Mutex::new(Vec::new()),
         }
     }
 
@@ -671,16 +682,48 @@ impl Table {
         self.current.load_full()
     }
 
-    /// Publishes a new snapshot.
+    /// Publishes a new snapshot. The one it replaces is freed here once no
+    /// reader holds it, or kept for a later `store` or [`Table::collect`].
     pub fn store(&self, snapshot: Snapshot) {
-        self.current.store(Arc::new(snapshot));
+        let old = self.current.swap(Arc::new(snapshot));
+        self.retire(Some(old));
+    }
+
+    /// Frees the replaced snapshots that no reader holds any more; returns how
+    /// many are still held. Call it now and then (lb-proxy does every second)
+    /// so a snapshot a reader held across the last `store` does not stay in
+    /// memory until the next one.
+    pub fn collect(&self) -> usize {
+        self.retire(None)
+    }
+
+    fn retire(&self, old: Option<Arc<Snapshot>>) -> usize {
+        let (dead, held) = {
+            // Every update of the list is a push or a partition, so a panic
+            // elsewhere while holding the lock leaves it consistent.
+            let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+            retired.extend(old);
+            // A retired snapshot is no longer in `current`, so no reader can
+            // take a new reference to it: a count of one (ours) stays one.
+            let (dead, held): (Vec<_>, Vec<_>) =
+                retired.drain(..).partition(|s| Arc::strong_count(s) == 1);
+            *retired = held;
+            (dead, retired.len())
+        };
+        // Freed outside the lock, on the publisher's thread.
+        drop(dead);
+        held
     }
 
     /// Builds the next snapshot from `services` with state carried over from the
     /// current one, and publishes it. Returns the new generation.
     pub fn rebuild(&self, node: NodeSpec, services: Vec<ServiceSpec>, now: SystemTime) -> u64 {
-        let prev = self.load();
-        let next = Snapshot::build(node, services, Some(&prev), now);
+        let next = {
+            let prev = self.load();
+            Snapshot::build(node, services, Some(&prev), now)
+            // `prev` goes here, before the store, so the retired snapshot
+            // is ours alone unless a reader holds it.
+        };
         let generation = next.generation();
         self.store(next);
         generation
@@ -915,6 +958,25 @@ mod tests {
             i = e.failover(i, ip("127.0.0.9"), now).unwrap();
         }
         assert_eq!(seen.len(), 3);
+    }
+
+    #[test]
+    fn a_replaced_snapshot_is_freed_by_the_publisher_not_the_reader() {
+        let table = Table::new(Snapshot::empty(node()));
+        let held = table.load();
+        table.rebuild(
+            node(),
+            vec![web(&["127.0.0.1:1"], SessionAffinity::None)],
+            SystemTime::now(),
+        );
+        // The reader's copy is not the last one: the table keeps it retired.
+        assert_eq!(Arc::strong_count(&held), 2);
+        assert_eq!(table.collect(), 1);
+        drop(held);
+        assert_eq!(table.collect(), 0);
+        // Nobody held the previous one this time: the store freed it.
+        table.rebuild(node(), vec![], SystemTime::now());
+        assert_eq!(table.collect(), 0);
     }
 
     #[test]
