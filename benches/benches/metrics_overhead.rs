@@ -1,10 +1,13 @@
 //! What metrics cost the data path: proxied connections per second, in
-//! process over loopback, without and with a Prometheus scraper rendering
-//! `/metrics` ten times a second, interleaved round by round (the machine is
-//! busy and small, so only medians and ratios mean anything); plus the two
-//! per-event costs in isolation: recording one connect duration (the only
-//! metric work a connection does beyond the counters the views need anyway)
-//! and rendering `/metrics` for 100 services.
+//! process over loopback, without and with the Prometheus recorder scraped
+//! ten times a second (`lb_proxy::metrics::Metrics`: handles resolved per
+//! snapshot, set from the atomics, rendered by `metrics-exporter-prometheus`),
+//! interleaved round by round (the machine is busy and small, so only medians
+//! and ratios mean anything); plus the per-event costs in isolation:
+//! recording one connect duration in the bucket atomics (the only metric work
+//! a connection does beyond the counters the views need anyway) against
+//! recording it through the exporter's own `metrics::Histogram` (why the
+//! histogram stays in atomics), and rendering `/metrics` for 100 services.
 //!
 //! `cargo bench -p lb-benches --bench metrics_overhead`; the summary line
 //! `metrics overhead: ...` gives the median ratio.
@@ -22,7 +25,7 @@ use lb_benches::node;
 use lb_core::stats::DurationHistogram;
 use lb_core::{EndpointSpec, PortSpec, ProxySettings, ServiceSpec, Snapshot};
 use lb_proxy::app::ReloadCounters;
-use lb_proxy::metrics::{render_with, Sources};
+use lb_proxy::metrics::{Metrics, Sources};
 use lb_proxy::DataPlane;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -97,9 +100,10 @@ fn scraper(
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let reloads = ReloadCounters::default();
+        let metrics = Metrics::new();
         while !stop.load(Ordering::Relaxed) {
             if on.load(Ordering::Relaxed) {
-                let text = render_with(
+                let text = metrics.render(
                     &plane.table().load(),
                     &Sources {
                         reloads: &reloads,
@@ -170,11 +174,60 @@ fn metrics_overhead(c: &mut Criterion) {
     c.bench_function("metrics_overhead/record_connect_duration", |b| {
         b.iter(|| histogram.record(std::hint::black_box(Duration::from_micros(180))))
     });
+    // The alternative: the exporter's histogram, resolved once like a
+    // per-endpoint handle would be. Its samples pile up until a render or
+    // upkeep drains them, so drain (untimed) every CHUNK samples.
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(&lb_core::stats::CONNECT_DURATION_BUCKETS)
+        .expect("buckets")
+        .build_recorder();
+    let exporter = recorder.handle();
+    let key = metrics::Key::from_parts(
+        "lb_connect_duration_seconds",
+        vec![metrics::Label::new("endpoint", "127.78.1.1:80")],
+    );
+    static META: metrics::Metadata<'static> =
+        metrics::Metadata::new(module_path!(), metrics::Level::INFO, None);
+    let handle = metrics::Recorder::register_histogram(&recorder, &key, &META);
+    c.bench_function("metrics_overhead/record_connect_duration_exporter", |b| {
+        const CHUNK: u64 = 1 << 16;
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let n = left.min(CHUNK);
+                let start = Instant::now();
+                for _ in 0..n {
+                    handle.record(std::hint::black_box(Duration::from_micros(180)));
+                }
+                spent += start.elapsed();
+                exporter.run_upkeep();
+                left -= n;
+            }
+            spent
+        })
+    });
     let big = lb_benches::snapshot(lb_benches::services(100, 3));
     let reloads = ReloadCounters::default();
+    let metrics = Metrics::new();
     c.bench_function("metrics_overhead/render_100_services", |b| {
         b.iter(|| {
-            render_with(
+            metrics.render(
+                &big,
+                &Sources {
+                    reloads: &reloads,
+                    dns: None,
+                    host_lookups: None,
+                    process: false,
+                },
+            )
+        })
+    });
+
+    // The first scrape of a new table: every series registered, then rendered.
+    c.bench_function("metrics_overhead/render_100_services_first_scrape", |b| {
+        b.iter(|| {
+            Metrics::new().render(
                 &big,
                 &Sources {
                     reloads: &reloads,

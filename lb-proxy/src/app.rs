@@ -118,6 +118,8 @@ struct AdminView {
     dns: Option<crate::dns::Dns>,
     hosts: crate::dns::hosts::Hosts,
     sources: Arc<crate::sources::Sources>,
+    /// The recorder and handles behind `/metrics`.
+    metrics: crate::metrics::Metrics,
 }
 
 impl AdminSource for AdminView {
@@ -135,7 +137,7 @@ impl AdminSource for AdminView {
     }
     fn metrics(&self) -> String {
         let hosts = (self.hosts.lookups(), self.hosts.failures());
-        crate::metrics::render_with(
+        self.metrics.render(
             &self.dataplane.table().load(),
             &crate::metrics::Sources {
                 reloads: &self.reloads,
@@ -319,6 +321,7 @@ impl App {
                 dns: dns.clone(),
                 hosts: hosts.clone(),
                 sources: sources.clone(),
+                metrics: crate::metrics::Metrics::new(),
             });
             let stop = admin_stop.clone();
             tokio::spawn(async move {

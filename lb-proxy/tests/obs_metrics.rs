@@ -1,11 +1,55 @@
 //! `/metrics` after known traffic: the contract's names and labels, counts
 //! equal to the connections made, the connect-duration histogram, process and
-//! reload metrics, and series removed with their service or endpoint.
+//! reload metrics, and series removed with their service or endpoint while the
+//! others keep their values.
 
 mod obs_support;
 
+use std::net::{IpAddr, SocketAddr};
+
 use obs_support::*;
 use tokio::net::TcpStream;
+
+/// A selector-less UDP service `name` on `vip:port` with one endpoint.
+fn udp_service_toml(name: &str, vip: IpAddr, port: u16, endpoint: IpAddr) -> String {
+    format!(
+        r#"
+[[services]]
+name = "{name}"
+cluster_ip = "{vip}"
+[[services.ports]]
+name = "udp"
+protocol = "UDP"
+port = {port}
+
+[[endpoints]]
+name = "{name}"
+[[endpoints.subsets]]
+addresses = [{{ ip = "{endpoint}" }}]
+ports = [{{ name = "udp", port = {port}, protocol = "UDP" }}]
+"#
+    )
+}
+
+/// Every sample line of `text` whose labels contain `needle`, as
+/// (series, value).
+fn samples_with<'a>(text: &'a str, needle: &str) -> Vec<(&'a str, &'a str)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && l.contains(needle))
+        .filter_map(|l| l.rsplit_once(' '))
+        .collect()
+}
+
+/// Waits until no connection of `service` is open (closing is asynchronous).
+async fn settled(proxy: &Proxy, service: &str) -> bool {
+    let series =
+        format!("lb_active_connections{{namespace=\"default\",service=\"{service}\",port=\"tcp\",protocol=\"TCP\"}}");
+    eventually(WAIT, || async {
+        let (_, text) = proxy.get("/metrics").await;
+        sample(&text, &series) == Some(0.0)
+    })
+    .await
+}
 
 /// The value of the sample line that starts with `series ` (exact labels).
 fn sample(text: &str, series: &str) -> Option<f64> {
@@ -19,7 +63,10 @@ async fn metrics_count_the_connections_made_with_the_contract_labels() {
     let (a, _ka) = echo_backend().await;
     let vip = addr();
     let port = free_port(vip);
-    let proxy = Proxy::start(&service_toml("web", vip, port, &[a], "")).await;
+    // A UDP service beside it, so the UDP families have a series too.
+    let udp_vip = addr();
+    let udp = udp_service_toml("dns", udp_vip, free_port(udp_vip), addr());
+    let proxy = Proxy::start(&(service_toml("web", vip, port, &[a], "") + &udp)).await;
 
     const N: usize = 6;
     for i in 0..N {
@@ -89,6 +136,21 @@ async fn metrics_count_the_connections_made_with_the_contract_labels() {
         sample(&text, "lb_config_reloads_total{result=\"success\"}"),
         Some(0.0)
     );
+    let udp_labels = "namespace=\"default\",service=\"dns\",port=\"udp\",protocol=\"UDP\"";
+    assert_eq!(
+        sample(&text, &format!("lb_udp_sessions{{{udp_labels}}}")),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!(
+                "lb_udp_datagrams_total{{{udp_labels},result=\"dropped\",reason=\"flow_limit\"}}"
+            )
+        ),
+        Some(0.0)
+    );
     for family in [
         "lb_connections_total counter",
         "lb_active_connections gauge",
@@ -143,19 +205,25 @@ async fn failed_dials_are_counted_per_endpoint() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn series_of_a_deleted_service_and_endpoint_are_removed() {
+async fn series_of_a_deleted_service_and_endpoint_are_removed_and_the_others_keep_their_values() {
     let (a, _ka) = echo_backend().await;
     let (b, _kb) = echo_backend().await;
+    // A second endpoint of "keep" where nothing listens; the reload removes it.
+    let spare = SocketAddr::new(addr(), a.port());
     let (vip1, vip2) = (addr(), addr());
     let (p1, p2) = (free_port(vip1), free_port(vip2));
-    let both = service_toml("keep", vip1, p1, &[a], "") + &service_toml("gone", vip2, p2, &[b], "");
+    let both =
+        service_toml("keep", vip1, p1, &[a, spare], "") + &service_toml("gone", vip2, p2, &[b], "");
     let proxy = Proxy::start(&both).await;
-    let mut c = TcpStream::connect((vip2, p2)).await.expect("connect");
-    echo(&mut c, b"x").await;
-    drop(c);
+    for (vip, port) in [(vip2, p2), (vip1, p1), (vip1, p1)] {
+        let mut c = TcpStream::connect((vip, port)).await.expect("connect");
+        echo(&mut c, b"x").await;
+    }
+    assert!(settled(&proxy, "keep").await && settled(&proxy, "gone").await);
     let (_, before) = proxy.get("/metrics").await;
     assert!(before.contains("service=\"gone\""));
     assert!(before.contains(&format!("endpoint=\"{b}\"")));
+    assert!(before.contains(&format!("endpoint=\"{spare}\"")));
 
     assert!(
         proxy
@@ -165,10 +233,71 @@ async fn series_of_a_deleted_service_and_endpoint_are_removed() {
     let (_, after) = proxy.get("/metrics").await;
     assert!(!after.contains("service=\"gone\""), "{after}");
     assert!(!after.contains(&format!("endpoint=\"{b}\"")), "{after}");
-    assert!(after.contains("service=\"keep\""));
+    assert!(!after.contains(&format!("endpoint=\"{spare}\"")), "{after}");
+    let kept: Vec<_> = samples_with(&before, "service=\"keep\"")
+        .into_iter()
+        .filter(|(series, _)| !series.contains(&format!("endpoint=\"{spare}\"")))
+        .collect();
+    assert!(kept.len() > 10, "{before}");
+    for (series, value) in kept {
+        assert_eq!(
+            sample(&after, series),
+            value.parse().ok(),
+            "{series} kept its value"
+        );
+    }
+    assert_eq!(
+        sample(
+            &after,
+            "lb_connections_total{namespace=\"default\",service=\"keep\",port=\"tcp\",protocol=\"TCP\"}"
+        ),
+        Some(2.0)
+    );
     assert_eq!(
         sample(&after, "lb_config_reloads_total{result=\"success\"}"),
         Some(1.0)
+    );
+    proxy.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_deleted_and_added_again_between_scrapes_counts_from_zero() {
+    let (a, _ka) = echo_backend().await;
+    let (b, _kb) = echo_backend().await;
+    let (vip1, vip2) = (addr(), addr());
+    let (p1, p2) = (free_port(vip1), free_port(vip2));
+    let other = service_toml("other", vip1, p1, &[a], "");
+    let again = service_toml("again", vip2, p2, &[b], "");
+    let proxy = Proxy::start(&(other.clone() + &again)).await;
+    for (vip, port) in [(vip1, p1), (vip2, p2), (vip2, p2)] {
+        let mut c = TcpStream::connect((vip, port)).await.expect("connect");
+        echo(&mut c, b"x").await;
+    }
+    assert!(settled(&proxy, "again").await && settled(&proxy, "other").await);
+    let series = |svc: &str| {
+        format!("lb_connections_total{{namespace=\"default\",service=\"{svc}\",port=\"tcp\",protocol=\"TCP\"}}")
+    };
+    let (_, before) = proxy.get("/metrics").await;
+    assert_eq!(sample(&before, &series("again")), Some(2.0));
+
+    // Gone and back with no scrape in between: new counters under the same labels.
+    assert!(proxy.rewrite(&other).await);
+    assert!(proxy.rewrite(&(other.clone() + &again)).await);
+    let (_, after) = proxy.get("/metrics").await;
+    assert_eq!(sample(&after, &series("again")), Some(0.0), "{after}");
+    assert_eq!(
+        sample(
+            &after,
+            &format!("lb_bytes_total{{namespace=\"default\",service=\"again\",port=\"tcp\",protocol=\"TCP\",endpoint=\"{b}\",direction=\"rx\"}}")
+        ),
+        Some(0.0)
+    );
+    for (series, value) in samples_with(&before, "service=\"other\"") {
+        assert_eq!(sample(&after, series), value.parse().ok(), "{series}");
+    }
+    assert_eq!(
+        sample(&after, "lb_config_reloads_total{result=\"success\"}"),
+        Some(2.0)
     );
     proxy.app.shutdown().await;
 }
