@@ -134,7 +134,10 @@ fn allocate_node_ports(
             }
         }
     }
-    // Then what each port held before.
+    request_health_check_ports(drafts, &mut ports, errs);
+    // Then what each port held before (health-check ports included, before
+    // any new port is handed out: adding a service must never move another
+    // service's ports).
     for d in drafts.iter_mut() {
         for (i, request) in d.node_ports.iter().enumerate() {
             if *request != Some(None) {
@@ -149,6 +152,7 @@ fn allocate_node_ports(
             }
         }
     }
+    keep_health_check_ports(drafts, &mut ports, previous);
     // Then the lowest free port; a port number that another protocol of the
     // same service already has a node port for shares it (as Kubernetes does).
     for d in drafts.iter_mut() {
@@ -185,24 +189,25 @@ fn allocate_node_ports(
             }
         }
     }
-    allocate_health_check_ports(drafts, &mut ports, previous, errs, out);
+    new_health_check_ports(drafts, &mut ports, errs, out);
 }
 
-/// Health-check node ports (LoadBalancer + Local), from the same range and
-/// allocator as node ports, as in Kubernetes: requested ones first, then what
-/// the service held before, then the lowest free port.
-fn allocate_health_check_ports(
+/// Whether a service gets a health-check node port (LoadBalancer + Local).
+fn needs_health_check_port(d: &ServiceDraft) -> bool {
+    d.spec.service_type == lb_core::ServiceType::LoadBalancer
+        && d.spec.external_traffic_policy == lb_core::TrafficPolicy::Local
+}
+
+/// Health-check node ports come from the same range and allocator as node
+/// ports, as in Kubernetes, in the same order: requested ones (with the
+/// requested node ports), then what the service held before (with the node
+/// ports held before), then the lowest free port. This is the first step.
+fn request_health_check_ports(
     drafts: &mut [ServiceDraft],
     ports: &mut PortAllocator,
-    previous: &Allocations,
     errs: &mut Errors,
-    out: &mut Allocations,
 ) {
-    let needs = |d: &ServiceDraft| {
-        d.spec.service_type == lb_core::ServiceType::LoadBalancer
-            && d.spec.external_traffic_policy == lb_core::TrafficPolicy::Local
-    };
-    for d in drafts.iter_mut().filter(|d| needs(d)) {
+    for d in drafts.iter_mut().filter(|d| needs_health_check_port(d)) {
         let n = d.spec.health_check_node_port;
         if n != 0 {
             if let Err(e) = ports.allocate(n) {
@@ -214,7 +219,15 @@ fn allocate_health_check_ports(
             }
         }
     }
-    for d in drafts.iter_mut().filter(|d| needs(d)) {
+}
+
+/// The health-check node port each service held before, kept.
+fn keep_health_check_ports(
+    drafts: &mut [ServiceDraft],
+    ports: &mut PortAllocator,
+    previous: &Allocations,
+) {
+    for d in drafts.iter_mut().filter(|d| needs_health_check_port(d)) {
         if d.spec.health_check_node_port != 0 {
             continue;
         }
@@ -224,7 +237,17 @@ fn allocate_health_check_ports(
             }
         }
     }
-    for d in drafts.iter_mut().filter(|d| needs(d)) {
+}
+
+/// The lowest free port for the health-check ports still missing; records
+/// them all in `out`.
+fn new_health_check_ports(
+    drafts: &mut [ServiceDraft],
+    ports: &mut PortAllocator,
+    errs: &mut Errors,
+    out: &mut Allocations,
+) {
+    for d in drafts.iter_mut().filter(|d| needs_health_check_port(d)) {
         if d.spec.health_check_node_port != 0 {
             continue;
         }
@@ -236,7 +259,7 @@ fn allocate_health_check_ports(
             )),
         }
     }
-    for d in drafts.iter().filter(|d| needs(d)) {
+    for d in drafts.iter().filter(|d| needs_health_check_port(d)) {
         if d.spec.health_check_node_port != 0 {
             out.health_check_node_ports
                 .insert(ip_key(&d.spec.key), d.spec.health_check_node_port);

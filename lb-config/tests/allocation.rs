@@ -61,6 +61,36 @@ fn requested_values_are_kept_and_others_get_the_lowest_free() {
 }
 
 #[test]
+fn a_new_service_never_takes_the_health_check_node_port_another_holds() {
+    let local = "[[services]]\nname = \"local\"\ntype = \"LoadBalancer\"\n\
+        external_traffic_policy = \"Local\"\nports = [{ port = 80 }]\n";
+    let mut loader = memory_loader();
+    let hc = |c: &Config| {
+        c.services
+            .iter()
+            .find(|s| s.key.name == "local")
+            .map(|s| s.health_check_node_port)
+    };
+    let first = loader
+        .load_str(&format!("{}{local}", file(&["web"])))
+        .unwrap();
+    let before = hc(&first).expect("local");
+    assert_ne!(before, 0);
+    // "late" sorts after, and the lowest free port is the one after the
+    // health-check port: it must not move it.
+    let second = loader
+        .load_str(&format!("{}{local}{}", file(&["web"]), svc("late")))
+        .unwrap();
+    assert_eq!(hc(&second), Some(before));
+    let late = second
+        .services
+        .iter()
+        .find(|s| s.key.name == "late")
+        .and_then(|s| s.ports[0].node_port);
+    assert_ne!(late, Some(before));
+}
+
+#[test]
 fn cluster_ip_services_get_no_node_ports() {
     let c = lb_config::check_str(&format!(
         "{HEAD}[[services]]\nname = \"web\"\nports = [{{ port = 80 }}]\n"
