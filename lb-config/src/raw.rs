@@ -361,11 +361,13 @@ pub struct RawEtcd {
     pub username: Option<String>,
     /// Password of `username`.
     pub password: Option<String>,
-    /// CA bundle for https endpoints (TLS is not supported yet).
+    /// CA bundle (PEM) that signs etcd's server certificate, for https
+    /// endpoints; without it the public web roots are trusted.
     pub ca_file: Option<String>,
-    /// Client certificate for https endpoints (not supported yet).
+    /// Client certificate (PEM), when etcd checks clients
+    /// (`--client-cert-auth`); with `key_file`.
     pub cert_file: Option<String>,
-    /// Client key for https endpoints (not supported yet).
+    /// Private key (PEM) of `cert_file`.
     pub key_file: Option<String>,
     /// Accept `exec` readiness probes from etcd; default false (they run
     /// commands as root on every node).

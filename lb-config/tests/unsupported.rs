@@ -14,16 +14,23 @@ fn assert_refused(text: &str, expected: &str) {
 }
 
 #[test]
-fn etcd_over_tls_is_refused() {
+fn etcd_tls_files_that_cannot_be_read_are_refused() {
+    // TLS to etcd is served (lb-proxy/tests/source_etcd_tls.rs); a file it
+    // names must be there at validation, not at the first connection.
     assert_refused(
-        "[source.etcd]\nendpoints = [\"https://127.0.0.1:2379\"]\n",
-        "source.etcd.endpoints[0]: Unsupported value: \"https://127.0.0.1:2379\": not supported yet (TLS to etcd comes with a later release; use http:// on a trusted network)",
+        "[source.etcd]\nendpoints = [\"https://127.0.0.1:2379\"]\nca_file = \"/nonexistent/ca.pem\"\n",
+        "source.etcd.ca_file: Invalid value: \"/nonexistent/ca.pem\": cannot read: No such file or directory (os error 2)",
+    );
+    assert_refused(
+        "[source.etcd]\nendpoints = [\"https://127.0.0.1:2379\"]\ncert_file = \"/nonexistent/c.pem\"\n",
+        "source.etcd.key_file: Required value: cert_file and key_file go together",
     );
 }
 
 #[test]
 fn etcd_sources_are_accepted() {
     check_str("[source.etcd]\nendpoints = [\"http://127.0.0.1:2379\"]\n").unwrap();
+    check_str("[source.etcd]\nendpoints = [\"https://127.0.0.1:2379\"]\n").unwrap();
 }
 
 #[test]

@@ -1,36 +1,14 @@
 //! The etcd source with a real etcd (started by the test on loopback): two
 //! lb-proxy nodes fed from one etcd agree on allocations, apply watch
 //! updates and deletes, skip a bad object by key, resolve a conflict by the
-//! older mod_revision, and report the source stale while etcd is down, while
-//! traffic keeps flowing.
+//! older mod_revision, report the source stale while etcd is down, while
+//! traffic keeps flowing, and refuse `exec` probes from etcd unless allowed.
 
 mod source_support;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use source_support::*;
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
-
-fn node_config(name: &str, ip: &str, admin: u16, etcd: &str) -> String {
-    format!(
-        r#"
-[node]
-name = "{name}"
-addresses = ["{ip}"]
-[cluster]
-service_cidr = "127.97.0.0/16"
-[admin]
-listen = "{ip}:{admin}"
-[source.etcd]
-endpoints = ["{etcd}"]
-prefix = "/lbtest"
-"#
-    )
-}
 
 #[test]
 fn two_nodes_fed_from_one_etcd() {
@@ -62,7 +40,7 @@ fn two_nodes_fed_from_one_etcd() {
     for (name, ip) in [("node-1", "127.0.32.1"), ("node-2", "127.0.32.2")] {
         let admin = free_port(ip);
         let config = dir.path().join(format!("{name}.toml"));
-        std::fs::write(&config, node_config(name, ip, admin, &etcd.url())).unwrap();
+        std::fs::write(&config, node_config(name, ip, admin, &etcd.url(), "")).unwrap();
         proxies.push(
             Proxy::start(
                 &config,
@@ -221,7 +199,11 @@ fn put_and_delete_write_validated_objects_to_etcd() {
     let etcd = Etcd::start("127.0.30.2").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("lb.toml");
-    std::fs::write(&config, node_config("node-1", "127.0.33.1", 0, &etcd.url())).unwrap();
+    std::fs::write(
+        &config,
+        node_config("node-1", "127.0.33.1", 0, &etcd.url(), ""),
+    )
+    .unwrap();
     let objects = dir.path().join("objects.toml");
     std::fs::write(
         &objects,
@@ -286,4 +268,66 @@ fn put_and_delete_write_validated_objects_to_etcd() {
     assert!(out.status.success());
     let out = run(&["delete", "services", "shop/web"]);
     assert_eq!(out.status.code(), Some(1), "not found");
+}
+
+#[test]
+fn exec_probes_from_etcd_are_refused_with_their_key_unless_allowed() {
+    let etcd = Etcd::start("127.0.30.3").unwrap();
+    let c = etcd.client();
+    answer_backend("127.0.31.3:8080", "probed");
+    c.put(
+        "/lbtest/pods/default/probed",
+        br#"{"name":"probed","ip":"127.0.31.3","labels":{"app":"probed"},
+             "ports":[{"name":"http","container_port":8080}],
+             "readiness_probe":{"exec":{"command":["true"]},"period_seconds":1}}"#,
+    )
+    .unwrap();
+    c.put(
+        "/lbtest/services/default/probed",
+        br#"{"name":"probed","type":"NodePort","selector":{"app":"probed"},"ports":[{"port":80,"target_port":"http"}]}"#,
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let start = |name: &str, ip: &str, extra: &str| {
+        let admin = free_port(ip);
+        let config = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&config, node_config(name, ip, admin, &etcd.url(), extra)).unwrap();
+        Proxy::start(
+            &config,
+            addr(&format!("{ip}:{admin}")),
+            &[],
+            dir.path().join(format!("{name}.log")),
+        )
+        .unwrap()
+    };
+    let refusing = start("node-1", "127.0.33.3", "");
+    let allowing = start("node-2", "127.0.33.4", "allow_exec_probes = true");
+
+    // Without allow_exec_probes the pod is skipped, named by its key, and
+    // the service has no endpoint; the service itself still applies.
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let logs = refusing.logs();
+            logs.contains("/lbtest/pods/default/probed") && logs.contains("allow_exec_probes")
+        }),
+        "{}",
+        refusing.logs()
+    );
+    let svc = refusing.service("probed").expect("the service applies");
+    let node_port = svc["ports"][0]["node_port"].as_u64().unwrap();
+    assert!(refusing.endpoints("probed").is_empty());
+    assert!(ask(addr(&format!("127.0.33.3:{node_port}"))).is_err());
+
+    // With it, the probe runs and the pod serves once it passes.
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            ask(addr(&format!("127.0.33.4:{node_port}"))).is_ok_and(|a| a == "probed")
+        }),
+        "{}",
+        allowing.logs()
+    );
+    let eps = allowing.endpoints("probed");
+    assert_eq!(eps.len(), 1, "{eps:?}");
+    assert_eq!(eps[0]["ready"], true);
+    assert!(!allowing.logs().contains("allow_exec_probes"));
 }

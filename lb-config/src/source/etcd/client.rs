@@ -7,11 +7,13 @@
 //! watcher, and `put`/`delete` are one-shot CLI commands.
 
 use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use rustls::pki_types::pem::PemObject;
 use serde_json::{json, Value};
 
 /// An etcd request failed.
@@ -66,14 +68,151 @@ pub enum WatchEvent {
 }
 
 /// How to reach etcd.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct ClientOptions {
-    /// Client URLs (`http://127.0.0.1:2379`), tried in order.
+    /// Client URLs (`http://127.0.0.1:2379`, `https://...`), tried in order.
     pub endpoints: Vec<String>,
     /// User name for etcd's authentication, if enabled.
     pub username: Option<String>,
     /// Password for `username`.
     pub password: Option<String>,
+    /// Certificates for `https://` endpoints.
+    pub tls: TlsFiles,
+}
+
+/// Written by hand so the password never reaches a log line.
+impl std::fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientOptions")
+            .field("endpoints", &self.endpoints)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+/// The PEM files of `[source.etcd]` for TLS: whom to trust and, for etcd's
+/// `--client-cert-auth`, who this client is. Paths, not contents, so a
+/// restart picks up rotated files and the key never sits in a Debug print.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TlsFiles {
+    /// CA bundle that signs etcd's server certificate; without it the
+    /// public web roots (webpki-roots) are trusted.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate chain (PEM), with `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// Private key of `cert_file` (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+}
+
+/// A TLS file of `[source.etcd]` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// Which setting (`ca_file`, `cert_file`, `key_file`).
+        field: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file holds no usable PEM item, or the key does not fit the
+    /// certificate.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// Which setting (`ca_file`, `cert_file`, `key_file`).
+        field: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl TlsError {
+    /// The setting it is about (`ca_file`, `cert_file` or `key_file`), for
+    /// the error path `source.etcd.<field>`.
+    pub fn field(&self) -> &'static str {
+        match self {
+            TlsError::Read { field, .. } | TlsError::Invalid { field, .. } => field,
+        }
+    }
+}
+
+fn read_pem(field: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        field,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn certificates(
+    field: &'static str,
+    path: &Path,
+) -> Result<Vec<ureq::tls::Certificate<'static>>, TlsError> {
+    let invalid = |message: String| TlsError::Invalid {
+        field,
+        path: path.to_path_buf(),
+        message,
+    };
+    let pem = read_pem(field, path)?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        match item.map_err(|e| invalid(format!("not PEM: {e}")))? {
+            ureq::tls::PemItem::Certificate(c) => certs.push(c),
+            _ => continue,
+        }
+    }
+    if certs.is_empty() {
+        return Err(invalid(
+            "no PEM certificate (BEGIN CERTIFICATE) in it".into(),
+        ));
+    }
+    Ok(certs)
+}
+
+/// Reads and checks the TLS files: every certificate parses and the client
+/// key matches the client certificate (checked here because ureq would
+/// panic on a mismatch at the first connection). `None` when no file is
+/// set: the endpoints' own scheme decides (https then trusts the web roots).
+pub fn tls_config(files: &TlsFiles) -> Result<Option<ureq::tls::TlsConfig>, TlsError> {
+    if files == &TlsFiles::default() {
+        return Ok(None);
+    }
+    let mut builder = ureq::tls::TlsConfig::builder();
+    if let Some(ca) = &files.ca_file {
+        let roots = certificates("ca_file", ca)?;
+        builder = builder.root_certs(ureq::tls::RootCerts::new_with_certs(&roots));
+    }
+    if let (Some(cert), Some(key)) = (&files.cert_file, &files.key_file) {
+        let chain = certificates("cert_file", cert)?;
+        let invalid = |message: String| TlsError::Invalid {
+            field: "key_file",
+            path: key.clone(),
+            message,
+        };
+        let key_pem = read_pem("key_file", key)?;
+        let private = ureq::tls::PrivateKey::from_pem(&key_pem)
+            .map_err(|e| invalid(format!("no usable PEM private key: {e}")))?;
+        let der = rustls::pki_types::PrivateKeyDer::from_pem_slice(&key_pem)
+            .map_err(|e| invalid(format!("no usable PEM private key: {e}")))?;
+        let chain_der = chain
+            .iter()
+            .map(|c| rustls::pki_types::CertificateDer::from(c.der().to_vec()))
+            .collect();
+        rustls::sign::CertifiedKey::from_der(
+            chain_der,
+            der,
+            &rustls::crypto::ring::default_provider(),
+        )
+        .map_err(|e| invalid(format!("does not fit {}: {e}", cert.display())))?;
+        builder = builder.client_cert(Some(ureq::tls::ClientCert::new_with_certs(&chain, private)));
+    }
+    Ok(Some(builder.build()))
 }
 
 /// A blocking etcd v3 client. Requests go to the first endpoint that answers.
@@ -82,6 +221,9 @@ pub struct Client {
     options: ClientOptions,
     agent: ureq::Agent,
     token: Mutex<Option<String>>,
+    /// Why the client cannot make requests (a TLS file went bad since
+    /// validation); every request reports it.
+    broken: Option<String>,
 }
 
 fn i64_of(v: &Value) -> i64 {
@@ -124,16 +266,33 @@ fn kv_of(v: &Value) -> Option<Kv> {
 
 impl Client {
     /// A client for `options` (no connection is made yet).
+    /// The TLS files are read now; when they cannot be used (validation
+    /// checked them, so they changed since), every request fails with the
+    /// reason and the source reports itself stale.
     pub fn new(options: ClientOptions) -> Self {
-        let agent = ureq::Agent::config_builder()
+        let builder = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(2)))
-            .build()
-            .into();
+            .timeout_connect(Some(Duration::from_secs(2)));
+        let (builder, broken) = match tls_config(&options.tls) {
+            Ok(Some(tls)) => (builder.tls_config(tls), None),
+            Ok(None) => (builder, None),
+            Err(e) => (builder, Some(e.to_string())),
+        };
         Client {
             options,
-            agent,
+            agent: builder.build().into(),
             token: Mutex::new(None),
+            broken,
+        }
+    }
+
+    fn check_usable(&self, endpoint: &str) -> Result<(), EtcdError> {
+        match &self.broken {
+            Some(why) => Err(EtcdError::Unreachable {
+                endpoint: endpoint.to_string(),
+                message: format!("TLS setup: {why}"),
+            }),
+            None => Ok(()),
         }
     }
 
@@ -171,6 +330,7 @@ impl Client {
         token: Option<&str>,
         timeout: Duration,
     ) -> Result<Value, EtcdError> {
+        self.check_usable(endpoint)?;
         let url = format!("{}{path}", endpoint.trim_end_matches('/'));
         let mut req = self
             .agent
@@ -324,7 +484,15 @@ impl Client {
             message: "no endpoints configured".into(),
         };
         for ep in &self.options.endpoints {
-            let token = self.authenticate(ep)?;
+            self.check_usable(ep)?;
+            let token = match self.authenticate(ep) {
+                Ok(t) => t,
+                Err(e @ EtcdError::Unreachable { .. }) => {
+                    last = e;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let url = format!("{}/v3/watch", ep.trim_end_matches('/'));
             let mut req = self
                 .agent

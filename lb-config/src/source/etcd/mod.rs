@@ -11,6 +11,7 @@
 pub mod client;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 use lb_core::alloc::{AllocationStore, Allocations, StoreError};
 use serde::de::DeserializeOwned;
 
-pub use client::{Client, ClientOptions, EtcdError, Kv, WatchEvent};
+pub use client::{Client, ClientOptions, EtcdError, Kv, TlsError, TlsFiles, WatchEvent};
 
 use crate::error::{ConfigErrors, Errors, FieldError};
 use crate::raw::{RawEndpoints, RawEtcd, RawIpPool, RawPod, RawService};
@@ -51,17 +52,14 @@ impl EtcdSettings {
         }
         for (i, ep) in raw.endpoints.iter().enumerate() {
             let path = format!("source.etcd.endpoints[{i}]");
-            if ep.starts_with("https://") {
-                errs.push(FieldError::not_supported_because(
-                    path,
-                    ep.as_str(),
-                    "not supported yet (TLS to etcd comes with a later release; use http:// on a trusted network)",
-                ));
-            } else if !ep.starts_with("http://") || ep.len() <= "http://".len() {
+            let rest = ep
+                .strip_prefix("http://")
+                .or_else(|| ep.strip_prefix("https://"));
+            if !matches!(rest, Some(r) if !r.is_empty()) {
                 errs.push(FieldError::invalid(
                     path,
                     ep.as_str(),
-                    "must be a URL such as http://127.0.0.1:2379",
+                    "must be a URL such as http://127.0.0.1:2379 or https://127.0.0.1:2379",
                 ));
             }
         }
@@ -76,16 +74,36 @@ impl EtcdSettings {
                 "must start with / and not end with /",
             ));
         }
-        for (name, set) in [
-            ("ca_file", raw.ca_file.is_some()),
-            ("cert_file", raw.cert_file.is_some()),
-            ("key_file", raw.key_file.is_some()),
-        ] {
-            if set {
-                errs.push(FieldError::forbidden(
-                    format!("source.etcd.{name}"),
-                    "not supported yet (TLS to etcd comes with a later release)",
-                ));
+        let tls = TlsFiles {
+            ca_file: raw.ca_file.as_ref().map(PathBuf::from),
+            cert_file: raw.cert_file.as_ref().map(PathBuf::from),
+            key_file: raw.key_file.as_ref().map(PathBuf::from),
+        };
+        match (&tls.cert_file, &tls.key_file) {
+            (Some(_), None) => errs.push(FieldError::required(
+                "source.etcd.key_file",
+                "cert_file and key_file go together",
+            )),
+            (None, Some(_)) => errs.push(FieldError::required(
+                "source.etcd.cert_file",
+                "cert_file and key_file go together",
+            )),
+            _ => {
+                // Read now, so `check` and a reload report a missing or
+                // mismatched file instead of a source that never syncs.
+                if let Err(e) = client::tls_config(&tls) {
+                    let (path, detail) = match &e {
+                        TlsError::Read { path, source, .. } => {
+                            (path, format!("cannot read: {source}"))
+                        }
+                        TlsError::Invalid { path, message, .. } => (path, message.clone()),
+                    };
+                    errs.push(FieldError::invalid(
+                        format!("source.etcd.{}", e.field()),
+                        path.display().to_string(),
+                        detail,
+                    ));
+                }
             }
         }
         if raw.username.is_some() != raw.password.is_some() {
@@ -102,6 +120,7 @@ impl EtcdSettings {
                 endpoints: raw.endpoints.clone(),
                 username: raw.username.clone(),
                 password: raw.password.clone(),
+                tls,
             },
             prefix,
             allow_exec_probes: raw.allow_exec_probes.unwrap_or(false),
