@@ -8,6 +8,10 @@
 //! connections on different workers rarely meet on a lock, and the lock is
 //! never held across an await. Bytes are read from per-connection atomics the
 //! forwarding engine already bumps; nothing is formatted until someone asks.
+//!
+//! An entry is one allocation (an `Arc` the map and the connection share)
+//! and copies nothing: the service port is the snapshot's `Arc` the
+//! connection holds anyway, not a clone of its key's strings.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,9 +19,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
-use lb_core::stats::EndpointStats;
-use lb_core::ServicePortKey;
+use lb_core::{ServicePort, ServicePortKey};
 use serde::{Deserialize, Serialize};
+
+use crate::forward::ConnBytes;
 
 /// Number of independently locked maps (a power of two).
 pub const SHARDS: usize = 16;
@@ -25,7 +30,8 @@ pub const SHARDS: usize = 16;
 /// Largest page `/api/v1/connections` returns, whatever `limit` asks.
 pub const MAX_PAGE: usize = 5000;
 
-/// One open connection as the registry holds it.
+/// One open connection as the registry holds it (a clone is a reading: its
+/// byte counters no longer move).
 #[derive(Debug, Clone)]
 pub struct OpenConnection {
     /// Registry id: increasing, so pages can continue after the last one seen.
@@ -34,8 +40,9 @@ pub struct OpenConnection {
     pub client: SocketAddr,
     /// The frontend (listener address) the client connected to.
     pub frontend: SocketAddr,
-    /// The service port it belongs to.
-    pub service: ServicePortKey,
+    /// The service port it belongs to (of the snapshot it was accepted
+    /// under).
+    pub port: Arc<ServicePort>,
     /// The endpoint it is forwarded to.
     pub endpoint: SocketAddr,
     /// Why that endpoint: `round_robin`, `affinity` or `failover`.
@@ -44,16 +51,19 @@ pub struct OpenConnection {
     pub started: SystemTime,
     /// Monotonic start, for the age.
     pub opened: Instant,
-    /// This connection's own byte counters (`bytes_rx` from the client,
-    /// `bytes_tx` to it).
-    pub bytes: Arc<EndpointStats>,
+    /// This connection's own byte counters (`rx` from the client, `tx` to
+    /// it).
+    pub bytes: ConnBytes,
 }
+
+/// One independently locked part of the registry.
+type Shard = Mutex<HashMap<u64, Arc<OpenConnection>>>;
 
 /// Every open connection, sharded by id.
 #[derive(Debug)]
 pub struct Connections {
     next: AtomicU64,
-    shards: Box<[Mutex<HashMap<u64, OpenConnection>>]>,
+    shards: Box<[Shard]>,
 }
 
 impl Default for Connections {
@@ -70,24 +80,30 @@ impl Default for Connections {
 #[derive(Debug)]
 pub struct Registered<'a> {
     registry: &'a Connections,
-    id: u64,
+    connection: Arc<OpenConnection>,
 }
 
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
-        self.registry.shard(self.id).remove(&self.id);
+        let id = self.connection.id;
+        self.registry.shard(id).remove(&id);
     }
 }
 
 impl Registered<'_> {
     /// The connection's id in the registry.
     pub fn id(&self) -> u64 {
-        self.id
+        self.connection.id
+    }
+
+    /// The connection's byte counters, for the forwarding engine to bump.
+    pub fn bytes(&self) -> &ConnBytes {
+        &self.connection.bytes
     }
 }
 
 impl Connections {
-    fn shard(&self, id: u64) -> MutexGuard<'_, HashMap<u64, OpenConnection>> {
+    fn shard(&self, id: u64) -> MutexGuard<'_, HashMap<u64, Arc<OpenConnection>>> {
         // Entries are inserted and removed whole, so a poisoned shard is
         // still consistent.
         self.shards[(id as usize) & (SHARDS - 1)]
@@ -100,8 +116,12 @@ impl Connections {
     pub fn insert(&self, mut connection: OpenConnection) -> Registered<'_> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         connection.id = id;
-        self.shard(id).insert(id, connection);
-        Registered { registry: self, id }
+        let connection = Arc::new(connection);
+        self.shard(id).insert(id, connection.clone());
+        Registered {
+            registry: self,
+            connection,
+        }
     }
 
     /// How many connections are registered now.
@@ -117,7 +137,12 @@ impl Connections {
     /// Every open connection, by id (each shard is locked in turn, briefly).
     pub fn list(&self) -> Vec<OpenConnection> {
         let mut all: Vec<OpenConnection> = (0..SHARDS)
-            .flat_map(|i| self.shard(i as u64).values().cloned().collect::<Vec<_>>())
+            .flat_map(|i| {
+                self.shard(i as u64)
+                    .values()
+                    .map(|c| OpenConnection::clone(c))
+                    .collect::<Vec<_>>()
+            })
             .collect();
         all.sort_by_key(|c| c.id);
         all
@@ -186,16 +211,16 @@ impl ConnectionView {
             id: c.id,
             client: c.client.to_string(),
             frontend: c.frontend.to_string(),
-            namespace: c.service.service.namespace.clone(),
-            service: c.service.service.name.clone(),
-            port: port_label(&c.service),
-            protocol: c.service.protocol.to_string(),
+            namespace: c.port.key().service.namespace.clone(),
+            service: c.port.key().service.name.clone(),
+            port: port_label(c.port.key()),
+            protocol: c.port.key().protocol.to_string(),
             endpoint: c.endpoint.to_string(),
             pick_reason: c.reason.to_string(),
             started: crate::views::format_rfc3339(c.started),
             age_seconds: now.saturating_duration_since(c.opened).as_secs(),
-            bytes_rx: lb_core::stats::read(&c.bytes.bytes_rx),
-            bytes_tx: lb_core::stats::read(&c.bytes.bytes_tx),
+            bytes_rx: lb_core::stats::read(&c.bytes.rx),
+            bytes_tx: lb_core::stats::read(&c.bytes.tx),
         }
     }
 }
@@ -230,34 +255,39 @@ pub fn page(all: &[OpenConnection], limit: usize, after: u64, now: Instant) -> C
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lb_core::{Protocol, ServiceKey};
+    use lb_core::{EndpointSpec, NodeSpec, PortSpec, Protocol, ServiceSpec, Snapshot};
 
-    fn conn(n: u8) -> OpenConnection {
+    fn web_port() -> Arc<ServicePort> {
+        let port = PortSpec::tcp("", 80)
+            .with_endpoint(EndpointSpec::new("127.0.0.2:8080".parse().unwrap()));
+        let svc =
+            ServiceSpec::cluster_ip("default", "web", "127.0.0.1".parse().unwrap()).with_port(port);
+        let snapshot = Snapshot::build(NodeSpec::default(), vec![svc], None, SystemTime::now());
+        let entry = snapshot
+            .frontend("127.0.0.1:80".parse().unwrap(), Protocol::Tcp)
+            .unwrap();
+        entry.port.clone()
+    }
+
+    fn conn(n: u8, port: &Arc<ServicePort>) -> OpenConnection {
         OpenConnection {
             id: 0,
             client: SocketAddr::from(([127, 0, 0, n], 40000)),
             frontend: "127.0.0.1:80".parse().unwrap(),
-            service: ServicePortKey {
-                service: ServiceKey {
-                    namespace: "default".into(),
-                    name: "web".into(),
-                },
-                port_name: String::new(),
-                port: 80,
-                protocol: Protocol::Tcp,
-            },
+            port: port.clone(),
             endpoint: "127.0.0.2:8080".parse().unwrap(),
             reason: "round_robin",
             started: SystemTime::now(),
             opened: Instant::now(),
-            bytes: Arc::default(),
+            bytes: ConnBytes::default(),
         }
     }
 
     #[test]
     fn guards_unregister_and_pages_continue_after_the_last_id() {
         let registry = Connections::default();
-        let guards: Vec<_> = (1..=5).map(|n| registry.insert(conn(n))).collect();
+        let port = web_port();
+        let guards: Vec<_> = (1..=5).map(|n| registry.insert(conn(n, &port))).collect();
         assert_eq!(registry.len(), 5);
         let all = registry.list();
         let first = page(&all, 2, 0, Instant::now());

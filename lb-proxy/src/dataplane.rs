@@ -172,6 +172,12 @@ impl DataPlane {
         plane
     }
 
+    /// The state connection tasks share, for unit tests of those tasks.
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> Arc<Shared> {
+        self.inner.shared.clone()
+    }
+
     /// The published table, for views (admin API, metrics) to read.
     pub fn table(&self) -> Arc<Table> {
         self.inner.shared.table.clone()

@@ -13,19 +13,30 @@
 //! - a reset (an error reading or writing either leg: `ECONNRESET`, `EPIPE`) is
 //!   passed on as a reset: both legs are closed with `SO_LINGER` 0;
 //! - with `idle_timeout`, no byte either way for that long closes both legs;
-//! - an external `stop` future (drain deadline, shutdown) closes both legs.
+//! - the data plane's kill switch (end of a drain) closes both legs, and so
+//!   does the connection's endpoint leaving the table (or taking weight 0)
+//!   for `drain_timeout` ([`Drain`]).
+//!
+//! A connection waits on one timer whatever its state (the earliest of the
+//! idle, half-close and drain deadlines), because every idle connection keeps
+//! its waiting state in memory (BENCHMARKS.md, "TCP").
 
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use lb_core::stats::{self, EndpointStats};
+use lb_core::{ServicePortKey, Table};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::time::{sleep_until, Instant};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
 
 use crate::sys;
 
@@ -101,6 +112,60 @@ pub struct Limits {
     pub half_close_timeout: Duration,
 }
 
+/// One connection's own byte counters (`/api/v1/connections`, the
+/// per-connection log event): two atomics, where the endpoint's counters
+/// carry a histogram too.
+#[derive(Debug, Default)]
+pub struct ConnBytes {
+    /// Bytes from the client so far.
+    pub rx: AtomicU64,
+    /// Bytes to the client so far.
+    pub tx: AtomicU64,
+}
+
+impl Clone for ConnBytes {
+    /// A reading: the copy no longer follows the connection.
+    fn clone(&self) -> Self {
+        ConnBytes {
+            rx: AtomicU64::new(self.rx.load(Ordering::Relaxed)),
+            tx: AtomicU64::new(self.tx.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+/// What closes a connection from outside: the data plane's kill switch, and
+/// its endpoint leaving the table (or taking weight 0) for `timeout`; an
+/// endpoint that comes back before the deadline cancels it. Everything is
+/// borrowed from the connection task, so watching costs one receiver and
+/// no allocation.
+#[derive(Debug)]
+pub(crate) struct Drain<'a> {
+    /// Changes whenever the data plane publishes a snapshot. Subscribe
+    /// before the connection loads the table, so no publish is missed.
+    pub(crate) generation: watch::Receiver<u64>,
+    /// The published table, read again on every change.
+    pub(crate) table: &'a Table,
+    /// The connection's service port.
+    pub(crate) key: &'a ServicePortKey,
+    /// The connection's endpoint.
+    pub(crate) endpoint: SocketAddr,
+    /// How long a connection may stay once its endpoint left.
+    pub(crate) timeout: Duration,
+    /// Cancelled when the data plane's drain timeout has passed.
+    pub(crate) kill: &'a CancellationToken,
+}
+
+impl Drain<'_> {
+    /// Whether the published table still sends traffic to the endpoint.
+    fn endpoint_stays(&self) -> bool {
+        self.table
+            .load()
+            .port(self.key)
+            .and_then(|p| p.index_of(self.endpoint).map(|i| p.endpoint(i).weight > 0))
+            .unwrap_or(false)
+    }
+}
+
 /// Why a forwarded connection ended (for logs and tests).
 #[derive(Debug)]
 #[non_exhaustive]
@@ -113,7 +178,7 @@ pub enum Outcome {
     IdleTimeout,
     /// One side sent FIN and the other did not finish within `half_close_timeout`.
     HalfCloseTimeout,
-    /// The `stop` future resolved (drain deadline or shutdown).
+    /// The drain deadline passed or the data plane's kill switch fired.
     Stopped,
 }
 
@@ -138,39 +203,41 @@ impl Engine {
     /// (`/api/v1/connections`, the per-connection log event). Bytes moved by
     /// `splice(2)` are also added to `spliced`, so callers can tell which
     /// engine really carried the traffic.
+    ///
+    /// Takes the sockets by value and everything else by reference: the
+    /// future is part of every open connection's memory.
     #[allow(clippy::too_many_arguments)]
-    pub async fn run(
+    pub(crate) async fn run(
         self,
         mut client: TcpStream,
         mut upstream: TcpStream,
-        limits: Limits,
+        limits: &Limits,
         stats: &EndpointStats,
-        conn: &EndpointStats,
+        conn: &ConnBytes,
         spliced: &AtomicU64,
-        stop: impl Future<Output = ()>,
+        drain: &mut Drain<'_>,
     ) -> Outcome {
-        tokio::pin!(stop);
         let outcome = match self {
-            Engine::Copy => copy(&mut client, &mut upstream, limits, stats, conn, stop).await,
+            Engine::Copy => copy(&mut client, &mut upstream, limits, stats, conn, drain).await,
             Engine::Splice => {
                 #[cfg(target_os = "linux")]
                 {
                     match crate::splice::run(
-                        &client, &upstream, limits, stats, conn, spliced, &mut stop,
+                        &client, &upstream, limits, stats, conn, spliced, drain,
                     )
                     .await
                     {
                         Ok(outcome) => outcome,
                         // Nothing was read yet: the copy loop starts from a clean slate.
                         Err(_refused) => {
-                            copy(&mut client, &mut upstream, limits, stats, conn, stop).await
+                            copy(&mut client, &mut upstream, limits, stats, conn, drain).await
                         }
                     }
                 }
                 #[cfg(not(target_os = "linux"))]
                 {
                     let _ = spliced;
-                    copy(&mut client, &mut upstream, limits, stats, conn, stop).await
+                    copy(&mut client, &mut upstream, limits, stats, conn, drain).await
                 }
             }
         };
@@ -206,7 +273,9 @@ impl Pump {
 
     /// Copies from `r` to `w` until `r` is at EOF and `w` is shut down
     /// (`Ready(Ok)`), a leg fails (`Ready(Err)`) or neither can progress.
-    /// Sets `active` when a byte moved.
+    /// Sets `active` when a byte moved. When the other direction is already
+    /// done (`last`), `w` is not shut down: both sockets close right after,
+    /// and `close(2)` sends the same FIN, one system call fewer.
     fn poll_copy<R, W>(
         &mut self,
         cx: &mut Context<'_>,
@@ -214,6 +283,7 @@ impl Pump {
         w: &mut W,
         counters: [&AtomicU64; 2],
         active: &mut bool,
+        last: bool,
     ) -> Poll<io::Result<()>>
     where
         R: AsyncRead + Unpin,
@@ -248,7 +318,9 @@ impl Pump {
             }
             if self.eof {
                 // FIN passed on as FIN: shutdown(Write) of the other leg only.
-                ready!(Pin::new(&mut *w).poll_shutdown(cx))?;
+                if !last {
+                    ready!(Pin::new(&mut *w).poll_shutdown(cx))?;
+                }
                 self.done = true;
                 return Poll::Ready(Ok(()));
             }
@@ -269,29 +341,31 @@ pub(crate) enum Step {
 async fn copy(
     client: &mut TcpStream,
     upstream: &mut TcpStream,
-    limits: Limits,
+    limits: &Limits,
     stats: &EndpointStats,
-    conn: &EndpointStats,
-    stop: impl Future<Output = ()>,
+    conn: &ConnBytes,
+    drain: &mut Drain<'_>,
 ) -> Outcome {
     let (mut client_r, mut client_w) = client.split();
     let (mut upstream_r, mut upstream_w) = upstream.split();
     let mut rx = Pump::new();
     let mut tx = Pump::new();
-    drive(limits, stop, |cx, half_closed, active| {
+    drive(limits, drain, |cx, half_closed, active| {
         let a = rx.poll_copy(
             cx,
             &mut client_r,
             &mut upstream_w,
-            [&stats.bytes_rx, &conn.bytes_rx],
+            [&stats.bytes_rx, &conn.rx],
             active,
+            tx.done,
         );
         let b = tx.poll_copy(
             cx,
             &mut upstream_r,
             &mut client_w,
-            [&stats.bytes_tx, &conn.bytes_tx],
+            [&stats.bytes_tx, &conn.tx],
             active,
+            rx.done,
         );
         if let Poll::Ready(Err(e)) = a {
             return Poll::Ready(Step::Failed(e));
@@ -311,27 +385,38 @@ async fn copy(
 }
 
 /// The timer loop every engine shares: polls `pumps` (told whether the
-/// half-close timer runs, and setting `active` when a byte moved) against the
-/// idle and half-close timers and `stop`.
-pub(crate) async fn drive<F>(
-    limits: Limits,
-    stop: impl Future<Output = ()>,
-    mut pumps: F,
-) -> Outcome
+/// half-close timer runs, and setting `active` when a byte moved) against
+/// one timer (the earliest of the idle, half-close and drain deadlines), the
+/// kill switch and the snapshot generation.
+pub(crate) async fn drive<F>(limits: &Limits, drain: &mut Drain<'_>, mut pumps: F) -> Outcome
 where
     F: FnMut(&mut Context<'_>, bool, &mut bool) -> Poll<Step>,
 {
     let mut last_activity = Instant::now();
-    let mut half_closed = false;
-    let far = Duration::from_secs(86_400 * 365);
-    let idle_sleep = tokio::time::sleep(limits.idle_timeout.unwrap_or(far));
-    let half_close_sleep = tokio::time::sleep(far);
-    tokio::pin!(idle_sleep, half_close_sleep, stop);
+    let mut half_close_due: Option<Instant> = None;
+    let mut drain_due: Option<Instant> = None;
+    let mut watching = true;
+    // The idle deadline moves with every byte; the timer is not reset each
+    // time but checked when it fires (and then set to the real deadline).
+    let mut timer_at = limits.idle_timeout.map(|t| last_activity + t);
+    let timer = tokio::time::sleep_until(timer_at.unwrap_or(last_activity));
+    tokio::pin!(timer);
 
     loop {
+        let earliest = [half_close_due, drain_due]
+            .into_iter()
+            .flatten()
+            .chain(timer_at)
+            .min();
+        if earliest != timer_at {
+            timer_at = earliest;
+            if let Some(at) = timer_at {
+                timer.as_mut().reset(at);
+            }
+        }
         let step = poll_fn(|cx| {
             let mut active = false;
-            let step = pumps(cx, half_closed, &mut active);
+            let step = pumps(cx, half_close_due.is_some(), &mut active);
             if active {
                 last_activity = Instant::now();
             }
@@ -342,29 +427,42 @@ where
                 Step::Finished => return Outcome::Closed,
                 Step::Failed(e) => return Outcome::Reset(e),
                 Step::HalfClosed => {
-                    half_closed = true;
-                    half_close_sleep
-                        .as_mut()
-                        .reset(Instant::now() + limits.half_close_timeout);
+                    half_close_due = Some(Instant::now() + limits.half_close_timeout);
                 }
             },
-            () = &mut idle_sleep, if limits.idle_timeout.is_some() => {
-                let due = last_activity + limits.idle_timeout.unwrap_or(far);
-                if Instant::now() >= due {
+            () = &mut timer, if timer_at.is_some() => {
+                let now = Instant::now();
+                if drain_due.is_some_and(|d| d <= now) {
+                    return Outcome::Stopped;
+                }
+                if half_close_due.is_some_and(|d| d <= now) {
+                    return Outcome::HalfCloseTimeout;
+                }
+                let idle_due = limits.idle_timeout.map(|t| last_activity + t);
+                if idle_due.is_some_and(|d| d <= now) {
                     return Outcome::IdleTimeout;
                 }
-                idle_sleep.as_mut().reset(due);
+                // Only the idle deadline moves later; the others are
+                // picked up again at the top of the loop.
+                timer_at = idle_due;
+                if let Some(at) = timer_at {
+                    timer.as_mut().reset(at);
+                }
             }
-            () = &mut half_close_sleep, if half_closed => return Outcome::HalfCloseTimeout,
-            () = &mut stop => return Outcome::Stopped,
+            () = drain.kill.cancelled() => return Outcome::Stopped,
+            changed = drain.generation.changed(), if watching => {
+                if changed.is_err() {
+                    watching = false;
+                    continue;
+                }
+                if drain.endpoint_stays() {
+                    drain_due = None;
+                } else if drain_due.is_none() {
+                    debug!(service = %drain.key, endpoint = %drain.endpoint,
+                        drain_timeout = ?drain.timeout, "endpoint left; draining");
+                    drain_due = Some(Instant::now() + drain.timeout);
+                }
+            }
         }
-    }
-}
-
-/// Waits for `deadline`, or forever when there is none.
-pub(crate) async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }

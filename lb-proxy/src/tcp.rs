@@ -1,6 +1,14 @@
 //! One client connection, from accept to close: admission (`max_connections`,
 //! endpoints left), dials with failover, then forwarding until the connection
 //! ends, its endpoint's drain deadline passes or the data plane stops.
+//!
+//! Every open connection is one task, so what this task keeps across its
+//! awaits is memory per connection, and what it does before forwarding is
+//! CPU per connection: it borrows what it can from the snapshot entry it
+//! holds anyway (no key clones, no `Arc` per counter), waits on one timer,
+//! and makes no system call the kernel makes redundant (`TCP_NODELAY` is
+//! inherited from the listener on Linux; the dial reads the connect result
+//! from the readiness event, not `getsockopt(SO_ERROR)`).
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -8,17 +16,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lb_core::stats::{self, EndpointStats};
-use lb_core::{FrontendEntry, FrontendKey, Protocol, ProxySettings, ServicePortKey, Table};
+use lb_core::stats;
+use lb_core::{FrontendEntry, FrontendKey, Protocol, ProxySettings};
+use socket2::{Domain, Socket, Type};
+use tokio::io::Interest;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::dataplane::Shared;
 use crate::error::Error;
-use crate::forward::{self, Limits};
+use crate::forward::{Drain, Limits};
 use crate::sys;
 
 /// Decrements a counter when dropped, so every exit path gives back what an
@@ -37,9 +45,9 @@ fn hold(counter: &AtomicU64) -> Held<'_> {
 }
 
 /// Counts an open client connection for `DataPlane::active_connections`.
-struct Open(Arc<Shared>);
+struct Open<'a>(&'a Shared);
 
-impl Drop for Open {
+impl Drop for Open<'_> {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::Relaxed);
     }
@@ -53,7 +61,7 @@ pub(crate) async fn serve(
     peer: SocketAddr,
 ) {
     shared.open.fetch_add(1, Ordering::Relaxed);
-    let open = Open(shared.clone());
+    let open = Open(&shared);
     // Subscribe before loading the table: a snapshot published after the load
     // is then always seen by the drain watch below.
     let generation = shared.generation.subscribe();
@@ -89,7 +97,11 @@ pub(crate) async fn serve(
         sys::reset(client);
         return;
     };
-    sys::set_nodelay(&client);
+    // Linux copies TCP_NODELAY from the listener (`listener::accept_on`).
+    #[cfg(not(target_os = "linux"))]
+    if let Err(e) = client.set_nodelay(true) {
+        debug!(error = %e, "cannot set TCP_NODELAY");
+    }
 
     let dialed = tokio::select! {
         r = dial(&entry, pick.index, peer.ip(), &settings) => r,
@@ -106,10 +118,9 @@ pub(crate) async fn serve(
             return;
         }
     };
-    sys::set_nodelay(&upstream);
     let endpoint = entry.port.endpoint(index);
     let endpoint_addr = endpoint.addr;
-    let endpoint_stats: Arc<EndpointStats> = endpoint.stats.clone();
+    let endpoint_stats = &*endpoint.stats;
     stats::add(&endpoint_stats.connections, 1);
     let _endpoint_active = hold(&endpoint_stats.active);
     // A failover is the reason whenever the first pick's dial failed.
@@ -118,19 +129,19 @@ pub(crate) async fn serve(
     } else {
         lb_core::PickReason::Failover.as_str()
     };
-    let conn_bytes: Arc<EndpointStats> = Arc::default();
     let started = Instant::now();
-    let _registered = shared.registry.insert(crate::connections::OpenConnection {
+    let registered = shared.registry.insert(crate::connections::OpenConnection {
         id: 0,
         client: peer,
         frontend: frontend.addr,
-        service: entry.port.key().clone(),
+        port: entry.port.clone(),
         endpoint: endpoint_addr,
         reason,
         started: std::time::SystemTime::now(),
         opened: started.into_std(),
-        bytes: conn_bytes.clone(),
+        bytes: Default::default(),
     });
+    let conn_bytes = registered.bytes();
     debug!(service = %entry.port.key(), client = %peer, endpoint = %endpoint_addr,
         reason, "connected");
 
@@ -138,33 +149,34 @@ pub(crate) async fn serve(
         idle_timeout: settings.tcp_idle_timeout,
         half_close_timeout: settings.half_close_timeout,
     };
-    let stop = drain_watch(
+    let mut drain = Drain {
         generation,
-        shared.table.clone(),
-        entry.port.key().clone(),
-        endpoint_addr,
-        settings.drain_timeout,
-        shared.kill.clone(),
-    );
+        table: &shared.table,
+        key: entry.port.key(),
+        endpoint: endpoint_addr,
+        timeout: settings.drain_timeout,
+        kill: &shared.kill,
+    };
     let outcome = shared
         .engine()
         .run(
             client,
             upstream,
-            limits,
-            &endpoint_stats,
-            &conn_bytes,
+            &limits,
+            endpoint_stats,
+            conn_bytes,
             &shared.spliced,
-            stop,
+            &mut drain,
         )
         .await;
     // One event per connection: the answer to "why did this connection go to
     // that backend, and how did it end".
     debug!(service = %entry.port.key(), client = %peer, frontend = %frontend.addr,
         endpoint = %endpoint_addr, reason,
-        bytes_rx = stats::read(&conn_bytes.bytes_rx), bytes_tx = stats::read(&conn_bytes.bytes_tx),
+        bytes_rx = stats::read(&conn_bytes.rx), bytes_tx = stats::read(&conn_bytes.tx),
         duration_ms = started.elapsed().as_millis() as u64,
         cause = outcome.as_str(), "connection closed");
+    drop(registered);
     drop(open);
 }
 
@@ -185,28 +197,27 @@ async fn dial(
     };
     let mut index = first;
     let mut attempts = 0;
-    let mut last = io::Error::other("no dial attempted");
+    let mut last: Option<io::Error> = None;
     for (n, timeout) in timeouts.iter().enumerate() {
         let endpoint = entry.port.endpoint(index);
         attempts += 1;
         let dial_start = Instant::now();
-        match tokio::time::timeout(*timeout, TcpStream::connect(endpoint.addr)).await {
+        let error = match tokio::time::timeout(*timeout, connect(endpoint.addr)).await {
             Ok(Ok(stream)) => {
                 endpoint.stats.connect_duration.record(dial_start.elapsed());
                 endpoint.health.record_success();
                 return Ok((stream, index));
             }
-            Ok(Err(e)) => last = e,
-            Err(_) => {
-                last = io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("connect timed out after {timeout:?}"),
-                )
-            }
-        }
+            Ok(Err(e)) => e,
+            Err(_) => io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("connect timed out after {timeout:?}"),
+            ),
+        };
         stats::add(&endpoint.stats.connect_errors, 1);
         debug!(service = %entry.port.key(), endpoint = %endpoint.addr, attempt = n + 1,
-            error = %last, "dial failed");
+            %error, "dial failed");
+        last = Some(error);
         if let Some(length) = endpoint.health.record_failure(
             now(),
             std::time::SystemTime::now(),
@@ -226,8 +237,36 @@ async fn dial(
     Err(Error::Dial {
         service: entry.port.key().to_string(),
         attempts,
-        source: last,
+        source: last.unwrap_or_else(|| io::Error::other("no dial attempted")),
     })
+}
+
+/// Connects to `addr` with `TCP_NODELAY` set (the proxy forwards whatever it
+/// reads at once, so Nagle's algorithm would only add latency): `socket(2)`
+/// non-blocking in one call, `connect(2)`, `setsockopt`, then one wait for
+/// writability. A failed connect shows in that readiness event as an error
+/// or hang-up, so `getsockopt(SO_ERROR)` runs only then, not on every dial
+/// as in `TcpStream::connect`.
+async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking(),
+        Some(socket2::Protocol::TCP),
+    )?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    let stream = TcpStream::from_std(socket.into())?;
+    sys::set_nodelay(&stream);
+    let ready = stream.ready(Interest::WRITABLE).await?;
+    if ready.is_error() || ready.is_write_closed() {
+        return Err(stream
+            .take_error()?
+            .unwrap_or_else(|| io::ErrorKind::ConnectionRefused.into()));
+    }
+    Ok(stream)
 }
 
 /// The time picks and ejections are judged by: tokio's clock, so tests that
@@ -236,40 +275,33 @@ fn now() -> std::time::Instant {
     Instant::now().into_std()
 }
 
-/// Resolves when the connection must close from outside: its endpoint left
-/// the table (or took weight 0) `drain_timeout` ago, or the data plane stops.
-/// An endpoint that comes back before the deadline cancels it.
-async fn drain_watch(
-    mut generation: watch::Receiver<u64>,
-    table: Arc<Table>,
-    key: ServicePortKey,
-    endpoint: SocketAddr,
-    drain_timeout: Duration,
-    kill: CancellationToken,
-) {
-    let mut deadline: Option<Instant> = None;
-    let mut watching = true;
-    loop {
-        tokio::select! {
-            () = kill.cancelled() => return,
-            () = forward::sleep_until_opt(deadline) => return,
-            changed = generation.changed(), if watching => {
-                if changed.is_err() {
-                    watching = false;
-                    continue;
-                }
-                let snapshot = table.load();
-                let keeps = snapshot
-                    .port(&key)
-                    .and_then(|p| p.index_of(endpoint).map(|i| p.endpoint(i).weight > 0))
-                    .unwrap_or(false);
-                if keeps {
-                    deadline = None;
-                } else if deadline.is_none() {
-                    debug!(service = %key, %endpoint, ?drain_timeout, "endpoint left; draining");
-                    deadline = Some(Instant::now() + drain_timeout);
-                }
-            }
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lb_core::{NodeSpec, Snapshot};
+
+    /// Every idle connection keeps its task's future in memory, so its size
+    /// is part of the memory per connection (BENCHMARKS.md, "TCP").
+    #[tokio::test]
+    async fn the_connection_future_stays_small() {
+        let snapshot = Snapshot::build(
+            NodeSpec::default(),
+            Vec::new(),
+            None,
+            std::time::SystemTime::now(),
+        );
+        let plane = crate::DataPlane::start(ProxySettings::default(), snapshot).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let (accepted, peer) = listener.accept().await.unwrap();
+        let key = FrontendKey {
+            addr,
+            protocol: Protocol::Tcp,
+        };
+        let future = serve(plane.shared(), key, accepted, peer);
+        let size = std::mem::size_of_val(&future);
+        println!("connection future: {size} bytes");
+        assert!(size <= 2048, "connection future is {size} bytes");
     }
 }
