@@ -8,7 +8,8 @@
 //!   API, with reloads: what the binary and the quickstart run.
 //! - [`sources`]: Kubernetes manifests and etcd, merged with the file on
 //!   every load.
-//! - [`metrics`]: `/metrics` rendered from the snapshot's counters.
+//! - [`metrics`]: `/metrics`: the snapshot's counters through a local
+//!   `metrics-exporter-prometheus` recorder.
 //! - [`connections`]: the registry of open TCP connections behind
 //!   `/api/v1/connections`.
 //! - [`status`]: the live status page at the admin listener's `/` and the
