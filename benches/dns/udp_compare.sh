@@ -133,14 +133,19 @@ addresses = [{ ip = "$BACKEND_IP" }]
 ports = [{ name = "dns", port = $PORT, protocol = "UDP" }]
 EOF
 }
-lb_config "$LB_VIP" >"$WORK/lb.toml"
-RUST_LOG=warn "$WORK/lb-proxy" --config "$WORK/lb.toml" >"$WORK/lb.log" 2>&1 &
+# Each lb-proxy's config lives in a directory of its own: lb-proxy watches its
+# config file's directory, and dnsperf's output files (with -v, a line per
+# query) written beside it would wake lb-proxy's watcher on every query and
+# count against its CPU time.
+mkdir -p "$WORK/lb" "$WORK/lb-alt"
+lb_config "$LB_VIP" >"$WORK/lb/lb.toml"
+RUST_LOG=warn "$WORK/lb-proxy" --config "$WORK/lb/lb.toml" >"$WORK/lb.log" 2>&1 &
 LB_PID=$!
 PIDS+=("$LB_PID")
 if [ -n "${LB_BIN_ALT:-}" ]; then
-    lb_config "$LB_ALT_VIP" >"$WORK/lb-alt.toml"
+    lb_config "$LB_ALT_VIP" >"$WORK/lb-alt/lb.toml"
     # shellcheck disable=SC2086
-    env RUST_LOG=warn $LB_ALT_ENV "$WORK/lb-proxy-alt" --config "$WORK/lb-alt.toml" >"$WORK/lb-alt.log" 2>&1 &
+    env RUST_LOG=warn $LB_ALT_ENV "$WORK/lb-proxy-alt" --config "$WORK/lb-alt/lb.toml" >"$WORK/lb-alt.log" 2>&1 &
     LB_ALT_PID=$!
     PIDS+=("$LB_ALT_PID")
 fi

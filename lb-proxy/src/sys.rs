@@ -1,9 +1,10 @@
 //! Socket options and system calls, in one place.
 //!
 //! Sockets go through `socket2`; the `unsafe` calls are `setrlimit(2)` in
-//! [`raise_nofile_limit`] and the `recvmsg(2)`/`sendmsg(2)` with `IP_PKTINFO`
-//! that let a UDP frontend bound to a wildcard address learn where each
-//! datagram was sent and reply from exactly there, and the `pipe2(2)`,
+//! [`raise_nofile_limit`], the batched `recvmmsg(2)`/`sendmmsg(2)` of the UDP
+//! relay (one system call per burst of datagrams), with `IP_PKTINFO` so that
+//! a UDP frontend bound to a wildcard address learns where each datagram was
+//! sent and replies from exactly there, and the `pipe2(2)`,
 //! `fcntl(F_SETPIPE_SZ)` and `splice(2)` calls of the splice engine.
 
 use std::io;
@@ -13,7 +14,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr;
 use std::time::Duration;
 
-use socket2::{Domain, Protocol, SockAddr, SockAddrStorage, SockRef, Socket, Type};
+use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
 use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
@@ -191,35 +192,12 @@ pub(crate) struct Received {
     pub(crate) dst: Option<IpAddr>,
 }
 
-/// Receives one datagram without waiting (`WouldBlock` when none is queued),
-/// with its destination address when the socket has `IP_PKTINFO` on.
-pub(crate) fn try_recv_with_dst(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<Received> {
-    socket.try_io(Interest::READABLE, || {
-        recvmsg_pktinfo(socket.as_raw_fd(), buf)
-    })
-}
-
-/// Sends one datagram to `to` without waiting, from source address `from`
-/// when given (a wildcard frontend replying from the address the client used).
+/// Sends one datagram on a connected socket without waiting.
 ///
 /// The system call is made directly rather than through tokio's readiness
-/// (`try_send_to` refuses until the reactor has seen the socket writable,
-/// which a new socket has not): a full buffer still gives `WouldBlock`, and
-/// the datagram is dropped as the kernel would.
-pub(crate) fn try_send_from(
-    socket: &UdpSocket,
-    buf: &[u8],
-    to: SocketAddr,
-    from: Option<IpAddr>,
-) -> io::Result<usize> {
-    match from {
-        None => SockRef::from(socket).send_to(buf, &to.into()),
-        Some(src) => sendmsg_from(socket.as_raw_fd(), buf, to, src),
-    }
-}
-
-/// Sends one datagram on a connected socket without waiting (see
-/// [`try_send_from`] for why not through tokio's readiness).
+/// (`try_send` refuses until the reactor has seen the socket writable, which
+/// a new socket has not): a full buffer still gives `WouldBlock`, and the
+/// datagram is dropped as the kernel would.
 pub(crate) fn try_send(socket: &UdpSocket, buf: &[u8]) -> io::Result<usize> {
     SockRef::from(socket).send(buf)
 }
@@ -229,36 +207,180 @@ pub(crate) fn try_send(socket: &UdpSocket, buf: &[u8]) -> io::Result<usize> {
 #[repr(C, align(8))]
 struct ControlBuffer([u8; 64]);
 
-fn recvmsg_pktinfo(fd: RawFd, buf: &mut [u8]) -> io::Result<Received> {
-    let mut storage = SockAddrStorage::zeroed();
-    let mut control = ControlBuffer([0; 64]);
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
+/// Most datagrams one `recvmmsg(2)` or `sendmmsg(2)` call moves: enough that a
+/// burst costs one system call per 32 datagrams, small enough that the
+/// headers live on the stack.
+pub(crate) const MAX_BATCH: usize = 32;
+
+/// Reusable buffers for [`try_recv_batch`]: `slots` receive buffers of
+/// `slot_len` bytes each, with room for each datagram's source address and
+/// `IP_PKTINFO`. Allocated once per receiving task and never zeroed again
+/// (the kernel writes each slot before it is read); the pages of a slot are
+/// only touched once a datagram that long arrives.
+pub(crate) struct RecvBatch {
+    buf: Vec<u8>,
+    slot_len: usize,
+    names: Vec<libc::sockaddr_storage>,
+    controls: Vec<ControlBuffer>,
+    /// (slot, datagram) of the last receive, in arrival order.
+    received: Vec<(usize, Received)>,
+}
+
+impl std::fmt::Debug for RecvBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvBatch")
+            .field("slots", &self.names.len())
+            .field("slot_len", &self.slot_len)
+            .field("received", &self.received.len())
+            .finish()
+    }
+}
+
+impl RecvBatch {
+    /// Room for `slots` (1 to [`MAX_BATCH`]) datagrams of up to `slot_len`
+    /// bytes. With `slot_len` above the largest UDP payload (65,527 bytes)
+    /// no datagram can be cut.
+    pub(crate) fn new(slots: usize, slot_len: usize) -> Self {
+        let slots = slots.clamp(1, MAX_BATCH);
+        RecvBatch {
+            // Zeroed by the allocator (fresh pages), not by a memset.
+            buf: vec![0; slots * slot_len],
+            slot_len,
+            // SAFETY: sockaddr_storage is plain data; all-zero is valid.
+            names: vec![unsafe { mem::zeroed() }; slots],
+            controls: (0..slots).map(|_| ControlBuffer([0; 64])).collect(),
+            received: Vec::with_capacity(slots),
+        }
+    }
+
+    /// How many datagrams the last receive returned.
+    pub(crate) fn len(&self) -> usize {
+        self.received.len()
+    }
+
+    /// Whether the last receive returned nothing.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.received.is_empty()
+    }
+
+    /// The `i`-th datagram of the last receive and where it came from.
+    pub(crate) fn get(&self, i: usize) -> Option<(&[u8], Received)> {
+        let &(slot, rx) = self.received.get(i)?;
+        let start = slot * self.slot_len;
+        Some((&self.buf[start..start + rx.len], rx))
+    }
+}
+
+/// Receives up to a batch of datagrams with one `recvmmsg(2)`, without
+/// waiting. Returns `Ok(true)` when the batch came back full (more may be
+/// queued) and `Ok(false)` when the socket is drained: then tokio's readiness
+/// is cleared in the same step, so the caller awaits `readable()` without the
+/// extra receive that would only say `EAGAIN`. The readiness is sampled
+/// before the call (tokio's `try_io`), so a datagram that arrives after it is
+/// never missed. `Err` is an error on the socket (e.g. ICMP port unreachable
+/// on a connected one); the batch is then empty.
+pub(crate) fn try_recv_batch(socket: &UdpSocket, batch: &mut RecvBatch) -> io::Result<bool> {
+    batch.received.clear();
+    let slots = batch.names.len();
+    let r = socket.try_io(Interest::READABLE, || {
+        let n = recvmmsg_into(socket.as_raw_fd(), batch)?;
+        if n < slots {
+            // The queue was empty before the batch filled.
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(())
+    });
+    match r {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+fn recvmmsg_into(fd: RawFd, batch: &mut RecvBatch) -> io::Result<usize> {
+    let slots = batch.names.len();
+    // SAFETY: iovec and mmsghdr are plain data; all-zero is a valid empty value.
+    let mut iovs: [libc::iovec; MAX_BATCH] = unsafe { mem::zeroed() };
+    let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { mem::zeroed() };
+    let base = batch.buf.as_mut_ptr();
+    for i in 0..slots {
+        // SAFETY: slot i lies within `buf` (slots * slot_len bytes).
+        iovs[i].iov_base = unsafe { base.add(i * batch.slot_len) }.cast();
+        iovs[i].iov_len = batch.slot_len;
+        let msg = &mut hdrs[i].msg_hdr;
+        msg.msg_name = ptr::from_mut(&mut batch.names[i]).cast();
+        msg.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        msg.msg_iov = &mut iovs[i];
+        msg.msg_iovlen = 1;
+        msg.msg_control = batch.controls[i].0.as_mut_ptr().cast();
+        msg.msg_controllen = batch.controls[i].0.len() as _;
+    }
+    // SAFETY: every header points to live buffers of the lengths given (the
+    // batch's slots, names and control buffers, and the iovecs above), all of
+    // which outlive the call.
+    let n = unsafe {
+        libc::recvmmsg(
+            fd,
+            hdrs.as_mut_ptr(),
+            slots as libc::c_uint,
+            libc::MSG_DONTWAIT,
+            ptr::null_mut(),
+        )
     };
-    // SAFETY: msghdr is plain data; all-zero is a valid empty header.
-    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
-    msg.msg_name = ptr::from_mut(&mut storage).cast();
-    msg.msg_namelen = storage.size_of();
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.0.as_mut_ptr().cast();
-    msg.msg_controllen = control.0.len() as _;
-    // SAFETY: every pointer in `msg` points to live buffers of the lengths
-    // given, which outlive the call.
-    let n = unsafe { libc::recvmsg(fd, &mut msg, 0) };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: recvmsg wrote a socket address of `msg_namelen` bytes.
-    let from = unsafe { SockAddr::new(storage, msg.msg_namelen) }
-        .as_socket()
-        .ok_or_else(|| io::Error::other("datagram from a non-IP address"))?;
+    let n = n as usize;
+    for (i, hdr) in hdrs.iter().enumerate().take(n) {
+        // A datagram from a non-IP address cannot be answered: skipped.
+        let Some(from) = sockaddr_to_std(&batch.names[i], hdr.msg_hdr.msg_namelen) else {
+            continue;
+        };
+        let rx = Received {
+            len: (hdr.msg_len as usize).min(batch.slot_len),
+            from,
+            dst: pktinfo_dst(&hdr.msg_hdr),
+        };
+        batch.received.push((i, rx));
+    }
+    Ok(n)
+}
+
+/// The IPv4 or IPv6 address in `storage` (`len` bytes written by the kernel).
+fn sockaddr_to_std(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+    let len = len as usize;
+    match libc::c_int::from(storage.ss_family) {
+        libc::AF_INET if len >= mem::size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the kernel wrote a sockaddr_in (family AF_INET, long
+            // enough) at the start of the storage, which is larger.
+            let sin: libc::sockaddr_in =
+                unsafe { ptr::read_unaligned(ptr::from_ref(storage).cast()) };
+            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            Some(SocketAddr::from((ip, u16::from_be(sin.sin_port))))
+        }
+        libc::AF_INET6 if len >= mem::size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: as above, a sockaddr_in6.
+            let sin6: libc::sockaddr_in6 =
+                unsafe { ptr::read_unaligned(ptr::from_ref(storage).cast()) };
+            Some(SocketAddr::V6(std::net::SocketAddrV6::new(
+                Ipv6Addr::from(sin6.sin6_addr.s6_addr),
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// The destination address of a received datagram, from its `IP_PKTINFO` /
+/// `IPV6_PKTINFO` control message, if the socket asked for one.
+fn pktinfo_dst(msg: &libc::msghdr) -> Option<IpAddr> {
     let mut dst = None;
-    // SAFETY: the CMSG_* macros walk the control buffer recvmsg filled, within
-    // `msg_controllen`; each payload is read unaligned with its own type.
+    // SAFETY: the CMSG_* macros walk the control buffer the kernel filled,
+    // within `msg_controllen`; each payload is read unaligned with its own type.
     unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
         while !cmsg.is_null() {
             let (level, kind) = ((*cmsg).cmsg_level, (*cmsg).cmsg_type);
             if level == libc::IPPROTO_IP && kind == libc::IP_PKTINFO {
@@ -270,29 +392,83 @@ fn recvmsg_pktinfo(fd: RawFd, buf: &mut [u8]) -> io::Result<Received> {
                 let info: libc::in6_pktinfo = ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
                 dst = Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
             }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
         }
     }
-    Ok(Received {
-        len: n as usize,
-        from,
-        dst,
-    })
+    dst
 }
 
-fn sendmsg_from(fd: RawFd, buf: &[u8], to: SocketAddr, src: IpAddr) -> io::Result<usize> {
-    let to = SockAddr::from(to);
-    let mut control = ControlBuffer([0; 64]);
-    let mut iov = libc::iovec {
-        iov_base: buf.as_ptr().cast_mut().cast(),
-        iov_len: buf.len(),
-    };
-    // SAFETY: msghdr is plain data; all-zero is a valid empty header.
-    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
-    msg.msg_name = to.as_ptr().cast_mut().cast();
-    msg.msg_namelen = to.len();
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
+/// One datagram for [`try_send_batch`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Outgoing<'a> {
+    /// The payload.
+    pub(crate) data: &'a [u8],
+    /// The destination; `None` on a connected socket.
+    pub(crate) to: Option<SocketAddr>,
+    /// The source address (`IP_PKTINFO`), for a wildcard frontend replying
+    /// from the address the client used.
+    pub(crate) from: Option<IpAddr>,
+}
+
+/// Sends datagrams with one `sendmmsg(2)` per [`MAX_BATCH`], without waiting
+/// (made directly, not through tokio's readiness, as [`try_send`]).
+/// Returns how many of `msgs`, from the first, were sent; fewer than all means
+/// the next one failed (the caller counts it and goes on after it). `Err` is
+/// the first datagram's error.
+pub(crate) fn try_send_batch(socket: &UdpSocket, msgs: &[Outgoing<'_>]) -> io::Result<usize> {
+    let mut sent = 0;
+    for chunk in msgs.chunks(MAX_BATCH) {
+        match sendmmsg_chunk(socket.as_raw_fd(), chunk) {
+            Ok(n) => {
+                sent += n;
+                if n < chunk.len() {
+                    break;
+                }
+            }
+            Err(e) if sent == 0 => return Err(e),
+            Err(_) => break,
+        }
+    }
+    Ok(sent)
+}
+
+fn sendmmsg_chunk(fd: RawFd, msgs: &[Outgoing<'_>]) -> io::Result<usize> {
+    let n = msgs.len().min(MAX_BATCH);
+    let names: [Option<SockAddr>; MAX_BATCH] =
+        std::array::from_fn(|i| msgs.get(i).and_then(|m| m.to).map(SockAddr::from));
+    let mut controls: [ControlBuffer; MAX_BATCH] = std::array::from_fn(|_| ControlBuffer([0; 64]));
+    // SAFETY: iovec and mmsghdr are plain data; all-zero is a valid empty value.
+    let mut iovs: [libc::iovec; MAX_BATCH] = unsafe { mem::zeroed() };
+    let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { mem::zeroed() };
+    for i in 0..n {
+        let m = &msgs[i];
+        iovs[i].iov_base = m.data.as_ptr().cast_mut().cast();
+        iovs[i].iov_len = m.data.len();
+        let msg = &mut hdrs[i].msg_hdr;
+        if let Some(name) = &names[i] {
+            msg.msg_name = name.as_ptr().cast_mut().cast();
+            msg.msg_namelen = name.len();
+        }
+        msg.msg_iov = &mut iovs[i];
+        msg.msg_iovlen = 1;
+        if let Some(src) = m.from {
+            set_pktinfo_cmsg(msg, &mut controls[i], src);
+        }
+    }
+    // SAFETY: every header points to live buffers of the lengths given (the
+    // payloads, addresses, control buffers and iovecs above), all of which
+    // outlive the call; the kernel only reads them.
+    let rc =
+        unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc as usize)
+}
+
+/// Puts one `IP_PKTINFO` / `IPV6_PKTINFO` control message into `msg` (using
+/// `control` as its buffer) that makes the datagram leave from `src`.
+fn set_pktinfo_cmsg(msg: &mut libc::msghdr, control: &mut ControlBuffer, src: IpAddr) {
     msg.msg_control = control.0.as_mut_ptr().cast();
     // SAFETY: the control buffer (64 bytes, 8-aligned) has room for one
     // cmsghdr with an in_pktinfo or in6_pktinfo payload; CMSG_FIRSTHDR is
@@ -311,7 +487,7 @@ fn sendmsg_from(fd: RawFd, buf: &[u8], to: SocketAddr, src: IpAddr) -> io::Resul
             ),
         };
         msg.msg_controllen = libc::CMSG_SPACE(len as u32) as _;
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        let cmsg = libc::CMSG_FIRSTHDR(msg);
         (*cmsg).cmsg_level = level;
         (*cmsg).cmsg_type = kind;
         (*cmsg).cmsg_len = libc::CMSG_LEN(len as u32) as _;
@@ -337,13 +513,6 @@ fn sendmsg_from(fd: RawFd, buf: &[u8], to: SocketAddr, src: IpAddr) -> io::Resul
             ),
         }
     }
-    // SAFETY: every pointer in `msg` points to live buffers of the lengths
-    // given, which outlive the call.
-    let n = unsafe { libc::sendmsg(fd, &msg, 0) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(n as usize)
 }
 
 /// Shuts down the write side of `stream` (a FIN passed on as a FIN) through

@@ -3,10 +3,12 @@
 //! Each UDP frontend has one socket (bound even while its service port has no
 //! endpoint: datagrams are then dropped and counted, nothing is sent back).
 //! Each flow (frontend, client address and port) has a connected socket toward
-//! its endpoint and a task that relays the endpoint's replies back to the
-//! client from the address and port the client sent to, also when the
-//! frontend is bound to a wildcard address (`IP_PKTINFO`). `LIFECYCLE.md`
-//! beside this file tells a flow's life.
+//! its endpoint. One task per frontend relays both directions: clients'
+//! datagrams to their flows' endpoints, and the endpoints' replies back to
+//! the client from the address and port the client sent to, also when the
+//! frontend is bound to a wildcard address (`IP_PKTINFO`), in batches
+//! (`recvmmsg`/`sendmmsg`). `LIFECYCLE.md` beside this file tells a flow's
+//! life.
 
 pub mod flows;
 mod relay;

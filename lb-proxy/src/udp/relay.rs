@@ -1,18 +1,30 @@
-//! The tokio shell around the flow table: one receive loop per UDP frontend,
-//! one connected socket and reply task per flow.
+//! The tokio shell around the flow table: one task per UDP frontend, which
+//! receives the clients' datagrams and relays them to their flows' endpoints,
+//! and also waits on every one of its flows' connected sockets and relays
+//! their replies back through the frontend socket.
+//!
+//! One task for both directions, rather than a task per flow, because on a
+//! DNS-like load the cost is per wake-up (epoll, waking a task, unparking a
+//! runtime worker), not per byte: a reply no longer wakes a second task. Both
+//! directions move datagrams in batches (`recvmmsg(2)`, and `sendmmsg(2)` for
+//! the replies of a flow), and a batch that comes back short says the socket
+//! is drained, so no receive is spent only to hear `EAGAIN`.
 //!
 //! The flow table is one `Mutex` for all UDP services (the bound is global);
 //! it is held only for the decision, never across an await or a send.
 
-use std::io;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use lb_core::stats;
 use lb_core::{FrontendKey, ProxySettings, Snapshot};
 use tokio::net::UdpSocket;
-use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::sync::{CancellationToken, DropGuard, WaitForCancellationFutureOwned};
 use tracing::{debug, trace, warn};
 
 use super::flows::{FlowKey, FlowTable, Verdict};
@@ -29,8 +41,17 @@ const RECV_BUFFER: usize = 65_536;
 /// Datagrams handled per wake-up before other tasks get a turn.
 const BATCH: usize = 64;
 
+/// Datagrams received per `recvmmsg(2)` (on the frontend or a flow's
+/// socket): a burst costs one system call per this many, and a short batch
+/// tells that the socket is drained without a further receive. One batch of
+/// buffers per frontend task, reused for every receive; the slots' pages are
+/// only touched by datagrams that long, so 16 × 64 KiB costs little memory
+/// for DNS-sized traffic.
+const RECV_SLOTS: usize = 16;
+
 /// The shell's resources of one flow. Dropping them (the flow expired, was
-/// evicted or moved) stops the reply task, which closes the socket.
+/// evicted or moved) cancels `_stop`, which ends the frontend task's watch on
+/// the socket and so closes it.
 pub(crate) struct FlowIo {
     socket: Arc<UdpSocket>,
     /// Where replies leave from on a wildcard frontend: the address the
@@ -104,41 +125,72 @@ impl Flows {
     }
 }
 
-/// Receives on a UDP frontend until `stop`, relaying each datagram to its
-/// flow's endpoint. Per-datagram errors are logged and skipped; the loop
-/// never ends because of one.
+/// Waits until a flow's socket has a reply to read, then hands the flow back
+/// to its frontend task (which drains the socket and waits again); ends with
+/// `None` once the flow's resources are dropped. A named future rather than an
+/// `async` block, so waiting again costs no allocation.
+struct FlowWatch {
+    watched: Option<Watched>,
+}
+
+/// What the frontend task knows of one of its flows' sockets.
+struct Watched {
+    key: FlowKey,
+    endpoint: SocketAddr,
+    socket: Arc<UdpSocket>,
+    stop: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+impl Future for FlowWatch {
+    type Output = Option<Watched>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(w) = self.watched.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if w.stop.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        match w.socket.poll_recv_ready(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(self.watched.take()),
+            // The reactor is gone (the runtime stops): nothing to wait for.
+            Poll::Ready(Err(_)) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// The flows a frontend task waits on.
+type Watches = FuturesUnordered<FlowWatch>;
+
+/// Serves a UDP frontend until `stop`: relays each client datagram to its
+/// flow's endpoint and each endpoint reply back to the client, from the
+/// address and port the client sent to. Per-datagram errors are logged and
+/// skipped; the loop never ends because of one.
 pub(crate) async fn serve_frontend(
     shared: Arc<Shared>,
     key: FrontendKey,
     socket: UdpSocket,
     stop: CancellationToken,
 ) {
-    let socket = Arc::new(socket);
-    let mut buf = vec![0u8; RECV_BUFFER];
+    let mut batch = sys::RecvBatch::new(RECV_SLOTS, RECV_BUFFER);
+    let mut watches = Watches::new();
     loop {
+        // Not `biased`: under a flood on one side the other still gets turns.
         tokio::select! {
-            biased;
             () = stop.cancelled() => break,
             r = socket.readable() => {
                 if let Err(e) = r {
                     warn!(frontend = %key.addr, error = %e, "UDP frontend failed");
                     break;
                 }
+                from_clients(&shared, key, &socket, &mut batch, &mut watches);
             }
-        }
-        for _ in 0..BATCH {
-            match sys::try_recv_with_dst(&socket, &mut buf) {
-                Ok(rx) => {
-                    let client = FlowKey {
-                        frontend: key.addr,
-                        client: rx.from,
-                    };
-                    relay_to_endpoint(&shared, &socket, client, &buf[..rx.len], rx.dst);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    debug!(frontend = %key.addr, error = %e, "UDP receive failed");
-                    break;
+            Some(ready) = watches.next(), if !watches.is_empty() => {
+                if let Some(watched) = ready {
+                    if from_endpoint(&shared, &socket, &mut batch, &watched) {
+                        watches.push(FlowWatch { watched: Some(watched) });
+                    }
                 }
             }
         }
@@ -146,14 +198,47 @@ pub(crate) async fn serve_frontend(
     shared.udp.close_frontend(key.addr);
 }
 
+/// Drains the frontend socket (at most [`BATCH`] datagrams, so replies get a
+/// turn), relaying each datagram to its flow's endpoint.
+fn from_clients(
+    shared: &Arc<Shared>,
+    key: FrontendKey,
+    socket: &UdpSocket,
+    batch: &mut sys::RecvBatch,
+    watches: &mut Watches,
+) {
+    for _ in 0..BATCH.div_ceil(RECV_SLOTS) {
+        let more = match sys::try_recv_batch(socket, batch) {
+            Ok(more) => more,
+            Err(e) => {
+                debug!(frontend = %key.addr, error = %e, "UDP receive failed");
+                return;
+            }
+        };
+        for i in 0..batch.len() {
+            let Some((data, rx)) = batch.get(i) else {
+                break;
+            };
+            let flow = FlowKey {
+                frontend: key.addr,
+                client: rx.from,
+            };
+            relay_to_endpoint(shared, flow, data, rx.dst, watches);
+        }
+        if !more {
+            return;
+        }
+    }
+}
+
 /// One datagram from a client: decide under the lock, open the flow's socket
-/// if it has none, then send outside the lock.
+/// (and start watching it) if it has none, then send outside the lock.
 fn relay_to_endpoint(
     shared: &Arc<Shared>,
-    frontend: &Arc<UdpSocket>,
     key: FlowKey,
     data: &[u8],
     dst: Option<IpAddr>,
+    watches: &mut Watches,
 ) {
     let snapshot = shared.table.load();
     let (socket, endpoint, port_stats, endpoint_stats) = {
@@ -176,14 +261,14 @@ fn relay_to_endpoint(
                 Ok(socket) => {
                     let socket = Arc::new(socket);
                     let stop = CancellationToken::new();
-                    tokio::spawn(relay_replies(
-                        shared.clone(),
-                        key,
-                        endpoint,
-                        socket.clone(),
-                        frontend.clone(),
-                        stop.clone(),
-                    ));
+                    watches.push(FlowWatch {
+                        watched: Some(Watched {
+                            key,
+                            endpoint,
+                            socket: socket.clone(),
+                            stop: Box::pin(stop.clone().cancelled_owned()),
+                        }),
+                    });
                     flow.io = Some(FlowIo {
                         socket,
                         reply_from: dst,
@@ -219,61 +304,88 @@ fn relay_to_endpoint(
     }
 }
 
-/// Relays a flow's replies from its endpoint to the client, from the address
-/// and port the client sent to, until the flow's resources are dropped. An
-/// error on the socket (ICMP port unreachable) is counted and makes the next
-/// datagram fail over.
-async fn relay_replies(
-    shared: Arc<Shared>,
-    key: FlowKey,
-    endpoint: SocketAddr,
-    upstream: Arc<UdpSocket>,
-    frontend: Arc<UdpSocket>,
-    stop: CancellationToken,
-) {
-    loop {
-        tokio::select! {
-            biased;
-            () = stop.cancelled() => return,
-            r = upstream.readable() => {
-                if r.is_err() {
-                    return;
+/// Drains a flow's socket (at most [`BATCH`] datagrams) and relays the
+/// replies to the client through the frontend socket, one `sendmmsg(2)` per
+/// batch. Returns whether to keep watching the flow: not once it is gone or
+/// points at another endpoint (a late reply from the endpoint it left is
+/// dropped). An error on the socket (ICMP port unreachable) is counted and
+/// makes the next datagram fail over.
+fn from_endpoint(
+    shared: &Arc<Shared>,
+    frontend: &UdpSocket,
+    batch: &mut sys::RecvBatch,
+    w: &Watched,
+) -> bool {
+    for _ in 0..BATCH.div_ceil(RECV_SLOTS) {
+        let more = match sys::try_recv_batch(&w.socket, batch) {
+            Ok(more) => more,
+            Err(e) => {
+                debug!(client = %w.key.client, endpoint = %w.endpoint, error = %e, "UDP endpoint unreachable; the next datagram fails over");
+                shared.udp.lock().send_failed(&w.key, w.endpoint);
+                continue;
+            }
+        };
+        if !batch.is_empty() {
+            let (reply_from, port_stats, endpoint_stats) = {
+                let mut table = shared.udp.lock();
+                let Some(flow) = table.endpoint_datagram(&w.key, w.endpoint, Instant::now()) else {
+                    return false;
+                };
+                (
+                    flow.io.as_ref().and_then(|io| io.reply_from),
+                    flow.port_stats().clone(),
+                    flow.endpoint_stats().clone(),
+                )
+            };
+            let empty = sys::Outgoing {
+                data: &[],
+                to: None,
+                from: None,
+            };
+            let mut msgs = [empty; RECV_SLOTS];
+            let mut n = 0;
+            for i in 0..batch.len().min(RECV_SLOTS) {
+                if let Some((data, _)) = batch.get(i) {
+                    msgs[n] = sys::Outgoing {
+                        data,
+                        to: Some(w.key.client),
+                        from: reply_from,
+                    };
+                    n += 1;
                 }
             }
+            let (sent, bytes) = send_all(frontend, &msgs[..n], w.key.client);
+            stats::add(&port_stats.udp_replied, sent);
+            stats::add(&endpoint_stats.bytes_tx, bytes);
         }
-        // Allocated per burst, so a quiet flow holds no 64 KiB buffer.
-        let mut buf = vec![0u8; RECV_BUFFER];
-        for _ in 0..BATCH {
-            match upstream.try_recv(&mut buf) {
-                Ok(n) => {
-                    let (reply_from, port_stats, endpoint_stats) = {
-                        let mut table = shared.udp.lock();
-                        let Some(flow) = table.endpoint_datagram(&key, endpoint, Instant::now())
-                        else {
-                            return;
-                        };
-                        (
-                            flow.io.as_ref().and_then(|io| io.reply_from),
-                            flow.port_stats().clone(),
-                            flow.endpoint_stats().clone(),
-                        )
-                    };
-                    match sys::try_send_from(&frontend, &buf[..n], key.client, reply_from) {
-                        Ok(sent) => {
-                            stats::add(&port_stats.udp_replied, 1);
-                            stats::add(&endpoint_stats.bytes_tx, sent as u64);
-                        }
-                        Err(e) => {
-                            debug!(client = %key.client, error = %e, "UDP reply to client failed");
-                        }
-                    }
+        if !more {
+            break;
+        }
+    }
+    true
+}
+
+/// Sends `msgs` from `socket` with as few `sendmmsg(2)` calls as the kernel
+/// allows; a datagram it refuses (a full buffer, an unreachable client) is
+/// logged and dropped, as the kernel would. Returns datagrams and bytes sent.
+fn send_all(socket: &UdpSocket, msgs: &[sys::Outgoing<'_>], client: SocketAddr) -> (u64, u64) {
+    let (mut sent, mut bytes) = (0u64, 0u64);
+    let mut i = 0;
+    while i < msgs.len() {
+        match sys::try_send_batch(socket, &msgs[i..]) {
+            Ok(k) if k > 0 => {
+                for m in &msgs[i..i + k] {
+                    bytes += m.data.len() as u64;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    debug!(client = %key.client, %endpoint, error = %e, "UDP endpoint unreachable; the next datagram fails over");
-                    shared.udp.lock().send_failed(&key, endpoint);
-                }
+                sent += k as u64;
+                i += k;
+            }
+            Ok(_) => i += 1,
+            Err(e) => {
+                debug!(%client, error = %e, "UDP reply to client failed");
+                i += 1;
             }
         }
     }
+    (sent, bytes)
 }
