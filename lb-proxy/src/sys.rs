@@ -192,16 +192,6 @@ pub(crate) struct Received {
     pub(crate) dst: Option<IpAddr>,
 }
 
-/// Sends one datagram on a connected socket without waiting.
-///
-/// The system call is made directly rather than through tokio's readiness
-/// (`try_send` refuses until the reactor has seen the socket writable, which
-/// a new socket has not): a full buffer still gives `WouldBlock`, and the
-/// datagram is dropped as the kernel would.
-pub(crate) fn try_send(socket: &UdpSocket, buf: &[u8]) -> io::Result<usize> {
-    SockRef::from(socket).send(buf)
-}
-
 /// Room for one `in_pktinfo` or `in6_pktinfo` control message, aligned as
 /// `cmsghdr` requires.
 #[repr(C, align(8))]
@@ -410,8 +400,12 @@ pub(crate) struct Outgoing<'a> {
     pub(crate) from: Option<IpAddr>,
 }
 
-/// Sends datagrams with one `sendmmsg(2)` per [`MAX_BATCH`], without waiting
-/// (made directly, not through tokio's readiness, as [`try_send`]).
+/// Sends datagrams with one `sendmmsg(2)` per [`MAX_BATCH`], without waiting.
+///
+/// The system call is made directly rather than through tokio's readiness
+/// (`try_send` refuses until the reactor has seen the socket writable, which
+/// a new socket has not): a full buffer still gives `WouldBlock`, and the
+/// datagram is dropped as the kernel would.
 /// Returns how many of `msgs`, from the first, were sent; fewer than all means
 /// the next one failed (the caller counts it and goes on after it). `Err` is
 /// the first datagram's error.

@@ -199,7 +199,9 @@ pub(crate) async fn serve_frontend(
 }
 
 /// Drains the frontend socket (at most [`BATCH`] datagrams, so replies get a
-/// turn), relaying each datagram to its flow's endpoint.
+/// turn), relaying each datagram to its flow's endpoint: the datagrams of one
+/// batch that go to the same flow leave with one `sendmmsg(2)`, in the order
+/// they came.
 fn from_clients(
     shared: &Arc<Shared>,
     key: FrontendKey,
@@ -215,7 +217,8 @@ fn from_clients(
                 return;
             }
         };
-        for i in 0..batch.len() {
+        let mut routes: [Option<Route>; RECV_SLOTS] = Default::default();
+        for (i, route) in routes.iter_mut().enumerate().take(batch.len()) {
             let Some((data, rx)) = batch.get(i) else {
                 break;
             };
@@ -223,39 +226,49 @@ fn from_clients(
                 frontend: key.addr,
                 client: rx.from,
             };
-            relay_to_endpoint(shared, flow, data, rx.dst, watches);
+            *route = route_to_endpoint(shared, flow, data.len(), rx.dst, watches);
         }
+        send_routed(shared, batch, &mut routes);
         if !more {
             return;
         }
     }
 }
 
-/// One datagram from a client: decide under the lock, open the flow's socket
-/// (and start watching it) if it has none, then send outside the lock.
-fn relay_to_endpoint(
+/// Where one client datagram of a batch goes: decided under the lock, sent
+/// after it.
+struct Route {
+    key: FlowKey,
+    endpoint: SocketAddr,
+    socket: Arc<UdpSocket>,
+    port_stats: Arc<lb_core::stats::PortStats>,
+    endpoint_stats: Arc<lb_core::stats::EndpointStats>,
+}
+
+/// One datagram from a client (`len` bytes): decides under the lock where it
+/// goes, opening the flow's socket (and starting to watch it) if it has none.
+/// `None`: dropped (and counted by the table).
+fn route_to_endpoint(
     shared: &Arc<Shared>,
     key: FlowKey,
-    data: &[u8],
+    len: usize,
     dst: Option<IpAddr>,
     watches: &mut Watches,
-) {
+) -> Option<Route> {
     let snapshot = shared.table.load();
-    let (socket, endpoint, port_stats, endpoint_stats) = {
-        let mut table = shared.udp.lock();
+    let mut table = shared.udp.lock();
+    {
         let endpoint = match table.client_datagram(&snapshot, key, Instant::now()) {
             Verdict::Forward { endpoint, change } => {
                 trace!(client = %key.client, %endpoint, ?change, "UDP datagram");
                 endpoint
             }
             Verdict::Drop(reason) => {
-                trace!(client = %key.client, frontend = %key.frontend, ?reason, "UDP datagram dropped");
-                return;
+                trace!(client = %key.client, frontend = %key.frontend, len, ?reason, "UDP datagram dropped");
+                return None;
             }
         };
-        let Some(flow) = table.get_mut(&key) else {
-            return;
-        };
+        let flow = table.get_mut(&key)?;
         if flow.io.is_none() {
             match sys::connect_udp_flow(endpoint) {
                 Ok(socket) => {
@@ -278,28 +291,76 @@ fn relay_to_endpoint(
                 Err(e) => {
                     debug!(client = %key.client, %endpoint, error = %e, "cannot open a UDP flow socket; dropping");
                     table.socket_failed(&key);
-                    return;
+                    return None;
                 }
             }
         }
         let port_stats = flow.port_stats().clone();
         let endpoint_stats = flow.endpoint_stats().clone();
-        let Some(io) = flow.io.as_mut() else {
-            return;
-        };
+        let io = flow.io.as_mut()?;
         if dst.is_some() {
             io.reply_from = dst;
         }
-        (io.socket.clone(), endpoint, port_stats, endpoint_stats)
-    };
-    match sys::try_send(&socket, data) {
-        Ok(n) => {
-            stats::add(&port_stats.udp_forwarded, 1);
-            stats::add(&endpoint_stats.bytes_rx, n as u64);
+        Some(Route {
+            key,
+            endpoint,
+            socket: io.socket.clone(),
+            port_stats,
+            endpoint_stats,
+        })
+    }
+}
+
+/// Sends the routed datagrams of `batch` outside the lock: per flow socket,
+/// its datagrams in arrival order with one `sendmmsg(2)`. A datagram the
+/// kernel refuses is counted (`send_error`) and makes the flow's next
+/// datagram fail over.
+fn send_routed(
+    shared: &Arc<Shared>,
+    batch: &sys::RecvBatch,
+    routes: &mut [Option<Route>; RECV_SLOTS],
+) {
+    for first in 0..RECV_SLOTS {
+        let Some(route) = routes[first].take() else {
+            continue;
+        };
+        let empty = sys::Outgoing {
+            data: &[],
+            to: None,
+            from: None,
+        };
+        let mut msgs = [empty; RECV_SLOTS];
+        let mut n = 0;
+        for (i, slot) in routes.iter_mut().enumerate().skip(first) {
+            let same = i == first
+                || slot
+                    .as_ref()
+                    .is_some_and(|r| Arc::ptr_eq(&r.socket, &route.socket));
+            if !same {
+                continue;
+            }
+            *slot = None;
+            if let Some((data, _)) = batch.get(i) {
+                msgs[n].data = data;
+                n += 1;
+            }
         }
-        Err(e) => {
-            debug!(client = %key.client, %endpoint, error = %e, "UDP send to endpoint failed");
-            shared.udp.lock().send_failed(&key, endpoint);
+        let mut i = 0;
+        while i < n {
+            match sys::try_send_batch(&route.socket, &msgs[i..n]) {
+                Ok(k) if k > 0 => {
+                    let bytes: usize = msgs[i..i + k].iter().map(|m| m.data.len()).sum();
+                    stats::add(&route.port_stats.udp_forwarded, k as u64);
+                    stats::add(&route.endpoint_stats.bytes_rx, bytes as u64);
+                    i += k;
+                }
+                Ok(_) => i += 1,
+                Err(e) => {
+                    debug!(client = %route.key.client, endpoint = %route.endpoint, error = %e, "UDP send to endpoint failed");
+                    shared.udp.lock().send_failed(&route.key, route.endpoint);
+                    i += 1;
+                }
+            }
         }
     }
 }
