@@ -986,6 +986,45 @@ mod tests {
     }
 
     #[test]
+    fn an_unchanged_service_keeps_its_ports_and_a_changed_one_is_rebuilt() {
+        let mut other = web(&["127.0.0.2:1"], SessionAffinity::None);
+        other.key = ServiceKey::new("default", "other");
+        other.cluster_ip = crate::spec::ClusterIp::Ip(ip("127.96.0.11"));
+        let a = Snapshot::build(
+            node(),
+            vec![web(&["127.0.0.1:1"], SessionAffinity::None), other.clone()],
+            None,
+            SystemTime::now(),
+        );
+        other.ports[0].endpoints[0].weight = 2;
+        let b = Snapshot::build(
+            node(),
+            vec![other, web(&["127.0.0.1:1"], SessionAffinity::None)],
+            Some(&a),
+            SystemTime::now(),
+        );
+        let port = |s: &Snapshot, name: &str| {
+            s.service(&ServiceKey::new("default", name)).unwrap().ports[0].clone()
+        };
+        assert!(Arc::ptr_eq(&port(&a, "web"), &port(&b, "web")));
+        assert!(!Arc::ptr_eq(&port(&a, "other"), &port(&b, "other")));
+        assert_eq!(port(&b, "other").endpoint(0).weight, 2);
+        assert!(Arc::ptr_eq(&entry(&b).port, &port(&b, "web")));
+        // On another node, Local policies may select other endpoints: rebuilt.
+        let elsewhere = NodeSpec {
+            name: "node-2".into(),
+            ..node()
+        };
+        let c = Snapshot::build(
+            elsewhere,
+            vec![web(&["127.0.0.1:1"], SessionAffinity::None)],
+            Some(&b),
+            SystemTime::now(),
+        );
+        assert!(!Arc::ptr_eq(&port(&b, "web"), &port(&c, "web")));
+    }
+
+    #[test]
     fn a_replaced_snapshot_is_freed_by_the_publisher_not_the_reader() {
         let table = Table::new(Snapshot::empty(node()));
         let held = table.load();
