@@ -110,7 +110,10 @@ fn proxy(c: &mut Criterion) {
         .build()
         .expect("runtime");
     let payload = vec![7u8; BULK];
-    for (n, engine) in [Engine::Copy, Engine::Splice].into_iter().enumerate() {
+    for (n, engine) in [Engine::Copy, Engine::Splice, Engine::Auto]
+        .into_iter()
+        .enumerate()
+    {
         let (vip_conn, vip_bulk) = (
             free(&format!("127.77.0.{}", 2 * n + 1)),
             free(&format!("127.77.0.{}", 2 * n + 2)),
@@ -142,9 +145,10 @@ fn proxy(c: &mut Criterion) {
             })
         });
         group.finish();
-        if engine == Engine::Splice {
+        if engine != Engine::Copy {
             println!(
-                "splice engine moved {} bytes by splice(2)",
+                "{} engine moved {} bytes by splice(2)",
+                engine.as_str(),
                 _p2.spliced_bytes() + _p1.spliced_bytes()
             );
         }

@@ -3,10 +3,12 @@
 memory, HAProxy and nginx stream): figures that do not depend on how busy the
 machine is, unlike run.py's wall-clock rates.
 
-    profile.py syscalls  [--targets lb,haproxy,nginx] [--conns 2000]
+    profile.py syscalls  [--targets lb,haproxy,nginx] [--conns 2000] [--requests 1]
         strace -f -c attached to the proxy while a client makes --conns
         `Connection: close` requests (1 KiB answer) one after another;
-        prints system calls per connection, by call.
+        prints system calls per connection, by call. With --requests R > 1,
+        each connection carries R keep-alive requests and the figures are
+        per request.
     profile.py callgrind [--conns 2000]
         lb-proxy under valgrind --tool=callgrind twice (--conns / 5 and
         --conns connections); the difference of the instruction counts
@@ -33,6 +35,38 @@ BACKEND = "127.0.60.1"
 VIPS = {"lb": "127.0.61.1", "haproxy": "127.0.62.1", "nginx": "127.0.63.1"}
 HOLD_PORTS = {"lb": 9101, "haproxy": 9102, "nginx": 9103}
 REQUEST = b"GET /index.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+KA_REQUEST = b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def keepalive(ip, port, conns, requests, bound=600.0):
+    """`requests` keep-alive requests on each of `conns` connections, one
+    after another; returns how many got a whole answer."""
+    done = 0
+    end = time.monotonic() + bound
+    for _ in range(conns):
+        s = socket.create_connection((ip, port), timeout=10)
+        try:
+            for _ in range(requests):
+                if time.monotonic() > end:
+                    return done
+                s.sendall(KA_REQUEST)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    b = s.recv(4096)
+                    if not b:
+                        raise OSError("closed mid-answer")
+                    data += b
+                head, body = data.split(b"\r\n\r\n", 1)
+                length = int(re.search(rb"Content-Length: (\d+)", head, re.I).group(1))
+                while len(body) < length:
+                    b = s.recv(4096)
+                    if not b:
+                        raise OSError("closed mid-answer")
+                    body += b
+                done += 1
+        finally:
+            s.close()
+    return done
 
 
 def client(ip, port, n, concurrency=1, bound=600.0):
@@ -185,7 +219,10 @@ def syscalls(b, args):
         st = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
         time.sleep(1.0)
         t0 = time.monotonic()
-        ok = client(VIPS[name], 80, args.conns, args.concurrency)
+        if args.requests > 1:
+            ok = keepalive(VIPS[name], 80, args.conns, args.requests)
+        else:
+            ok = client(VIPS[name], 80, args.conns, args.concurrency)
         elapsed = time.monotonic() - t0
         time.sleep(0.5)
         st.send_signal(signal.SIGINT)
@@ -193,7 +230,8 @@ def syscalls(b, args):
         b.stop(name)
         calls = parse_strace(open(trace).read())
         out[name] = (ok, calls)
-        print("%s: %d connections in %.1f s under strace" % (name, ok, elapsed), flush=True)
+        print("%s: %d %s in %.1f s under strace"
+              % (name, ok, "requests" if args.requests > 1 else "connections", elapsed), flush=True)
     names = sorted({c for _, calls in out.values() for c in calls},
                    key=lambda c: -max(calls.get(c, 0) / max(ok, 1) for ok, calls in out.values()))
     print("\n| system call | " + " | ".join(args.targets) + " |")
@@ -304,9 +342,11 @@ def main():
     ap.add_argument("--targets", default="lb")
     ap.add_argument("--conns", type=int, default=2000)
     ap.add_argument("--concurrency", type=int, default=1)
+    ap.add_argument("--requests", type=int, default=1,
+                    help="syscalls: keep-alive requests per connection (figures are then per request)")
     ap.add_argument("--idle", type=int, default=4000)
     ap.add_argument("--threads", type=int, default=2, help="proxy threads/workers (tokio workers for lb)")
-    ap.add_argument("--engine", choices=["copy", "splice"])
+    ap.add_argument("--engine", choices=["copy", "splice", "auto"])
     ap.add_argument("--lb-bin", default=os.path.join(HERE, "..", "..", "target", "release", "lb-proxy"))
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()

@@ -337,7 +337,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--duration", type=int, default=5, help="seconds per run")
     ap.add_argument("--pin", action="store_true", help="proxies on CPU 0, load and backends on CPU 1")
-    ap.add_argument("--engine", choices=["copy", "splice"], help="LB_FORWARD_ENGINE for lb-proxy")
+    ap.add_argument("--engine", choices=["copy", "splice", "auto"], help="LB_FORWARD_ENGINE for lb-proxy")
     ap.add_argument("--wrk-conns", type=int, default=32)
     ap.add_argument("--idle", type=int, default=min(10000, (NOFILE - 2000) // 2),
                     help="idle connections for the memory test (0: skip); each costs the proxy two "

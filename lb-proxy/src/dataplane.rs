@@ -81,10 +81,10 @@ impl Shared {
 
     /// The forwarding engine for a new connection.
     pub(crate) fn engine(&self) -> Engine {
-        if self.engine.load(Ordering::Relaxed) == Engine::Copy as u8 {
-            Engine::Copy
-        } else {
-            Engine::Splice
+        match self.engine.load(Ordering::Relaxed) {
+            e if e == Engine::Copy as u8 => Engine::Copy,
+            e if e == Engine::Auto as u8 => Engine::Auto,
+            _ => Engine::Splice,
         }
     }
 }

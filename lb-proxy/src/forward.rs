@@ -45,7 +45,7 @@ use crate::sys;
 pub const COPY_BUFFER_SIZE: usize = 32 * 1024;
 
 /// The environment variable that forces an engine for a whole process
-/// (`copy` or `splice`), so the same test suite and benchmarks can run under
+/// (`copy`, `splice` or `auto`), so the same test suite and benchmarks can run under
 /// each without a config change.
 pub const ENGINE_ENV: &str = "LB_FORWARD_ENGINE";
 
@@ -59,13 +59,21 @@ pub enum Engine {
     /// space, and a pipe is held only while bytes are in flight. Falls back
     /// to [`Engine::Copy`] where splice is unavailable or refused.
     Splice,
+    /// Splice for bulk, a plain read and write for small messages (HAProxy's
+    /// `splice-auto`): a direction reads into a per-thread buffer; a read that
+    /// does not fill it proves the socket drained, which saves splice's extra
+    /// `EAGAIN` probe per message (a quarter of the system calls of a small
+    /// request/response exchange); the first read that fills it switches the
+    /// direction to splice for good. The default on Linux.
+    Auto,
 }
 
 impl Default for Engine {
-    /// Splice on Linux (the faster engine there), the copy loop elsewhere.
+    /// Auto on Linux (splice for bulk, fewer system calls for small
+    /// messages: BENCHMARKS.md, "TCP"), the copy loop elsewhere.
     fn default() -> Self {
         if cfg!(target_os = "linux") {
-            Engine::Splice
+            Engine::Auto
         } else {
             Engine::Copy
         }
@@ -73,11 +81,12 @@ impl Default for Engine {
 }
 
 impl Engine {
-    /// Parses `copy` or `splice` (the values of [`ENGINE_ENV`]).
+    /// Parses `copy`, `splice` or `auto` (the values of [`ENGINE_ENV`]).
     pub fn parse(s: &str) -> Option<Engine> {
         match s.trim().to_ascii_lowercase().as_str() {
             "copy" => Some(Engine::Copy),
             "splice" => Some(Engine::Splice),
+            "auto" => Some(Engine::Auto),
             _ => None,
         }
     }
@@ -87,7 +96,7 @@ impl Engine {
     pub fn from_env() -> Engine {
         match std::env::var(ENGINE_ENV) {
             Ok(v) => Engine::parse(&v).unwrap_or_else(|| {
-                tracing::warn!(value = %v, "{ENGINE_ENV} is neither copy nor splice; using the default");
+                tracing::warn!(value = %v, "{ENGINE_ENV} is not copy, splice or auto; using the default");
                 Engine::default()
             }),
             Err(_) => Engine::default(),
@@ -99,6 +108,7 @@ impl Engine {
         match self {
             Engine::Copy => "copy",
             Engine::Splice => "splice",
+            Engine::Auto => "auto",
         }
     }
 }
@@ -219,11 +229,12 @@ impl Engine {
     ) -> Outcome {
         let outcome = match self {
             Engine::Copy => copy(&mut client, &mut upstream, limits, stats, conn, drain).await,
-            Engine::Splice => {
+            Engine::Splice | Engine::Auto => {
                 #[cfg(target_os = "linux")]
                 {
+                    let auto = self == Engine::Auto;
                     match crate::splice::run(
-                        &client, &upstream, limits, stats, conn, spliced, drain,
+                        &client, &upstream, limits, stats, conn, spliced, drain, auto,
                     )
                     .await
                     {

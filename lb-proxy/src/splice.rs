@@ -12,14 +12,27 @@
 //! `try_io`), so `EAGAIN` clears the readiness the reactor reported and the
 //! task sleeps until the next edge. The timers, FIN and reset rules are the
 //! ones every engine shares (`forward::drive`).
+//!
+//! In `auto` mode (HAProxy's `splice-auto`) a burst starts with one `read(2)`
+//! into a per-thread buffer of [`SMALL_READ`] bytes, written out at once: a
+//! read that does not fill it proves the socket drained (as tokio's own
+//! reads assume), so a small message costs read + write and no `EAGAIN`
+//! probe, where splice needs a third call to learn the socket is empty. A
+//! read that fills the buffer switches the direction to splice for good: a
+//! direction that once carried a large burst is a bulk transfer, and copying
+//! the start of each of its bursts through user space would cost more than
+//! the probe. Bytes the other leg could not take at once wait in a
+//! per-direction buffer sized to them, freed as soon as they are written.
 
-use std::io;
+use std::cell::RefCell;
+use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::task::{ready, Context, Poll};
 
 use lb_core::stats::{self, EndpointStats};
+use socket2::SockRef;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
@@ -34,6 +47,16 @@ pub const PIPE_SIZE: usize = 256 * 1024;
 /// Idle pipes the pool keeps; pipes given back beyond this are closed, so
 /// after a burst the process returns to a bounded number of descriptors.
 pub const POOL_MAX_IDLE: usize = 256;
+
+/// Size of the per-thread buffer `auto` mode reads a burst's first bytes
+/// into: a read that fills it switches the direction to splice.
+pub const SMALL_READ: usize = 16 * 1024;
+
+thread_local! {
+    /// `auto` mode's read buffer: one per worker thread, never held across
+    /// an await, so connections hold none.
+    static SMALL: RefCell<Box<[u8]>> = RefCell::new(vec![0; SMALL_READ].into_boxed_slice());
+}
 
 /// Set once splice has been refused (`EINVAL`, `ENOSYS`, `EPERM`: a seccomp
 /// filter, a socket type without splice support); later connections then go
@@ -114,6 +137,11 @@ struct Flow {
     in_pipe: usize,
     eof: bool,
     done: bool,
+    /// `auto` mode: a read filled the buffer once; splice from now on.
+    bulk: bool,
+    /// `auto` mode: bytes read but not yet written (empty, unallocated,
+    /// unless the other leg's buffer was full).
+    pending: Vec<u8>,
 }
 
 impl Drop for Flow {
@@ -131,6 +159,93 @@ impl Flow {
                 give_pipe(pipe, false);
             }
         }
+    }
+
+    /// `auto` mode: one `read(2)` into the per-thread buffer, written to
+    /// `dst` at once; what `dst` cannot take waits in `pending`. `Ok(0)` at
+    /// EOF, `WouldBlock` when nothing was read. A read that fills the buffer
+    /// switches the direction to splice; a shorter one clears the read
+    /// readiness (the socket is drained), so no `EAGAIN` probe follows.
+    fn copy_small(
+        &mut self,
+        src: &TcpStream,
+        dst: &TcpStream,
+        counters: [&AtomicU64; 2],
+    ) -> io::Result<usize> {
+        SMALL.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            let mut got = 0;
+            let read = src.try_io(Interest::READABLE, || {
+                let n = (&*SockRef::from(src)).read(&mut buf[..])?;
+                if n > 0 && n < SMALL_READ {
+                    // Drained: report WouldBlock so tokio clears the
+                    // readiness (unless a newer event arrived meanwhile).
+                    got = n;
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok(n)
+            });
+            let n = match read {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => got,
+                Err(e) => return Err(e),
+            };
+            if n == 0 {
+                return Ok(0);
+            }
+            self.bulk = n == SMALL_READ;
+            let mut off = 0;
+            while off < n {
+                match dst.try_io(Interest::WRITABLE, || {
+                    (&*SockRef::from(dst)).write(&buf[off..n])
+                }) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(m) => {
+                        off += m;
+                        for counter in counters {
+                            stats::add(counter, m as u64);
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            if off < n {
+                self.pending = buf[off..n].to_vec();
+            }
+            Ok(n)
+        })
+    }
+
+    /// `auto` mode: writes `pending` to `dst`, then frees it.
+    fn poll_flush(
+        &mut self,
+        cx: &mut Context<'_>,
+        dst: &TcpStream,
+        counters: [&AtomicU64; 2],
+        active: &mut bool,
+    ) -> Poll<io::Result<()>> {
+        while !self.pending.is_empty() {
+            ready!(dst.poll_write_ready(cx))?;
+            let pending = &self.pending;
+            match dst.try_io(Interest::WRITABLE, || (&*SockRef::from(dst)).write(pending)) {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(m) => {
+                    for counter in counters {
+                        stats::add(counter, m as u64);
+                    }
+                    *active = true;
+                    if m == self.pending.len() {
+                        self.pending = Vec::new();
+                    } else {
+                        self.pending.drain(..m);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        Poll::Ready(Ok(()))
     }
 
     /// Splices from `src` to `dst` until `src` is at EOF and `dst` is shut
@@ -151,11 +266,31 @@ impl Flow {
         active: &mut bool,
         moved: &mut bool,
         last: bool,
+        auto: bool,
     ) -> Poll<io::Result<()>> {
         if self.done {
             return Poll::Ready(Ok(()));
         }
         loop {
+            if !self.pending.is_empty() {
+                ready!(self.poll_flush(cx, dst, counters, active))?;
+            }
+            if auto && !self.bulk && self.in_pipe == 0 && !self.eof {
+                ready!(src.poll_read_ready(cx))?;
+                match self.copy_small(src, dst, counters) {
+                    Ok(0) => {
+                        self.eof = true;
+                        *moved = true;
+                    }
+                    Ok(_) => {
+                        *moved = true;
+                        *active = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+                continue;
+            }
             if self.in_pipe == 0 && !self.eof {
                 ready!(src.poll_read_ready(cx))?;
                 if self.pipe.is_none() {
@@ -179,6 +314,16 @@ impl Flow {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         // Nothing to read: an idle direction holds no pipe.
                         self.release();
+                        continue;
+                    }
+                    Err(e) if auto && is_refusal(&e) => {
+                        // Nothing is in the pipe: this connection goes on
+                        // reading into the buffer, later ones copy.
+                        if !REFUSED.swap(true, Ordering::Relaxed) {
+                            tracing::warn!(error = %e, "splice(2) refused; forwarding with the copy loop");
+                        }
+                        self.release();
+                        self.bulk = false;
                         continue;
                     }
                     Err(e) => return Poll::Ready(Err(e)),
@@ -205,7 +350,7 @@ impl Flow {
                     Err(e) => return Poll::Ready(Err(e)),
                 }
             }
-            if self.eof {
+            if self.eof && self.pending.is_empty() {
                 // FIN passed on as FIN: shutdown(Write) of the other leg only.
                 if !last {
                     sys::shutdown_write(dst)?;
@@ -217,9 +362,11 @@ impl Flow {
     }
 }
 
-/// Forwards between `client` and `upstream` with splice. `Err(Refused)` when
-/// the kernel refused splice before a byte moved: the caller runs the copy
-/// loop on the same, untouched sockets.
+/// Forwards between `client` and `upstream` with splice (`auto`: small
+/// bursts through the per-thread buffer, large ones with splice).
+/// `Err(Refused)` when the kernel refused splice before a byte moved: the
+/// caller runs the copy loop on the same, untouched sockets.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run(
     client: &TcpStream,
     upstream: &TcpStream,
@@ -228,6 +375,7 @@ pub(crate) async fn run(
     conn: &ConnBytes,
     spliced: &AtomicU64,
     drain: &mut Drain<'_>,
+    auto: bool,
 ) -> Result<Outcome, Refused> {
     if REFUSED.load(Ordering::Relaxed) {
         return Err(Refused(io::Error::from_raw_os_error(libc::EINVAL)));
@@ -246,6 +394,7 @@ pub(crate) async fn run(
             active,
             &mut moved,
             tx.done,
+            auto,
         );
         let b = tx.poll_splice(
             cx,
@@ -256,6 +405,7 @@ pub(crate) async fn run(
             active,
             &mut moved,
             rx.done,
+            auto,
         );
         for r in [a, b] {
             if let Poll::Ready(Err(e)) = r {
