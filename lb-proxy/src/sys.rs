@@ -14,7 +14,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr;
 use std::time::Duration;
 
-use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
@@ -198,9 +198,10 @@ pub(crate) struct Received {
 struct ControlBuffer([u8; 64]);
 
 /// Most datagrams one `recvmmsg(2)` or `sendmmsg(2)` call moves: enough that a
-/// burst costs one system call per 32 datagrams, small enough that the
-/// headers live on the stack.
-pub(crate) const MAX_BATCH: usize = 32;
+/// burst costs one system call per 16 datagrams, small enough that the
+/// headers live on the stack and setting them up stays cheap next to the
+/// call (on a light load a batch carries one datagram).
+pub(crate) const MAX_BATCH: usize = 16;
 
 /// Reusable buffers for [`try_recv_batch`]: `slots` receive buffers of
 /// `slot_len` bytes each, with room for each datagram's source address and
@@ -426,11 +427,53 @@ pub(crate) fn try_send_batch(socket: &UdpSocket, msgs: &[Outgoing<'_>]) -> io::R
     Ok(sent)
 }
 
+/// A socket address as the kernel takes it, no larger than needed (28 bytes
+/// rather than `sockaddr_storage`'s 128: a batch's addresses are set up on
+/// every send).
+#[repr(C)]
+#[derive(Clone, Copy)]
+union RawAddr {
+    v4: libc::sockaddr_in,
+    v6: libc::sockaddr_in6,
+}
+
+fn raw_addr(addr: SocketAddr) -> (RawAddr, libc::socklen_t) {
+    match addr {
+        SocketAddr::V4(a) => (
+            RawAddr {
+                v4: libc::sockaddr_in {
+                    sin_family: libc::AF_INET as libc::sa_family_t,
+                    sin_port: a.port().to_be(),
+                    sin_addr: libc::in_addr {
+                        s_addr: u32::from(*a.ip()).to_be(),
+                    },
+                    sin_zero: [0; 8],
+                },
+            },
+            mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        ),
+        SocketAddr::V6(a) => (
+            RawAddr {
+                v6: libc::sockaddr_in6 {
+                    sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                    sin6_port: a.port().to_be(),
+                    sin6_flowinfo: a.flowinfo(),
+                    sin6_addr: libc::in6_addr {
+                        s6_addr: a.ip().octets(),
+                    },
+                    sin6_scope_id: a.scope_id(),
+                },
+            },
+            mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+        ),
+    }
+}
+
 fn sendmmsg_chunk(fd: RawFd, msgs: &[Outgoing<'_>]) -> io::Result<usize> {
     let n = msgs.len().min(MAX_BATCH);
-    let names: [Option<SockAddr>; MAX_BATCH] =
-        std::array::from_fn(|i| msgs.get(i).and_then(|m| m.to).map(SockAddr::from));
-    let mut controls: [ControlBuffer; MAX_BATCH] = std::array::from_fn(|_| ControlBuffer([0; 64]));
+    // Written before use, and only for the datagrams that need them.
+    let mut names = [const { mem::MaybeUninit::<RawAddr>::uninit() }; MAX_BATCH];
+    let mut controls = [const { mem::MaybeUninit::<ControlBuffer>::uninit() }; MAX_BATCH];
     // SAFETY: iovec and mmsghdr are plain data; all-zero is a valid empty value.
     let mut iovs: [libc::iovec; MAX_BATCH] = unsafe { mem::zeroed() };
     let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { mem::zeroed() };
@@ -439,14 +482,15 @@ fn sendmmsg_chunk(fd: RawFd, msgs: &[Outgoing<'_>]) -> io::Result<usize> {
         iovs[i].iov_base = m.data.as_ptr().cast_mut().cast();
         iovs[i].iov_len = m.data.len();
         let msg = &mut hdrs[i].msg_hdr;
-        if let Some(name) = &names[i] {
-            msg.msg_name = name.as_ptr().cast_mut().cast();
-            msg.msg_namelen = name.len();
+        if let Some(to) = m.to {
+            let (raw, len) = raw_addr(to);
+            msg.msg_name = names[i].write(raw) as *mut RawAddr as *mut libc::c_void;
+            msg.msg_namelen = len;
         }
         msg.msg_iov = &mut iovs[i];
         msg.msg_iovlen = 1;
         if let Some(src) = m.from {
-            set_pktinfo_cmsg(msg, &mut controls[i], src);
+            set_pktinfo_cmsg(msg, controls[i].write(ControlBuffer([0; 64])), src);
         }
     }
     // SAFETY: every header points to live buffers of the lengths given (the

@@ -174,6 +174,7 @@ pub(crate) async fn serve_frontend(
     stop: CancellationToken,
 ) {
     let mut batch = sys::RecvBatch::new(RECV_SLOTS, RECV_BUFFER);
+    let mut routes = Vec::with_capacity(RECV_SLOTS);
     let mut watches = Watches::new();
     loop {
         // Not `biased`: under a flood on one side the other still gets turns.
@@ -184,7 +185,7 @@ pub(crate) async fn serve_frontend(
                     warn!(frontend = %key.addr, error = %e, "UDP frontend failed");
                     break;
                 }
-                from_clients(&shared, key, &socket, &mut batch, &mut watches);
+                from_clients(&shared, key, &socket, &mut batch, &mut routes, &mut watches);
             }
             Some(ready) = watches.next(), if !watches.is_empty() => {
                 if let Some(watched) = ready {
@@ -207,6 +208,7 @@ fn from_clients(
     key: FrontendKey,
     socket: &UdpSocket,
     batch: &mut sys::RecvBatch,
+    routes: &mut Vec<(usize, Route)>,
     watches: &mut Watches,
 ) {
     for _ in 0..BATCH.div_ceil(RECV_SLOTS) {
@@ -217,8 +219,7 @@ fn from_clients(
                 return;
             }
         };
-        let mut routes: [Option<Route>; RECV_SLOTS] = Default::default();
-        for (i, route) in routes.iter_mut().enumerate().take(batch.len()) {
+        for i in 0..batch.len() {
             let Some((data, rx)) = batch.get(i) else {
                 break;
             };
@@ -226,9 +227,11 @@ fn from_clients(
                 frontend: key.addr,
                 client: rx.from,
             };
-            *route = route_to_endpoint(shared, flow, data.len(), rx.dst, watches);
+            if let Some(route) = route_to_endpoint(shared, flow, data.len(), rx.dst, watches) {
+                routes.push((i, route));
+            }
         }
-        send_routed(shared, batch, &mut routes);
+        send_routed(shared, batch, routes);
         if !more {
             return;
         }
@@ -311,36 +314,31 @@ fn route_to_endpoint(
     }
 }
 
-/// Sends the routed datagrams of `batch` outside the lock: per flow socket,
-/// its datagrams in arrival order with one `sendmmsg(2)`. A datagram the
-/// kernel refuses is counted (`send_error`) and makes the flow's next
-/// datagram fail over.
-fn send_routed(
-    shared: &Arc<Shared>,
-    batch: &sys::RecvBatch,
-    routes: &mut [Option<Route>; RECV_SLOTS],
-) {
-    for first in 0..RECV_SLOTS {
-        let Some(route) = routes[first].take() else {
+/// Sends the routed datagrams of `batch` (slot, route) outside the lock,
+/// then forgets the routes: per flow socket, its datagrams in arrival order
+/// with one `sendmmsg(2)`. A datagram the kernel refuses is counted
+/// (`send_error`) and makes the flow's next datagram fail over.
+fn send_routed(shared: &Arc<Shared>, batch: &sys::RecvBatch, routes: &mut Vec<(usize, Route)>) {
+    // Routes already sent, one bit each (a batch holds at most 16).
+    let mut done: u32 = 0;
+    let empty = sys::Outgoing {
+        data: &[],
+        to: None,
+        from: None,
+    };
+    let mut msgs = [empty; RECV_SLOTS];
+    for first in 0..routes.len().min(RECV_SLOTS) {
+        if done & (1 << first) != 0 {
             continue;
-        };
-        let empty = sys::Outgoing {
-            data: &[],
-            to: None,
-            from: None,
-        };
-        let mut msgs = [empty; RECV_SLOTS];
+        }
+        let route = &routes[first].1;
         let mut n = 0;
-        for (i, slot) in routes.iter_mut().enumerate().skip(first) {
-            let same = i == first
-                || slot
-                    .as_ref()
-                    .is_some_and(|r| Arc::ptr_eq(&r.socket, &route.socket));
-            if !same {
+        for (j, (slot, other)) in routes.iter().enumerate().skip(first) {
+            if done & (1 << j) != 0 || !Arc::ptr_eq(&other.socket, &route.socket) {
                 continue;
             }
-            *slot = None;
-            if let Some((data, _)) = batch.get(i) {
+            done |= 1 << j;
+            if let Some((data, _)) = batch.get(*slot) {
                 msgs[n].data = data;
                 n += 1;
             }
@@ -363,6 +361,7 @@ fn send_routed(
             }
         }
     }
+    routes.clear();
 }
 
 /// Drains a flow's socket (at most [`BATCH`] datagrams) and relays the
