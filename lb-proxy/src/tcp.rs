@@ -248,11 +248,23 @@ async fn dial(
 /// or hang-up, so `getsockopt(SO_ERROR)` runs only then, not on every dial
 /// as in `TcpStream::connect`.
 async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    #[cfg(target_os = "linux")]
     let socket = Socket::new(
         Domain::for_address(addr),
         Type::STREAM.nonblocking(),
         Some(socket2::Protocol::TCP),
     )?;
+    // Elsewhere SOCK_NONBLOCK may not exist: one fcntl(2) more.
+    #[cfg(not(target_os = "linux"))]
+    let socket = {
+        let socket = Socket::new(
+            Domain::for_address(addr),
+            Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        socket.set_nonblocking(true)?;
+        socket
+    };
     match socket.connect(&addr.into()) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
