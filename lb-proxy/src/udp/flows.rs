@@ -217,7 +217,11 @@ impl<T> Flow<T> {
 /// global, as `udp_max_flows` says). Generic over the shell's per-flow
 /// resources so the table itself stays free of I/O.
 pub struct FlowTable<T> {
-    flows: HashMap<FlowKey, Flow<T>>,
+    /// Hashed with foldhash, seeded per table (as lb-core's affinity pins,
+    /// also keyed by client address): every datagram looks its flow up a few
+    /// times, and SipHash of the two addresses was the largest user-space
+    /// cost of the relay after the batching.
+    flows: HashMap<FlowKey, Flow<T>, foldhash::fast::RandomState>,
     /// Flows ordered by last activity: the first is idle longest. Keyed by
     /// `(last_seen, seq)` so equal instants stay distinct.
     idle: BTreeMap<(Instant, u64), FlowKey>,
@@ -253,7 +257,7 @@ impl<T> FlowTable<T> {
     /// and of which at most `max_flows` (at least one) exist at once.
     pub fn new(idle_timeout: Duration, max_flows: usize) -> Self {
         FlowTable {
-            flows: HashMap::new(),
+            flows: HashMap::default(),
             idle: BTreeMap::new(),
             next_seq: 0,
             idle_timeout,
