@@ -349,6 +349,10 @@ async fn maintenance(inner: Weak<Inner>, stop: CancellationToken) {
             .table
             .load()
             .reap_affinity(std::time::Instant::now());
+        // A snapshot a reader still held at the last swap is freed here,
+        // on this task, not by a picking connection and not only at the
+        // next reload.
+        inner.shared.table.collect();
         inner.shared.udp.expire();
         if !inner.shared.bind_errors().is_empty() {
             let plane = DataPlane { inner };
