@@ -351,18 +351,9 @@ async fn run(options: AppOptions, source_options: SourceOptions) -> ExitCode {
         }
     };
     let manifests = source_options.manifests.clone();
-    let app = match App::start_with(options.clone(), source_options).await {
-        Ok(app) => app,
-        Err(AppError::Config(errors)) => {
-            eprintln!("{errors}");
-            return ExitCode::from(1);
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    sd_notify("READY=1");
+    // The watches start before the file is read, so a change made while
+    // lb-proxy starts (after the load, before it is ready) is not missed;
+    // at worst it causes one reload that finds nothing new.
     let mut changes =
         match lb_config::watch_file(options.config.clone(), Duration::from_millis(150)) {
             Ok(rx) => Some(rx),
@@ -384,6 +375,18 @@ async fn run(options: AppOptions, source_options: SourceOptions) -> ExitCode {
                 }
             }
         });
+    let app = match App::start_with(options.clone(), source_options).await {
+        Ok(app) => app,
+        Err(AppError::Config(errors)) => {
+            eprintln!("{errors}");
+            return ExitCode::from(1);
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    sd_notify("READY=1");
     loop {
         tokio::select! {
             Some(()) = async {
