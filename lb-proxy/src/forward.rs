@@ -15,7 +15,7 @@
 //! - with `idle_timeout`, no byte either way for that long closes both legs;
 //! - the data plane's kill switch (end of a drain) closes both legs, and so
 //!   does the connection's endpoint leaving the table (or taking weight 0)
-//!   for `drain_timeout` ([`Drain`]).
+//!   for `drain_timeout` (`Drain`).
 //!
 //! A connection waits on one timer whatever its state (the earliest of the
 //! idle, half-close and drain deadlines), because every idle connection keeps
