@@ -210,33 +210,19 @@ fn metrics_overhead(c: &mut Criterion) {
     let big = lb_benches::snapshot(lb_benches::services(100, 3));
     let reloads = ReloadCounters::default();
     let metrics = Metrics::new();
+    let sources = Sources {
+        reloads: &reloads,
+        dns: None,
+        host_lookups: None,
+        process: false,
+    };
     c.bench_function("metrics_overhead/render_100_services", |b| {
-        b.iter(|| {
-            metrics.render(
-                &big,
-                &Sources {
-                    reloads: &reloads,
-                    dns: None,
-                    host_lookups: None,
-                    process: false,
-                },
-            )
-        })
+        b.iter(|| metrics.render(&big, &sources))
     });
 
     // The first scrape of a new table: every series registered, then rendered.
     c.bench_function("metrics_overhead/render_100_services_first_scrape", |b| {
-        b.iter(|| {
-            Metrics::new().render(
-                &big,
-                &Sources {
-                    reloads: &reloads,
-                    dns: None,
-                    host_lookups: None,
-                    process: false,
-                },
-            )
-        })
+        b.iter(|| Metrics::new().render(&big, &sources))
     });
 
     stop.store(true, Ordering::Relaxed);
