@@ -24,6 +24,10 @@ as many as the hard RLIMIT_NOFILE allows: each takes two descriptors). Every ste
 every address is on loopback. Not part of .ci/run: this is a benchmark.
 
     sudo benches/compare/run.py --rounds 5 --duration 5 [--pin] [--engine splice]
+
+--alt-env KEY=VALUE[,KEY=VALUE] adds a second lb-proxy, "lb-alt" on
+127.0.54.1, started with those environment variables (for example
+LB_ACCEPT=percore), so that two settings are compared in the same run.
 """
 import argparse, json, os, re, shutil, signal, statistics, subprocess, sys, tempfile, time
 
@@ -159,6 +163,15 @@ class Harness:
         if self.args.engine:
             env["LB_FORWARD_ENGINE"] = self.args.engine
         self.spawn("lb", [self.args.lb_bin, "--config", lb_conf], env=env, cpu=self.proxy_cpu)
+        if "lb-alt" in TARGETS:
+            alt_conf = render("lb.toml.in", os.path.join(d, "lb-alt.toml"), VIP=TARGETS["lb-alt"],
+                              HOLD_PORT=HOLD_PORTS["lb-alt"], **sub)
+            alt_env = dict(env)
+            for kv in self.args.alt_env.split(","):
+                k, _, v = kv.partition("=")
+                alt_env[k.strip()] = v.strip()
+            self.spawn("lb-alt", [self.args.lb_bin, "--config", alt_conf], env=alt_env,
+                       cpu=self.proxy_cpu)
         ha_conf = render("haproxy.cfg.in", os.path.join(d, "haproxy.cfg"), VIP=TARGETS["haproxy"],
                          HOLD_PORT=HOLD_PORTS["haproxy"], **sub)
         self.spawn("haproxy", ["haproxy", "-db", "-f", ha_conf], cpu=self.proxy_cpu)
@@ -304,8 +317,11 @@ def report(results, mem, args):
             ("iperf1", "cpu_per_gb", "CPU s/GB, 1 stream", False),
             ("iperf4", "cpu_per_gb", "CPU s/GB, 4 streams", False),
             ("close", "cpu_per_1k", "CPU s/1k conns", False)]
-    p("| figure | direct | lb | haproxy | nginx | lb / best peer | lb / direct |")
-    p("|---|---|---|---|---|---|---|")
+    lbs = [t for t in ("lb", "lb-alt") if t in TARGETS]
+    cols = ["direct"] + lbs + ["haproxy", "nginx"]
+    p("| figure | %s | %s |" % (" | ".join(cols), " | ".join(
+        "%s / best peer | %s / direct" % (t, t) for t in lbs)))
+    p("|---|" + "---|" * (len(cols) + 2 * len(lbs)))
     for test, key, label, higher in rows:
         if test not in args.tests:
             continue
@@ -314,16 +330,18 @@ def report(results, mem, args):
         peers = [x for x in peers if x == x]
         best = (max(peers) if higher else min(peers)) if peers else float("nan")
         fmt = lambda x: "-" if x != x else ("%.3f" % x if x < 10 else "%.0f" % x)
-        ratio = m["lb"] / best if best else float("nan")
-        direct = m["lb"] / m["direct"] if m["direct"] == m["direct"] and m["direct"] else float("nan")
-        p("| %s | %s | %s | %s | %s | %.2f%s | %s |" % (
-            label, fmt(m["direct"]), fmt(m["lb"]), fmt(m["haproxy"]), fmt(m["nginx"]), ratio,
-            "" if higher else " (lower is better)",
-            "-" if direct != direct or key.startswith("cpu") else "%.2f" % direct))
+        ratios = []
+        for t in lbs:
+            ratio = m[t] / best if best else float("nan")
+            direct = m[t] / m["direct"] if m["direct"] == m["direct"] and m["direct"] else float("nan")
+            ratios.append("%.2f%s | %s" % (
+                ratio, "" if higher else " (lower is better)",
+                "-" if direct != direct or key.startswith("cpu") else "%.2f" % direct))
+        p("| %s | %s | %s |" % (label, " | ".join(fmt(m[t]) for t in cols), " | ".join(ratios)))
     if mem:
         p("")
-        p("| resident memory, %d idle proxied connections | lb | haproxy | nginx |" % args.idle)
-        p("|---|---|---|---|")
+        p("| resident memory, %d idle proxied connections | %s |" % (args.idle, " | ".join(PROXIES)))
+        p("|---|" + "---|" * len(PROXIES))
         p("| RSS (MiB) | %s |" % " | ".join("%.1f" % (mem[n]["rss_kib"] / 1024) for n in PROXIES))
         p("| added per connection (bytes) | %s |" % " | ".join(
             "%.0f" % mem[n]["per_conn_bytes"] for n in PROXIES))
@@ -345,9 +363,14 @@ def main():
     ap.add_argument("--tests", default=",".join(TESTS))
     ap.add_argument("--lb-bin", default=os.path.join(HERE, "..", "..", "target", "release", "lb-proxy"))
     ap.add_argument("--json", help="write raw results here")
+    ap.add_argument("--alt-env", help="KEY=VALUE[,KEY=VALUE]: also run lb-proxy as lb-alt with these")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, configs)")
     args = ap.parse_args()
     args.tests = [t for t in args.tests.split(",") if t]
+    if args.alt_env:
+        TARGETS["lb-alt"] = "127.0.54.1"
+        PROXIES.insert(1, "lb-alt")
+        HOLD_PORTS["lb-alt"] = 9004
     for tool in ("haproxy", "nginx", "iperf3", "wrk", "ss", "prlimit", "taskset"):
         if not shutil.which(tool):
             sys.exit("missing %s: apt-get install haproxy nginx-light libnginx-mod-stream iperf3 wrk" % tool)

@@ -22,7 +22,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::forward::Engine;
-use crate::listener::Listeners;
+use crate::listener::{AcceptMode, Listeners};
 
 /// How often frontends that could not be bound are retried (and expired
 /// affinity pins reaped).
@@ -159,7 +159,7 @@ impl DataPlane {
         });
         let inner = Arc::new(Inner {
             shared,
-            listeners: tokio::sync::Mutex::new(Listeners::default()),
+            listeners: tokio::sync::Mutex::new(Listeners::new(AcceptMode::from_env())),
             stop_listening: CancellationToken::new(),
             drained: OnceCell::new(),
         });

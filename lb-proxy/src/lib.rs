@@ -34,6 +34,8 @@
 //! - [`vip`]: `vip_mode = "interface"`: the addresses served, added to and
 //!   removed from an interface over netlink, LoadBalancer ones announced
 //!   with gratuitous ARP.
+//! - `workers` (private): `LB_ACCEPT=percore`'s data-path threads, one
+//!   current-thread runtime per core.
 //! - [`udp`]: UDP services: the sans-IO flow table ([`udp::flows`]) and the
 //!   tokio shell that binds UDP frontends and relays datagrams per flow.
 
@@ -57,6 +59,7 @@ mod tcp;
 pub mod udp;
 pub mod views;
 pub mod vip;
+mod workers;
 
 pub use dataplane::{run, BindOptions, DataPlane};
 pub use error::Error;

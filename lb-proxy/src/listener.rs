@@ -15,28 +15,34 @@ use std::time::Duration;
 
 use lb_core::{FrontendKey, Protocol, Snapshot};
 use tokio::net::TcpListener;
+use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, info, warn};
 
 use crate::dataplane::Shared;
 use crate::error::Error;
+use crate::workers::Workers;
 use crate::{sys, tcp, udp};
 
 /// Pause after an accept error that is not about one connection (out of file
 /// descriptors, memory), so the loop does not spin.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
-/// One bound listener and its accept loop. Dropping it stops the loop.
+/// One bound frontend and its accept loops (one per socket) or UDP relay
+/// task. Dropping it stops them.
 struct Bound {
     _stop: DropGuard,
-    task: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
-/// The listeners currently bound, by frontend.
-#[derive(Default)]
+/// The listeners currently bound, by frontend, and where their tasks run.
 pub(crate) struct Listeners {
     bound: HashMap<FrontendKey, Bound>,
+    mode: AcceptMode,
+    /// The per-core runtimes (`percore` only). Declared after `bound`, so
+    /// on drop the accept loops are told to stop before the workers are.
+    workers: Option<Workers>,
 }
 
 impl std::fmt::Debug for Listeners {
@@ -48,6 +54,67 @@ impl std::fmt::Debug for Listeners {
 }
 
 impl Listeners {
+    /// No listener yet; `mode` says how TCP frontends will accept. For
+    /// `percore` the worker threads start here; if they cannot, frontends
+    /// accept as with `single`.
+    pub(crate) fn new(mode: AcceptMode) -> Listeners {
+        let workers = match mode {
+            AcceptMode::PerCore => match Workers::start(Workers::default_count()) {
+                Ok(workers) => Some(workers),
+                Err(e) => {
+                    warn!(error = %e, "cannot start the per-core workers; accepting on one loop per listener");
+                    None
+                }
+            },
+            AcceptMode::Single | AcceptMode::Reuseport => None,
+        };
+        Listeners {
+            bound: HashMap::new(),
+            mode,
+            workers,
+        }
+    }
+
+    /// Binds a TCP frontend: one socket (`single`) or one `SO_REUSEPORT`
+    /// socket per runtime worker or per-core worker, each with its accept
+    /// loop on that worker. The first socket is bound before this returns,
+    /// so the frontend is reachable at once; a sibling that cannot be bound
+    /// only means fewer accept loops.
+    fn spawn_tcp(
+        &self,
+        shared: &Arc<Shared>,
+        key: FrontendKey,
+        stop: &CancellationToken,
+    ) -> io::Result<Vec<JoinHandle<()>>> {
+        let first = sys::bind_service_listener(key.addr, shared.freebind())?;
+        let targets: Vec<Handle> = match (&self.workers, self.mode) {
+            (Some(workers), _) => workers.handles().to_vec(),
+            (None, AcceptMode::Reuseport) => {
+                let current = Handle::current();
+                let n = current.metrics().num_workers().max(1);
+                vec![current; n]
+            }
+            (None, _) => vec![Handle::current()],
+        };
+        let mut sockets = vec![first];
+        while sockets.len() < targets.len() {
+            match sys::bind_sibling(&sockets[0]) {
+                Ok(sibling) => sockets.push(sibling),
+                Err(e) => {
+                    warn!(frontend = %key.addr, error = %e, "cannot bind a sibling listener; accepting on fewer sockets");
+                    break;
+                }
+            }
+        }
+        Ok(sockets
+            .into_iter()
+            .zip(targets)
+            .map(|(socket, handle)| {
+                handle.spawn(accept_loop(shared.clone(), key, socket, stop.clone()))
+            })
+            .collect())
+    }
+
     /// Makes the bound listeners match `snapshot` (nothing at all when
     /// `accepting` is false), and records what could not be bound in
     /// `shared.bind_errors`. Returns once closed listeners are really closed.
@@ -90,29 +157,24 @@ impl Listeners {
             }
             let stop = CancellationToken::new();
             let spawned = match key.protocol {
-                Protocol::Tcp => {
-                    sys::bind_service_listener(key.addr, shared.freebind()).map(|listener| {
-                        tokio::spawn(accept_loop(shared.clone(), key, listener, stop.clone()))
-                    })
-                }
+                Protocol::Tcp => self.spawn_tcp(shared, key, &stop),
                 Protocol::Udp => {
                     sys::bind_udp_frontend(key.addr, shared.freebind()).map(|socket| {
-                        tokio::spawn(udp::serve_frontend(
-                            shared.clone(),
-                            key,
-                            socket,
-                            stop.clone(),
-                        ))
+                        let handle = match &self.workers {
+                            Some(workers) => workers.next().clone(),
+                            None => Handle::current(),
+                        };
+                        vec![handle.spawn(serve_udp(shared.clone(), key, socket, stop.clone()))]
                     })
                 }
             };
             match spawned {
-                Ok(task) => {
+                Ok(tasks) => {
                     self.bound.insert(
                         key,
                         Bound {
                             _stop: stop.drop_guard(),
-                            task,
+                            tasks,
                         },
                     );
                     info!(frontend = %key.addr, protocol = %key.protocol, "listening");
@@ -150,71 +212,81 @@ impl Listeners {
     }
 }
 
-/// Stops an accept loop and waits until its socket is closed.
+/// Stops a frontend's tasks and waits until its sockets are closed.
 async fn close(bound: Bound) {
-    let Bound { _stop, task } = bound;
+    let Bound { _stop, tasks } = bound;
     drop(_stop);
-    if let Err(e) = task.await {
-        warn!(error = %e, "accept loop ended abnormally");
-    }
-}
-
-/// The environment variable that chooses how TCP listeners accept:
-/// `single` (the default: one socket and one accept loop per frontend) or
-/// `reuseport` (one `SO_REUSEPORT` socket and accept loop per runtime worker,
-/// the kernel spreading new connections over them). See ARCHITECTURE.md,
-/// "Performance", for why single is the default.
-pub(crate) const ACCEPT_ENV: &str = "LB_ACCEPT";
-
-/// How many sockets and accept loops a TCP frontend gets (see [`ACCEPT_ENV`]).
-fn accept_workers() -> usize {
-    match std::env::var(ACCEPT_ENV).as_deref().map(str::trim) {
-        Ok("reuseport") => tokio::runtime::Handle::current()
-            .metrics()
-            .num_workers()
-            .max(1),
-        Ok("single") | Err(_) => 1,
-        Ok(other) => {
-            warn!(
-                value = other,
-                "{ACCEPT_ENV} is neither single nor reuseport; using single"
-            );
-            1
+    for task in tasks {
+        if let Err(e) = task.await {
+            warn!(error = %e, "accept loop ended abnormally");
         }
     }
 }
 
-/// Accepts on `listener` until `stop`, spawning one task per connection at once
-/// (dials never run on this loop). With `LB_ACCEPT=reuseport`, first binds one
-/// sibling socket per further runtime worker at the same address and runs an
-/// accept loop on each (the first socket is bound before this task starts, so
-/// the frontend is reachable at once); returns once every one is closed.
-async fn accept_loop(
-    shared: Arc<Shared>,
-    key: FrontendKey,
-    listener: TcpListener,
-    stop: CancellationToken,
-) {
-    let mut siblings = Vec::new();
-    for _ in 1..accept_workers() {
-        match sys::bind_sibling(&listener) {
-            Ok(sibling) => siblings.push(tokio::spawn(accept_on(
-                shared.clone(),
-                key,
-                sibling,
-                stop.clone(),
-            ))),
-            Err(e) => {
-                warn!(frontend = %key.addr, error = %e, "cannot bind a sibling listener; accepting on fewer sockets");
-                break;
+/// The environment variable that chooses how TCP listeners accept (see
+/// [`AcceptMode`]); ARCHITECTURE.md, "Performance", says why the default is
+/// what it is.
+pub(crate) const ACCEPT_ENV: &str = "LB_ACCEPT";
+
+/// How TCP frontends accept, chosen once per data plane from `LB_ACCEPT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AcceptMode {
+    /// One socket and one accept loop per frontend, on the caller's runtime;
+    /// connection tasks run on any of its workers.
+    Single,
+    /// One `SO_REUSEPORT` socket and accept loop per worker of the caller's
+    /// runtime; connection tasks still run on any worker.
+    Reuseport,
+    /// One current-thread runtime per core ([`Workers`]), each with its own
+    /// `SO_REUSEPORT` socket per frontend: a connection stays on the thread
+    /// that accepted it. UDP frontends are placed on the workers in turn.
+    PerCore,
+}
+
+impl AcceptMode {
+    /// The mode `LB_ACCEPT` asks for (`single`, `reuseport` or `percore`);
+    /// unset means `single`.
+    pub(crate) fn from_env() -> AcceptMode {
+        match std::env::var(ACCEPT_ENV).as_deref().map(str::trim) {
+            Ok("single") | Err(_) => AcceptMode::Single,
+            Ok("reuseport") => AcceptMode::Reuseport,
+            Ok("percore") => AcceptMode::PerCore,
+            Ok(other) => {
+                warn!(
+                    value = other,
+                    "{ACCEPT_ENV} is none of single, reuseport, percore; using single"
+                );
+                AcceptMode::Single
             }
         }
     }
-    accept_on(shared, key, listener, stop).await;
-    for sibling in siblings {
-        if let Err(e) = sibling.await {
-            warn!(frontend = %key.addr, error = %e, "sibling accept loop ended abnormally");
-        }
+}
+
+/// A UDP frontend's relay, on the runtime it was spawned on (the socket is
+/// registered there).
+async fn serve_udp(
+    shared: Arc<Shared>,
+    key: FrontendKey,
+    socket: std::net::UdpSocket,
+    stop: CancellationToken,
+) {
+    match tokio::net::UdpSocket::from_std(socket) {
+        Ok(socket) => udp::serve_frontend(shared, key, socket, stop).await,
+        Err(e) => warn!(frontend = %key.addr, error = %e, "cannot register a UDP frontend"),
+    }
+}
+
+/// An accept loop on the runtime it was spawned on (the socket is registered
+/// there, so its connections' tasks run there too).
+async fn accept_loop(
+    shared: Arc<Shared>,
+    key: FrontendKey,
+    socket: std::net::TcpListener,
+    stop: CancellationToken,
+) {
+    match TcpListener::from_std(socket) {
+        Ok(listener) => accept_on(shared, key, listener, stop).await,
+        Err(e) => warn!(frontend = %key.addr, error = %e, "cannot register a listener"),
     }
 }
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tokio::io::Interest;
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpStream, UdpSocket};
 
 /// Accept backlog of service listeners.
 pub(crate) const LISTEN_BACKLOG: i32 = 1024;
@@ -26,7 +26,10 @@ pub(crate) const LISTEN_BACKLOG: i32 = 1024;
 /// IPv6 listeners are v6-only, so `[::]` and `0.0.0.0` can both be served.
 /// With `freebind` (`vip_mode` "freebind" or "interface") it sets
 /// `IP_FREEBIND`, so the address need not be local yet.
-pub(crate) fn bind_service_listener(addr: SocketAddr, freebind: bool) -> io::Result<TcpListener> {
+pub(crate) fn bind_service_listener(
+    addr: SocketAddr,
+    freebind: bool,
+) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
@@ -37,7 +40,7 @@ pub(crate) fn bind_service_listener(addr: SocketAddr, freebind: bool) -> io::Res
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
 }
 
 /// `IP_FREEBIND` / `IPV6_FREEBIND`: lets `bind(2)` take an address that is
@@ -109,7 +112,10 @@ pub(crate) const UDP_FLOW_BUFFER: usize = 1 << 20;
 /// TCP listeners), large buffers, and, on a wildcard address, the socket
 /// option that reports each datagram's destination address (`IP_PKTINFO` /
 /// `IPV6_RECVPKTINFO`), so replies can leave from the address the client used.
-pub(crate) fn bind_udp_frontend(addr: SocketAddr, freebind: bool) -> io::Result<UdpSocket> {
+pub(crate) fn bind_udp_frontend(
+    addr: SocketAddr,
+    freebind: bool,
+) -> io::Result<std::net::UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
@@ -123,7 +129,7 @@ pub(crate) fn bind_udp_frontend(addr: SocketAddr, freebind: bool) -> io::Result<
     }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    UdpSocket::from_std(socket.into())
+    Ok(socket.into())
 }
 
 /// Opens a flow's socket: bound to an ephemeral port and connected to
@@ -654,7 +660,7 @@ pub(crate) fn send_ethernet_frame(ifindex: u32, dst_mac: [u8; 6], frame: &[u8]) 
 /// Binds another listener at `listener`'s address with the same options
 /// (`SO_REUSEPORT`, v6-only, `IP_FREEBIND`), so several accept loops can
 /// share one frontend and the kernel spreads new connections over them.
-pub(crate) fn bind_sibling(listener: &TcpListener) -> io::Result<TcpListener> {
+pub(crate) fn bind_sibling(listener: &std::net::TcpListener) -> io::Result<std::net::TcpListener> {
     let addr = listener.local_addr()?;
     let original = SockRef::from(listener);
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
@@ -669,5 +675,5 @@ pub(crate) fn bind_sibling(listener: &TcpListener) -> io::Result<TcpListener> {
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
 }
