@@ -242,7 +242,8 @@ impl ServicePort {
                 now,
                 |addr, hint| self.pinned(local, addr, hint, now),
                 || {
-                    let index = self.next_healthy(table, now)?;
+                    // Under the affinity lock: no atomic add, no division.
+                    let index = self.next_healthy(table, now, WeightedTable::next_serialized)?;
                     Some((index as u32, self.endpoints[index].addr))
                 },
             )?;
@@ -255,10 +256,11 @@ impl ServicePort {
                 },
             });
         }
-        self.next_healthy(table, now).map(|index| Pick {
-            index,
-            reason: PickReason::RoundRobin,
-        })
+        self.next_healthy(table, now, WeightedTable::next)
+            .map(|index| Pick {
+                index,
+                reason: PickReason::RoundRobin,
+            })
     }
 
     /// The index of a pinned endpoint if it may still take the connection.
@@ -279,14 +281,22 @@ impl ServicePort {
     /// ejected this is one pick and one relaxed load. Otherwise it redraws a
     /// bounded number of times, then walks the candidates; when every
     /// candidate is ejected, ejection is ignored (the contract's panic rule).
-    fn next_healthy(&self, table: &WeightedTable, now: Instant) -> Option<usize> {
-        let first = table.next()?;
+    /// `next` draws from the table: [`WeightedTable::next`], or
+    /// [`WeightedTable::next_serialized`] under the affinity lock.
+    #[inline]
+    fn next_healthy(
+        &self,
+        table: &WeightedTable,
+        now: Instant,
+        next: impl Fn(&WeightedTable) -> Option<usize>,
+    ) -> Option<usize> {
+        let first = next(table)?;
         if !self.endpoints[first].health.is_ejected(now) {
             return Some(first);
         }
         let candidates = table.candidates();
         for _ in 0..candidates.len() {
-            let i = table.next()?;
+            let i = next(table)?;
             if !self.endpoints[i].health.is_ejected(now) {
                 return Some(i);
             }
