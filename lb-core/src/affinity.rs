@@ -2,47 +2,64 @@
 //! sliding timeout.
 //!
 //! One table per service port, shared by all its frontends and carried from
-//! snapshot to snapshot, keyed by the endpoint's address (a stable identity, not
-//! a position), so pins survive reloads for endpoints that survive. Time is a
-//! parameter; the table is bounded: expired pins are reaped, and at the bound the
-//! pin idle longest is dropped for the new one.
+//! snapshot to snapshot. A pin names its endpoint by an id that stands for the
+//! endpoint's address (a stable identity, not a position) for as long as the
+//! address stays in the port, so pins survive reloads for endpoints that
+//! survive. Time is a parameter; the table is bounded: expired pins are reaped,
+//! and at the bound the pin idle longest is dropped for the new one.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use hashbrown::HashTable;
+
 /// Default bound on pins per service port.
 pub const DEFAULT_MAX_ENTRIES: usize = 65_536;
 
-/// Longest timeout kept (Kubernetes allows at most 86,400 s): clamping it means
-/// `now + timeout` never overflows an `Instant`, so a pin can store its
+/// Longest timeout kept (Kubernetes allows at most 86,400 s): clamping it
+/// means `now + timeout` never overflows an `Instant`, so a pin can store its
 /// deadline instead of recomputing it on every lookup.
 const MAX_TIMEOUT: Duration = Duration::from_secs(10 * 365 * 86_400);
 
 /// An endpoint index that no port has: a pin made through [`AffinityTable::pin`]
-/// (which knows only the address) is resolved by address on its next hit.
+/// (which knows only the address) is resolved by its endpoint id on its next hit.
 const NO_INDEX: u32 = u32::MAX;
 
+type FoldHash = foldhash::fast::RandomState;
+
+/// One pin, in one 64-byte cache line (aligned to it): a pick reads and
+/// writes one line of the table. The previous layout (a `SocketAddr` and an
+/// `Instant` beside the key, 80 bytes, aligned to 16) always spanned two
+/// lines, so 4,096 clients kept 512 KB of lines busy, a whole core's L2 on the
+/// machines we measure on; now 256 KB. (32 bytes, with the deadline as `i64`
+/// nanoseconds from an epoch, was tried:
+/// converting `now` to nanoseconds costs ~45 instructions per pick, since
+/// `Instant` arithmetic goes through std's out-of-line `sub_timespec`.)
 #[derive(Debug, Clone, Copy)]
+#[repr(C, align(64))]
 struct Pin {
-    endpoint: SocketAddr,
-    /// Where `endpoint` was in the endpoint list of the port that last used
-    /// the pin: a hint that saves the address lookup on a hit. The caller
-    /// checks it against the address, since a later snapshot may order its
-    /// endpoints differently.
-    index: u32,
+    /// The client, as [`key`] spells it.
+    client: u128,
     /// `last_seen + timeout`: the pin holds while `now <= expires`. A
     /// deadline rather than `last_seen`, so a hit compares two `Instant`s
-    /// instead of subtracting them (which normalises seconds and nanoseconds).
-    /// [`AffinityTable::set_timeout`] shifts every deadline, so a changed
-    /// timeout still applies to existing pins. (Nanoseconds from an epoch in
-    /// an `i64` were tried: 8 bytes smaller, but converting `now` cost more
-    /// than it saved.)
+    /// instead of subtracting them; [`AffinityTable::set_timeout`] shifts
+    /// every deadline, so a changed timeout still applies to existing pins.
     expires: Instant,
+    /// The endpoint, by its id in this table (see [`Endpoints`]): a stable
+    /// identity for its address, 4 bytes instead of a 32-byte `SocketAddr`
+    /// and one integer compare on a hit.
+    endpoint: u32,
+    /// Where the endpoint was in the endpoint list of the port that last used
+    /// the pin: a hint that saves a lookup on a hit. The caller checks it
+    /// against the endpoint id, since a later snapshot may order its
+    /// endpoints differently.
+    index: u32,
 }
 
-/// Pin map key: the client address as 128 bits, IPv4 in its IPv4-mapped IPv6
+/// Pin key: the client address as 128 bits, IPv4 in its IPv4-mapped IPv6
 /// form. One hash write instead of two (discriminant, address), and a client
 /// that reaches a dual-stack socket as `::ffff:a.b.c.d` keeps the pin it has as
 /// `a.b.c.d`.
@@ -66,10 +83,42 @@ pub struct AffinityTable {
 
 #[derive(Debug)]
 struct Inner {
+    /// The sliding timeout (at most [`MAX_TIMEOUT`]).
     timeout: Duration,
-    /// Keyed by client address with foldhash (seeded per table): a pick looks
-    /// a client up on every connection, and SipHash was most of its cost.
-    pins: HashMap<u128, Pin, foldhash::fast::RandomState>,
+    /// Keyed by client address with foldhash (seeded per table, so a client
+    /// cannot choose addresses that collide): a pick looks a client up on
+    /// every connection, and SipHash was most of its cost.
+    pins: HashTable<Pin>,
+    hasher: FoldHash,
+    endpoints: Endpoints,
+}
+
+/// Endpoint ids: pins name their endpoint by a `u32` that stands for its
+/// address for as long as the address stays in the service port. Ids are
+/// never reused while the counter lasts, so a pin made by a port of an older
+/// snapshot (in flight during a reload) can name an endpoint that has left,
+/// never a different one; such a pin is not found in the new port and the
+/// client is re-pinned, as a pin to a departed address would be.
+#[derive(Debug, Default)]
+struct Endpoints {
+    id: HashMap<SocketAddr, u32, FoldHash>,
+    addr: HashMap<u32, SocketAddr, FoldHash>,
+    next: u32,
+}
+
+impl Endpoints {
+    /// The id of `addr`, assigning the next one to a new address. The caller
+    /// made room first ([`Inner::make_room`]).
+    fn id(&mut self, addr: SocketAddr) -> u32 {
+        if let Some(&id) = self.id.get(&addr) {
+            return id;
+        }
+        let id = self.next;
+        self.next = self.next.wrapping_add(1);
+        self.id.insert(addr, id);
+        self.addr.insert(id, addr);
+        id
+    }
 }
 
 /// What [`AffinityTable::pick`] decided for a client.
@@ -83,23 +132,74 @@ pub struct Sticky {
 }
 
 impl Inner {
+    fn hash(&self, client: u128) -> u64 {
+        self.hasher.hash_one(client)
+    }
+
     /// Inserts a pin for a client that has none, dropping expired pins and
     /// then the idlest one when the table is full.
-    fn insert(&mut self, client: u128, pin: Pin, max_entries: usize, now: Instant) {
+    fn insert(&mut self, pin: Pin, max_entries: usize, now: Instant) {
         if self.pins.len() >= max_entries {
-            self.pins.retain(|_, p| now <= p.expires);
+            self.pins.retain(|p| now <= p.expires);
             if self.pins.len() >= max_entries {
-                if let Some(oldest) = self
-                    .pins
-                    .iter()
-                    .min_by_key(|(_, p)| p.expires)
-                    .map(|(ip, _)| *ip)
-                {
-                    self.pins.remove(&oldest);
+                if let Some(oldest) = self.pins.iter().min_by_key(|p| p.expires).map(|p| p.client) {
+                    let hash = self.hash(oldest);
+                    if let Ok(slot) = self.pins.find_entry(hash, |p| p.client == oldest) {
+                        slot.remove();
+                    }
                 }
             }
         }
-        self.pins.insert(client, pin);
+        let hash = self.hash(pin.client);
+        let hasher = &self.hasher;
+        self.pins
+            .insert_unique(hash, pin, |p| hasher.hash_one(p.client));
+    }
+
+    /// Pins `client` to endpoint `id` (at `index`), replacing its pin.
+    fn pin(&mut self, client: u128, id: u32, index: u32, now: Instant, max_entries: usize) {
+        let pin = Pin {
+            client,
+            expires: now.checked_add(self.timeout).unwrap_or(now),
+            endpoint: id,
+            index,
+        };
+        let hash = self.hash(client);
+        match self.pins.find_mut(hash, |p| p.client == client) {
+            Some(existing) => *existing = pin,
+            None => self.insert(pin, max_entries, now),
+        }
+    }
+
+    /// Keeps the ids of `live` and the pins to them; forgets the rest.
+    fn retain_endpoints(&mut self, live: impl Fn(&SocketAddr) -> bool) {
+        self.endpoints.id.retain(|addr, _| live(addr));
+        let ids = &self.endpoints.id;
+        self.endpoints.addr.retain(|_, addr| ids.contains_key(addr));
+        let addrs = &self.endpoints.addr;
+        self.pins.retain(|p| addrs.contains_key(&p.endpoint));
+    }
+
+    /// Makes sure `fresh` new endpoint ids can be handed out. After 2^32 ids
+    /// in one table (addresses that came and went) the table starts again
+    /// from 0 with no pins and no ids, so no pin names a reused id; clients
+    /// lose their pins once, and a port built before that (still picking
+    /// during the reload that ran out) holds ids that no longer mean
+    /// anything here: its picks miss and re-pin.
+    fn make_room(&mut self, fresh: usize) {
+        let room = u32::MAX - self.endpoints.next;
+        if u32::try_from(fresh).map_or(true, |n| n > room) {
+            self.pins.clear();
+            self.endpoints = Endpoints::default();
+        }
+    }
+
+    /// The id of `addr`, assigning one if it has none.
+    fn endpoint_id(&mut self, addr: SocketAddr) -> u32 {
+        if !self.endpoints.id.contains_key(&addr) {
+            self.make_room(1);
+        }
+        self.endpoints.id(addr)
     }
 }
 
@@ -115,15 +215,17 @@ impl AffinityTable {
             max_entries: max_entries.max(1),
             inner: Mutex::new(Inner {
                 timeout: timeout.min(MAX_TIMEOUT),
-                pins: HashMap::default(),
+                pins: HashTable::new(),
+                hasher: FoldHash::default(),
+                endpoints: Endpoints::default(),
             }),
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // A panic while holding this lock cannot leave the map inconsistent
-        // (every mutation is a single insert, update or remove), so poisoning
-        // is ignored.
+        // A panic while holding this lock cannot leave the table inconsistent
+        // (every mutation is a single insert, update or remove, or a retain),
+        // so poisoning is ignored.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -142,7 +244,7 @@ impl AffinityTable {
             return;
         }
         let old = std::mem::replace(&mut inner.timeout, timeout);
-        for pin in inner.pins.values_mut() {
+        for pin in inner.pins.iter_mut() {
             // `expires - old` is when the pin was last seen, a real instant.
             if let Some(last_seen) = pin.expires.checked_sub(old) {
                 pin.expires = last_seen.checked_add(timeout).unwrap_or(last_seen);
@@ -150,12 +252,29 @@ impl AffinityTable {
         }
     }
 
+    /// The ids of `endpoints` (a port's endpoint list, in its order), for
+    /// [`AffinityTable::pick`]: an address keeps its id for as long as it
+    /// stays in the list. Pins to endpoints not in the list are dropped (they
+    /// left the service), as [`AffinityTable::retain_endpoints`] does.
+    pub fn endpoint_ids(&self, endpoints: &[SocketAddr]) -> Vec<u32> {
+        let live: HashSet<SocketAddr> = endpoints.iter().copied().collect();
+        let mut inner = self.lock();
+        inner.retain_endpoints(|addr| live.contains(addr));
+        let fresh = live
+            .iter()
+            .filter(|a| !inner.endpoints.id.contains_key(a))
+            .count();
+        inner.make_room(fresh);
+        endpoints.iter().map(|&a| inner.endpoints.id(a)).collect()
+    }
+
     /// The sticky pick for `client` under one lock: its unexpired pin if
-    /// `accept(endpoint, index hint)` still takes it (returning the
+    /// `accept(endpoint id, index hint)` still takes it (returning the
     /// endpoint's index); an unexpired pin is refreshed either way. Otherwise
-    /// `choose()`'s endpoint,
-    /// which becomes the client's pin. `None` when `choose` finds nothing
-    /// (an expired pin is then dropped, as [`AffinityTable::lookup`] would).
+    /// `choose()`'s endpoint (index, id), which becomes the client's pin.
+    /// `None` when `choose` finds nothing (an expired pin is then dropped, as
+    /// [`AffinityTable::lookup`] would). Endpoint ids are those
+    /// [`AffinityTable::endpoint_ids`] gave the caller.
     ///
     /// `accept` and `choose` run under the table's lock: they must not touch
     /// this table.
@@ -164,48 +283,56 @@ impl AffinityTable {
         &self,
         client: IpAddr,
         now: Instant,
-        accept: impl FnOnce(SocketAddr, u32) -> Option<u32>,
-        choose: impl FnOnce() -> Option<(u32, SocketAddr)>,
+        accept: impl FnOnce(u32, u32) -> Option<u32>,
+        choose: impl FnOnce() -> Option<(u32, u32)>,
     ) -> Option<Sticky> {
         let client = key(client);
         let mut inner = self.lock();
         let deadline = now.checked_add(inner.timeout).unwrap_or(now);
-        if let Some(pin) = inner.pins.get_mut(&client) {
-            let live = now <= pin.expires;
-            if live {
-                // Seen now, whether or not its endpoint still takes
-                // connections (as `lookup` followed by a check would).
-                pin.expires = deadline;
-                if let Some(index) = accept(pin.endpoint, pin.index) {
-                    pin.index = index;
-                    return Some(Sticky { index, hit: true });
+        let hash = inner.hash(client);
+        match inner.pins.find_entry(hash, |p| p.client == client) {
+            Ok(mut slot) => {
+                let pin = slot.get_mut();
+                let live = now <= pin.expires;
+                if live {
+                    // Seen now, whether or not its endpoint still takes
+                    // connections (as `lookup` followed by a check would).
+                    pin.expires = deadline;
+                    if let Some(index) = accept(pin.endpoint, pin.index) {
+                        pin.index = index;
+                        return Some(Sticky { index, hit: true });
+                    }
+                }
+                match choose() {
+                    Some((index, endpoint)) => {
+                        *pin = Pin {
+                            client,
+                            expires: deadline,
+                            endpoint,
+                            index,
+                        };
+                        Some(Sticky { index, hit: false })
+                    }
+                    None => {
+                        if !live {
+                            slot.remove();
+                        }
+                        None
+                    }
                 }
             }
-            return match choose() {
-                Some((index, endpoint)) => {
-                    *pin = Pin {
-                        endpoint,
-                        index,
-                        expires: deadline,
-                    };
-                    Some(Sticky { index, hit: false })
-                }
-                None => {
-                    if !live {
-                        inner.pins.remove(&client);
-                    }
-                    None
-                }
-            };
+            Err(_) => {
+                let (index, endpoint) = choose()?;
+                let pin = Pin {
+                    client,
+                    expires: deadline,
+                    endpoint,
+                    index,
+                };
+                inner.insert(pin, self.max_entries, now);
+                Some(Sticky { index, hit: false })
+            }
         }
-        let (index, endpoint) = choose()?;
-        let pin = Pin {
-            endpoint,
-            index,
-            expires: deadline,
-        };
-        inner.insert(client, pin, self.max_entries, now);
-        Some(Sticky { index, hit: false })
     }
 
     /// The endpoint `client` is pinned to, if the pin has not expired; a hit
@@ -214,43 +341,45 @@ impl AffinityTable {
         let client = key(client);
         let mut inner = self.lock();
         let deadline = now.checked_add(inner.timeout).unwrap_or(now);
-        match inner.pins.get_mut(&client) {
-            Some(pin) if now <= pin.expires => {
-                pin.expires = deadline;
-                Some(pin.endpoint)
-            }
-            Some(_) => {
-                inner.pins.remove(&client);
-                None
-            }
-            None => None,
+        let hash = inner.hash(client);
+        let Ok(mut slot) = inner.pins.find_entry(hash, |p| p.client == client) else {
+            return None;
+        };
+        let pin = slot.get_mut();
+        if now <= pin.expires {
+            pin.expires = deadline;
+            let id = pin.endpoint;
+            return inner.endpoints.addr.get(&id).copied();
         }
+        slot.remove();
+        None
     }
 
     /// Pins `client` to `endpoint` from `now` on.
     pub fn pin(&self, client: IpAddr, endpoint: SocketAddr, now: Instant) {
-        self.pin_at(client, endpoint, NO_INDEX, now);
-    }
-
-    /// Pins `client` to `endpoint`, which is at `index` in the caller's port
-    /// (a hint for the next hit).
-    pub fn pin_at(&self, client: IpAddr, endpoint: SocketAddr, index: u32, now: Instant) {
         let client = key(client);
         let mut inner = self.lock();
-        let pin = Pin {
-            endpoint,
-            index,
-            expires: now.checked_add(inner.timeout).unwrap_or(now),
-        };
-        match inner.pins.get_mut(&client) {
-            Some(existing) => *existing = pin,
-            None => inner.insert(client, pin, self.max_entries, now),
-        }
+        let id = inner.endpoint_id(endpoint);
+        inner.pin(client, id, NO_INDEX, now, self.max_entries);
+    }
+
+    /// Pins `client` to the endpoint with id `endpoint` (from
+    /// [`AffinityTable::endpoint_ids`]), which is at `index` in the caller's
+    /// port (a hint for the next hit).
+    pub fn pin_at(&self, client: IpAddr, endpoint: u32, index: u32, now: Instant) {
+        let client = key(client);
+        self.lock()
+            .pin(client, endpoint, index, now, self.max_entries);
     }
 
     /// Drops the pin of `client`.
     pub fn forget(&self, client: IpAddr) {
-        self.lock().pins.remove(&key(client));
+        let client = key(client);
+        let mut inner = self.lock();
+        let hash = inner.hash(client);
+        if let Ok(slot) = inner.pins.find_entry(hash, |p| p.client == client) {
+            slot.remove();
+        }
     }
 
     /// Removes expired pins; returns how many went. Called periodically so that
@@ -258,13 +387,13 @@ impl AffinityTable {
     pub fn reap(&self, now: Instant) -> usize {
         let mut inner = self.lock();
         let before = inner.pins.len();
-        inner.pins.retain(|_, p| now <= p.expires);
+        inner.pins.retain(|p| now <= p.expires);
         before - inner.pins.len()
     }
 
     /// Drops pins to endpoints not in `live` (they left the service).
     pub fn retain_endpoints(&self, live: &HashSet<SocketAddr>) {
-        self.lock().pins.retain(|_, p| live.contains(&p.endpoint));
+        self.lock().retain_endpoints(|addr| live.contains(addr));
     }
 
     /// Number of pins held.
@@ -375,9 +504,10 @@ mod tests {
     #[test]
     fn pick_refreshes_a_hit_and_repins_in_place_on_a_miss() {
         let t = AffinityTable::new(Duration::from_secs(10));
+        let ids = t.endpoint_ids(&[ep("127.0.0.1:80"), ep("127.0.0.3:80")]);
         let t0 = Instant::now();
         let client = ip("127.0.0.5");
-        let first = t.pick(client, t0, |_, _| None, || Some((3, ep("127.0.0.3:80"))));
+        let first = t.pick(client, t0, |_, _| None, || Some((3, ids[1])));
         assert_eq!(
             first,
             Some(Sticky {
@@ -385,11 +515,13 @@ mod tests {
                 hit: false
             })
         );
-        // A hit hands the stored index as a hint and keeps what accept says.
+        assert_eq!(t.lookup(client, t0), Some(ep("127.0.0.3:80")));
+        // A hit hands the endpoint's id and the stored index as a hint, and
+        // keeps what accept says.
         let hit = t.pick(
             client,
             t0 + Duration::from_secs(9),
-            |addr, hint| (addr == ep("127.0.0.3:80") && hint == 3).then_some(7),
+            |id, hint| (id == ids[1] && hint == 3).then_some(7),
             || None,
         );
         assert_eq!(
@@ -418,7 +550,7 @@ mod tests {
             client,
             t0 + Duration::from_secs(19),
             |_, _| None,
-            || Some((1, ep("127.0.0.1:80"))),
+            || Some((1, ids[0])),
         );
         assert_eq!(
             moved,
@@ -428,12 +560,77 @@ mod tests {
             })
         );
         assert_eq!(t.len(), 1);
+        assert_eq!(
+            t.lookup(client, t0 + Duration::from_secs(19)),
+            Some(ep("127.0.0.1:80"))
+        );
         // Expired and nothing to choose: the pin goes.
         assert_eq!(
             t.pick(client, t0 + Duration::from_secs(60), |_, _| None, || None),
             None
         );
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn an_endpoint_keeps_its_id_while_it_stays_and_a_returning_one_gets_a_new_id() {
+        let t = AffinityTable::new(Duration::from_secs(10));
+        let (a, b, c) = (ep("127.0.0.1:80"), ep("127.0.0.2:80"), ep("127.0.0.3:80"));
+        let first = t.endpoint_ids(&[a, b]);
+        assert_ne!(first[0], first[1]);
+        // Reordered, with c added: a and b keep theirs, c gets a fresh one.
+        let second = t.endpoint_ids(&[c, b, a]);
+        assert_eq!((second[2], second[1]), (first[0], first[1]));
+        assert!(!first.contains(&second[0]));
+        // b leaves and comes back: a new id, so a pin made under the old one
+        // (by a snapshot still in use) can never be taken for another endpoint.
+        t.endpoint_ids(&[a, c]);
+        let back = t.endpoint_ids(&[a, b, c]);
+        assert!(![first[1], second[0], first[0]].contains(&back[1]));
+    }
+
+    #[test]
+    fn pins_to_an_endpoint_that_left_go_with_its_id() {
+        let t = AffinityTable::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        t.pin(ip("127.0.0.1"), ep("127.0.0.1:80"), t0);
+        t.pin(ip("127.0.0.2"), ep("127.0.0.2:80"), t0);
+        t.endpoint_ids(&[ep("127.0.0.2:80")]);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.lookup(ip("127.0.0.1"), t0), None);
+        assert_eq!(t.lookup(ip("127.0.0.2"), t0), Some(ep("127.0.0.2:80")));
+    }
+
+    #[test]
+    fn running_out_of_endpoint_ids_starts_again_without_pins() {
+        let t = AffinityTable::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        t.pin(ip("127.0.0.1"), ep("127.0.0.1:80"), t0);
+        t.lock().endpoints.next = u32::MAX - 1;
+        let ids = t.endpoint_ids(&[ep("127.0.0.1:80"), ep("127.0.0.2:80")]);
+        assert_eq!(t.len(), 1, "one fresh id still fits");
+        assert_eq!(ids[1], u32::MAX - 1);
+        let ids = t.endpoint_ids(&[ep("127.0.0.1:80"), ep("127.0.0.2:80"), ep("127.0.0.3:80")]);
+        assert!(t.is_empty(), "no pin may name a reused id");
+        assert_eq!(ids, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn instants_before_the_table_was_made_work_too() {
+        let t = AffinityTable::new(Duration::from_secs(10));
+        let Some(t0) = Instant::now().checked_sub(Duration::from_secs(5)) else {
+            return; // the machine booted less than 5 s ago
+        };
+        t.pin(ip("127.0.0.5"), ep("127.0.0.1:80"), t0);
+        let at = |s| t0 + Duration::from_secs(s);
+        assert_eq!(t.lookup(ip("127.0.0.5"), at(10)), Some(ep("127.0.0.1:80")));
+        assert_eq!(t.lookup(ip("127.0.0.5"), at(21)), None);
+    }
+
+    #[test]
+    fn a_pin_takes_one_cache_line() {
+        assert_eq!(std::mem::size_of::<Pin>(), 64);
+        assert_eq!(std::mem::align_of::<Pin>(), 64);
     }
 
     #[test]
@@ -504,7 +701,69 @@ mod tests {
         SocketAddr::from(([127, 0, 2, e], 80))
     }
 
+    #[derive(Debug, Clone)]
+    enum Churn {
+        /// A port is built with the endpoints whose bit is set.
+        Build(u8),
+        Pin(u8, u8),
+        Lookup(u8),
+        Advance(u16),
+    }
+
+    fn churn() -> impl Strategy<Value = Churn> {
+        prop_oneof![
+            any::<u8>().prop_map(Churn::Build),
+            (0u8..12, 0u8..8).prop_map(|(c, e)| Churn::Pin(c, e)),
+            (0u8..12).prop_map(Churn::Lookup),
+            (0u16..3_000).prop_map(Churn::Advance),
+        ]
+    }
+
     proptest! {
+        /// Whatever the endpoints do: a live endpoint keeps its id, live
+        /// endpoints have distinct ids, no id comes back for a different
+        /// address, the table holds at most its bound, and a lookup returns
+        /// the endpoint the client was last pinned to or nothing.
+        #[test]
+        fn ids_stay_stable_and_unique_and_the_bound_holds(ops in proptest::collection::vec(churn(), 1..150)) {
+            let table = AffinityTable::with_capacity_limit(Duration::from_secs(5), 4);
+            let mut now = Instant::now();
+            let mut live: HashMap<SocketAddr, u32> = HashMap::new();
+            let mut ever: HashMap<u32, SocketAddr> = HashMap::new();
+            let mut pinned: HashMap<IpAddr, SocketAddr> = HashMap::new();
+            for op in ops {
+                match op {
+                    Churn::Build(bits) => {
+                        let eps: Vec<SocketAddr> =
+                            (0..8).filter(|e| bits & (1 << e) != 0).map(endpoint).collect();
+                        let ids = table.endpoint_ids(&eps);
+                        prop_assert_eq!(ids.len(), eps.len());
+                        let distinct: HashSet<u32> = ids.iter().copied().collect();
+                        prop_assert_eq!(distinct.len(), ids.len());
+                        for (addr, id) in eps.iter().zip(&ids) {
+                            if let Some(old) = live.get(addr) {
+                                prop_assert_eq!(old, id, "a live endpoint keeps its id");
+                            }
+                            prop_assert_eq!(*ever.entry(*id).or_insert(*addr), *addr);
+                        }
+                        live = eps.iter().copied().zip(ids).collect();
+                        pinned.retain(|_, e| live.contains_key(e));
+                    }
+                    Churn::Pin(c, e) => {
+                        table.pin(client(c), endpoint(e), now);
+                        pinned.insert(client(c), endpoint(e));
+                    }
+                    Churn::Lookup(c) => {
+                        if let Some(got) = table.lookup(client(c), now) {
+                            prop_assert_eq!(Some(&got), pinned.get(&client(c)));
+                        }
+                    }
+                    Churn::Advance(ms) => now += Duration::from_millis(ms.into()),
+                }
+                prop_assert!(table.len() <= 4);
+            }
+        }
+
         #[test]
         fn the_table_behaves_like_the_model(ops in proptest::collection::vec(op(), 1..120)) {
             let table = AffinityTable::new(Duration::from_secs(5));
@@ -520,11 +779,18 @@ mod tests {
                         prop_assert_eq!(table.lookup(client(c), now), model.lookup(client(c), now));
                     }
                     Op::Pick(c, below, choose) => {
+                        // As a port built now would: the ids of all four
+                        // endpoints (pins stay, as all four are live).
+                        let all: Vec<SocketAddr> = (0..4).map(endpoint).collect();
+                        let ids = table.endpoint_ids(&all);
                         let got = table.pick(
                             client(c),
                             now,
-                            |addr, _| (addr.ip() < IpAddr::from([127, 0, 2, below])).then_some(0),
-                            || choose.map(|e| (1, endpoint(e))),
+                            |id, _| {
+                                let e = ids.iter().position(|&i| i == id)?;
+                                (e < usize::from(below)).then_some(0)
+                            },
+                            || choose.map(|e| (1, ids[usize::from(e)])),
                         );
                         let want = match model.lookup(client(c), now) {
                             Some(addr) if addr.ip() < IpAddr::from([127, 0, 2, below]) => {

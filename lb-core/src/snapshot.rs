@@ -8,7 +8,7 @@
 //! over from the previous snapshot by stable identity: service port key and
 //! endpoint address, never vector position.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
@@ -170,8 +170,43 @@ pub struct ServicePort {
     index_of: HashMap<SocketAddr, u32, FastHash>,
     cluster: WeightedTable,
     local: WeightedTable,
-    affinity: Option<Arc<AffinityTable>>,
+    affinity: Option<PortAffinity>,
     stats: Arc<PortStats>,
+}
+
+/// A sticky port's pin table and its endpoints' ids in it.
+#[derive(Debug)]
+struct PortAffinity {
+    table: Arc<AffinityTable>,
+    /// The id of each endpoint (by index), which pins store instead of the
+    /// address ([`AffinityTable::endpoint_ids`]).
+    ids: Vec<u32>,
+    /// `(id, index)` sorted by id: finds a pinned endpoint after a snapshot
+    /// moved it (the pin's index hint no longer matches).
+    by_id: Vec<(u32, u32)>,
+}
+
+impl PortAffinity {
+    fn new(table: Arc<AffinityTable>, endpoints: &[Endpoint]) -> Self {
+        let addrs: Vec<SocketAddr> = endpoints.iter().map(|e| e.addr).collect();
+        let ids = table.endpoint_ids(&addrs);
+        let mut by_id: Vec<(u32, u32)> = ids.iter().zip(0..).map(|(&id, i)| (id, i)).collect();
+        by_id.sort_unstable();
+        PortAffinity { table, ids, by_id }
+    }
+
+    /// The index of the endpoint with this id, trying `hint` first.
+    #[inline]
+    fn index(&self, id: u32, hint: u32) -> Option<usize> {
+        match self.ids.get(hint as usize) {
+            Some(&at) if at == id => Some(hint as usize),
+            _ => self
+                .by_id
+                .binary_search_by_key(&id, |&(id, _)| id)
+                .ok()
+                .map(|k| self.by_id[k].1 as usize),
+        }
+    }
 }
 
 impl ServicePort {
@@ -217,7 +252,7 @@ impl ServicePort {
 
     /// The affinity table, when the service uses ClientIP.
     pub fn affinity(&self) -> Option<&Arc<AffinityTable>> {
-        self.affinity.as_ref()
+        self.affinity.as_ref().map(|a| &a.table)
     }
 
     /// The selection table for the cluster-wide or the node-local policy.
@@ -237,14 +272,14 @@ impl ServicePort {
         if let Some(affinity) = &self.affinity {
             // One lock and one hash per pick, hit or miss: the table decides
             // and re-pins in place.
-            let sticky = affinity.pick(
+            let sticky = affinity.table.pick(
                 client,
                 now,
-                |addr, hint| self.pinned(local, addr, hint, now),
+                |id, hint| self.pinned(local, affinity.index(id, hint)?, now),
                 || {
                     // Under the affinity lock: no atomic add, no division.
                     let index = self.next_healthy(table, now, WeightedTable::next_serialized)?;
-                    Some((index as u32, self.endpoints[index].addr))
+                    Some((index as u32, affinity.ids[index]))
                 },
             )?;
             return Some(Pick {
@@ -264,15 +299,8 @@ impl ServicePort {
     }
 
     /// The index of a pinned endpoint if it may still take the connection.
-    /// `hint` is where the pin last found it: when the endpoint at `hint` has
-    /// the pinned address (always, unless a snapshot reordered or removed
-    /// endpoints) the address lookup is skipped.
     #[inline]
-    fn pinned(&self, local: bool, addr: SocketAddr, hint: u32, now: Instant) -> Option<u32> {
-        let index = match self.endpoints.get(hint as usize) {
-            Some(e) if e.addr == addr => hint as usize,
-            _ => self.index_of(addr)?,
-        };
+    fn pinned(&self, local: bool, index: usize, now: Instant) -> Option<u32> {
         (self.table(local).is_candidate(index) && !self.is_ejected(local, index, now))
             .then_some(index as u32)
     }
@@ -350,7 +378,9 @@ impl ServicePort {
             index = first;
         }
         if let Some(affinity) = &self.affinity {
-            affinity.pin_at(client, self.endpoints[index].addr, index as u32, now);
+            affinity
+                .table
+                .pin_at(client, affinity.ids[index], index as u32, now);
         }
         Some(index)
     }
@@ -568,7 +598,7 @@ impl Snapshot {
             .values()
             .flat_map(|s| s.ports.iter())
             .filter_map(|p| p.affinity.as_ref())
-            .map(|a| a.reap(now))
+            .map(|a| a.table.reap(now))
             .sum()
     }
 }
@@ -626,12 +656,12 @@ fn build_port(
         SessionAffinity::None => None,
         SessionAffinity::ClientIp { timeout } => {
             let table = prev
-                .and_then(|p| p.affinity.clone())
+                .and_then(|p| p.affinity.as_ref())
+                .map(|a| a.table.clone())
                 .unwrap_or_else(|| Arc::new(AffinityTable::new(timeout)));
             table.set_timeout(timeout);
-            let live: HashSet<SocketAddr> = endpoints.iter().map(|e| e.addr).collect();
-            table.retain_endpoints(&live);
-            Some(table)
+            // Drops pins to endpoints that left.
+            Some(PortAffinity::new(table, &endpoints))
         }
     };
     ServicePort {
@@ -769,6 +799,7 @@ impl Table {
 mod tests {
     use super::*;
     use crate::spec::{EndpointSpec, PortSpec};
+    use std::collections::HashSet;
     use std::time::Duration;
 
     fn ip(s: &str) -> IpAddr {
@@ -895,6 +926,57 @@ mod tests {
                 moved
             );
         }
+    }
+
+    #[test]
+    fn a_pin_follows_its_endpoint_to_a_new_position_and_not_an_old_snapshots_departed_one() {
+        let aff = SessionAffinity::ClientIp {
+            timeout: Duration::from_secs(60),
+        };
+        let now = Instant::now();
+        let eps = ["127.0.0.2:1", "127.0.0.4:1", "127.0.0.6:1"];
+        let a = Snapshot::build(node(), vec![web(&eps, aff)], None, SystemTime::now());
+        let clients: Vec<IpAddr> = (1..=6).map(|c| IpAddr::from([127, 0, 9, c])).collect();
+        let pick = |s: &Snapshot, c: IpAddr| {
+            let e = entry(s);
+            let p = e.pick(c, now).unwrap();
+            (e.port.endpoint(p.index).addr, p.reason)
+        };
+        let pinned: Vec<SocketAddr> = clients.iter().map(|&c| pick(&a, c).0).collect();
+        // Endpoints join before each one: every index moves, every pin holds.
+        let moved = [
+            "127.0.0.1:1",
+            "127.0.0.2:1",
+            "127.0.0.3:1",
+            "127.0.0.4:1",
+            "127.0.0.5:1",
+            "127.0.0.6:1",
+        ];
+        let b = Snapshot::build(node(), vec![web(&moved, aff)], Some(&a), SystemTime::now());
+        for (&c, &addr) in clients.iter().zip(&pinned) {
+            assert_eq!(pick(&b, c), (addr, PickReason::Affinity));
+        }
+        // 127.0.0.4 leaves; `b` (still in use during the reload) pins a new
+        // client to it after `c` was built. `c` does not honour that pin.
+        let c = Snapshot::build(
+            node(),
+            vec![web(&["127.0.0.2:1", "127.0.0.6:1"], aff)],
+            Some(&b),
+            SystemTime::now(),
+        );
+        let late = IpAddr::from([127, 0, 9, 99]);
+        let e = entry(&b);
+        let four = e.port.index_of(sa("127.0.0.4:1")).unwrap();
+        e.failover(
+            e.port.table(false).candidates()[four - 1] as usize,
+            late,
+            now,
+        );
+        assert_eq!(pick(&b, late), (sa("127.0.0.4:1"), PickReason::Affinity));
+        let (now_at, reason) = pick(&c, late);
+        assert_ne!(now_at, sa("127.0.0.4:1"));
+        assert_eq!(reason, PickReason::RoundRobin);
+        assert_eq!(pick(&c, late), (now_at, PickReason::Affinity));
     }
 
     #[test]
