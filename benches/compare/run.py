@@ -27,7 +27,8 @@ every address is on loopback. Not part of .ci/run: this is a benchmark.
 
 --alt-env KEY=VALUE[,KEY=VALUE] adds a second lb-proxy, "lb-alt" on
 127.0.54.1, started with those environment variables (for example
-LB_ACCEPT=percore), so that two settings are compared in the same run.
+LB_ACCEPT=percore), and --alt-bin PATH runs another build there, so that two
+settings or two builds are compared in the same run.
 """
 import argparse, json, os, re, shutil, signal, statistics, subprocess, sys, tempfile, time
 
@@ -167,10 +168,12 @@ class Harness:
             alt_conf = render("lb.toml.in", os.path.join(d, "lb-alt.toml"), VIP=TARGETS["lb-alt"],
                               HOLD_PORT=HOLD_PORTS["lb-alt"], **sub)
             alt_env = dict(env)
-            for kv in self.args.alt_env.split(","):
+            for kv in (self.args.alt_env or "").split(","):
+                if not kv.strip():
+                    continue
                 k, _, v = kv.partition("=")
                 alt_env[k.strip()] = v.strip()
-            self.spawn("lb-alt", [self.args.lb_bin, "--config", alt_conf], env=alt_env,
+            self.spawn("lb-alt", [self.args.alt_bin or self.args.lb_bin, "--config", alt_conf], env=alt_env,
                        cpu=self.proxy_cpu)
         ha_conf = render("haproxy.cfg.in", os.path.join(d, "haproxy.cfg"), VIP=TARGETS["haproxy"],
                          HOLD_PORT=HOLD_PORTS["haproxy"], **sub)
@@ -364,10 +367,11 @@ def main():
     ap.add_argument("--lb-bin", default=os.path.join(HERE, "..", "..", "target", "release", "lb-proxy"))
     ap.add_argument("--json", help="write raw results here")
     ap.add_argument("--alt-env", help="KEY=VALUE[,KEY=VALUE]: also run lb-proxy as lb-alt with these")
+    ap.add_argument("--alt-bin", help="also run this lb-proxy binary as lb-alt (with --alt-env if given)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, configs)")
     args = ap.parse_args()
     args.tests = [t for t in args.tests.split(",") if t]
-    if args.alt_env:
+    if args.alt_env or args.alt_bin:
         TARGETS["lb-alt"] = "127.0.54.1"
         PROXIES.insert(1, "lb-alt")
         HOLD_PORTS["lb-alt"] = 9004

@@ -33,7 +33,9 @@ pub(crate) struct Workers {
     handles: Vec<Handle>,
     stops: Vec<oneshot::Sender<()>>,
     /// Not joined on drop (the data plane may be dropped on a runtime
-    /// thread, which must not block): each thread ends by itself.
+    /// thread, which must not block): each thread ends by itself. Kept for
+    /// the tests, which join them.
+    #[cfg_attr(not(test), allow(dead_code))]
     threads: Vec<std::thread::JoinHandle<()>>,
     /// Where the next single-socket frontend (UDP) goes.
     next: AtomicUsize,
