@@ -96,29 +96,6 @@ impl WeightedTable {
         Some(self.sequence[n % self.sequence.len()] as usize)
     }
 
-    /// The next endpoint index by weight, for a caller that already
-    /// serializes its picks on this table (the affinity table's lock runs
-    /// every pick of a sticky port): a plain load and store of the cursor
-    /// instead of an atomic add, and the cursor wraps at the sequence length
-    /// instead of being divided by it. The sequence continues where
-    /// [`WeightedTable::next`] left it and the other way round. A pick made
-    /// at the same moment outside that lock (a reload that turns affinity off
-    /// shares the cursor with the snapshot still in use) can lose an
-    /// increment, so two connections get the same endpoint: a slight
-    /// imbalance, never an index out of range.
-    #[inline]
-    pub fn next_serialized(&self) -> Option<usize> {
-        let len = self.sequence.len();
-        if len == 0 {
-            return None;
-        }
-        let n = self.cursor.load(Ordering::Relaxed);
-        let n = if n < len { n } else { n % len };
-        self.cursor
-            .store(if n + 1 == len { 0 } else { n + 1 }, Ordering::Relaxed);
-        Some(self.sequence[n] as usize)
-    }
-
     /// The candidate after endpoint `index` in endpoint order (wrapping), for a
     /// dial that failed: failover cycles through every candidate in turn.
     pub fn after(&self, index: usize) -> Option<usize> {
@@ -205,35 +182,6 @@ mod tests {
         assert_eq!(a.next(), Some(0));
         let b = WeightedTable::new(&[(0, 1), (1, 1), (2, 1)], Some(a.cursor()));
         assert_eq!(b.next(), Some(1));
-    }
-
-    #[test]
-    fn serialized_picks_follow_the_same_sequence_and_wrap_without_dividing() {
-        let weights = [(0, 3), (1, 1), (2, 2)];
-        let atomic = WeightedTable::new(&weights, None);
-        let serialized = WeightedTable::new(&weights, None);
-        let len = serialized.sequence.len();
-        for _ in 0..3 * len {
-            assert_eq!(serialized.next_serialized(), atomic.next());
-            // The serialized cursor stays below the sequence length.
-            assert!(serialized.cursor.load(Ordering::Relaxed) < len);
-        }
-    }
-
-    #[test]
-    fn serialized_and_atomic_picks_continue_each_other() {
-        let t = WeightedTable::new(&[(0, 1), (1, 1), (2, 1)], None);
-        assert_eq!(t.next(), Some(0));
-        assert_eq!(t.next_serialized(), Some(1));
-        assert_eq!(t.next(), Some(2));
-        assert_eq!(t.next_serialized(), Some(0));
-        // A cursor carried over from a longer sequence, or grown by atomic
-        // picks, is taken modulo the length once.
-        t.cursor.store(3 * 7 + 2, Ordering::Relaxed);
-        assert_eq!(t.next_serialized(), Some(2));
-        assert_eq!(t.next_serialized(), Some(0));
-        let empty = WeightedTable::new(&[(0, 0)], None);
-        assert_eq!(empty.next_serialized(), None);
     }
 
     proptest! {

@@ -277,8 +277,7 @@ impl ServicePort {
                 now,
                 |id, hint| self.pinned(local, affinity.index(id, hint)?, now),
                 || {
-                    // Under the affinity lock: no atomic add, no division.
-                    let index = self.next_healthy(table, now, WeightedTable::next_serialized)?;
+                    let index = self.next_healthy(table, now)?;
                     Some((index as u32, affinity.ids[index]))
                 },
             )?;
@@ -291,11 +290,10 @@ impl ServicePort {
                 },
             });
         }
-        self.next_healthy(table, now, WeightedTable::next)
-            .map(|index| Pick {
-                index,
-                reason: PickReason::RoundRobin,
-            })
+        self.next_healthy(table, now).map(|index| Pick {
+            index,
+            reason: PickReason::RoundRobin,
+        })
     }
 
     /// The index of a pinned endpoint if it may still take the connection.
@@ -309,22 +307,14 @@ impl ServicePort {
     /// ejected this is one pick and one relaxed load. Otherwise it redraws a
     /// bounded number of times, then walks the candidates; when every
     /// candidate is ejected, ejection is ignored (the contract's panic rule).
-    /// `next` draws from the table: [`WeightedTable::next`], or
-    /// [`WeightedTable::next_serialized`] under the affinity lock.
-    #[inline]
-    fn next_healthy(
-        &self,
-        table: &WeightedTable,
-        now: Instant,
-        next: impl Fn(&WeightedTable) -> Option<usize>,
-    ) -> Option<usize> {
-        let first = next(table)?;
+    fn next_healthy(&self, table: &WeightedTable, now: Instant) -> Option<usize> {
+        let first = table.next()?;
         if !self.endpoints[first].health.is_ejected(now) {
             return Some(first);
         }
         let candidates = table.candidates();
         for _ in 0..candidates.len() {
-            let i = next(table)?;
+            let i = table.next()?;
             if !self.endpoints[i].health.is_ejected(now) {
                 return Some(i);
             }
