@@ -7,8 +7,6 @@
 
 mod support;
 
-use std::io::ErrorKind;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use support::*;
@@ -18,23 +16,6 @@ use tokio::net::TcpStream;
 fn percore() {
     std::env::set_var("LB_ACCEPT", "percore");
     std::env::set_var("LB_WORKERS", "2");
-}
-
-/// Listening sockets bound exactly at `addr` (IPv4), from /proc/net/tcp.
-fn listeners_at(addr: SocketAddr) -> usize {
-    let SocketAddr::V4(v4) = addr else {
-        return 0;
-    };
-    let want = format!("{:08X}:{:04X}", u32::from(*v4.ip()).swap_bytes(), v4.port());
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
-    table
-        .lines()
-        .skip(1)
-        .filter(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.len() > 3 && f[1] == want && f[3] == "0A"
-        })
-        .count()
 }
 
 /// Names of this process's threads that are per-core workers (stopping them
@@ -66,20 +47,7 @@ async fn percore_binds_one_socket_per_worker_serves_all_and_closes_all() {
         "worker threads: {:?}",
         worker_threads()
     );
-    for _ in 0..100 {
-        assert_eq!(fetch(vip).await, "hello");
-    }
-    assert_eq!(backend.accepted(), 100);
-    // No endpoints left: the frontend closes on every worker.
-    plane
-        .apply(next_snapshot(&plane, vec![service("percore", vip, &[])]))
-        .await;
-    assert_eq!(listeners_at(vip), 0);
-    let refused = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(vip))
-        .await
-        .expect("connect answered within the bound")
-        .expect_err("connect must be refused");
-    assert_eq!(refused.kind(), ErrorKind::ConnectionRefused);
+    serves_then_closes_every_socket(&plane, "percore", vip, &backend, "hello").await;
 }
 
 #[tokio::test]

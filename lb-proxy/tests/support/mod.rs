@@ -315,6 +315,50 @@ pub fn reset(stream: TcpStream) {
     drop(stream);
 }
 
+/// Listening sockets bound exactly at `addr` (IPv4), from /proc/net/tcp: how
+/// many `SO_REUSEPORT` siblings a frontend has.
+pub fn listeners_at(addr: SocketAddr) -> usize {
+    let SocketAddr::V4(v4) = addr else {
+        return 0;
+    };
+    let want = format!("{:08X}:{:04X}", u32::from(*v4.ip()).swap_bytes(), v4.port());
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[1] == want && f[3] == "0A"
+        })
+        .count()
+}
+
+/// What every multi-socket accept mode must do once its sockets are bound:
+/// 100 fetches through `vip` all reach `backend` (which answers `body`); then,
+/// with service `name` emptied, every socket at `vip` is closed and a new
+/// connection is refused, not queued on a forgotten sibling.
+pub async fn serves_then_closes_every_socket(
+    plane: &DataPlane,
+    name: &str,
+    vip: SocketAddr,
+    backend: &Backend,
+    body: &str,
+) {
+    for _ in 0..100 {
+        assert_eq!(fetch(vip).await, body);
+    }
+    assert_eq!(backend.accepted(), 100);
+    plane
+        .apply(next_snapshot(plane, vec![service(name, vip, &[])]))
+        .await;
+    assert_eq!(listeners_at(vip), 0);
+    let refused = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(vip))
+        .await
+        .expect("connect answered within the bound")
+        .expect_err("connect must be refused");
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+}
+
 /// Polls `cond` every 10 ms until it holds or `bound` passes.
 pub async fn eventually(bound: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + bound;
