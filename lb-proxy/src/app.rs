@@ -232,6 +232,7 @@ impl App {
                 config.vip_mode,
                 lb_config::VipMode::Freebind | lb_config::VipMode::Interface
             ),
+            accept: None,
         };
         let vip_options =
             (config.vip_mode == lb_config::VipMode::Interface).then(|| crate::vip::VipOptions {

@@ -22,7 +22,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::forward::Engine;
-use crate::listener::{AcceptMode, Listeners};
+pub use crate::listener::AcceptMode;
+use crate::listener::Listeners;
 
 /// How often frontends that could not be bound are retried (and expired
 /// affinity pins reaped).
@@ -96,6 +97,9 @@ pub struct BindOptions {
     /// (`vip_mode` "freebind", and "interface", where lb-proxy adds the
     /// address itself and must not race it).
     pub freebind: bool,
+    /// How TCP frontends accept and where connections run; `None` takes
+    /// `LB_ACCEPT` from the environment (unset: [`AcceptMode::Single`]).
+    pub accept: Option<AcceptMode>,
 }
 
 struct Inner {
@@ -159,7 +163,9 @@ impl DataPlane {
         });
         let inner = Arc::new(Inner {
             shared,
-            listeners: tokio::sync::Mutex::new(Listeners::new(AcceptMode::from_env())),
+            listeners: tokio::sync::Mutex::new(Listeners::new(
+                options.accept.unwrap_or_else(AcceptMode::from_env),
+            )),
             stop_listening: CancellationToken::new(),
             drained: OnceCell::new(),
         });

@@ -61,5 +61,5 @@ pub mod views;
 pub mod vip;
 mod workers;
 
-pub use dataplane::{run, BindOptions, DataPlane};
+pub use dataplane::{run, AcceptMode, BindOptions, DataPlane};
 pub use error::Error;

@@ -228,16 +228,19 @@ async fn close(bound: Bound) {
 /// what it is.
 pub(crate) const ACCEPT_ENV: &str = "LB_ACCEPT";
 
-/// How TCP frontends accept, chosen once per data plane from `LB_ACCEPT`.
+/// How TCP frontends accept connections and where their tasks run, chosen
+/// once per data plane ([`crate::BindOptions::accept`], else `LB_ACCEPT`).
+/// ARCHITECTURE.md, "Performance", says which measured fastest where.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum AcceptMode {
+pub enum AcceptMode {
     /// One socket and one accept loop per frontend, on the caller's runtime;
-    /// connection tasks run on any of its workers.
+    /// connection tasks run on any of its workers. The default.
     Single,
     /// One `SO_REUSEPORT` socket and accept loop per worker of the caller's
     /// runtime; connection tasks still run on any worker.
     Reuseport,
-    /// One current-thread runtime per core ([`Workers`]), each with its own
+    /// One current-thread runtime per core on threads of the data plane's own
+    /// (`LB_WORKERS` of them, default one per CPU), each with its own
     /// `SO_REUSEPORT` socket per frontend: a connection stays on the thread
     /// that accepted it. UDP frontends are placed on the workers in turn.
     PerCore,
@@ -246,7 +249,7 @@ pub(crate) enum AcceptMode {
 impl AcceptMode {
     /// The mode `LB_ACCEPT` asks for (`single`, `reuseport` or `percore`);
     /// unset means `single`.
-    pub(crate) fn from_env() -> AcceptMode {
+    pub fn from_env() -> AcceptMode {
         match std::env::var(ACCEPT_ENV).as_deref().map(str::trim) {
             Ok("single") | Err(_) => AcceptMode::Single,
             Ok("reuseport") => AcceptMode::Reuseport,

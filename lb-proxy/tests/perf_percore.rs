@@ -1,9 +1,10 @@
-//! Per-core workers: with `LB_ACCEPT=percore` the data plane runs one
-//! current-thread runtime per worker thread (`LB_WORKERS` of them), each with
-//! its own `SO_REUSEPORT` socket for every TCP frontend; connections run on
-//! the worker that accepted them, and closing the frontend closes every
-//! socket. This binary sets both variables for all of its tests (the whole
-//! data-plane suite also runs in this mode in `.ci/run`).
+//! Per-core workers: with `AcceptMode::PerCore` (`LB_ACCEPT=percore`) the
+//! data plane runs one current-thread runtime per worker thread
+//! (`LB_WORKERS` of them), each with its own `SO_REUSEPORT` socket for every
+//! TCP frontend; connections run on the worker that accepted them, and
+//! closing the frontend closes every socket. This binary sets `LB_WORKERS=2`
+//! for all of its tests (the whole data-plane suite also runs in this mode in
+//! `.ci/run`, through `LB_ACCEPT`).
 
 mod support;
 
@@ -13,9 +14,14 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-fn percore() {
-    std::env::set_var("LB_ACCEPT", "percore");
+/// Starts a per-core data plane with two workers serving `services`.
+async fn start_percore(services: Vec<lb_core::ServiceSpec>) -> lb_proxy::DataPlane {
     std::env::set_var("LB_WORKERS", "2");
+    let options = lb_proxy::BindOptions {
+        accept: Some(lb_proxy::AcceptMode::PerCore),
+        ..Default::default()
+    };
+    start_with(settings(), services, options).await
 }
 
 /// Names of this process's threads that are per-core workers (stopping them
@@ -36,10 +42,9 @@ fn worker_threads() -> Vec<String> {
 
 #[tokio::test]
 async fn percore_binds_one_socket_per_worker_serves_all_and_closes_all() {
-    percore();
     let backend = http_backend("127.0.248.50", "hello").await;
     let vip = vip();
-    let plane = start(settings(), vec![service("percore", vip, &[backend.addr])]).await;
+    let plane = start_percore(vec![service("percore", vip, &[backend.addr])]).await;
     // Every worker's socket is bound before start returns.
     assert_eq!(listeners_at(vip), 2, "one listener per worker");
     assert!(
@@ -52,10 +57,9 @@ async fn percore_binds_one_socket_per_worker_serves_all_and_closes_all() {
 
 #[tokio::test]
 async fn percore_drain_lets_an_open_connection_finish_on_its_worker() {
-    percore();
     let backend = echo_backend("127.0.248.51").await;
     let vip = vip();
-    let plane = start(settings(), vec![service("drain", vip, &[backend.addr])]).await;
+    let plane = start_percore(vec![service("drain", vip, &[backend.addr])]).await;
     let mut conn = TcpStream::connect(vip).await.expect("connect");
     conn.write_all(b"before").await.expect("write");
     let mut buf = [0u8; 6];

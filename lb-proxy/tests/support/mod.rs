@@ -100,6 +100,18 @@ pub async fn start(settings: ProxySettings, services: Vec<ServiceSpec>) -> DataP
     DataPlane::start(settings, snapshot).await
 }
 
+/// Starts a data plane serving `services` with bind `options` (accept mode,
+/// `IP_FREEBIND`).
+pub async fn start_with(
+    settings: ProxySettings,
+    services: Vec<ServiceSpec>,
+    options: lb_proxy::BindOptions,
+) -> DataPlane {
+    init_tracing();
+    let snapshot = Snapshot::build(node(), services, None, SystemTime::now());
+    DataPlane::start_with(settings, snapshot, options).await
+}
+
 // === backends ===
 
 /// A backend listening on `addr`; stops listening when dropped.
