@@ -463,3 +463,47 @@ async fn metrics_show_udp_sessions_and_datagrams() {
     );
     plane.shutdown().await;
 }
+
+#[tokio::test]
+async fn replies_to_many_clients_at_once_each_reach_their_own_client() {
+    // Eight clients send in a burst before reading, so the relay finds
+    // several flows' replies ready at one wake-up: each reply must still go
+    // to the client whose query it answers, and every one is counted.
+    let backend = udp_backend("127.0.60.30", "m").await;
+    let vip = udp_vip();
+    let plane = start(
+        ProxySettings::default(),
+        vec![udp_service("burst", vip, &[backend.addr])],
+    )
+    .await;
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        clients.push(client("127.0.0.1").await);
+    }
+    for (c, sock) in clients.iter().enumerate() {
+        for q in 0..5 {
+            sock.send_to(format!("c{c}q{q}").as_bytes(), vip)
+                .await
+                .expect("send");
+        }
+    }
+    let mut buf = vec![0u8; 1500];
+    for (c, sock) in clients.iter().enumerate() {
+        let mut got = Vec::new();
+        for _ in 0..5 {
+            let (n, from) = tokio::time::timeout(WAIT, sock.recv_from(&mut buf))
+                .await
+                .expect("a reply within the bound")
+                .expect("recv");
+            assert_eq!(from, vip);
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        got.sort();
+        let want: Vec<String> = (0..5).map(|q| format!("m|c{c}q{q}")).collect();
+        assert_eq!(got, want, "client {c} got another client's replies");
+    }
+    let stats = udp_stats(&plane, vip);
+    assert!(eventually(WAIT, || read(&stats.udp_replied) == 40).await);
+    assert_eq!(read(&stats.udp_forwarded), 40);
+    plane.shutdown().await;
+}
