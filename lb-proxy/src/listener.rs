@@ -77,9 +77,9 @@ impl Listeners {
 
     /// Binds a TCP frontend: one socket (`single`) or one `SO_REUSEPORT`
     /// socket per runtime worker or per-core worker, each with its accept
-    /// loop on that worker. The first socket is bound before this returns,
-    /// so the frontend is reachable at once; a sibling that cannot be bound
-    /// only means fewer accept loops.
+    /// loop on that worker. Every socket is bound (and listening) before this
+    /// returns, so the frontend is reachable at once, before the loops run;
+    /// a sibling that cannot be bound only means fewer accept loops.
     fn spawn_tcp(
         &self,
         shared: &Arc<Shared>,
