@@ -86,7 +86,8 @@ impl Listeners {
         key: FrontendKey,
         stop: &CancellationToken,
     ) -> io::Result<Vec<JoinHandle<()>>> {
-        let first = sys::bind_service_listener(key.addr, shared.freebind())?;
+        let bind = || sys::bind_service_listener(key.addr, shared.freebind());
+        let first = bind()?;
         let targets: Vec<Handle> = match (&self.workers, self.mode) {
             (Some(workers), _) => workers.handles().to_vec(),
             (None, AcceptMode::Reuseport) => {
@@ -98,7 +99,7 @@ impl Listeners {
         };
         let mut sockets = vec![first];
         while sockets.len() < targets.len() {
-            match sys::bind_sibling(&sockets[0]) {
+            match bind() {
                 Ok(sibling) => sockets.push(sibling),
                 Err(e) => {
                     warn!(frontend = %key.addr, error = %e, "cannot bind a sibling listener; accepting on fewer sockets");

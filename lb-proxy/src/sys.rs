@@ -656,24 +656,3 @@ pub(crate) fn send_ethernet_frame(ifindex: u32, dst_mac: [u8; 6], frame: &[u8]) 
     }
     Ok(())
 }
-
-/// Binds another listener at `listener`'s address with the same options
-/// (`SO_REUSEPORT`, v6-only, `IP_FREEBIND`), so several accept loops can
-/// share one frontend and the kernel spreads new connections over them.
-pub(crate) fn bind_sibling(listener: &std::net::TcpListener) -> io::Result<std::net::TcpListener> {
-    let addr = listener.local_addr()?;
-    let original = SockRef::from(listener);
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-        socket.set_freebind_v6(original.freebind_v6().unwrap_or(false))?;
-    } else {
-        socket.set_freebind_v4(original.freebind_v4().unwrap_or(false))?;
-    }
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(LISTEN_BACKLOG)?;
-    Ok(socket.into())
-}
