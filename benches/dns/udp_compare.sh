@@ -19,9 +19,14 @@
 # process of the proxy, from /proc/PID/stat, divided by the queries completed),
 # and, when `perf` can count tracepoints (COUNT=1, the default if it can), the
 # proxy's system calls and context switches per completed query
-# (`perf stat -e raw_syscalls:sys_enter,context-switches -p <proxy pids>` over
-# the run: exact counts at a few hundred ns per event, so the figures are
-# deterministic enough to compare builds on a busy machine).
+# (`perf stat -e raw_syscalls:sys_enter,context-switches -p <proxy pids>`:
+# exact counts, deterministic enough to compare builds on a busy machine).
+# Those come from separate counted runs (COUNT_ROUNDS per proxy and mode, after
+# the measured rounds), because counting slows the proxy and the rates and CPU
+# times must not carry that cost. Besides the medians of each target, the
+# summary gives the median of the per-round ratios lb/direct and lb/nginx
+# (each round runs every target back to back, so a round's ratio is less
+# exposed to the machine's drift than a ratio of medians).
 #
 #   STRACE=1 benches/dns/udp_compare.sh        # also one fixed-load run per proxy
 #                                             # under `strace -f -c`: calls per query by name
@@ -42,6 +47,7 @@ OUTSTANDING=${OUTSTANDING:-100} # dnsperf -q
 NGINX_WORKERS=${NGINX_WORKERS:-$(nproc)}
 MODES=${MODES:-"flat fixed"}
 STRACE=${STRACE:-}
+COUNT_ROUNDS=${COUNT_ROUNDS:-2} # counted runs per proxy and mode (perf stat), apart from the measured rounds
 STRACE_DURATION=${STRACE_DURATION:-5}
 if [ -z "${COUNT:-}" ]; then
     COUNT=0
@@ -210,8 +216,16 @@ TARGETS="lb nginx direct"
 
 RESULTS="$WORK/results.tsv"
 : >"$RESULTS"
-run_one() { # round mode target
-    local round=$1 mode=$2 target=$3 server pids c0 c1 d0 d1 out qargs p99
+# A counted run (count=1) runs under `perf stat` and gives only the system
+# calls and context switches per query; its rate and CPU time are not used:
+# tracepoint counting costs the proxy about 0.5 µs per event (3 µs per query at
+# -Q 10000, 7 % of its CPU time flat out) and puts every process's system
+# calls on the kernel's slow path while it is enabled, which the direct run,
+# with no proxy to count, never pays.
+COUNTS="$WORK/counts.tsv"
+: >"$COUNTS"
+run_one() { # round mode target count
+    local round=$1 mode=$2 target=$3 count=${4:-0} server pids c0 c1 d0 d1 out qargs p99
     server=$(server_of "$target")
     pids=$(proc_pids "$target")
     qargs=()
@@ -221,7 +235,7 @@ run_one() { # round mode target
     d0=$(cpu_ticks "$DNSMASQ_PID")
     out="$WORK/out.$round.$mode.$target"
     local perf_pid=""
-    if [ "$COUNT" = 1 ] && [ -n "$pids" ]; then
+    if [ "$count" = 1 ] && [ -n "$pids" ]; then
         # shellcheck disable=SC2086
         perf stat -x, -o "$out.perf" -e "$PERF_EVENTS" \
             -p "$(echo $pids | tr ' ' ',')" >/dev/null 2>&1 &
@@ -250,6 +264,8 @@ run_one() { # round mode target
     if [ "$mode" = fixed ]; then
         p99=$(awk '/^> /{ print $NF }' "$out" | sort -g | awk '{ v[NR] = $1 } END { if (NR) { i = int(NR * 0.99); if (i < 1) i = 1; printf "%.6f", v[i] } else print "-" }')
     fi
+    local into=$RESULTS
+    [ "$count" = 1 ] && into=$COUNTS
     awk -v round="$round" -v mode="$mode" -v target="$target" -v cpu=$((c1 - c0)) \
         -v dcpu=$((d1 - d0)) -v hz="$HZ" -v p99="$p99" -v sys="${sys:--}" -v csw="${csw:--}" '
         /Queries completed:/ { done = $3 }
@@ -263,8 +279,8 @@ run_one() { # round mode target
             spq = (done > 0 && sys ~ /^[0-9]+$/) ? sprintf("%.3f", sys / done) : "-"
             wpq = (done > 0 && csw ~ /^[0-9]+$/) ? sprintf("%.3f", csw / done) : "-"
             printf "%s\t%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%s\t%.2f\t%s\t%s\n", round, mode, target, qps, lost, avg, p99, cpq, dpq, cpu / hz, spq, wpq
-        }' "$out" >>"$RESULTS"
-    tail -n 1 "$RESULTS" >&2
+        }' "$out" >>"$into"
+    tail -n 1 "$into" >&2
 }
 
 echo "# $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
@@ -282,6 +298,18 @@ for round in $(seq 1 "$ROUNDS"); do
         done
     done
 done
+# Counted runs: COUNT_ROUNDS per proxy and mode, after the measured rounds.
+if [ "$COUNT" = 1 ]; then
+    echo "# counted runs (perf stat; rates not used)" >&2
+    for round in $(seq 1 "$COUNT_ROUNDS"); do
+        for mode in $MODES; do
+            for target in $TARGETS; do
+                [ "$target" = direct ] && continue
+                run_one "c$round" "$mode" "$target" 1
+            done
+        done
+    done
+fi
 echo "# load after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 
 # --- system calls by name (strace -f -c), one fixed-load run per proxy ----------
@@ -315,10 +343,11 @@ fi
 
 # --- table of medians and ratios --------------------------------------------
 touch "$WORK/breakdown.tsv"
-python3 - "$RESULTS" "$QPS" "$WORK/breakdown.tsv" <<'EOF'
+python3 - "$RESULTS" "$QPS" "$WORK/breakdown.tsv" "$COUNTS" <<'EOF'
 import sys, statistics as st
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 calls = [l.rstrip("\n").split("\t") for l in open(sys.argv[3]) if l.strip()]
+counted = [l.rstrip("\n").split("\t") for l in open(sys.argv[4]) if l.strip()]
 qps_fixed = sys.argv[2]
 def med(vals):
     vals = [float(v) for v in vals if v not in ("-", "?", "")]
@@ -348,8 +377,9 @@ for mode in ["flat", "fixed"]:
         p99 = med([r[6] for r in rs])
         cpq = med([r[7] for r in rs])
         dpq = med([r[8] for r in rs])
-        spq = med([r[10] for r in rs if len(r) > 10])
-        wpq = med([r[11] for r in rs if len(r) > 11])
+        cs = [r for r in counted if r[1] == mode and r[2] == t]
+        spq = med([r[10] for r in cs if len(r) > 10])
+        wpq = med([r[11] for r in cs if len(r) > 11])
         m[t] = (q, cpq)
         print(f"| {t} | {fmt(q, ',.0f')} | {lost if lost is not None else '?'} | {fmt(avg and avg * 1e3, '.3f')} | {fmt(p99 and p99 * 1e3, '.3f')} | {fmt(cpq and cpq * 1e6, '.1f')} | {fmt(dpq and dpq * 1e6, '.1f')} | {fmt(spq, '.2f')} | {fmt(wpq, '.2f')} |")
     print()
@@ -366,6 +396,16 @@ for mode in ["flat", "fixed"]:
             target = min(1.5 * m["nginx"][0], 0.9 * m["direct"][0])
             parts.append(f"target min(1.5x nginx, 0.9x direct) = {target:,.0f} q/s: {'met' if q >= target else 'missed'}")
         print("- " + "; ".join(parts))
+        for other in ["direct", "nginx"]:
+            per_round = []
+            for rnd in sorted({r[0] for r in sel}, key=int):
+                a = [float(r[3]) for r in sel if r[0] == rnd and r[2] == lb]
+                b = [float(r[3]) for r in sel if r[0] == rnd and r[2] == other]
+                if a and b and b[0] > 0:
+                    per_round.append(a[0] / b[0])
+            if per_round:
+                print(f"- {lb}/{other} rate per round: " + ", ".join(f"{v:.2f}" for v in per_round)
+                      + f" (median {st.median(per_round):.2f})")
     for t in targets:
         cs = [c for c in calls if c[1] == mode and c[2] == t]
         names = sorted({c[3] for c in cs})
@@ -374,8 +414,9 @@ for mode in ["flat", "fixed"]:
         if shown:
             print(f"- {t} system calls per query (perf, median): " + ", ".join(shown))
     print()
-print("raw rows (round mode target qps lost avg_s p99_s proxy_cpu_s/q backend_cpu_s/q proxy_cpu_s syscalls/q ctxsw/q):")
-for r in rows:
+print("raw rows (round mode target qps lost avg_s p99_s proxy_cpu_s/q backend_cpu_s/q proxy_cpu_s syscalls/q ctxsw/q;")
+print("rounds c1, c2, ... are the counted runs, whose rates are not used):")
+for r in rows + counted:
     print("  " + " ".join(r))
 EOF
 if [ -s "$STRACE_OUT" ]; then
