@@ -1,9 +1,9 @@
 //! UDP services on the wire: echo through cluster IPs and node ports (also on
-//! a wildcard node address, where the reply must come from the address the
-//! client used), a session per client port, the sliding idle timeout, TCP and
-//! UDP on one port number, 60 KB datagrams, drops without endpoints, flows
-//! that move when their endpoint leaves, and failover after ICMP unreachable.
-//! Everything runs on 127.0.0.0/8 with bounded waits.
+//! a wildcard node address, IPv4 and IPv6, where the reply must come from the
+//! address the client used), a session per client port, the sliding idle
+//! timeout, TCP and UDP on one port number, 60 KB datagrams, drops without
+//! endpoints, flows that move when their endpoint leaves, and failover after
+//! ICMP unreachable. Everything runs on 127.0.0.0/8 and ::1 with bounded waits.
 
 mod support;
 
@@ -238,6 +238,53 @@ async fn a_wildcard_node_address_replies_from_the_address_the_client_used() {
             "reply must come from {to}, the address the client sent to"
         );
     }
+    plane.shutdown().await;
+}
+
+/// The IPv6 side of the same rule (`IPV6_RECVPKTINFO` / `IPV6_PKTINFO`): a
+/// node port on `::` answers an IPv6 client from `[::1]:node_port`, and the
+/// endpoint may be IPv4 (the proxy relays datagrams, not packets). Loopback
+/// has one IPv6 address, so this covers the IPv6 control messages and the
+/// session; choosing among several addresses is the IPv4 test's part.
+#[tokio::test]
+async fn a_wildcard_ipv6_node_address_replies_from_the_address_the_client_used() {
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("skipped: no IPv6 loopback on this machine");
+        return;
+    }
+    let backend = udp_backend("127.0.60.4", "a").await;
+    let vip = udp_vip();
+    let node_port = std::net::UdpSocket::bind("[::]:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let node = NodeSpec {
+        name: "node-1".into(),
+        addresses: vec![ip("::")],
+    };
+    let mut svc = ServiceSpec::cluster_ip("default", "np6", vip.ip());
+    svc.service_type = ServiceType::NodePort;
+    let mut port = udp_port("", vip.port(), &[backend.addr]);
+    port.node_port = Some(node_port);
+    svc = svc.with_port(port);
+    let plane = start_on(node, ProxySettings::default(), vec![svc]).await;
+    let c = UdpSocket::bind("[::1]:0").await.unwrap();
+    let to = SocketAddr::new(ip("::1"), node_port);
+    for msg in ["first", "second"] {
+        let (reply, from) = ask(&c, to, msg.as_bytes()).await;
+        assert_eq!(reply, format!("a|{msg}"));
+        assert_eq!(
+            from, to,
+            "reply must come from {to}, the address the client sent to"
+        );
+    }
+    assert_eq!(backend.received(), 2);
+    assert_eq!(
+        backend.peers()[0],
+        backend.peers()[1],
+        "one client port is one flow"
+    );
     plane.shutdown().await;
 }
 
