@@ -241,8 +241,18 @@ run_one() { # round mode target count
             -p "$(echo $pids | tr ' ' ',')" >/dev/null 2>&1 &
         perf_pid=$!
     fi
-    timeout $((DURATION + 20)) dnsperf -s "$server" -p "$PORT" -d "$WORK/queries.txt" \
-        -l "$DURATION" -c "$CLIENTS" -q "$OUTSTANDING" -t 2 "${qargs[@]}" >"$out" 2>&1 || true
+    local s0 s1
+    s0=$(head -n 1 /proc/stat)
+    # The client's CPU time (user and system seconds) from bash's `time`.
+    { TIMEFORMAT='%U %S'; time timeout $((DURATION + 20)) dnsperf -s "$server" -p "$PORT" -d "$WORK/queries.txt" \
+        -l "$DURATION" -c "$CLIENTS" -q "$OUTSTANDING" -t 2 "${qargs[@]}" >"$out" 2>&1; } 2>"$out.time" || true
+    s1=$(head -n 1 /proc/stat)
+    local ccpu idle
+    ccpu=$(awk '{ print $1 + $2 }' "$out.time" 2>/dev/null || echo 0)
+    # The machine's idle share over the run (idle + iowait of all CPUs).
+    idle=$(printf '%s\n%s\n' "$s0" "$s1" | awk '
+        { t = 0; for (i = 2; i <= NF; i++) t += $i; tot[NR] = t; idl[NR] = $5 + $6 }
+        END { d = tot[2] - tot[1]; printf "%.3f", d > 0 ? (idl[2] - idl[1]) / d : 0 }')
     # shellcheck disable=SC2086
     c1=$(cpu_ticks $pids)
     d1=$(cpu_ticks "$DNSMASQ_PID")
@@ -267,7 +277,8 @@ run_one() { # round mode target count
     local into=$RESULTS
     [ "$count" = 1 ] && into=$COUNTS
     awk -v round="$round" -v mode="$mode" -v target="$target" -v cpu=$((c1 - c0)) \
-        -v dcpu=$((d1 - d0)) -v hz="$HZ" -v p99="$p99" -v sys="${sys:--}" -v csw="${csw:--}" '
+        -v dcpu=$((d1 - d0)) -v hz="$HZ" -v p99="$p99" -v sys="${sys:--}" -v csw="${csw:--}" \
+        -v ccpu="${ccpu:-0}" -v idle="${idle:-0}" '
         /Queries completed:/ { done = $3 }
         /Queries lost:/ { lost = $3 }
         /Queries per second:/ { qps = $4 }
@@ -278,7 +289,8 @@ run_one() { # round mode target count
             dpq = (done > 0) ? sprintf("%.3g", dcpu / hz / done) : "-"
             spq = (done > 0 && sys ~ /^[0-9]+$/) ? sprintf("%.3f", sys / done) : "-"
             wpq = (done > 0 && csw ~ /^[0-9]+$/) ? sprintf("%.3f", csw / done) : "-"
-            printf "%s\t%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%s\t%.2f\t%s\t%s\n", round, mode, target, qps, lost, avg, p99, cpq, dpq, cpu / hz, spq, wpq
+            kpq = (done > 0) ? sprintf("%.3g", ccpu / done) : "-"
+            printf "%s\t%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%s\t%.2f\t%s\t%s\t%s\t%s\n", round, mode, target, qps, lost, avg, p99, cpq, dpq, cpu / hz, spq, wpq, kpq, idle
         }' "$out" >>"$into"
     tail -n 1 "$into" >&2
 }
@@ -286,7 +298,7 @@ run_one() { # round mode target count
 echo "# $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 [ -n "${LB_BIN_ALT:-}" ] && echo "# lb-alt: $LB_BIN_ALT ${LB_ALT_ENV:+with $LB_ALT_ENV}" >&2
 echo "# dnsperf -l $DURATION -c $CLIENTS -q $OUTSTANDING -t 2 (fixed: -Q $QPS), $ROUNDS rounds, nginx $NGINX_WORKERS workers" >&2
-echo "# round mode target qps lost avg_s p99_s proxy_cpu_s/q backend_cpu_s/q proxy_cpu_s syscalls/q ctxsw/q" >&2
+echo "# round mode target qps lost avg_s p99_s proxy_cpu_s/q backend_cpu_s/q proxy_cpu_s syscalls/q ctxsw/q client_cpu_s/q idle" >&2
 for round in $(seq 1 "$ROUNDS"); do
     for mode in $MODES; do
         # Rotate the order each round so no target always runs first or last.
@@ -366,9 +378,10 @@ for mode in ["flat", "fixed"]:
     title = "flat out" if mode == "flat" else f"fixed offered load -Q {qps_fixed}"
     print(f"## {title} (median of {len({r[0] for r in sel})} rounds)")
     print()
-    print("| target | queries/s | lost (max) | avg latency ms | p99 latency ms | proxy CPU µs/query | backend CPU µs/query | proxy syscalls/query | proxy ctx switches/query |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| target | queries/s | lost (max) | avg latency ms | p99 latency ms | proxy CPU µs/query | backend CPU µs/query | client CPU µs/query | idle CPU | proxy syscalls/query | proxy ctx switches/query |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     m = {}
+    budget = {}
     for t in targets:
         rs = [r for r in sel if r[2] == t]
         q = med([r[3] for r in rs])
@@ -377,12 +390,18 @@ for mode in ["flat", "fixed"]:
         p99 = med([r[6] for r in rs])
         cpq = med([r[7] for r in rs])
         dpq = med([r[8] for r in rs])
+        kpq = med([r[12] for r in rs if len(r) > 12])
+        idle = med([r[13] for r in rs if len(r) > 13])
         cs = [r for r in counted if r[1] == mode and r[2] == t]
         spq = med([r[10] for r in cs if len(r) > 10])
         wpq = med([r[11] for r in cs if len(r) > 11])
         m[t] = (q, cpq)
-        print(f"| {t} | {fmt(q, ',.0f')} | {lost if lost is not None else '?'} | {fmt(avg and avg * 1e3, '.3f')} | {fmt(p99 and p99 * 1e3, '.3f')} | {fmt(cpq and cpq * 1e6, '.1f')} | {fmt(dpq and dpq * 1e6, '.1f')} | {fmt(spq, '.2f')} | {fmt(wpq, '.2f')} |")
+        budget[t] = sum(v for v in (cpq, dpq, kpq) if v) or None
+        print(f"| {t} | {fmt(q, ',.0f')} | {lost if lost is not None else '?'} | {fmt(avg and avg * 1e3, '.3f')} | {fmt(p99 and p99 * 1e3, '.3f')} | {fmt(cpq and cpq * 1e6, '.1f')} | {fmt(dpq and dpq * 1e6, '.1f')} | {fmt(kpq and kpq * 1e6, '.1f')} | {fmt(idle and idle * 100, '.0f')} % | {fmt(spq, '.2f')} | {fmt(wpq, '.2f')} |")
     print()
+    shown = [f"{t} {budget[t] * 1e6:.1f}" for t in targets if budget.get(t)]
+    if shown:
+        print("- CPU µs per query of proxy + backend + client together (what the machine's cores are shared by): " + ", ".join(shown))
     for lb in [t for t in targets if t.startswith("lb")]:
         q, c = m[lb]
         parts = []
@@ -414,7 +433,7 @@ for mode in ["flat", "fixed"]:
         if shown:
             print(f"- {t} system calls per query (perf, median): " + ", ".join(shown))
     print()
-print("raw rows (round mode target qps lost avg_s p99_s proxy_cpu_s/q backend_cpu_s/q proxy_cpu_s syscalls/q ctxsw/q;")
+print("raw rows (round mode target qps lost avg_s p99_s proxy_cpu_s/q backend_cpu_s/q proxy_cpu_s syscalls/q ctxsw/q client_cpu_s/q idle;")
 print("rounds c1, c2, ... are the counted runs, whose rates are not used):")
 for r in rows + counted:
     print("  " + " ".join(r))
