@@ -252,7 +252,7 @@ run_one() { # round mode target count
     # The machine's idle share over the run (idle + iowait of all CPUs).
     idle=$(printf '%s\n%s\n' "$s0" "$s1" | awk '
         { t = 0; for (i = 2; i <= NF; i++) t += $i; tot[NR] = t; idl[NR] = $5 + $6 }
-        END { d = tot[2] - tot[1]; printf "%.3f", d > 0 ? (idl[2] - idl[1]) / d : 0 }')
+        END { d = tot[2] - tot[1]; printf "%.3f", (d > 0 ? (idl[2] - idl[1]) / d : 0) }')
     # shellcheck disable=SC2086
     c1=$(cpu_ticks $pids)
     d1=$(cpu_ticks "$DNSMASQ_PID")
