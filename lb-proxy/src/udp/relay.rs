@@ -23,6 +23,7 @@ use std::time::Instant;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use lb_core::stats;
 use lb_core::{FrontendKey, ProxySettings, Snapshot};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio_util::sync::{CancellationToken, DropGuard, WaitForCancellationFutureOwned};
 use tracing::{debug, trace, warn};
@@ -125,12 +126,29 @@ impl Flows {
     }
 }
 
-/// Waits until a flow's socket has a reply to read, then hands the flow back
-/// to its frontend task (which drains the socket and waits again); ends with
-/// `None` once the flow's resources are dropped. A named future rather than an
-/// `async` block, so waiting again costs no allocation.
+/// Waits until a flow's socket has a reply to read or an error to report
+/// (ICMP port unreachable arrives as `EPOLLERR` alone, which a wait for
+/// readability never sees), then hands the flow back to its frontend task,
+/// which drains the socket and waits again; ends with `None` once the flow's
+/// resources are dropped.
 struct FlowWatch {
     watched: Option<Watched>,
+    /// `UdpSocket::ready(READABLE | ERROR)` on the watched socket: tokio has
+    /// no poll form of a wait with the error interest, so the wait is boxed
+    /// (one small allocation each time the flow is watched again).
+    ready: Pin<Box<dyn Future<Output = std::io::Result<tokio::io::Ready>> + Send>>,
+}
+
+impl FlowWatch {
+    fn new(watched: Watched) -> Self {
+        let socket = watched.socket.clone();
+        FlowWatch {
+            watched: Some(watched),
+            ready: Box::pin(
+                async move { socket.ready(Interest::READABLE | Interest::ERROR).await },
+            ),
+        }
+    }
 }
 
 /// What the frontend task knows of one of its flows' sockets.
@@ -151,8 +169,8 @@ impl Future for FlowWatch {
         if w.stop.as_mut().poll(cx).is_ready() {
             return Poll::Ready(None);
         }
-        match w.socket.poll_recv_ready(cx) {
-            Poll::Ready(Ok(())) => Poll::Ready(self.watched.take()),
+        match self.ready.as_mut().poll(cx) {
+            Poll::Ready(Ok(_)) => Poll::Ready(self.watched.take()),
             // The reactor is gone (the runtime stops): nothing to wait for.
             Poll::Ready(Err(_)) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
@@ -190,7 +208,7 @@ pub(crate) async fn serve_frontend(
             Some(ready) = watches.next(), if !watches.is_empty() => {
                 if let Some(watched) = ready {
                     if from_endpoint(&shared, &socket, &mut batch, &watched) {
-                        watches.push(FlowWatch { watched: Some(watched) });
+                        watches.push(FlowWatch::new(watched));
                     }
                 }
             }
@@ -277,14 +295,12 @@ fn route_to_endpoint(
                 Ok(socket) => {
                     let socket = Arc::new(socket);
                     let stop = CancellationToken::new();
-                    watches.push(FlowWatch {
-                        watched: Some(Watched {
-                            key,
-                            endpoint,
-                            socket: socket.clone(),
-                            stop: Box::pin(stop.clone().cancelled_owned()),
-                        }),
-                    });
+                    watches.push(FlowWatch::new(Watched {
+                        key,
+                        endpoint,
+                        socket: socket.clone(),
+                        stop: Box::pin(stop.clone().cancelled_owned()),
+                    }));
                     flow.io = Some(FlowIo {
                         socket,
                         reply_from: dst,
@@ -376,6 +392,19 @@ fn from_endpoint(
     batch: &mut sys::RecvBatch,
     w: &Watched,
 ) -> bool {
+    // An error readiness (ICMP port unreachable, with no reply queued): take
+    // the socket's pending error (`SO_ERROR`, which also clears it) and clear
+    // the readiness, or the next wait would return at once, forever. The
+    // closure runs only when tokio saw the error, so replies pay nothing.
+    let mut pending = None;
+    let _ = w.socket.try_io(Interest::ERROR, || {
+        pending = w.socket.take_error().ok().flatten();
+        Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
+    });
+    if let Some(e) = pending {
+        debug!(client = %w.key.client, endpoint = %w.endpoint, error = %e, "UDP endpoint unreachable; the next datagram fails over");
+        shared.udp.lock().send_failed(&w.key, w.endpoint);
+    }
     for _ in 0..BATCH.div_ceil(RECV_SLOTS) {
         let more = match sys::try_recv_batch(&w.socket, batch) {
             Ok(more) => more,
