@@ -241,6 +241,77 @@ async fn a_wildcard_node_address_replies_from_the_address_the_client_used() {
     plane.shutdown().await;
 }
 
+/// One client socket that sends to two addresses of a wildcard node port has
+/// two flows (the address sent to is part of a flow's identity, as in
+/// conntrack), so each reply comes from the address its request went to, even
+/// when the replies arrive after both requests left.
+#[tokio::test]
+async fn one_client_port_sending_to_two_node_addresses_gets_each_reply_from_its_address() {
+    // A backend that answers each datagram 200 ms late, from its own task.
+    let backend = UdpSocket::bind((ip("127.0.60.5"), 0)).await.unwrap();
+    let backend_addr = backend.local_addr().unwrap();
+    let backend = Arc::new(backend);
+    let peers = Arc::new(Mutex::new(Vec::new()));
+    let seen = peers.clone();
+    let server = tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let Ok((n, peer)) = backend.recv_from(&mut buf).await else {
+                return;
+            };
+            seen.lock().unwrap().push(peer);
+            let reply = buf[..n].to_vec();
+            let socket = backend.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let _ = socket.send_to(&reply, peer).await;
+            });
+        }
+    });
+    let vip = udp_vip();
+    let node_port = std::net::UdpSocket::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let node = NodeSpec {
+        name: "node-1".into(),
+        addresses: vec![ip("0.0.0.0")],
+    };
+    let mut svc = ServiceSpec::cluster_ip("default", "np2", vip.ip());
+    svc.service_type = ServiceType::NodePort;
+    let mut port = udp_port("", vip.port(), &[backend_addr]);
+    port.node_port = Some(node_port);
+    svc = svc.with_port(port);
+    let plane = start_on(node, ProxySettings::default(), vec![svc]).await;
+    let c = client("127.0.0.1").await;
+    let targets = [
+        SocketAddr::new(ip("127.0.0.1"), node_port),
+        SocketAddr::new(ip("127.0.0.2"), node_port),
+    ];
+    for to in targets {
+        c.send_to(to.ip().to_string().as_bytes(), to).await.unwrap();
+    }
+    let mut buf = vec![0u8; 2048];
+    for _ in targets {
+        let (n, from) = tokio::time::timeout(WAIT, c.recv_from(&mut buf))
+            .await
+            .expect("a reply")
+            .unwrap();
+        let sent_to = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert_eq!(
+            from,
+            SocketAddr::new(ip(&sent_to), node_port),
+            "the reply to a datagram sent to {sent_to} came from {from}"
+        );
+    }
+    let peers = peers.lock().unwrap().clone();
+    assert_eq!(peers.len(), 2);
+    assert_ne!(peers[0], peers[1], "two addresses sent to, two flows");
+    server.abort();
+    plane.shutdown().await;
+}
+
 /// The IPv6 side of the same rule (`IPV6_RECVPKTINFO` / `IPV6_PKTINFO`): a
 /// node port on `::` answers an IPv6 client from `[::1]:node_port`, and the
 /// endpoint may be IPv4 (the proxy relays datagrams, not packets). Loopback

@@ -252,8 +252,10 @@ impl Sim {
     }
 
     fn client_datagram(&mut self, before: &Before) {
+        let frontend = self.frontends[self.rng.random_range(0..self.frontends.len())];
         let key = FlowKey {
-            frontend: self.frontends[self.rng.random_range(0..self.frontends.len())],
+            frontend,
+            local: frontend.ip(),
             client: self.clients[self.rng.random_range(0..self.clients.len())],
         };
         let live = self
@@ -564,6 +566,7 @@ fn the_affinity_client_keeps_its_endpoint_across_client_ports() {
     for port in 40000..40004 {
         let key = FlowKey {
             frontend,
+            local: frontend.ip(),
             client: SocketAddr::new(ip, port),
         };
         match sim.table.client_datagram(&sim.snapshot, key, sim.now) {

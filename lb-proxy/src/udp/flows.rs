@@ -20,20 +20,25 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lb_core::stats::{self, EndpointStats, PortStats};
 use lb_core::{FrontendEntry, Protocol, ServicePortKey, Snapshot};
 
-/// A flow's identity: the frontend a client sent to and the client's address
-/// and port. Two sockets of one client are two flows (as in kube-proxy's
-/// conntrack), so each gets its own endpoint choice and reply path.
+/// A flow's identity: the frontend a client sent to, the address it sent to,
+/// and the client's address and port. Two sockets of one client are two flows
+/// (as in kube-proxy's conntrack), so each gets its own endpoint choice and
+/// reply path; so are one client socket's datagrams to two addresses of a
+/// wildcard frontend, whose replies must each come from their own address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FlowKey {
     /// The bound frontend address (may be a wildcard such as `0.0.0.0:30053`).
     pub frontend: SocketAddr,
+    /// The address the client sent to: the frontend's own address, or on a
+    /// wildcard frontend the one the datagram was addressed to (`IP_PKTINFO`).
+    pub local: IpAddr,
     /// The client's address and port.
     pub client: SocketAddr,
 }

@@ -14,7 +14,7 @@
 //! it is held only for the decision, never across an await or a send.
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
@@ -55,9 +55,6 @@ const RECV_SLOTS: usize = 16;
 /// the socket and so closes it.
 pub(crate) struct FlowIo {
     socket: Arc<UdpSocket>,
-    /// Where replies leave from on a wildcard frontend: the address the
-    /// client last sent to.
-    reply_from: Option<IpAddr>,
     _stop: DropGuard,
 }
 
@@ -243,9 +240,10 @@ fn from_clients(
             };
             let flow = FlowKey {
                 frontend: key.addr,
+                local: rx.dst.unwrap_or(key.addr.ip()),
                 client: rx.from,
             };
-            if let Some(route) = route_to_endpoint(shared, flow, data.len(), rx.dst, watches) {
+            if let Some(route) = route_to_endpoint(shared, flow, data.len(), watches) {
                 routes.push((i, route));
             }
         }
@@ -273,7 +271,6 @@ fn route_to_endpoint(
     shared: &Arc<Shared>,
     key: FlowKey,
     len: usize,
-    dst: Option<IpAddr>,
     watches: &mut Watches,
 ) -> Option<Route> {
     let snapshot = shared.table.load();
@@ -303,7 +300,6 @@ fn route_to_endpoint(
                     }));
                     flow.io = Some(FlowIo {
                         socket,
-                        reply_from: dst,
                         _stop: stop.drop_guard(),
                     });
                 }
@@ -317,9 +313,6 @@ fn route_to_endpoint(
         let port_stats = flow.port_stats().clone();
         let endpoint_stats = flow.endpoint_stats().clone();
         let io = flow.io.as_mut()?;
-        if dst.is_some() {
-            io.reply_from = dst;
-        }
         Some(Route {
             key,
             endpoint,
@@ -421,7 +414,9 @@ fn from_endpoint(
                     return false;
                 };
                 (
-                    flow.io.as_ref().and_then(|io| io.reply_from),
+                    // On a wildcard frontend, from the address the client
+                    // sent to (part of the flow's key).
+                    w.key.frontend.ip().is_unspecified().then_some(w.key.local),
                     flow.port_stats().clone(),
                     flow.endpoint_stats().clone(),
                 )
