@@ -209,12 +209,20 @@ struct PortSeries {
     labels: Vec<Label>,
     /// The same labels in text form, for the hand-rendered histogram.
     text: String,
+    /// TCP ports only: a UDP port has no connections to count, and its drops
+    /// (a source range's too) are `lb_udp_datagrams_total`, so it shows no
+    /// connection series that would always read 0 or count datagrams twice.
+    tcp: Option<TcpSeries>,
+    udp: Option<UdpSeries>,
+    endpoints: Vec<EndpointSeries>,
+}
+
+/// The connection series of a TCP service port.
+struct TcpSeries {
     accepted: Counter,
     active: Gauge,
     /// `reason="no_endpoints|source_range|limit"`.
     rejected: [Counter; 3],
-    udp: Option<UdpSeries>,
-    endpoints: Vec<EndpointSeries>,
 }
 
 /// The UDP-only series of a service port.
@@ -373,15 +381,17 @@ impl State {
         let now = tokio::time::Instant::now().into_std();
         for (s, p) in self.ports.iter().zip(ports) {
             let st = p.stats();
-            s.accepted.absolute(read(&st.accepted));
-            s.active.set(read(&st.active) as f64);
-            let rejected = [
-                &st.rejected_no_endpoints,
-                &st.rejected_source_range,
-                &st.rejected_limit,
-            ];
-            for (c, v) in s.rejected.iter().zip(rejected) {
-                c.absolute(read(v));
+            if let Some(t) = &s.tcp {
+                t.accepted.absolute(read(&st.accepted));
+                t.active.set(read(&st.active) as f64);
+                let rejected = [
+                    &st.rejected_no_endpoints,
+                    &st.rejected_source_range,
+                    &st.rejected_limit,
+                ];
+                for (c, v) in t.rejected.iter().zip(rejected) {
+                    c.absolute(read(v));
+                }
             }
             if let Some(u) = &s.udp {
                 u.sessions.set(read(&st.udp_sessions) as f64);
@@ -499,15 +509,17 @@ impl PortSeries {
         PortSeries {
             stats: port.stats().clone(),
             key: key.clone(),
-            accepted: plain("lb_connections_total"),
-            active: gauge("lb_active_connections"),
-            rejected: ["no_endpoints", "source_range", "limit"].map(|r| {
-                counter(
-                    recorder,
-                    "lb_rejected_connections_total",
-                    &labels,
-                    ("reason", r),
-                )
+            tcp: (key.protocol == Protocol::Tcp).then(|| TcpSeries {
+                accepted: plain("lb_connections_total"),
+                active: gauge("lb_active_connections"),
+                rejected: ["no_endpoints", "source_range", "limit"].map(|r| {
+                    counter(
+                        recorder,
+                        "lb_rejected_connections_total",
+                        &labels,
+                        ("reason", r),
+                    )
+                }),
             }),
             udp,
             endpoints: Vec::new(),

@@ -151,6 +151,18 @@ async fn metrics_count_the_connections_made_with_the_contract_labels() {
         ),
         Some(0.0)
     );
+    // A UDP port has no connection series: its drops, a source range's
+    // included, are lb_udp_datagrams_total only.
+    for family in [
+        "lb_connections_total",
+        "lb_active_connections",
+        "lb_rejected_connections_total",
+    ] {
+        assert!(
+            !text.lines().any(|l| l.starts_with(family) && l.contains(udp_labels)),
+            "{family} has a UDP series:\n{text}"
+        );
+    }
     for family in [
         "lb_connections_total counter",
         "lb_active_connections gauge",
