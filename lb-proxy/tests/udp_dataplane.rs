@@ -121,6 +121,31 @@ async fn start(settings: ProxySettings, services: Vec<ServiceSpec>) -> DataPlane
     start_on(support::node(), settings, services).await
 }
 
+/// A UDP NodePort service with one endpoint on a node whose only address is
+/// the wildcard `any` (`0.0.0.0` or `::`), on a port free there (traffic only
+/// ever goes to loopback addresses). Returns the data plane and the node port.
+async fn start_wildcard_node_port(any: &str, endpoint: SocketAddr) -> (DataPlane, u16) {
+    let node_port = std::net::UdpSocket::bind((ip(any), 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let node = NodeSpec {
+        name: "node-1".into(),
+        addresses: vec![ip(any)],
+    };
+    let vip = udp_vip();
+    let mut svc = ServiceSpec::cluster_ip("default", "np", vip.ip());
+    svc.service_type = ServiceType::NodePort;
+    let mut port = udp_port("", vip.port(), &[endpoint]);
+    port.node_port = Some(node_port);
+    svc = svc.with_port(port);
+    (
+        start_on(node, ProxySettings::default(), vec![svc]).await,
+        node_port,
+    )
+}
+
 async fn update(plane: &DataPlane, services: Vec<ServiceSpec>) {
     plane.update(support::node(), services).await;
 }
@@ -211,23 +236,7 @@ async fn echoes_through_a_node_port_on_a_node_address() {
 #[tokio::test]
 async fn a_wildcard_node_address_replies_from_the_address_the_client_used() {
     let backend = udp_backend("127.0.60.3", "a").await;
-    let vip = udp_vip();
-    // A port free on the wildcard address (traffic only ever goes to 127.x).
-    let node_port = std::net::UdpSocket::bind("0.0.0.0:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let node = NodeSpec {
-        name: "node-1".into(),
-        addresses: vec![ip("0.0.0.0")],
-    };
-    let mut svc = ServiceSpec::cluster_ip("default", "np", vip.ip());
-    svc.service_type = ServiceType::NodePort;
-    let mut port = udp_port("", vip.port(), &[backend.addr]);
-    port.node_port = Some(node_port);
-    svc = svc.with_port(port);
-    let plane = start_on(node, ProxySettings::default(), vec![svc]).await;
+    let (plane, node_port) = start_wildcard_node_port("0.0.0.0", backend.addr).await;
     for target in ["127.0.0.1", "127.0.1.7", "127.5.6.7"] {
         let c = client("127.0.0.1").await;
         let to = SocketAddr::new(ip(target), node_port);
@@ -268,22 +277,7 @@ async fn one_client_port_sending_to_two_node_addresses_gets_each_reply_from_its_
             });
         }
     });
-    let vip = udp_vip();
-    let node_port = std::net::UdpSocket::bind("0.0.0.0:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let node = NodeSpec {
-        name: "node-1".into(),
-        addresses: vec![ip("0.0.0.0")],
-    };
-    let mut svc = ServiceSpec::cluster_ip("default", "np2", vip.ip());
-    svc.service_type = ServiceType::NodePort;
-    let mut port = udp_port("", vip.port(), &[backend_addr]);
-    port.node_port = Some(node_port);
-    svc = svc.with_port(port);
-    let plane = start_on(node, ProxySettings::default(), vec![svc]).await;
+    let (plane, node_port) = start_wildcard_node_port("0.0.0.0", backend_addr).await;
     let c = client("127.0.0.1").await;
     let targets = [
         SocketAddr::new(ip("127.0.0.1"), node_port),
@@ -324,22 +318,7 @@ async fn a_wildcard_ipv6_node_address_replies_from_the_address_the_client_used()
         return;
     }
     let backend = udp_backend("127.0.60.4", "a").await;
-    let vip = udp_vip();
-    let node_port = std::net::UdpSocket::bind("[::]:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let node = NodeSpec {
-        name: "node-1".into(),
-        addresses: vec![ip("::")],
-    };
-    let mut svc = ServiceSpec::cluster_ip("default", "np6", vip.ip());
-    svc.service_type = ServiceType::NodePort;
-    let mut port = udp_port("", vip.port(), &[backend.addr]);
-    port.node_port = Some(node_port);
-    svc = svc.with_port(port);
-    let plane = start_on(node, ProxySettings::default(), vec![svc]).await;
+    let (plane, node_port) = start_wildcard_node_port("::", backend.addr).await;
     let c = UdpSocket::bind("[::1]:0").await.unwrap();
     let to = SocketAddr::new(ip("::1"), node_port);
     for msg in ["first", "second"] {
