@@ -159,7 +159,9 @@ async fn metrics_count_the_connections_made_with_the_contract_labels() {
         "lb_rejected_connections_total",
     ] {
         assert!(
-            !text.lines().any(|l| l.starts_with(family) && l.contains(udp_labels)),
+            !text
+                .lines()
+                .any(|l| l.starts_with(family) && l.contains(udp_labels)),
             "{family} has a UDP series:\n{text}"
         );
     }
