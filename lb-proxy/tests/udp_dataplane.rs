@@ -42,6 +42,7 @@ fn udp_vip() -> SocketAddr {
 /// the source address of each datagram it got.
 struct UdpBackend {
     addr: SocketAddr,
+    name: &'static str,
     peers: Arc<Mutex<Vec<SocketAddr>>>,
     task: JoinHandle<()>,
 }
@@ -78,7 +79,12 @@ async fn udp_backend(ip: &str, name: &'static str) -> UdpBackend {
             let _ = socket.send_to(&reply, peer).await;
         }
     });
-    UdpBackend { addr, peers, task }
+    UdpBackend {
+        addr,
+        name,
+        peers,
+        task,
+    }
 }
 
 /// A UDP port on `ip` with nothing listening (the kernel answers ICMP port
@@ -519,21 +525,27 @@ async fn an_unreachable_endpoint_is_counted_and_the_flow_fails_over() {
     .await;
     let stats = udp_stats(&plane, vip);
     let c = client("127.0.0.1").await;
-    // The first datagram goes to the closed port: no answer, and the ICMP
-    // port unreachable is counted without any further datagram.
-    assert!(ask_within(&c, vip, b"lost", Duration::from_millis(300))
-        .await
-        .is_none());
-    assert!(
-        eventually(WAIT, || read(&stats.udp_dropped_send_error) == 1).await,
-        "ICMP unreachable not counted on its own"
-    );
+    // The first datagram goes to the closed port.
+    lost_and_counted_on_its_own(&c, vip, &stats).await;
     // The very next datagram of the flow fails over.
     let (reply, _) = ask(&c, vip, b"q").await;
     assert_eq!(reply, "live|q");
     assert_eq!(read(&stats.udp_dropped_send_error), 1);
     assert_eq!(live.received(), 1);
     plane.shutdown().await;
+}
+
+/// Sends a datagram to `to` that meets a closed port: no answer comes, and
+/// the ICMP port unreachable is counted (`send_error`) without any further
+/// datagram.
+async fn lost_and_counted_on_its_own(client: &UdpSocket, to: SocketAddr, stats: &PortStats) {
+    assert!(ask_within(client, to, b"lost", Duration::from_millis(300))
+        .await
+        .is_none());
+    assert!(
+        eventually(WAIT, || read(&stats.udp_dropped_send_error) == 1).await,
+        "ICMP unreachable not counted on its own"
+    );
 }
 
 /// An endpoint that was answering stops (its pod still counted ready): the
@@ -557,23 +569,17 @@ async fn an_endpoint_that_stops_answering_costs_one_datagram() {
     } else {
         (second, first)
     };
-    let name = if stays.addr.ip() == ip("127.0.62.3") {
-        "first"
-    } else {
-        "second"
-    };
+    let gone_addr = gone.addr;
     drop(gone);
-    // The aborted task's socket closes once the runtime has dropped it.
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(ask_within(&c, vip, b"b", Duration::from_millis(300))
-        .await
-        .is_none());
+    // The aborted task's socket closes once the runtime has dropped it: then
+    // its address can be bound again.
     assert!(
-        eventually(WAIT, || read(&stats.udp_dropped_send_error) == 1).await,
-        "ICMP unreachable not counted"
+        eventually(WAIT, || std::net::UdpSocket::bind(gone_addr).is_ok()).await,
+        "the stopped backend's socket never closed"
     );
+    lost_and_counted_on_its_own(&c, vip, &stats).await;
     let (reply, _) = ask(&c, vip, b"c").await;
-    assert_eq!(reply, format!("{name}|c"));
+    assert_eq!(reply, format!("{}|c", stays.name));
     plane.shutdown().await;
 }
 
