@@ -395,15 +395,13 @@ fn from_endpoint(
         Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
     });
     if let Some(e) = pending {
-        debug!(client = %w.key.client, endpoint = %w.endpoint, error = %e, "UDP endpoint unreachable; the next datagram fails over");
-        shared.udp.lock().send_failed(&w.key, w.endpoint);
+        endpoint_failed(shared, w, &e);
     }
     for _ in 0..BATCH.div_ceil(RECV_SLOTS) {
         let more = match sys::try_recv_batch(&w.socket, batch) {
             Ok(more) => more,
             Err(e) => {
-                debug!(client = %w.key.client, endpoint = %w.endpoint, error = %e, "UDP endpoint unreachable; the next datagram fails over");
-                shared.udp.lock().send_failed(&w.key, w.endpoint);
+                endpoint_failed(shared, w, &e);
                 continue;
             }
         };
@@ -447,6 +445,13 @@ fn from_endpoint(
         }
     }
     true
+}
+
+/// The flow's socket reported an error (ICMP port unreachable, found by
+/// `SO_ERROR` or by a receive): counted, and the next datagram fails over.
+fn endpoint_failed(shared: &Shared, w: &Watched, e: &std::io::Error) {
+    debug!(client = %w.key.client, endpoint = %w.endpoint, error = %e, "UDP endpoint unreachable; the next datagram fails over");
+    shared.udp.lock().send_failed(&w.key, w.endpoint);
 }
 
 /// Sends `msgs` from `socket` with as few `sendmmsg(2)` calls as the kernel
