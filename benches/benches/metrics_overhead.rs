@@ -1,6 +1,6 @@
 //! What metrics cost the data path: proxied connections per second, in
 //! process over loopback, without and with the Prometheus recorder scraped
-//! ten times a second (`lb_proxy::metrics::Metrics`: handles resolved per
+//! ten times a second (`lb_proxy::ops::metrics::Metrics`: handles resolved per
 //! snapshot, set from the atomics, rendered by `metrics-exporter-prometheus`),
 //! interleaved round by round (the machine is busy and small, so only medians
 //! and ratios mean anything); plus the per-event costs in isolation:
@@ -25,7 +25,7 @@ use lb_benches::node;
 use lb_core::stats::DurationHistogram;
 use lb_core::{EndpointSpec, PortSpec, ProxySettings, ServiceSpec, Snapshot};
 use lb_proxy::app::ReloadCounters;
-use lb_proxy::metrics::{Metrics, Sources};
+use lb_proxy::ops::metrics::{Metrics, Sources};
 use lb_proxy::DataPlane;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

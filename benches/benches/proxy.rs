@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use lb_benches::node;
 use lb_core::{EndpointSpec, PortSpec, ProxySettings, ServiceSpec, Snapshot};
-use lb_proxy::forward::Engine;
+use lb_proxy::dataplane::forward::Engine;
 use lb_proxy::DataPlane;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

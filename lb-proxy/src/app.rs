@@ -15,10 +15,10 @@ use lb_core::{FrontendKey, Snapshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::admin::AdminSource;
+use crate::control::probe::Health;
 use crate::dataplane::DataPlane;
-use crate::healthcheck::HealthChecks;
-use crate::probe::Health;
+use crate::ops::admin::AdminSource;
+use crate::ops::healthcheck::HealthChecks;
 
 /// How to start an [`App`].
 #[derive(Debug, Clone)]
@@ -30,7 +30,7 @@ pub struct AppOptions {
     pub state_file: Option<PathBuf>,
 }
 
-/// Sources besides the config file (see [`crate::sources`]).
+/// Sources besides the config file (see [`crate::control::sources`]).
 #[derive(Debug, Clone, Default)]
 pub struct SourceOptions {
     /// `--manifests PATH`: Kubernetes manifests (a file or a directory),
@@ -47,7 +47,7 @@ pub enum AppError {
     /// The DNS responder could not start (its port is taken, or the zone is
     /// not a valid name).
     #[error("{0}")]
-    Dns(crate::dns::DnsError),
+    Dns(crate::ops::dns::DnsError),
     /// The admin listener could not be bound (it never shares its port, so a
     /// clash is an error rather than a silent second listener).
     #[error("admin listener {addr}: {source}")]
@@ -59,7 +59,7 @@ pub enum AppError {
     },
     /// `vip_mode = "interface"` could not take hold of its interface.
     #[error("{0}")]
-    Vip(crate::vip::VipError),
+    Vip(crate::control::vip::VipError),
 }
 
 /// Counts of reload attempts, for logs and `/metrics`.
@@ -89,23 +89,23 @@ struct Inner {
     admin_addr: Option<SocketAddr>,
     admin_stop: CancellationToken,
     /// The DNS responder, when the file has `[dns]`.
-    dns: Option<crate::dns::Dns>,
+    dns: Option<crate::ops::dns::Dns>,
     /// Endpoint host names, resolved in front of `health`; every config goes
     /// through it.
-    hosts: crate::dns::hosts::Hosts,
+    hosts: crate::control::hosts::Hosts,
     /// Readiness probes and the overlay.
     health: Health,
     /// Health-check node ports (LoadBalancer + Local).
     health_checks: HealthChecks,
     /// `vip_mode = "interface"`: the addresses lb-proxy adds and announces.
-    vips: Option<crate::vip::Vips>,
+    vips: Option<crate::control::vip::Vips>,
     /// `[node] vip_mode`, `vip_interface`, `announce_interface` at start: a
     /// reload that changes them is told it takes effect at the next restart.
     vip_settings: String,
     /// Manifests and etcd, merged with the file on every load.
-    sources: Arc<crate::sources::Sources>,
+    sources: Arc<crate::control::sources::Sources>,
     /// Recent reloads, errors and endpoint state changes (the status page).
-    events: Arc<crate::status::Events>,
+    events: Arc<crate::ops::status::Events>,
 }
 
 /// What the admin API reads: the data plane's table and bind errors.
@@ -114,12 +114,12 @@ struct AdminView {
     dataplane: DataPlane,
     reloads: Arc<ReloadCounters>,
     health: Health,
-    events: Arc<crate::status::Events>,
-    dns: Option<crate::dns::Dns>,
-    hosts: crate::dns::hosts::Hosts,
-    sources: Arc<crate::sources::Sources>,
+    events: Arc<crate::ops::status::Events>,
+    dns: Option<crate::ops::dns::Dns>,
+    hosts: crate::control::hosts::Hosts,
+    sources: Arc<crate::control::sources::Sources>,
     /// The recorder and handles behind `/metrics`.
-    metrics: crate::metrics::Metrics,
+    metrics: crate::ops::metrics::Metrics,
 }
 
 impl AdminSource for AdminView {
@@ -139,7 +139,7 @@ impl AdminSource for AdminView {
         let hosts = (self.hosts.lookups(), self.hosts.failures());
         self.metrics.render(
             &self.dataplane.table().load(),
-            &crate::metrics::Sources {
+            &crate::ops::metrics::Sources {
                 reloads: &self.reloads,
                 dns: self.dns.as_ref().map(|d| d.counters()),
                 host_lookups: (hosts.0 > 0).then_some(hosts),
@@ -147,13 +147,13 @@ impl AdminSource for AdminView {
             },
         ) + &self.sources.metrics()
     }
-    fn probes(&self) -> BTreeMap<lb_core::health::PodKey, crate::probe::ProbeStatus> {
+    fn probes(&self) -> BTreeMap<lb_core::health::PodKey, crate::control::probe::ProbeStatus> {
         self.health.statuses()
     }
-    fn connections(&self) -> Vec<crate::connections::OpenConnection> {
+    fn connections(&self) -> Vec<crate::dataplane::connections::OpenConnection> {
         self.dataplane.connections().list()
     }
-    fn events(&self) -> crate::status::EventList {
+    fn events(&self) -> crate::ops::status::EventList {
         self.events.list()
     }
     fn settings(&self) -> Option<lb_core::ProxySettings> {
@@ -181,7 +181,7 @@ impl App {
             Err(_) => None, // the load below reports the file's errors
         };
         let (sources, etcd_changes) =
-            crate::sources::Sources::start(source_options.manifests, etcd);
+            crate::control::sources::Sources::start(source_options.manifests, etcd);
         let sources = Arc::new(sources);
         let mut loader = match (sources.store(), &options.state_file) {
             (Some(store), _) => Loader::new(Box::new(store)).with_shared_store(),
@@ -217,7 +217,7 @@ impl App {
             warn!("{w}");
         }
         let admin_listen = config.admin_listen;
-        let dns_options = crate::dns::DnsOptions::from_config(&config);
+        let dns_options = crate::ops::dns::DnsOptions::from_config(&config);
         let dns_listen = config.dns.as_ref().map(|d| d.listen);
         let upstreams = dns_upstreams(&config);
         check_open_file_limit(&config);
@@ -234,11 +234,12 @@ impl App {
             ),
             accept: None,
         };
-        let vip_options =
-            (config.vip_mode == lb_config::VipMode::Interface).then(|| crate::vip::VipOptions {
+        let vip_options = (config.vip_mode == lb_config::VipMode::Interface).then(|| {
+            crate::control::vip::VipOptions {
                 interface: config.vip_interface.clone(),
                 announce_interface: config.announce_interface.clone(),
-            });
+            }
+        });
         let vip_settings = vip_settings(&config);
         let dataplane = DataPlane::start_with(config.proxy, snapshot, bind).await;
         let health = Health::start(
@@ -250,7 +251,7 @@ impl App {
         .await;
         // Endpoints known by DNS name: resolved addresses join the desired
         // state in front of the probe overlay.
-        let hosts = crate::dns::hosts::Hosts::start(health.clone(), upstreams);
+        let hosts = crate::control::hosts::Hosts::start(health.clone(), upstreams);
         if !config.host_endpoints.is_empty() {
             hosts
                 .set_desired(
@@ -263,7 +264,7 @@ impl App {
         }
         let health_checks = HealthChecks::spawn(&dataplane);
         let vips = match vip_options {
-            Some(options) => match crate::vip::Vips::start(&dataplane, options).await {
+            Some(options) => match crate::control::vip::Vips::start(&dataplane, options).await {
                 Ok(v) => Some(v),
                 Err(e) => {
                     dataplane.shutdown().await;
@@ -274,7 +275,7 @@ impl App {
         };
         let dns = match (dns_listen, dns_options) {
             (Some(listen), Some(options)) => {
-                match crate::dns::Dns::start(listen, dataplane.table(), options).await {
+                match crate::ops::dns::Dns::start(listen, dataplane.table(), options).await {
                     Ok(dns) => Some(dns),
                     Err(e) => {
                         dataplane.shutdown().await;
@@ -285,7 +286,7 @@ impl App {
             _ => None,
         };
         let reloads = Arc::new(ReloadCounters::default());
-        let events = Arc::new(crate::status::Events::default());
+        let events = Arc::new(crate::ops::status::Events::default());
         events.record(
             "info",
             "start",
@@ -322,11 +323,12 @@ impl App {
                 dns: dns.clone(),
                 hosts: hosts.clone(),
                 sources: sources.clone(),
-                metrics: crate::metrics::Metrics::new(),
+                metrics: crate::ops::metrics::Metrics::new(),
             });
             let stop = admin_stop.clone();
             tokio::spawn(async move {
-                if let Err(e) = crate::admin::serve(listener, source, stop.cancelled_owned()).await
+                if let Err(e) =
+                    crate::ops::admin::serve(listener, source, stop.cancelled_owned()).await
                 {
                     error!("admin listener stopped: {e}");
                 }
@@ -375,12 +377,12 @@ impl App {
     }
 
     /// The sources besides the file (manifests, etcd).
-    pub fn sources(&self) -> &crate::sources::Sources {
+    pub fn sources(&self) -> &crate::control::sources::Sources {
         &self.inner.sources
     }
 
     /// Interface mode's VIP manager, when `vip_mode = "interface"`.
-    pub fn vips(&self) -> Option<&crate::vip::Vips> {
+    pub fn vips(&self) -> Option<&crate::control::vip::Vips> {
         self.inner.vips.as_ref()
     }
 
@@ -395,12 +397,12 @@ impl App {
     }
 
     /// The DNS responder, when the file has `[dns]` (its address, counters).
-    pub fn dns(&self) -> Option<&crate::dns::Dns> {
+    pub fn dns(&self) -> Option<&crate::ops::dns::Dns> {
         self.inner.dns.as_ref()
     }
 
     /// Endpoint host names and their resolutions (answers, failures).
-    pub fn hosts(&self) -> &crate::dns::hosts::Hosts {
+    pub fn hosts(&self) -> &crate::control::hosts::Hosts {
         &self.inner.hosts
     }
 
@@ -416,7 +418,7 @@ impl App {
 
     /// Recent reloads, errors and endpoint state changes (what the status
     /// page lists).
-    pub fn events(&self) -> &crate::status::Events {
+    pub fn events(&self) -> &crate::ops::status::Events {
         &self.inner.events
     }
 
@@ -464,7 +466,10 @@ impl App {
                 if vip_settings(&config) != inner.vip_settings {
                     warn!("node.vip_mode, vip_interface or announce_interface changed; it takes effect at the next restart");
                 }
-                match (&inner.dns, crate::dns::DnsOptions::from_config(&config)) {
+                match (
+                    &inner.dns,
+                    crate::ops::dns::DnsOptions::from_config(&config),
+                ) {
                     (Some(dns), Some(options)) => dns.set_options(options),
                     (None, Some(_)) | (Some(_), None) => {
                         warn!("[dns] added or removed; it takes effect at the next restart")
@@ -537,7 +542,7 @@ impl App {
 /// wakes on the generation counter and compares two snapshots.
 async fn watch_endpoint_states(
     dataplane: DataPlane,
-    events: Arc<crate::status::Events>,
+    events: Arc<crate::ops::status::Events>,
     stop: CancellationToken,
 ) {
     let mut generation = dataplane.subscribe();
@@ -591,7 +596,7 @@ fn endpoint_states(snapshot: &Snapshot) -> BTreeMap<String, String> {
                         "{}/{}:{}/{} {}",
                         key.service.namespace,
                         key.service.name,
-                        crate::connections::port_label(key),
+                        crate::dataplane::connections::port_label(key),
                         key.protocol,
                         e.addr
                     ),

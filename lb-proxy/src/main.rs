@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use clap::{Parser, Subcommand, ValueEnum};
-use lb_proxy::admin::{GetKind, OutputFormat};
 use lb_proxy::app::{App, AppError, AppOptions, SourceOptions};
+use lb_proxy::ops::admin::{GetKind, OutputFormat};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
 
@@ -189,7 +189,7 @@ fn main() -> ExitCode {
                 eprintln!("error: --config FILE (with [source.etcd]) is required");
                 return ExitCode::from(2);
             };
-            match lb_proxy::sources::put(config, &file) {
+            match lb_proxy::control::sources::put(config, &file) {
                 Ok(keys) => {
                     for k in keys {
                         println!("{k} written");
@@ -207,7 +207,7 @@ fn main() -> ExitCode {
                 eprintln!("error: --config FILE (with [source.etcd]) is required");
                 return ExitCode::from(2);
             };
-            match lb_proxy::sources::delete(config, &kind, &name) {
+            match lb_proxy::control::sources::delete(config, &kind, &name) {
                 Ok(key) => {
                     println!("{key} deleted");
                     ExitCode::SUCCESS
@@ -249,7 +249,7 @@ fn check(config: Option<&Path>, manifests: Option<&Path>) -> ExitCode {
         eprintln!("error: --config FILE is required");
         return ExitCode::from(2);
     };
-    match lb_proxy::sources::check(path, manifests) {
+    match lb_proxy::control::sources::check(path, manifests) {
         Ok(config) => {
             for w in &config.warnings {
                 eprintln!("warning: {w}");
@@ -296,7 +296,7 @@ fn get(
         (None, None) => lb_config::config::DEFAULT_ADMIN_LISTEN.to_string(),
     };
     let Some(limit) = watch else {
-        return match lb_proxy::admin::get_command(&admin, kind, output, SystemTime::now()) {
+        return match lb_proxy::ops::admin::get_command(&admin, kind, output, SystemTime::now()) {
             Ok(text) => {
                 print!("{text}");
                 ExitCode::SUCCESS
@@ -312,9 +312,15 @@ fn get(
     let mut last: Option<String> = None;
     let mut printed = 0u32;
     loop {
-        match lb_proxy::admin::fetch(&admin, kind.path()) {
+        match lb_proxy::ops::admin::fetch(&admin, kind.path()) {
             Ok(body) if last.as_deref() != Some(body.as_str()) => {
-                match lb_proxy::admin::render_get(&admin, kind, output, &body, SystemTime::now()) {
+                match lb_proxy::ops::admin::render_get(
+                    &admin,
+                    kind,
+                    output,
+                    &body,
+                    SystemTime::now(),
+                ) {
                     Ok(text) => {
                         if printed > 0 && output != OutputFormat::Json {
                             println!();

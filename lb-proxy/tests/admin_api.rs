@@ -11,7 +11,7 @@ use lb_core::{
     ClusterIp, EndpointSpec, FrontendKey, NodeSpec, PortSpec, Protocol, ServiceSpec, ServiceType,
     SessionAffinity, Snapshot, TargetPort,
 };
-use lb_proxy::admin::{self, AdminError, AdminSource, GetKind, OutputFormat};
+use lb_proxy::ops::admin::{self, AdminError, AdminSource, GetKind, OutputFormat};
 use serde_json::{json, Value};
 
 fn ip(s: &str) -> IpAddr {

@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lb_core::{Protocol, TargetPort};
-use lb_proxy::views::{
+use lb_proxy::ops::views::{
     endpoints_table, human_duration, services_table, EndpointView, EndpointsList, EndpointsView,
     PortView, ServiceList, ServiceView,
 };

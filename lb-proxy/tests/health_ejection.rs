@@ -28,8 +28,8 @@ fn ejecting(failures: u32, base: Duration) -> ProxySettings {
     }
 }
 
-fn view_of(plane: &lb_proxy::DataPlane, addr: SocketAddr) -> lb_proxy::views::EndpointView {
-    let list = lb_proxy::views::endpoints_view(&plane.table().load());
+fn view_of(plane: &lb_proxy::DataPlane, addr: SocketAddr) -> lb_proxy::ops::views::EndpointView {
+    let list = lb_proxy::ops::views::endpoints_view(&plane.table().load());
     list.items
         .iter()
         .flat_map(|i| i.endpoints.iter())

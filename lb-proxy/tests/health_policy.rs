@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use health_support::*;
 use lb_core::{ServiceSpec, ServiceType, TrafficPolicy};
-use lb_proxy::healthcheck::HealthChecks;
+use lb_proxy::ops::healthcheck::HealthChecks;
 use support::{eventually, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use health_support::*;
 use lb_core::health::{PodKey, ProbeAction};
-use lb_proxy::probe::Health;
+use lb_proxy::control::probe::Health;
 use support::{eventually, WAIT};
 
 const PERIOD: Duration = Duration::from_millis(200);
@@ -224,7 +224,7 @@ async fn an_http_get_probe_answered_500_keeps_the_pod_out() {
     );
     assert!(!is_ready(&plane, vip, bad.addr), "a 500 is a failure");
     assert_eq!(health.statuses()[&bad_key].message, "HTTP 500");
-    let view = lb_proxy::views::endpoints_view_with(&plane.table().load(), &health.statuses());
+    let view = lb_proxy::ops::views::endpoints_view_with(&plane.table().load(), &health.statuses());
     let bad_view = view.items[0]
         .endpoints
         .iter()
@@ -233,8 +233,8 @@ async fn an_http_get_probe_answered_500_keeps_the_pod_out() {
     assert_eq!(bad_view.state, "not_ready");
     assert_eq!(bad_view.reason, "probe failing: HTTP 500");
     assert_eq!(bad_view.probe, "HTTP 500");
-    assert!(lb_proxy::views::parse_rfc3339(&bad_view.since).is_some());
-    let table = lb_proxy::views::endpoints_wide_table(&view, std::time::SystemTime::now());
+    assert!(lb_proxy::ops::views::parse_rfc3339(&bad_view.since).is_some());
+    let table = lb_proxy::ops::views::endpoints_wide_table(&view, std::time::SystemTime::now());
     assert!(table.contains("probe failing: HTTP 500"), "{table}");
     for _ in 0..10 {
         assert!(try_fetch(vip).await.unwrap().ends_with("ok"));

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use lb_core::stats::read;
 use lb_core::ProxySettings;
-use lb_proxy::forward::Engine;
+use lb_proxy::dataplane::forward::Engine;
 use lb_proxy::DataPlane;
 use sha2::{Digest, Sha256};
 use support::*;
@@ -184,9 +184,13 @@ async fn idle_connections_hold_no_pipes_and_bytes_count_while_running(
     assert_eq!(read(&stats.active), 20);
     #[cfg(target_os = "linux")]
     assert!(
-        eventually(WAIT, || lb_proxy::splice::pipes_borrowed() == 0).await,
+        eventually(
+            WAIT,
+            || lb_proxy::dataplane::forward::splice::pipes_borrowed() == 0
+        )
+        .await,
         "20 idle connections hold {} pipes",
-        lb_proxy::splice::pipes_borrowed()
+        lb_proxy::dataplane::forward::splice::pipes_borrowed()
     );
     assert_engine_carried(&plane, engine);
 }

@@ -441,7 +441,7 @@ async fn large_datagrams_pass_untruncated() {
     }
     // The largest datagram the client can send gets there whole; the echo
     // (two bytes longer) cannot exist, so only the forward way is checked.
-    let payload = vec![7u8; lb_proxy::udp::MAX_DATAGRAM];
+    let payload = vec![7u8; lb_proxy::dataplane::udp::MAX_DATAGRAM];
     c.send_to(&payload, vip).await.unwrap();
     assert!(eventually(WAIT, || backend.received() == 3).await);
     plane.shutdown().await;
@@ -594,7 +594,7 @@ async fn metrics_show_udp_sessions_and_datagrams() {
     .await;
     let c = client("127.0.0.1").await;
     ask(&c, vip, b"m").await;
-    let text = lb_proxy::metrics::render(&plane.table().load(), &Default::default());
+    let text = lb_proxy::ops::metrics::render(&plane.table().load(), &Default::default());
     assert!(
         text.contains("lb_udp_sessions{namespace=\"default\",service=\"dns\",port=\""),
         "{text}"

@@ -21,7 +21,7 @@ use lb_core::stats::read;
 use lb_core::{
     EndpointSpec, NodeSpec, PortSpec, Protocol, ServiceSpec, ServiceType, SessionAffinity, Snapshot,
 };
-use lb_proxy::udp::flows::{Change, Counters, FlowKey, FlowTable, Verdict};
+use lb_proxy::dataplane::udp::flows::{Change, Counters, FlowKey, FlowTable, Verdict};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

@@ -78,7 +78,37 @@ impl Source for ManifestSource {
     fn desired(&self) -> Result<DesiredState, ConfigErrors> {
         load_path(&self.path)
     }
+    fn watch(
+        self: std::sync::Arc<Self>,
+        changed: crate::source::Changed,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> crate::source::WatchFuture {
+        Box::pin(async move {
+            let mut rx = match watch_manifests(self.path.clone(), WATCH_DEBOUNCE) {
+                Ok(rx) => rx,
+                Err(e) => {
+                    tracing::warn!(
+                        "not watching {}: {e}; reload with SIGHUP",
+                        self.path.display()
+                    );
+                    return;
+                }
+            };
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    got = rx.recv() => match got {
+                        Some(()) => changed.notify(),
+                        None => return,
+                    },
+                }
+            }
+        })
+    }
 }
+
+/// How long changes to the manifests must be quiet before they are read.
+const WATCH_DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(150);
 
 fn read_error(path: &Path, e: impl std::fmt::Display) -> ConfigErrors {
     ConfigErrors::single(FieldError::parse(

@@ -24,6 +24,13 @@ pub mod etcd;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::error::{object_path, ConfigErrors, FieldError};
@@ -96,17 +103,81 @@ pub struct DesiredState {
     pub warnings: Vec<String>,
 }
 
-/// A source of objects: yields its whole current state on demand. The file
-/// source is the config file itself (see [`merge`]); others implement this.
+/// What a source's [`Source::watch`] runs as: a future the control plane
+/// spawns on its own task tracker, so a source starts nothing of its own.
+pub type WatchFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// Tells the control plane that one source may hold a new state. Each source
+/// gets its own (so a rebuild reads again only the sources that changed); all
+/// of them wake the same rebuild task. Cloning is shallow. Notifying twice
+/// before the rebuild runs is one change: sources are level-triggered.
+#[derive(Debug, Clone)]
+pub struct Changed {
+    dirty: Arc<AtomicBool>,
+    wake: Arc<Notify>,
+}
+
+impl Changed {
+    /// A signal that wakes `wake` (the rebuild task's).
+    pub fn new(wake: Arc<Notify>) -> Changed {
+        Changed {
+            dirty: Arc::new(AtomicBool::new(false)),
+            wake,
+        }
+    }
+
+    /// The source may hold a new state: mark it and wake the rebuild.
+    pub fn notify(&self) {
+        self.dirty.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    /// Whether the source was notified since the last call (the rebuild
+    /// calls this once per source per pass).
+    pub fn take(&self) -> bool {
+        self.dirty.swap(false, Ordering::AcqRel)
+    }
+}
+
+/// A source's own counters, for `/metrics` (`lb_source_*{source="NAME"}`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SourceStats {
+    /// Whether the source cannot confirm now that its state is current.
+    pub stale: bool,
+    /// Full re-reads (start, disconnect, compaction).
+    pub resyncs: u64,
+    /// Change batches applied.
+    pub updates: u64,
+}
+
+/// A source of objects: yields its whole current state on demand
+/// (level-triggered), and says when that state may have changed. The config
+/// file, the manifests, etcd and an embedder's own discovery are all sources.
 pub trait Source: Send + Sync + fmt::Debug {
-    /// Short name for logs and `/readyz` (`manifests`, `etcd`).
+    /// Short name for logs, `/readyz` and metrics (`file`, `manifests`,
+    /// `etcd`).
     fn name(&self) -> &str;
     /// The whole current desired state. An error means the source cannot be
-    /// read as a whole (a manifest that does not parse): nothing of it applies.
+    /// read as a whole (a manifest that does not parse): nothing of it
+    /// applies. May block on the file system; the control plane calls it off
+    /// the async runtime, once per source per rebuild.
     fn desired(&self) -> Result<DesiredState, ConfigErrors>;
     /// `Some(reason)` while the source cannot confirm that its state is
     /// current (etcd unreachable): the last good state keeps serving.
     fn stale(&self) -> Option<String> {
+        None
+    }
+    /// Follows the source until `stop` is cancelled, calling
+    /// [`Changed::notify`] whenever its state may have changed (after its own
+    /// debounce, if it needs one). The control plane spawns the future on its
+    /// task tracker and waits for it at shutdown, so it must end soon after
+    /// `stop`. A source that never changes returns at once (the default).
+    fn watch(self: Arc<Self>, changed: Changed, stop: CancellationToken) -> WatchFuture {
+        let _ = (changed, stop);
+        Box::pin(async {})
+    }
+    /// The source's counters for `/metrics`; `None` for a source with none.
+    fn stats(&self) -> Option<SourceStats> {
         None
     }
 }

@@ -17,7 +17,7 @@ use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::proto::xfer::Protocol;
 use hickory_resolver::TokioResolver;
 use lb_core::{Snapshot, Table};
-use lb_proxy::dns::DnsOptions;
+use lb_proxy::ops::dns::DnsOptions;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::oneshot;
 
@@ -79,7 +79,7 @@ pub async fn serve_table(
         ttl: 5,
         upstreams,
     };
-    tokio::spawn(lb_proxy::dns::serve(
+    tokio::spawn(lb_proxy::ops::dns::serve(
         udp,
         tcp,
         table.clone(),

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use lb_core::health::{PodKey, ProbeAction, ProbeSpec};
 use lb_core::{EndpointSpec, PortSpec, ProxySettings, ServiceSpec};
-use lb_proxy::probe::Health;
+use lb_proxy::control::probe::Health;
 use lb_proxy::DataPlane;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

@@ -362,6 +362,32 @@ impl Source for EtcdSource {
         let kvs = self.lock().kvs.clone();
         Ok(decode(&self.shared.settings, &kvs))
     }
+    fn watch(
+        self: Arc<Self>,
+        changed: crate::source::Changed,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> crate::source::WatchFuture {
+        Box::pin(async move {
+            let mut rx = self.shared.changes.subscribe();
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    r = rx.changed() => match r {
+                        Ok(()) => changed.notify(),
+                        Err(_) => break,
+                    },
+                }
+            }
+            self.stop();
+        })
+    }
+    fn stats(&self) -> Option<crate::source::SourceStats> {
+        Some(crate::source::SourceStats {
+            stale: self.lock().stale.is_some(),
+            resyncs: self.shared.resyncs.load(Ordering::Relaxed),
+            updates: self.shared.updates.load(Ordering::Relaxed),
+        })
+    }
     fn stale(&self) -> Option<String> {
         self.lock().stale.as_ref().map(|(why, since)| {
             format!(

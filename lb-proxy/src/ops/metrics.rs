@@ -52,7 +52,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, Prometheu
 use metrics_util::MetricKindMask;
 
 use crate::app::ReloadCounters;
-use crate::dns::DnsCounters;
+use crate::ops::dns::DnsCounters;
 
 /// Everything `/metrics` shows beyond the snapshot's counters. All optional
 /// parts are `None` where the component does not run.
@@ -476,7 +476,7 @@ impl PortSeries {
         let labels = vec![
             Label::new("namespace", key.service.namespace.clone()),
             Label::new("service", key.service.name.clone()),
-            Label::new("port", crate::connections::port_label(key)),
+            Label::new("port", crate::dataplane::connections::port_label(key)),
             Label::new("protocol", key.protocol.to_string()),
         ];
         let text = labels

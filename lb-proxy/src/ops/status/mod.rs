@@ -53,7 +53,7 @@ impl Events {
     /// Records an event now.
     pub fn record(&self, level: &str, kind: &str, message: impl Into<String>) {
         let event = Event {
-            time: crate::views::format_rfc3339(SystemTime::now()),
+            time: crate::ops::views::format_rfc3339(SystemTime::now()),
             level: level.to_string(),
             kind: kind.to_string(),
             message: message.into(),

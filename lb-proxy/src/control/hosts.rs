@@ -25,7 +25,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::probe::Health;
+use crate::control::probe::Health;
 
 /// How long one resolution may take before it counts as failed.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);

@@ -22,7 +22,7 @@ use std::time::{Instant, SystemTime};
 use lb_core::{ServicePort, ServicePortKey};
 use serde::{Deserialize, Serialize};
 
-use crate::forward::ConnBytes;
+use crate::dataplane::forward::ConnBytes;
 
 /// Number of independently locked maps (a power of two).
 pub const SHARDS: usize = 16;
@@ -217,7 +217,7 @@ impl ConnectionView {
             protocol: c.port.key().protocol.to_string(),
             endpoint: c.endpoint.to_string(),
             pick_reason: c.reason.to_string(),
-            started: crate::views::format_rfc3339(c.started),
+            started: crate::ops::views::format_rfc3339(c.started),
             age_seconds: now.saturating_duration_since(c.opened).as_secs(),
             bytes_rx: lb_core::stats::read(&c.bytes.rx),
             bytes_tx: lb_core::stats::read(&c.bytes.tx),

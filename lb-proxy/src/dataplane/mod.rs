@@ -7,6 +7,13 @@
 //! connections watch a generation counter so that a connection whose endpoint
 //! leaves the table drains, bounded by `drain_timeout`.
 
+pub mod connections;
+pub mod forward;
+mod listener;
+mod tcp;
+pub mod udp;
+mod workers;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
@@ -21,9 +28,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::forward::Engine;
-pub use crate::listener::AcceptMode;
-use crate::listener::Listeners;
+use crate::dataplane::forward::Engine;
+pub use crate::dataplane::listener::AcceptMode;
+use crate::dataplane::listener::Listeners;
 
 /// How often frontends that could not be bound are retried (and expired
 /// affinity pins reaped).
@@ -49,13 +56,13 @@ pub(crate) struct Shared {
     /// Frontends that could not be bound, with the error text.
     bind_errors: Mutex<BTreeMap<FrontendKey, String>>,
     /// Every UDP flow (all UDP services share the `udp_max_flows` bound).
-    pub(crate) udp: crate::udp::Flows,
+    pub(crate) udp: crate::dataplane::udp::Flows,
     /// The forwarding engine for new connections (`Engine as u8`).
     engine: AtomicU8,
     /// Bytes moved by `splice(2)`, all connections together.
     pub(crate) spliced: AtomicU64,
     /// Open TCP connections, for `/api/v1/connections`.
-    pub(crate) registry: crate::connections::Connections,
+    pub(crate) registry: crate::dataplane::connections::Connections,
     /// Listeners bind with `IP_FREEBIND` (`vip_mode` "freebind"/"interface").
     freebind_listeners: std::sync::atomic::AtomicBool,
 }
@@ -146,7 +153,7 @@ impl DataPlane {
         snapshot: Snapshot,
         options: BindOptions,
     ) -> DataPlane {
-        let udp = crate::udp::Flows::new(&settings);
+        let udp = crate::dataplane::udp::Flows::new(&settings);
         let shared = Arc::new(Shared {
             udp,
             table: Arc::new(Table::new(snapshot)),
@@ -158,7 +165,7 @@ impl DataPlane {
             bind_errors: Mutex::new(BTreeMap::new()),
             engine: AtomicU8::new(Engine::from_env() as u8),
             spliced: AtomicU64::new(0),
-            registry: crate::connections::Connections::default(),
+            registry: crate::dataplane::connections::Connections::default(),
             freebind_listeners: std::sync::atomic::AtomicBool::new(options.freebind),
         });
         let inner = Arc::new(Inner {
@@ -264,7 +271,7 @@ impl DataPlane {
 
     /// Open TCP connections that reached an endpoint (client, frontend,
     /// endpoint, pick reason, bytes), for `/api/v1/connections`.
-    pub fn connections(&self) -> &crate::connections::Connections {
+    pub fn connections(&self) -> &crate::dataplane::connections::Connections {
         &self.inner.shared.registry
     }
 

@@ -20,10 +20,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, info, warn};
 
+use crate::dataplane::workers::Workers;
 use crate::dataplane::Shared;
+use crate::dataplane::{tcp, udp};
 use crate::error::Error;
-use crate::workers::Workers;
-use crate::{sys, tcp, udp};
+use crate::sys;
 
 /// Pause after an accept error that is not about one connection (out of file
 /// descriptors, memory), so the loop does not spin.

@@ -36,7 +36,7 @@ use socket2::SockRef;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-use crate::forward::{drive, ConnBytes, Drain, Limits, Outcome, Step};
+use crate::dataplane::forward::{drive, ConnBytes, Drain, Limits, Outcome, Step};
 use crate::sys;
 
 /// Bytes each pooled pipe is asked to hold (`F_SETPIPE_SZ`), and so the

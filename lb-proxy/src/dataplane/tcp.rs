@@ -24,9 +24,9 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
+use crate::dataplane::forward::{Drain, Limits};
 use crate::dataplane::Shared;
 use crate::error::Error;
-use crate::forward::{Drain, Limits};
 use crate::sys;
 
 /// Decrements a counter when dropped, so every exit path gives back what an
@@ -130,17 +130,19 @@ pub(crate) async fn serve(
         lb_core::PickReason::Failover.as_str()
     };
     let started = Instant::now();
-    let registered = shared.registry.insert(crate::connections::OpenConnection {
-        id: 0,
-        client: peer,
-        frontend: frontend.addr,
-        port: entry.port.clone(),
-        endpoint: endpoint_addr,
-        reason,
-        started: std::time::SystemTime::now(),
-        opened: started.into_std(),
-        bytes: Default::default(),
-    });
+    let registered = shared
+        .registry
+        .insert(crate::dataplane::connections::OpenConnection {
+            id: 0,
+            client: peer,
+            frontend: frontend.addr,
+            port: entry.port.clone(),
+            endpoint: endpoint_addr,
+            reason,
+            started: std::time::SystemTime::now(),
+            opened: started.into_std(),
+            bytes: Default::default(),
+        });
     let conn_bytes = registered.bytes();
     debug!(service = %entry.port.key(), client = %peer, endpoint = %endpoint_addr,
         reason, "connected");

@@ -10,11 +10,8 @@
 //!
 //! - `records` (private): the zone as a pure function of a snapshot.
 //! - `forward` (private): plain forwarding over UDP, TCP on truncation.
-//! - [`hosts`]: endpoints known by name (`{ host = ... }`), resolved and
-//!   re-resolved within bounds, as an overlay in front of the probes.
 
 mod forward;
-pub mod hosts;
 mod records;
 
 use std::future::Future;

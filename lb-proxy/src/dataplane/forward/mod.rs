@@ -1,7 +1,7 @@
 //! Moving bytes between the two legs of a proxied TCP connection.
 //!
 //! [`Engine`] picks how: a userspace copy loop, or `splice(2)` through a
-//! pooled pipe on Linux (`crate::splice`), which keeps the payload in the
+//! pooled pipe on Linux (`crate::dataplane::forward::splice`), which keeps the payload in the
 //! kernel. Every engine keeps the same promises:
 //!
 //! - bytes arrive exactly and in order, and are counted into the endpoint's
@@ -20,6 +20,9 @@
 //! A connection waits on one timer whatever its state (the earliest of the
 //! idle, half-close and drain deadlines), because every idle connection keeps
 //! its waiting state in memory (BENCHMARKS.md, "TCP").
+
+#[cfg(target_os = "linux")]
+pub mod splice;
 
 use std::future::poll_fn;
 use std::io;
@@ -233,7 +236,7 @@ impl Engine {
                 #[cfg(target_os = "linux")]
                 {
                     let auto = self == Engine::Auto;
-                    match crate::splice::run(
+                    match crate::dataplane::forward::splice::run(
                         &client, &upstream, limits, stats, conn, spliced, drain, auto,
                     )
                     .await

@@ -19,7 +19,7 @@ use axum::Router;
 use lb_core::{FrontendKey, Snapshot};
 use serde::Serialize;
 
-use crate::views::{self, EndpointsList, ServiceList};
+use crate::ops::views::{self, EndpointsList, ServiceList};
 
 /// What the admin API reads; the binary implements it over the data plane.
 /// A trait rather than a concrete type so the API can be served and tested
@@ -37,18 +37,18 @@ pub trait AdminSource: Send + Sync + 'static {
     fn metrics(&self) -> String;
     /// Readiness probe verdicts by pod, so `/api/v1/endpoints` can say why an
     /// endpoint is out of rotation; none by default (no probes).
-    fn probes(&self) -> BTreeMap<lb_core::health::PodKey, crate::probe::ProbeStatus> {
+    fn probes(&self) -> BTreeMap<lb_core::health::PodKey, crate::control::probe::ProbeStatus> {
         BTreeMap::new()
     }
     /// Open TCP connections, by registry id; none by default (a source
     /// without a data plane has none).
-    fn connections(&self) -> Vec<crate::connections::OpenConnection> {
+    fn connections(&self) -> Vec<crate::dataplane::connections::OpenConnection> {
         Vec::new()
     }
     /// Recent reloads, errors and endpoint state changes for the status page;
     /// none by default.
-    fn events(&self) -> crate::status::EventList {
-        crate::status::EventList::default()
+    fn events(&self) -> crate::ops::status::EventList {
+        crate::ops::status::EventList::default()
     }
     /// The `[proxy]` settings in force, for `/api/v1/config`; unknown by
     /// default.
@@ -194,7 +194,9 @@ async fn connections(State(source): Source, uri: axum::http::Uri) -> Response {
     }
     let all = source.connections();
     let now = std::time::Instant::now();
-    json_response(&crate::connections::page(&all, limit, after, now))
+    json_response(&crate::dataplane::connections::page(
+        &all, limit, after, now,
+    ))
 }
 
 async fn events(State(source): Source) -> Response {
@@ -216,7 +218,7 @@ async fn status_page() -> Response {
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        crate::status::INDEX_HTML,
+        crate::ops::status::INDEX_HTML,
     )
         .into_response()
 }
@@ -373,7 +375,7 @@ pub fn render_get(
             }
         }
         GetKind::Connections => {
-            let list: crate::connections::ConnectionList =
+            let list: crate::dataplane::connections::ConnectionList =
                 serde_json::from_str(body).map_err(json)?;
             views::connections_table(&list, output == OutputFormat::Wide)
         }

@@ -17,7 +17,7 @@ use std::time::Instant;
 use lb_core::health::PodKey;
 use lb_core::{ClusterIp, FrontendKey, Protocol, ServicePort, ServiceType, Snapshot, TargetPort};
 
-use crate::probe::ProbeStatus;
+use crate::control::probe::ProbeStatus;
 use serde::{Deserialize, Serialize};
 
 /// Body of `GET /api/v1/services`: a Kubernetes-style list, so tools that read
@@ -553,7 +553,10 @@ pub fn endpoints_wide_table(list: &EndpointsList, now: SystemTime) -> String {
 /// (`NAME CLIENT ENDPOINT REASON RX TX AGE`; `-o wide` adds FRONTEND, PORT
 /// and STARTED). AGE comes from the proxy's clock (`age_seconds`), so a CLI
 /// on another host with a skewed clock still shows it right.
-pub fn connections_table(list: &crate::connections::ConnectionList, wide: bool) -> String {
+pub fn connections_table(
+    list: &crate::dataplane::connections::ConnectionList,
+    wide: bool,
+) -> String {
     let mut header = vec!["NAME", "CLIENT", "ENDPOINT", "REASON", "RX", "TX", "AGE"];
     if wide {
         header.extend(["FRONTEND", "PORT", "STARTED"]);
