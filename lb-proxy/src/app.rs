@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::control::probe::Health;
+use crate::control::ReloadCounters;
 use crate::dataplane::DataPlane;
 use crate::ops::admin::AdminSource;
 use crate::ops::healthcheck::HealthChecks;
@@ -60,15 +61,6 @@ pub enum AppError {
     /// `vip_mode = "interface"` could not take hold of its interface.
     #[error("{0}")]
     Vip(crate::control::vip::VipError),
-}
-
-/// Counts of reload attempts, for logs and `/metrics`.
-#[derive(Debug, Default)]
-pub struct ReloadCounters {
-    /// Reloads that applied a new config.
-    pub success: AtomicU64,
-    /// Reloads that failed validation and changed nothing.
-    pub failure: AtomicU64,
 }
 
 /// A running proxy fed from a file. Cloning is shallow.

@@ -14,6 +14,7 @@
 //!   responder.
 //! - [`app`]: [`app::App`], a config file wired to all of the above: what the
 //!   binary and the quickstart run.
+//! - [`cli`]: the binary's `check`, `put` and `delete`.
 //! - [`error`]: [`Error`], what the library reports.
 //! - [`lifecycle`]: [`lifecycle::Tasks`], the one way lb spawns and stops
 //!   tasks.
@@ -21,6 +22,7 @@
 //!   `unsafe` may live.
 
 pub mod app;
+pub mod cli;
 pub mod control;
 pub mod dataplane;
 pub mod error;

@@ -189,7 +189,7 @@ fn main() -> ExitCode {
                 eprintln!("error: --config FILE (with [source.etcd]) is required");
                 return ExitCode::from(2);
             };
-            match lb_proxy::control::sources::put(config, &file) {
+            match lb_proxy::cli::put(config, &file) {
                 Ok(keys) => {
                     for k in keys {
                         println!("{k} written");
@@ -207,7 +207,7 @@ fn main() -> ExitCode {
                 eprintln!("error: --config FILE (with [source.etcd]) is required");
                 return ExitCode::from(2);
             };
-            match lb_proxy::control::sources::delete(config, &kind, &name) {
+            match lb_proxy::cli::delete(config, &kind, &name) {
                 Ok(key) => {
                     println!("{key} deleted");
                     ExitCode::SUCCESS
@@ -249,7 +249,7 @@ fn check(config: Option<&Path>, manifests: Option<&Path>) -> ExitCode {
         eprintln!("error: --config FILE is required");
         return ExitCode::from(2);
     };
-    match lb_proxy::control::sources::check(path, manifests) {
+    match lb_proxy::cli::check(path, manifests) {
         Ok(config) => {
             for w in &config.warnings {
                 eprintln!("warning: {w}");

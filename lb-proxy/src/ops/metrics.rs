@@ -51,7 +51,7 @@ use metrics::{Counter, Gauge, Key, KeyName, Label, Level, Metadata, Recorder, Sh
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use metrics_util::MetricKindMask;
 
-use crate::app::ReloadCounters;
+use crate::control::ReloadCounters;
 use crate::ops::dns::DnsCounters;
 
 /// Everything `/metrics` shows beyond the snapshot's counters. All optional
