@@ -24,7 +24,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use lb_benches::node;
 use lb_core::stats::DurationHistogram;
 use lb_core::{EndpointSpec, PortSpec, ProxySettings, ServiceSpec, Snapshot};
-use lb_proxy::app::ReloadCounters;
+use lb_proxy::control::ReloadCounters;
 use lb_proxy::ops::metrics::{Metrics, Sources};
 use lb_proxy::DataPlane;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
