@@ -90,7 +90,9 @@ impl Config {
 }
 
 /// A whole validated config: what `check` approves and `run` serves.
-#[derive(Debug, Clone, PartialEq)]
+/// `Default` is an empty table with every setting at its default and no
+/// admin listener, for programs that fill in services in code.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Config {
     /// This node: name and node-port addresses.
     pub node: NodeSpec,

@@ -53,15 +53,15 @@ pub fn host_names(hosts: &[HostEndpoint]) -> BTreeSet<String> {
 /// by an earlier name) keeps its first entry, as duplicate addresses do in
 /// the endpoints controller.
 pub fn apply(
-    services: &[ServiceSpec],
+    mut services: Vec<ServiceSpec>,
     hosts: &[HostEndpoint],
     resolved: &BTreeMap<String, Vec<IpAddr>>,
 ) -> Vec<ServiceSpec> {
-    let mut out = services.to_vec();
     if hosts.is_empty() {
-        return out;
+        return services;
     }
-    for service in &mut out {
+    let out = &mut services;
+    for service in out.iter_mut() {
         for port in &mut service.ports {
             let mine = hosts.iter().filter(|h| {
                 h.service == service.key && h.port_name == port.name && h.protocol == port.protocol
@@ -91,7 +91,7 @@ pub fn apply(
             }
         }
     }
-    out
+    services
 }
 
 /// When to ask for a name again after an answer valid for `ttl`: the TTL,
@@ -135,7 +135,7 @@ mod tests {
                 "127.0.244.9".parse().unwrap(),
             ],
         )]);
-        let out = apply(&[db()], &[host("db1.example.test", false)], &resolved);
+        let out = apply(vec![db()], &[host("db1.example.test", false)], &resolved);
         let eps = &out[0].ports[0].endpoints;
         assert_eq!(eps.len(), 2);
         assert_eq!(eps[0].addr, "127.0.244.2:3306".parse().unwrap());
@@ -145,7 +145,11 @@ mod tests {
 
     #[test]
     fn an_unresolved_name_adds_nothing() {
-        let out = apply(&[db()], &[host("db1.example.test", true)], &BTreeMap::new());
+        let out = apply(
+            vec![db()],
+            &[host("db1.example.test", true)],
+            &BTreeMap::new(),
+        );
         assert_eq!(out, vec![db()]);
     }
 

@@ -1,84 +1,222 @@
-//! Reload triggers: [`watch_file`] fires when the config file's content may
-//! have changed, whether it was written in place, replaced by a rename (what
-//! editors do), or swapped Kubernetes-ConfigMap style (the path is a symlink
-//! through `..data`, and `..data` is renamed to point at a new directory).
+//! Reload triggers for files: [`watch`] notifies a [`Changed`] when a
+//! watched file's content may have changed, whether it was written in place,
+//! replaced by a rename (what editors do), or swapped Kubernetes-ConfigMap
+//! style (the path is a symlink through `..data`, and `..data` is renamed to
+//! point at a new directory); or, for a directory, when one of its files was
+//! added, changed or removed.
 //!
-//! Watching the file itself would lose it at the first rename, so the watcher
-//! watches directories: the file's own, and the directory of the file the
+//! Watching a file itself would lose it at the first rename, so a file's
+//! watch is on directories: the file's own, and the directory of the file the
 //! symlinks resolve to (re-resolved after each change, as a swap moves it).
-//! It fires on any change in those that could concern the file; the caller
-//! reads the file and compares, so a spurious trigger costs one read.
+//! Events that cannot concern the target (another file in the same
+//! directory) are ignored, so a busy directory never delays a reload.
+//!
+//! The watch is one async task (the caller's future): notify's own thread
+//! only hands events over, and the debounce runs on tokio's clock, so a burst
+//! of writes gives one notification [`DEBOUNCE`] after it went quiet, and a
+//! change waits at most [`MAX_DELAY`] however long the burst lasts. (The
+//! notify-debouncer crates run a thread of their own that wakes every quarter
+//! debounce whether or not anything happened, and cannot run on a paused
+//! test clock; what they add over this is rename bookkeeping a level-
+//! triggered reader does not need.)
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 
 use notify::{Event, EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::WatchError;
+use crate::source::Changed;
 
-/// Watches `path` and sends `()` (at most one pending) after changes have
-/// been quiet for `debounce`. The watch ends when the receiver is dropped.
-/// Works inside or outside a tokio runtime (it runs on its own thread).
-pub fn watch_file(path: PathBuf, debounce: Duration) -> Result<mpsc::Receiver<()>, WatchError> {
-    let path = absolute(&path);
-    let parent = path
-        .parent()
-        .map(Path::to_path_buf)
-        .ok_or_else(|| WatchError::NoParent {
-            path: path.display().to_string(),
-        })?;
-    let (event_tx, event_rx) = std_mpsc::channel::<notify::Result<Event>>();
-    let mut watcher = notify::recommended_watcher(move |e| {
-        // The receiving thread may be gone; nothing to do then.
-        let _ = event_tx.send(e);
-    })
-    .map_err(|source| WatchError::Notify {
-        path: parent.display().to_string(),
-        source,
-    })?;
-    watcher
-        .watch(&parent, RecursiveMode::NonRecursive)
-        .map_err(|source| WatchError::Notify {
-            path: parent.display().to_string(),
-            source,
-        })?;
-    let mut state = State {
-        path,
-        parent,
-        target_dir: None,
-        watched: HashSet::new(),
-    };
-    state.rewatch(&mut watcher);
-    let (tx, rx) = mpsc::channel(1);
-    std::thread::Builder::new()
-        .name("lb-config-watch".into())
-        .spawn(move || run(state, watcher, event_rx, tx, debounce))
-        .map_err(|e| WatchError::Notify {
-            path: "watch thread".into(),
-            source: notify::Error::io(e),
-        })?;
-    Ok(rx)
+/// How long changes must be quiet before they count: one write is often
+/// several events (truncate, write, close), and editors write twice.
+pub const DEBOUNCE: Duration = Duration::from_millis(150);
+
+/// The longest a change waits for the burst it is part of to end.
+pub const MAX_DELAY: Duration = Duration::from_secs(1);
+
+/// What a [`watch`] follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchTarget {
+    /// One file, however it gets replaced (in place, by a rename, by a
+    /// ConfigMap symlink swap).
+    File(PathBuf),
+    /// A directory's files: added, changed, removed (hidden files aside,
+    /// except ConfigMap's `..data` swaps).
+    Dir(PathBuf),
 }
 
+impl WatchTarget {
+    /// A file or a directory, as `path` is now (a path that does not exist
+    /// yet is watched as a file).
+    pub fn of(path: &Path) -> WatchTarget {
+        if path.is_dir() {
+            WatchTarget::Dir(path.to_path_buf())
+        } else {
+            WatchTarget::File(path.to_path_buf())
+        }
+    }
+}
+
+/// A watch that is set up (its directories are watched from the moment it
+/// exists) but not yet running: [`FileWatch::run`] follows it. Setting up
+/// before running lets a caller read the file after the watch exists, so no
+/// change falls between the read and the watch.
+pub struct FileWatch {
+    watcher: notify::RecommendedWatcher,
+    events: mpsc::UnboundedReceiver<notify::Result<Event>>,
+    state: State,
+}
+
+impl std::fmt::Debug for FileWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileWatch")
+            .field("target", &self.state.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FileWatch {
+    /// Watches `target`'s directories from now on. Fails if the watch
+    /// cannot be set up (then nothing is watched: the caller says so and
+    /// relies on SIGHUP).
+    pub fn new(target: WatchTarget) -> Result<FileWatch, WatchError> {
+        let (tx, events) = mpsc::unbounded_channel::<notify::Result<Event>>();
+        let mut watcher = notify::recommended_watcher(move |event| {
+            // The watch may have ended; then nobody needs the event.
+            let _ = tx.send(event);
+        })
+        .map_err(|source| WatchError::Notify {
+            path: target.path().display().to_string(),
+            source,
+        })?;
+        let mut state = State::new(target)?;
+        state.watch_dirs(&mut watcher)?;
+        Ok(FileWatch {
+            watcher,
+            events,
+            state,
+        })
+    }
+
+    /// Follows the target until `stop` is cancelled, calling
+    /// `changed.notify()` after every burst of relevant changes.
+    pub async fn run(self, changed: Changed, stop: CancellationToken) {
+        let FileWatch {
+            mut watcher,
+            mut events,
+            mut state,
+        } = self;
+        // When the pending burst started and when it last saw an event.
+        let mut pending: Option<(Instant, Instant)> = None;
+        loop {
+            let due = pending.map(|(first, last)| (last + DEBOUNCE).min(first + MAX_DELAY));
+            tokio::select! {
+                () = stop.cancelled() => return,
+                event = events.recv() => {
+                    let Some(event) = event else { return };
+                    if state.relevant(&event) {
+                        let now = Instant::now();
+                        pending = Some(pending.map_or((now, now), |(first, _)| (first, now)));
+                    }
+                }
+                () = sleep_until(due) => {
+                    pending = None;
+                    state.rewatch(&mut watcher);
+                    changed.notify();
+                }
+            }
+        }
+    }
+}
+
+/// [`FileWatch::new`] then [`FileWatch::run`].
+pub async fn watch(
+    target: WatchTarget,
+    changed: Changed,
+    stop: CancellationToken,
+) -> Result<(), WatchError> {
+    FileWatch::new(target)?.run(changed, stop).await;
+    Ok(())
+}
+
+async fn sleep_until(due: Option<Instant>) {
+    match due {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What is watched and how events are judged.
 struct State {
-    path: PathBuf,
-    parent: PathBuf,
-    /// Directory of the file the symlinks resolve to, when it differs from
-    /// `parent`.
+    target: WatchTarget,
+    /// The target's directory (a file's parent, or the directory itself).
+    dir: PathBuf,
+    /// For a file: the directory its symlinks resolve to, when it differs
+    /// from `dir`.
     target_dir: Option<PathBuf>,
+    /// Extra directories watched (symlink targets), to unwatch when gone.
     watched: HashSet<PathBuf>,
 }
 
+impl WatchTarget {
+    fn path(&self) -> &Path {
+        match self {
+            WatchTarget::File(p) | WatchTarget::Dir(p) => p,
+        }
+    }
+}
+
 impl State {
-    /// Re-resolves the symlinks and watches the target's directory.
+    fn new(target: WatchTarget) -> Result<State, WatchError> {
+        let target = match target {
+            WatchTarget::File(p) => WatchTarget::File(absolute(&p)),
+            WatchTarget::Dir(p) => WatchTarget::Dir(absolute(&p)),
+        };
+        let dir = match &target {
+            WatchTarget::File(p) => {
+                p.parent()
+                    .map(Path::to_path_buf)
+                    .ok_or_else(|| WatchError::NoParent {
+                        path: p.display().to_string(),
+                    })?
+            }
+            WatchTarget::Dir(p) => p.clone(),
+        };
+        Ok(State {
+            target,
+            dir,
+            target_dir: None,
+            watched: HashSet::new(),
+        })
+    }
+
+    fn watch_dirs(&mut self, watcher: &mut impl Watcher) -> Result<(), WatchError> {
+        watcher
+            .watch(&self.dir, RecursiveMode::NonRecursive)
+            .map_err(|source| WatchError::Notify {
+                path: self.dir.display().to_string(),
+                source,
+            })?;
+        self.rewatch(watcher);
+        Ok(())
+    }
+
+    /// For a file: re-resolves its symlinks and watches the target's
+    /// directory, and forgets directories that are gone (old ConfigMap
+    /// generations).
     fn rewatch(&mut self, watcher: &mut impl Watcher) {
-        self.target_dir = std::fs::canonicalize(&self.path)
+        let WatchTarget::File(path) = &self.target else {
+            return;
+        };
+        self.target_dir = std::fs::canonicalize(path)
             .ok()
             .and_then(|p| p.parent().map(Path::to_path_buf))
-            .filter(|d| std::fs::canonicalize(&self.parent).ok().as_ref() != Some(d));
+            .filter(|d| std::fs::canonicalize(&self.dir).ok().as_ref() != Some(d));
         if let Some(dir) = &self.target_dir {
             if !self.watched.contains(dir) {
                 match watcher.watch(dir, RecursiveMode::NonRecursive) {
@@ -89,7 +227,6 @@ impl State {
                 }
             }
         }
-        // Forget directories that are gone (old ConfigMap generations).
         let gone: Vec<PathBuf> = self
             .watched
             .iter()
@@ -102,67 +239,43 @@ impl State {
         }
     }
 
-    /// Whether an event may concern the file.
-    fn concerns(&self, event: &Event) -> bool {
+    /// Whether an event (or a watch error) may concern the target.
+    fn relevant(&self, event: &notify::Result<Event>) -> bool {
+        let event = match event {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "file watch error; reading again to be safe");
+                return true;
+            }
+        };
         if matches!(event.kind, EventKind::Access(_)) {
             return false;
         }
         if event.paths.is_empty() || event.need_rescan() {
             return true;
         }
-        event.paths.iter().any(|p| {
-            p == &self.path
-                || p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with(".."))
-                || p.parent().is_some_and(|d| {
-                    self.target_dir.as_deref() == Some(d) || self.watched.contains(d)
-                })
-        })
+        event.paths.iter().any(|p| self.concerns(p))
     }
-}
 
-fn run(
-    mut state: State,
-    mut watcher: notify::RecommendedWatcher,
-    events: std_mpsc::Receiver<notify::Result<Event>>,
-    tx: mpsc::Sender<()>,
-    debounce: Duration,
-) {
-    let poll = Duration::from_millis(500);
-    loop {
-        if tx.is_closed() {
-            return;
-        }
-        let first = match events.recv_timeout(poll) {
-            Ok(e) => e,
-            Err(std_mpsc::RecvTimeoutError::Timeout) => continue,
-            Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
-        };
-        let mut fire = relevant(&state, &first);
-        // Debounce: wait until events have been quiet for `debounce`.
-        loop {
-            match events.recv_timeout(debounce) {
-                Ok(e) => fire |= relevant(&state, &e),
-                Err(std_mpsc::RecvTimeoutError::Timeout) => break,
-                Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
+    fn concerns(&self, p: &Path) -> bool {
+        // ConfigMap volumes swap `..data` (and write `..TIMESTAMP` dirs).
+        let configmap = p
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(".."));
+        match &self.target {
+            WatchTarget::File(path) => {
+                p == path
+                    || configmap
+                    || p.parent().is_some_and(|d| {
+                        self.target_dir.as_deref() == Some(d) || self.watched.contains(d)
+                    })
             }
-        }
-        state.rewatch(&mut watcher);
-        if fire {
-            // A full channel means a trigger is already pending: enough.
-            if let Err(mpsc::error::TrySendError::Closed(())) = tx.try_send(()) {
-                return;
+            WatchTarget::Dir(_) => {
+                let hidden = p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+                configmap || !hidden
             }
-        }
-    }
-}
-
-fn relevant(state: &State, event: &notify::Result<Event>) -> bool {
-    match event {
-        Ok(e) => state.concerns(e),
-        Err(e) => {
-            tracing::warn!(error = %e, "config watch error; reloading to be safe");
-            true
         }
     }
 }
@@ -176,3 +289,15 @@ fn absolute(path: &Path) -> PathBuf {
             .unwrap_or_else(|_| path.to_path_buf())
     }
 }
+
+/// Watches `path` on a thread of its own and sends `()` (at most one pending)
+/// after changes have been quiet for `debounce`; the manifests' watcher still
+/// uses it until it moves to [`watch`].
+pub fn watch_file(
+    path: PathBuf,
+    debounce: Duration,
+) -> Result<tokio::sync::mpsc::Receiver<()>, WatchError> {
+    legacy::watch_file(path, debounce)
+}
+
+mod legacy;

@@ -21,8 +21,11 @@ service_cidr = "127.96.0.0/16"
 "#;
 
 fn load(file: &str, state: DesiredState) -> Result<lb_config::Config, lb_config::ConfigErrors> {
-    let raw = parse_str(file).unwrap();
-    load_merged(&mut loader(), &raw, vec![state])
+    let file = DesiredState {
+        file: Some(parse_str(file).unwrap()),
+        ..DesiredState::default()
+    };
+    load_merged(&mut loader(), vec![file, state])
 }
 
 fn examples() -> PathBuf {

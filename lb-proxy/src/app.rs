@@ -1,23 +1,26 @@
-//! The proxy as the `lb-proxy` binary runs it: one config file and its reloads,
-//! the data plane and the admin API, wired together. The quickstart runs this
-//! same code, so what it shows is what the binary does.
+//! The proxy as the `lb-proxy` binary runs it: wiring only. A config file
+//! (and the manifests and etcd it names) feeds the control plane, which
+//! feeds the data plane; the admin API, the DNS responder, the health-check
+//! node ports and the interface VIPs sit beside them. The quickstart runs
+//! this same code, so what it shows is what the binary does.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::sync::Arc;
 
-use lb_config::{ConfigErrors, Loader};
-use lb_core::alloc::MemoryStore;
+use lb_config::source::{FileSource, Source};
+use lb_config::{Config, ConfigErrors};
+use lb_core::alloc::{AllocationStore, MemoryStore};
 use lb_core::{FrontendKey, Snapshot};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::control::probe::Health;
-use crate::control::ReloadCounters;
+use crate::control::events::{EndpointStates, Events};
+use crate::control::follow::follow;
+use crate::control::{ControlOptions, ControlPlane, ReloadCounters};
 use crate::dataplane::DataPlane;
+use crate::lifecycle::Tasks;
 use crate::ops::admin::AdminSource;
 use crate::ops::healthcheck::HealthChecks;
 
@@ -31,7 +34,7 @@ pub struct AppOptions {
     pub state_file: Option<PathBuf>,
 }
 
-/// Sources besides the config file (see [`crate::control::sources`]).
+/// Sources besides the config file.
 #[derive(Debug, Clone, Default)]
 pub struct SourceOptions {
     /// `--manifests PATH`: Kubernetes manifests (a file or a directory),
@@ -44,11 +47,11 @@ pub struct SourceOptions {
 pub enum AppError {
     /// The config file is invalid; one error per line, as `check` prints them.
     #[error("{0}")]
-    Config(ConfigErrors),
+    Config(#[source] ConfigErrors),
     /// The DNS responder could not start (its port is taken, or the zone is
     /// not a valid name).
     #[error("{0}")]
-    Dns(crate::ops::dns::DnsError),
+    Dns(#[source] crate::ops::dns::DnsError),
     /// The admin listener could not be bound (it never shares its port, so a
     /// clash is an error rather than a silent second listener).
     #[error("admin listener {addr}: {source}")]
@@ -60,7 +63,7 @@ pub enum AppError {
     },
     /// `vip_mode = "interface"` could not take hold of its interface.
     #[error("{0}")]
-    Vip(crate::control::vip::VipError),
+    Vip(#[source] crate::control::vip::VipError),
 }
 
 /// A running proxy fed from a file. Cloning is shallow.
@@ -72,44 +75,31 @@ pub struct App {
 #[derive(Debug)]
 struct Inner {
     config_path: PathBuf,
-    loader: Mutex<Loader>,
-    /// The file text of the last attempt, so a watcher event that changed
-    /// nothing does not reload (or log the same error again).
-    last_seen: Mutex<Option<String>>,
+    control: ControlPlane,
     dataplane: DataPlane,
-    reloads: Arc<ReloadCounters>,
     admin_addr: Option<SocketAddr>,
-    admin_stop: CancellationToken,
     /// The DNS responder, when the file has `[dns]`.
     dns: Option<crate::ops::dns::Dns>,
-    /// Endpoint host names, resolved in front of `health`; every config goes
-    /// through it.
-    hosts: crate::control::hosts::Hosts,
-    /// Readiness probes and the overlay.
-    health: Health,
     /// Health-check node ports (LoadBalancer + Local).
     health_checks: HealthChecks,
     /// `vip_mode = "interface"`: the addresses lb-proxy adds and announces.
     vips: Option<crate::control::vip::Vips>,
-    /// `[node] vip_mode`, `vip_interface`, `announce_interface` at start: a
-    /// reload that changes them is told it takes effect at the next restart.
-    vip_settings: String,
-    /// Manifests and etcd, merged with the file on every load.
-    sources: Arc<crate::control::sources::Sources>,
-    /// Recent reloads, errors and endpoint state changes (the status page).
-    events: Arc<crate::ops::status::Events>,
+    /// Followers wired here: endpoint-state events, new settings.
+    followers: Tasks,
+    /// The admin API, stopped last so a drain can be watched.
+    admin: Tasks,
+    /// Everything above.
+    tasks: Tasks,
 }
 
-/// What the admin API reads: the data plane's table and bind errors.
+/// What the admin API reads: the table, the control plane's state.
 #[derive(Debug)]
 struct AdminView {
     dataplane: DataPlane,
-    reloads: Arc<ReloadCounters>,
-    health: Health,
-    events: Arc<crate::ops::status::Events>,
+    control: ControlPlane,
     dns: Option<crate::ops::dns::Dns>,
-    hosts: crate::control::hosts::Hosts,
-    sources: Arc<crate::control::sources::Sources>,
+    /// The etcd source, whose counters `/metrics` shows.
+    etcd: Option<lb_config::source::etcd::EtcdSource>,
     /// The recorder and handles behind `/metrics`.
     metrics: crate::ops::metrics::Metrics,
 }
@@ -125,28 +115,33 @@ impl AdminSource for AdminView {
         // The last good config is always current for the file and the
         // manifests (a reload that failed validation does not make us
         // unready); etcd is stale while it cannot be reached.
-        self.sources.readiness()
+        self.control.readiness()
     }
     fn metrics(&self) -> String {
-        let hosts = (self.hosts.lookups(), self.hosts.failures());
-        self.metrics.render(
+        let hosts = self.control.hosts();
+        let lookups = (hosts.lookups(), hosts.failures());
+        let mut text = self.metrics.render(
             &self.dataplane.table().load(),
             &crate::ops::metrics::Sources {
-                reloads: &self.reloads,
+                reloads: self.control.reloads(),
                 dns: self.dns.as_ref().map(|d| d.counters()),
-                host_lookups: (hosts.0 > 0).then_some(hosts),
+                host_lookups: (lookups.0 > 0).then_some(lookups),
                 process: true,
             },
-        ) + &self.sources.metrics()
+        );
+        if let Some(etcd) = &self.etcd {
+            text.push_str(&etcd.metrics());
+        }
+        text
     }
     fn probes(&self) -> BTreeMap<lb_core::health::PodKey, crate::control::probe::ProbeStatus> {
-        self.health.statuses()
+        self.control.probes()
     }
     fn connections(&self) -> Vec<crate::dataplane::connections::OpenConnection> {
         self.dataplane.connections().list()
     }
     fn events(&self) -> crate::ops::status::EventList {
-        self.events.list()
+        self.control.events().list()
     }
     fn settings(&self) -> Option<lb_core::ProxySettings> {
         Some((*self.dataplane.settings()).clone())
@@ -167,58 +162,20 @@ impl App {
         options: AppOptions,
         source_options: SourceOptions,
     ) -> Result<App, AppError> {
-        let text = std::fs::read_to_string(&options.config).ok();
-        let etcd = match lb_config::parse_str(text.as_deref().unwrap_or_default()) {
-            Ok(raw) => lb_config::source::etcd::settings_of(&raw).map_err(AppError::Config)?,
-            Err(_) => None, // the load below reports the file's errors
-        };
-        let (sources, etcd_changes) =
-            crate::control::sources::Sources::start(source_options.manifests, etcd);
-        let sources = Arc::new(sources);
-        let mut loader = match (sources.store(), &options.state_file) {
-            (Some(store), _) => Loader::new(Box::new(store)).with_shared_store(),
-            (None, Some(path)) => Loader::new(Box::new(lb_config::FileStore::new(path.clone()))),
-            (None, None) => Loader::new(Box::<MemoryStore>::default()),
-        };
-        let (loaded, loader) = {
-            let sources = sources.clone();
-            let path = options.config.clone();
-            tokio::task::spawn_blocking(move || {
-                if !sources.wait_first_read(std::time::Duration::from_secs(5)) {
-                    warn!("etcd did not answer within 5 s; starting from the file alone");
-                }
-                (sources.load(&mut loader, &path), loader)
-            })
-            .await
-            .map_err(|e| {
-                AppError::Config(ConfigErrors::single(lb_config::FieldError::internal(
-                    "load",
-                    e.to_string(),
-                )))
-            })?
-        };
-        let text = Some(sources.fingerprint(text.as_deref()));
-        let config = match loaded {
-            Ok(c) => c,
+        let tasks = Tasks::new();
+        let Control {
+            control,
+            config,
+            snapshot,
+            etcd,
+        } = match start_control(&options, &source_options, &tasks).await {
+            Ok(started) => started,
             Err(e) => {
-                sources.stop();
-                return Err(AppError::Config(e));
+                tasks.stop().await;
+                return Err(e);
             }
         };
-        for w in &config.warnings {
-            warn!("{w}");
-        }
-        let admin_listen = config.admin_listen;
-        let dns_options = crate::ops::dns::DnsOptions::from_config(&config);
-        let dns_listen = config.dns.as_ref().map(|d| d.listen);
-        let upstreams = dns_upstreams(&config);
         check_open_file_limit(&config);
-        let snapshot = Snapshot::build(
-            config.node.clone(),
-            config.services.clone(),
-            None,
-            SystemTime::now(),
-        );
         let bind = crate::dataplane::BindOptions {
             freebind: matches!(
                 config.vip_mode,
@@ -226,59 +183,40 @@ impl App {
             ),
             accept: None,
         };
-        let vip_options = (config.vip_mode == lb_config::VipMode::Interface).then(|| {
-            crate::control::vip::VipOptions {
-                interface: config.vip_interface.clone(),
-                announce_interface: config.announce_interface.clone(),
-            }
-        });
-        let vip_settings = vip_settings(&config);
-        let dataplane = DataPlane::start_with(config.proxy, snapshot, bind).await;
-        let health = Health::start(
-            dataplane.clone(),
-            config.node.clone(),
-            config.services.clone(),
-            config.probes.clone(),
-        )
-        .await;
-        // Endpoints known by DNS name: resolved addresses join the desired
-        // state in front of the probe overlay.
-        let hosts = crate::control::hosts::Hosts::start(health.clone(), upstreams);
-        if !config.host_endpoints.is_empty() {
-            hosts
-                .set_desired(
-                    config.node,
-                    config.services,
-                    config.probes,
-                    config.host_endpoints,
-                )
-                .await;
-        }
+        let dataplane = DataPlane::start_with(config.proxy.clone(), snapshot, bind).await;
+        control.serve(&dataplane);
+        let started = Started {
+            control: control.clone(),
+            dataplane: dataplane.clone(),
+            tasks: tasks.clone(),
+        };
         let health_checks = HealthChecks::spawn(&dataplane);
-        let vips = match vip_options {
-            Some(options) => match crate::control::vip::Vips::start(&dataplane, options).await {
+        let vips = match vip_options(&config) {
+            Some(o) => match crate::control::vip::Vips::start(&dataplane, o, tasks.child()).await {
                 Ok(v) => Some(v),
                 Err(e) => {
-                    dataplane.shutdown().await;
+                    started.abort().await;
                     return Err(AppError::Vip(e));
                 }
             },
             None => None,
         };
-        let dns = match (dns_listen, dns_options) {
-            (Some(listen), Some(options)) => {
-                match crate::ops::dns::Dns::start(listen, dataplane.table(), options).await {
+        let dns = match (
+            config.dns.as_ref().map(|d| d.listen),
+            crate::ops::dns::DnsOptions::from_config(&config),
+        ) {
+            (Some(listen), Some(o)) => {
+                match crate::ops::dns::Dns::start(listen, dataplane.table(), o).await {
                     Ok(dns) => Some(dns),
                     Err(e) => {
-                        dataplane.shutdown().await;
+                        started.abort().await;
                         return Err(AppError::Dns(e));
                     }
                 }
             }
             _ => None,
         };
-        let reloads = Arc::new(ReloadCounters::default());
-        let events = Arc::new(crate::ops::status::Events::default());
+        let events = control.events().clone();
         events.record(
             "info",
             "start",
@@ -288,37 +226,32 @@ impl App {
                 dataplane.table().load().services().count()
             ),
         );
-        let admin_stop = CancellationToken::new();
-        tokio::spawn(watch_endpoint_states(
-            dataplane.clone(),
-            events.clone(),
-            admin_stop.clone(),
-        ));
+        let followers = tasks.child();
+        follow_endpoint_states(&followers, &dataplane, events);
+        follow_configs(&followers, control.configs(), config.clone(), dns.clone());
+        let admin = tasks.child();
         let mut admin_addr = None;
-        if let Some(addr) = admin_listen {
+        if let Some(addr) = config.admin_listen {
             let listener = match tokio::net::TcpListener::bind(addr).await {
                 Ok(l) => l,
                 Err(source) => {
-                    dataplane.shutdown().await;
                     if let Some(dns) = &dns {
                         dns.shutdown();
                     }
+                    started.abort().await;
                     return Err(AppError::AdminBind { addr, source });
                 }
             };
             admin_addr = listener.local_addr().ok();
             let source: Arc<dyn AdminSource> = Arc::new(AdminView {
                 dataplane: dataplane.clone(),
-                reloads: reloads.clone(),
-                health: health.clone(),
-                events: events.clone(),
+                control: control.clone(),
                 dns: dns.clone(),
-                hosts: hosts.clone(),
-                sources: sources.clone(),
+                etcd: etcd.clone(),
                 metrics: crate::ops::metrics::Metrics::new(),
             });
-            let stop = admin_stop.clone();
-            tokio::spawn(async move {
+            let stop = admin.token().clone();
+            admin.spawn(async move {
                 if let Err(e) =
                     crate::ops::admin::serve(listener, source, stop.cancelled_owned()).await
                 {
@@ -332,45 +265,25 @@ impl App {
             admin = ?admin_addr,
             "lb-proxy running"
         );
-        let app = App {
+        Ok(App {
             inner: Arc::new(Inner {
                 config_path: options.config,
-                loader: Mutex::new(loader),
-                last_seen: Mutex::new(text),
+                control,
                 dataplane,
-                reloads,
                 admin_addr,
-                admin_stop,
                 dns,
-                hosts,
-                health,
                 health_checks,
                 vips,
-                vip_settings,
-                events,
-                sources,
+                followers,
+                admin,
+                tasks,
             }),
-        };
-        if let Some(mut changes) = etcd_changes {
-            // etcd changed: load everything again (level-triggered).
-            let app2 = app.clone();
-            let stop = app.inner.admin_stop.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        () = stop.cancelled() => return,
-                        r = changes.changed() => if r.is_err() { return },
-                    }
-                    app2.reload(false).await;
-                }
-            });
-        }
-        Ok(app)
+        })
     }
 
-    /// The sources besides the file (manifests, etcd).
-    pub fn sources(&self) -> &crate::control::sources::Sources {
-        &self.inner.sources
+    /// The control plane (sources, reloads, probes, host names, events).
+    pub fn control(&self) -> &ControlPlane {
+        &self.inner.control
     }
 
     /// Interface mode's VIP manager, when `vip_mode = "interface"`.
@@ -395,7 +308,7 @@ impl App {
 
     /// Endpoint host names and their resolutions (answers, failures).
     pub fn hosts(&self) -> &crate::control::hosts::Hosts {
-        &self.inner.hosts
+        self.inner.control.hosts()
     }
 
     /// The file being served.
@@ -405,225 +318,194 @@ impl App {
 
     /// Reload counters.
     pub fn reloads(&self) -> &ReloadCounters {
-        &self.inner.reloads
+        self.inner.control.reloads()
     }
 
     /// Recent reloads, errors and endpoint state changes (what the status
     /// page lists).
-    pub fn events(&self) -> &crate::ops::status::Events {
-        &self.inner.events
+    pub fn events(&self) -> &Events {
+        self.inner.control.events()
     }
 
-    /// Reads the file again and applies it. With `force` false (a watcher
-    /// event), an unchanged file is left alone. A file that fails validation
-    /// changes nothing: the error is logged and counted, the old config keeps
-    /// serving. Returns whether a new config was applied.
+    /// Reads the sources again and applies them (see
+    /// [`ControlPlane::reload`]). Returns whether a new config was applied.
     pub async fn reload(&self, force: bool) -> bool {
-        let inner = &self.inner;
-        let text = std::fs::read_to_string(&inner.config_path).ok();
-        let text = Some(inner.sources.fingerprint(text.as_deref()));
-        {
-            let mut last = inner.last_seen.lock().unwrap_or_else(|e| e.into_inner());
-            if !force && text.is_some() && *last == text {
-                return false;
-            }
-            *last = text;
-        }
-        // Off the runtime: etcd's allocation store answers over the network.
-        let app = self.clone();
-        let loaded = tokio::task::spawn_blocking(move || {
-            let inner = &app.inner;
-            let mut loader = inner.loader.lock().unwrap_or_else(|e| e.into_inner());
-            inner.sources.load(&mut loader, &inner.config_path)
-        })
-        .await
-        .unwrap_or_else(|e| {
-            Err(ConfigErrors::single(lb_config::FieldError::internal(
-                "reload",
-                e.to_string(),
-            )))
-        });
-        match loaded {
-            Ok(config) => {
-                for w in &config.warnings {
-                    warn!("{w}");
-                }
-                if config.admin_listen != inner.admin_addr && config.admin_listen.is_some() {
-                    // Port 0 resolves to a real port at bind time, so only warn on a
-                    // different explicit address.
-                    if config.admin_listen.map(|a| a.port()) != Some(0) {
-                        warn!("admin.listen changed; it takes effect at the next restart");
-                    }
-                }
-                if vip_settings(&config) != inner.vip_settings {
-                    warn!("node.vip_mode, vip_interface or announce_interface changed; it takes effect at the next restart");
-                }
-                match (
-                    &inner.dns,
-                    crate::ops::dns::DnsOptions::from_config(&config),
-                ) {
-                    (Some(dns), Some(options)) => dns.set_options(options),
-                    (None, Some(_)) | (Some(_), None) => {
-                        warn!("[dns] added or removed; it takes effect at the next restart")
-                    }
-                    (None, None) => {}
-                }
-                let count = config.services.len();
-                inner.hosts.set_upstreams(dns_upstreams(&config));
-                inner.dataplane.set_settings(config.proxy);
-                inner
-                    .hosts
-                    .set_desired(
-                        config.node,
-                        config.services,
-                        config.probes,
-                        config.host_endpoints,
-                    )
-                    .await;
-                inner.reloads.success.fetch_add(1, Ordering::Relaxed);
-                info!(services = count, "config reloaded");
-                inner.events.record(
-                    "info",
-                    "reload",
-                    format!("config reloaded: {count} services"),
-                );
-                true
-            }
-            Err(errors) => {
-                inner.reloads.failure.fetch_add(1, Ordering::Relaxed);
-                error!(
-                    config = %inner.config_path.display(),
-                    "reload failed validation; the previous config keeps serving"
-                );
-                for line in errors.to_string().lines() {
-                    error!("{line}");
-                }
-                inner.events.record(
-                    "error",
-                    "reload",
-                    format!(
-                        "reload failed validation; the previous config keeps serving\n{errors}"
-                    ),
-                );
-                false
-            }
-        }
+        self.inner.control.reload(force).await
     }
 
-    /// Drains the data plane (listeners close at once, open connections
-    /// finish, bounded by `drain_timeout`), then stops the admin API.
+    /// Stops everything, in order: the data plane drains (listeners close at
+    /// once, open connections finish, bounded by `drain_timeout`), then the
+    /// control plane (rebuild, probes, host names, sources), the health-check
+    /// ports, VIPs, DNS and followers, and the admin API last. When it
+    /// returns, no task of the App is left.
     pub async fn shutdown(&self) {
-        self.inner.sources.stop();
-        self.inner.hosts.stop();
-        self.inner.health.stop();
-        self.inner.health_checks.stop();
-        self.inner.dataplane.shutdown().await;
-        if let Some(vips) = &self.inner.vips {
+        let inner = &self.inner;
+        inner.dataplane.shutdown().await;
+        inner.control.stop().await;
+        inner.health_checks.stop();
+        if let Some(vips) = &inner.vips {
             vips.stop().await;
         }
-        if let Some(dns) = &self.inner.dns {
+        if let Some(dns) = &inner.dns {
             dns.shutdown();
         }
-        self.inner.admin_stop.cancel();
+        inner.followers.stop().await;
+        inner.admin.stop().await;
+        inner.tasks.stop().await;
     }
 }
 
-/// Logs (at info) and records every endpoint whose state word changes
-/// between published snapshots (ready, not ready, terminating, draining) and
-/// endpoints that join or leave, until `stop`. Runs off the data path: it
-/// wakes on the generation counter and compares two snapshots.
-async fn watch_endpoint_states(
+/// What must be undone when a later part of the start fails.
+struct Started {
+    control: ControlPlane,
     dataplane: DataPlane,
-    events: Arc<crate::ops::status::Events>,
-    stop: CancellationToken,
+    tasks: Tasks,
+}
+
+impl Started {
+    async fn abort(self) {
+        self.dataplane.shutdown().await;
+        self.control.stop().await;
+        self.tasks.stop().await;
+    }
+}
+
+/// A control plane that loaded its first desired state.
+struct Control {
+    control: ControlPlane,
+    config: Arc<Config>,
+    snapshot: Snapshot,
+    /// The etcd source, whose counters `/metrics` shows.
+    etcd: Option<lb_config::source::etcd::EtcdSource>,
+}
+
+/// The sources of `options`, the control plane over them, and its first
+/// desired state. The file is read once: its `[source.etcd]` names the etcd
+/// source, and the same read is the file source's first state.
+async fn start_control(
+    options: &AppOptions,
+    source_options: &SourceOptions,
+    tasks: &Tasks,
+) -> Result<Control, AppError> {
+    let file = Arc::new(FileSource::new(options.config.clone()));
+    let first = {
+        let file = file.clone();
+        tasks
+            .spawn_blocking(move || file.desired())
+            .await
+            .unwrap_or_else(|e| {
+                Err(ConfigErrors::single(lb_config::FieldError::internal(
+                    "load",
+                    e.to_string(),
+                )))
+            })
+    };
+    let etcd_settings = match first.as_ref().ok().and_then(|s| s.file.as_ref()) {
+        Some(raw) => lb_config::source::etcd::settings_of(raw).map_err(AppError::Config)?,
+        None => None, // the load below reports the file's errors
+    };
+    let mut store: Box<dyn AllocationStore> = match &options.state_file {
+        Some(path) => Box::new(lb_config::FileStore::new(path.clone())),
+        None => Box::<MemoryStore>::default(),
+    };
+    let mut etcd = None;
+    if let Some(settings) = etcd_settings {
+        let (source, _changes) = lb_config::source::etcd::EtcdSource::start(settings);
+        store = Box::new(source.store());
+        etcd = Some(source);
+    }
+    let mut control_options = ControlOptions::new(store).source_read(file, first);
+    if let Some(path) = &source_options.manifests {
+        control_options = control_options.source(Arc::new(
+            lb_config::manifests::ManifestSource::new(path.clone()),
+        ));
+    }
+    if let Some(source) = etcd.clone() {
+        let waited = source.clone();
+        let synced = tasks
+            .spawn_blocking(move || waited.wait_synced(crate::control::FIRST_READ_TIMEOUT))
+            .await
+            .unwrap_or(false);
+        if !synced {
+            warn!("etcd did not answer within 5 s; starting from the file alone");
+        }
+        let store = source.store();
+        control_options = control_options
+            .source(Arc::new(source))
+            .shared(Arc::new(move || store.take_conflict()));
+    }
+    let (control, loaded) = ControlPlane::load(control_options, tasks.child())
+        .await
+        .map_err(AppError::Config)?;
+    Ok(Control {
+        control,
+        config: loaded.config,
+        snapshot: loaded.snapshot,
+        etcd,
+    })
+}
+
+/// Records endpoint state changes as events, following the table.
+fn follow_endpoint_states(tasks: &Tasks, dataplane: &DataPlane, events: Arc<Events>) {
+    let dataplane = dataplane.clone();
+    let stop = tasks.token().clone();
+    tasks.spawn(async move {
+        let mut follower = EndpointStates::new(events);
+        follow(&dataplane, &stop, &mut follower).await;
+    });
+}
+
+/// Hands new `[dns]` options to the responder, and tells the operator which
+/// changed settings wait for a restart (the admin listener, the VIP mode,
+/// adding or removing `[dns]`).
+fn follow_configs(
+    tasks: &Tasks,
+    mut configs: watch::Receiver<Arc<Config>>,
+    first: Arc<Config>,
+    dns: Option<crate::ops::dns::Dns>,
 ) {
-    let mut generation = dataplane.subscribe();
-    let mut before = endpoint_states(&dataplane.table().load());
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            changed = generation.changed() => if changed.is_err() { return },
-        }
-        let after = endpoint_states(&dataplane.table().load());
-        for (key, state) in &after {
-            let was = before.get(key).map(String::as_str);
-            if was == Some(state.as_str()) {
-                continue;
+    let stop = tasks.token().clone();
+    tasks.spawn(async move {
+        configs.borrow_and_update();
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                changed = configs.changed() => if changed.is_err() { return },
             }
-            let message = match was {
-                Some(was) => format!("{key}: {was} -> {state}"),
-                None => format!("{key}: added ({state})"),
-            };
-            info!(endpoint = %key, state = %state, previous = was.unwrap_or("none"), "endpoint state changed");
-            let level = if state == "ready" { "info" } else { "warning" };
-            events.record(level, "endpoint", message);
-        }
-        for key in before.keys().filter(|k| !after.contains_key(*k)) {
-            info!(endpoint = %key, "endpoint removed");
-            events.record("info", "endpoint", format!("{key}: removed"));
-        }
-        before = after;
-    }
-}
-
-/// `namespace/service:port/PROTO IP:PORT` → state word, for
-/// [`watch_endpoint_states`].
-fn endpoint_states(snapshot: &Snapshot) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for service in snapshot.services() {
-        for port in &service.ports {
-            let key = port.key();
-            for e in port.endpoints() {
-                let state = if e.weight == 0 {
-                    "draining"
-                } else if e.terminating && !e.ready {
-                    "terminating"
-                } else if e.ready {
-                    "ready"
-                } else {
-                    "not_ready"
-                };
-                out.insert(
-                    format!(
-                        "{}/{}:{}/{} {}",
-                        key.service.namespace,
-                        key.service.name,
-                        crate::dataplane::connections::port_label(key),
-                        key.protocol,
-                        e.addr
-                    ),
-                    state.to_string(),
-                );
+            let config = configs.borrow_and_update().clone();
+            if config.admin_listen != first.admin_listen
+                && config.admin_listen.is_some_and(|a| a.port() != 0)
+            {
+                // Port 0 resolves to a real port at bind time, so only warn
+                // on a different explicit address.
+                warn!("admin.listen changed; it takes effect at the next restart");
+            }
+            if vip_options(&config) != vip_options(&first) || config.vip_mode != first.vip_mode {
+                warn!("node.vip_mode, vip_interface or announce_interface changed; it takes effect at the next restart");
+            }
+            match (&dns, crate::ops::dns::DnsOptions::from_config(&config)) {
+                (Some(dns), Some(options)) => dns.set_options(options),
+                (None, Some(_)) | (Some(_), None) => {
+                    warn!("[dns] added or removed; it takes effect at the next restart")
+                }
+                (None, None) => {}
             }
         }
-    }
-    out
+    });
 }
 
-/// The `[node]` VIP settings as one comparable string.
-fn vip_settings(config: &lb_config::Config) -> String {
-    format!(
-        "{}/{}/{}",
-        config.vip_mode.as_str(),
-        config.vip_interface,
-        config.announce_interface
-    )
-}
-
-/// Where endpoint host names are resolved: `[dns] upstreams`, else (empty)
-/// the system's resolver.
-fn dns_upstreams(config: &lb_config::Config) -> Vec<SocketAddr> {
-    config
-        .dns
-        .as_ref()
-        .map(|d| d.upstreams.clone())
-        .unwrap_or_default()
+/// Interface mode's options, when `vip_mode = "interface"`.
+fn vip_options(config: &Config) -> Option<crate::control::vip::VipOptions> {
+    (config.vip_mode == lb_config::VipMode::Interface).then(|| crate::control::vip::VipOptions {
+        interface: config.vip_interface.clone(),
+        announce_interface: config.announce_interface.clone(),
+    })
 }
 
 /// Raises the open-file limit and warns when the configured bounds cannot fit
 /// in it: two descriptors per proxied TCP connection (`max_connections` per
 /// service port, when bounded) plus one per UDP flow.
-fn check_open_file_limit(config: &lb_config::Config) {
+fn check_open_file_limit(config: &Config) {
     let limit = match crate::sys::raise_nofile_limit() {
         Ok(limit) => limit,
         Err(e) => {

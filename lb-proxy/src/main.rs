@@ -356,31 +356,6 @@ async fn run(options: AppOptions, source_options: SourceOptions) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let manifests = source_options.manifests.clone();
-    // The watches start before the file is read, so a change made while
-    // lb-proxy starts (after the load, before it is ready) is not missed;
-    // at worst it causes one reload that finds nothing new.
-    let mut changes =
-        match lb_config::watch_file(options.config.clone(), Duration::from_millis(150)) {
-            Ok(rx) => Some(rx),
-            Err(e) => {
-                warn!(
-                    "not watching {}: {e}; reload with SIGHUP",
-                    options.config.display()
-                );
-                None
-            }
-        };
-    let mut manifest_changes =
-        manifests.and_then(|path| {
-            match lb_config::manifests::watch_manifests(path.clone(), Duration::from_millis(150)) {
-                Ok(rx) => Some(rx),
-                Err(e) => {
-                    warn!("not watching {}: {e}; reload with SIGHUP", path.display());
-                    None
-                }
-            }
-        });
     let app = match App::start_with(options.clone(), source_options).await {
         Ok(app) => app,
         Err(AppError::Config(errors)) => {
@@ -393,27 +368,14 @@ async fn run(options: AppOptions, source_options: SourceOptions) -> ExitCode {
         }
     };
     sd_notify("READY=1");
+    // The config file and the manifests are watched by the control plane;
+    // SIGHUP reads every source again even when nothing seems to have
+    // changed.
     loop {
         tokio::select! {
-            Some(()) = async {
-                match manifest_changes.as_mut() {
-                    Some(rx) => rx.recv().await,
-                    None => std::future::pending().await,
-                }
-            } => {
-                app.reload(false).await;
-            }
             _ = hup.recv() => {
                 info!("SIGHUP: reloading");
                 app.reload(true).await;
-            }
-            Some(()) = async {
-                match changes.as_mut() {
-                    Some(rx) => rx.recv().await,
-                    None => std::future::pending().await,
-                }
-            } => {
-                app.reload(false).await;
             }
             _ = term.recv() => break,
             _ = int.recv() => break,

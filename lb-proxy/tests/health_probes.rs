@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use health_support::*;
 use lb_core::health::{PodKey, ProbeAction};
-use lb_proxy::control::probe::Health;
+use lb_proxy::control::ControlPlane;
 use support::{eventually, WAIT};
 
 const PERIOD: Duration = Duration::from_millis(200);
@@ -28,7 +28,12 @@ fn at(ip: &str) -> SocketAddr {
 
 /// Three backends answering "a", "b", "c", pods `p-a`, `p-b`, `p-c` with TCP
 /// probes, behind a fresh VIP.
-async fn three() -> (Vec<Answering>, SocketAddr, lb_proxy::DataPlane, Health) {
+async fn three() -> (
+    Vec<Answering>,
+    SocketAddr,
+    lb_proxy::DataPlane,
+    ControlPlane,
+) {
     let backends = vec![
         answering(at("127.0.244.1"), "a").await,
         answering(at("127.0.244.2"), "b").await,
@@ -217,14 +222,14 @@ async fn an_http_get_probe_answered_500_keeps_the_pod_out() {
     let bad_key = PodKey::new("default", "bad");
     assert!(
         eventually(WAIT, || health
-            .statuses()
+            .probes()
             .get(&bad_key)
             .is_some_and(|s| s.probes >= 3))
         .await
     );
     assert!(!is_ready(&plane, vip, bad.addr), "a 500 is a failure");
-    assert_eq!(health.statuses()[&bad_key].message, "HTTP 500");
-    let view = lb_proxy::ops::views::endpoints_view_with(&plane.table().load(), &health.statuses());
+    assert_eq!(health.probes()[&bad_key].message, "HTTP 500");
+    let view = lb_proxy::ops::views::endpoints_view_with(&plane.table().load(), &health.probes());
     let bad_view = view.items[0]
         .endpoints
         .iter()
@@ -271,7 +276,7 @@ async fn exec_probes_pass_on_exit_0_and_fail_otherwise_or_on_timeout() {
     assert!(eventually(WAIT, || is_ready(&plane, vip, pass.addr)).await);
     let probed = |name: &str| {
         health
-            .statuses()
+            .probes()
             .get(&PodKey::new("default", name))
             .map_or(0, |s| s.probes)
     };
@@ -281,7 +286,7 @@ async fn exec_probes_pass_on_exit_0_and_fail_otherwise_or_on_timeout() {
         !is_ready(&plane, vip, slow.addr),
         "killed after timeout_seconds"
     );
-    let statuses = health.statuses();
+    let statuses = health.probes();
     assert_eq!(
         statuses[&PodKey::new("default", "fail")].message,
         "exit status: 1"
@@ -349,7 +354,7 @@ async fn publish_not_ready_addresses_admits_pods_whose_probe_fails() {
     )
     .await;
     let key = PodKey::new("default", "p");
-    assert!(eventually(WAIT, || health.statuses()[&key].probes >= 2).await);
+    assert!(eventually(WAIT, || health.probes()[&key].probes >= 2).await);
     assert_eq!(
         conditions(&plane, vip, backend.addr),
         Some((true, false)),
@@ -461,13 +466,12 @@ period_seconds = 1
     );
     let config = lb_config::check_str(&text).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.probes.len(), 2);
-    let plane = support::start(config.proxy.clone(), Vec::new()).await;
-    let health = Health::start(plane.clone(), config.node, config.services, config.probes).await;
+    let (plane, health) = serve(config).await;
     let down = SocketAddr::new(support::ip("127.0.244.15"), ok.addr.port());
     assert_eq!(conditions(&plane, vip, ok.addr), Some((false, false)));
     assert!(eventually(WAIT, || is_ready(&plane, vip, ok.addr)).await);
     let key = PodKey::new("default", "down");
-    assert!(eventually(WAIT, || health.statuses()[&key].probes >= 1).await);
+    assert!(eventually(WAIT, || health.probes()[&key].probes >= 1).await);
     assert!(!is_ready(&plane, vip, down));
     assert_eq!(try_fetch(vip).await.unwrap(), "ok");
 }

@@ -1,8 +1,9 @@
 //! Sources of objects and the one function that merges them.
 //!
 //! A source yields *whole* desired states (level-triggered), never diffs: the
-//! config file, Kubernetes manifests (`--manifests`) and etcd
-//! (`[source.etcd]`) each hand over every object they hold, and [`merge`]
+//! config file ([`FileSource`]), Kubernetes manifests (`--manifests`), etcd
+//! (`[source.etcd]`) and an embedder's own discovery ([`MemorySource`], or
+//! any [`Source`]) each hand over every object they hold, and [`merge`]
 //! combines them with explicit conflict rules:
 //!
 //! - node identity, `[cluster]`, `[proxy]`, `[admin]`, `[dns]` come from the
@@ -21,6 +22,11 @@
 //! store must not stop every node).
 
 pub mod etcd;
+mod file;
+mod memory;
+
+pub use file::FileSource;
+pub use memory::MemorySource;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -101,6 +107,10 @@ pub struct DesiredState {
     /// Things skipped or ignored on the way (unknown kinds and fields, bad
     /// etcd objects), one line each, to be logged.
     pub warnings: Vec<String>,
+    /// The config file's settings and objects: set by the one source that is
+    /// the config file ([`FileSource`]); its objects come from the file
+    /// ([`Origin::File`]) and its settings are the only ones.
+    pub file: Option<RawConfig>,
 }
 
 /// What a source's [`Source::watch`] runs as: a future the control plane
@@ -174,6 +184,14 @@ pub trait Source: Send + Sync + fmt::Debug {
     /// `stop`. A source that never changes returns at once (the default).
     fn watch(self: Arc<Self>, changed: Changed, stop: CancellationToken) -> WatchFuture {
         let _ = (changed, stop);
+        Box::pin(async {})
+    }
+    /// Resolves once the source holds its first whole state (etcd: its first
+    /// full read), so the first load can include it; the control plane bounds
+    /// the wait and starts without a source that is late, which reports
+    /// itself stale meanwhile. Sources read on demand are ready at once (the
+    /// default).
+    fn first_read(self: Arc<Self>) -> WatchFuture {
         Box::pin(async {})
     }
     /// The source's counters for `/metrics`; `None` for a source with none.
@@ -357,17 +375,34 @@ fn record<T>(
     }
 }
 
-/// Merges and validates: the file's raw config plus every other source's
-/// state, through `loader` (which keeps allocations stable). An etcd object
-/// named by a validation error is dropped (reported with its key) and the
-/// rest is tried again, a bounded number of times; errors in local objects
-/// fail the load as a bad file does.
-pub fn load_merged(
-    loader: &mut Loader,
-    file: &RawConfig,
-    others: Vec<DesiredState>,
-) -> Result<Config, ConfigErrors> {
-    let merged = merge(file, others)?;
+/// Merges whole states from every source (one of which may carry the
+/// config file: [`DesiredState::file`]) under the conflict rules of the
+/// module docs. Two states that both carry a file are an error.
+pub fn merge_states(states: Vec<DesiredState>) -> Result<Merged, ConfigErrors> {
+    let mut file: Option<RawConfig> = None;
+    let mut others = Vec::with_capacity(states.len());
+    for mut state in states {
+        if let Some(f) = state.file.take() {
+            if file.is_some() {
+                return Err(ConfigErrors::single(FieldError::internal(
+                    "sources",
+                    "two sources carry a config file",
+                )));
+            }
+            file = Some(f);
+        }
+        others.push(state);
+    }
+    merge(&file.unwrap_or_default(), others)
+}
+
+/// Merges and validates every source's state (see [`merge_states`]) through
+/// `loader` (which keeps allocations stable). An etcd object named by a
+/// validation error is dropped (reported with its key) and the rest is tried
+/// again, a bounded number of times; errors in local objects fail the load as
+/// a bad file does.
+pub fn load_merged(loader: &mut Loader, states: Vec<DesiredState>) -> Result<Config, ConfigErrors> {
+    let merged = merge_states(states)?;
     let mut raw = merged.raw;
     let mut warnings = merged.warnings;
     let mut etcd_paths = merged.etcd_paths;

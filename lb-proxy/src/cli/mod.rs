@@ -5,16 +5,18 @@ mod etcd;
 
 use std::path::Path;
 
+use lb_config::source::{load_merged, FileSource, Source};
 use lb_config::{Config, ConfigErrors, Loader};
-
-use crate::control::sources::Sources;
 
 pub use etcd::{delete, put, WriteError};
 
 /// `lb-proxy check --manifests`: the file and the manifests, validated with
 /// allocations in memory.
 pub fn check(config: &Path, manifests: Option<&Path>) -> Result<Config, ConfigErrors> {
-    let (sources, _) = Sources::start(manifests.map(Path::to_path_buf), None);
+    let mut states = vec![FileSource::new(config).desired()?];
+    if let Some(path) = manifests {
+        states.push(lb_config::manifests::ManifestSource::new(path).desired()?);
+    }
     let mut loader = Loader::new(Box::<lb_core::alloc::MemoryStore>::default());
-    sources.load(&mut loader, config)
+    load_merged(&mut loader, states)
 }

@@ -4,39 +4,32 @@
 //! out but never sooner than [`MIN_REFRESH`] nor later than [`MAX_REFRESH`].
 //! A failed resolution keeps the last good answer, is logged and counted.
 //!
-//! [`Hosts`] sits in front of the probe overlay ([`Health`]): it adds the
-//! resolved addresses to the desired services and hands the result on, so
-//! probes and names compose, and a new answer never needs the file again.
+//! [`Hosts`] is an overlay beside the desired state, like the probe verdicts:
+//! the rebuild adds the resolved addresses to the desired services
+//! ([`Hosts::apply`]) each time it builds a snapshot, and a new answer wakes
+//! the rebuild, so a changed address never needs the file again.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hickory_resolver::config::{NameServerConfigGroup, ResolveHosts, ResolverConfig, ResolverOpts};
 use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::TokioResolver;
 pub use lb_config::resolve::MAX_REFRESH;
 use lb_config::resolve::{apply, host_names, refresh_after, HostEndpoint, MIN_REFRESH};
-use lb_core::health::ProbeSpec;
-use lb_core::{NodeSpec, ServiceSpec};
+use lb_config::source::Changed;
+use lb_core::ServiceSpec;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
+use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use crate::control::probe::Health;
+use crate::lifecycle::Tasks;
 
 /// How long one resolution may take before it counts as failed.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
-
-#[derive(Debug, Default)]
-struct Desired {
-    node: NodeSpec,
-    services: Vec<ServiceSpec>,
-    probes: Vec<ProbeSpec>,
-    hosts: Vec<HostEndpoint>,
-}
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -46,21 +39,21 @@ struct Entry {
 
 #[derive(Debug)]
 struct Inner {
-    health: Health,
     resolver: Mutex<Option<(Vec<SocketAddr>, TokioResolver)>>,
     upstreams: Mutex<Vec<SocketAddr>>,
-    desired: Mutex<Desired>,
+    /// The desired state's host endpoints, as the last reload gave them.
+    hosts: Mutex<Vec<HostEndpoint>>,
+    /// The answers: the overlay.
     resolved: Mutex<BTreeMap<String, Entry>>,
-    /// Serializes pushes to the probe overlay.
-    push: tokio::sync::Mutex<()>,
-    wake: Notify,
+    /// Wakes the refresh task when the names change.
+    names_changed: Notify,
+    /// Wakes the rebuild when an answer changes.
+    changed: Changed,
     failures: AtomicU64,
     lookups: AtomicU64,
-    stop: CancellationToken,
 }
 
-/// The resolver of endpoint host names in front of the probe overlay.
-/// Cloning is shallow.
+/// The resolver of endpoint host names and its answers. Cloning is shallow.
 #[derive(Debug, Clone)]
 pub struct Hosts {
     inner: Arc<Inner>,
@@ -72,41 +65,37 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Hosts {
-    /// Starts the refresh task; names are asked of `upstreams` (empty: the
-    /// system's resolver, read from `/etc/resolv.conf` when first needed).
-    pub fn start(health: Health, upstreams: Vec<SocketAddr>) -> Hosts {
+    /// No name yet; the refresh task runs on `tasks`, and a changed answer
+    /// notifies `changed`.
+    pub(crate) fn start(tasks: &Tasks, changed: Changed) -> Hosts {
         let inner = Arc::new(Inner {
-            health,
             resolver: Mutex::new(None),
-            upstreams: Mutex::new(upstreams),
-            desired: Mutex::new(Desired::default()),
+            upstreams: Mutex::new(Vec::new()),
+            hosts: Mutex::new(Vec::new()),
             resolved: Mutex::new(BTreeMap::new()),
-            push: tokio::sync::Mutex::new(()),
-            wake: Notify::new(),
+            names_changed: Notify::new(),
+            changed,
             failures: AtomicU64::new(0),
             lookups: AtomicU64::new(0),
-            stop: CancellationToken::new(),
         });
-        tokio::spawn(refresh_loop(Arc::downgrade(&inner), inner.stop.clone()));
+        let stop = tasks.token().clone();
+        let refresh = inner.clone();
+        tasks.spawn(async move {
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = refresh_loop(&refresh) => {}
+            }
+        });
         Hosts { inner }
     }
 
-    /// New upstreams from a reload; the next resolution uses them.
-    pub fn set_upstreams(&self, upstreams: Vec<SocketAddr>) {
+    /// The host endpoints of a new desired state, asked of `upstreams` (empty:
+    /// the system's resolver, read from `/etc/resolv.conf` when first needed).
+    /// Names not known yet are resolved before this returns (each bounded by
+    /// a timeout), so the snapshot built next holds their addresses.
+    pub(crate) async fn set(&self, hosts: &[HostEndpoint], upstreams: Vec<SocketAddr>) {
         *lock(&self.inner.upstreams) = upstreams;
-    }
-
-    /// A new desired state: names not known yet are resolved before this
-    /// returns (each bounded by a timeout), then the services with every
-    /// resolved address go to the probe overlay.
-    pub async fn set_desired(
-        &self,
-        node: NodeSpec,
-        services: Vec<ServiceSpec>,
-        probes: Vec<ProbeSpec>,
-        hosts: Vec<HostEndpoint>,
-    ) {
-        let names = host_names(&hosts);
+        let names = host_names(hosts);
         let new: Vec<String> = {
             let mut resolved = lock(&self.inner.resolved);
             resolved.retain(|name, _| names.contains(name));
@@ -116,18 +105,25 @@ impl Hosts {
                 .cloned()
                 .collect()
         };
-        *lock(&self.inner.desired) = Desired {
-            node,
-            services,
-            probes,
-            hosts,
-        };
+        *lock(&self.inner.hosts) = hosts.to_vec();
         // One after another: few names, each bounded by LOOKUP_TIMEOUT.
         for name in &new {
             resolve_one(&self.inner, name).await;
         }
-        push(&self.inner).await;
-        self.inner.wake.notify_one();
+        self.inner.names_changed.notify_one();
+    }
+
+    /// `services` with the resolved addresses added as endpoints.
+    pub(crate) fn apply(&self, services: Vec<ServiceSpec>) -> Vec<ServiceSpec> {
+        let hosts = lock(&self.inner.hosts);
+        if hosts.is_empty() {
+            return services;
+        }
+        let resolved: BTreeMap<String, Vec<IpAddr>> = lock(&self.inner.resolved)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.addrs.clone()))
+            .collect();
+        apply(services, &hosts, &resolved)
     }
 
     /// The current answer for every name (for views and tests).
@@ -146,11 +142,6 @@ impl Hosts {
     /// Resolutions attempted.
     pub fn lookups(&self) -> u64 {
         self.inner.lookups.load(Ordering::Relaxed)
-    }
-
-    /// Stops re-resolving (the table stays as it is).
-    pub fn stop(&self) {
-        self.inner.stop.cancel();
     }
 }
 
@@ -207,7 +198,7 @@ async fn resolve_one(inner: &Inner, name: &str) -> bool {
                 Ok(Ok(lookup)) => {
                     let ttl = lookup
                         .valid_until()
-                        .saturating_duration_since(Instant::now());
+                        .saturating_duration_since(std::time::Instant::now());
                     let mut addrs: Vec<IpAddr> = lookup.iter().collect();
                     addrs.sort();
                     addrs.dedup();
@@ -249,34 +240,14 @@ async fn resolve_one(inner: &Inner, name: &str) -> bool {
     }
 }
 
-/// Hands the desired services with the resolved addresses to the probes.
-async fn push(inner: &Inner) {
-    let _serial = inner.push.lock().await;
-    let (node, services, probes) = {
-        let desired = lock(&inner.desired);
-        let resolved: BTreeMap<String, Vec<IpAddr>> = lock(&inner.resolved)
-            .iter()
-            .map(|(k, v)| (k.clone(), v.addrs.clone()))
-            .collect();
-        (
-            desired.node.clone(),
-            apply(&desired.services, &desired.hosts, &resolved),
-            desired.probes.clone(),
-        )
-    };
-    inner.health.set_desired(node, services, probes).await;
-}
-
 /// Sleeps until the next name is due (or the names change), resolves the due
-/// ones, and pushes when an answer changed.
-async fn refresh_loop(inner: std::sync::Weak<Inner>, stop: CancellationToken) {
+/// ones, and wakes the rebuild when an answer changed. Runs until its task is
+/// stopped.
+async fn refresh_loop(inner: &Inner) {
     loop {
-        let Some(strong) = inner.upgrade() else {
-            return;
-        };
         let now = Instant::now();
         let (due, next): (BTreeSet<String>, Option<Instant>) = {
-            let resolved = lock(&strong.resolved);
+            let resolved = lock(&inner.resolved);
             let due = resolved
                 .iter()
                 .filter(|(_, e)| e.next <= now)
@@ -286,22 +257,18 @@ async fn refresh_loop(inner: std::sync::Weak<Inner>, stop: CancellationToken) {
         };
         let mut changed = false;
         for name in &due {
-            changed |= resolve_one(&strong, name).await;
+            changed |= resolve_one(inner, name).await;
         }
         if changed {
-            push(&strong).await;
+            inner.changed.notify();
         }
         if !due.is_empty() {
             continue;
         }
         let sleep = next.map_or(MAX_REFRESH, |n| n.saturating_duration_since(now));
-        // The task holds the handle while it sleeps; `Hosts::stop` (the App's
-        // shutdown) ends it.
-        let wake = strong.wake.notified();
         tokio::select! {
-            () = stop.cancelled() => return,
             () = tokio::time::sleep(sleep) => {}
-            () = wake => {}
+            () = inner.names_changed.notified() => {}
         }
     }
 }

@@ -1,18 +1,64 @@
-//! The control plane: what decides the table the data plane serves.
+//! The control plane: one desired state, the overlays beside it, and the one
+//! task that turns them into the snapshot the data plane serves.
 //!
-//! - [`follow`]: keeping something outside the table in step with it.
-//! - [`sources`]: the inputs besides the config file (manifests, etcd).
+//! A change takes one path through it:
+//! 1. A [`Source`] (the config file, the manifests, etcd, an embedder's own)
+//!    notices that its state may have changed and notifies its
+//!    [`Changed`] signal; SIGHUP calls [`ControlPlane::reload`] instead.
+//! 2. The rebuild task ([`rebuild`]) wakes, lets the burst settle, reads each
+//!    changed source once (off the async runtime), and merges and validates
+//!    the whole desired state with allocations kept stable. A state that
+//!    fails changes nothing: it is logged, counted and recorded.
+//! 3. New `[proxy]` settings go to the data plane; new probes and endpoint
+//!    host names go to their overlays ([`probe`], [`hosts`]).
+//! 4. The snapshot is built from the desired state and the overlays and
+//!    handed to the data plane, which publishes it and reconciles its
+//!    listeners. The DNS responder and `/metrics` read the published table;
+//!    followers ([`follow`]: health-check ports, interface VIPs, the events
+//!    log) wake on its generation; [`ControlPlane::configs`] tells the
+//!    wiring about new settings.
+//!
+//! Probe verdicts and host-name answers take steps 2 to 4 without reading
+//! any source: they wake the same task, which only rebuilds.
+//!
+//! Modules:
+//! - [`rebuild`]: the rebuild task, the one writer of the data plane's table.
 //! - [`probe`]: readiness probes and their overlay.
-//! - [`hosts`]: endpoints known by DNS name, resolved as an overlay.
+//! - [`hosts`]: endpoint host names, resolved, as an overlay.
+//! - [`events`]: the ring of recent events and the endpoint-state follower.
+//! - [`follow`]: keeping something outside the table in step with it.
 //! - [`vip`]: `vip_mode = "interface"`: the addresses served, on an interface.
 
+pub mod events;
 pub mod follow;
 pub mod hosts;
 pub mod probe;
-pub mod sources;
+pub mod rebuild;
 pub mod vip;
 
-use std::sync::atomic::AtomicU64;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use lb_config::source::{Changed, DesiredState, Source, SourceStats};
+use lb_config::{Config, ConfigErrors, Loader};
+use lb_core::alloc::AllocationStore;
+use lb_core::health::PodKey;
+use lb_core::Snapshot;
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tracing::warn;
+
+use crate::control::events::Events;
+use crate::control::hosts::Hosts;
+use crate::control::probe::{ProbeStatus, Probes};
+use crate::control::rebuild::{read_and_load, ConflictCheck, Input, Outcome, Rebuild, Work};
+use crate::dataplane::DataPlane;
+use crate::lifecycle::Tasks;
+
+/// How long the first load waits for sources that read asynchronously
+/// (etcd's first full read) before it starts without them.
+pub const FIRST_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Counts of reload attempts, for logs and `/metrics`.
 #[derive(Debug, Default)]
@@ -21,4 +67,447 @@ pub struct ReloadCounters {
     pub success: AtomicU64,
     /// Reloads that failed validation and changed nothing.
     pub failure: AtomicU64,
+}
+
+impl ReloadCounters {
+    fn record_success(&self) {
+        self.success.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn record_failure(&self) {
+        self.failure.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What the control plane is made of: its sources and where allocations are
+/// kept.
+pub struct ControlOptions {
+    inputs: Vec<Input>,
+    store: Box<dyn AllocationStore>,
+    shared_store: bool,
+    conflicts: Option<ConflictCheck>,
+    node_name: Option<String>,
+}
+
+impl std::fmt::Debug for ControlOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.inputs.iter().map(|i| i.source.name()).collect();
+        f.debug_struct("ControlOptions")
+            .field("sources", &names)
+            .field("shared_store", &self.shared_store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ControlOptions {
+    /// No source yet; allocations are kept in `store` (memory, a state file,
+    /// or a store shared by several nodes: see [`ControlOptions::shared`]).
+    pub fn new(store: Box<dyn AllocationStore>) -> Self {
+        ControlOptions {
+            inputs: Vec::new(),
+            store,
+            shared_store: false,
+            conflicts: None,
+            node_name: None,
+        }
+    }
+
+    /// Adds a source. At most one of them may carry the config file's
+    /// settings ([`DesiredState::file`]).
+    pub fn source(mut self, source: Arc<dyn Source>) -> Self {
+        self.inputs.push(Input { source, last: None });
+        self
+    }
+
+    /// Adds a source whose current state the caller already read (the file,
+    /// read once at start to find `[source.etcd]`), so it is not read twice.
+    pub fn source_read(
+        mut self,
+        source: Arc<dyn Source>,
+        state: Result<DesiredState, ConfigErrors>,
+    ) -> Self {
+        self.inputs.push(Input {
+            source,
+            last: Some(state),
+        });
+        self
+    }
+
+    /// The store is shared by several nodes (etcd): every load starts from
+    /// what it holds now, and a load whose save lost a race (`conflicts`
+    /// says so) is done again from the winner's allocations.
+    pub fn shared(mut self, conflicts: ConflictCheck) -> Self {
+        self.shared_store = true;
+        self.conflicts = Some(conflicts);
+        self
+    }
+
+    /// Uses `name` instead of the hostname as the default node name (for
+    /// embedders and tests that must not depend on the machine).
+    pub fn node_name(mut self, name: impl Into<String>) -> Self {
+        self.node_name = Some(name.into());
+        self
+    }
+}
+
+/// The first desired state, ready to start a data plane with.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The validated, allocated config.
+    pub config: Arc<Config>,
+    /// Its snapshot: endpoint host names resolved, probed pods not serving
+    /// until their probes pass (the probes run from now on).
+    pub snapshot: Snapshot,
+}
+
+/// State the control plane's handle and its tasks share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) reloads: ReloadCounters,
+    pub(crate) events: Arc<Events>,
+}
+
+/// What the first load leaves for [`ControlPlane::assemble`].
+struct Parts {
+    sources: Vec<Arc<dyn Source>>,
+    work: Arc<Mutex<Work>>,
+    changes: Vec<Changed>,
+    wake: Arc<Notify>,
+    source_tasks: Tasks,
+}
+
+/// What [`ControlPlane::serve`] hands to the rebuild task.
+struct Parked {
+    work: Arc<Mutex<Work>>,
+    changes: Vec<Changed>,
+    overlays: Changed,
+    config: Arc<Config>,
+    requests: mpsc::Receiver<Request>,
+    wake: Arc<Notify>,
+    configs: watch::Sender<Arc<Config>>,
+}
+
+type Request = rebuild::Request;
+
+/// The running control plane. Cloning is shallow.
+#[derive(Clone)]
+pub struct ControlPlane {
+    shared: Arc<Shared>,
+    sources: Arc<Vec<Arc<dyn Source>>>,
+    probes: Probes,
+    hosts: Hosts,
+    requests: mpsc::Sender<Request>,
+    configs: watch::Receiver<Arc<Config>>,
+    parked: Arc<Mutex<Option<Parked>>>,
+    tasks: Tasks,
+    rebuild_tasks: Tasks,
+    overlay_tasks: Tasks,
+    source_tasks: Tasks,
+}
+
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.sources.iter().map(|s| s.name()).collect();
+        f.debug_struct("ControlPlane")
+            .field("sources", &names)
+            .field("tasks", &self.tasks)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ControlPlane {
+    /// Starts following the sources (their watches run on `tasks`), waits
+    /// (bounded by [`FIRST_READ_TIMEOUT`]) for the ones that read
+    /// asynchronously, reads every source once and validates the first
+    /// desired state, resolving its endpoint host names. An invalid state is
+    /// an error and nothing keeps running. Start a data plane with what it
+    /// returns, then [`ControlPlane::serve`] it.
+    pub async fn load(
+        options: ControlOptions,
+        tasks: Tasks,
+    ) -> Result<(ControlPlane, Loaded), ConfigErrors> {
+        let source_tasks = tasks.child();
+        let wake = Arc::new(Notify::new());
+        let inputs = options.inputs;
+        let mut changes = Vec::new();
+        for input in &inputs {
+            let changed = Changed::new(wake.clone());
+            source_tasks.spawn(
+                input
+                    .source
+                    .clone()
+                    .watch(changed.clone(), source_tasks.token().clone()),
+            );
+            changes.push(changed);
+        }
+        let sources: Vec<Arc<dyn Source>> = inputs.iter().map(|i| i.source.clone()).collect();
+        wait_first_reads(&sources).await;
+        let mut loader = Loader::new(options.store);
+        if options.shared_store {
+            loader = loader.with_shared_store();
+        }
+        if let Some(name) = options.node_name {
+            loader = loader.with_default_node_name(name);
+        }
+        let work = Arc::new(Mutex::new(Work {
+            inputs,
+            loader,
+            conflicts: options.conflicts,
+        }));
+        let w = work.clone();
+        let outcome = tasks
+            .spawn_blocking(move || read_and_load(&w, &[], true))
+            .await
+            .unwrap_or_else(|e| {
+                Outcome::Failed(ConfigErrors::single(lb_config::FieldError::internal(
+                    "load",
+                    e.to_string(),
+                )))
+            });
+        let config = match outcome {
+            Outcome::Loaded(config) => *config,
+            Outcome::Failed(errors) => {
+                tasks.stop().await;
+                return Err(errors);
+            }
+            // A forced read never finds nothing new.
+            Outcome::Unchanged => {
+                tasks.stop().await;
+                return Err(ConfigErrors::single(lb_config::FieldError::internal(
+                    "load",
+                    "no source was read",
+                )));
+            }
+        };
+        for w in &config.warnings {
+            warn!("{w}");
+        }
+        let parts = Parts {
+            sources,
+            work,
+            changes,
+            wake,
+            source_tasks,
+        };
+        Ok(ControlPlane::assemble(parts, config, tasks).await)
+    }
+
+    /// A control plane with no source: its desired state is `config`, then
+    /// what [`ControlPlane::set`] gives. Probes, host names, the rebuild and
+    /// the lifecycle are the same as with sources.
+    pub async fn from_config(config: Config, tasks: Tasks) -> (ControlPlane, Loaded) {
+        let parts = Parts {
+            sources: Vec::new(),
+            work: Arc::new(Mutex::new(Work {
+                inputs: Vec::new(),
+                loader: Loader::new(Box::<lb_core::alloc::MemoryStore>::default()),
+                conflicts: None,
+            })),
+            changes: Vec::new(),
+            wake: Arc::new(Notify::new()),
+            source_tasks: tasks.child(),
+        };
+        ControlPlane::assemble(parts, config, tasks).await
+    }
+
+    /// The overlays and the channels around a first desired state.
+    async fn assemble(parts: Parts, config: Config, tasks: Tasks) -> (ControlPlane, Loaded) {
+        let config = Arc::new(config);
+        let overlay_tasks = tasks.child();
+        let overlays = Changed::new(parts.wake.clone());
+        let probes = Probes::new(overlay_tasks.child(), overlays.clone());
+        let hosts = Hosts::start(&overlay_tasks, overlays.clone());
+        hosts
+            .set(&config.host_endpoints, rebuild::dns_upstreams(&config))
+            .await;
+        probes.set(&config.probes);
+        overlays.take();
+        let mut services = hosts.apply(config.services.clone());
+        probes.apply(&mut services);
+        let snapshot = Snapshot::build(config.node.clone(), services, None, SystemTime::now());
+        let (requests_tx, requests) = mpsc::channel(16);
+        let (configs_tx, configs) = watch::channel(config.clone());
+        let control = ControlPlane {
+            shared: Arc::new(Shared {
+                reloads: ReloadCounters::default(),
+                events: Arc::new(Events::default()),
+            }),
+            sources: Arc::new(parts.sources),
+            probes,
+            hosts,
+            requests: requests_tx,
+            configs,
+            parked: Arc::new(Mutex::new(Some(Parked {
+                work: parts.work,
+                changes: parts.changes,
+                overlays,
+                config: config.clone(),
+                requests,
+                wake: parts.wake,
+                configs: configs_tx,
+            }))),
+            rebuild_tasks: tasks.child(),
+            overlay_tasks,
+            source_tasks: parts.source_tasks,
+            tasks,
+        };
+        (control, Loaded { config, snapshot })
+    }
+
+    /// Starts the rebuild task and the probes: from now on every change of a
+    /// source or an overlay reaches `dataplane`. Calling it again does
+    /// nothing.
+    pub fn serve(&self, dataplane: &DataPlane) {
+        let parked = self.parked.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let Some(p) = parked else { return };
+        // Every source is read once more by the first pass, now that every
+        // watch is set up: a change that fell between the first read and
+        // its watch is not lost (a source that holds nothing new costs a
+        // read and no reload).
+        for changed in &p.changes {
+            changed.notify();
+        }
+        let rebuild = Rebuild {
+            shared: self.shared.clone(),
+            work: p.work,
+            changes: p.changes,
+            overlays: p.overlays,
+            config: p.config,
+            probes: self.probes.clone(),
+            hosts: self.hosts.clone(),
+            dataplane: dataplane.clone(),
+            tasks: self.rebuild_tasks.clone(),
+        };
+        self.rebuild_tasks
+            .spawn(rebuild.run(p.requests, p.wake, p.configs));
+    }
+
+    /// Reads every source again and applies the result, as SIGHUP does.
+    /// With `force` false, sources that hold nothing new leave everything as
+    /// it is. A state that fails validation changes nothing (logged,
+    /// counted). Returns whether a new config was applied; false as well when
+    /// the control plane is not serving.
+    pub async fn reload(&self, force: bool) -> bool {
+        if self
+            .parked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+        {
+            return false;
+        }
+        let (reply, answer) = oneshot::channel();
+        if self
+            .requests
+            .send(Request::Reload { force, reply })
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        answer.await.unwrap_or(false)
+    }
+
+    /// Serves `config` as the desired state, as if a source had produced it
+    /// (its probes start, its host names are resolved); returns once the
+    /// snapshot is published, or false when the control plane is not
+    /// serving. For programs that hold validated services in code (see
+    /// [`ControlPlane::from_config`]); sources, if any, replace it at their
+    /// next change.
+    pub async fn set(&self, config: Config) -> bool {
+        if self
+            .parked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+        {
+            return false;
+        }
+        let (reply, answer) = oneshot::channel();
+        let request = Request::Set {
+            config: Box::new(config),
+            reply,
+        };
+        if self.requests.send(request).await.is_err() {
+            return false;
+        }
+        answer.await.unwrap_or(false)
+    }
+
+    /// The desired state being served (the last good one).
+    pub fn config(&self) -> Arc<Config> {
+        self.configs.borrow().clone()
+    }
+
+    /// A receiver that sees every new desired state, for parts wired beside
+    /// the control plane (the DNS responder's options, restart warnings).
+    pub fn configs(&self) -> watch::Receiver<Arc<Config>> {
+        self.configs.clone()
+    }
+
+    /// `Some(reason)` while a source is stale (`/readyz` answers 503).
+    pub fn readiness(&self) -> Option<String> {
+        let reasons: Vec<String> = self.sources.iter().filter_map(|s| s.stale()).collect();
+        (!reasons.is_empty()).then(|| reasons.join("; "))
+    }
+
+    /// Every source's counters, by source name, for `/metrics`.
+    pub fn source_stats(&self) -> Vec<(String, SourceStats)> {
+        self.sources
+            .iter()
+            .filter_map(|s| s.stats().map(|st| (s.name().to_string(), st)))
+            .collect()
+    }
+
+    /// The sources, in the order they were given.
+    pub fn sources(&self) -> &[Arc<dyn Source>] {
+        &self.sources
+    }
+
+    /// The probe verdict of every probed pod (for the admin API).
+    pub fn probes(&self) -> BTreeMap<PodKey, ProbeStatus> {
+        self.probes.statuses()
+    }
+
+    /// Endpoint host names and their resolutions.
+    pub fn hosts(&self) -> &Hosts {
+        &self.hosts
+    }
+
+    /// Reload counters.
+    pub fn reloads(&self) -> &ReloadCounters {
+        &self.shared.reloads
+    }
+
+    /// Recent reloads, errors and endpoint state changes.
+    pub fn events(&self) -> &Arc<Events> {
+        &self.shared.events
+    }
+
+    /// Stops the rebuild (no snapshot is published after this returns), then
+    /// the probes and host-name refreshes, then the sources' watches, and
+    /// waits for each.
+    pub async fn stop(&self) {
+        self.rebuild_tasks.stop().await;
+        self.overlay_tasks.stop().await;
+        self.source_tasks.stop().await;
+        self.tasks.stop().await;
+    }
+}
+
+/// Waits, bounded by [`FIRST_READ_TIMEOUT`] in all, for every source's first
+/// read; a source still unread then is named, and the first load goes
+/// without it (it reports itself stale until it catches up).
+async fn wait_first_reads(sources: &[Arc<dyn Source>]) {
+    let deadline = tokio::time::Instant::now() + FIRST_READ_TIMEOUT;
+    for source in sources {
+        let read = source.clone().first_read();
+        if tokio::time::timeout_at(deadline, read).await.is_err() {
+            warn!(
+                source = source.name(),
+                "no first read within {}s; starting without it",
+                FIRST_READ_TIMEOUT.as_secs()
+            );
+        }
+    }
 }

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use lb_core::health::{PodKey, ProbeAction, ProbeSpec};
 use lb_core::{EndpointSpec, PortSpec, ProxySettings, ServiceSpec};
-use lb_proxy::control::probe::Health;
+use lb_proxy::control::ControlPlane;
+use lb_proxy::lifecycle::Tasks;
 use lb_proxy::DataPlane;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -70,15 +71,30 @@ pub fn no_ejection() -> ProxySettings {
     }
 }
 
-/// A data plane with the probe overlay in front, serving `services`.
+/// A data plane fed by a control plane whose desired state is `services`
+/// and `probes`, given in code: the probe overlay decides readiness.
 pub async fn start(
     settings: ProxySettings,
     services: Vec<ServiceSpec>,
     probes: Vec<ProbeSpec>,
-) -> (DataPlane, Health) {
-    let plane = support::start(settings, Vec::new()).await;
-    let health = Health::start(plane.clone(), support::node(), services, probes).await;
-    (plane, health)
+) -> (DataPlane, ControlPlane) {
+    serve(lb_config::Config {
+        node: support::node(),
+        proxy: settings,
+        services,
+        probes,
+        ..lb_config::Config::default()
+    })
+    .await
+}
+
+/// A data plane fed by a control plane serving `config`.
+pub async fn serve(config: lb_config::Config) -> (DataPlane, ControlPlane) {
+    let settings = config.proxy.clone();
+    let (control, loaded) = ControlPlane::from_config(config, Tasks::new()).await;
+    let plane = lb_proxy::DataPlane::start(settings, loaded.snapshot).await;
+    control.serve(&plane);
+    (plane, control)
 }
 
 /// Conditions of the endpoint at `addr` of the service at `vip` now:

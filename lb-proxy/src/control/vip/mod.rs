@@ -25,14 +25,11 @@ use std::time::Duration;
 
 use lb_core::{ServiceType, Snapshot};
 use rtnetlink::Handle;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::control::follow::{follow, Follower, Reconciled};
 use crate::dataplane::DataPlane;
-
-/// How often a failed reconcile (a netlink error) is retried.
-const RETRY: Duration = Duration::from_secs(1);
+use crate::lifecycle::Tasks;
 
 /// Where interface mode puts and announces addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +82,11 @@ pub fn desired(snapshot: &Snapshot) -> (BTreeSet<IpAddr>, BTreeSet<IpAddr>) {
 
 struct State {
     handle: Handle,
+    /// The netlink connection and the repeated announcements: they must
+    /// outlive the follower, since stopping removes addresses over netlink.
+    tasks: Tasks,
+    /// The follower, stopped first.
+    following: Tasks,
     options: VipOptions,
     link: netlink::Link,
     /// Addresses lb-proxy added and still holds.
@@ -198,9 +200,14 @@ impl State {
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 info!(address = %ip, interface = %name, "announced (gratuitous ARP / unsolicited NA)");
                 let index = link.index;
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    let _ = crate::sys::send_ethernet_frame(index, dst, &frame);
+                let stop = self.tasks.token().clone();
+                self.tasks.spawn(async move {
+                    tokio::select! {
+                        () = stop.cancelled() => {}
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {
+                            let _ = crate::sys::send_ethernet_frame(index, dst, &frame);
+                        }
+                    }
                 });
             }
             Err(e) => {
@@ -231,28 +238,42 @@ impl State {
 #[derive(Debug, Clone)]
 pub struct Vips {
     state: Arc<State>,
-    stop: CancellationToken,
-    task: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
 impl Vips {
     /// Opens netlink, finds (or creates) the VIP device, removes leftovers of
     /// an earlier run, adds the current table's addresses, and follows the
-    /// table from then on.
-    pub async fn start(dataplane: &DataPlane, options: VipOptions) -> Result<Vips, VipError> {
+    /// table from then on, on `tasks`.
+    pub async fn start(
+        dataplane: &DataPlane,
+        options: VipOptions,
+        tasks: Tasks,
+    ) -> Result<Vips, VipError> {
         let (connection, handle, _) = rtnetlink::new_connection().map_err(VipError::Netlink)?;
-        tokio::spawn(connection);
-        let (link, created) = netlink::ensure_dummy(&handle, &options.interface)
-            .await
-            .map_err(|source| VipError::Interface {
-                interface: options.interface.clone(),
-                source,
-            })?;
+        let netlink_stop = tasks.token().clone();
+        tasks.spawn(async move {
+            tokio::select! {
+                () = netlink_stop.cancelled() => {}
+                () = connection => {}
+            }
+        });
+        let (link, created) = match netlink::ensure_dummy(&handle, &options.interface).await {
+            Ok(found) => found,
+            Err(source) => {
+                tasks.stop().await;
+                return Err(VipError::Interface {
+                    interface: options.interface.clone(),
+                    source,
+                });
+            }
+        };
         if created {
             info!(interface = %options.interface, "created dummy VIP device");
         }
         let state = Arc::new(State {
             handle,
+            following: tasks.child(),
+            tasks: tasks.clone(),
             options,
             link,
             owned: Mutex::new(BTreeSet::new()),
@@ -263,16 +284,16 @@ impl Vips {
             Ok(n) => info!(count = n, "removed VIPs left by an earlier run"),
             Err(e) => warn!(error = %e, "cannot clean up VIPs of an earlier run"),
         }
-        if let Err(e) = state.reconcile(&dataplane.table().load()).await {
-            warn!(error = %e, "VIPs not all in place; retrying");
-        }
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(follow(state.clone(), dataplane.clone(), stop.clone()));
-        Ok(Vips {
-            state,
-            stop,
-            task: Arc::new(Mutex::new(Some(task))),
-        })
+        let mut follower = Reconciler(state.clone());
+        // The first reconcile runs now, so the addresses are in place when
+        // start returns; `follow` then runs it again on every snapshot.
+        follower.reconcile(dataplane.table().load()).await;
+        let dataplane = dataplane.clone();
+        let stop = state.following.token().clone();
+        state
+            .following
+            .spawn(async move { follow(&dataplane, &stop, &mut follower).await });
+        Ok(Vips { state })
     }
 
     /// The addresses lb-proxy holds on the VIP device now.
@@ -290,38 +311,27 @@ impl Vips {
     /// Stops following the table and removes every address lb-proxy added
     /// (and only those).
     pub async fn stop(&self) {
-        self.stop.cancel();
-        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(task) = task {
-            let _ = task.await;
-        }
+        // The netlink connection must outlive the removal: stop the
+        // follower first, remove, then stop the rest.
+        self.state.following.stop().await;
         if let Err(e) = self.state.remove_all().await {
             warn!(error = %e, "cannot remove VIPs at exit");
         }
+        self.state.tasks.stop().await;
     }
 }
 
-/// Reconciles on every published snapshot, and retries after errors.
-async fn follow(state: Arc<State>, dataplane: DataPlane, stop: CancellationToken) {
-    let mut changes = dataplane.subscribe();
-    let mut retry = false;
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            changed = changes.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-            }
-            () = tokio::time::sleep(RETRY), if retry => {}
-        }
-        let snapshot = dataplane.table().load();
-        retry = match state.reconcile(&snapshot).await {
-            Ok(()) => false,
+/// Keeps the VIP device's addresses in step with the table.
+struct Reconciler(Arc<State>);
+
+impl Follower for Reconciler {
+    async fn reconcile(&mut self, snapshot: Arc<Snapshot>) -> Reconciled {
+        match self.0.reconcile(&snapshot).await {
+            Ok(()) => Reconciled::Done,
             Err(e) => {
                 warn!(error = %e, "VIP reconcile failed; retrying");
-                true
+                Reconciled::Retry
             }
-        };
+        }
     }
 }

@@ -1,0 +1,306 @@
+//! The rebuild task: the one writer of the data plane's table.
+//!
+//! It owns the desired state (the last good [`Config`]) and the loader that
+//! keeps allocations stable; the overlays ([`Probes`], [`Hosts`]) live beside
+//! it. It wakes on a source's change, an overlay's change or a reload
+//! request, lets the burst settle for [`COALESCE`], then runs one pass: read
+//! each changed source once and validate the whole desired state (off the
+//! async runtime), hand new settings to the data plane and new probes and
+//! names to the overlays, and build one snapshot from desired + overlays.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use lb_config::source::{load_merged, Changed, DesiredState, Source};
+use lb_config::{Config, ConfigErrors, FieldError, Loader};
+use lb_core::Snapshot;
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tracing::{error, info, warn, Instrument};
+
+use crate::control::hosts::Hosts;
+use crate::control::probe::Probes;
+use crate::control::Shared;
+use crate::dataplane::DataPlane;
+use crate::lifecycle::Tasks;
+
+/// How long the rebuild waits after a first change for the rest of its
+/// burst, so a burst of changes (probe verdicts, watch events, a reload
+/// during a probe storm) gives one snapshot.
+pub const COALESCE: Duration = Duration::from_millis(50);
+
+/// How many times a load is done again after losing an allocation race to
+/// another node (each retry starts from the winner's allocations).
+const CONFLICT_RETRIES: usize = 5;
+
+/// Whether the last save to a store shared with other nodes lost a race.
+pub type ConflictCheck = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// One source and what it gave last time.
+pub(crate) struct Input {
+    pub(crate) source: Arc<dyn Source>,
+    /// The last read (good or bad), to tell a real change from a watch
+    /// event that changed nothing; `None` until first read.
+    pub(crate) last: Option<Result<DesiredState, ConfigErrors>>,
+}
+
+/// What the loads need, behind one lock only the rebuild takes (from its
+/// blocking thread).
+pub(crate) struct Work {
+    pub(crate) inputs: Vec<Input>,
+    pub(crate) loader: Loader,
+    pub(crate) conflicts: Option<ConflictCheck>,
+}
+
+/// What reading the sources came to.
+pub(crate) enum Outcome {
+    /// No source holds anything new (and no reload was forced).
+    Unchanged,
+    /// A new desired state, validated and allocated.
+    Loaded(Box<Config>),
+    /// A source could not be read, or the merged state is invalid.
+    Failed(ConfigErrors),
+}
+
+fn lock(work: &Mutex<Work>) -> MutexGuard<'_, Work> {
+    // A panic in a load leaves the inputs as they were read: still usable.
+    work.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Reads every input that changed (all of them when `force`) once, and
+/// validates the whole desired state when something did change. Blocking:
+/// runs on a blocking thread.
+pub(crate) fn read_and_load(work: &Mutex<Work>, dirty: &[bool], force: bool) -> Outcome {
+    let mut work = lock(work);
+    let work = &mut *work;
+    let mut changed = false;
+    for (i, input) in work.inputs.iter_mut().enumerate() {
+        if force || input.last.is_none() || dirty.get(i).copied().unwrap_or(true) {
+            let now = input.source.desired();
+            changed |= input.last.as_ref() != Some(&now);
+            input.last = Some(now);
+        }
+    }
+    if !changed && !force {
+        return Outcome::Unchanged;
+    }
+    let mut states = Vec::with_capacity(work.inputs.len());
+    let mut errors = Vec::new();
+    for input in &work.inputs {
+        match &input.last {
+            Some(Ok(state)) => states.push(state.clone()),
+            Some(Err(e)) => errors.extend(e.errors.iter().cloned()),
+            None => {}
+        }
+    }
+    if !errors.is_empty() {
+        return Outcome::Failed(ConfigErrors { errors });
+    }
+    let mut result = load_merged(&mut work.loader, states.clone());
+    if let Some(conflicts) = &work.conflicts {
+        for _ in 0..CONFLICT_RETRIES {
+            if !conflicts() {
+                break;
+            }
+            info!("allocations: another node saved first; loading again from its state");
+            result = load_merged(&mut work.loader, states.clone());
+        }
+    }
+    match result {
+        Ok(config) => Outcome::Loaded(Box::new(config)),
+        Err(errors) => Outcome::Failed(errors),
+    }
+}
+
+/// What someone asks of the rebuild task, answered with whether a new config
+/// was applied.
+pub(crate) enum Request {
+    /// Read the sources again (SIGHUP, a test); `force` reads every one and
+    /// applies even an unchanged state.
+    Reload {
+        force: bool,
+        reply: oneshot::Sender<bool>,
+    },
+    /// Serve this desired state, given in code.
+    Set {
+        config: Box<Config>,
+        reply: oneshot::Sender<bool>,
+    },
+}
+
+/// The rebuild task's state.
+pub(crate) struct Rebuild {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) work: Arc<Mutex<Work>>,
+    /// One change signal per input, in the order of `work.inputs`.
+    pub(crate) changes: Vec<Changed>,
+    /// Notified by the probes and the host names.
+    pub(crate) overlays: Changed,
+    /// The desired state being served (the last good one).
+    pub(crate) config: Arc<Config>,
+    pub(crate) probes: Probes,
+    pub(crate) hosts: Hosts,
+    pub(crate) dataplane: DataPlane,
+    /// Where the loads run (blocking threads counted by the lifecycle).
+    pub(crate) tasks: Tasks,
+}
+
+impl Rebuild {
+    /// Serves changes and requests until `tasks` stops.
+    pub(crate) async fn run(
+        mut self,
+        mut requests: mpsc::Receiver<Request>,
+        wake: Arc<Notify>,
+        configs: watch::Sender<Arc<Config>>,
+    ) {
+        let stop = self.tasks.token().clone();
+        loop {
+            let mut replies = Vec::new();
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => return,
+                request = requests.recv() => match request {
+                    Some(r) => replies.push(r),
+                    None => return,
+                },
+                () = wake.notified() => {}
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(COALESCE) => {}
+            }
+            while let Ok(r) = requests.try_recv() {
+                replies.push(r);
+            }
+            let mut force = false;
+            let mut answers = Vec::with_capacity(replies.len());
+            for request in replies {
+                match request {
+                    Request::Reload { force: f, reply } => {
+                        force |= f;
+                        answers.push(reply);
+                    }
+                    Request::Set { config, reply } => {
+                        self.adopt(Arc::new(*config), &configs).await;
+                        self.publish().await;
+                        // The asker may have gone; nothing to tell then.
+                        let _ = reply.send(true);
+                    }
+                }
+            }
+            let applied = self.pass(force, &configs).await;
+            for reply in answers {
+                let _ = reply.send(applied);
+            }
+        }
+    }
+
+    /// One pass: reload the sources that changed (all when `force`), then
+    /// publish a snapshot if the desired state or an overlay changed.
+    /// Returns whether a new config was applied.
+    async fn pass(&mut self, force: bool, configs: &watch::Sender<Arc<Config>>) -> bool {
+        let dirty: Vec<bool> = self.changes.iter().map(Changed::take).collect();
+        let overlays = self.overlays.take();
+        let applied = if force || dirty.iter().any(|d| *d) {
+            let span = tracing::info_span!("reload", force);
+            self.reload(dirty, force, configs).instrument(span).await
+        } else {
+            false
+        };
+        if applied || overlays {
+            self.publish().await;
+        }
+        applied
+    }
+
+    async fn reload(
+        &mut self,
+        dirty: Vec<bool>,
+        force: bool,
+        configs: &watch::Sender<Arc<Config>>,
+    ) -> bool {
+        let work = self.work.clone();
+        let outcome = self
+            .tasks
+            .spawn_blocking(move || read_and_load(&work, &dirty, force))
+            .await
+            .unwrap_or_else(|e| {
+                Outcome::Failed(ConfigErrors::single(FieldError::internal(
+                    "reload",
+                    e.to_string(),
+                )))
+            });
+        let config = match outcome {
+            Outcome::Unchanged => return false,
+            Outcome::Failed(errors) => {
+                self.shared.reloads.record_failure();
+                error!("reload failed validation; the previous config keeps serving");
+                for line in errors.to_string().lines() {
+                    error!("{line}");
+                }
+                self.shared.events.record(
+                    "error",
+                    "reload",
+                    format!(
+                        "reload failed validation; the previous config keeps serving\n{errors}"
+                    ),
+                );
+                return false;
+            }
+            Outcome::Loaded(config) => Arc::new(*config),
+        };
+        for w in &config.warnings {
+            warn!("{w}");
+        }
+        let count = config.services.len();
+        self.adopt(config, configs).await;
+        self.shared.reloads.record_success();
+        info!(services = count, "config reloaded");
+        self.shared.events.record(
+            "info",
+            "reload",
+            format!("config reloaded: {count} services"),
+        );
+        true
+    }
+
+    /// Makes `config` the desired state: its settings go to the data plane,
+    /// its probes and host names to the overlays (new names are resolved
+    /// before this returns), and the wiring hears of it.
+    async fn adopt(&mut self, config: Arc<Config>, configs: &watch::Sender<Arc<Config>>) {
+        self.dataplane.set_settings(config.proxy.clone());
+        self.probes.set(&config.probes);
+        self.hosts
+            .set(&config.host_endpoints, dns_upstreams(&config))
+            .await;
+        self.config = config.clone();
+        configs.send_replace(config);
+    }
+
+    /// Builds the snapshot of desired + overlays and hands it to the data
+    /// plane, which publishes it and reconciles its listeners.
+    async fn publish(&self) {
+        let services = self.hosts.apply(self.config.services.clone());
+        let mut services = services;
+        self.probes.apply(&mut services);
+        let previous = self.dataplane.table().load();
+        let snapshot = Snapshot::build(
+            self.config.node.clone(),
+            services,
+            Some(&previous),
+            SystemTime::now(),
+        );
+        drop(previous);
+        self.dataplane.apply(snapshot).await;
+        tracing::debug!("snapshot published");
+    }
+}
+
+/// Where endpoint host names are resolved: `[dns] upstreams`, else (empty)
+/// the system's resolver.
+pub(crate) fn dns_upstreams(config: &Config) -> Vec<std::net::SocketAddr> {
+    config
+        .dns
+        .as_ref()
+        .map(|d| d.upstreams.clone())
+        .unwrap_or_default()
+}
