@@ -136,6 +136,7 @@ impl AdminSource for AdminView {
                 dns: self.dns.as_ref().map(|d| d.counters()),
                 host_lookups: (hosts.0 > 0).then_some(hosts),
                 process: true,
+                source_stats: &[],
             },
         ) + &self.sources.metrics()
     }
@@ -254,7 +255,7 @@ impl App {
                 )
                 .await;
         }
-        let health_checks = HealthChecks::spawn(&dataplane);
+        let health_checks = HealthChecks::start(&dataplane, crate::lifecycle::Tasks::new());
         let vips = match vip_options {
             Some(options) => match crate::control::vip::Vips::start(&dataplane, options).await {
                 Ok(v) => Some(v),
@@ -267,7 +268,8 @@ impl App {
         };
         let dns = match (dns_listen, dns_options) {
             (Some(listen), Some(options)) => {
-                match crate::ops::dns::Dns::start(listen, dataplane.table(), options).await {
+                let tasks = crate::lifecycle::Tasks::new();
+                match crate::ops::dns::Dns::start(listen, dataplane.table(), options, tasks).await {
                     Ok(dns) => Some(dns),
                     Err(e) => {
                         dataplane.shutdown().await;
@@ -301,7 +303,7 @@ impl App {
                 Err(source) => {
                     dataplane.shutdown().await;
                     if let Some(dns) = &dns {
-                        dns.shutdown();
+                        dns.shutdown().await;
                     }
                     return Err(AppError::AdminBind { addr, source });
                 }
@@ -516,13 +518,13 @@ impl App {
         self.inner.sources.stop();
         self.inner.hosts.stop();
         self.inner.health.stop();
-        self.inner.health_checks.stop();
+        self.inner.health_checks.stop().await;
         self.inner.dataplane.shutdown().await;
         if let Some(vips) = &self.inner.vips {
             vips.stop().await;
         }
         if let Some(dns) = &self.inner.dns {
-            dns.shutdown();
+            dns.shutdown().await;
         }
         self.inner.admin_stop.cancel();
     }
@@ -588,7 +590,7 @@ fn endpoint_states(snapshot: &Snapshot) -> BTreeMap<String, String> {
                         "{}/{}:{}/{} {}",
                         key.service.namespace,
                         key.service.name,
-                        crate::dataplane::connections::port_label(key),
+                        crate::ops::views::port_label(key),
                         key.protocol,
                         e.addr
                     ),

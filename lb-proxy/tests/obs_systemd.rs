@@ -30,7 +30,7 @@ fn notifies_systemd_when_ready_and_when_stopping() {
     let mut buf = [0u8; 256];
     let ready = socket.recv(&mut buf).map(|n| buf[..n].to_vec());
     // The admin API answers once READY=1 was sent.
-    let healthz = lb_proxy::ops::admin::fetch(&admin.to_string(), "/healthz");
+    let healthz = lb_proxy::cli::get::fetch(&admin.to_string(), "/healthz");
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();

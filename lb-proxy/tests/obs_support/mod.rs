@@ -169,7 +169,7 @@ impl Proxy {
     pub async fn get(&self, path: &str) -> (u16, String) {
         let admin = self.admin.clone();
         let path = path.to_string();
-        tokio::task::spawn_blocking(move || lb_proxy::ops::admin::fetch_status(&admin, &path))
+        tokio::task::spawn_blocking(move || lb_proxy::cli::get::fetch_status(&admin, &path))
             .await
             .expect("join")
             .expect("the admin API answers")
