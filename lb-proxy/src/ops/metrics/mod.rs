@@ -26,9 +26,10 @@
 //! series is dropped by a render of nothing and registered again, which is
 //! harmless because the exporter only mirrors the atomics.
 //!
-//! Two parts are rendered here rather than by the exporter, appended to its
-//! text: `lb_connect_duration_seconds`, and the `process_*` metrics.
-//! The histogram stays in fixed-bucket atomics
+//! Three parts are rendered by hand rather than by the exporter, appended
+//! to its text: `lb_connect_duration_seconds`, the `process_*` metrics, and
+//! the sources' `lb_source_*` counters ([`Sources::source_stats`], in the
+//! exact text the etcd source wrote before). The histogram stays in fixed-bucket atomics
 //! (`lb_core::stats::DurationHistogram`): the exporter's histogram takes a
 //! clock reading and a push into a growing sample buffer per sample (drained
 //! only by a render or upkeep; 57 ns against 15 ns), and its generation moves only on a sample, so with the idle
@@ -167,7 +168,7 @@ enum Kind {
 
 /// `/metrics` for one proxy: a local Prometheus recorder and the handles of
 /// the series of the last snapshot it rendered. Keep one per served table
-/// (the [`crate::app::App`] keeps one for its admin listener) so unchanged
+/// (the binary's App keeps one for its admin listener) so unchanged
 /// series keep their handles from scrape to scrape.
 pub struct Metrics {
     recorder: PrometheusRecorder,
