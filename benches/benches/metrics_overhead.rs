@@ -110,6 +110,7 @@ fn scraper(
                         dns: None,
                         host_lookups: None,
                         process: true,
+                        source_stats: &[],
                     },
                 );
                 std::hint::black_box(text);
@@ -215,6 +216,7 @@ fn metrics_overhead(c: &mut Criterion) {
         dns: None,
         host_lookups: None,
         process: false,
+        source_stats: &[],
     };
     c.bench_function("metrics_overhead/render_100_services", |b| {
         b.iter(|| metrics.render(&big, &sources))

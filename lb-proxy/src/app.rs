@@ -9,19 +9,19 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use lb_config::source::{FileSource, Source};
+use lb_config::source::{FileSource, Source, SourceStats};
 use lb_config::{Config, ConfigErrors};
 use lb_core::alloc::{AllocationStore, MemoryStore};
 use lb_core::{FrontendKey, Snapshot};
 use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::control::events::{EndpointStates, Events};
 use crate::control::follow::follow;
 use crate::control::{ControlOptions, ControlPlane, ReloadCounters};
 use crate::dataplane::DataPlane;
 use crate::lifecycle::Tasks;
-use crate::ops::admin::AdminSource;
+use crate::ops::admin::{AdminServer, AdminSource};
 use crate::ops::healthcheck::HealthChecks;
 
 /// How to start an [`App`].
@@ -87,7 +87,7 @@ struct Inner {
     /// Followers wired here: endpoint-state events, new settings.
     followers: Tasks,
     /// The admin API, stopped last so a drain can be watched.
-    admin: Tasks,
+    admin: Option<AdminServer>,
     /// Everything above.
     tasks: Tasks,
 }
@@ -98,8 +98,6 @@ struct AdminView {
     dataplane: DataPlane,
     control: ControlPlane,
     dns: Option<crate::ops::dns::Dns>,
-    /// The etcd source, whose counters `/metrics` shows.
-    etcd: Option<lb_config::source::etcd::EtcdSource>,
     /// The recorder and handles behind `/metrics`.
     metrics: crate::ops::metrics::Metrics,
 }
@@ -120,19 +118,19 @@ impl AdminSource for AdminView {
     fn metrics(&self) -> String {
         let hosts = self.control.hosts();
         let lookups = (hosts.lookups(), hosts.failures());
-        let mut text = self.metrics.render(
+        let stats = self.control.source_stats();
+        let source_stats: Vec<(&str, SourceStats)> =
+            stats.iter().map(|(name, s)| (name.as_str(), *s)).collect();
+        self.metrics.render(
             &self.dataplane.table().load(),
             &crate::ops::metrics::Sources {
                 reloads: self.control.reloads(),
                 dns: self.dns.as_ref().map(|d| d.counters()),
                 host_lookups: (lookups.0 > 0).then_some(lookups),
                 process: true,
+                source_stats: &source_stats,
             },
-        );
-        if let Some(etcd) = &self.etcd {
-            text.push_str(&etcd.metrics());
-        }
-        text
+        )
     }
     fn probes(&self) -> BTreeMap<lb_core::health::PodKey, crate::control::probe::ProbeStatus> {
         self.control.probes()
@@ -167,7 +165,6 @@ impl App {
             control,
             config,
             snapshot,
-            etcd,
         } = match start_control(&options, &source_options, &tasks).await {
             Ok(started) => started,
             Err(e) => {
@@ -190,7 +187,7 @@ impl App {
             dataplane: dataplane.clone(),
             tasks: tasks.clone(),
         };
-        let health_checks = HealthChecks::spawn(&dataplane);
+        let health_checks = HealthChecks::start(&dataplane, tasks.child());
         let vips = match vip_options(&config) {
             Some(o) => match crate::control::vip::Vips::start(&dataplane, o, tasks.child()).await {
                 Ok(v) => Some(v),
@@ -206,7 +203,8 @@ impl App {
             crate::ops::dns::DnsOptions::from_config(&config),
         ) {
             (Some(listen), Some(o)) => {
-                match crate::ops::dns::Dns::start(listen, dataplane.table(), o).await {
+                match crate::ops::dns::Dns::start(listen, dataplane.table(), o, tasks.child()).await
+                {
                     Ok(dns) => Some(dns),
                     Err(e) => {
                         started.abort().await;
@@ -229,35 +227,38 @@ impl App {
         let followers = tasks.child();
         follow_endpoint_states(&followers, &dataplane, events);
         follow_configs(&followers, control.configs(), config.clone(), dns.clone());
-        let admin = tasks.child();
+        let mut admin = None;
         let mut admin_addr = None;
         if let Some(addr) = config.admin_listen {
             let listener = match tokio::net::TcpListener::bind(addr).await {
                 Ok(l) => l,
                 Err(source) => {
                     if let Some(dns) = &dns {
-                        dns.shutdown();
+                        dns.shutdown().await;
                     }
                     started.abort().await;
                     return Err(AppError::AdminBind { addr, source });
                 }
             };
-            admin_addr = listener.local_addr().ok();
             let source: Arc<dyn AdminSource> = Arc::new(AdminView {
                 dataplane: dataplane.clone(),
                 control: control.clone(),
                 dns: dns.clone(),
-                etcd: etcd.clone(),
                 metrics: crate::ops::metrics::Metrics::new(),
             });
-            let stop = admin.token().clone();
-            admin.spawn(async move {
-                if let Err(e) =
-                    crate::ops::admin::serve(listener, source, stop.cancelled_owned()).await
-                {
-                    error!("admin listener stopped: {e}");
+            match AdminServer::start(listener, source, tasks.child()) {
+                Ok(server) => {
+                    admin_addr = Some(server.local_addr());
+                    admin = Some(server);
                 }
-            });
+                Err(source) => {
+                    if let Some(dns) = &dns {
+                        dns.shutdown().await;
+                    }
+                    started.abort().await;
+                    return Err(AppError::AdminBind { addr, source });
+                }
+            }
         }
         info!(
             config = %options.config.display(),
@@ -342,15 +343,17 @@ impl App {
         let inner = &self.inner;
         inner.dataplane.shutdown().await;
         inner.control.stop().await;
-        inner.health_checks.stop();
+        inner.health_checks.stop().await;
         if let Some(vips) = &inner.vips {
             vips.stop().await;
         }
         if let Some(dns) = &inner.dns {
-            dns.shutdown();
+            dns.shutdown().await;
         }
         inner.followers.stop().await;
-        inner.admin.stop().await;
+        if let Some(admin) = &inner.admin {
+            admin.stop().await;
+        }
         inner.tasks.stop().await;
     }
 }
@@ -375,8 +378,6 @@ struct Control {
     control: ControlPlane,
     config: Arc<Config>,
     snapshot: Snapshot,
-    /// The etcd source, whose counters `/metrics` shows.
-    etcd: Option<lb_config::source::etcd::EtcdSource>,
 }
 
 /// The sources of `options`, the control plane over them, and its first
@@ -420,7 +421,7 @@ async fn start_control(
             lb_config::manifests::ManifestSource::new(path.clone()),
         ));
     }
-    if let Some(source) = etcd.clone() {
+    if let Some(source) = etcd {
         let waited = source.clone();
         let synced = tasks
             .spawn_blocking(move || waited.wait_synced(crate::control::FIRST_READ_TIMEOUT))
@@ -441,7 +442,6 @@ async fn start_control(
         control,
         config: loaded.config,
         snapshot: loaded.snapshot,
-        etcd,
     })
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use lb_proxy::app::{App, AppError, AppOptions, SourceOptions};
-use lb_proxy::ops::admin::{GetKind, OutputFormat};
+use lb_proxy::cli::get::{GetKind, OutputFormat};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
 
@@ -296,7 +296,7 @@ fn get(
         (None, None) => lb_config::config::DEFAULT_ADMIN_LISTEN.to_string(),
     };
     let Some(limit) = watch else {
-        return match lb_proxy::ops::admin::get_command(&admin, kind, output, SystemTime::now()) {
+        return match lb_proxy::cli::get::get_command(&admin, kind, output, SystemTime::now()) {
             Ok(text) => {
                 print!("{text}");
                 ExitCode::SUCCESS
@@ -312,15 +312,10 @@ fn get(
     let mut last: Option<String> = None;
     let mut printed = 0u32;
     loop {
-        match lb_proxy::ops::admin::fetch(&admin, kind.path()) {
+        match lb_proxy::cli::get::fetch(&admin, kind.path()) {
             Ok(body) if last.as_deref() != Some(body.as_str()) => {
-                match lb_proxy::ops::admin::render_get(
-                    &admin,
-                    kind,
-                    output,
-                    &body,
-                    SystemTime::now(),
-                ) {
+                match lb_proxy::cli::get::render_get(&admin, kind, output, &body, SystemTime::now())
+                {
                     Ok(text) => {
                         if printed > 0 && output != OutputFormat::Json {
                             println!();

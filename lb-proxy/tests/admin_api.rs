@@ -1,6 +1,7 @@
 //! The admin HTTP API, served on loopback over a hand-built snapshot and read
 //! back with the CLI's own client: the JSON shapes of the contract, the health
-//! endpoints, and `lb-proxy get`.
+//! endpoints, `lb-proxy get`, and a server that leaves nothing running once
+//! stopped.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -11,7 +12,9 @@ use lb_core::{
     ClusterIp, EndpointSpec, FrontendKey, NodeSpec, PortSpec, Protocol, ServiceSpec, ServiceType,
     SessionAffinity, Snapshot, TargetPort,
 };
-use lb_proxy::ops::admin::{self, AdminError, AdminSource, GetKind, OutputFormat};
+use lb_proxy::cli::get::{self, AdminError, GetKind, OutputFormat};
+use lb_proxy::lifecycle::Tasks;
+use lb_proxy::ops::admin::{self, AdminServer, AdminSource};
 use serde_json::{json, Value};
 
 fn ip(s: &str) -> IpAddr {
@@ -168,7 +171,7 @@ impl Drop for Server {
 }
 
 fn get_json(server: &Server, path: &str) -> Value {
-    serde_json::from_str(&admin::fetch(&server.addr, path).unwrap()).unwrap()
+    serde_json::from_str(&get::fetch(&server.addr, path).unwrap()).unwrap()
 }
 
 #[test]
@@ -286,7 +289,7 @@ fn endpoints_api_shows_live_active_connections() {
 fn healthz_answers_ok() {
     let server = Server::start(source());
     assert_eq!(
-        admin::fetch_status(&server.addr, "/healthz").unwrap(),
+        get::fetch_status(&server.addr, "/healthz").unwrap(),
         (200, "ok".to_string())
     );
 }
@@ -296,15 +299,15 @@ fn readyz_answers_503_with_the_reason_until_the_source_is_current() {
     let src = source();
     let server = Server::start(src.clone());
     assert_eq!(
-        admin::fetch_status(&server.addr, "/readyz").unwrap(),
+        get::fetch_status(&server.addr, "/readyz").unwrap(),
         (200, "ok".to_string())
     );
     *src.readiness.lock().unwrap() = Some("etcd source is stale: connection refused".into());
     assert_eq!(
-        admin::fetch_status(&server.addr, "/readyz").unwrap(),
+        get::fetch_status(&server.addr, "/readyz").unwrap(),
         (503, "etcd source is stale: connection refused".to_string())
     );
-    match admin::fetch(&server.addr, "/readyz") {
+    match get::fetch(&server.addr, "/readyz") {
         Err(AdminError::Status { status, body, .. }) => {
             assert_eq!(status, 503);
             assert_eq!(body, "etcd source is stale: connection refused");
@@ -312,14 +315,14 @@ fn readyz_answers_503_with_the_reason_until_the_source_is_current() {
         other => panic!("expected a 503 error, got {other:?}"),
     }
     *src.readiness.lock().unwrap() = None;
-    assert_eq!(admin::fetch(&server.addr, "/readyz").unwrap(), "ok");
+    assert_eq!(get::fetch(&server.addr, "/readyz").unwrap(), "ok");
 }
 
 #[test]
 fn metrics_are_served_as_prometheus_text() {
     let server = Server::start(source());
     assert_eq!(
-        admin::fetch(&server.addr, "/metrics").unwrap(),
+        get::fetch(&server.addr, "/metrics").unwrap(),
         "# TYPE lb_connections_total counter\n"
     );
 }
@@ -330,7 +333,7 @@ fn unknown_paths_answer_404() {
     // "/" is the status page (issue 7); other unknown paths are 404.
     for path in ["/index.html", "/api/v1/pods", "/healthz/extra"] {
         assert_eq!(
-            admin::fetch_status(&server.addr, path).unwrap().0,
+            get::fetch_status(&server.addr, path).unwrap().0,
             404,
             "{path}"
         );
@@ -345,8 +348,8 @@ fn get_json_prints_exactly_the_api_body() {
         (GetKind::Endpoints, "/api/v1/endpoints"),
     ] {
         let printed =
-            admin::get_command(&server.addr, kind, OutputFormat::Json, SystemTime::now()).unwrap();
-        assert_eq!(printed, admin::fetch(&server.addr, path).unwrap());
+            get::get_command(&server.addr, kind, OutputFormat::Json, SystemTime::now()).unwrap();
+        assert_eq!(printed, get::fetch(&server.addr, path).unwrap());
         assert!(printed.ends_with('\n'));
     }
 }
@@ -356,7 +359,7 @@ fn get_services_prints_a_kubectl_table_of_the_live_proxy() {
     let server = Server::start(source());
     let now = created() + Duration::from_secs(45);
     let table =
-        admin::get_command(&server.addr, GetKind::Services, OutputFormat::Table, now).unwrap();
+        get::get_command(&server.addr, GetKind::Services, OutputFormat::Table, now).unwrap();
     assert_eq!(
         table,
         "\
@@ -374,7 +377,7 @@ fn get_endpoints_prints_ready_endpoints_only() {
     let server = Server::start(source());
     let now = created() + Duration::from_secs(3 * 3600 + 600);
     let table =
-        admin::get_command(&server.addr, GetKind::Endpoints, OutputFormat::Table, now).unwrap();
+        get::get_command(&server.addr, GetKind::Endpoints, OutputFormat::Table, now).unwrap();
     assert_eq!(
         table,
         "\
@@ -391,7 +394,7 @@ fn get_against_a_closed_port_is_an_http_error() {
     let mut server = Server::start(source());
     let addr = server.addr.clone();
     server.stop().unwrap();
-    let err = admin::get_command(
+    let err = get::get_command(
         &addr,
         GetKind::Services,
         OutputFormat::Table,
@@ -400,4 +403,77 @@ fn get_against_a_closed_port_is_an_http_error() {
     .unwrap_err();
     assert!(matches!(err, AdminError::Http { .. }), "{err:?}");
     assert!(err.to_string().contains(&addr), "{err}");
+}
+
+#[test]
+fn a_bad_limit_or_continue_is_answered_400_with_what_was_wrong() {
+    let server = Server::start(source());
+    for (query, answer) in [
+        (
+            "limit=x",
+            "limit must be a non-negative integer, got \"x\"\n",
+        ),
+        (
+            "limit=-1",
+            "limit must be a non-negative integer, got \"-1\"\n",
+        ),
+        ("limit=", "limit must be a non-negative integer, got \"\"\n"),
+        (
+            "limit=1&continue=abc",
+            "continue must be a non-negative integer, got \"abc\"\n",
+        ),
+    ] {
+        let path = format!("/api/v1/connections?{query}");
+        assert_eq!(
+            get::fetch_status(&server.addr, &path).unwrap(),
+            (400, answer.to_string()),
+            "{query}"
+        );
+    }
+    for query in ["", "?limit=2", "?continue=", "?limit=0&continue=7&watch=1"] {
+        let path = format!("/api/v1/connections{query}");
+        let body = get::fetch(&server.addr, &path).unwrap();
+        let list: lb_proxy::ops::views::ConnectionList = serde_json::from_str(&body).unwrap();
+        assert_eq!(list.total, 0, "{query}");
+    }
+}
+
+#[tokio::test]
+async fn a_stopped_admin_server_leaves_no_task_and_closes_idle_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let runtime = tokio::runtime::Handle::current().metrics();
+    let before = runtime.num_alive_tasks();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let root = Tasks::new();
+    let server = AdminServer::start(listener, source(), root.child()).unwrap();
+    let addr = server.local_addr();
+
+    // A keep-alive client that asked once and stays connected, idle.
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: lb\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !answer.ends_with(b"ok") {
+        let n = tokio::time::timeout(Duration::from_secs(10), idle.read(&mut buf))
+            .await
+            .expect("an answer within 10 s")
+            .unwrap();
+        assert!(n > 0, "closed before answering");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert!(answer.starts_with(b"HTTP/1.1 200"));
+    assert_eq!(root.running(), 2, "the accept loop and the idle connection");
+
+    server.stop().await;
+    assert_eq!(root.running(), 0);
+    assert_eq!(runtime.num_alive_tasks(), before, "no task of it is left");
+    let n = tokio::time::timeout(Duration::from_secs(10), idle.read(&mut buf))
+        .await
+        .expect("the idle connection is closed, not left hanging")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }

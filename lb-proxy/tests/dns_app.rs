@@ -5,10 +5,10 @@ mod dns_support;
 
 use std::net::{IpAddr, SocketAddr};
 
-use hickory_proto::rr::{RData, RecordType};
+use hickory_proto::rr::RecordType;
 use lb_proxy::app::{App, AppOptions};
 
-use dns_support::{ask, free_udp_port};
+use dns_support::{ask, free_udp_port, ips};
 
 fn file(listen: SocketAddr, ttl: u32, web2_ready: bool) -> String {
     format!(
@@ -38,19 +38,6 @@ selector = {{ app = "web" }}
 ports = [{{ name = "http", port = 80, target_port = "http" }}]
 "#
     )
-}
-
-fn ips(m: &hickory_proto::op::Message) -> Vec<IpAddr> {
-    let mut v: Vec<IpAddr> = m
-        .answers()
-        .iter()
-        .filter_map(|r| match r.data() {
-            RData::A(a) => Some(IpAddr::V4(a.0)),
-            _ => None,
-        })
-        .collect();
-    v.sort();
-    v
 }
 
 #[tokio::test]

@@ -6,9 +6,9 @@ mod dns_support;
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use dns_support::{free_udp_port, have};
+use dns_support::{eventually_blocking, free_udp_port, have};
 
 struct Proxy(Child);
 
@@ -81,15 +81,11 @@ ports = [{{ name = "http", port = 80, target_port = "http" }}]
             .spawn()
             .unwrap(),
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
     let mut short = String::new();
-    while Instant::now() < deadline {
+    eventually_blocking(Duration::from_secs(10), || {
         short = dig(listen, &["+short", "web.default.svc.k8s.test", "A"]);
-        if !short.trim().is_empty() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        !short.trim().is_empty()
+    });
     assert_eq!(short.trim(), "127.96.0.10");
 
     let full = dig(listen, &["web.default.svc.k8s.test", "A"]);

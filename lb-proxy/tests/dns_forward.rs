@@ -11,7 +11,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use hickory_resolver::proto::xfer::Protocol;
 
-use dns_support::{answers, ask, have, resolver, responder, Dnsmasq};
+use dns_support::{answers, ask, have, lookup_ips, resolver, responder, Dnsmasq};
 
 const EXTERNAL: &str = r#"
 [[services]]
@@ -36,12 +36,7 @@ async fn names_outside_the_zone_are_forwarded_to_the_upstream() {
     let upstream = Dnsmasq::start("127.0.53.1", &["/example.test/127.1.2.3"]).await;
     let dns = responder(EXTERNAL, vec![upstream.addr]).await;
     let r = resolver(dns.addr, Protocol::Udp);
-    let found: Vec<IpAddr> = r
-        .lookup_ip("www.example.test.")
-        .await
-        .unwrap()
-        .iter()
-        .collect();
+    let found = lookup_ips(&r, "www.example.test.").await;
     assert_eq!(found, vec!["127.1.2.3".parse::<IpAddr>().unwrap()]);
     let m = ask(dns.addr, "www.example.test.", RecordType::A).await;
     assert!(!m.authoritative(), "a forwarded answer is not ours");
@@ -77,12 +72,7 @@ async fn an_external_name_outside_the_zone_is_chased_through_the_upstream() {
         ]
     );
     let r = resolver(dns.addr, Protocol::Udp);
-    let found: Vec<IpAddr> = r
-        .lookup_ip("outside.default.svc.cluster.local.")
-        .await
-        .unwrap()
-        .iter()
-        .collect();
+    let found = lookup_ips(&r, "outside.default.svc.cluster.local.").await;
     assert_eq!(found, vec!["127.1.2.3".parse::<IpAddr>().unwrap()]);
 }
 

@@ -6,12 +6,12 @@
 mod dns_support;
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lb_core::ServiceKey;
 use lb_proxy::app::{App, AppOptions};
 
-use dns_support::{free_udp_port, have, Dnsmasq};
+use dns_support::{eventually, free_udp_port, have, Dnsmasq};
 
 fn endpoints(app: &App) -> Vec<SocketAddr> {
     let snap = app.dataplane().table().load();
@@ -20,16 +20,11 @@ fn endpoints(app: &App) -> Vec<SocketAddr> {
         .unwrap_or_default()
 }
 
+/// The endpoints once they are `want`, or as they are when `within` passed.
 async fn wait_for(app: &App, want: &[&str], within: Duration) -> Vec<SocketAddr> {
     let want: Vec<SocketAddr> = want.iter().map(|s| s.parse().unwrap()).collect();
-    let deadline = Instant::now() + within;
-    loop {
-        let got = endpoints(app);
-        if got == want || Instant::now() > deadline {
-            return got;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(within, || async { endpoints(app) == want }).await;
+    endpoints(app)
 }
 
 #[tokio::test]
@@ -91,12 +86,11 @@ ports = [{{ name = "sql", port = 3307 }}]
 
     // The upstream goes away: the next refresh fails, the answer is kept.
     drop(upstream);
-    let hosts_failures = || app_failures(&app);
-    let deadline = Instant::now() + Duration::from_secs(12);
-    while hosts_failures() == 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(hosts_failures() >= 1, "a failed refresh is counted");
+    let failed = eventually(Duration::from_secs(12), || async {
+        app_failures(&app) >= 1
+    })
+    .await;
+    assert!(failed, "a failed refresh is counted");
     assert_eq!(endpoints(&app).len(), 2, "the last good answer is kept");
 
     // It comes back with another answer: the endpoints follow.

@@ -8,11 +8,11 @@ use std::net::IpAddr;
 use std::time::SystemTime;
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::{RData, RecordType};
+use hickory_proto::rr::RecordType;
 use hickory_resolver::proto::xfer::Protocol;
 use lb_core::{ClusterIp, EndpointSpec, PortSpec, ServiceSpec};
 
-use dns_support::{answers, ask, resolver, responder};
+use dns_support::{answers, ask, ips, lookup_ips, resolver, responder, table};
 
 const CLUSTER: &str = r#"
 [[pods]]
@@ -84,20 +84,6 @@ type = "ExternalName"
 external_name = "www.example.test"
 "#;
 
-fn ips(m: &hickory_proto::op::Message) -> Vec<IpAddr> {
-    let mut v: Vec<IpAddr> = m
-        .answers()
-        .iter()
-        .filter_map(|r| match r.data() {
-            RData::A(a) => Some(IpAddr::V4(a.0)),
-            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
-            _ => None,
-        })
-        .collect();
-    v.sort();
-    v
-}
-
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
@@ -106,12 +92,7 @@ fn ip(s: &str) -> IpAddr {
 async fn a_cluster_ip_service_resolves_to_its_cluster_ip_case_insensitively() {
     let dns = responder(CLUSTER, vec![]).await;
     let r = resolver(dns.addr, Protocol::Udp);
-    let found: Vec<IpAddr> = r
-        .lookup_ip("Web.DEFAULT.svc.Cluster.Local.")
-        .await
-        .unwrap()
-        .iter()
-        .collect();
+    let found = lookup_ips(&r, "Web.DEFAULT.svc.Cluster.Local.").await;
     assert_eq!(found, vec![ip("127.96.0.10")]);
     let m = ask(dns.addr, "web.default.svc.cluster.local.", RecordType::A).await;
     assert_eq!(m.response_code(), ResponseCode::NoError);
@@ -123,12 +104,7 @@ async fn a_cluster_ip_service_resolves_to_its_cluster_ip_case_insensitively() {
 async fn the_responder_answers_over_tcp_too() {
     let dns = responder(CLUSTER, vec![]).await;
     let r = resolver(dns.addr, Protocol::Tcp);
-    let found: Vec<IpAddr> = r
-        .lookup_ip("single.default.svc.cluster.local.")
-        .await
-        .unwrap()
-        .iter()
-        .collect();
+    let found = lookup_ips(&r, "single.default.svc.cluster.local.").await;
     assert_eq!(found, vec![ip("127.96.0.11")]);
 }
 
@@ -180,12 +156,7 @@ async fn a_headless_service_resolves_to_its_ready_endpoints() {
         "web-3 is not ready"
     );
     let r = resolver(dns.addr, Protocol::Udp);
-    let found: Vec<IpAddr> = r
-        .lookup_ip("web-headless.default.svc.cluster.local.")
-        .await
-        .unwrap()
-        .iter()
-        .collect();
+    let found = lookup_ips(&r, "web-headless.default.svc.cluster.local.").await;
     assert_eq!(found.len(), 2);
 }
 
@@ -205,19 +176,9 @@ async fn a_headless_service_without_ready_endpoints_is_nxdomain_unless_it_publis
 async fn headless_endpoints_resolve_by_hostname_or_generated_name() {
     let dns = responder(CLUSTER, vec![]).await;
     let r = resolver(dns.addr, Protocol::Udp);
-    let pet: Vec<IpAddr> = r
-        .lookup_ip("pet-1.web-headless.default.svc.cluster.local.")
-        .await
-        .unwrap()
-        .iter()
-        .collect();
+    let pet = lookup_ips(&r, "pet-1.web-headless.default.svc.cluster.local.").await;
     assert_eq!(pet, vec![ip("127.0.244.1")]);
-    let generated: Vec<IpAddr> = r
-        .lookup_ip("127-0-244-2.web-headless.default.svc.cluster.local.")
-        .await
-        .unwrap()
-        .iter()
-        .collect();
+    let generated = lookup_ips(&r, "127-0-244-2.web-headless.default.svc.cluster.local.").await;
     assert_eq!(generated, vec![ip("127.0.244.2")]);
     let m = ask(
         dns.addr,
@@ -293,12 +254,7 @@ async fn an_external_name_service_is_a_cname_followed_inside_the_zone_without_up
         ]
     );
     let r = resolver(dns.addr, Protocol::Udp);
-    let found: Vec<IpAddr> = r
-        .lookup_ip("alias.default.svc.cluster.local.")
-        .await
-        .unwrap()
-        .iter()
-        .collect();
+    let found = lookup_ips(&r, "alias.default.svc.cluster.local.").await;
     assert_eq!(found, vec![ip("127.96.0.10")]);
     // A target outside the zone, with no upstream: the CNAME alone.
     let m = ask(
@@ -486,4 +442,38 @@ async fn a_service_added_by_an_embedder_resolves_at_once() {
         .rebuild(dns.config.node.clone(), vec![headless], SystemTime::now());
     let m = ask(dns.addr, "late.default.svc.cluster.local.", RecordType::A).await;
     assert_eq!(ips(&m), vec![ip("127.0.244.9")]);
+}
+
+#[tokio::test]
+async fn a_stopped_responder_leaves_no_task_and_frees_its_port() {
+    let runtime = tokio::runtime::Handle::current().metrics();
+    let before = runtime.num_alive_tasks();
+    let (table, config) = table(CLUSTER);
+    let options = lb_proxy::ops::dns::DnsOptions {
+        zone: config.cluster.domain.clone(),
+        ttl: 5,
+        upstreams: Vec::new(),
+    };
+    let tasks = lb_proxy::lifecycle::Tasks::new();
+    let dns = lb_proxy::ops::dns::Dns::start(
+        "127.0.0.1:0".parse().unwrap(),
+        table,
+        options,
+        tasks.clone(),
+    )
+    .await
+    .unwrap();
+    let addr = dns.local_addr();
+    let m = ask(addr, "web.default.svc.cluster.local.", RecordType::A).await;
+    assert_eq!(ips(&m), vec![ip("127.96.0.10")]);
+    assert!(tasks.running() >= 1);
+
+    dns.shutdown().await;
+    assert_eq!(tasks.running(), 0);
+    assert_eq!(runtime.num_alive_tasks(), before, "no task of it is left");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the TCP listener is closed"
+    );
+    std::net::UdpSocket::bind(addr).expect("the UDP port is free again");
 }

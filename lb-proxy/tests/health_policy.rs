@@ -154,7 +154,7 @@ async fn the_health_check_node_port_answers_200_with_a_local_ready_endpoint_else
         svc
     };
     let plane = support::start(no_ejection(), vec![lb(true)]).await;
-    let _checks = HealthChecks::spawn(&plane);
+    let _checks = HealthChecks::start(&plane, lb_proxy::lifecycle::Tasks::new());
     assert!(
         eventually(WAIT, || std::net::TcpStream::connect(hc_addr).is_ok()).await,
         "the health-check node port listens on the node address"

@@ -145,6 +145,10 @@ target_port = "http"
     )
 }
 
+/// The RATE cell of every endpoint row the page shows now.
+const RATES_JS: &str = "return [...document.querySelectorAll('#endpoints tr[data-endpoint]')]\
+    .map(r => r.lastElementChild.textContent).join('|');";
+
 /// The `data-endpoint=state` pairs the page shows now.
 const STATES_JS: &str = "return [...document.querySelectorAll('#endpoints tr[data-endpoint]')]\
     .map(r => r.dataset.endpoint + '=' + r.dataset.state).join(' ');";
@@ -255,8 +259,12 @@ async fn the_status_page_shows_services_and_an_endpoint_turning_not_ready() {
             STATES_JS,
         );
         let took = killed_at.elapsed();
-        // Let one more poll draw the rates, then take the picture.
-        std::thread::sleep(Duration::from_millis(1200));
+        // Once a second poll has drawn every rate, take the picture.
+        wait_for(
+            "byte rates drawn",
+            &|t| !t.is_empty() && t.split('|').all(|rate| rate.ends_with("/s")),
+            RATES_JS,
+        );
         let png = driver.call("GET", &s("/screenshot"), None);
         let bytes = base64_decode(png["value"].as_str().unwrap_or_default());
         driver.call("DELETE", &s(""), None);

@@ -6,8 +6,8 @@ mod obs_support;
 
 use std::process::Command;
 
-use lb_proxy::dataplane::connections::{ConnectionList, ConnectionView};
 use lb_proxy::ops::views::connections_table;
+use lb_proxy::ops::views::{ConnectionList, ConnectionView};
 use obs_support::*;
 
 fn bin() -> &'static str {

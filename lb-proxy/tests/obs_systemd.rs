@@ -5,7 +5,6 @@ mod obs_support;
 
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use obs_support::*;
 
@@ -30,20 +29,12 @@ fn notifies_systemd_when_ready_and_when_stopping() {
     let mut buf = [0u8; 256];
     let ready = socket.recv(&mut buf).map(|n| buf[..n].to_vec());
     // The admin API answers once READY=1 was sent.
-    let healthz = lb_proxy::ops::admin::fetch(&admin.to_string(), "/healthz");
+    let healthz = lb_proxy::cli::get::fetch(&admin.to_string(), "/healthz");
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
     let stopping = socket.recv(&mut buf).map(|n| buf[..n].to_vec());
-    let deadline = std::time::Instant::now() + WAIT;
-    let mut exited = false;
-    while std::time::Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            exited = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let exited = eventually_blocking(WAIT, || matches!(child.try_wait(), Ok(Some(_))));
     // Killing an exited child is a no-op; wait() then returns its status.
     let _ = child.kill();
     let status = child.wait().expect("wait for lb-proxy");

@@ -1,7 +1,9 @@
-//! The commands of the `lb-proxy` binary that are more than wiring: `check`
-//! and, with an etcd source, `put` and `delete`.
+//! The commands of the `lb-proxy` binary that are more than wiring: `check`,
+//! `get` (the admin API's client) and, with an etcd source, `put` and
+//! `delete`.
 
 mod etcd;
+pub mod get;
 
 use std::path::Path;
 

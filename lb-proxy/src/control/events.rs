@@ -142,17 +142,8 @@ fn endpoint_states(snapshot: &Snapshot) -> BTreeMap<String, String> {
                 } else {
                     "not_ready"
                 };
-                out.insert(
-                    format!(
-                        "{}/{}:{}/{} {}",
-                        key.service.namespace,
-                        key.service.name,
-                        crate::dataplane::connections::port_label(key),
-                        key.protocol,
-                        e.addr
-                    ),
-                    state.to_string(),
-                );
+                // The key prints as namespace/service:port/PROTO.
+                out.insert(format!("{key} {}", e.addr), state.to_string());
             }
         }
     }

@@ -1,25 +1,38 @@
-//! The admin HTTP API and the client behind `lb-proxy get`.
+//! The admin HTTP API: `/healthz`, `/readyz`, `/metrics`, the JSON views of
+//! `/api/v1/...` and the status page.
 //!
 //! The server reads everything through [`AdminSource`], so it does not depend
 //! on how the data plane is built: the binary implements the trait over its
-//! data plane, tests implement it over a hand-built [`Snapshot`]. The client is
-//! blocking on purpose: `lb-proxy get` makes one request and exits, and needs no
-//! runtime for it.
+//! data plane, tests implement it over a hand-built [`Snapshot`]. An embedder
+//! can mount [`router`] in its own axum app; [`AdminServer`] runs it on a
+//! listener as a part of lb's lifecycle, and [`serve`] runs it until a
+//! future of the caller's completes. The client behind `lb-proxy get` is in
+//! [`crate::cli::get`].
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use lb_core::{FrontendKey, Snapshot};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tracing::info;
 
-use crate::ops::views::{self, EndpointsList, ServiceList};
+use crate::lifecycle::Tasks;
+use crate::ops::http::{self, ConnectionOptions};
+use crate::ops::views;
+
+pub use crate::ops::views::{
+    CONFIG_PATH, CONNECTIONS_PATH, ENDPOINTS_PATH, EVENTS_PATH, SERVICES_PATH,
+};
 
 /// What the admin API reads; the binary implements it over the data plane.
 /// A trait rather than a concrete type so the API can be served and tested
@@ -57,56 +70,14 @@ pub trait AdminSource: Send + Sync + 'static {
     }
 }
 
-/// `/api/v1/services`.
-pub const SERVICES_PATH: &str = "/api/v1/services";
-/// `/api/v1/endpoints`.
-pub const ENDPOINTS_PATH: &str = "/api/v1/endpoints";
-/// `/api/v1/connections`.
-pub const CONNECTIONS_PATH: &str = "/api/v1/connections";
-/// `/api/v1/config`.
-pub const CONFIG_PATH: &str = "/api/v1/config";
-/// `/api/v1/events`.
-pub const EVENTS_PATH: &str = "/api/v1/events";
 /// Content type of Prometheus' text format, which scrapers check.
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-/// How long `lb-proxy get` waits for the proxy before giving up, so a wedged
-/// proxy does not hang a script.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest answer the client reads (a big service table is a few MB).
-const CLIENT_BODY_LIMIT: u64 = 256 * 1024 * 1024;
-
-/// Errors of the admin client (`lb-proxy get`).
-#[derive(Debug, thiserror::Error)]
-pub enum AdminError {
-    /// The proxy could not be reached or the exchange failed.
-    #[error("cannot reach the lb-proxy admin API at {url}: {source}")]
-    Http {
-        /// The URL asked.
-        url: String,
-        /// What went wrong.
-        #[source]
-        source: Box<ureq::Error>,
-    },
-    /// The proxy answered with a status other than 200.
-    #[error("{url} answered {status}: {body}")]
-    Status {
-        /// The URL asked.
-        url: String,
-        /// HTTP status.
-        status: u16,
-        /// Body of the answer (the reason, for `/readyz`).
-        body: String,
-    },
-    /// The answer was not the JSON this version understands.
-    #[error("{url} answered JSON this lb-proxy cannot read: {source}")]
-    Json {
-        /// The URL asked.
-        url: String,
-        /// The parse error.
-        #[source]
-        source: serde_json::Error,
-    },
-}
+/// How the admin API treats its connections: kept alive (the status page
+/// polls every second), a request head within 30 s.
+const CONNECTIONS: ConnectionOptions = ConnectionOptions {
+    keep_alive: true,
+    header_timeout: Duration::from_secs(30),
+};
 
 /// The routes of the admin API over `source`. Unknown paths answer 404.
 pub fn router(source: Arc<dyn AdminSource>) -> Router {
@@ -124,17 +95,64 @@ pub fn router(source: Arc<dyn AdminSource>) -> Router {
         .with_state(source)
 }
 
+/// The admin API running on a listener as a part of lb's lifecycle: the
+/// accept loop and every connection are tasks of the [`Tasks`] it was
+/// started with.
+#[derive(Debug)]
+pub struct AdminServer {
+    tasks: Tasks,
+    local_addr: SocketAddr,
+}
+
+impl AdminServer {
+    /// Serves the admin API over `source` on `listener` until `tasks` stops
+    /// (or [`AdminServer::stop`]). The listener is taken ready-made: the
+    /// binary binds it without SO_REUSEPORT so that a clash is an error at
+    /// start.
+    pub fn start(
+        listener: TcpListener,
+        source: Arc<dyn AdminSource>,
+        tasks: Tasks,
+    ) -> std::io::Result<AdminServer> {
+        let local_addr = listener.local_addr()?;
+        let router = router(source);
+        let serving = tasks.clone();
+        tasks.spawn(async move { http::serve(listener, router, CONNECTIONS, &serving).await });
+        info!(%local_addr, "admin API listening");
+        Ok(AdminServer { tasks, local_addr })
+    }
+
+    /// Where the admin API answers.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, lets requests in flight finish, and returns once
+    /// every task of the server has ended.
+    pub async fn stop(&self) {
+        self.tasks.stop().await;
+    }
+}
+
 /// Serves the admin API on `listener` until `shutdown` completes, then lets
-/// in-flight requests finish. The listener is taken ready-made: the binary
-/// binds it without SO_REUSEPORT so that a clash is an error at start.
+/// in-flight requests finish and returns once every connection has ended
+/// (mini-redis style: the caller owns the lifetime; [`AdminServer`] is the
+/// same under a [`Tasks`]).
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    listener: TcpListener,
     source: Arc<dyn AdminSource>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(source))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let tasks = Tasks::new();
+    tokio::join!(
+        http::serve(listener, router(source), CONNECTIONS, &tasks),
+        async {
+            shutdown.await;
+            tasks.cancel();
+        }
+    );
+    tasks.wait().await;
+    Ok(())
 }
 
 type Source = State<Arc<dyn AdminSource>>;
@@ -168,35 +186,51 @@ async fn endpoints(State(source): Source) -> Response {
     json_response(&views::endpoints_view_with(&snapshot, &source.probes()))
 }
 
-async fn connections(State(source): Source, uri: axum::http::Uri) -> Response {
-    let mut limit = 0usize;
-    let mut after = 0u64;
-    for pair in uri.query().unwrap_or("").split('&') {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let bad = |what: &str| {
-            (
-                StatusCode::BAD_REQUEST,
-                format!("{what} must be a non-negative integer, got {v:?}\n"),
-            )
-                .into_response()
-        };
-        match k {
-            "limit" => match v.parse() {
-                Ok(n) => limit = n,
-                Err(_) => return bad("limit"),
-            },
-            "continue" if !v.is_empty() => match v.parse() {
-                Ok(n) => after = n,
-                Err(_) => return bad("continue"),
-            },
-            _ => {}
+/// The query of `/api/v1/connections`: Kubernetes' list pagination. Read as
+/// text so a bad number is answered with what was wrong with it.
+#[derive(Debug, Deserialize)]
+struct PageQuery {
+    /// Largest page wanted; 0 or absent = [`views::MAX_PAGE`].
+    limit: Option<String>,
+    /// The `continue` token of the previous page: the last id it held.
+    #[serde(rename = "continue")]
+    after: Option<String>,
+}
+
+async fn connections(
+    State(source): Source,
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> Response {
+    let Query(query) = match query {
+        Ok(q) => q,
+        Err(rejection) => {
+            return (StatusCode::BAD_REQUEST, format!("{rejection}\n")).into_response();
         }
-    }
+    };
+    let bad = |what: &str, v: &str| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("{what} must be a non-negative integer, got {v:?}\n"),
+        )
+            .into_response()
+    };
+    let limit = match query.limit.as_deref() {
+        None => 0,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) => n,
+            Err(_) => return bad("limit", v),
+        },
+    };
+    let after = match query.after.as_deref() {
+        None | Some("") => 0,
+        Some(v) => match v.parse::<u64>() {
+            Ok(n) => n,
+            Err(_) => return bad("continue", v),
+        },
+    };
     let all = source.connections();
     let now = std::time::Instant::now();
-    json_response(&crate::dataplane::connections::page(
-        &all, limit, after, now,
-    ))
+    json_response(&views::page(&all, limit, after, now))
 }
 
 async fn events(State(source): Source) -> Response {
@@ -240,176 +274,5 @@ fn json_response<T: Serialize>(value: &T) -> Response {
             format!("cannot encode JSON: {e}\n"),
         )
             .into_response(),
-    }
-}
-
-/// Which table `lb-proxy get` shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum GetKind {
-    /// `lb-proxy get services` (also `svc`, `service`).
-    #[value(alias = "svc", alias = "service")]
-    Services,
-    /// `lb-proxy get endpoints` (also `ep`).
-    #[value(alias = "ep")]
-    Endpoints,
-    /// `lb-proxy get connections` (also `conn`): open TCP connections.
-    #[value(alias = "conn", alias = "connection")]
-    Connections,
-}
-
-impl GetKind {
-    /// The admin API path that answers for this kind.
-    pub fn path(self) -> &'static str {
-        match self {
-            GetKind::Services => SERVICES_PATH,
-            GetKind::Endpoints => ENDPOINTS_PATH,
-            GetKind::Connections => CONNECTIONS_PATH,
-        }
-    }
-}
-
-/// `lb-proxy get -o ...`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum OutputFormat {
-    /// A `kubectl get`-style table.
-    #[default]
-    Table,
-    /// The admin API's JSON, byte for byte.
-    Json,
-    /// A wider table: for endpoints, one row each with its state, why it is
-    /// out of rotation and since when; for connections, the frontend and
-    /// start time too (services: the same as `table`).
-    Wide,
-}
-
-/// Asks the admin API at `admin` (`HOST:PORT`) for `path` and returns the
-/// body of a 200 answer; any other status is an [`AdminError::Status`] carrying
-/// the body (the reason, for `/readyz`). An unspecified host (`0.0.0.0`, `[::]`,
-/// as in an `admin.listen` that binds everywhere) is asked on loopback.
-pub fn fetch(admin: &str, path: &str) -> Result<String, AdminError> {
-    let (status, body) = fetch_status(admin, path)?;
-    if status == 200 {
-        Ok(body)
-    } else {
-        Err(AdminError::Status {
-            url: url(admin, path),
-            status,
-            body: body.trim_end().to_string(),
-        })
-    }
-}
-
-/// Like [`fetch`] but returns any status with its body, for callers (probes,
-/// tests) to whom a 503 is an answer rather than an error.
-pub fn fetch_status(admin: &str, path: &str) -> Result<(u16, String), AdminError> {
-    let url = url(admin, path);
-    // No proxy from the environment: the admin API is local, and an
-    // HTTP_PROXY meant for the internet must not see it.
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .proxy(None)
-        .http_status_as_error(false)
-        .timeout_global(Some(CLIENT_TIMEOUT))
-        .build()
-        .into();
-    let http = |source: ureq::Error| AdminError::Http {
-        url: url.clone(),
-        source: Box::new(source),
-    };
-    let mut response = agent.get(&url).call().map_err(http)?;
-    let status = response.status().as_u16();
-    let body = response
-        .body_mut()
-        .with_config()
-        .limit(CLIENT_BODY_LIMIT)
-        .read_to_string()
-        .map_err(http)?;
-    Ok((status, body))
-}
-
-/// What `lb-proxy get KIND -o OUTPUT --admin ADMIN` writes to stdout, final
-/// newline included (print it with `print!`). `-o json` is the API's body
-/// unchanged; a table is rebuilt from that same JSON, with AGE relative to
-/// `now`.
-pub fn get_command(
-    admin: &str,
-    kind: GetKind,
-    output: OutputFormat,
-    now: SystemTime,
-) -> Result<String, AdminError> {
-    let body = fetch(admin, kind.path())?;
-    render_get(admin, kind, output, &body, now)
-}
-
-/// Turns an admin API answer `body` for `kind` into what `lb-proxy get`
-/// prints (`admin` only names the source in errors); `get -w` calls it for
-/// each changed answer.
-pub fn render_get(
-    admin: &str,
-    kind: GetKind,
-    output: OutputFormat,
-    body: &str,
-    now: SystemTime,
-) -> Result<String, AdminError> {
-    if output == OutputFormat::Json {
-        return Ok(body.to_string());
-    }
-    let json = |source| AdminError::Json {
-        url: url(admin, kind.path()),
-        source,
-    };
-    Ok(match kind {
-        GetKind::Services => {
-            let list: ServiceList = serde_json::from_str(body).map_err(json)?;
-            if output == OutputFormat::Wide {
-                views::services_wide_table(&list, now)
-            } else {
-                views::services_table(&list, now)
-            }
-        }
-        GetKind::Endpoints => {
-            let list: EndpointsList = serde_json::from_str(body).map_err(json)?;
-            if output == OutputFormat::Wide {
-                views::endpoints_wide_table(&list, now)
-            } else {
-                views::endpoints_table(&list, now)
-            }
-        }
-        GetKind::Connections => {
-            let list: crate::dataplane::connections::ConnectionList =
-                serde_json::from_str(body).map_err(json)?;
-            views::connections_table(&list, output == OutputFormat::Wide)
-        }
-    })
-}
-
-/// `http://HOST:PORT/path`, with an unspecified host replaced by loopback and
-/// a scheme the user may have typed tolerated.
-fn url(admin: &str, path: &str) -> String {
-    let admin = admin.trim_start_matches("http://").trim_end_matches('/');
-    let admin = if let Some(port) = admin.strip_prefix("0.0.0.0:") {
-        format!("127.0.0.1:{port}")
-    } else if let Some(port) = admin.strip_prefix("[::]:") {
-        format!("[::1]:{port}")
-    } else {
-        admin.to_string()
-    };
-    format!("http://{admin}{path}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unspecified_admin_addresses_are_asked_on_loopback() {
-        assert_eq!(
-            url("0.0.0.0:10249", "/healthz"),
-            "http://127.0.0.1:10249/healthz"
-        );
-        assert_eq!(url("[::]:10249", "/readyz"), "http://[::1]:10249/readyz");
-        assert_eq!(
-            url("http://127.0.0.2:1/", SERVICES_PATH),
-            "http://127.0.0.2:1/api/v1/services"
-        );
     }
 }

@@ -1,72 +1,109 @@
 //! Health-check node ports: for a LoadBalancer service with
 //! `external_traffic_policy = "Local"`, an HTTP server on every node address
-//! at its `health_check_node_port`, answering every path as kube-proxy does:
-//! 200 when this node has a ready endpoint of the service, else 503, with the
-//! body `{"service":{"namespace":"ns","name":"svc"},"localEndpoints":N}`.
+//! at its `health_check_node_port`, answering every path and method as
+//! kube-proxy does: 200 when this node has a ready endpoint of the service,
+//! else 503, with the body
+//! `{"service":{"namespace":"ns","name":"svc"},"localEndpoints":N}`.
 //! External load balancers poll it to send traffic only to nodes that can
 //! serve it without a second hop.
 //!
-//! The listeners follow the published table (bind what a new snapshot adds,
-//! close what it removes) and do not set SO_REUSEPORT, so a clash with
-//! another process is an error (logged and retried every second), never a
-//! silent second listener. Each answer reads the table of that moment.
+//! The listeners follow the published table through
+//! [`crate::control::follow`] (bind what a new snapshot adds, close what it
+//! removes) and do not set SO_REUSEPORT, so a clash with another process is
+//! an error (logged and retried every second), never a silent second
+//! listener. Each answer reads the table of that moment. Every listener is
+//! a child [`Tasks`] of the health checks', its connections tasks of it.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
 use lb_core::{ServiceKey, ServiceType, Snapshot, Table, TrafficPolicy};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
-use tokio_util::sync::{CancellationToken, DropGuard};
-use tracing::{debug, info, warn};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::DropGuard;
+use tracing::{info, warn};
 
+use crate::control::follow::{follow, Follower, Reconciled};
 use crate::dataplane::DataPlane;
+use crate::lifecycle::Tasks;
+use crate::ops::http::{self, ConnectionOptions};
 
-/// How often listeners that could not be bound are retried.
-const RETRY: Duration = Duration::from_secs(1);
-/// How long a client has to send its request head.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// Largest request head read; the answer does not depend on it.
-const MAX_REQUEST: usize = 8192;
+/// One answer per connection, closed after it (as kube-proxy's answers were
+/// read before: to the end of the stream), and a request head within 5 s.
+const CONNECTIONS: ConnectionOptions = ConnectionOptions {
+    keep_alive: false,
+    header_timeout: Duration::from_secs(5),
+};
 
-/// The running health-check node ports. Dropping it (or [`Self::stop`])
-/// closes them.
+/// The running health-check node ports. [`HealthChecks::stop`] closes them
+/// and waits for every one of their tasks; dropping it closes them without
+/// waiting.
+#[derive(Debug)]
 pub struct HealthChecks {
-    stop: CancellationToken,
-    _guard: DropGuard,
-}
-
-impl fmt::Debug for HealthChecks {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HealthChecks")
-            .field("stopped", &self.stop.is_cancelled())
-            .finish()
-    }
+    tasks: Tasks,
+    _cancel_on_drop: DropGuard,
 }
 
 impl HealthChecks {
     /// Serves the health-check node ports of `dataplane`'s table, following
-    /// every snapshot it publishes.
-    pub fn spawn(dataplane: &DataPlane) -> HealthChecks {
-        let stop = CancellationToken::new();
-        tokio::spawn(follow(
-            dataplane.table(),
-            dataplane.subscribe(),
-            stop.clone(),
-        ));
+    /// every snapshot it publishes, with every task spawned on `tasks`.
+    pub fn start(dataplane: &DataPlane, tasks: Tasks) -> HealthChecks {
+        let mut listeners = Listeners {
+            table: dataplane.table(),
+            tasks: tasks.clone(),
+            bound: BTreeMap::new(),
+            failing: BTreeMap::new(),
+        };
+        let dataplane = dataplane.clone();
+        let following = tasks.clone();
+        tasks.spawn(async move { follow(&dataplane, following.token(), &mut listeners).await });
         HealthChecks {
-            _guard: stop.clone().drop_guard(),
-            stop,
+            _cancel_on_drop: tasks.token().clone().drop_guard(),
+            tasks,
         }
     }
 
-    /// Closes every health-check listener.
-    pub fn stop(&self) {
-        self.stop.cancel();
+    /// Closes every health-check listener and returns once none of their
+    /// tasks runs.
+    pub async fn stop(&self) {
+        self.tasks.stop().await;
+    }
+}
+
+/// The name of the service a health-check answer is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceName {
+    /// Kubernetes namespace.
+    pub namespace: String,
+    /// Service name.
+    pub name: String,
+}
+
+/// The body kube-proxy answers with; fields in kube-proxy's order (derived
+/// serialization keeps declaration order).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Answer {
+    /// The service asked about.
+    pub service: ServiceName,
+    /// Its ready endpoints on this node.
+    #[serde(rename = "localEndpoints")]
+    pub local_endpoints: usize,
+}
+
+impl Answer {
+    /// 200 when this node can serve the service, else 503.
+    pub fn status(&self) -> StatusCode {
+        if self.local_endpoints > 0 {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
     }
 }
 
@@ -109,152 +146,220 @@ pub fn local_endpoints(snapshot: &Snapshot, key: &ServiceKey) -> usize {
     ips.len()
 }
 
-/// The answer for `key` now: status code and body.
-pub fn answer(snapshot: &Snapshot, key: &ServiceKey) -> (u16, String) {
-    let n = local_endpoints(snapshot, key);
-    // Field order as kube-proxy writes it (serde_json's map would sort it).
-    let quote = |s: &str| serde_json::Value::from(s).to_string();
-    let body = format!(
-        r#"{{"service":{{"namespace":{},"name":{}}},"localEndpoints":{n}}}"#,
-        quote(&key.namespace),
-        quote(&key.name)
-    );
-    (if n > 0 { 200 } else { 503 }, body)
+/// The answer for `key` now.
+pub fn answer(snapshot: &Snapshot, key: &ServiceKey) -> Answer {
+    Answer {
+        service: ServiceName {
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+        },
+        local_endpoints: local_endpoints(snapshot, key),
+    }
 }
 
+/// What one listener answers from: the live table and its service.
+#[derive(Debug)]
+struct Answering {
+    table: Arc<Table>,
+    service: ServiceKey,
+}
+
+/// Every path, every method: the answer of the moment.
+async fn respond(State(answering): State<Arc<Answering>>) -> Response {
+    let answer = answer(&answering.table.load(), &answering.service);
+    (
+        answer.status(),
+        [(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        )],
+        Json(answer),
+    )
+        .into_response()
+}
+
+/// One bound health-check listener.
 struct Bound {
     service: ServiceKey,
-    _stop: DropGuard,
-    task: JoinHandle<()>,
+    tasks: Tasks,
 }
 
-async fn follow(
+/// The health-check listeners, kept in step with the table.
+struct Listeners {
     table: Arc<Table>,
-    mut generation: tokio::sync::watch::Receiver<u64>,
-    stop: CancellationToken,
-) {
-    let mut bound: BTreeMap<SocketAddr, Bound> = BTreeMap::new();
-    let mut failing: BTreeMap<SocketAddr, String> = BTreeMap::new();
-    let mut watching = true;
-    loop {
-        let want = wanted(&table.load());
-        let gone: Vec<SocketAddr> = bound
+    /// The health checks' own; each listener is a child of it.
+    tasks: Tasks,
+    bound: BTreeMap<SocketAddr, Bound>,
+    /// Addresses that could not be bound, with the last error (logged once
+    /// per distinct error).
+    failing: BTreeMap<SocketAddr, String>,
+}
+
+impl Follower for Listeners {
+    async fn reconcile(&mut self, snapshot: Arc<Snapshot>) -> Reconciled {
+        let want = wanted(&snapshot);
+        let gone: Vec<SocketAddr> = self
+            .bound
             .iter()
             .filter(|(addr, b)| want.get(addr) != Some(&b.service))
             .map(|(addr, _)| *addr)
             .collect();
         for addr in gone {
-            if let Some(b) = bound.remove(&addr) {
-                drop(b._stop);
-                let _ = b.task.await;
+            if let Some(b) = self.bound.remove(&addr) {
+                b.tasks.stop().await;
                 info!(%addr, "closed health-check node port");
             }
         }
-        failing.retain(|addr, _| want.contains_key(addr));
-        for (addr, service) in &want {
-            if bound.contains_key(addr) {
+        self.failing.retain(|addr, _| want.contains_key(addr));
+        for (addr, service) in want {
+            if self.bound.contains_key(&addr) {
                 continue;
             }
             match TcpListener::bind(addr).await {
                 Ok(listener) => {
-                    let token = CancellationToken::new();
-                    let task = tokio::spawn(serve(
-                        listener,
-                        table.clone(),
-                        service.clone(),
-                        token.clone(),
-                    ));
-                    bound.insert(
-                        *addr,
-                        Bound {
+                    let tasks = self.tasks.child();
+                    let router = Router::new()
+                        .fallback(respond)
+                        .with_state(Arc::new(Answering {
+                            table: self.table.clone(),
                             service: service.clone(),
-                            _stop: token.drop_guard(),
-                            task,
-                        },
-                    );
-                    failing.remove(addr);
+                        }));
+                    let serving = tasks.clone();
+                    tasks.spawn(async move {
+                        http::serve(listener, router, CONNECTIONS, &serving).await
+                    });
+                    self.failing.remove(&addr);
                     info!(%addr, %service, "health-check node port listening");
+                    self.bound.insert(addr, Bound { service, tasks });
                 }
                 Err(e) => {
                     let text = e.to_string();
-                    if failing.get(addr) != Some(&text) {
+                    if self.failing.get(&addr) != Some(&text) {
                         warn!(%addr, %service, error = %text, "cannot bind health-check node port; retrying every second");
                     }
-                    failing.insert(*addr, text);
+                    self.failing.insert(addr, text);
                 }
             }
         }
-        tokio::select! {
-            () = stop.cancelled() => break,
-            changed = generation.changed(), if watching => {
-                if changed.is_err() {
-                    watching = false;
-                }
-            }
-            () = tokio::time::sleep(RETRY), if !failing.is_empty() || !watching => {}
+        if self.failing.is_empty() {
+            Reconciled::Done
+        } else {
+            Reconciled::Retry
         }
-    }
-    for (_, b) in bound {
-        drop(b._stop);
-        let _ = b.task.await;
     }
 }
 
-async fn serve(
-    listener: TcpListener,
-    table: Arc<Table>,
-    service: ServiceKey,
-    stop: CancellationToken,
-) {
-    loop {
-        let accepted = tokio::select! {
-            () = stop.cancelled() => return,
-            r = listener.accept() => r,
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::SystemTime;
+
+    use lb_core::{NodeSpec, ProxySettings, ServiceSpec};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    /// Asks `addr` once and reads the answer to its end.
+    async fn ask(addr: SocketAddr, request: &str) -> String {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(request.as_bytes()).await.expect("send");
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut answer))
+            .await
+            .expect("answered and closed within 10 s")
+            .expect("read");
+        answer
+    }
+
+    #[tokio::test]
+    async fn a_node_port_answers_every_path_and_stops_with_no_task_left() {
+        let ip: IpAddr = "127.0.0.1".parse().expect("address");
+        let port = std::net::TcpListener::bind((ip, 0))
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let node = NodeSpec {
+            name: "node-1".into(),
+            addresses: vec![ip],
         };
-        match accepted {
-            Ok((stream, _)) => {
-                tokio::spawn(respond(stream, table.clone(), service.clone()));
-            }
-            Err(e) => {
-                debug!(error = %e, "health-check accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
+        let mut svc = ServiceSpec::cluster_ip("default", "lb", "127.97.0.1".parse().expect("ip"));
+        svc.service_type = ServiceType::LoadBalancer;
+        svc.external_traffic_policy = TrafficPolicy::Local;
+        svc.health_check_node_port = port;
+        let snapshot = Snapshot::build(node, vec![svc], None, SystemTime::now());
+        let plane = DataPlane::start(ProxySettings::default(), snapshot).await;
+        let runtime = tokio::runtime::Handle::current().metrics();
+        let before = runtime.num_alive_tasks();
 
-/// Reads the request head (any method, any path) and answers once.
-async fn respond(mut stream: TcpStream, table: Arc<Table>, service: ServiceKey) {
-    let mut head = Vec::with_capacity(512);
-    let mut chunk = [0u8; 1024];
-    let read = tokio::time::timeout(REQUEST_TIMEOUT, async {
-        loop {
-            if head.windows(4).any(|w| w == b"\r\n\r\n") || head.len() >= MAX_REQUEST {
-                return true;
+        let tasks = Tasks::new();
+        let checks = HealthChecks::start(&plane, tasks.clone());
+        let addr = SocketAddr::new(ip, port);
+        let mut listening = false;
+        for _ in 0..200 {
+            if TcpStream::connect(addr).await.is_ok() {
+                listening = true;
+                break;
             }
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return false,
-                Ok(n) => head.extend_from_slice(&chunk[..n]),
-            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
         }
-    })
-    .await;
-    if !matches!(read, Ok(true)) {
-        return;
+        assert!(listening, "the health-check node port listens");
+        for request in [
+            "GET /healthz HTTP/1.1\r\nHost: lb\r\n\r\n",
+            "POST /any/path HTTP/1.1\r\nHost: lb\r\nContent-Length: 0\r\n\r\n",
+        ] {
+            let answer = ask(addr, request).await;
+            assert!(
+                answer.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+                "{answer}"
+            );
+            let head = answer.to_ascii_lowercase();
+            assert!(
+                head.contains("content-type: application/json\r\n"),
+                "{answer}"
+            );
+            assert!(
+                head.contains("x-content-type-options: nosniff\r\n"),
+                "{answer}"
+            );
+            assert!(answer.ends_with(
+                "\r\n\r\n{\"service\":{\"namespace\":\"default\",\"name\":\"lb\"},\"localEndpoints\":0}"
+            ), "{answer}");
+        }
+        // A client that connected and never asked is closed by the stop.
+        let mut idle = TcpStream::connect(addr).await.expect("connect");
+
+        checks.stop().await;
+        assert_eq!(tasks.running(), 0);
+        assert_eq!(runtime.num_alive_tasks(), before, "no task of it is left");
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(10), idle.read(&mut buf))
+            .await
+            .expect("the idle connection is closed, not left hanging");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        assert!(
+            TcpStream::connect(addr).await.is_err(),
+            "the port is closed"
+        );
+        plane.shutdown().await;
     }
-    let (status, body) = answer(&table.load(), &service);
-    let reason = if status == 200 {
-        "OK"
-    } else {
-        "Service Unavailable"
-    };
-    let response = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nX-Content-Type-Options: nosniff\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    if let Err(e) = stream.write_all(response.as_bytes()).await {
-        debug!(error = %e, "health-check answer not sent");
-        return;
+
+    #[test]
+    fn the_body_is_kube_proxys_in_its_field_order() {
+        let answer = Answer {
+            service: ServiceName {
+                namespace: "ns".into(),
+                name: "svc".into(),
+            },
+            local_endpoints: 2,
+        };
+        assert_eq!(
+            serde_json::to_string(&answer).expect("serializable"),
+            r#"{"service":{"namespace":"ns","name":"svc"},"localEndpoints":2}"#
+        );
+        assert_eq!(answer.status(), StatusCode::OK);
+        let none = Answer {
+            local_endpoints: 0,
+            ..answer
+        };
+        assert_eq!(none.status(), StatusCode::SERVICE_UNAVAILABLE);
     }
-    let _ = stream.shutdown().await;
 }

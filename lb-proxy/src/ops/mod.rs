@@ -1,16 +1,23 @@
 //! The operator surface: what people and other programs read of a running
 //! proxy.
 //!
-//! - [`admin`]: the admin HTTP API and the client behind `lb-proxy get`.
+//! - [`admin`]: the admin HTTP API.
 //! - [`views`]: the JSON shapes of the admin API and the kubectl-style tables.
 //! - [`metrics`]: `/metrics` in the Prometheus text format.
 //! - [`status`]: the live status page and its recent-events ring.
 //! - [`healthcheck`]: health-check node ports (LoadBalancer + Local).
 //! - [`dns`]: the cluster DNS responder.
+//! - `http` (private): an axum router served with every connection a task
+//!   of lb's own (the admin API and the health-check node ports).
+//!
+//! Every task of the operator surface is spawned through a
+//! [`crate::lifecycle::Tasks`] its constructor takes, and stopping a part
+//! waits for its tasks.
 
 pub mod admin;
 pub mod dns;
 pub mod healthcheck;
+mod http;
 pub mod metrics;
 pub mod status;
 pub mod views;

@@ -1,8 +1,14 @@
 //! Helpers for the DNS tests: a responder over a table built from TOML, a real
 //! resolver client pointed at it (never at the system's resolver), a raw query
-//! for exact flags and sections, and a loopback dnsmasq as upstream.
+//! for exact flags and sections, and a loopback dnsmasq as upstream. Bounded
+//! waits come from the same file as the observability tests' (`wait`).
 
 #![allow(dead_code, unreachable_pub)]
+
+#[path = "../obs_support/wait.rs"]
+mod wait;
+#[allow(unused_imports)]
+pub use wait::*;
 
 use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::path::PathBuf;
@@ -11,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
-use hickory_proto::rr::{Name, RecordType};
+use hickory_proto::rr::{Name, RData, RecordType};
 use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::proto::xfer::Protocol;
@@ -42,6 +48,12 @@ pub const HEADER: &str = "[cluster]\nservice_cidr = \"127.96.0.0/16\"\n[admin]\n
 
 /// Loads `body` (after [`HEADER`]) and serves it with `upstreams`.
 pub async fn responder(body: &str, upstreams: Vec<SocketAddr>) -> Responder {
+    let (table, config) = table(body);
+    serve_table(table, config, upstreams).await
+}
+
+/// The table `body` (after [`HEADER`]) describes, and its config.
+pub fn table(body: &str) -> (Arc<Table>, lb_config::Config) {
     let config = lb_config::Loader::new(Box::<lb_core::alloc::MemoryStore>::default())
         .with_default_node_name("node-1")
         .load_str(&format!("{HEADER}{body}"))
@@ -52,8 +64,7 @@ pub async fn responder(body: &str, upstreams: Vec<SocketAddr>) -> Responder {
         None,
         SystemTime::now(),
     );
-    let table = Arc::new(Table::new(snapshot));
-    serve_table(table, config, upstreams).await
+    (Arc::new(Table::new(snapshot)), config)
 }
 
 /// Serves an existing table.
@@ -112,6 +123,32 @@ pub fn resolver(server: SocketAddr, protocol: Protocol) -> TokioResolver {
     TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
         .with_options(opts)
         .build()
+}
+
+/// The addresses `resolver` finds for `name` (A and AAAA), in the order
+/// of the answer.
+pub async fn lookup_ips(resolver: &TokioResolver, name: &str) -> Vec<IpAddr> {
+    resolver
+        .lookup_ip(name)
+        .await
+        .unwrap_or_else(|e| panic!("{name} resolves: {e}"))
+        .iter()
+        .collect()
+}
+
+/// The A and AAAA addresses of a raw answer, sorted.
+pub fn ips(m: &Message) -> Vec<IpAddr> {
+    let mut v: Vec<IpAddr> = m
+        .answers()
+        .iter()
+        .filter_map(|r| match r.data() {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+            _ => None,
+        })
+        .collect();
+    v.sort();
+    v
 }
 
 /// One raw question over UDP: the whole response message, for exact rcode,

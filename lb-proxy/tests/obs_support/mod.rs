@@ -1,8 +1,13 @@
 //! Helpers for the observability tests: an App started from a TOML file with
-//! an admin listener, echo backends that can be killed, and a blocking HTTP
-//! client for the admin API. Loopback only; every wait is bounded.
+//! an admin listener, echo backends that can be killed, the admin API read
+//! with `lb-proxy get`'s own client, and bounded waits (`wait`, shared with
+//! the DNS tests). Loopback only; every wait is bounded.
 
 #![allow(dead_code, unreachable_pub)]
+
+mod wait;
+#[allow(unused_imports)]
+pub use wait::*;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -169,7 +174,7 @@ impl Proxy {
     pub async fn get(&self, path: &str) -> (u16, String) {
         let admin = self.admin.clone();
         let path = path.to_string();
-        tokio::task::spawn_blocking(move || lb_proxy::ops::admin::fetch_status(&admin, &path))
+        tokio::task::spawn_blocking(move || lb_proxy::cli::get::fetch_status(&admin, &path))
             .await
             .expect("join")
             .expect("the admin API answers")
@@ -180,23 +185,5 @@ impl Proxy {
         let (status, body) = self.get(path).await;
         assert_eq!(status, 200, "{path}: {body}");
         serde_json::from_str(&body).expect("JSON")
-    }
-}
-
-/// Polls `f` every 50 ms until it is true or `limit` passes.
-pub async fn eventually<F, Fut>(limit: Duration, mut f: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if f().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

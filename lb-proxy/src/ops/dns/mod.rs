@@ -29,8 +29,9 @@ use hickory_server::ServerFuture;
 use lb_config::DnsSettings;
 use lb_core::Table;
 use tokio::net::{TcpListener, UdpSocket};
-use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+
+use crate::lifecycle::Tasks;
 
 use records::{Lookup, Zone, MAX_CNAME_CHAIN};
 
@@ -124,35 +125,37 @@ struct Handler {
 pub struct Dns {
     options: Arc<ArcSwap<(DnsOptions, Zone)>>,
     counters: Arc<DnsCounters>,
-    stop: CancellationToken,
+    tasks: Tasks,
     local_addr: SocketAddr,
 }
 
 impl Dns {
     /// Binds `listen` on UDP and TCP (the same port; port 0 picks one free on
-    /// both) and starts answering from `table`.
+    /// both) and starts answering from `table`, the server a task of
+    /// `tasks` (hickory-server's own listener tasks are waited for by it).
     pub async fn start(
         listen: SocketAddr,
         table: Arc<Table>,
         options: DnsOptions,
+        tasks: Tasks,
     ) -> Result<Dns, DnsError> {
         let (udp, tcp) = bind(listen).await?;
         let local_addr = udp.local_addr().unwrap_or(listen);
         let zone = options.zone()?;
         let shared = Arc::new(ArcSwap::from_pointee((options, zone)));
         let counters = Arc::new(DnsCounters::default());
-        let stop = CancellationToken::new();
         let handler = Handler {
             table,
             options: shared.clone(),
             counters: counters.clone(),
         };
-        tokio::spawn(run(udp, tcp, handler, stop.clone().cancelled_owned()));
+        let stop = tasks.token().clone();
+        tasks.spawn(async move { run(udp, tcp, handler, stop.cancelled()).await });
         info!(%local_addr, "dns responder listening (udp, tcp)");
         Ok(Dns {
             options: shared,
             counters,
-            stop,
+            tasks,
             local_addr,
         })
     }
@@ -179,9 +182,10 @@ impl Dns {
         &self.counters
     }
 
-    /// Stops answering (both listeners close).
-    pub fn shutdown(&self) {
-        self.stop.cancel();
+    /// Stops answering (both listeners close) and returns once the server
+    /// and its listener tasks have ended.
+    pub async fn shutdown(&self) {
+        self.tasks.stop().await;
     }
 }
 

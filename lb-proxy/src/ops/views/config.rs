@@ -1,0 +1,90 @@
+//! `/api/v1/config`: the configuration in force after validation and
+//! allocation.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use lb_core::{FrontendKey, Snapshot};
+use serde::{Deserialize, Serialize};
+
+use super::services::{services_view, ServiceView};
+
+/// Body of `GET /api/v1/config`: the configuration in force after
+/// validation and allocation, so an operator sees which cluster IPs, node
+/// ports and LoadBalancer addresses were assigned without reading the state
+/// file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigView {
+    /// The snapshot generation being served.
+    pub generation: u64,
+    /// `[node]`: this proxy's name and node addresses.
+    pub node: NodeView,
+    /// `[proxy]` settings in force (durations as `250ms`, `30s`); empty when
+    /// the source does not know them.
+    pub proxy: BTreeMap<String, String>,
+    /// Every service with its allocations, as `/api/v1/services` shows them.
+    pub services: Vec<ServiceView>,
+}
+
+/// `[node]` in [`ConfigView`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeView {
+    /// Node name (traffic policies compare endpoints' nodes with it).
+    pub name: String,
+    /// Where node ports listen.
+    pub addresses: Vec<String>,
+}
+
+/// Builds the `/api/v1/config` body.
+pub fn config_view(
+    snapshot: &Snapshot,
+    settings: Option<&lb_core::ProxySettings>,
+    bind_errors: &BTreeMap<FrontendKey, String>,
+) -> ConfigView {
+    let mut proxy = BTreeMap::new();
+    if let Some(s) = settings {
+        let ms: Vec<String> = s
+            .connect_timeouts
+            .iter()
+            .map(|d| d.as_millis().to_string())
+            .collect();
+        proxy.insert("connect_timeouts_ms".into(), format!("[{}]", ms.join(", ")));
+        proxy.insert(
+            "tcp_idle_timeout".into(),
+            s.tcp_idle_timeout.map_or("0".into(), |d| format!("{d:?}")),
+        );
+        proxy.insert(
+            "half_close_timeout".into(),
+            format!("{:?}", s.half_close_timeout),
+        );
+        proxy.insert(
+            "udp_idle_timeout".into(),
+            format!("{:?}", s.udp_idle_timeout),
+        );
+        proxy.insert("drain_timeout".into(), format!("{:?}", s.drain_timeout));
+        proxy.insert("max_connections".into(), s.max_connections.to_string());
+        proxy.insert(
+            "outlier_consecutive_failures".into(),
+            s.outlier_consecutive_failures.to_string(),
+        );
+        proxy.insert(
+            "outlier_base_ejection".into(),
+            format!("{:?}", s.outlier_base_ejection),
+        );
+        proxy.insert("udp_max_flows".into(), s.udp_max_flows.to_string());
+    }
+    ConfigView {
+        generation: snapshot.generation(),
+        node: NodeView {
+            name: snapshot.node().name.clone(),
+            addresses: snapshot
+                .node()
+                .addresses
+                .iter()
+                .map(IpAddr::to_string)
+                .collect(),
+        },
+        proxy,
+        services: services_view(snapshot, bind_errors).items,
+    }
+}

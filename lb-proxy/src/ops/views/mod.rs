@@ -1,0 +1,45 @@
+//! The JSON shapes of the admin API (`/api/v1/services`, `/endpoints`,
+//! `/connections`, `/config`) and the `kubectl get`-style tables printed from
+//! them.
+//!
+//! The shapes are part of the product contract: fields may be added, never
+//! renamed. They derive `Deserialize` as well as `Serialize` because
+//! `lb-proxy get` parses the admin API's answer back before printing a table,
+//! so the CLI and the server can never disagree about a column. Fields that
+//! were added after the contract's example carry `#[serde(default)]`, so a
+//! newer CLI still reads an older proxy.
+//!
+//! One file per job: `services`, `endpoints`, `connections` and `config`
+//! build the views from a snapshot (or the connection registry), `tables`
+//! prints them as kubectl would, `time` writes and reads their RFC 3339
+//! times.
+
+mod config;
+mod connections;
+mod endpoints;
+mod services;
+mod tables;
+mod time;
+
+pub use config::{config_view, ConfigView, NodeView};
+pub use connections::{page, port_label, ConnectionList, ConnectionView, MAX_PAGE};
+pub use endpoints::{
+    endpoints_view, endpoints_view_with, EndpointView, EndpointsList, EndpointsView,
+};
+pub use services::{services_view, BindErrorView, PortView, ServiceList, ServiceView};
+pub use tables::{
+    connections_table, endpoints_table, endpoints_wide_table, human_duration, services_table,
+    services_wide_table,
+};
+pub use time::{format_rfc3339, parse_rfc3339};
+
+/// `/api/v1/services`: a [`ServiceList`].
+pub const SERVICES_PATH: &str = "/api/v1/services";
+/// `/api/v1/endpoints`: an [`EndpointsList`].
+pub const ENDPOINTS_PATH: &str = "/api/v1/endpoints";
+/// `/api/v1/connections`: a [`ConnectionList`], one page of it.
+pub const CONNECTIONS_PATH: &str = "/api/v1/connections";
+/// `/api/v1/config`: a [`ConfigView`].
+pub const CONFIG_PATH: &str = "/api/v1/config";
+/// `/api/v1/events`: the status page's recent events.
+pub const EVENTS_PATH: &str = "/api/v1/events";

@@ -1,0 +1,157 @@
+//! `/api/v1/services`: every service as an operator sees it, after
+//! allocation, with the frontends that failed to bind.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use lb_core::{ClusterIp, FrontendKey, Protocol, ServiceType, Snapshot, TargetPort};
+use serde::{Deserialize, Serialize};
+
+use super::time::format_rfc3339;
+
+/// Body of `GET /api/v1/services`: a Kubernetes-style list, so tools that read
+/// `kubectl get -o json` output find `items` where they expect it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ServiceList {
+    /// One entry per service, in namespace/name order.
+    pub items: Vec<ServiceView>,
+}
+
+/// One service as an operator sees it: its spec after allocation (so allocated
+/// cluster IPs, node ports and pool addresses are visible) plus the frontends
+/// that failed to bind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceView {
+    /// Kubernetes namespace.
+    pub namespace: String,
+    /// Service name.
+    pub name: String,
+    /// `ClusterIP`, `NodePort`, `LoadBalancer` or `ExternalName`.
+    #[serde(rename = "type")]
+    pub service_type: String,
+    /// The cluster IP; `"None"` for a headless service and `""` for an
+    /// ExternalName service, as the Kubernetes API shows them.
+    pub cluster_ip: String,
+    /// `spec.externalIPs`.
+    pub external_ips: Vec<String>,
+    /// LoadBalancer addresses assigned from a pool (empty while pending).
+    pub load_balancer_ingress: Vec<String>,
+    /// Pool the LoadBalancer address came from, or empty.
+    pub ip_pool: String,
+    /// `None` or `ClientIP`.
+    pub session_affinity: String,
+    /// Health check node port, 0 for none.
+    pub health_check_node_port: u16,
+    /// The service ports.
+    pub ports: Vec<PortView>,
+    /// Frontends of this service that could not be bound (they are retried);
+    /// empty when every frontend listens.
+    #[serde(default)]
+    pub bind_errors: Vec<BindErrorView>,
+    /// When the service first appeared, RFC 3339 in UTC (for the AGE column);
+    /// empty when unknown.
+    #[serde(default)]
+    pub created: String,
+    /// Target of an ExternalName service, else empty.
+    #[serde(default)]
+    pub external_name: String,
+    /// `Cluster` or `Local`.
+    #[serde(default)]
+    pub external_traffic_policy: String,
+    /// `Cluster` or `Local`.
+    #[serde(default)]
+    pub internal_traffic_policy: String,
+}
+
+/// One service port as configured and allocated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortView {
+    /// Port name (may be empty for a single-port service).
+    pub name: String,
+    /// `TCP` or `UDP`.
+    pub protocol: Protocol,
+    /// Port on the cluster IP and external addresses.
+    pub port: u16,
+    /// Target port as configured: a number or a container port name.
+    pub target_port: TargetPort,
+    /// Node port, 0 when none.
+    pub node_port: u16,
+}
+
+/// A frontend that failed to bind, so an operator can see why an address does
+/// not answer without reading logs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindErrorView {
+    /// `IP:PORT` (`[IP]:PORT` for IPv6).
+    pub address: String,
+    /// `TCP` or `UDP`.
+    pub protocol: Protocol,
+    /// The error as the operating system reported it.
+    pub error: String,
+}
+
+/// Builds the `/api/v1/services` body. `bind_errors` holds every frontend that
+/// failed to bind; each is reported under the service whose frontend it is in
+/// `snapshot` (errors for frontends no longer in the snapshot are dropped:
+/// nothing retries them any more).
+pub fn services_view(
+    snapshot: &Snapshot,
+    bind_errors: &BTreeMap<FrontendKey, String>,
+) -> ServiceList {
+    let mut errors_by_service: BTreeMap<&lb_core::ServiceKey, Vec<BindErrorView>> = BTreeMap::new();
+    for (key, error) in bind_errors {
+        if let Some(entry) = snapshot.frontend(key.addr, key.protocol) {
+            errors_by_service
+                .entry(&entry.port.key().service)
+                .or_default()
+                .push(BindErrorView {
+                    address: key.addr.to_string(),
+                    protocol: key.protocol,
+                    error: error.clone(),
+                });
+        }
+    }
+    let items = snapshot
+        .services()
+        .map(|entry| {
+            let spec = &entry.spec;
+            let cluster_ip = match (spec.service_type, spec.cluster_ip) {
+                (ServiceType::ExternalName, _) => String::new(),
+                (_, ClusterIp::None) => "None".to_string(),
+                (_, ClusterIp::Ip(ip)) => ip.to_string(),
+            };
+            ServiceView {
+                namespace: spec.key.namespace.clone(),
+                name: spec.key.name.clone(),
+                service_type: spec.service_type.as_str().to_string(),
+                cluster_ip,
+                external_ips: spec.external_ips.iter().map(IpAddr::to_string).collect(),
+                load_balancer_ingress: spec
+                    .load_balancer_ips
+                    .iter()
+                    .map(IpAddr::to_string)
+                    .collect(),
+                ip_pool: spec.ip_pool.clone(),
+                session_affinity: spec.session_affinity.as_str().to_string(),
+                health_check_node_port: spec.health_check_node_port,
+                ports: spec
+                    .ports
+                    .iter()
+                    .map(|p| PortView {
+                        name: p.name.clone(),
+                        protocol: p.protocol,
+                        port: p.port,
+                        target_port: p.target_port.clone(),
+                        node_port: p.node_port.unwrap_or(0),
+                    })
+                    .collect(),
+                bind_errors: errors_by_service.remove(&spec.key).unwrap_or_default(),
+                created: format_rfc3339(entry.created),
+                external_name: spec.external_name.clone(),
+                external_traffic_policy: spec.external_traffic_policy.as_str().to_string(),
+                internal_traffic_policy: spec.internal_traffic_policy.as_str().to_string(),
+            }
+        })
+        .collect();
+    ServiceList { items }
+}
