@@ -183,19 +183,20 @@ impl App {
         let (loaded, loader) = {
             let sources = sources.clone();
             let path = options.config.clone();
-            tokio::task::spawn_blocking(move || {
-                if !sources.wait_first_read(std::time::Duration::from_secs(5)) {
-                    warn!("etcd did not answer within 5 s; starting from the file alone");
-                }
-                (sources.load(&mut loader, &path), loader)
-            })
-            .await
-            .map_err(|e| {
-                AppError::Config(ConfigErrors::single(lb_config::FieldError::internal(
-                    "load",
-                    e.to_string(),
-                )))
-            })?
+            if !sources
+                .wait_first_read(std::time::Duration::from_secs(5))
+                .await
+            {
+                warn!("etcd did not answer within 5 s; starting from the file alone");
+            }
+            tokio::task::spawn_blocking(move || (sources.load(&mut loader, &path), loader))
+                .await
+                .map_err(|e| {
+                    AppError::Config(ConfigErrors::single(lb_config::FieldError::internal(
+                        "load",
+                        e.to_string(),
+                    )))
+                })?
         };
         let text = Some(sources.fingerprint(text.as_deref()));
         let config = match loaded {
@@ -351,7 +352,7 @@ impl App {
                 sources,
             }),
         };
-        if let Some(mut changes) = etcd_changes {
+        if let Some(changes) = etcd_changes {
             // etcd changed: load everything again (level-triggered).
             let app2 = app.clone();
             let stop = app.inner.admin_stop.clone();
@@ -359,7 +360,7 @@ impl App {
                 loop {
                     tokio::select! {
                         () = stop.cancelled() => return,
-                        r = changes.changed() => if r.is_err() { return },
+                        () = changes.notified() => {}
                     }
                     app2.reload(false).await;
                 }
@@ -524,6 +525,7 @@ impl App {
         if let Some(dns) = &self.inner.dns {
             dns.shutdown();
         }
+        self.inner.sources.stopped().await;
         self.inner.admin_stop.cancel();
     }
 }

@@ -5,12 +5,16 @@
 //! change anywhere rebuilds from everything.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use lb_config::manifests::ManifestSource;
 use lb_config::source::etcd::{EtcdSettings, EtcdSource, EtcdStore};
-use lb_config::source::{load_merged, DesiredState, Source};
+use lb_config::source::{load_merged, Changed, DesiredState, Source};
 use lb_config::{Config, ConfigErrors, Loader};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// How many times a load is retried after losing an allocation race to
 /// another node (each retry starts from the winner's allocations).
@@ -20,31 +24,48 @@ const CAS_ATTEMPTS: usize = 5;
 #[derive(Debug, Default)]
 pub struct Sources {
     manifests: Option<ManifestSource>,
-    etcd: Option<EtcdSource>,
+    etcd: Option<Arc<EtcdSource>>,
     /// The shared allocation store, when etcd is a source.
     store: Option<EtcdStore>,
+    /// Stops the etcd source's watch.
+    stop: CancellationToken,
+    /// The etcd source's watch task.
+    tasks: TaskTracker,
 }
 
 impl Sources {
     /// Sources for `manifests` (file or directory) and the file's
-    /// `[source.etcd]` (started now; its change notifications come back).
+    /// `[source.etcd]` (its watch spawned now on the current runtime, which
+    /// etcd needs; its change notifications come back through the
+    /// `Notify`).
     pub fn start(
         manifests: Option<PathBuf>,
         etcd: Option<EtcdSettings>,
-    ) -> (Sources, Option<tokio::sync::watch::Receiver<u64>>) {
-        let (etcd, changes) = match etcd {
+    ) -> (Sources, Option<Arc<Notify>>) {
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let (etcd, store, changes) = match etcd {
             Some(settings) => {
-                let (source, rx) = EtcdSource::start(settings);
-                (Some(source), Some(rx))
+                let source = Arc::new(EtcdSource::new(settings));
+                let wake = Arc::new(Notify::new());
+                tasks.spawn(
+                    source
+                        .clone()
+                        .watch(Changed::new(wake.clone()), stop.clone()),
+                );
+                let store = source.store(tokio::runtime::Handle::current());
+                (Some(source), Some(store), Some(wake))
             }
-            None => (None, None),
+            None => (None, None, None),
         };
-        let store = etcd.as_ref().map(EtcdSource::store);
+        tasks.close();
         (
             Sources {
                 manifests: manifests.map(ManifestSource::new),
                 etcd,
                 store,
+                stop,
+                tasks,
             },
             changes,
         )
@@ -57,7 +78,7 @@ impl Sources {
 
     /// The etcd source, if any.
     pub fn etcd(&self) -> Option<&EtcdSource> {
-        self.etcd.as_ref()
+        self.etcd.as_deref()
     }
 
     /// The manifests path, if any.
@@ -68,9 +89,9 @@ impl Sources {
     /// Waits (bounded) for etcd's first full read, so the first config
     /// already holds etcd's objects. Returns false when etcd did not answer
     /// in time: the proxy starts from the file alone and reports stale.
-    pub fn wait_first_read(&self, timeout: Duration) -> bool {
+    pub async fn wait_first_read(&self, timeout: Duration) -> bool {
         match &self.etcd {
-            Some(e) => e.wait_synced(timeout),
+            Some(e) => e.wait_synced(timeout).await,
             None => true,
         }
     }
@@ -124,21 +145,39 @@ impl Sources {
 
     /// `Some(reason)` while a source is stale (`/readyz` answers 503).
     pub fn readiness(&self) -> Option<String> {
-        self.etcd.as_ref().and_then(Source::stale)
+        self.etcd.as_deref().and_then(Source::stale)
     }
 
-    /// Prometheus lines of the sources.
+    /// Prometheus lines of the sources: the etcd source's counters, in the
+    /// text `EtcdSource::metrics` wrote before them (until the metrics
+    /// module renders [`lb_config::source::SourceStats`] itself).
     pub fn metrics(&self) -> String {
-        self.etcd
-            .as_ref()
-            .map(EtcdSource::metrics)
-            .unwrap_or_default()
+        let Some(stats) = self.etcd.as_deref().and_then(Source::stats) else {
+            return String::new();
+        };
+        format!(
+            "# HELP lb_source_stale 1 while a source cannot confirm its state is current.\n\
+             # TYPE lb_source_stale gauge\n\
+             lb_source_stale{{source=\"etcd\"}} {}\n\
+             # HELP lb_source_resyncs_total Full re-reads of a source (start, disconnect, compaction).\n\
+             # TYPE lb_source_resyncs_total counter\n\
+             lb_source_resyncs_total{{source=\"etcd\"}} {}\n\
+             # HELP lb_source_updates_total Change batches applied from a source.\n\
+             # TYPE lb_source_updates_total counter\n\
+             lb_source_updates_total{{source=\"etcd\"}} {}\n",
+            u8::from(stats.stale),
+            stats.resyncs,
+            stats.updates,
+        )
     }
 
-    /// Stops the etcd threads.
+    /// Stops the etcd source's watch (it ends at its next await).
     pub fn stop(&self) {
-        if let Some(e) = &self.etcd {
-            e.stop();
-        }
+        self.stop.cancel();
+    }
+
+    /// Waits for the etcd source's watch to end after [`Sources::stop`].
+    pub async fn stopped(&self) {
+        self.tasks.wait().await;
     }
 }
