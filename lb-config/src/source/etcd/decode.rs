@@ -81,3 +81,76 @@ pub fn decode(settings: &EtcdSettings, kvs: &BTreeMap<String, (Vec<u8>, i64)>) -
     }
     state
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::etcd::ClientOptions;
+
+    fn settings(allow_exec_probes: bool) -> EtcdSettings {
+        EtcdSettings {
+            client: ClientOptions::default(),
+            prefix: "/lb".into(),
+            allow_exec_probes,
+        }
+    }
+
+    fn kvs(items: &[(&str, &str, i64)]) -> BTreeMap<String, (Vec<u8>, i64)> {
+        items
+            .iter()
+            .map(|(k, v, rev)| (k.to_string(), (v.as_bytes().to_vec(), *rev)))
+            .collect()
+    }
+
+    #[test]
+    fn the_key_names_the_object_when_the_value_does_not() {
+        let state = decode(
+            &settings(false),
+            &kvs(&[
+                ("/lb/services/shop/web", r#"{"ports":[{"port":80}]}"#, 4),
+                ("/lb/ip_pools/pool", "addresses = [\"127.0.0.0/30\"]", 5),
+                ("/lb/allocations", "{}", 6),
+            ]),
+        );
+        assert_eq!(state.services.len(), 1);
+        let web = &state.services[0];
+        assert_eq!(web.object.name, "web");
+        assert_eq!(web.object.namespace.as_deref(), Some("shop"));
+        assert_eq!(
+            web.origin,
+            Origin::Etcd {
+                key: "/lb/services/shop/web".into(),
+                mod_revision: 4
+            }
+        );
+        assert_eq!(state.ip_pools[0].object.name, "pool");
+        assert!(state.warnings.is_empty(), "{:?}", state.warnings);
+    }
+
+    #[test]
+    fn a_key_that_cannot_be_decoded_is_skipped_with_a_warning_naming_it() {
+        let state = decode(
+            &settings(false),
+            &kvs(&[
+                ("/lb/services/default/bad", "{not json", 2),
+                ("/lb/widgets/default/x", "{}", 3),
+                ("/elsewhere/services/default/y", "{}", 4),
+            ]),
+        );
+        assert!(state.services.is_empty());
+        assert_eq!(state.warnings.len(), 2, "{:?}", state.warnings);
+        assert!(state.warnings[0]
+            .starts_with("etcd key /lb/services/default/bad: skipped: invalid JSON"));
+        assert!(state.warnings[1].contains("/lb/widgets/default/x"));
+    }
+
+    #[test]
+    fn pods_from_etcd_are_local_nowhere_and_need_leave_for_exec_probes() {
+        let pod = r#"{"ip":"127.0.0.9","readiness_probe":{"exec":{"command":["true"]}}}"#;
+        let refused = decode(&settings(false), &kvs(&[("/lb/pods/default/p", pod, 1)]));
+        assert!(refused.pods.is_empty());
+        assert!(refused.warnings[0].contains("allow_exec_probes"));
+        let allowed = decode(&settings(true), &kvs(&[("/lb/pods/default/p", pod, 1)]));
+        assert_eq!(allowed.pods[0].object.node.as_deref(), Some(""));
+    }
+}
