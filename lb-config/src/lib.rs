@@ -8,8 +8,7 @@
 //! - [`raw`]: serde structs mirroring the contract's TOML one to one.
 //! - `parse` (private): text to [`raw::RawConfig`], parse errors with paths.
 //! - `validation` (private): raw values to typed ones, after Kubernetes'
-//!   `ValidateService` and friends; `unsupported` (private) refuses, in one
-//!   place, the features a later release brings.
+//!   `ValidateService` and friends.
 //! - `allocate` (private): cluster IPs and node ports through
 //!   [`lb_core::alloc`], stable across reloads.
 //! - `pools` (private): `[[ip_pools]]` validation and LoadBalancer address
@@ -20,12 +19,17 @@
 //! - [`config`]: the result, [`Config`].
 //! - [`resolve`]: endpoints known by DNS name, applied as an overlay once
 //!   resolved, with bounded refresh intervals.
-//! - [`source`]: sources of objects (file, [`manifests`], etcd) and the
+//! - [`source`]: sources of objects (file, `manifests`, etcd) and the
 //!   one merge with its conflict rules.
 //! - [`store`]: [`FileStore`], allocations in a state file across restarts.
-//! - [`watch`]: [`watch_file`], reload triggers for edits, renames and
+//! - [`watch`]: [`watch::FileWatch`], reload triggers for edits, renames and
 //!   ConfigMap symlink swaps.
 //! - [`error`]: [`FieldError`] and [`ConfigErrors`], one line per error.
+//!
+//! Cargo features (both in `default`): `manifests` (Kubernetes manifests as
+//! a source, YAML) and `etcd` (etcd as a source and an allocation store:
+//! HTTP and TLS). A build without `etcd` refuses a file with
+//! `[source.etcd]`.
 //!
 //! ```
 //! let config = lb_config::check_str(r#"
@@ -43,6 +47,7 @@ pub mod config;
 mod endpoints;
 pub mod error;
 pub mod loader;
+#[cfg(feature = "manifests")]
 pub mod manifests;
 mod parse;
 mod pools;
@@ -50,7 +55,6 @@ pub mod raw;
 pub mod resolve;
 pub mod source;
 pub mod store;
-mod unsupported;
 mod validation;
 pub mod watch;
 
@@ -58,4 +62,3 @@ pub use config::{ClusterSettings, Config, DnsSettings, VipMode};
 pub use error::{ConfigErrors, FieldError, WatchError};
 pub use loader::{check_file, check_str, default_node_name, parse_str, Loader};
 pub use store::FileStore;
-pub use watch::watch_file;

@@ -289,15 +289,3 @@ fn absolute(path: &Path) -> PathBuf {
             .unwrap_or_else(|_| path.to_path_buf())
     }
 }
-
-/// Watches `path` on a thread of its own and sends `()` (at most one pending)
-/// after changes have been quiet for `debounce`; the manifests' watcher still
-/// uses it until it moves to [`watch`].
-pub fn watch_file(
-    path: PathBuf,
-    debounce: Duration,
-) -> Result<tokio::sync::mpsc::Receiver<()>, WatchError> {
-    legacy::watch_file(path, debounce)
-}
-
-mod legacy;

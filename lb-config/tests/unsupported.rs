@@ -13,6 +13,7 @@ fn assert_refused(text: &str, expected: &str) {
     );
 }
 
+#[cfg(feature = "etcd")]
 #[test]
 fn etcd_tls_files_that_cannot_be_read_are_refused() {
     // TLS to etcd is served (lb-proxy/tests/source_etcd_tls.rs); a file it
@@ -27,10 +28,20 @@ fn etcd_tls_files_that_cannot_be_read_are_refused() {
     );
 }
 
+#[cfg(feature = "etcd")]
 #[test]
 fn etcd_sources_are_accepted() {
     check_str("[source.etcd]\nendpoints = [\"http://127.0.0.1:2379\"]\n").unwrap();
     check_str("[source.etcd]\nendpoints = [\"https://127.0.0.1:2379\"]\n").unwrap();
+}
+
+#[cfg(not(feature = "etcd"))]
+#[test]
+fn a_build_without_the_etcd_source_refuses_source_etcd() {
+    assert_refused(
+        "[source.etcd]\nendpoints = [\"http://127.0.0.1:2379\"]\n",
+        "source.etcd: Forbidden: this build of lb has no etcd source (lb-config built without its `etcd` feature)",
+    );
 }
 
 #[test]

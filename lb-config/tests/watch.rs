@@ -1,28 +1,67 @@
-//! The file watcher fires for every way a config file gets replaced.
+//! The file watch notifies for every way a config file gets replaced, for a
+//! directory's files, and for nothing else.
 
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
-use lb_config::watch_file;
-use tokio::sync::mpsc::Receiver;
+use lb_config::source::Changed;
+use lb_config::watch::{FileWatch, WatchTarget, DEBOUNCE};
+use tokio::sync::Notify;
 use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
 
-const DEBOUNCE: Duration = Duration::from_millis(100);
-
-/// Waits (bounded) for one trigger.
-async fn fired(rx: &mut Receiver<()>) -> bool {
-    matches!(
-        timeout(Duration::from_secs(5), rx.recv()).await,
-        Ok(Some(()))
-    )
+/// A running watch: its change signal and what wakes on it.
+struct Watching {
+    changed: Changed,
+    wake: Arc<Notify>,
+    stop: CancellationToken,
 }
 
-/// Lets any trigger from setup pass, so the next assertion sees only the change.
-async fn settle(rx: &mut Receiver<()>) {
-    tokio::time::sleep(DEBOUNCE * 3).await;
-    while rx.try_recv().is_ok() {}
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Watching {
+    fn start(target: WatchTarget) -> Watching {
+        let wake = Arc::new(Notify::new());
+        let changed = Changed::new(wake.clone());
+        let stop = CancellationToken::new();
+        let watch = FileWatch::new(target).expect("watch set up");
+        tokio::spawn(watch.run(changed.clone(), stop.clone()));
+        Watching {
+            changed,
+            wake,
+            stop,
+        }
+    }
+
+    /// Waits (bounded) for one notification.
+    async fn fired(&self) -> bool {
+        timeout(Duration::from_secs(5), async {
+            while !self.changed.take() {
+                self.wake.notified().await;
+            }
+        })
+        .await
+        .is_ok()
+    }
+
+    /// Waits until no notification has come for a while, so the next
+    /// assertion sees only the next change.
+    async fn quiet(&self) {
+        for _ in 0..20 {
+            self.changed.take();
+            if timeout(DEBOUNCE * 3, self.wake.notified()).await.is_err() {
+                return;
+            }
+        }
+        panic!("the watch never went quiet");
+    }
 }
 
 #[tokio::test]
@@ -30,10 +69,9 @@ async fn fires_when_the_file_is_written_in_place() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("lb.toml");
     fs::write(&path, "").unwrap();
-    let mut rx = watch_file(path.clone(), DEBOUNCE).unwrap();
-    settle(&mut rx).await;
+    let watch = Watching::start(WatchTarget::File(path.clone()));
     fs::write(&path, "[node]\nname = \"a\"\n").unwrap();
-    assert!(fired(&mut rx).await);
+    assert!(watch.fired().await);
 }
 
 #[tokio::test]
@@ -41,16 +79,15 @@ async fn fires_when_the_file_is_replaced_by_a_rename() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("lb.toml");
     fs::write(&path, "").unwrap();
-    let mut rx = watch_file(path.clone(), DEBOUNCE).unwrap();
-    settle(&mut rx).await;
+    let watch = Watching::start(WatchTarget::File(path.clone()));
     let tmp = dir.path().join(".lb.toml.swp");
     fs::write(&tmp, "[node]\nname = \"b\"\n").unwrap();
     fs::rename(&tmp, &path).unwrap();
-    assert!(fired(&mut rx).await);
+    assert!(watch.fired().await);
     // And keeps watching the new file.
-    settle(&mut rx).await;
+    watch.quiet().await;
     fs::write(&path, "[node]\nname = \"c\"\n").unwrap();
-    assert!(fired(&mut rx).await);
+    assert!(watch.fired().await);
 }
 
 /// Lays out a ConfigMap volume: `lb.toml -> ..data/lb.toml`, `..data -> ..<gen>`.
@@ -69,8 +106,7 @@ async fn fires_when_a_configmap_symlink_is_swapped() {
     configmap_generation(dir.path(), "..2024_01_01_00_00_00.1", "");
     let path = dir.path().join("lb.toml");
     symlink("..data/lb.toml", &path).unwrap();
-    let mut rx = watch_file(path.clone(), DEBOUNCE).unwrap();
-    settle(&mut rx).await;
+    let watch = Watching::start(WatchTarget::File(path.clone()));
 
     configmap_generation(
         dir.path(),
@@ -78,17 +114,17 @@ async fn fires_when_a_configmap_symlink_is_swapped() {
         "[node]\nname = \"d\"\n",
     );
     fs::remove_dir_all(dir.path().join("..2024_01_01_00_00_00.1")).unwrap();
-    assert!(fired(&mut rx).await);
+    assert!(watch.fired().await);
     assert_eq!(fs::read_to_string(&path).unwrap(), "[node]\nname = \"d\"\n");
 
     // A second swap is seen too.
-    settle(&mut rx).await;
+    watch.quiet().await;
     configmap_generation(
         dir.path(),
         "..2024_01_01_00_00_02.3",
         "[node]\nname = \"e\"\n",
     );
-    assert!(fired(&mut rx).await);
+    assert!(watch.fired().await);
 }
 
 #[tokio::test]
@@ -96,9 +132,72 @@ async fn ignores_unrelated_files_in_the_directory() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("lb.toml");
     fs::write(&path, "").unwrap();
-    let mut rx = watch_file(path, DEBOUNCE).unwrap();
-    settle(&mut rx).await;
+    let watch = Watching::start(WatchTarget::File(path));
     fs::write(dir.path().join("other.txt"), "x").unwrap();
-    let got = timeout(DEBOUNCE * 5, rx.recv()).await;
+    let got = timeout(DEBOUNCE * 5, watch.wake.notified()).await;
     assert!(got.is_err(), "fired for an unrelated file");
+    assert!(!watch.changed.take());
+}
+
+#[tokio::test]
+async fn a_busy_directory_does_not_delay_a_change_of_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lb.toml");
+    fs::write(&path, "").unwrap();
+    let watch = Watching::start(WatchTarget::File(path.clone()));
+    let other = dir.path().join("busy.log");
+    let writer = tokio::spawn(async move {
+        // Another file written every 20 ms for two seconds.
+        for i in 0..100 {
+            fs::write(&other, format!("{i}")).unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    watch.quiet().await;
+    fs::write(&path, "[node]\nname = \"f\"\n").unwrap();
+    assert!(watch.fired().await);
+    assert!(
+        !writer.is_finished(),
+        "the change waited for the other file's writes to stop"
+    );
+    writer.abort();
+}
+
+#[tokio::test]
+async fn a_file_written_without_pause_is_still_read_within_the_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lb.toml");
+    fs::write(&path, "").unwrap();
+    let watch = Watching::start(WatchTarget::File(path.clone()));
+    let writing = path.clone();
+    let writer = tokio::spawn(async move {
+        // The file itself rewritten every 20 ms for three seconds: no quiet
+        // period ever comes, yet the watch must fire.
+        for i in 0..150 {
+            fs::write(&writing, format!("# {i}\n")).unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    assert!(watch.fired().await, "never fired during a continuous burst");
+    assert!(!writer.is_finished(), "fired only after the burst ended");
+    writer.abort();
+}
+
+#[tokio::test]
+async fn a_directory_fires_for_files_added_changed_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let watch = Watching::start(WatchTarget::Dir(dir.path().to_path_buf()));
+    let file = dir.path().join("10-web.yaml");
+    fs::write(&file, "kind: Service\n").unwrap();
+    assert!(watch.fired().await, "added");
+    watch.quiet().await;
+    fs::write(&file, "kind: Service\nmetadata: {}\n").unwrap();
+    assert!(watch.fired().await, "changed");
+    watch.quiet().await;
+    fs::remove_file(&file).unwrap();
+    assert!(watch.fired().await, "removed");
+    watch.quiet().await;
+    fs::write(dir.path().join(".10-web.yaml.swp"), "x").unwrap();
+    let got = timeout(DEBOUNCE * 5, watch.wake.notified()).await;
+    assert!(got.is_err(), "fired for an editor's hidden swap file");
 }

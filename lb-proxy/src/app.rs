@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use lb_config::source::etcd::EtcdSource;
 use lb_config::source::{FileSource, Source, SourceStats};
 use lb_config::{Config, ConfigErrors};
 use lb_core::alloc::{AllocationStore, MemoryStore};
@@ -409,11 +410,14 @@ async fn start_control(
         Some(path) => Box::new(lb_config::FileStore::new(path.clone())),
         None => Box::<MemoryStore>::default(),
     };
-    let mut etcd = None;
-    if let Some(settings) = etcd_settings {
-        let (source, _changes) = lb_config::source::etcd::EtcdSource::start(settings);
-        store = Box::new(source.store());
-        etcd = Some(source);
+    let etcd = etcd_settings.map(|settings| Arc::new(EtcdSource::new(settings)));
+    // With etcd, allocations are shared through it. The store blocks on this
+    // runtime; the control plane only loads on blocking threads.
+    let shared_store = etcd
+        .as_ref()
+        .map(|source| source.store(tokio::runtime::Handle::current()));
+    if let Some(shared) = &shared_store {
+        store = Box::new(shared.clone());
     }
     let mut control_options = ControlOptions::new(store).source_read(file, first);
     if let Some(path) = &source_options.manifests {
@@ -421,19 +425,10 @@ async fn start_control(
             lb_config::manifests::ManifestSource::new(path.clone()),
         ));
     }
-    if let Some(source) = etcd {
-        let waited = source.clone();
-        let synced = tasks
-            .spawn_blocking(move || waited.wait_synced(crate::control::FIRST_READ_TIMEOUT))
-            .await
-            .unwrap_or(false);
-        if !synced {
-            warn!("etcd did not answer within 5 s; starting from the file alone");
-        }
-        let store = source.store();
+    if let (Some(source), Some(shared)) = (etcd, shared_store) {
         control_options = control_options
-            .source(Arc::new(source))
-            .shared(Arc::new(move || store.take_conflict()));
+            .source(source)
+            .shared(Arc::new(move || shared.take_conflict()));
     }
     let (control, loaded) = ControlPlane::load(control_options, tasks.child())
         .await

@@ -189,7 +189,10 @@ fn main() -> ExitCode {
                 eprintln!("error: --config FILE (with [source.etcd]) is required");
                 return ExitCode::from(2);
             };
-            match lb_proxy::cli::put(config, &file) {
+            let Some(written) = one_shot(lb_proxy::cli::put(config, &file)) else {
+                return ExitCode::from(1);
+            };
+            match written {
                 Ok(keys) => {
                     for k in keys {
                         println!("{k} written");
@@ -207,7 +210,10 @@ fn main() -> ExitCode {
                 eprintln!("error: --config FILE (with [source.etcd]) is required");
                 return ExitCode::from(2);
             };
-            match lb_proxy::cli::delete(config, &kind, &name) {
+            let Some(deleted) = one_shot(lb_proxy::cli::delete(config, &kind, &name)) else {
+                return ExitCode::from(1);
+            };
+            match deleted {
                 Ok(key) => {
                     println!("{key} deleted");
                     ExitCode::SUCCESS
@@ -240,6 +246,21 @@ fn main() -> ExitCode {
                     manifests: cli.manifests,
                 },
             ))
+        }
+    }
+}
+
+/// Runs a one-shot command (`put`, `delete`) on a runtime of its own, one
+/// thread; `None` (reported) when the runtime cannot start.
+fn one_shot<T>(command: impl std::future::Future<Output = T>) -> Option<T> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt.block_on(command)),
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            None
         }
     }
 }

@@ -152,7 +152,7 @@ fn logs_in_to_an_etcd_with_authentication_and_refuses_a_wrong_password() {
     let mut etcd = Etcd::start("127.0.34.2").unwrap();
     etcd.enable_auth("lb", "lb-secret", "/lbtest/").unwrap();
     // Without credentials etcd now refuses reads.
-    let anonymous = lb_config::source::etcd::Client::new(lb_config::source::etcd::ClientOptions {
+    let anonymous = EtcdClient::new(lb_config::source::etcd::ClientOptions {
         endpoints: vec![etcd.url()],
         ..Default::default()
     });

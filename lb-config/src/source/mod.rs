@@ -21,6 +21,7 @@
 //! reported with its key, and the rest applies (one bad object in a shared
 //! store must not stop every node).
 
+#[cfg(feature = "etcd")]
 pub mod etcd;
 mod file;
 mod memory;

@@ -105,8 +105,6 @@ pub(crate) fn validate(raw: &RawConfig, hostname: &str, errs: &mut Errors) -> Va
         }
     }
 
-    crate::unsupported::check(raw, errs);
-
     Validated {
         settings,
         services,

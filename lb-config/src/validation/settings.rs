@@ -134,6 +134,7 @@ pub(crate) fn settings(raw: &RawConfig, hostname: &str, errs: &mut Errors) -> Se
     };
 
     let dns = raw.dns.as_ref().map(|d| super::dns::dns(d, errs));
+    sources(raw, errs);
 
     Settings {
         node,
@@ -145,6 +146,25 @@ pub(crate) fn settings(raw: &RawConfig, hostname: &str, errs: &mut Errors) -> Se
         admin_listen,
         dns,
         ranges_ok,
+    }
+}
+
+/// `[source]`: `[source.etcd]` is checked by the etcd source's own
+/// settings (so `check` and a reload report what the source would refuse);
+/// a build without the etcd source refuses the table.
+fn sources(raw: &RawConfig, errs: &mut Errors) {
+    let Some(etcd) = raw.source.as_ref().and_then(|s| s.etcd.as_ref()) else {
+        return;
+    };
+    #[cfg(feature = "etcd")]
+    crate::source::etcd::EtcdSettings::from_raw(etcd, errs);
+    #[cfg(not(feature = "etcd"))]
+    {
+        let _ = etcd;
+        errs.push(FieldError::forbidden(
+            "source.etcd",
+            "this build of lb has no etcd source (lb-config built without its `etcd` feature)",
+        ));
     }
 }
 

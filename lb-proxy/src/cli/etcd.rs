@@ -24,6 +24,9 @@ pub enum WriteError {
     /// etcd failed.
     #[error("{0}")]
     Etcd(#[from] lb_config::source::etcd::EtcdError),
+    /// An object could not be turned into the JSON stored in etcd.
+    #[error("cannot write an object as JSON: {0}")]
+    Json(#[source] serde_json::Error),
 }
 
 fn etcd_of(config: &Path) -> Result<EtcdSettings, WriteError> {
@@ -43,7 +46,7 @@ fn etcd_of(config: &Path) -> Result<EtcdSettings, WriteError> {
 /// config file's, or Kubernetes manifests when it ends in .yaml/.yml),
 /// validates them with the config file's settings, and writes one key per
 /// object. Returns the keys written.
-pub fn put(config: &Path, file: &Path) -> Result<Vec<String>, WriteError> {
+pub async fn put(config: &Path, file: &Path) -> Result<Vec<String>, WriteError> {
     let settings = etcd_of(config)?;
     let yaml = file
         .extension()
@@ -82,48 +85,40 @@ pub fn put(config: &Path, file: &Path) -> Result<Vec<String>, WriteError> {
     let client = lb_config::source::etcd::Client::new(settings.client.clone());
     let ns = |n: &Option<String>| n.clone().unwrap_or_else(|| "default".into());
     let mut writes: Vec<(String, Vec<u8>)> = Vec::new();
-    let json = |v: &dyn erased::Json| v.to_json();
     for s in &objects.services {
         writes.push((
             settings.key("services", &ns(&s.namespace), &s.name),
-            json(s),
+            json(s)?,
         ));
     }
     for p in &objects.pods {
-        writes.push((settings.key("pods", &ns(&p.namespace), &p.name), json(p)));
+        writes.push((settings.key("pods", &ns(&p.namespace), &p.name), json(p)?));
     }
     for e in &objects.endpoints {
         writes.push((
             settings.key("endpoints", &ns(&e.namespace), &e.name),
-            json(e),
+            json(e)?,
         ));
     }
     for p in &objects.ip_pools {
-        writes.push((settings.key("ip_pools", "", &p.name), json(p)));
+        writes.push((settings.key("ip_pools", "", &p.name), json(p)?));
     }
     let mut written = Vec::new();
     for (key, value) in writes {
-        client.put(&key, &value)?;
+        client.put(&key, &value).await?;
         written.push(key);
     }
     Ok(written)
 }
 
-mod erased {
-    /// Objects that serialize to the JSON stored in etcd.
-    pub(super) trait Json {
-        fn to_json(&self) -> Vec<u8>;
-    }
-    impl<T: serde::Serialize> Json for T {
-        fn to_json(&self) -> Vec<u8> {
-            serde_json::to_vec(self).unwrap_or_default()
-        }
-    }
+/// An object as the JSON stored under its key.
+fn json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, WriteError> {
+    serde_json::to_vec(v).map_err(WriteError::Json)
 }
 
 /// `lb-proxy delete KIND NAMESPACE/NAME` (`ip_pools` take a bare NAME).
 /// Returns the key deleted.
-pub fn delete(config: &Path, kind: &str, name: &str) -> Result<String, WriteError> {
+pub async fn delete(config: &Path, kind: &str, name: &str) -> Result<String, WriteError> {
     let settings = etcd_of(config)?;
     let key = match (kind, name.split_once('/')) {
         ("ip_pools", None) => settings.key("ip_pools", "", name),
@@ -138,7 +133,7 @@ pub fn delete(config: &Path, kind: &str, name: &str) -> Result<String, WriteErro
         }
     };
     let client = lb_config::source::etcd::Client::new(settings.client.clone());
-    match client.delete(&key)? {
+    match client.delete(&key).await? {
         0 => Err(WriteError::NotFound(key)),
         _ => Ok(key),
     }

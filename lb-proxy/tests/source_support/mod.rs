@@ -375,8 +375,9 @@ impl Etcd {
             .context("start etcd (Debian package etcd-server)")?;
         self.child = Some(child);
         let mut last = None;
+        let client = self.client();
         if !eventually(Duration::from_secs(20), || {
-            last = self.client().ping().err();
+            last = client.ping().err();
             last.is_none()
         }) {
             bail!(
@@ -396,8 +397,8 @@ impl Etcd {
 
     /// A client as the test (root after `enable_auth`, with the test's
     /// client certificate under TLS).
-    pub fn client(&self) -> lb_config::source::etcd::Client {
-        lb_config::source::etcd::Client::new(lb_config::source::etcd::ClientOptions {
+    pub fn client(&self) -> EtcdClient {
+        EtcdClient::new(lb_config::source::etcd::ClientOptions {
             endpoints: vec![self.url()],
             username: self.login.as_ref().map(|l| l.0.clone()),
             password: self.login.as_ref().map(|l| l.1.clone()),
@@ -494,6 +495,47 @@ impl Etcd {
 impl Drop for Etcd {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// lb-config's async etcd client, for the tests' synchronous steps: each
+/// call runs on a one-thread runtime of the client's own.
+pub struct EtcdClient {
+    runtime: tokio::runtime::Runtime,
+    client: lb_config::source::etcd::Client,
+}
+
+type EtcdResult<T> = Result<T, lb_config::source::etcd::EtcdError>;
+
+impl EtcdClient {
+    pub fn new(options: lb_config::source::etcd::ClientOptions) -> EtcdClient {
+        EtcdClient {
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("test runtime"),
+            client: lb_config::source::etcd::Client::new(options),
+        }
+    }
+
+    pub fn put(&self, key: &str, value: &[u8]) -> EtcdResult<i64> {
+        self.runtime.block_on(self.client.put(key, value))
+    }
+
+    pub fn get(&self, key: &str) -> EtcdResult<Option<lb_config::source::etcd::Kv>> {
+        self.runtime.block_on(self.client.get(key))
+    }
+
+    pub fn delete(&self, key: &str) -> EtcdResult<i64> {
+        self.runtime.block_on(self.client.delete(key))
+    }
+
+    pub fn list(&self, prefix: &str) -> EtcdResult<(Vec<lb_config::source::etcd::Kv>, i64)> {
+        self.runtime.block_on(self.client.list(prefix))
+    }
+
+    pub fn ping(&self) -> EtcdResult<()> {
+        self.runtime.block_on(self.client.ping())
     }
 }
 

@@ -1,0 +1,459 @@
+//! Each YAML document onto the raw structs of the file, by kind: Service,
+//! Endpoints, EndpointSlice, Pod, and MetalLB's IPAddressPool and
+//! L2Advertisement, alone or in a `List`; then the steps across documents.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde_yaml_ng::Value;
+
+use super::types;
+use super::{
+    ANNOTATION_ADDRESS_POOL, ANNOTATION_ALLOW_SHARED_IP, ANNOTATION_LOAD_BALANCER_IPS,
+    LABEL_SERVICE_NAME,
+};
+use crate::error::FieldError;
+use crate::raw::{
+    RawClientIpConfig, RawContainerPort, RawEndpointAddress, RawEndpointPort, RawEndpointSubset,
+    RawEndpoints, RawExecAction, RawHttpGetAction, RawIpPool, RawPod, RawProbe, RawService,
+    RawServicePort, RawSessionAffinityConfig, RawTcpSocketAction,
+};
+use crate::source::{DesiredState, Origin, Sourced};
+
+/// Cross-document steps: EndpointSlices of one service become one
+/// `[[endpoints]]`, replacing an Endpoints object of the same name (slices are
+/// what kube-proxy reads); L2Advertisements naming unknown pools warn.
+pub(super) fn finish(acc: Acc) -> DesiredState {
+    let mut state = acc.state;
+    let mut by_service: BTreeMap<(String, String), Vec<Sourced<RawEndpointSubset>>> =
+        BTreeMap::new();
+    for (k, s) in acc.slices {
+        by_service.entry(k).or_default().push(s);
+    }
+    for ((ns, name), subsets) in by_service {
+        let before = state.endpoints.len();
+        state.endpoints.retain(|e| {
+            !(e.object.name == name && e.object.namespace.as_deref().unwrap_or("default") == ns)
+        });
+        if state.endpoints.len() != before {
+            state.warnings.push(format!(
+                "endpoints[{ns}/{name}]: the Endpoints object is ignored: EndpointSlices of the same service take its place"
+            ));
+        }
+        let origin = subsets[0].origin.clone();
+        state.endpoints.push(Sourced::new(
+            RawEndpoints {
+                name,
+                namespace: Some(ns),
+                subsets: subsets.into_iter().map(|s| s.object).collect(),
+            },
+            origin,
+        ));
+    }
+    for (name, pools) in acc.l2 {
+        for p in pools {
+            if !state.ip_pools.iter().any(|q| q.object.name == p) {
+                state.warnings.push(format!(
+                    "L2Advertisement {name}: names the pool {p}, which no IPAddressPool in the manifests defines"
+                ));
+            }
+        }
+    }
+    state
+}
+
+/// What the documents of one load add up to before [`finish`].
+#[derive(Debug, Default)]
+pub(super) struct Acc {
+    state: DesiredState,
+    /// EndpointSlices as subsets, by (namespace, service name).
+    slices: Vec<((String, String), Sourced<RawEndpointSubset>)>,
+    /// L2Advertisements: name and the pools they name.
+    l2: Vec<(String, Vec<String>)>,
+}
+
+/// One document being read: where it is, and what it adds to.
+pub(super) struct Doc<'a> {
+    pub(super) file: &'a str,
+    pub(super) document: usize,
+    pub(super) acc: &'a mut Acc,
+    pub(super) errors: &'a mut Vec<FieldError>,
+}
+
+fn str_field<'v>(v: &'v Value, key: &str) -> Option<&'v str> {
+    v.get(key).and_then(Value::as_str)
+}
+
+impl Doc<'_> {
+    fn origin(&self) -> Origin {
+        Origin::Manifest {
+            path: self.file.to_string(),
+            document: self.document,
+        }
+    }
+
+    fn where_(&self, item: &str, kind: &str, ns: &str, name: &str) -> String {
+        let obj = if ns.is_empty() {
+            name.to_string()
+        } else {
+            format!("{ns}/{name}")
+        };
+        format!(
+            "{}: document {}{item} ({kind} {obj})",
+            self.file, self.document
+        )
+    }
+
+    /// Reads one object (`item` names it inside a `List`) by its kind.
+    pub(super) fn object(&mut self, value: Value, item: &str, depth: usize) {
+        if value.is_null() {
+            return; // an empty document (`---` at the start or end)
+        }
+        let kind = str_field(&value, "kind").unwrap_or("").to_string();
+        let api = str_field(&value, "apiVersion").unwrap_or("").to_string();
+        let meta = value.get("metadata");
+        let name = meta
+            .and_then(|m| str_field(m, "name"))
+            .unwrap_or("")
+            .to_string();
+        let ns = meta
+            .and_then(|m| str_field(m, "namespace"))
+            .unwrap_or("")
+            .to_string();
+        let at = self.where_(item, &kind, &ns, &name);
+        if !value.is_mapping() {
+            self.errors.push(FieldError::parse(
+                format!("{}: document {}{item}", self.file, self.document),
+                "expected a Kubernetes object (a mapping with apiVersion and kind)",
+            ));
+            return;
+        }
+        if kind.is_empty() {
+            self.errors.push(FieldError::required(
+                format!("{at}.kind"),
+                "kind is required",
+            ));
+            return;
+        }
+        let expect = |want: &[&str]| want.contains(&api.as_str());
+        match kind.as_str() {
+            k if k.ends_with("List") && depth == 0 => {
+                let items = match value.get("items") {
+                    None => return,
+                    Some(Value::Sequence(items)) => items.clone(),
+                    Some(_) => {
+                        self.errors.push(FieldError::parse(
+                            format!("{at}.items"),
+                            "invalid type: expected a sequence of objects",
+                        ));
+                        return;
+                    }
+                };
+                for (i, v) in items.into_iter().enumerate() {
+                    self.object(v, &format!(".items[{i}]"), depth + 1);
+                }
+            }
+            "Service" if expect(&["v1"]) => {
+                if let Some(s) = self.typed::<types::Service>(value, &at) {
+                    self.service(s, &at);
+                }
+            }
+            "Endpoints" if expect(&["v1"]) => {
+                if let Some(e) = self.typed::<types::Endpoints>(value, &at) {
+                    self.endpoints(e);
+                }
+            }
+            "EndpointSlice" if expect(&["discovery.k8s.io/v1"]) => {
+                if let Some(e) = self.typed::<types::EndpointSlice>(value, &at) {
+                    self.endpoint_slice(e, &at);
+                }
+            }
+            "Pod" if expect(&["v1"]) => {
+                if let Some(p) = self.typed::<types::Pod>(value, &at) {
+                    self.pod(p, &at);
+                }
+            }
+            "IPAddressPool" if expect(&["metallb.io/v1beta1", "metallb.io/v1beta2"]) => {
+                if let Some(p) = self.typed::<types::IpAddressPool>(value, &at) {
+                    let origin = self.origin();
+                    self.acc.state.ip_pools.push(Sourced::new(
+                        RawIpPool {
+                            name: p.metadata.name,
+                            addresses: p.spec.addresses,
+                            auto_assign: p.spec.auto_assign,
+                        },
+                        origin,
+                    ));
+                }
+            }
+            "L2Advertisement" if expect(&["metallb.io/v1beta1", "metallb.io/v1beta2"]) => {
+                if let Some(a) = self.typed::<types::L2Advertisement>(value, &at) {
+                    // Addresses of every pool are served on this node's
+                    // addresses already; the advertisement is noted so a
+                    // reader sees which pools it names.
+                    let pools = if a.spec.ip_address_pools.is_empty() {
+                        "all pools".to_string()
+                    } else {
+                        a.spec.ip_address_pools.join(", ")
+                    };
+                    self.acc
+                        .l2
+                        .push((a.metadata.name, a.spec.ip_address_pools.clone()));
+                    tracing::debug!("{at}: L2Advertisement accepted for {pools}");
+                }
+            }
+            _ => self.acc.state.warnings.push(format!(
+                "{at}: skipped: kind {kind} ({api}) is not read by lb"
+            )),
+        }
+    }
+
+    /// Deserializes into `T`, reporting ignored fields as one warning and a
+    /// wrong type as an error with its path.
+    fn typed<T: DeserializeOwned>(&mut self, value: Value, at: &str) -> Option<T> {
+        let mut ignored = Vec::new();
+        let mut note = |p: serde_ignored::Path| ignored.push(p.to_string());
+        let de = serde_ignored::Deserializer::new(value, &mut note);
+        match serde_path_to_error::deserialize::<_, T>(de) {
+            Ok(v) => {
+                let shown: Vec<_> = ignored
+                    .into_iter()
+                    // `.?` marks fields declared as deliberately ignored.
+                    .filter(|p| {
+                        !p.starts_with("metadata") && !p.starts_with("status") && !p.ends_with(".?")
+                    })
+                    .collect();
+                if !shown.is_empty() {
+                    self.acc
+                        .state
+                        .warnings
+                        .push(format!("{at}: ignored fields: {}", shown.join(", ")));
+                }
+                Some(v)
+            }
+            Err(e) => {
+                let path = e.path().to_string();
+                self.errors.push(FieldError::parse(
+                    format!("{at}.{path}"),
+                    e.into_inner().to_string(),
+                ));
+                None
+            }
+        }
+    }
+
+    fn service(&mut self, s: types::Service, at: &str) {
+        let meta = s.metadata;
+        let spec = s.spec;
+        let ann = |k: &str| meta.annotations.get(k).cloned();
+        let mut load_balancer_ip = spec.load_balancer_ip.filter(|s| !s.is_empty());
+        if let Some(list) = ann(ANNOTATION_LOAD_BALANCER_IPS) {
+            let ips: Vec<String> = list
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
+            if ips.len() > 1 {
+                self.acc.state.warnings.push(format!(
+                    "{at}: {ANNOTATION_LOAD_BALANCER_IPS}: only the first address is used (one address per service)"
+                ));
+            }
+            if load_balancer_ip.is_none() {
+                load_balancer_ip = ips.into_iter().next();
+            }
+        }
+        if let Some(ips) = &spec.cluster_ips {
+            if ips.len() > 1 {
+                self.acc.state.warnings.push(format!(
+                    "{at}: spec.clusterIPs: only the first address is served (dual-stack comes later)"
+                ));
+            }
+        }
+        let cluster_ip = spec
+            .cluster_ip
+            .filter(|s| !s.is_empty())
+            .or_else(|| spec.cluster_ips.and_then(|v| v.into_iter().next()));
+        let raw = RawService {
+            name: meta.name.clone(),
+            namespace: meta.namespace.clone(),
+            service_type: spec.service_type,
+            cluster_ip,
+            selector: spec.selector,
+            session_affinity: spec.session_affinity,
+            session_affinity_config: spec.session_affinity_config.map(|c| {
+                RawSessionAffinityConfig {
+                    client_ip: c.client_ip.map(|c| RawClientIpConfig {
+                        timeout_seconds: c.timeout_seconds,
+                    }),
+                }
+            }),
+            external_traffic_policy: spec.external_traffic_policy,
+            internal_traffic_policy: spec.internal_traffic_policy,
+            external_ips: spec.external_ips,
+            load_balancer_ip,
+            load_balancer_source_ranges: spec.load_balancer_source_ranges,
+            ip_pool: ann(ANNOTATION_ADDRESS_POOL),
+            allow_shared_ip: ann(ANNOTATION_ALLOW_SHARED_IP),
+            allocate_load_balancer_node_ports: spec.allocate_load_balancer_node_ports,
+            health_check_node_port: spec.health_check_node_port.filter(|p| *p != 0),
+            publish_not_ready_addresses: spec.publish_not_ready_addresses,
+            external_name: spec.external_name,
+            ports: spec
+                .ports
+                .into_iter()
+                .map(|p| RawServicePort {
+                    name: p.name.filter(|n| !n.is_empty()),
+                    protocol: p.protocol,
+                    port: p.port,
+                    target_port: p.target_port,
+                    node_port: p.node_port.filter(|n| *n != 0),
+                })
+                .collect(),
+        };
+        let origin = self.origin();
+        self.acc.state.services.push(Sourced::new(raw, origin));
+    }
+
+    fn endpoints(&mut self, e: types::Endpoints) {
+        let addr = |a: types::EndpointAddress| RawEndpointAddress {
+            ip: Some(a.ip),
+            host: None,
+            hostname: a.hostname,
+            node_name: a.node_name,
+            weight: None,
+        };
+        let raw = RawEndpoints {
+            name: e.metadata.name,
+            namespace: e.metadata.namespace,
+            subsets: e
+                .subsets
+                .into_iter()
+                .map(|s| RawEndpointSubset {
+                    addresses: s.addresses.into_iter().map(addr).collect(),
+                    not_ready_addresses: s.not_ready_addresses.into_iter().map(addr).collect(),
+                    ports: s.ports.into_iter().map(endpoint_port).collect(),
+                })
+                .collect(),
+        };
+        let origin = self.origin();
+        self.acc.state.endpoints.push(Sourced::new(raw, origin));
+    }
+
+    fn endpoint_slice(&mut self, e: types::EndpointSlice, at: &str) {
+        let Some(service) = e.metadata.labels.get(LABEL_SERVICE_NAME).cloned() else {
+            self.acc.state.warnings.push(format!(
+                "{at}: skipped: an EndpointSlice without the {LABEL_SERVICE_NAME} label belongs to no service"
+            ));
+            return;
+        };
+        if let Some(t) = e.address_type.as_deref().filter(|t| *t == "FQDN") {
+            self.acc
+                .state
+                .warnings
+                .push(format!("{at}: skipped: addressType {t} is not served"));
+            return;
+        }
+        let mut subset = RawEndpointSubset {
+            ports: e.ports.into_iter().map(endpoint_port).collect(),
+            ..RawEndpointSubset::default()
+        };
+        for ep in e.endpoints {
+            // As kube-proxy reads slices: ready unset counts as ready.
+            // Serving-but-terminating endpoints have no place in the
+            // Endpoints shape; they are listed as not ready.
+            let ready =
+                ep.conditions.ready.unwrap_or(true) && !ep.conditions.terminating.unwrap_or(false);
+            let _ = ep.conditions.serving;
+            for ip in ep.addresses {
+                let a = RawEndpointAddress {
+                    ip: Some(ip),
+                    host: None,
+                    hostname: ep.hostname.clone(),
+                    node_name: ep.node_name.clone(),
+                    weight: None,
+                };
+                if ready {
+                    subset.addresses.push(a);
+                } else {
+                    subset.not_ready_addresses.push(a);
+                }
+            }
+        }
+        let ns = e.metadata.namespace;
+        let origin = self.origin();
+        self.acc.slices.push((
+            (ns.unwrap_or_else(|| "default".into()), service),
+            Sourced::new(subset, origin),
+        ));
+    }
+
+    fn pod(&mut self, p: types::Pod, at: &str) {
+        let Some(ip) = p.status.pod_ip.filter(|s| !s.is_empty()) else {
+            self.acc.state.warnings.push(format!(
+                "{at}: skipped: no status.podIP (the pod has no address yet)"
+            ));
+            return;
+        };
+        let ready = p.status.conditions.map(|c| {
+            c.iter()
+                .any(|c| c.condition_type == "Ready" && c.status == "True")
+        });
+        let mut ports = Vec::new();
+        let mut probe = None;
+        let mut probes = 0;
+        for c in p.spec.containers {
+            ports.extend(c.ports.into_iter().map(|p| RawContainerPort {
+                name: p.name,
+                container_port: p.container_port,
+                protocol: p.protocol,
+            }));
+            if let Some(pr) = c.readiness_probe {
+                probes += 1;
+                if probe.is_none() {
+                    probe = Some(RawProbe {
+                        tcp_socket: pr.tcp_socket.map(|a| RawTcpSocketAction { port: a.port }),
+                        http_get: pr.http_get.map(|a| RawHttpGetAction {
+                            path: a.path,
+                            port: a.port,
+                        }),
+                        exec: pr.exec.map(|a| RawExecAction { command: a.command }),
+                        initial_delay_seconds: pr.initial_delay_seconds,
+                        period_seconds: pr.period_seconds,
+                        timeout_seconds: pr.timeout_seconds,
+                        success_threshold: pr.success_threshold,
+                        failure_threshold: pr.failure_threshold,
+                    });
+                }
+            }
+        }
+        if probes > 1 {
+            self.acc.state.warnings.push(format!(
+                "{at}: only the first container's readiness probe is run"
+            ));
+        }
+        let raw = RawPod {
+            name: p.metadata.name,
+            namespace: p.metadata.namespace,
+            ip,
+            // A pod with no node is local nowhere (as from etcd).
+            node: Some(p.spec.node_name.unwrap_or_default()),
+            hostname: p.spec.hostname,
+            labels: p.metadata.labels,
+            ports,
+            weight: None,
+            ready,
+            terminating: p.metadata.deletion_timestamp.map(|_| true),
+            readiness_probe: probe,
+        };
+        let origin = self.origin();
+        self.acc.state.pods.push(Sourced::new(raw, origin));
+    }
+}
+
+fn endpoint_port(p: types::EndpointPort) -> RawEndpointPort {
+    RawEndpointPort {
+        name: p.name.filter(|n| !n.is_empty()),
+        port: p.port.unwrap_or(0),
+        protocol: p.protocol,
+    }
+}
