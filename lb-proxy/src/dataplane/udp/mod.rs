@@ -11,7 +11,10 @@
 //! life.
 
 pub mod flows;
+mod gauge;
 mod relay;
+mod table;
 
+pub(crate) use relay::serve_frontend;
 pub use relay::MAX_DATAGRAM;
-pub(crate) use relay::{serve_frontend, Flows};
+pub(crate) use table::Flows;
