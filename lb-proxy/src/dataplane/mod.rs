@@ -12,7 +12,7 @@
 //! connections in their own), and the per-core worker threads are joined by
 //! [`DataPlane::shutdown`]: once it returns, nothing of the data plane runs.
 //!
-//! Map: [`listener`] reconciles bound sockets, `accept` runs a bound
+//! Map: `listener` reconciles bound sockets, `accept` runs a bound
 //! frontend's task, `tcp` serves one connection, [`forward`] moves its
 //! bytes, [`udp`] relays datagrams, `workers` are the per-core runtimes,
 //! `shared` is the state they share, [`connections`] the registry of open
@@ -21,7 +21,7 @@
 mod accept;
 pub mod connections;
 pub mod forward;
-pub mod listener;
+mod listener;
 mod shared;
 mod tcp;
 pub mod udp;

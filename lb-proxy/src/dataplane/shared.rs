@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::dataplane::connections::Connections;
-use crate::dataplane::udp::Flows;
+use crate::dataplane::udp::table::Flows;
 use crate::lifecycle::Tasks;
 
 /// State shared by the handle, the accept loops, the connection tasks and

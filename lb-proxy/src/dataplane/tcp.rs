@@ -27,7 +27,7 @@ use socket2::{Domain, Socket, Type};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tracing::{debug, debug_span, field, info, Instrument};
+use tracing::{debug, debug_span, field, info, Instrument, Span};
 
 use crate::dataplane::connections::OpenConnection;
 use crate::dataplane::forward::{self, Counters, Drain, Limits};
@@ -59,7 +59,8 @@ pub(crate) fn serve(
 ) -> impl Future<Output = ()> + Send {
     let span =
         debug_span!("conn", client = %peer, frontend = %frontend.addr, service = field::Empty);
-    serve_in_span(shared, frontend, client, peer).instrument(span)
+    // A disabled span (the default level) clones as a copy of two words.
+    serve_in_span(shared, frontend, client, peer, span.clone()).instrument(span)
 }
 
 async fn serve_in_span(
@@ -67,6 +68,7 @@ async fn serve_in_span(
     frontend: FrontendKey,
     client: TcpStream,
     peer: SocketAddr,
+    span: Span,
 ) {
     let tcp = shared.tcp();
     let open = tcp.open();
@@ -80,7 +82,8 @@ async fn serve_in_span(
         return;
     };
     drop(snapshot);
-    tracing::Span::current().record("service", field::display(entry.port.key()));
+    span.record("service", field::display(entry.port.key()));
+    drop(span);
     let port_stats = entry.port.stats().clone();
     if !entry.admits(peer.ip()) {
         // `load_balancer_source_ranges`: reset before any endpoint is chosen,

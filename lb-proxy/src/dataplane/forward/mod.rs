@@ -2,8 +2,8 @@
 //!
 //! [`ForwardEngine`] picks how: a user-space copy loop ([`copy`]), or
 //! `splice(2)` through a pooled pipe on Linux ([`splice`]), which keeps the
-//! payload in the kernel. The engines are [`Pump`]s: each moves bytes one
-//! direction at a time when asked; [`drive`] owns the loop, the timer and
+//! payload in the kernel. The engines are `Pump`s: each moves bytes one
+//! direction at a time when asked; `drive` owns the loop, the timer and
 //! the rules every engine keeps:
 //!
 //! - bytes arrive exactly and in order, and are counted into the endpoint's

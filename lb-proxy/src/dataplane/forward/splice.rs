@@ -11,8 +11,8 @@
 //! Readiness comes from tokio (`poll_read_ready`/`poll_write_ready` and
 //! `try_io`), so `EAGAIN` clears the readiness the reactor reported and the
 //! task sleeps until the next edge. The timers, FIN and reset rules are the
-//! ones every engine shares ([`super::drive`]); this file is only the
-//! [`Pump`].
+//! ones every engine shares (`forward::drive`); this file is only the
+//! `Pump`.
 //!
 //! In `auto` mode (HAProxy's `splice-auto`) a burst starts with one `read(2)`
 //! into a per-thread buffer of [`SMALL_READ`] bytes, written out at once: a

@@ -13,8 +13,7 @@
 pub mod flows;
 mod gauge;
 mod relay;
-mod table;
+pub(crate) mod table;
 
 pub(crate) use relay::serve_frontend;
 pub use relay::MAX_DATAGRAM;
-pub(crate) use table::Flows;
