@@ -26,8 +26,9 @@ use lb_core::{FrontendEntry, FrontendKey, Protocol, ProxySettings};
 use socket2::{Domain, Socket, Type};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio::time::Instant;
-use tracing::{debug, debug_span, field, info, Instrument, Span};
+use tracing::{debug, debug_span, info, Instrument};
 
 use crate::dataplane::connections::OpenConnection;
 use crate::dataplane::forward::{self, Counters, Drain, Limits};
@@ -51,16 +52,28 @@ fn hold(counter: &AtomicU64) -> Held<'_> {
 }
 
 /// Serves one accepted client connection on `frontend`, in its own span.
+/// The table is read here, before the task starts, so the span can name the
+/// service without the task holding the span twice.
 pub(crate) fn serve(
     shared: Arc<Shared>,
     frontend: FrontendKey,
     client: TcpStream,
     peer: SocketAddr,
 ) -> impl Future<Output = ()> + Send {
-    let span =
-        debug_span!("conn", client = %peer, frontend = %frontend.addr, service = field::Empty);
-    // A disabled span (the default level) clones as a copy of two words.
-    serve_in_span(shared, frontend, client, peer, span.clone()).instrument(span)
+    // Subscribe before loading the table: a snapshot published after the load
+    // is then always seen by the drain watch.
+    let generation = shared.generation().subscribe();
+    let entry = shared
+        .table()
+        .load()
+        .frontend(frontend.addr, Protocol::Tcp)
+        .cloned();
+    let span = match &entry {
+        Some(entry) => debug_span!("conn", client = %peer, frontend = %frontend.addr,
+            service = %entry.port.key()),
+        None => debug_span!("conn", client = %peer, frontend = %frontend.addr),
+    };
+    serve_in_span(shared, frontend, client, peer, generation, entry).instrument(span)
 }
 
 async fn serve_in_span(
@@ -68,22 +81,16 @@ async fn serve_in_span(
     frontend: FrontendKey,
     client: TcpStream,
     peer: SocketAddr,
-    span: Span,
+    generation: watch::Receiver<u64>,
+    entry: Option<FrontendEntry>,
 ) {
     let tcp = shared.tcp();
     let open = tcp.open();
-    // Subscribe before loading the table: a snapshot published after the load
-    // is then always seen by the drain watch below.
-    let generation = shared.generation().subscribe();
-    let snapshot = shared.table().load();
-    let Some(entry) = snapshot.frontend(frontend.addr, Protocol::Tcp).cloned() else {
+    let Some(entry) = entry else {
         debug!("frontend gone; resetting client");
         sys::reset(client);
         return;
     };
-    drop(snapshot);
-    span.record("service", field::display(entry.port.key()));
-    drop(span);
     let port_stats = entry.port.stats().clone();
     if !entry.admits(peer.ip()) {
         // `load_balancer_source_ranges`: reset before any endpoint is chosen,
