@@ -802,7 +802,12 @@ async fn an_embedded_data_plane_leaves_no_task_or_thread_after_shutdown() {
         };
         let plane = Mode::accept(accept).start(settings, vec![svc]).await;
         if accept == AcceptMode::PerCore {
-            assert_eq!(lb_threads(), ["lb-worker-0", "lb-worker-1"]);
+            // A thread names itself once it runs.
+            assert!(
+                eventually(WAIT, || lb_threads() == ["lb-worker-0", "lb-worker-1"]).await,
+                "worker threads: {:?}",
+                lb_threads()
+            );
         }
         // Traffic both ways; one TCP connection stays open into the drain.
         let mut open = TcpStream::connect(vip).await.unwrap();
