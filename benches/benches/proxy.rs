@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use lb_benches::node;
 use lb_core::{EndpointSpec, PortSpec, ProxySettings, ServiceSpec, Snapshot};
-use lb_proxy::dataplane::forward::Engine;
+use lb_proxy::dataplane::forward::ForwardEngine as Engine;
 use lb_proxy::DataPlane;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -69,9 +69,11 @@ async fn plane(engine: Engine, vip: SocketAddr, backend: SocketAddr) -> DataPlan
     let port = PortSpec::tcp("", vip.port()).with_endpoint(EndpointSpec::new(backend));
     let svc = ServiceSpec::cluster_ip("bench", engine.as_str(), vip.ip()).with_port(port);
     let snapshot = Snapshot::build(node(), vec![svc], None, std::time::SystemTime::now());
-    let plane = DataPlane::start(ProxySettings::default(), snapshot).await;
-    plane.set_engine(engine);
-    plane
+    let settings = ProxySettings {
+        forward_engine: engine,
+        ..ProxySettings::default()
+    };
+    DataPlane::start(settings, snapshot).await
 }
 
 fn free(ip: &str) -> SocketAddr {

@@ -89,6 +89,14 @@ pub struct RawProxy {
     pub outlier_base_ejection: Option<String>,
     /// UDP flows, all services together.
     pub udp_max_flows: Option<i64>,
+    /// `auto`, `splice` or `copy`: how TCP payload moves; default `auto`.
+    pub forward_engine: Option<String>,
+    /// `single`, `reuseport` or `percore`: how TCP frontends accept; default
+    /// `single`.
+    pub accept_mode: Option<String>,
+    /// Worker threads of `accept_mode = "percore"`; 0 (the default) = one per
+    /// CPU.
+    pub workers: Option<i64>,
 }
 
 /// `[admin]`.

@@ -350,6 +350,33 @@ fn proxy_settings_are_typed() {
 }
 
 #[test]
+fn forwarding_engine_accept_mode_and_workers_are_proxy_settings() {
+    let c =
+        check_str("[proxy]\nforward_engine = \"copy\"\naccept_mode = \"percore\"\nworkers = 2\n")
+            .unwrap();
+    assert_eq!(c.proxy.forward_engine, lb_core::ForwardEngine::Copy);
+    assert_eq!(c.proxy.accept_mode, lb_core::AcceptMode::PerCore);
+    assert_eq!(c.proxy.workers, 2);
+    let defaults = check_str("").unwrap();
+    assert_eq!(defaults.proxy.forward_engine, lb_core::ForwardEngine::Auto);
+    assert_eq!(defaults.proxy.accept_mode, lb_core::AcceptMode::Single);
+    assert_eq!(defaults.proxy.workers, 0);
+    let text = "[proxy]\nforward_engine = \"sendfile\"\naccept_mode = \"threads\"\nworkers = -1\n";
+    assert_error(
+        text,
+        "proxy.forward_engine: Unsupported value: \"sendfile\": supported values: \"auto\", \"splice\", \"copy\"",
+    );
+    assert_error(
+        text,
+        "proxy.accept_mode: Unsupported value: \"threads\": supported values: \"single\", \"reuseport\", \"percore\"",
+    );
+    assert_error(
+        text,
+        "proxy.workers: Invalid value: -1: must be between 0 and 1024, inclusive",
+    );
+}
+
+#[test]
 fn pods_are_validated() {
     let text = "[[pods]]\nname = \"Pod_1\"\nnamespace = \"shop\"\nip = \"0.0.0.0\"\nweight = -1\nports = [{ name = \"http\", container_port = 70000 }, { name = \"http\", container_port = 81 }]\n";
     assert_error(

@@ -30,7 +30,7 @@ pub mod stats;
 pub use model::{
     Protocol, ServiceKey, ServicePortKey, ServiceType, SessionAffinity, TrafficPolicy,
 };
-pub use settings::ProxySettings;
+pub use settings::{AcceptMode, ForwardEngine, ProxySettings};
 pub use snapshot::ServiceEntry;
 pub use snapshot::{
     Endpoint, FrontendEntry, FrontendKey, FrontendKind, Pick, PickReason, ServicePort, Snapshot,

@@ -1,6 +1,8 @@
 //! Typed data-plane settings (`[proxy]` of the file), shared by the source that
 //! parses them (lb-config) and the data plane that obeys them (lb-proxy).
 
+use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
 
 /// How the data plane treats connections and flows. Defaults are the contract's.
@@ -25,6 +27,15 @@ pub struct ProxySettings {
     pub outlier_base_ejection: Duration,
     /// UDP flows, all services together.
     pub udp_max_flows: u32,
+    /// How TCP payload moves between client and endpoint; a change applies to
+    /// connections accepted afterwards.
+    pub forward_engine: ForwardEngine,
+    /// How TCP frontends accept and where connections run; fixed when the
+    /// data plane starts.
+    pub accept_mode: AcceptMode,
+    /// Worker threads of [`AcceptMode::PerCore`]; 0 = one per CPU the process
+    /// may run on. Fixed when the data plane starts.
+    pub workers: u32,
 }
 
 impl Default for ProxySettings {
@@ -42,6 +53,145 @@ impl Default for ProxySettings {
             outlier_consecutive_failures: 5,
             outlier_base_ejection: Duration::from_secs(10),
             udp_max_flows: 16_384,
+            forward_engine: ForwardEngine::default(),
+            accept_mode: AcceptMode::default(),
+            workers: 0,
         }
+    }
+}
+
+/// A setting's text that names none of its values; says which ones exist, so
+/// the same message serves a config file, a command line and an environment
+/// variable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {setting} {value:?}: expected one of {}", .valid.join(", "))]
+pub struct UnknownValue {
+    /// The setting (`forward engine`, `accept mode`).
+    pub setting: &'static str,
+    /// What was given.
+    pub value: String,
+    /// Every valid value.
+    pub valid: &'static [&'static str],
+}
+
+/// Defines a settings enum whose values are lower-case names: `as_str`,
+/// `Display`, `FromStr` (trimmed, case-insensitive) and the list of names.
+macro_rules! named_values {
+    ($ty:ident, $setting:literal, { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $ty {
+            /// Every value's name, in the order the contract lists them.
+            pub const NAMES: &'static [&'static str] = &[$($name),+];
+
+            /// The name as written in the config file.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $name),+
+                }
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $ty {
+            type Err = UnknownValue;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                let s = s.trim();
+                $(
+                    if s.eq_ignore_ascii_case($name) {
+                        return Ok($ty::$variant);
+                    }
+                )+
+                Err(UnknownValue {
+                    setting: $setting,
+                    value: s.to_string(),
+                    valid: $ty::NAMES,
+                })
+            }
+        }
+    };
+}
+
+/// How bytes move between the two legs of a proxied TCP connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ForwardEngine {
+    /// `splice(2)` for bulk and a plain read and write for small messages
+    /// (HAProxy's `splice-auto`); the copy loop where splice is unavailable.
+    #[default]
+    Auto,
+    /// `splice(2)` socket → pipe → socket (Linux): the payload never enters
+    /// user space; the copy loop where splice is unavailable or refused.
+    Splice,
+    /// A user-space copy loop, one buffer per direction. Works everywhere.
+    Copy,
+}
+
+named_values!(ForwardEngine, "forward engine", {
+    Auto => "auto",
+    Splice => "splice",
+    Copy => "copy",
+});
+
+/// How TCP frontends accept connections and where their tasks run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum AcceptMode {
+    /// One socket and one accept loop per frontend, on the caller's runtime;
+    /// connection tasks run on any of its workers.
+    #[default]
+    Single,
+    /// One `SO_REUSEPORT` socket and accept loop per worker of the caller's
+    /// runtime; connection tasks still run on any worker.
+    Reuseport,
+    /// One current-thread runtime per worker thread of the data plane's own
+    /// ([`ProxySettings::workers`]), each with its own `SO_REUSEPORT` socket
+    /// per frontend: a connection stays on the thread that accepted it.
+    PerCore,
+}
+
+named_values!(AcceptMode, "accept mode", {
+    Single => "single",
+    Reuseport => "reuseport",
+    PerCore => "percore",
+});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engines_and_accept_modes_parse_by_name_and_print_back() {
+        for name in ForwardEngine::NAMES {
+            let engine: ForwardEngine = name.parse().unwrap();
+            assert_eq!(engine.as_str(), *name);
+        }
+        for name in AcceptMode::NAMES {
+            let mode: AcceptMode = name.parse().unwrap();
+            assert_eq!(mode.to_string(), *name);
+        }
+        assert_eq!(" Splice ".parse(), Ok(ForwardEngine::Splice));
+        assert_eq!("PERCORE".parse(), Ok(AcceptMode::PerCore));
+    }
+
+    #[test]
+    fn an_unknown_name_is_refused_with_the_valid_ones() {
+        let e = "sendfile".parse::<ForwardEngine>().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unknown forward engine \"sendfile\": expected one of auto, splice, copy"
+        );
+        let e = "threads".parse::<AcceptMode>().unwrap_err();
+        assert_eq!(e.valid, ["single", "reuseport", "percore"]);
+    }
+
+    #[test]
+    fn defaults_are_the_contracts() {
+        let s = ProxySettings::default();
+        assert_eq!(s.forward_engine, ForwardEngine::Auto);
+        assert_eq!(s.accept_mode, AcceptMode::Single);
+        assert_eq!(s.workers, 0);
     }
 }

@@ -108,7 +108,11 @@ impl AdminSource for AdminView {
         self.dataplane.table().load()
     }
     fn bind_errors(&self) -> BTreeMap<FrontendKey, String> {
-        self.dataplane.bind_errors()
+        let errors = self.dataplane.bind_errors();
+        errors
+            .into_iter()
+            .map(|(k, e)| (k, e.to_string()))
+            .collect()
     }
     fn readiness(&self) -> Option<String> {
         // The last good config is always current for the file and the
@@ -179,7 +183,6 @@ impl App {
                 config.vip_mode,
                 lb_config::VipMode::Freebind | lb_config::VipMode::Interface
             ),
-            accept: None,
         };
         let dataplane = DataPlane::start_with(config.proxy.clone(), snapshot, bind).await;
         control.serve(&dataplane);

@@ -5,7 +5,6 @@
 //! an embedder needs to see, such as a frontend that could not be bound.
 
 use std::io;
-use std::net::SocketAddr;
 
 /// What can go wrong in the lb-proxy library.
 #[derive(Debug, thiserror::Error)]
@@ -13,16 +12,8 @@ pub enum Error {
     /// A service listener could not be bound (address in use by a socket
     /// without `SO_REUSEPORT`, address not local, ...). The data plane records
     /// it in `bind_errors()` and retries.
-    #[error("cannot listen on {addr}/{protocol}: {source}")]
-    Bind {
-        /// The frontend address.
-        addr: SocketAddr,
-        /// TCP or UDP.
-        protocol: lb_core::Protocol,
-        /// The system error.
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] crate::dataplane::BindError),
     /// Every dial of a connection failed or timed out; the client was reset.
     #[error("no endpoint of {service} answered after {attempts} dial(s); last error: {source}")]
     Dial {

@@ -28,6 +28,7 @@ pub mod dataplane;
 pub mod error;
 pub mod lifecycle;
 pub mod ops;
+#[allow(unsafe_code)]
 mod sys;
 
 pub use dataplane::{run, AcceptMode, BindOptions, DataPlane};

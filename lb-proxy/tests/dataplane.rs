@@ -2,6 +2,13 @@
 //! resets, limits, listener reconciliation and drain. Each test starts a
 //! `DataPlane` over hand-built services on 127.0.0.0/8 and talks to it with
 //! real sockets.
+//!
+//! The scenarios run under every forwarding engine (`copy`, `splice`, `auto`,
+//! each with the default accept mode) and every accept mode (`single`,
+//! `reuseport`, `percore` with two workers, each with the default engine):
+//! one module per mode at the end of this file. Timers that do not depend on
+//! the mode (affinity expiry, snapshots that leave connections alone) run
+//! once, under `tokio::time::pause`.
 
 mod support;
 
@@ -12,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lb_core::stats::read;
-use lb_core::{Protocol, ProxySettings, SessionAffinity};
+use lb_core::{AcceptMode, ForwardEngine, Protocol, ProxySettings, SessionAffinity};
 use lb_proxy::DataPlane;
 use sha2::{Digest, Sha256};
 use support::*;
@@ -57,17 +64,17 @@ fn affinity(seconds: f64) -> SessionAffinity {
 
 // === balancing ===
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn round_robin_spreads_connections_evenly_over_three_backends() {
+async fn round_robin_spreads_connections_evenly_over_three_backends(mode: Mode) {
     let a = http_backend("127.0.244.1", "111").await;
     let b = http_backend("127.0.244.2", "222").await;
     let c = http_backend("127.0.244.3", "333").await;
     let vip = vip();
-    let plane = start(
-        settings(),
-        vec![service("rr", vip, &[a.addr, b.addr, c.addr])],
-    )
-    .await;
+    let plane = mode
+        .start(
+            settings(),
+            vec![service("rr", vip, &[a.addr, b.addr, c.addr])],
+        )
+        .await;
     let mut answers = Vec::new();
     for _ in 0..30 {
         answers.push(fetch(vip).await);
@@ -89,20 +96,20 @@ async fn round_robin_spreads_connections_evenly_over_three_backends() {
     assert_eq!(read(&endpoint_stats(&plane, vip, a.addr).connections), 10);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn weights_split_connections_in_proportion() {
+async fn weights_split_connections_in_proportion(mode: Mode) {
     let heavy = http_backend("127.0.244.4", "heavy").await;
     let light = http_backend("127.0.244.5", "light").await;
     let vip = vip();
-    let _plane = start(
-        settings(),
-        vec![weighted_service(
-            "weighted",
-            vip,
-            &[(heavy.addr, 3), (light.addr, 1)],
-        )],
-    )
-    .await;
+    let _plane = mode
+        .start(
+            settings(),
+            vec![weighted_service(
+                "weighted",
+                vip,
+                &[(heavy.addr, 3), (light.addr, 1)],
+            )],
+        )
+        .await;
     let mut heavy_count = 0;
     for _ in 0..400 {
         if fetch(vip).await == "heavy" {
@@ -116,10 +123,11 @@ async fn weights_split_connections_in_proportion() {
     assert_eq!(heavy.accepted() + light.accepted(), 400);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refuses_connections_when_no_endpoints_and_serves_once_one_appears() {
+async fn refuses_connections_when_no_endpoints_and_serves_once_one_appears(mode: Mode) {
     let vip = vip();
-    let plane = start(settings(), vec![service("empty", vip, &[])]).await;
+    let plane = mode
+        .start(settings(), vec![service("empty", vip, &[])])
+        .await;
     assert_refused(vip).await;
     assert!(plane.bind_errors().is_empty());
 
@@ -141,7 +149,7 @@ async fn refuses_connections_when_no_endpoints_and_serves_once_one_appears() {
     assert_eq!(fetch(vip).await, "111");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn client_ip_affinity_sticks_expires_and_switches_live() {
     let a = http_backend("127.0.244.7", "111").await;
     let b = http_backend("127.0.244.8", "222").await;
@@ -196,16 +204,16 @@ async fn client_ip_affinity_sticks_expires_and_switches_live() {
 
 // === dials ===
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dials_fail_over_from_a_closed_port() {
+async fn dials_fail_over_from_a_closed_port(mode: Mode) {
     let good = http_backend("127.0.244.10", "111").await;
     let closed = closed_port("127.0.244.11");
     let vip = vip();
-    let plane = start(
-        settings(),
-        vec![service("failover", vip, &[good.addr, closed])],
-    )
-    .await;
+    let plane = mode
+        .start(
+            settings(),
+            vec![service("failover", vip, &[good.addr, closed])],
+        )
+        .await;
     for _ in 0..10 {
         assert_eq!(fetch(vip).await, "111");
     }
@@ -216,16 +224,16 @@ async fn dials_fail_over_from_a_closed_port() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dials_fail_over_from_an_endpoint_that_never_answers() {
+async fn dials_fail_over_from_an_endpoint_that_never_answers(mode: Mode) {
     let good = http_backend("127.0.244.12", "111").await;
     let hole = blackhole("127.0.244.13").await;
     let vip = vip();
-    let plane = start(
-        settings(),
-        vec![service("blackhole", vip, &[good.addr, hole.addr])],
-    )
-    .await;
+    let plane = mode
+        .start(
+            settings(),
+            vec![service("blackhole", vip, &[good.addr, hole.addr])],
+        )
+        .await;
     for _ in 0..6 {
         assert_eq!(fetch(vip).await, "111");
     }
@@ -235,21 +243,23 @@ async fn dials_fail_over_from_an_endpoint_that_never_answers() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_is_reset_when_every_dial_fails() {
+async fn client_is_reset_when_every_dial_fails(mode: Mode) {
     let vip = vip();
     let closed = closed_port("127.0.244.14");
-    let _plane = start(settings(), vec![service("dead", vip, &[closed])]).await;
+    let _plane = mode
+        .start(settings(), vec![service("dead", vip, &[closed])])
+        .await;
     assert_reset(vip, WAIT).await;
 }
 
 // === the byte stream ===
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn half_close_is_passed_on_and_the_answer_still_flows() {
+async fn half_close_is_passed_on_and_the_answer_still_flows(mode: Mode) {
     let backend = read_to_eof_backend("127.0.244.15", "got:").await;
     let vip = vip();
-    let _plane = start(settings(), vec![service("halfclose", vip, &[backend.addr])]).await;
+    let _plane = mode
+        .start(settings(), vec![service("halfclose", vip, &[backend.addr])])
+        .await;
     let mut client = TcpStream::connect(vip).await.unwrap();
     client.write_all(b"hello world").await.unwrap();
     client.shutdown().await.unwrap();
@@ -261,15 +271,16 @@ async fn half_close_is_passed_on_and_the_answer_still_flows() {
     assert_eq!(answer, "got:11");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_that_never_sends_its_fin_is_closed_after_the_half_close_timeout() {
+async fn a_peer_that_never_sends_its_fin_is_closed_after_the_half_close_timeout(mode: Mode) {
     let (backend, mut accepted) = capture_backend("127.0.244.16").await;
     let vip = vip();
     let settings = ProxySettings {
         half_close_timeout: Duration::from_millis(300),
         ..settings()
     };
-    let _plane = start(settings, vec![service("nofin", vip, &[backend.addr])]).await;
+    let _plane = mode
+        .start(settings, vec![service("nofin", vip, &[backend.addr])])
+        .await;
     let mut client = TcpStream::connect(vip).await.unwrap();
     client.write_all(b"x").await.unwrap();
     client.shutdown().await.unwrap();
@@ -299,12 +310,13 @@ async fn a_peer_that_never_sends_its_fin_is_closed_after_the_half_close_timeout(
     drop(server);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fifty_concurrent_connections_echo_random_payloads_exactly() {
+async fn fifty_concurrent_connections_echo_random_payloads_exactly(mode: Mode) {
     use rand::{Rng, RngCore, SeedableRng};
     let backend = echo_backend("127.0.244.17").await;
     let vip = vip();
-    let plane = start(settings(), vec![service("bulk", vip, &[backend.addr])]).await;
+    let plane = mode
+        .start(settings(), vec![service("bulk", vip, &[backend.addr])])
+        .await;
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x1b);
     let mut pool = vec![0u8; 4 << 20];
     rng.fill_bytes(&mut pool);
@@ -357,11 +369,12 @@ async fn fifty_concurrent_connections_echo_random_payloads_exactly() {
     assert_eq!(read(&stats.bytes_tx), total);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bytes_are_counted_while_the_connection_runs() {
+async fn bytes_are_counted_while_the_connection_runs(mode: Mode) {
     let backend = echo_backend("127.0.244.18").await;
     let vip = vip();
-    let plane = start(settings(), vec![service("count", vip, &[backend.addr])]).await;
+    let plane = mode
+        .start(settings(), vec![service("count", vip, &[backend.addr])])
+        .await;
     let mut client = TcpStream::connect(vip).await.unwrap();
     echo(&mut client, b"12345").await;
     let stats = endpoint_stats(&plane, vip, backend.addr);
@@ -376,22 +389,24 @@ async fn bytes_are_counted_while_the_connection_runs() {
 
 // === resets and limits ===
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reset_from_the_backend_reaches_the_client_as_a_reset() {
+async fn a_reset_from_the_backend_reaches_the_client_as_a_reset(mode: Mode) {
     let backend = reset_backend("127.0.244.19").await;
     let vip = vip();
-    let _plane = start(settings(), vec![service("rst", vip, &[backend.addr])]).await;
+    let _plane = mode
+        .start(settings(), vec![service("rst", vip, &[backend.addr])])
+        .await;
     let mut client = TcpStream::connect(vip).await.unwrap();
     client.write_all(b"x").await.unwrap();
     let end = read_until_closed(&mut client, WAIT).await;
     assert_eq!(end.expect_err("reset").kind(), ErrorKind::ConnectionReset);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reset_from_the_client_reaches_the_backend_as_a_reset() {
+async fn a_reset_from_the_client_reaches_the_backend_as_a_reset(mode: Mode) {
     let (backend, mut accepted) = capture_backend("127.0.244.20").await;
     let vip = vip();
-    let _plane = start(settings(), vec![service("rst2", vip, &[backend.addr])]).await;
+    let _plane = mode
+        .start(settings(), vec![service("rst2", vip, &[backend.addr])])
+        .await;
     let mut client = TcpStream::connect(vip).await.unwrap();
     client.write_all(b"x").await.unwrap();
     let mut server = tokio::time::timeout(WAIT, accepted.recv())
@@ -405,15 +420,16 @@ async fn a_reset_from_the_client_reaches_the_backend_as_a_reset() {
     assert_eq!(end.expect_err("reset").kind(), ErrorKind::ConnectionReset);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_over_max_connections_are_reset_at_once_and_counted() {
+async fn connections_over_max_connections_are_reset_at_once_and_counted(mode: Mode) {
     let backend = echo_backend("127.0.244.21").await;
     let vip = vip();
     let settings = ProxySettings {
         max_connections: 2,
         ..settings()
     };
-    let plane = start(settings, vec![service("limited", vip, &[backend.addr])]).await;
+    let plane = mode
+        .start(settings, vec![service("limited", vip, &[backend.addr])])
+        .await;
     let mut first = TcpStream::connect(vip).await.unwrap();
     echo(&mut first, b"one").await;
     let mut second = TcpStream::connect(vip).await.unwrap();
@@ -434,11 +450,12 @@ async fn connections_over_max_connections_are_reset_at_once_and_counted() {
 
 // === listeners ===
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn service_listeners_share_their_address_with_so_reuseport() {
+async fn service_listeners_share_their_address_with_so_reuseport(mode: Mode) {
     let backend = http_backend("127.0.244.22", "111").await;
     let vip = vip();
-    let _plane = start(settings(), vec![service("reuse", vip, &[backend.addr])]).await;
+    let _plane = mode
+        .start(settings(), vec![service("reuse", vip, &[backend.addr])])
+        .await;
     let other = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     other.set_reuse_address(true).unwrap();
     other.set_reuse_port(true).unwrap();
@@ -450,26 +467,27 @@ async fn service_listeners_share_their_address_with_so_reuseport() {
     assert_eq!(fetch(vip).await, "111");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_blocked_frontend_is_reported_retried_and_never_stops_the_others() {
+async fn a_blocked_frontend_is_reported_retried_and_never_stops_the_others(mode: Mode) {
     let backend = http_backend("127.0.244.23", "111").await;
     let free = vip();
     let blocked = vip();
     let blocker = std::net::TcpListener::bind(blocked).unwrap();
-    let plane = start(
-        settings(),
-        vec![
-            service("free", free, &[backend.addr]),
-            service("blocked", blocked, &[backend.addr]),
-        ],
-    )
-    .await;
+    let plane = mode
+        .start(
+            settings(),
+            vec![
+                service("free", free, &[backend.addr]),
+                service("blocked", blocked, &[backend.addr]),
+            ],
+        )
+        .await;
     assert_eq!(fetch(free).await, "111");
     let errors = plane.bind_errors();
     assert_eq!(errors.len(), 1, "{errors:?}");
-    let (key, text) = errors.iter().next().unwrap();
+    let (key, error) = errors.iter().next().unwrap();
     assert_eq!(key.addr, blocked);
-    assert!(text.contains("in use"), "{text}");
+    assert_eq!(error.kind(), ErrorKind::AddrInUse, "{error}");
+    assert!(error.to_string().contains("in use"), "{error}");
 
     drop(blocker);
     assert!(
@@ -479,7 +497,7 @@ async fn a_blocked_frontend_is_reported_retried_and_never_stops_the_others() {
     assert_eq!(fetch(blocked).await, "111");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn an_open_connection_survives_changed_snapshots() {
     let a = echo_backend("127.0.244.24").await;
     let b = echo_backend("127.0.244.25").await;
@@ -524,15 +542,16 @@ async fn an_open_connection_survives_changed_snapshots() {
 
 // === drain ===
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_refuses_new_connections_and_waits_for_open_ones() {
+async fn shutdown_refuses_new_connections_and_waits_for_open_ones(mode: Mode) {
     let backend = echo_backend("127.0.244.27").await;
     let vip = vip();
     let settings = ProxySettings {
         drain_timeout: Duration::from_secs(4),
         ..settings()
     };
-    let plane = start(settings, vec![service("drain", vip, &[backend.addr])]).await;
+    let plane = mode
+        .start(settings, vec![service("drain", vip, &[backend.addr])])
+        .await;
     let mut client = TcpStream::connect(vip).await.unwrap();
     echo(&mut client, b"before").await;
 
@@ -540,7 +559,10 @@ async fn shutdown_refuses_new_connections_and_waits_for_open_ones() {
         let plane = plane.clone();
         async move { plane.shutdown().await }
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        eventually(WAIT, || listeners_at(vip) == 0).await,
+        "every listener closes at once"
+    );
     assert_refused(vip).await;
     echo(&mut client, b"still served").await;
     assert!(!draining.is_finished());
@@ -561,15 +583,16 @@ async fn shutdown_refuses_new_connections_and_waits_for_open_ones() {
     assert_refused(vip).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn drain_timeout_bounds_the_shutdown() {
+async fn drain_timeout_bounds_the_shutdown(mode: Mode) {
     let backend = echo_backend("127.0.244.28").await;
     let vip = vip();
     let settings = ProxySettings {
         drain_timeout: Duration::from_millis(300),
         ..settings()
     };
-    let plane = start(settings, vec![service("bounded", vip, &[backend.addr])]).await;
+    let plane = mode
+        .start(settings, vec![service("bounded", vip, &[backend.addr])])
+        .await;
     let mut client = TcpStream::connect(vip).await.unwrap();
     echo(&mut client, b"hi").await;
     let started = Instant::now();
@@ -608,8 +631,7 @@ async fn run_serves_until_its_shutdown_future_resolves() {
     assert_refused(vip).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_removed_endpoint_drains_its_open_connections() {
+async fn a_removed_endpoint_drains_its_open_connections(mode: Mode) {
     let a = echo_backend("127.0.244.30").await;
     let b = echo_backend("127.0.244.31").await;
     let vip = vip();
@@ -617,7 +639,9 @@ async fn a_removed_endpoint_drains_its_open_connections() {
         drain_timeout: Duration::from_millis(400),
         ..settings()
     };
-    let plane = start(settings, vec![service("removed", vip, &[a.addr])]).await;
+    let plane = mode
+        .start(settings, vec![service("removed", vip, &[a.addr])])
+        .await;
     let mut client = TcpStream::connect(vip).await.unwrap();
     echo(&mut client, b"on a").await;
 
@@ -636,7 +660,7 @@ async fn a_removed_endpoint_drains_its_open_connections() {
     echo(&mut newcomer, b"b is untouched").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn weight_zero_drains_but_not_ready_leaves_connections_alone() {
     let a = echo_backend("127.0.244.32").await;
     let b = echo_backend("127.0.244.33").await;
@@ -666,15 +690,16 @@ async fn weight_zero_drains_but_not_ready_leaves_connections_alone() {
     assert!(matches!(end, Ok(0)) || end.is_err());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tcp_idle_timeout_closes_an_idle_connection() {
+async fn tcp_idle_timeout_closes_an_idle_connection(mode: Mode) {
     let backend = echo_backend("127.0.244.34").await;
     let vip = vip();
     let settings = ProxySettings {
         tcp_idle_timeout: Some(Duration::from_millis(300)),
         ..settings()
     };
-    let _plane = start(settings, vec![service("idle", vip, &[backend.addr])]).await;
+    let _plane = mode
+        .start(settings, vec![service("idle", vip, &[backend.addr])])
+        .await;
     let mut client = TcpStream::connect(vip).await.unwrap();
     // Traffic every 100 ms keeps it open past the timeout...
     for i in 0..6 {
@@ -690,24 +715,24 @@ async fn tcp_idle_timeout_closes_an_idle_connection() {
 
 // === settings and frontends ===
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reloaded_settings_apply_to_new_connections() {
+async fn reloaded_settings_apply_to_new_connections(mode: Mode) {
     let backend = echo_backend("127.0.244.35").await;
     let vip = vip();
-    let plane = start(settings(), vec![service("reload", vip, &[backend.addr])]).await;
+    let plane = mode
+        .start(settings(), vec![service("reload", vip, &[backend.addr])])
+        .await;
     let mut first = TcpStream::connect(vip).await.unwrap();
     echo(&mut first, b"unlimited").await;
-    plane.set_settings(ProxySettings {
+    plane.set_settings(mode.settings(ProxySettings {
         max_connections: 1,
         ..settings()
-    });
+    }));
     assert_reset(vip, Duration::from_secs(1)).await;
     echo(&mut first, b"the open one is untouched").await;
     assert_eq!(read(&port_stats(&plane, vip).rejected_limit), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_port_service_listens_on_its_cluster_ip_and_every_node_address() {
+async fn a_node_port_service_listens_on_its_cluster_ip_and_every_node_address(mode: Mode) {
     let backend = http_backend("127.0.244.36", "111").await;
     let vip = vip();
     let node_port = std::net::TcpListener::bind("127.0.1.1:0")
@@ -717,8 +742,166 @@ async fn a_node_port_service_listens_on_its_cluster_ip_and_every_node_address() 
     let mut spec = service("nodeport", vip, &[backend.addr]);
     spec.service_type = lb_core::ServiceType::NodePort;
     spec.ports[0].node_port = Some(node_port.port());
-    let plane = start(settings(), vec![spec]).await;
+    let plane = mode.start(settings(), vec![spec]).await;
     assert_eq!(fetch(vip).await, "111");
     assert_eq!(fetch(node_port).await, "111");
     assert_eq!(read(&port_stats(&plane, vip).accepted), 2);
+}
+
+/// Every socket of a TCP frontend (one, or one per runtime worker or
+/// per-core worker) is bound before `start` returns, serves, and closes when
+/// the frontend goes: clients are refused, not queued on a forgotten sibling.
+async fn every_socket_of_a_frontend_serves_and_closes_with_it(mode: Mode) {
+    let backend = http_backend("127.0.248.40", "hello").await;
+    let vip = vip();
+    let plane = mode
+        .start(settings(), vec![service("accept", vip, &[backend.addr])])
+        .await;
+    assert_eq!(listeners_at(vip), mode.sockets_per_frontend(2));
+    serves_then_closes_every_socket(&plane, "accept", vip, &backend, "hello").await;
+}
+
+// === lifecycle ===
+
+/// Per-core tests take this for reading, so the test that counts lb's
+/// threads runs alone (threads are process-wide).
+static THREADS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_data_plane_leaves_no_task_or_thread_after_shutdown() {
+    let _alone = THREADS.write().await;
+    assert!(
+        eventually(WAIT, || lb_threads().is_empty()).await,
+        "threads of earlier tests: {:?}",
+        lb_threads()
+    );
+    let tcp_backend = echo_backend("127.0.248.60").await;
+    let udp_backend = tokio::net::UdpSocket::bind("127.0.248.61:0").await.unwrap();
+    let udp_addr = udp_backend.local_addr().unwrap();
+    let udp_echo = tokio::spawn(async move {
+        let mut buf = [0u8; 512];
+        while let Ok((n, peer)) = udp_backend.recv_from(&mut buf).await {
+            let _ = udp_backend.send_to(&buf[..n], peer).await;
+        }
+    });
+    let metrics = tokio::runtime::Handle::current().metrics();
+    for accept in [AcceptMode::PerCore, AcceptMode::Single] {
+        let before = metrics.num_alive_tasks();
+        let vip = vip();
+        let udp_port = lb_core::PortSpec {
+            protocol: Protocol::Udp,
+            ..lb_core::PortSpec::tcp("dns", vip.port())
+        }
+        .with_endpoint(lb_core::EndpointSpec::new(udp_addr));
+        let mut svc = service("life", vip, &[tcp_backend.addr]);
+        svc.ports[0].name = "tcp".into();
+        let svc = svc.with_port(udp_port);
+        let settings = ProxySettings {
+            drain_timeout: Duration::from_millis(200),
+            ..settings()
+        };
+        let plane = Mode::accept(accept).start(settings, vec![svc]).await;
+        if accept == AcceptMode::PerCore {
+            // A thread names itself once it runs.
+            assert!(
+                eventually(WAIT, || lb_threads() == ["lb-worker-0", "lb-worker-1"]).await,
+                "worker threads: {:?}",
+                lb_threads()
+            );
+        }
+        // Traffic both ways; one TCP connection stays open into the drain.
+        let mut open = TcpStream::connect(vip).await.unwrap();
+        echo(&mut open, b"tcp").await;
+        let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        client.send_to(b"udp", vip).await.unwrap();
+        let mut buf = [0u8; 16];
+        let (n, _) = tokio::time::timeout(WAIT, client.recv_from(&mut buf))
+            .await
+            .expect("a UDP reply")
+            .unwrap();
+        assert_eq!(&buf[..n], b"udp");
+        tokio::time::timeout(WAIT, plane.shutdown())
+            .await
+            .expect("shutdown within the bound");
+        assert_eq!(lb_threads(), Vec::<String>::new(), "{accept:?}");
+        drop(open);
+        // The backend's side of the cut connection ends too; then the
+        // runtime holds what it held before the data plane started.
+        assert!(
+            eventually(WAIT, || metrics.num_alive_tasks() == before).await,
+            "{accept:?}: {} tasks alive, {before} before the start",
+            metrics.num_alive_tasks()
+        );
+        drop(plane);
+    }
+    udp_echo.abort();
+}
+
+macro_rules! in_every_mode {
+    ($($name:ident),* $(,)?) => {
+        /// Every engine with the default accept mode.
+        mod copy {
+            use super::*;
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(Mode::engine(ForwardEngine::Copy)).await;
+            })*
+        }
+        mod splice {
+            use super::*;
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(Mode::engine(ForwardEngine::Splice)).await;
+            })*
+        }
+        /// The defaults: `auto` and `single`.
+        mod auto {
+            use super::*;
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(Mode::DEFAULT).await;
+            })*
+        }
+        /// Every other accept mode with the default engine.
+        mod reuseport {
+            use super::*;
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                super::$name(Mode::accept(AcceptMode::Reuseport)).await;
+            })*
+        }
+        mod percore {
+            use super::*;
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let _threads = THREADS.read().await;
+                super::$name(Mode::accept(AcceptMode::PerCore)).await;
+            })*
+        }
+    };
+}
+
+in_every_mode! {
+    round_robin_spreads_connections_evenly_over_three_backends,
+    weights_split_connections_in_proportion,
+    refuses_connections_when_no_endpoints_and_serves_once_one_appears,
+    dials_fail_over_from_a_closed_port,
+    dials_fail_over_from_an_endpoint_that_never_answers,
+    client_is_reset_when_every_dial_fails,
+    half_close_is_passed_on_and_the_answer_still_flows,
+    a_peer_that_never_sends_its_fin_is_closed_after_the_half_close_timeout,
+    fifty_concurrent_connections_echo_random_payloads_exactly,
+    bytes_are_counted_while_the_connection_runs,
+    a_reset_from_the_backend_reaches_the_client_as_a_reset,
+    a_reset_from_the_client_reaches_the_backend_as_a_reset,
+    connections_over_max_connections_are_reset_at_once_and_counted,
+    service_listeners_share_their_address_with_so_reuseport,
+    a_blocked_frontend_is_reported_retried_and_never_stops_the_others,
+    shutdown_refuses_new_connections_and_waits_for_open_ones,
+    drain_timeout_bounds_the_shutdown,
+    a_removed_endpoint_drains_its_open_connections,
+    tcp_idle_timeout_closes_an_idle_connection,
+    reloaded_settings_apply_to_new_connections,
+    a_node_port_service_listens_on_its_cluster_ip_and_every_node_address,
+    every_socket_of_a_frontend_serves_and_closes_with_it,
 }

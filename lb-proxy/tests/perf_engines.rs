@@ -3,7 +3,7 @@
 //! the idle timeout, counting while running) run once under the copy loop and
 //! once under splice, and the splice counter proves which engine carried the
 //! bytes: > 0 under splice, exactly 0 under copy. The whole `dataplane` suite
-//! runs under each engine too (`LB_FORWARD_ENGINE=copy|splice`, see .ci/run).
+//! runs under each engine too (its `copy`, `splice` and `auto` modules).
 //!
 //! The tests of this file run one at a time (a shared lock), so the
 //! process-wide pipe gauges they read are theirs alone.
@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use lb_core::stats::read;
 use lb_core::ProxySettings;
-use lb_proxy::dataplane::forward::Engine;
+use lb_proxy::dataplane::forward::ForwardEngine as Engine;
 use lb_proxy::DataPlane;
 use sha2::{Digest, Sha256};
 use support::*;
@@ -37,8 +37,9 @@ async fn start_with(
     backend: SocketAddr,
 ) -> (DataPlane, SocketAddr) {
     let vip = vip();
-    let plane = start(settings, vec![service("engine", vip, &[backend])]).await;
-    plane.set_engine(engine);
+    let plane = Mode::engine(engine)
+        .start(settings, vec![service("engine", vip, &[backend])])
+        .await;
     assert_eq!(plane.engine(), engine);
     (plane, vip)
 }
@@ -53,7 +54,7 @@ fn assert_engine_carried(plane: &DataPlane, engine: Engine) {
         ),
         // Small exchanges go through the read buffer; echoes_four_mib_exactly
         // checks that bulk is spliced.
-        _ => {}
+        Engine::Auto => {}
     }
 }
 
@@ -95,7 +96,7 @@ async fn echoes_four_mib_exactly(engine: Engine, backend_ip: &str) {
     match engine {
         Engine::Copy => assert_eq!(plane.spliced_bytes(), 0),
         Engine::Splice => assert_eq!(plane.spliced_bytes(), 8 << 20, "every byte spliced"),
-        _ => assert!(
+        Engine::Auto => assert!(
             plane.spliced_bytes() > 0 && plane.spliced_bytes() < 8 << 20,
             "bursts start with a read and go on with splice: {} bytes spliced",
             plane.spliced_bytes()
@@ -241,10 +242,9 @@ under_every_engine! {
 
 #[test]
 fn the_engine_is_chosen_by_name() {
-    assert_eq!(Engine::parse("copy"), Some(Engine::Copy));
-    assert_eq!(Engine::parse(" Splice "), Some(Engine::Splice));
-    assert_eq!(Engine::parse("auto"), Some(Engine::Auto));
-    assert_eq!(Engine::parse("sendfile"), None);
-    #[cfg(target_os = "linux")]
+    assert_eq!("copy".parse(), Ok(Engine::Copy));
+    assert_eq!(" Splice ".parse(), Ok(Engine::Splice));
+    assert_eq!("auto".parse(), Ok(Engine::Auto));
+    assert!("sendfile".parse::<Engine>().is_err());
     assert_eq!(Engine::default(), Engine::Auto);
 }

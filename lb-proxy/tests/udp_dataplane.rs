@@ -4,6 +4,10 @@
 //! timeout, TCP and UDP on one port number, 60 KB datagrams, drops without
 //! endpoints, flows that move when their endpoint leaves, and failover after
 //! ICMP unreachable. Everything runs on 127.0.0.0/8 and ::1 with bounded waits.
+//!
+//! Every scenario runs under the accept modes that place UDP relays
+//! differently: `single` (the caller's runtime) and `percore` (two worker
+//! threads), one module each at the end of this file.
 
 mod support;
 
@@ -13,11 +17,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lb_core::stats::{read, PortStats};
+use lb_core::AcceptMode;
 use lb_core::{
     EndpointSpec, NodeSpec, PortSpec, Protocol, ProxySettings, ServiceSpec, ServiceType, Snapshot,
 };
 use lb_proxy::DataPlane;
-use support::{echo_backend, eventually, init_tracing, ip, WAIT};
+use support::{echo_backend, eventually, init_tracing, ip, Mode, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::task::JoinHandle;
@@ -114,23 +119,24 @@ fn udp_service(name: &str, vip: SocketAddr, endpoints: &[SocketAddr]) -> Service
 }
 
 async fn start_on(
+    mode: Mode,
     node: NodeSpec,
     settings: ProxySettings,
     services: Vec<ServiceSpec>,
 ) -> DataPlane {
     init_tracing();
     let snapshot = Snapshot::build(node, services, None, std::time::SystemTime::now());
-    DataPlane::start(settings, snapshot).await
+    DataPlane::start(mode.settings(settings), snapshot).await
 }
 
-async fn start(settings: ProxySettings, services: Vec<ServiceSpec>) -> DataPlane {
-    start_on(support::node(), settings, services).await
+async fn start(mode: Mode, settings: ProxySettings, services: Vec<ServiceSpec>) -> DataPlane {
+    start_on(mode, support::node(), settings, services).await
 }
 
 /// A UDP NodePort service with one endpoint on a node whose only address is
 /// the wildcard `any` (`0.0.0.0` or `::`), on a port free there (traffic only
 /// ever goes to loopback addresses). Returns the data plane and the node port.
-async fn start_wildcard_node_port(any: &str, endpoint: SocketAddr) -> (DataPlane, u16) {
+async fn start_wildcard_node_port(mode: Mode, any: &str, endpoint: SocketAddr) -> (DataPlane, u16) {
     let node_port = std::net::UdpSocket::bind((ip(any), 0))
         .unwrap()
         .local_addr()
@@ -147,7 +153,7 @@ async fn start_wildcard_node_port(any: &str, endpoint: SocketAddr) -> (DataPlane
     port.node_port = Some(node_port);
     svc = svc.with_port(port);
     (
-        start_on(node, ProxySettings::default(), vec![svc]).await,
+        start_on(mode, node, ProxySettings::default(), vec![svc]).await,
         node_port,
     )
 }
@@ -195,11 +201,11 @@ fn udp_stats(plane: &DataPlane, frontend: SocketAddr) -> Arc<PortStats> {
         .clone()
 }
 
-#[tokio::test]
-async fn echoes_through_a_cluster_ip_and_replies_from_it() {
+async fn echoes_through_a_cluster_ip_and_replies_from_it(mode: Mode) {
     let backend = udp_backend("127.0.60.1", "a").await;
     let vip = udp_vip();
     let plane = start(
+        mode,
         ProxySettings::default(),
         vec![udp_service("dns", vip, &[backend.addr])],
     )
@@ -220,8 +226,7 @@ async fn echoes_through_a_cluster_ip_and_replies_from_it() {
     plane.shutdown().await;
 }
 
-#[tokio::test]
-async fn echoes_through_a_node_port_on_a_node_address() {
+async fn echoes_through_a_node_port_on_a_node_address(mode: Mode) {
     let backend = udp_backend("127.0.60.2", "a").await;
     let vip = udp_vip();
     let node_port = closed_udp_port("127.0.1.1").port();
@@ -230,7 +235,7 @@ async fn echoes_through_a_node_port_on_a_node_address() {
     let mut port = udp_port("", vip.port(), &[backend.addr]);
     port.node_port = Some(node_port);
     svc = svc.with_port(port);
-    let plane = start(ProxySettings::default(), vec![svc]).await;
+    let plane = start(mode, ProxySettings::default(), vec![svc]).await;
     let c = client("127.0.0.1").await;
     let to = SocketAddr::new(ip("127.0.1.1"), node_port);
     let (reply, from) = ask(&c, to, b"via node port").await;
@@ -239,10 +244,9 @@ async fn echoes_through_a_node_port_on_a_node_address() {
     plane.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_wildcard_node_address_replies_from_the_address_the_client_used() {
+async fn a_wildcard_node_address_replies_from_the_address_the_client_used(mode: Mode) {
     let backend = udp_backend("127.0.60.3", "a").await;
-    let (plane, node_port) = start_wildcard_node_port("0.0.0.0", backend.addr).await;
+    let (plane, node_port) = start_wildcard_node_port(mode, "0.0.0.0", backend.addr).await;
     for target in ["127.0.0.1", "127.0.1.7", "127.5.6.7"] {
         let c = client("127.0.0.1").await;
         let to = SocketAddr::new(ip(target), node_port);
@@ -260,8 +264,9 @@ async fn a_wildcard_node_address_replies_from_the_address_the_client_used() {
 /// two flows (the address sent to is part of a flow's identity, as in
 /// conntrack), so each reply comes from the address its request went to, even
 /// when the replies arrive after both requests left.
-#[tokio::test]
-async fn one_client_port_sending_to_two_node_addresses_gets_each_reply_from_its_address() {
+async fn one_client_port_sending_to_two_node_addresses_gets_each_reply_from_its_address(
+    mode: Mode,
+) {
     // A backend that answers each datagram 200 ms late, from its own task.
     let backend = UdpSocket::bind((ip("127.0.60.5"), 0)).await.unwrap();
     let backend_addr = backend.local_addr().unwrap();
@@ -283,7 +288,7 @@ async fn one_client_port_sending_to_two_node_addresses_gets_each_reply_from_its_
             });
         }
     });
-    let (plane, node_port) = start_wildcard_node_port("0.0.0.0", backend_addr).await;
+    let (plane, node_port) = start_wildcard_node_port(mode, "0.0.0.0", backend_addr).await;
     let c = client("127.0.0.1").await;
     let targets = [
         SocketAddr::new(ip("127.0.0.1"), node_port),
@@ -317,14 +322,13 @@ async fn one_client_port_sending_to_two_node_addresses_gets_each_reply_from_its_
 /// endpoint may be IPv4 (the proxy relays datagrams, not packets). Loopback
 /// has one IPv6 address, so this covers the IPv6 control messages and the
 /// session; choosing among several addresses is the IPv4 test's part.
-#[tokio::test]
-async fn a_wildcard_ipv6_node_address_replies_from_the_address_the_client_used() {
+async fn a_wildcard_ipv6_node_address_replies_from_the_address_the_client_used(mode: Mode) {
     if std::net::UdpSocket::bind("[::1]:0").is_err() {
         eprintln!("skipped: no IPv6 loopback on this machine");
         return;
     }
     let backend = udp_backend("127.0.60.4", "a").await;
-    let (plane, node_port) = start_wildcard_node_port("::", backend.addr).await;
+    let (plane, node_port) = start_wildcard_node_port(mode, "::", backend.addr).await;
     let c = UdpSocket::bind("[::1]:0").await.unwrap();
     let to = SocketAddr::new(ip("::1"), node_port);
     for msg in ["first", "second"] {
@@ -344,11 +348,11 @@ async fn a_wildcard_ipv6_node_address_replies_from_the_address_the_client_used()
     plane.shutdown().await;
 }
 
-#[tokio::test]
-async fn each_client_port_is_its_own_session() {
+async fn each_client_port_is_its_own_session(mode: Mode) {
     let backend = udp_backend("127.0.60.4", "a").await;
     let vip = udp_vip();
     let plane = start(
+        mode,
         ProxySettings::default(),
         vec![udp_service("dns", vip, &[backend.addr])],
     )
@@ -370,15 +374,19 @@ async fn each_client_port_is_its_own_session() {
     plane.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_session_slides_with_traffic_and_ends_after_the_idle_timeout() {
+async fn a_session_slides_with_traffic_and_ends_after_the_idle_timeout(mode: Mode) {
     let backend = udp_backend("127.0.60.5", "a").await;
     let vip = udp_vip();
     let settings = ProxySettings {
         udp_idle_timeout: Duration::from_millis(400),
         ..ProxySettings::default()
     };
-    let plane = start(settings, vec![udp_service("dns", vip, &[backend.addr])]).await;
+    let plane = start(
+        mode,
+        settings,
+        vec![udp_service("dns", vip, &[backend.addr])],
+    )
+    .await;
     let c = client("127.0.61.2").await;
     // Traffic every 150 ms for well over the timeout: one session throughout.
     for _ in 0..6 {
@@ -397,15 +405,14 @@ async fn a_session_slides_with_traffic_and_ends_after_the_idle_timeout() {
     plane.shutdown().await;
 }
 
-#[tokio::test]
-async fn tcp_and_udp_share_one_port_number() {
+async fn tcp_and_udp_share_one_port_number(mode: Mode) {
     let udp = udp_backend("127.0.60.6", "udp").await;
     let tcp = echo_backend("127.0.60.6").await;
     let vip = udp_vip();
     let svc = ServiceSpec::cluster_ip("default", "dns", vip.ip())
         .with_port(PortSpec::tcp("dns-tcp", vip.port()).with_endpoint(EndpointSpec::new(tcp.addr)))
         .with_port(udp_port("dns", vip.port(), &[udp.addr]));
-    let plane = start(ProxySettings::default(), vec![svc]).await;
+    let plane = start(mode, ProxySettings::default(), vec![svc]).await;
     let c = client("127.0.0.1").await;
     assert_eq!(ask(&c, vip, b"q").await.0, "udp|q");
     let mut stream = tokio::time::timeout(WAIT, TcpStream::connect(vip))
@@ -423,11 +430,11 @@ async fn tcp_and_udp_share_one_port_number() {
     plane.shutdown().await;
 }
 
-#[tokio::test]
-async fn large_datagrams_pass_untruncated() {
+async fn large_datagrams_pass_untruncated(mode: Mode) {
     let backend = udp_backend("127.0.60.7", "a").await;
     let vip = udp_vip();
     let plane = start(
+        mode,
         ProxySettings::default(),
         vec![udp_service("dns", vip, &[backend.addr])],
     )
@@ -447,10 +454,14 @@ async fn large_datagrams_pass_untruncated() {
     plane.shutdown().await;
 }
 
-#[tokio::test]
-async fn datagrams_are_dropped_silently_without_endpoints_and_served_once_one_is_back() {
+async fn datagrams_are_dropped_silently_without_endpoints_and_served_once_one_is_back(mode: Mode) {
     let vip = udp_vip();
-    let plane = start(ProxySettings::default(), vec![udp_service("dns", vip, &[])]).await;
+    let plane = start(
+        mode,
+        ProxySettings::default(),
+        vec![udp_service("dns", vip, &[])],
+    )
+    .await;
     let c = client("127.0.0.1").await;
     assert!(ask_within(&c, vip, b"anyone?", Duration::from_millis(300))
         .await
@@ -465,12 +476,12 @@ async fn datagrams_are_dropped_silently_without_endpoints_and_served_once_one_is
     plane.shutdown().await;
 }
 
-#[tokio::test]
-async fn flows_move_when_their_endpoint_is_removed() {
+async fn flows_move_when_their_endpoint_is_removed(mode: Mode) {
     let a = udp_backend("127.0.60.9", "a").await;
     let b = udp_backend("127.0.60.10", "b").await;
     let vip = udp_vip();
     let plane = start(
+        mode,
         ProxySettings::default(),
         vec![udp_service("dns", vip, &[a.addr, b.addr])],
     )
@@ -512,13 +523,13 @@ async fn flows_move_when_their_endpoint_is_removed() {
     plane.shutdown().await;
 }
 
-#[tokio::test]
-async fn an_unreachable_endpoint_is_counted_and_the_flow_fails_over() {
+async fn an_unreachable_endpoint_is_counted_and_the_flow_fails_over(mode: Mode) {
     // Endpoints are tried in address order: the closed port comes first.
     let dead = closed_udp_port("127.0.62.1");
     let live = udp_backend("127.0.62.2", "live").await;
     let vip = udp_vip();
     let plane = start(
+        mode,
         ProxySettings::default(),
         vec![udp_service("dns", vip, &[dead, live.addr])],
     )
@@ -551,12 +562,12 @@ async fn lost_and_counted_on_its_own(client: &UdpSocket, to: SocketAddr, stats: 
 /// An endpoint that was answering stops (its pod still counted ready): the
 /// datagram that meets the closed port is lost, as UDP would lose it, but
 /// the one after it is already answered by another endpoint.
-#[tokio::test]
-async fn an_endpoint_that_stops_answering_costs_one_datagram() {
+async fn an_endpoint_that_stops_answering_costs_one_datagram(mode: Mode) {
     let first = udp_backend("127.0.62.3", "first").await;
     let second = udp_backend("127.0.62.4", "second").await;
     let vip = udp_vip();
     let plane = start(
+        mode,
         ProxySettings::default(),
         vec![udp_service("dns", vip, &[first.addr, second.addr])],
     )
@@ -583,11 +594,11 @@ async fn an_endpoint_that_stops_answering_costs_one_datagram() {
     plane.shutdown().await;
 }
 
-#[tokio::test]
-async fn metrics_show_udp_sessions_and_datagrams() {
+async fn metrics_show_udp_sessions_and_datagrams(mode: Mode) {
     let backend = udp_backend("127.0.60.11", "a").await;
     let vip = udp_vip();
     let plane = start(
+        mode,
         ProxySettings::default(),
         vec![udp_service("dns", vip, &[backend.addr])],
     )
@@ -610,14 +621,14 @@ async fn metrics_show_udp_sessions_and_datagrams() {
     plane.shutdown().await;
 }
 
-#[tokio::test]
-async fn replies_to_many_clients_at_once_each_reach_their_own_client() {
+async fn replies_to_many_clients_at_once_each_reach_their_own_client(mode: Mode) {
     // Eight clients send in a burst before reading, so the relay finds
     // several flows' replies ready at one wake-up: each reply must still go
     // to the client whose query it answers, and every one is counted.
     let backend = udp_backend("127.0.60.30", "m").await;
     let vip = udp_vip();
     let plane = start(
+        mode,
         ProxySettings::default(),
         vec![udp_service("burst", vip, &[backend.addr])],
     )
@@ -652,4 +663,41 @@ async fn replies_to_many_clients_at_once_each_reach_their_own_client() {
     assert!(eventually(WAIT, || read(&stats.udp_replied) == 40).await);
     assert_eq!(read(&stats.udp_forwarded), 40);
     plane.shutdown().await;
+}
+
+macro_rules! in_both_placements {
+    ($($name:ident),* $(,)?) => {
+        mod single {
+            use super::*;
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(Mode::DEFAULT).await;
+            })*
+        }
+        mod percore {
+            use super::*;
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(Mode::accept(AcceptMode::PerCore)).await;
+            })*
+        }
+    };
+}
+
+in_both_placements! {
+    echoes_through_a_cluster_ip_and_replies_from_it,
+    echoes_through_a_node_port_on_a_node_address,
+    a_wildcard_node_address_replies_from_the_address_the_client_used,
+    one_client_port_sending_to_two_node_addresses_gets_each_reply_from_its_address,
+    a_wildcard_ipv6_node_address_replies_from_the_address_the_client_used,
+    each_client_port_is_its_own_session,
+    a_session_slides_with_traffic_and_ends_after_the_idle_timeout,
+    tcp_and_udp_share_one_port_number,
+    large_datagrams_pass_untruncated,
+    datagrams_are_dropped_silently_without_endpoints_and_served_once_one_is_back,
+    flows_move_when_their_endpoint_is_removed,
+    an_unreachable_endpoint_is_counted_and_the_flow_fails_over,
+    an_endpoint_that_stops_answering_costs_one_datagram,
+    metrics_show_udp_sessions_and_datagrams,
+    replies_to_many_clients_at_once_each_reach_their_own_client,
 }

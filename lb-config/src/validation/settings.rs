@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use ipnet::IpNet;
-use lb_core::{NodeSpec, ProxySettings};
+use lb_core::{AcceptMode, ForwardEngine, NodeSpec, ProxySettings};
 
 use super::names;
 use crate::config::{ClusterSettings, VipMode, DEFAULT_ADMIN_LISTEN};
@@ -235,7 +235,44 @@ fn proxy(raw: &RawConfig, errs: &mut Errors) -> ProxySettings {
     if let Some(n) = count("proxy.udp_max_flows", p.udp_max_flows, 1, errs) {
         s.udp_max_flows = n;
     }
+    if let Some(engine) = named::<ForwardEngine>("proxy.forward_engine", &p.forward_engine, errs) {
+        s.forward_engine = engine;
+    }
+    if let Some(mode) = named::<AcceptMode>("proxy.accept_mode", &p.accept_mode, errs) {
+        s.accept_mode = mode;
+    }
+    if let Some(n) = p.workers {
+        if (0..=MAX_WORKERS).contains(&n) {
+            s.workers = n as u32;
+        } else {
+            errs.push(FieldError::invalid(
+                "proxy.workers",
+                n,
+                format!("must be between 0 and {MAX_WORKERS}, inclusive"),
+            ));
+        }
+    }
     s
+}
+
+/// Most `proxy.workers` threads: far above any CPU count lb runs on, low
+/// enough that a typo does not start a million threads.
+const MAX_WORKERS: i64 = 1024;
+
+/// One of a settings enum's names (`auto`, `percore`, ...); Kubernetes'
+/// "Unsupported value" listing the valid ones otherwise.
+fn named<T>(path: &str, value: &Option<String>, errs: &mut Errors) -> Option<T>
+where
+    T: std::str::FromStr<Err = lb_core::settings::UnknownValue>,
+{
+    let text = value.as_deref()?;
+    match text.parse::<T>() {
+        Ok(v) => Some(v),
+        Err(e) => {
+            errs.push(FieldError::not_supported(path, text, e.valid));
+            None
+        }
+    }
 }
 
 /// A Linux interface name (`IFNAMSIZ`: at most 15 bytes, no `/`, `:` or

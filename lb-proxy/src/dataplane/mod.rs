@@ -1,15 +1,28 @@
-//! The TCP data plane: the handle the binary, the admin API and embedders use.
+//! The data plane: the handle the binary, the admin API and embedders use.
 //!
 //! [`DataPlane`] owns the published [`Table`], the service listeners, the
 //! connection tasks and the settings. Config updates go through
 //! [`DataPlane::apply`]; the data path never waits on them: each connection
 //! `load()`s the table once, and settings sit in an `ArcSwap`. Open
-//! connections watch a generation counter so that a connection whose endpoint
+//! connections watch a generation signal so that a connection whose endpoint
 //! leaves the table drains, bounded by `drain_timeout`.
+//!
+//! Everything the data plane runs is a task of its [`Tasks`] part (the
+//! maintenance loop, accept loops and UDP relays in the listeners' part,
+//! connections in their own), and the per-core worker threads are joined by
+//! [`DataPlane::shutdown`]: once it returns, nothing of the data plane runs.
+//!
+//! Map: `listener` reconciles bound sockets, `accept` runs a bound
+//! frontend's task, `tcp` serves one connection, [`forward`] moves its
+//! bytes, [`udp`] relays datagrams, `workers` are the per-core runtimes,
+//! `shared` is the state they share, [`connections`] the registry of open
+//! connections.
 
+mod accept;
 pub mod connections;
 pub mod forward;
 mod listener;
+mod shared;
 mod tcp;
 pub mod udp;
 mod workers;
@@ -17,110 +30,54 @@ mod workers;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
-use arc_swap::ArcSwap;
 use lb_core::{FrontendKey, NodeSpec, ProxySettings, ServiceSpec, Snapshot, Table};
 use tokio::sync::{watch, OnceCell};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::dataplane::forward::Engine;
-pub use crate::dataplane::listener::AcceptMode;
-use crate::dataplane::listener::Listeners;
+pub use lb_core::{AcceptMode, ForwardEngine};
+pub use listener::BindError;
+
+use crate::lifecycle::Tasks;
+use listener::{BindErrors, Listeners};
+use shared::Shared;
 
 /// How often frontends that could not be bound are retried (and expired
-/// affinity pins reaped).
+/// affinity pins and UDP flows reaped).
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long connections get to close after the drain timeout cut them off.
 const KILL_GRACE: Duration = Duration::from_secs(1);
 
-/// State shared by the handle, the accept loops and the connection tasks.
-pub(crate) struct Shared {
-    /// The published service table.
-    pub(crate) table: Arc<Table>,
-    /// Settings for new connections.
-    pub(crate) settings: ArcSwap<ProxySettings>,
-    /// Bumped on every applied snapshot; open connections watch it.
-    pub(crate) generation: watch::Sender<u64>,
-    /// Every connection task.
-    pub(crate) connections: TaskTracker,
-    /// Cancelled when the drain timeout has passed: remaining connections close.
-    pub(crate) kill: CancellationToken,
-    /// Open client connections.
-    pub(crate) open: AtomicUsize,
-    /// Frontends that could not be bound, with the error text.
-    bind_errors: Mutex<BTreeMap<FrontendKey, String>>,
-    /// Every UDP flow (all UDP services share the `udp_max_flows` bound).
-    pub(crate) udp: crate::dataplane::udp::Flows,
-    /// The forwarding engine for new connections (`Engine as u8`).
-    engine: AtomicU8,
-    /// Bytes moved by `splice(2)`, all connections together.
-    pub(crate) spliced: AtomicU64,
-    /// Open TCP connections, for `/api/v1/connections`.
-    pub(crate) registry: crate::dataplane::connections::Connections,
-    /// Listeners bind with `IP_FREEBIND` (`vip_mode` "freebind"/"interface").
-    freebind_listeners: std::sync::atomic::AtomicBool,
-}
-
-impl Shared {
-    fn bind_errors(&self) -> MutexGuard<'_, BTreeMap<FrontendKey, String>> {
-        // Every mutation replaces the whole map, so a poisoned lock still holds
-        // a consistent value.
-        self.bind_errors.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Whether listeners bind with `IP_FREEBIND`.
-    pub(crate) fn freebind(&self) -> bool {
-        self.freebind_listeners.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn take_bind_errors(&self) -> BTreeMap<FrontendKey, String> {
-        std::mem::take(&mut *self.bind_errors())
-    }
-
-    pub(crate) fn set_bind_errors(&self, errors: BTreeMap<FrontendKey, String>) {
-        *self.bind_errors() = errors;
-    }
-
-    /// The forwarding engine for a new connection.
-    pub(crate) fn engine(&self) -> Engine {
-        match self.engine.load(Ordering::Relaxed) {
-            e if e == Engine::Copy as u8 => Engine::Copy,
-            e if e == Engine::Auto as u8 => Engine::Auto,
-            _ => Engine::Splice,
-        }
-    }
-}
-
-/// How service listeners bind.
+/// How service listeners bind (the accept mode and worker count are
+/// [`ProxySettings`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BindOptions {
     /// Set `IP_FREEBIND`, so a listener binds before its address is local
     /// (`vip_mode` "freebind", and "interface", where lb-proxy adds the
     /// address itself and must not race it).
     pub freebind: bool,
-    /// How TCP frontends accept and where connections run; `None` takes
-    /// `LB_ACCEPT` from the environment (unset: [`AcceptMode::Single`]).
-    pub accept: Option<AcceptMode>,
 }
 
 struct Inner {
     shared: Arc<Shared>,
+    /// The data plane's part: every task it spawns is counted here.
+    tasks: Tasks,
     /// Held by whoever reconciles listeners (apply, the retry loop, shutdown);
     /// never by the data path.
     listeners: tokio::sync::Mutex<Listeners>,
-    /// Cancelled when the drain starts: no listener is bound any more.
-    stop_listening: CancellationToken,
+    /// Frontends that could not be bound.
+    bind_errors: BindErrors,
+    /// The accept mode and worker count the data plane started with (fixed).
+    accept_mode: AcceptMode,
+    workers: u32,
     /// Set once the drain has finished; concurrent `shutdown` calls wait on it.
     drained: OnceCell<()>,
 }
 
-/// The running TCP data plane. Cloning is shallow (an `Arc` increment), so the
+/// The running data plane. Cloning is shallow (an `Arc` increment), so the
 /// binary, the admin API and signal handlers can each hold one. Dropping the
 /// last clone closes the listeners; call [`DataPlane::shutdown`] to drain.
 #[derive(Clone)]
@@ -131,9 +88,9 @@ pub struct DataPlane {
 impl fmt::Debug for DataPlane {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DataPlane")
-            .field("generation", &self.inner.shared.table.load().generation())
+            .field("generation", &self.inner.shared.table().load().generation())
             .field("active_connections", &self.active_connections())
-            .field("draining", &self.inner.stop_listening.is_cancelled())
+            .field("draining", &self.is_draining())
             .finish_non_exhaustive()
     }
 }
@@ -153,34 +110,44 @@ impl DataPlane {
         snapshot: Snapshot,
         options: BindOptions,
     ) -> DataPlane {
-        let udp = crate::dataplane::udp::Flows::new(&settings);
-        let shared = Arc::new(Shared {
-            udp,
-            table: Arc::new(Table::new(snapshot)),
-            settings: ArcSwap::from_pointee(settings),
-            generation: watch::Sender::new(0),
-            connections: TaskTracker::new(),
-            kill: CancellationToken::new(),
-            open: AtomicUsize::new(0),
-            bind_errors: Mutex::new(BTreeMap::new()),
-            engine: AtomicU8::new(Engine::from_env() as u8),
-            spliced: AtomicU64::new(0),
-            registry: crate::dataplane::connections::Connections::default(),
-            freebind_listeners: std::sync::atomic::AtomicBool::new(options.freebind),
-        });
+        DataPlane::start_in(&Tasks::new(), settings, snapshot, options).await
+    }
+
+    /// [`DataPlane::start_with`] as a part of `parent`: the data plane's
+    /// tasks are counted by `parent` too, and cancelling `parent` closes the
+    /// listeners and cuts open connections at once (a drain is
+    /// [`DataPlane::shutdown`]).
+    pub async fn start_in(
+        parent: &Tasks,
+        settings: ProxySettings,
+        snapshot: Snapshot,
+        options: BindOptions,
+    ) -> DataPlane {
+        let tasks = parent.child();
+        let (accept_mode, workers) = (settings.accept_mode, settings.workers);
+        let listeners = Listeners::new(
+            accept_mode,
+            workers,
+            options.freebind,
+            tasks.child(),
+            &tasks,
+        );
+        let shared = Arc::new(Shared::new(settings, snapshot, tasks.child()));
+        let maintenance_tasks = listeners.tasks().clone();
         let inner = Arc::new(Inner {
             shared,
-            listeners: tokio::sync::Mutex::new(Listeners::new(
-                options.accept.unwrap_or_else(AcceptMode::from_env),
-            )),
-            stop_listening: CancellationToken::new(),
+            tasks,
+            listeners: tokio::sync::Mutex::new(listeners),
+            bind_errors: BindErrors::default(),
+            accept_mode,
+            workers,
             drained: OnceCell::new(),
         });
         let plane = DataPlane { inner };
         plane.reconcile().await;
-        tokio::spawn(maintenance(
+        maintenance_tasks.spawn(maintenance(
             Arc::downgrade(&plane.inner),
-            plane.inner.stop_listening.clone(),
+            maintenance_tasks.clone(),
         ));
         plane
     }
@@ -193,13 +160,13 @@ impl DataPlane {
 
     /// The published table, for views (admin API, metrics) to read.
     pub fn table(&self) -> Arc<Table> {
-        self.inner.shared.table.clone()
+        self.inner.shared.table().clone()
     }
 
     /// A receiver that changes whenever a new snapshot is published, for
     /// components that follow the table (the health-check node ports).
     pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.inner.shared.generation.subscribe()
+        self.inner.shared.generation().subscribe()
     }
 
     /// Publishes `snapshot` and reconciles listeners before returning: binds
@@ -208,7 +175,7 @@ impl DataPlane {
     /// Open connections whose endpoint left start draining.
     pub async fn apply(&self, snapshot: Snapshot) {
         let mut listeners = self.inner.listeners.lock().await;
-        self.publish(snapshot);
+        self.inner.shared.publish(snapshot);
         self.reconcile_locked(&mut listeners).await;
     }
 
@@ -217,112 +184,138 @@ impl DataPlane {
     /// one) and applies it. Concurrent updates are serialized.
     pub async fn update(&self, node: NodeSpec, services: Vec<ServiceSpec>) {
         let mut listeners = self.inner.listeners.lock().await;
-        let current = self.inner.shared.table.load();
+        let current = self.inner.shared.table().load();
         let next = Snapshot::build(node, services, Some(&current), SystemTime::now());
         drop(current);
-        self.publish(next);
+        self.inner.shared.publish(next);
         self.reconcile_locked(&mut listeners).await;
     }
 
-    /// New settings from a reload (timeouts, limits); they apply to
-    /// connections accepted from now on.
-    pub fn set_settings(&self, settings: ProxySettings) {
-        self.inner.shared.udp.set_limits(&settings);
-        self.inner.shared.settings.store(Arc::new(settings));
+    /// New settings from a reload (timeouts, limits, the forwarding engine);
+    /// they apply to connections accepted from now on. The accept mode and
+    /// worker count are fixed when the data plane starts: a change of them
+    /// is logged and kept for the next start.
+    pub fn set_settings(&self, mut settings: ProxySettings) {
+        let inner = &self.inner;
+        if (settings.accept_mode, settings.workers) != (inner.accept_mode, inner.workers) {
+            warn!(
+                accept_mode = %settings.accept_mode,
+                workers = settings.workers,
+                "accept_mode and workers apply at the next start; keeping the ones in force"
+            );
+            settings.accept_mode = inner.accept_mode;
+            settings.workers = inner.workers;
+        }
+        inner.shared.udp().set_limits(&settings);
+        inner.shared.settings().store(settings);
     }
 
     /// The settings new connections use (for `/api/v1/config`).
     pub fn settings(&self) -> Arc<ProxySettings> {
-        self.inner.shared.settings.load_full()
+        self.inner.shared.settings().load()
     }
 
-    /// Frontends that could not be bound, with the error text (the admin API
+    /// The forwarding engine new connections use (`forward_engine`).
+    pub fn engine(&self) -> ForwardEngine {
+        self.inner.shared.settings().engine()
+    }
+
+    /// Frontends that could not be bound, with their errors (the admin API
     /// shows them as `"bind_errors"`). They are retried every second.
-    pub fn bind_errors(&self) -> BTreeMap<FrontendKey, String> {
-        self.inner.shared.bind_errors().clone()
+    pub fn bind_errors(&self) -> BTreeMap<FrontendKey, BindError> {
+        self.inner.bind_errors.get()
     }
 
     /// UDP flows open now, all services together.
     pub fn udp_flows(&self) -> usize {
-        self.inner.shared.udp.len()
-    }
-
-    /// Chooses the forwarding engine for connections accepted from now on
-    /// (the default comes from `LB_FORWARD_ENGINE`, else splice on Linux);
-    /// tests and benchmarks run the same traffic under each.
-    pub fn set_engine(&self, engine: Engine) {
-        self.inner
-            .shared
-            .engine
-            .store(engine as u8, Ordering::Relaxed);
-    }
-
-    /// The forwarding engine new connections use.
-    pub fn engine(&self) -> Engine {
-        self.inner.shared.engine()
+        self.inner.shared.udp().len()
     }
 
     /// Bytes forwarded by `splice(2)` so far, both directions, all
     /// connections: shows whether the splice engine really carried traffic
     /// (it stays 0 under the copy loop or when splice is refused).
     pub fn spliced_bytes(&self) -> u64 {
-        self.inner.shared.spliced.load(Ordering::Relaxed)
+        self.inner
+            .shared
+            .tcp()
+            .spliced()
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Open TCP connections that reached an endpoint (client, frontend,
     /// endpoint, pick reason, bytes), for `/api/v1/connections`.
-    pub fn connections(&self) -> &crate::dataplane::connections::Connections {
-        &self.inner.shared.registry
+    pub fn connections(&self) -> &connections::Connections {
+        self.inner.shared.tcp().registry()
     }
 
     /// Open client connections (including ones still dialing).
     pub fn active_connections(&self) -> usize {
-        self.inner.shared.open.load(Ordering::Relaxed)
+        self.inner.shared.tcp().active()
+    }
+
+    fn is_draining(&self) -> bool {
+        self.inner.drained.initialized() || self.inner.tasks.is_stopping()
     }
 
     /// Drains: closes every service listener at once (new connections are
     /// refused), lets open connections finish, and returns when the last one
-    /// ends or `drain_timeout` has passed (then the rest are closed).
-    /// Idempotent: later and concurrent calls wait for the same drain.
+    /// ends or `drain_timeout` has passed (then the rest are closed). When it
+    /// returns, no task or thread of the data plane is left. Idempotent:
+    /// later and concurrent calls wait for the same drain.
     pub async fn shutdown(&self) {
         let inner = &self.inner;
         inner
             .drained
             .get_or_init(|| async {
-                inner.stop_listening.cancel();
-                inner.listeners.lock().await.close_all().await;
-                inner.shared.udp.clear();
-                inner.shared.set_bind_errors(BTreeMap::new());
-                let shared = &inner.shared;
-                shared.connections.close();
-                let drain_timeout = shared.settings.load().drain_timeout;
+                let workers = {
+                    let mut listeners = inner.listeners.lock().await;
+                    listeners.close_all().await;
+                    listeners.take_workers()
+                };
+                inner.shared.udp().clear();
+                inner.bind_errors.clear();
+                let tcp = inner.shared.tcp();
+                let drain_timeout = inner.shared.settings().drain_timeout();
                 info!(
-                    open = self.active_connections(),
+                    open = tcp.active(),
                     ?drain_timeout,
                     "draining: listeners closed"
                 );
-                if tokio::time::timeout(drain_timeout, shared.connections.wait())
+                if tokio::time::timeout(drain_timeout, tcp.tasks().wait())
                     .await
                     .is_err()
                 {
                     warn!(
-                        open = self.active_connections(),
+                        open = tcp.active(),
                         "drain timeout passed; closing remaining connections"
                     );
-                    shared.kill.cancel();
-                    let _ = tokio::time::timeout(KILL_GRACE, shared.connections.wait()).await;
+                    tcp.tasks().cancel();
+                    if tokio::time::timeout(KILL_GRACE, tcp.tasks().wait())
+                        .await
+                        .is_err()
+                    {
+                        warn!(
+                            open = tcp.active(),
+                            "connections still closing; leaving them"
+                        );
+                    }
+                }
+                inner.tasks.cancel();
+                if let Some(workers) = workers {
+                    workers.stop(&inner.tasks).await;
+                }
+                if tokio::time::timeout(KILL_GRACE, inner.tasks.wait())
+                    .await
+                    .is_err()
+                {
+                    warn!(
+                        running = inner.tasks.running(),
+                        "data-plane tasks still ending"
+                    );
                 }
                 info!("drained");
             })
             .await;
-    }
-
-    fn publish(&self, snapshot: Snapshot) {
-        let shared = &self.inner.shared;
-        shared.table.store(snapshot);
-        shared.generation.send_modify(|g| *g += 1);
-        // UDP flows whose endpoint left move now, not on their next datagram.
-        shared.udp.apply(&shared.table.load());
     }
 
     async fn reconcile(&self) {
@@ -331,10 +324,11 @@ impl DataPlane {
     }
 
     async fn reconcile_locked(&self, listeners: &mut Listeners) {
-        let snapshot = self.inner.shared.table.load();
-        let accepting = !self.inner.stop_listening.is_cancelled();
+        let inner = &self.inner;
+        let snapshot = inner.shared.table().load();
+        let accepting = !listeners.tasks().is_stopping();
         listeners
-            .reconcile(&self.inner.shared, &snapshot, accepting)
+            .reconcile(&inner.shared, &snapshot, accepting, &inner.bind_errors)
             .await;
         tracing::debug!(
             generation = snapshot.generation(),
@@ -345,31 +339,37 @@ impl DataPlane {
 }
 
 /// Every second, while the data plane lives and accepts: retries frontends
-/// that could not be bound, and reaps expired affinity pins so clients that
-/// never come back hold no memory.
-async fn maintenance(inner: Weak<Inner>, stop: CancellationToken) {
+/// that could not be bound, reaps expired affinity pins so clients that
+/// never come back hold no memory, and expires idle UDP flows. Time is
+/// tokio's clock, as everywhere in the data plane.
+async fn maintenance(inner: Weak<Inner>, tasks: Tasks) {
     let mut tick = tokio::time::interval(MAINTENANCE_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
         tokio::select! {
-            () = stop.cancelled() => return,
+            () = tasks.stopping() => return,
             _ = tick.tick() => {}
         }
         let Some(inner) = inner.upgrade() else { return };
-        inner
-            .shared
-            .table
-            .load()
-            .reap_affinity(std::time::Instant::now());
+        let shared = &inner.shared;
+        let now = tokio::time::Instant::now().into_std();
+        shared.table().load().reap_affinity(now);
         // A snapshot a reader still held at the last swap is freed here,
         // on this task, not by a picking connection and not only at the
         // next reload.
-        inner.shared.table.collect();
-        inner.shared.udp.expire();
-        if !inner.shared.bind_errors().is_empty() {
-            let plane = DataPlane { inner };
-            plane.reconcile().await;
+        shared.table().collect();
+        shared.udp().expire();
+        if !inner.bind_errors.is_empty() {
+            // The shutdown holds the listeners while it waits for this task.
+            let mut listeners = tokio::select! {
+                () = tasks.stopping() => return,
+                listeners = inner.listeners.lock() => listeners,
+            };
+            let plane = DataPlane {
+                inner: inner.clone(),
+            };
+            plane.reconcile_locked(&mut listeners).await;
         }
     }
 }

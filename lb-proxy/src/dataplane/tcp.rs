@@ -9,7 +9,12 @@
 //! and makes no system call the kernel makes redundant (`TCP_NODELAY` is
 //! inherited from the listener on Linux; the dial reads the connect result
 //! from the readiness event, not `getsockopt(SO_ERROR)`).
+//!
+//! The task runs in one `conn` span (client, frontend, service), so its
+//! events say only what is new; at the binary's default level (info) the
+//! span is disabled and costs a check of a static.
 
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,11 +26,13 @@ use lb_core::{FrontendEntry, FrontendKey, Protocol, ProxySettings};
 use socket2::{Domain, Socket, Type};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio::time::Instant;
-use tracing::{debug, info};
+use tracing::{debug, debug_span, info, Instrument};
 
-use crate::dataplane::forward::{Drain, Limits};
-use crate::dataplane::Shared;
+use crate::dataplane::connections::OpenConnection;
+use crate::dataplane::forward::{self, Counters, Drain, Limits};
+use crate::dataplane::shared::Shared;
 use crate::error::Error;
 use crate::sys;
 
@@ -44,56 +51,68 @@ fn hold(counter: &AtomicU64) -> Held<'_> {
     Held(counter)
 }
 
-/// Counts an open client connection for `DataPlane::active_connections`.
-struct Open<'a>(&'a Shared);
-
-impl Drop for Open<'_> {
-    fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Serves one accepted client connection on `frontend`.
-pub(crate) async fn serve(
+/// Serves one accepted client connection on `frontend`, in its own span.
+/// The table is read here, before the task starts, so the span can name the
+/// service without the task holding the span twice.
+pub(crate) fn serve(
     shared: Arc<Shared>,
     frontend: FrontendKey,
     client: TcpStream,
     peer: SocketAddr,
-) {
-    shared.open.fetch_add(1, Ordering::Relaxed);
-    let open = Open(&shared);
+) -> impl Future<Output = ()> + Send {
     // Subscribe before loading the table: a snapshot published after the load
-    // is then always seen by the drain watch below.
-    let generation = shared.generation.subscribe();
-    let snapshot = shared.table.load();
-    let Some(entry) = snapshot.frontend(frontend.addr, Protocol::Tcp).cloned() else {
-        debug!(frontend = %frontend.addr, client = %peer, "frontend gone; resetting client");
+    // is then always seen by the drain watch.
+    let generation = shared.generation().subscribe();
+    let entry = shared
+        .table()
+        .load()
+        .frontend(frontend.addr, Protocol::Tcp)
+        .cloned();
+    let span = match &entry {
+        Some(entry) => debug_span!("conn", client = %peer, frontend = %frontend.addr,
+            service = %entry.port.key()),
+        None => debug_span!("conn", client = %peer, frontend = %frontend.addr),
+    };
+    serve_in_span(shared, frontend, client, peer, generation, entry).instrument(span)
+}
+
+async fn serve_in_span(
+    shared: Arc<Shared>,
+    frontend: FrontendKey,
+    client: TcpStream,
+    peer: SocketAddr,
+    generation: watch::Receiver<u64>,
+    entry: Option<FrontendEntry>,
+) {
+    let tcp = shared.tcp();
+    let open = tcp.open();
+    let Some(entry) = entry else {
+        debug!("frontend gone; resetting client");
         sys::reset(client);
         return;
     };
-    drop(snapshot);
     let port_stats = entry.port.stats().clone();
     if !entry.admits(peer.ip()) {
         // `load_balancer_source_ranges`: reset before any endpoint is chosen,
         // and not counted as an accepted connection.
         stats::add(&port_stats.rejected_source_range, 1);
-        debug!(service = %entry.port.key(), client = %peer, "outside load_balancer_source_ranges; resetting client");
+        debug!("outside load_balancer_source_ranges; resetting client");
         sys::reset(client);
         return;
     }
-    let settings = shared.settings.load_full();
+    let settings = shared.settings().load();
     stats::add(&port_stats.accepted, 1);
     let _port_active = hold(&port_stats.active);
     let limit = u64::from(settings.max_connections);
     if limit > 0 && port_stats.active.load(Ordering::Relaxed) > limit {
         stats::add(&port_stats.rejected_limit, 1);
-        debug!(service = %entry.port.key(), client = %peer, limit, "over max_connections; resetting client");
+        debug!(limit, "over max_connections; resetting client");
         sys::reset(client);
         return;
     }
     let Some(pick) = entry.pick(peer.ip(), now()) else {
         stats::add(&port_stats.rejected_no_endpoints, 1);
-        debug!(service = %entry.port.key(), client = %peer, "no endpoint; resetting client");
+        debug!("no endpoint; resetting client");
         sys::reset(client);
         return;
     };
@@ -105,7 +124,7 @@ pub(crate) async fn serve(
 
     let dialed = tokio::select! {
         r = dial(&entry, pick.index, peer.ip(), &settings) => r,
-        () = shared.kill.cancelled() => {
+        () = tcp.kill().cancelled() => {
             sys::reset(client);
             return;
         }
@@ -113,7 +132,7 @@ pub(crate) async fn serve(
     let (upstream, index) = match dialed {
         Ok(ok) => ok,
         Err(e) => {
-            debug!(client = %peer, error = %e, "resetting client");
+            debug!(error = %e, "resetting client");
             sys::reset(client);
             return;
         }
@@ -130,22 +149,19 @@ pub(crate) async fn serve(
         lb_core::PickReason::Failover.as_str()
     };
     let started = Instant::now();
-    let registered = shared
-        .registry
-        .insert(crate::dataplane::connections::OpenConnection {
-            id: 0,
-            client: peer,
-            frontend: frontend.addr,
-            port: entry.port.clone(),
-            endpoint: endpoint_addr,
-            reason,
-            started: std::time::SystemTime::now(),
-            opened: started.into_std(),
-            bytes: Default::default(),
-        });
+    let registered = tcp.registry().insert(OpenConnection {
+        id: 0,
+        client: peer,
+        frontend: frontend.addr,
+        port: entry.port.clone(),
+        endpoint: endpoint_addr,
+        reason,
+        started: std::time::SystemTime::now(),
+        opened: started.into_std(),
+        bytes: Default::default(),
+    });
     let conn_bytes = registered.bytes();
-    debug!(service = %entry.port.key(), client = %peer, endpoint = %endpoint_addr,
-        reason, "connected");
+    debug!(endpoint = %endpoint_addr, reason, "connected");
 
     let limits = Limits {
         idle_timeout: settings.tcp_idle_timeout,
@@ -153,28 +169,22 @@ pub(crate) async fn serve(
     };
     let mut drain = Drain {
         generation,
-        table: &shared.table,
+        table: shared.table(),
         key: entry.port.key(),
         endpoint: endpoint_addr,
         timeout: settings.drain_timeout,
-        kill: &shared.kill,
+        kill: tcp.kill(),
     };
-    let outcome = shared
-        .engine()
-        .run(
-            client,
-            upstream,
-            &limits,
-            endpoint_stats,
-            conn_bytes,
-            &shared.spliced,
-            &mut drain,
-        )
-        .await;
+    let counters = Counters {
+        endpoint: endpoint_stats,
+        conn: conn_bytes,
+        spliced: tcp.spliced(),
+    };
+    let engine = settings.forward_engine;
+    let outcome = forward::forward(engine, client, upstream, &limits, counters, &mut drain).await;
     // One event per connection: the answer to "why did this connection go to
     // that backend, and how did it end".
-    debug!(service = %entry.port.key(), client = %peer, frontend = %frontend.addr,
-        endpoint = %endpoint_addr, reason,
+    debug!(endpoint = %endpoint_addr, reason,
         bytes_rx = stats::read(&conn_bytes.rx), bytes_tx = stats::read(&conn_bytes.tx),
         duration_ms = started.elapsed().as_millis() as u64,
         cause = outcome.as_str(), "connection closed");
@@ -217,8 +227,7 @@ async fn dial(
             ),
         };
         stats::add(&endpoint.stats.connect_errors, 1);
-        debug!(service = %entry.port.key(), endpoint = %endpoint.addr, attempt = n + 1,
-            %error, "dial failed");
+        debug!(endpoint = %endpoint.addr, attempt = n + 1, %error, "dial failed");
         last = Some(error);
         if let Some(length) = endpoint.health.record_failure(
             now(),

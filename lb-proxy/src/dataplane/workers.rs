@@ -1,5 +1,5 @@
-//! Data-path worker threads for `LB_ACCEPT=percore`: one current-thread tokio
-//! runtime per core.
+//! Data-path worker threads for `accept_mode = "percore"`: one current-thread
+//! tokio runtime per core.
 //!
 //! Under the default work-stealing runtime a connection's accept, dial and
 //! forwarding may run on different threads, and every `spawn` from the accept
@@ -9,33 +9,27 @@
 //! I/O driver and timers, so a connection lives and dies on the thread that
 //! accepted it, as in nginx's workers or HAProxy's threads.
 //!
-//! Stopping ([`Drop`]) does not cut connections: each thread keeps its
-//! runtime until the tasks on it (accept loops stop with their listeners,
-//! connections with their clients or the drain) have ended.
+//! Two ways to end: [`Workers::stop`] (the data plane's shutdown, once every
+//! task of the data plane has ended) ends each thread at once and joins it;
+//! dropping [`Workers`] without it lets each thread keep its runtime until
+//! the data plane's tasks have ended (connections finish on the thread that
+//! accepted them), then end by itself. Either way a thread waits on an
+//! event, never polls.
 
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tracing::debug;
 
-/// How often a stopped worker looks whether its last task has ended.
-const STOP_POLL: Duration = Duration::from_millis(50);
-
-/// The environment variable that sets how many workers `percore` starts
-/// (default: the number of CPUs this process may run on).
-pub(crate) const WORKERS_ENV: &str = "LB_WORKERS";
+use crate::lifecycle::Tasks;
 
 /// The worker threads and a handle to each one's runtime.
 pub(crate) struct Workers {
     handles: Vec<Handle>,
+    /// Sending ends the thread at once; dropping lets it wait for the tasks.
     stops: Vec<oneshot::Sender<()>>,
-    /// Not joined on drop (the data plane may be dropped on a runtime
-    /// thread, which must not block): each thread ends by itself. Kept for
-    /// the tests, which join them.
-    #[cfg_attr(not(test), allow(dead_code))]
     threads: Vec<std::thread::JoinHandle<()>>,
     /// Where the next single-socket frontend (UDP) goes.
     next: AtomicUsize,
@@ -50,63 +44,53 @@ impl std::fmt::Debug for Workers {
 }
 
 impl Workers {
-    /// Starts `count` (at least one) worker threads, each running its own
-    /// current-thread runtime until [`Workers`] is dropped and its tasks end.
-    pub(crate) fn start(count: usize) -> io::Result<Workers> {
+    /// How many workers `configured` (the `workers` setting) means: itself,
+    /// or for 0 the CPUs this process may run on.
+    pub(crate) fn count(configured: u32) -> usize {
+        match configured {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n as usize,
+        }
+    }
+
+    /// Starts `count` (at least one) worker threads named `lb-worker-N`,
+    /// each running its own current-thread runtime; `tasks` is the data
+    /// plane's part, whose tasks a worker dropped without [`Workers::stop`]
+    /// waits for.
+    pub(crate) fn start(count: usize, tasks: &Tasks) -> io::Result<Workers> {
         let count = count.max(1);
-        let mut handles = Vec::with_capacity(count);
-        let mut stops = Vec::with_capacity(count);
-        let mut threads = Vec::with_capacity(count);
+        let mut workers = Workers {
+            handles: Vec::with_capacity(count),
+            stops: Vec::with_capacity(count),
+            threads: Vec::with_capacity(count),
+            next: AtomicUsize::new(0),
+        };
         for index in 0..count {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
             let handle = runtime.handle().clone();
             let (stop, stopped) = oneshot::channel::<()>();
+            let tasks = tasks.clone();
+            // On an error `workers` drops: the threads already started wait
+            // for the (still empty) data plane and end.
             let thread = std::thread::Builder::new()
                 .name(format!("lb-worker-{index}"))
                 .spawn(move || {
                     runtime.block_on(async {
-                        // An error means the sender was dropped: stop too.
-                        let _ = stopped.await;
-                        // Let what still runs here finish (connections in
-                        // their drain); accept loops have been stopped.
-                        let metrics = Handle::current().metrics();
-                        while metrics.num_alive_tasks() > 0 {
-                            tokio::time::sleep(STOP_POLL).await;
+                        if stopped.await.is_err() {
+                            // Dropped, not stopped: let what runs here finish
+                            // (connections in their drain).
+                            tasks.wait().await;
                         }
                     });
                     debug!(worker = index, "worker stopped");
                 })?;
-            handles.push(handle);
-            stops.push(stop);
-            threads.push(thread);
+            workers.handles.push(handle);
+            workers.stops.push(stop);
+            workers.threads.push(thread);
         }
-        Ok(Workers {
-            handles,
-            stops,
-            threads,
-            next: AtomicUsize::new(0),
-        })
-    }
-
-    /// How many workers `percore` starts: `LB_WORKERS`, else the CPUs this
-    /// process may run on.
-    pub(crate) fn default_count() -> usize {
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        match std::env::var(WORKERS_ENV) {
-            Ok(v) => match v.trim().parse::<usize>() {
-                Ok(n) if n > 0 => n,
-                _ => {
-                    tracing::warn!(
-                        value = v,
-                        "{WORKERS_ENV} is not a positive number; using {cpus}"
-                    );
-                    cpus
-                }
-            },
-            Err(_) => cpus,
-        }
+        Ok(workers)
     }
 
     /// Every worker's runtime, for one listener each.
@@ -119,12 +103,24 @@ impl Workers {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
         &self.handles[i]
     }
-}
 
-impl Drop for Workers {
-    fn drop(&mut self) {
+    /// Ends every worker thread and waits until each has exited (joined on
+    /// the blocking pool, counted by `tasks`). Call it once the tasks that
+    /// ran on the workers have ended: what is left on a worker is dropped.
+    pub(crate) async fn stop(mut self, tasks: &Tasks) {
         for stop in self.stops.drain(..) {
             let _ = stop.send(());
+        }
+        let threads = std::mem::take(&mut self.threads);
+        let joined = tasks.spawn_blocking(move || {
+            for thread in threads {
+                if thread.join().is_err() {
+                    tracing::warn!("a worker thread panicked");
+                }
+            }
+        });
+        if let Err(e) = joined.await {
+            tracing::warn!(error = %e, "joining the worker threads failed");
         }
     }
 }
@@ -132,10 +128,11 @@ impl Drop for Workers {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn a_task_spawned_on_a_worker_runs_on_that_workers_thread() {
-        let workers = Workers::start(2).expect("start workers");
+        let workers = Workers::start(2, &Tasks::new()).expect("start workers");
         let names: Vec<String> = workers
             .handles()
             .iter()
@@ -153,26 +150,17 @@ mod tests {
     }
 
     #[test]
-    fn dropping_the_workers_lets_running_tasks_finish() {
-        let workers = Workers::start(1).expect("start workers");
-        let (tx, rx) = std::sync::mpsc::channel();
-        workers.handles()[0].spawn(async move {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let _ = tx.send(());
-        });
-        drop(workers);
-        rx.recv_timeout(Duration::from_secs(5))
-            .expect("the task finished after the workers were dropped");
-    }
-
-    #[test]
-    fn stopped_workers_end_their_threads_once_their_tasks_are_done() {
-        let mut workers = Workers::start(2).expect("start workers");
+    fn dropped_workers_let_the_data_planes_tasks_finish_then_end() {
+        let tasks = Tasks::new();
+        let mut workers = Workers::start(2, &tasks).expect("start workers");
         let (tx, rx) = std::sync::mpsc::channel::<()>();
-        workers.handles()[1].spawn(async move {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let _ = tx.send(());
-        });
+        tasks.spawn_on(
+            async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let _ = tx.send(());
+            },
+            &workers.handles()[1],
+        );
         let threads = std::mem::take(&mut workers.threads);
         drop(workers);
         for thread in threads {
@@ -182,12 +170,36 @@ mod tests {
         assert_eq!(rx.try_recv(), Ok(()));
     }
 
+    #[tokio::test]
+    async fn stopped_workers_are_joined() {
+        let tasks = Tasks::new();
+        let workers = Workers::start(2, &tasks).expect("start workers");
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tasks.spawn_on(
+            async move {
+                let _ = tx.send(());
+            },
+            &workers.handles()[0],
+        );
+        rx.await.expect("the task ran");
+        tasks.wait().await;
+        tokio::time::timeout(Duration::from_secs(5), workers.stop(&tasks))
+            .await
+            .expect("the workers end at once");
+    }
+
     #[test]
     fn next_goes_round_the_workers() {
-        let workers = Workers::start(3).expect("start workers");
+        let workers = Workers::start(3, &Tasks::new()).expect("start workers");
         let ids: Vec<_> = (0..6).map(|_| workers.next().id()).collect();
         assert_eq!(ids[0], ids[3]);
         assert_ne!(ids[0], ids[1]);
         assert_ne!(ids[1], ids[2]);
+    }
+
+    #[test]
+    fn zero_workers_means_one_per_cpu() {
+        assert!(Workers::count(0) >= 1);
+        assert_eq!(Workers::count(3), 3);
     }
 }

@@ -100,8 +100,81 @@ pub async fn start(settings: ProxySettings, services: Vec<ServiceSpec>) -> DataP
     DataPlane::start(settings, snapshot).await
 }
 
-/// Starts a data plane serving `services` with bind `options` (accept mode,
-/// `IP_FREEBIND`).
+/// How a scenario runs: the forwarding engine and the accept mode (per-core
+/// with two workers). The same scenarios run under each, in one binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mode {
+    pub engine: lb_core::ForwardEngine,
+    pub accept: lb_core::AcceptMode,
+}
+
+impl Mode {
+    /// The defaults: engine `auto`, accept `single`.
+    pub const DEFAULT: Mode = Mode {
+        engine: lb_core::ForwardEngine::Auto,
+        accept: lb_core::AcceptMode::Single,
+    };
+
+    /// The default accept mode under `engine`.
+    pub const fn engine(engine: lb_core::ForwardEngine) -> Mode {
+        Mode {
+            engine,
+            accept: lb_core::AcceptMode::Single,
+        }
+    }
+
+    /// The default engine under `accept`.
+    pub const fn accept(accept: lb_core::AcceptMode) -> Mode {
+        Mode {
+            engine: lb_core::ForwardEngine::Auto,
+            accept,
+        }
+    }
+
+    /// `settings` in this mode (two workers under `percore`).
+    pub fn settings(self, settings: ProxySettings) -> ProxySettings {
+        ProxySettings {
+            forward_engine: self.engine,
+            accept_mode: self.accept,
+            workers: 2,
+            ..settings
+        }
+    }
+
+    /// Starts a data plane in this mode serving `services`.
+    pub async fn start(self, settings: ProxySettings, services: Vec<ServiceSpec>) -> DataPlane {
+        start(self.settings(settings), services).await
+    }
+
+    /// How many listening sockets a TCP frontend has in this mode, on a
+    /// runtime of `runtime_workers` threads.
+    pub fn sockets_per_frontend(self, runtime_workers: usize) -> usize {
+        match self.accept {
+            lb_core::AcceptMode::Single => 1,
+            lb_core::AcceptMode::Reuseport => runtime_workers,
+            lb_core::AcceptMode::PerCore => 2,
+        }
+    }
+}
+
+/// Names of this process's threads that lb created (`lb-*`), from
+/// /proc/self/task.
+pub fn lb_threads() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir("/proc/self/task")
+        .map(|dir| {
+            dir.filter_map(|e| e.ok())
+                .filter_map(|e| std::fs::read_to_string(e.path().join("comm")).ok())
+                .map(|n| n.trim().to_owned())
+                .filter(|n| n.starts_with("lb-"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Starts a data plane serving `services` with bind `options`
+/// (`IP_FREEBIND`).
 pub async fn start_with(
     settings: ProxySettings,
     services: Vec<ServiceSpec>,

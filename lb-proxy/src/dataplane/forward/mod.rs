@@ -1,8 +1,10 @@
 //! Moving bytes between the two legs of a proxied TCP connection.
 //!
-//! [`Engine`] picks how: a userspace copy loop, or `splice(2)` through a
-//! pooled pipe on Linux (`crate::dataplane::forward::splice`), which keeps the payload in the
-//! kernel. Every engine keeps the same promises:
+//! [`ForwardEngine`] picks how: a user-space copy loop ([`copy`]), or
+//! `splice(2)` through a pooled pipe on Linux ([`splice`]), which keeps the
+//! payload in the kernel. The engines are `Pump`s: each moves bytes one
+//! direction at a time when asked; `drive` owns the loop, the timer and
+//! the rules every engine keeps:
 //!
 //! - bytes arrive exactly and in order, and are counted into the endpoint's
 //!   `bytes_rx` (client → endpoint) and `bytes_tx` (endpoint → client) chunk by
@@ -21,100 +23,28 @@
 //! idle, half-close and drain deadlines), because every idle connection keeps
 //! its waiting state in memory (BENCHMARKS.md, "TCP").
 
+pub mod copy;
 #[cfg(target_os = "linux")]
 pub mod splice;
 
 use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use lb_core::stats::{self, EndpointStats};
+use lb_core::stats::EndpointStats;
 use lb_core::{ServicePortKey, Table};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+pub use lb_core::ForwardEngine;
+
 use crate::sys;
-
-/// Size of each direction's buffer in the copy engine: two per connection,
-/// so memory per connection is bounded.
-pub const COPY_BUFFER_SIZE: usize = 32 * 1024;
-
-/// The environment variable that forces an engine for a whole process
-/// (`copy`, `splice` or `auto`), so the same test suite and benchmarks can run under
-/// each without a config change.
-pub const ENGINE_ENV: &str = "LB_FORWARD_ENGINE";
-
-/// How bytes move between client and endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Engine {
-    /// A userspace copy loop, one buffer per direction. Works everywhere.
-    Copy,
-    /// `splice(2)` socket → pipe → socket (Linux): no copy through user
-    /// space, and a pipe is held only while bytes are in flight. Falls back
-    /// to [`Engine::Copy`] where splice is unavailable or refused.
-    Splice,
-    /// Splice for bulk, a plain read and write for small messages (HAProxy's
-    /// `splice-auto`): a direction reads into a per-thread buffer; a read that
-    /// does not fill it proves the socket drained, which saves splice's extra
-    /// `EAGAIN` probe per message (a quarter of the system calls of a small
-    /// request/response exchange); the first read that fills it switches the
-    /// direction to splice for good. The default on Linux.
-    Auto,
-}
-
-impl Default for Engine {
-    /// Auto on Linux (splice for bulk, fewer system calls for small
-    /// messages: BENCHMARKS.md, "TCP"), the copy loop elsewhere.
-    fn default() -> Self {
-        if cfg!(target_os = "linux") {
-            Engine::Auto
-        } else {
-            Engine::Copy
-        }
-    }
-}
-
-impl Engine {
-    /// Parses `copy`, `splice` or `auto` (the values of [`ENGINE_ENV`]).
-    pub fn parse(s: &str) -> Option<Engine> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "copy" => Some(Engine::Copy),
-            "splice" => Some(Engine::Splice),
-            "auto" => Some(Engine::Auto),
-            _ => None,
-        }
-    }
-
-    /// The engine [`ENGINE_ENV`] asks for, or the default when it is unset
-    /// or unreadable (logged).
-    pub fn from_env() -> Engine {
-        match std::env::var(ENGINE_ENV) {
-            Ok(v) => Engine::parse(&v).unwrap_or_else(|| {
-                tracing::warn!(value = %v, "{ENGINE_ENV} is not copy, splice or auto; using the default");
-                Engine::default()
-            }),
-            Err(_) => Engine::default(),
-        }
-    }
-
-    /// Short name for logs and benchmarks.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Engine::Copy => "copy",
-            Engine::Splice => "splice",
-            Engine::Auto => "auto",
-        }
-    }
-}
 
 /// The timers that bound one forwarded connection (from `[proxy]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +74,61 @@ impl Clone for ConnBytes {
             tx: AtomicU64::new(self.tx.load(Ordering::Relaxed)),
         }
     }
+}
+
+/// Where a connection's bytes are counted: its endpoint's counters, its own,
+/// and the data plane's `splice(2)` total (which shows whether splice really
+/// carried the traffic). Borrowed from the connection task.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Counters<'a> {
+    pub(crate) endpoint: &'a EndpointStats,
+    pub(crate) conn: &'a ConnBytes,
+    pub(crate) spliced: &'a AtomicU64,
+}
+
+impl<'a> Counters<'a> {
+    /// The two counters bytes moving in `dir` go to.
+    fn of(&self, dir: Direction) -> [&'a AtomicU64; 2] {
+        match dir {
+            Direction::ToEndpoint => [&self.endpoint.bytes_rx, &self.conn.rx],
+            Direction::ToClient => [&self.endpoint.bytes_tx, &self.conn.tx],
+        }
+    }
+}
+
+/// One direction of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Direction {
+    /// Client → endpoint (`bytes_rx`).
+    ToEndpoint,
+    /// Endpoint → client (`bytes_tx`).
+    ToClient,
+}
+
+impl Direction {
+    const BOTH: [Direction; 2] = [Direction::ToEndpoint, Direction::ToClient];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A forwarding engine as [`drive`] sees it: moves bytes in one direction
+/// when asked, and never decides when the connection ends.
+pub(crate) trait Pump {
+    /// Moves bytes in `dir` until its source is at EOF and the FIN was passed
+    /// on (`Ready(Ok)`), a leg fails (`Ready(Err)`) or neither side can
+    /// progress (`Pending`, with wake-ups registered). Sets `active` when a
+    /// byte moved. When the other direction is already done (`last`), the
+    /// FIN need not be sent: both sockets close right after, and `close(2)`
+    /// sends the same FIN, one system call fewer.
+    fn poll_direction(
+        &mut self,
+        cx: &mut Context<'_>,
+        dir: Direction,
+        last: bool,
+        active: &mut bool,
+    ) -> Poll<io::Result<()>>;
 }
 
 /// What closes a connection from outside: the data plane's kill switch, and
@@ -208,142 +193,81 @@ impl Outcome {
     }
 }
 
-impl Engine {
-    /// Forwards between `client` and `upstream` until both sides are done, a
-    /// leg fails, a timer in `limits` runs out or `stop` resolves; then closes
-    /// both legs (with a reset when a leg failed) and says why. Bytes are
-    /// counted into the endpoint's `stats` and this connection's own `conn`
-    /// (`/api/v1/connections`, the per-connection log event). Bytes moved by
-    /// `splice(2)` are also added to `spliced`, so callers can tell which
-    /// engine really carried the traffic.
-    ///
-    /// Takes the sockets by value and everything else by reference: the
-    /// future is part of every open connection's memory.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn run(
-        self,
-        mut client: TcpStream,
-        mut upstream: TcpStream,
-        limits: &Limits,
-        stats: &EndpointStats,
-        conn: &ConnBytes,
-        spliced: &AtomicU64,
-        drain: &mut Drain<'_>,
-    ) -> Outcome {
-        let outcome = match self {
-            Engine::Copy => copy(&mut client, &mut upstream, limits, stats, conn, drain).await,
-            Engine::Splice | Engine::Auto => {
-                #[cfg(target_os = "linux")]
-                {
-                    let auto = self == Engine::Auto;
-                    match crate::dataplane::forward::splice::run(
-                        &client, &upstream, limits, stats, conn, spliced, drain, auto,
-                    )
-                    .await
-                    {
-                        Ok(outcome) => outcome,
-                        // Nothing was read yet: the copy loop starts from a clean slate.
-                        Err(_refused) => {
-                            copy(&mut client, &mut upstream, limits, stats, conn, drain).await
-                        }
-                    }
-                }
-                #[cfg(not(target_os = "linux"))]
-                {
-                    let _ = spliced;
-                    copy(&mut client, &mut upstream, limits, stats, conn, drain).await
-                }
-            }
-        };
-        if let Outcome::Reset(_) = outcome {
-            sys::reset(client);
-            sys::reset(upstream);
+/// Forwards between `client` and `upstream` with `engine` until both sides
+/// are done, a leg fails, a timer in `limits` runs out or `drain` says stop;
+/// then closes both legs (with a reset when a leg failed) and says why.
+///
+/// Takes the sockets by value and everything else by reference: the
+/// future is part of every open connection's memory.
+pub(crate) async fn forward(
+    engine: ForwardEngine,
+    mut client: TcpStream,
+    mut upstream: TcpStream,
+    limits: &Limits,
+    counters: Counters<'_>,
+    drain: &mut Drain<'_>,
+) -> Outcome {
+    let outcome = match engine {
+        ForwardEngine::Copy => copy_loop(&mut client, &mut upstream, limits, counters, drain).await,
+        ForwardEngine::Splice | ForwardEngine::Auto => {
+            let auto = engine == ForwardEngine::Auto;
+            splice_or_copy(&mut client, &mut upstream, limits, counters, drain, auto).await
         }
-        outcome
+    };
+    if let Outcome::Reset(_) = outcome {
+        sys::reset(client);
+        sys::reset(upstream);
     }
+    outcome
 }
 
-// === copy engine ===
-
-/// One direction of the copy loop.
-struct Pump {
-    buf: Box<[u8]>,
-    pos: usize,
-    cap: usize,
-    eof: bool,
-    done: bool,
+async fn copy_loop(
+    client: &mut TcpStream,
+    upstream: &mut TcpStream,
+    limits: &Limits,
+    counters: Counters<'_>,
+    drain: &mut Drain<'_>,
+) -> Outcome {
+    let mut pump = copy::CopyPump::new(client, upstream, counters);
+    drive(&mut pump, limits, drain).await
 }
 
-impl Pump {
-    fn new() -> Self {
-        Pump {
-            buf: vec![0; COPY_BUFFER_SIZE].into_boxed_slice(),
-            pos: 0,
-            cap: 0,
-            eof: false,
-            done: false,
+/// The splice engine (`auto`: small bursts through a buffer); the copy loop
+/// where splice is refused, also for a connection whose first splice was
+/// refused before a byte moved (it starts from a clean slate).
+#[cfg(target_os = "linux")]
+async fn splice_or_copy(
+    client: &mut TcpStream,
+    upstream: &mut TcpStream,
+    limits: &Limits,
+    counters: Counters<'_>,
+    drain: &mut Drain<'_>,
+    auto: bool,
+) -> Outcome {
+    if !splice::refused() {
+        let mut pump = splice::SplicePump::new(client, upstream, counters, auto);
+        match drive(&mut pump, limits, drain).await {
+            Outcome::Reset(e) if pump.refused_before_moving(&e) => splice::note_refused(&e),
+            other => return other,
         }
     }
-
-    /// Copies from `r` to `w` until `r` is at EOF and `w` is shut down
-    /// (`Ready(Ok)`), a leg fails (`Ready(Err)`) or neither can progress.
-    /// Sets `active` when a byte moved. When the other direction is already
-    /// done (`last`), `w` is not shut down: both sockets close right after,
-    /// and `close(2)` sends the same FIN, one system call fewer.
-    fn poll_copy<R, W>(
-        &mut self,
-        cx: &mut Context<'_>,
-        r: &mut R,
-        w: &mut W,
-        counters: [&AtomicU64; 2],
-        active: &mut bool,
-        last: bool,
-    ) -> Poll<io::Result<()>>
-    where
-        R: AsyncRead + Unpin,
-        W: AsyncWrite + Unpin,
-    {
-        if self.done {
-            return Poll::Ready(Ok(()));
-        }
-        loop {
-            if self.pos == self.cap && !self.eof {
-                let mut rb = ReadBuf::new(&mut self.buf);
-                ready!(Pin::new(&mut *r).poll_read(cx, &mut rb))?;
-                let n = rb.filled().len();
-                if n == 0 {
-                    self.eof = true;
-                } else {
-                    self.pos = 0;
-                    self.cap = n;
-                    *active = true;
-                }
-            }
-            while self.pos < self.cap {
-                let n = ready!(Pin::new(&mut *w).poll_write(cx, &self.buf[self.pos..self.cap]))?;
-                if n == 0 {
-                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-                }
-                self.pos += n;
-                for counter in counters {
-                    stats::add(counter, n as u64);
-                }
-                *active = true;
-            }
-            if self.eof {
-                // FIN passed on as FIN: shutdown(Write) of the other leg only.
-                if !last {
-                    ready!(Pin::new(&mut *w).poll_shutdown(cx))?;
-                }
-                self.done = true;
-                return Poll::Ready(Ok(()));
-            }
-        }
-    }
+    copy_loop(client, upstream, limits, counters, drain).await
 }
 
-/// What the pumps report to the timer loop.
-pub(crate) enum Step {
+#[cfg(not(target_os = "linux"))]
+async fn splice_or_copy(
+    client: &mut TcpStream,
+    upstream: &mut TcpStream,
+    limits: &Limits,
+    counters: Counters<'_>,
+    drain: &mut Drain<'_>,
+    _auto: bool,
+) -> Outcome {
+    copy_loop(client, upstream, limits, counters, drain).await
+}
+
+/// What one poll of both directions found.
+enum Step {
     /// Both directions finished.
     Finished,
     /// The first direction finished: start the half-close timer.
@@ -352,60 +276,44 @@ pub(crate) enum Step {
     Failed(io::Error),
 }
 
-async fn copy(
-    client: &mut TcpStream,
-    upstream: &mut TcpStream,
-    limits: &Limits,
-    stats: &EndpointStats,
-    conn: &ConnBytes,
-    drain: &mut Drain<'_>,
-) -> Outcome {
-    let (mut client_r, mut client_w) = client.split();
-    let (mut upstream_r, mut upstream_w) = upstream.split();
-    let mut rx = Pump::new();
-    let mut tx = Pump::new();
-    drive(limits, drain, |cx, half_closed, active| {
-        let a = rx.poll_copy(
-            cx,
-            &mut client_r,
-            &mut upstream_w,
-            [&stats.bytes_rx, &conn.rx],
-            active,
-            tx.done,
-        );
-        let b = tx.poll_copy(
-            cx,
-            &mut upstream_r,
-            &mut client_w,
-            [&stats.bytes_tx, &conn.tx],
-            active,
-            rx.done,
-        );
-        if let Poll::Ready(Err(e)) = a {
-            return Poll::Ready(Step::Failed(e));
+/// Polls both directions of `pump`: records which are done, says when the
+/// first and then the second finished, or which leg failed.
+fn poll_step(
+    pump: &mut impl Pump,
+    cx: &mut Context<'_>,
+    done: &mut [bool; 2],
+    half_closed: bool,
+    active: &mut bool,
+) -> Poll<Step> {
+    let mut failed = None;
+    for dir in Direction::BOTH {
+        if done[dir.index()] {
+            continue;
         }
-        if let Poll::Ready(Err(e)) = b {
-            return Poll::Ready(Step::Failed(e));
+        let last = done[1 - dir.index()];
+        match pump.poll_direction(cx, dir, last, active) {
+            Poll::Ready(Ok(())) => done[dir.index()] = true,
+            Poll::Ready(Err(e)) => {
+                failed.get_or_insert(e);
+            }
+            Poll::Pending => {}
         }
-        if rx.done && tx.done {
-            return Poll::Ready(Step::Finished);
-        }
-        if (rx.done || tx.done) && !half_closed {
-            return Poll::Ready(Step::HalfClosed);
-        }
-        Poll::Pending
-    })
-    .await
+    }
+    if let Some(e) = failed {
+        return Poll::Ready(Step::Failed(e));
+    }
+    match (done[0] && done[1], done[0] || done[1]) {
+        (true, _) => Poll::Ready(Step::Finished),
+        (false, true) if !half_closed => Poll::Ready(Step::HalfClosed),
+        _ => Poll::Pending,
+    }
 }
 
-/// The timer loop every engine shares: polls `pumps` (told whether the
-/// half-close timer runs, and setting `active` when a byte moved) against
-/// one timer (the earliest of the idle, half-close and drain deadlines), the
-/// kill switch and the snapshot generation.
-pub(crate) async fn drive<F>(limits: &Limits, drain: &mut Drain<'_>, mut pumps: F) -> Outcome
-where
-    F: FnMut(&mut Context<'_>, bool, &mut bool) -> Poll<Step>,
-{
+/// The one forwarding loop: polls `pump` against one timer (the earliest of
+/// the idle, half-close and drain deadlines), the kill switch and the
+/// snapshot generation, and decides when and why the connection ends.
+pub(crate) async fn drive(pump: &mut impl Pump, limits: &Limits, drain: &mut Drain<'_>) -> Outcome {
+    let mut done = [false; 2];
     let mut last_activity = Instant::now();
     let mut half_close_due: Option<Instant> = None;
     let mut drain_due: Option<Instant> = None;
@@ -428,9 +336,10 @@ where
                 timer.as_mut().reset(at);
             }
         }
+        let half_closed = half_close_due.is_some();
         let step = poll_fn(|cx| {
             let mut active = false;
-            let step = pumps(cx, half_close_due.is_some(), &mut active);
+            let step = poll_step(pump, cx, &mut done, half_closed, &mut active);
             if active {
                 last_activity = Instant::now();
             }
@@ -472,8 +381,8 @@ where
                 if drain.endpoint_stays() {
                     drain_due = None;
                 } else if drain_due.is_none() {
-                    debug!(service = %drain.key, endpoint = %drain.endpoint,
-                        drain_timeout = ?drain.timeout, "endpoint left; draining");
+                    debug!(endpoint = %drain.endpoint, drain_timeout = ?drain.timeout,
+                        "endpoint left; draining");
                     drain_due = Some(Instant::now() + drain.timeout);
                 }
             }

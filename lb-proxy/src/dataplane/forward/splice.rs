@@ -11,7 +11,8 @@
 //! Readiness comes from tokio (`poll_read_ready`/`poll_write_ready` and
 //! `try_io`), so `EAGAIN` clears the readiness the reactor reported and the
 //! task sleeps until the next edge. The timers, FIN and reset rules are the
-//! ones every engine shares (`forward::drive`).
+//! ones every engine shares (`forward::drive`); this file is only the
+//! `Pump`.
 //!
 //! In `auto` mode (HAProxy's `splice-auto`) a burst starts with one `read(2)`
 //! into a per-thread buffer of [`SMALL_READ`] bytes, written out at once: a
@@ -26,17 +27,17 @@
 
 use std::cell::RefCell;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::task::{ready, Context, Poll};
 
-use lb_core::stats::{self, EndpointStats};
+use lb_core::stats;
 use socket2::SockRef;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-use crate::dataplane::forward::{drive, ConnBytes, Drain, Limits, Outcome, Step};
+use super::{Counters, Direction, Pump};
 use crate::sys;
 
 /// Bytes each pooled pipe is asked to hold (`F_SETPIPE_SZ`), and so the
@@ -119,10 +120,6 @@ fn give_pipe(pipe: Pipe, dirty: bool) {
     }
 }
 
-/// Why the engine gave up before moving a byte: splice is refused here.
-#[derive(Debug)]
-pub(crate) struct Refused(#[allow(dead_code)] pub(crate) io::Error);
-
 fn is_refusal(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
@@ -136,7 +133,6 @@ struct Flow {
     pipe: Option<Pipe>,
     in_pipe: usize,
     eof: bool,
-    done: bool,
     /// `auto` mode: a read filled the buffer once; splice from now on.
     bulk: bool,
     /// `auto` mode: bytes read but not yet written (empty, unallocated,
@@ -248,13 +244,9 @@ impl Flow {
         Poll::Ready(Ok(()))
     }
 
-    /// Splices from `src` to `dst` until `src` is at EOF and `dst` is shut
-    /// down (`Ready(Ok)`), a leg fails (`Ready(Err)`) or neither can progress.
-    /// Sets `active` when a byte moved, `moved` once anything happened at all
-    /// (after which a refusal is an ordinary failure, not a fallback). When
-    /// the other direction is already done (`last`), `dst` is not shut down:
-    /// both sockets close right after, and `close(2)` sends the same FIN, one
-    /// system call fewer.
+    /// Splices from `src` to `dst` as [`Pump::poll_direction`] says. Sets
+    /// `moved` once anything happened at all (after which a refusal is an
+    /// ordinary failure, not a fallback).
     #[allow(clippy::too_many_arguments)]
     fn poll_splice(
         &mut self,
@@ -268,9 +260,6 @@ impl Flow {
         last: bool,
         auto: bool,
     ) -> Poll<io::Result<()>> {
-        if self.done {
-            return Poll::Ready(Ok(()));
-        }
         loop {
             if !self.pending.is_empty() {
                 ready!(self.poll_flush(cx, dst, counters, active))?;
@@ -299,8 +288,8 @@ impl Flow {
                 let Some(pipe) = self.pipe.as_ref() else {
                     continue;
                 };
-                let (w, cap) = (pipe.w.as_raw_fd(), pipe.cap);
-                match src.try_io(Interest::READABLE, || sys::splice(src.as_raw_fd(), w, cap)) {
+                let (w, cap) = (&pipe.w, pipe.cap);
+                match src.try_io(Interest::READABLE, || sys::splice(src, w, cap)) {
                     Ok(0) => {
                         self.eof = true;
                         *moved = true;
@@ -319,9 +308,7 @@ impl Flow {
                     Err(e) if auto && is_refusal(&e) => {
                         // Nothing is in the pipe: this connection goes on
                         // reading into the buffer, later ones copy.
-                        if !REFUSED.swap(true, Ordering::Relaxed) {
-                            tracing::warn!(error = %e, "splice(2) refused; forwarding with the copy loop");
-                        }
+                        note_refused(&e);
                         self.release();
                         self.bulk = false;
                         continue;
@@ -334,9 +321,9 @@ impl Flow {
                 let Some(pipe) = self.pipe.as_ref() else {
                     return Poll::Ready(Err(io::Error::other("bytes in flight without a pipe")));
                 };
-                let r = pipe.r.as_raw_fd();
+                let r = &pipe.r;
                 let len = self.in_pipe;
-                match dst.try_io(Interest::WRITABLE, || sys::splice(r, dst.as_raw_fd(), len)) {
+                match dst.try_io(Interest::WRITABLE, || sys::splice(r, dst, len)) {
                     Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                     Ok(n) => {
                         self.in_pipe -= n;
@@ -355,80 +342,80 @@ impl Flow {
                 if !last {
                     sys::shutdown_write(dst)?;
                 }
-                self.done = true;
                 return Poll::Ready(Ok(()));
             }
         }
     }
 }
 
-/// Forwards between `client` and `upstream` with splice (`auto`: small
-/// bursts through the per-thread buffer, large ones with splice).
-/// `Err(Refused)` when the kernel refused splice before a byte moved: the
-/// caller runs the copy loop on the same, untouched sockets.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn run(
-    client: &TcpStream,
-    upstream: &TcpStream,
-    limits: &Limits,
-    stats: &EndpointStats,
-    conn: &ConnBytes,
-    spliced: &AtomicU64,
-    drain: &mut Drain<'_>,
-    auto: bool,
-) -> Result<Outcome, Refused> {
-    if REFUSED.load(Ordering::Relaxed) {
-        return Err(Refused(io::Error::from_raw_os_error(libc::EINVAL)));
+/// Marks splice as refused for every later connection (logged once).
+pub(crate) fn note_refused(e: &io::Error) {
+    if !REFUSED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(error = %e, "splice(2) refused; forwarding with the copy loop");
     }
-    let mut rx = Flow::default();
-    let mut tx = Flow::default();
-    let mut moved = false;
-    let mut refused = false;
-    let outcome = drive(limits, drain, |cx, half_closed, active| {
-        let a = rx.poll_splice(
-            cx,
+}
+
+/// Both directions of one connection under the splice engine.
+pub(crate) struct SplicePump<'a> {
+    client: &'a TcpStream,
+    upstream: &'a TcpStream,
+    /// Client → endpoint, then endpoint → client.
+    flows: [Flow; 2],
+    counters: Counters<'a>,
+    /// `auto` mode: small bursts through the per-thread buffer.
+    auto: bool,
+    /// Anything happened at all (a byte moved, an EOF was read).
+    moved: bool,
+}
+
+impl<'a> SplicePump<'a> {
+    /// No pipe yet: a direction borrows one when its socket is readable.
+    pub(crate) fn new(
+        client: &'a TcpStream,
+        upstream: &'a TcpStream,
+        counters: Counters<'a>,
+        auto: bool,
+    ) -> Self {
+        SplicePump {
             client,
             upstream,
-            [&stats.bytes_rx, &conn.rx],
-            spliced,
-            active,
-            &mut moved,
-            tx.done,
+            flows: [Flow::default(), Flow::default()],
+            counters,
             auto,
-        );
-        let b = tx.poll_splice(
+            moved: false,
+        }
+    }
+
+    /// Whether the connection failed with `e` because the kernel refused
+    /// splice before a byte moved: the copy loop may then take over the
+    /// same, untouched sockets.
+    pub(crate) fn refused_before_moving(&self, e: &io::Error) -> bool {
+        !self.moved && is_refusal(e)
+    }
+}
+
+impl Pump for SplicePump<'_> {
+    fn poll_direction(
+        &mut self,
+        cx: &mut Context<'_>,
+        dir: Direction,
+        last: bool,
+        active: &mut bool,
+    ) -> Poll<io::Result<()>> {
+        let (src, dst, flow) = match dir {
+            Direction::ToEndpoint => (self.client, self.upstream, &mut self.flows[0]),
+            Direction::ToClient => (self.upstream, self.client, &mut self.flows[1]),
+        };
+        flow.poll_splice(
             cx,
-            upstream,
-            client,
-            [&stats.bytes_tx, &conn.tx],
-            spliced,
+            src,
+            dst,
+            self.counters.of(dir),
+            self.counters.spliced,
             active,
-            &mut moved,
-            rx.done,
-            auto,
-        );
-        for r in [a, b] {
-            if let Poll::Ready(Err(e)) = r {
-                refused = !moved && is_refusal(&e);
-                return Poll::Ready(Step::Failed(e));
-            }
-        }
-        if rx.done && tx.done {
-            return Poll::Ready(Step::Finished);
-        }
-        if (rx.done || tx.done) && !half_closed {
-            return Poll::Ready(Step::HalfClosed);
-        }
-        Poll::Pending
-    })
-    .await;
-    match outcome {
-        Outcome::Reset(e) if refused => {
-            if !REFUSED.swap(true, Ordering::Relaxed) {
-                tracing::warn!(error = %e, "splice(2) refused; forwarding with the copy loop");
-            }
-            Err(Refused(e))
-        }
-        other => Ok(other),
+            &mut self.moved,
+            last,
+            self.auto,
+        )
     }
 }

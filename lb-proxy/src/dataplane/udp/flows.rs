@@ -3,7 +3,7 @@
 //! No sockets and no clock: every call takes the current [`Snapshot`] and `now`,
 //! so the seeded simulation in `tests/udp_flow_sim.rs` drives it through
 //! millions of steps in seconds and checks its invariants after each one. The
-//! tokio shell around it (`udp::frontend`) owns the sockets and attaches them to
+//! tokio shell around it (`udp::relay`, `udp::table`) owns the sockets and attaches them to
 //! flows through the `io` payload `T`. `LIFECYCLE.md` beside this file tells a
 //! flow's life from first datagram to expiry.
 //!
@@ -25,6 +25,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lb_core::stats::{self, EndpointStats, PortStats};
+
+use super::gauge::Gauge;
 use lb_core::{FrontendEntry, Protocol, ServicePortKey, Snapshot};
 
 /// A flow's identity: the frontend a client sent to, the address it sent to,
@@ -110,51 +112,6 @@ pub struct Counters {
     pub dropped_no_frontend: u64,
     /// Datagrams dropped because their port has no endpoint.
     pub dropped_no_endpoints: u64,
-}
-
-/// Holds a flow's share of the live gauges (port sessions, endpoint active
-/// flows) and gives it back when dropped, so no exit path can leak a count.
-struct Gauge {
-    port: Arc<PortStats>,
-    endpoint: Arc<EndpointStats>,
-}
-
-impl Gauge {
-    fn new(port: Arc<PortStats>, endpoint: Arc<EndpointStats>) -> Self {
-        stats::add(&port.udp_sessions, 1);
-        stats::add(&endpoint.active, 1);
-        stats::add(&endpoint.connections, 1);
-        Gauge { port, endpoint }
-    }
-
-    /// Follows the counters of a new snapshot: a port or endpoint that left
-    /// and came back has new ones, and the gauges must be the ones shown.
-    fn follow(&mut self, port: &Arc<PortStats>, endpoint: &Arc<EndpointStats>) {
-        if !Arc::ptr_eq(&self.port, port) {
-            stats::sub(&self.port.udp_sessions, 1);
-            stats::add(&port.udp_sessions, 1);
-            self.port = port.clone();
-        }
-        if !Arc::ptr_eq(&self.endpoint, endpoint) {
-            stats::sub(&self.endpoint.active, 1);
-            stats::add(&endpoint.active, 1);
-            self.endpoint = endpoint.clone();
-        }
-    }
-
-    fn repoint(&mut self, endpoint: Arc<EndpointStats>) {
-        stats::sub(&self.endpoint.active, 1);
-        stats::add(&endpoint.active, 1);
-        stats::add(&endpoint.connections, 1);
-        self.endpoint = endpoint;
-    }
-}
-
-impl Drop for Gauge {
-    fn drop(&mut self) {
-        stats::sub(&self.port.udp_sessions, 1);
-        stats::sub(&self.endpoint.active, 1);
-    }
 }
 
 /// One flow: where its datagrams go, since when it is idle, and the shell's

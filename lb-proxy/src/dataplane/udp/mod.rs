@@ -11,7 +11,9 @@
 //! life.
 
 pub mod flows;
+mod gauge;
 mod relay;
+pub(crate) mod table;
 
+pub(crate) use relay::serve_frontend;
 pub use relay::MAX_DATAGRAM;
-pub(crate) use relay::{serve_frontend, Flows};

@@ -12,24 +12,27 @@
 //!
 //! The flow table is one `Mutex` for all UDP services (the bound is global);
 //! it is held only for the decision, never across an await or a send.
+//!
+//! Each frontend task runs in a `udp` span (the frontend address), and each
+//! flow's socket has a `flow` span (client, endpoint) entered for its events.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use lb_core::stats;
-use lb_core::{FrontendKey, ProxySettings, Snapshot};
+use lb_core::FrontendKey;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
-use tokio_util::sync::{CancellationToken, DropGuard, WaitForCancellationFutureOwned};
-use tracing::{debug, trace, warn};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tracing::{debug, debug_span, trace, warn, Span};
 
-use super::flows::{FlowKey, FlowTable, Verdict};
-use crate::dataplane::Shared;
+use super::flows::{FlowKey, Verdict};
+use super::table::{now, FlowIo};
+use crate::dataplane::shared::Shared;
 use crate::sys;
 
 /// Largest UDP payload over IPv4 (65,535 − 8 UDP − 20 IP header bytes). The
@@ -49,79 +52,6 @@ const BATCH: usize = 64;
 /// only touched by datagrams that long, so 16 × 64 KiB costs little memory
 /// for DNS-sized traffic.
 const RECV_SLOTS: usize = 16;
-
-/// The shell's resources of one flow. Dropping them (the flow expired, was
-/// evicted or moved) cancels `_stop`, which ends the frontend task's watch on
-/// the socket and so closes it.
-pub(crate) struct FlowIo {
-    socket: Arc<UdpSocket>,
-    _stop: DropGuard,
-}
-
-/// Every UDP flow of the data plane.
-pub(crate) struct Flows {
-    table: Mutex<FlowTable<FlowIo>>,
-}
-
-impl std::fmt::Debug for Flows {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Flows")
-            .field("len", &self.lock().len())
-            .finish()
-    }
-}
-
-impl Flows {
-    /// An empty table with the limits of `settings`.
-    pub(crate) fn new(settings: &ProxySettings) -> Self {
-        Flows {
-            table: Mutex::new(FlowTable::new(
-                settings.udp_idle_timeout,
-                settings.udp_max_flows as usize,
-            )),
-        }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, FlowTable<FlowIo>> {
-        // Table operations do not panic on any input; if one ever did, the
-        // table is still usable (at worst a flow lingers until it expires).
-        self.table.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Re-points or closes the flows a new snapshot affects, at once.
-    pub(crate) fn apply(&self, snapshot: &Snapshot) {
-        self.lock().apply(snapshot, Instant::now());
-    }
-
-    /// New `udp_idle_timeout` / `udp_max_flows` from a reload.
-    pub(crate) fn set_limits(&self, settings: &ProxySettings) {
-        self.lock().set_limits(
-            settings.udp_idle_timeout,
-            settings.udp_max_flows as usize,
-            Instant::now(),
-        );
-    }
-
-    /// Frees the resources of flows idle past the timeout.
-    pub(crate) fn expire(&self) -> usize {
-        self.lock().expire(Instant::now())
-    }
-
-    /// Forgets the flows of a frontend whose socket closes.
-    pub(crate) fn close_frontend(&self, frontend: SocketAddr) {
-        self.lock().retain_frontends(|f| f != frontend);
-    }
-
-    /// Forgets every flow (the data plane stops).
-    pub(crate) fn clear(&self) {
-        self.lock().clear();
-    }
-
-    /// Flows open now.
-    pub(crate) fn len(&self) -> usize {
-        self.lock().len()
-    }
-}
 
 /// Waits until a flow's socket has a reply to read or an error to report
 /// (ICMP port unreachable arrives as `EPOLLERR` alone, which a wait for
@@ -154,6 +84,7 @@ struct Watched {
     endpoint: SocketAddr,
     socket: Arc<UdpSocket>,
     stop: Pin<Box<WaitForCancellationFutureOwned>>,
+    span: Span,
 }
 
 impl Future for FlowWatch {
@@ -181,7 +112,8 @@ type Watches = FuturesUnordered<FlowWatch>;
 /// Serves a UDP frontend until `stop`: relays each client datagram to its
 /// flow's endpoint and each endpoint reply back to the client, from the
 /// address and port the client sent to. Per-datagram errors are logged and
-/// skipped; the loop never ends because of one.
+/// skipped; the loop never ends because of one. The caller runs it in the
+/// frontend's span.
 pub(crate) async fn serve_frontend(
     shared: Arc<Shared>,
     key: FrontendKey,
@@ -197,7 +129,7 @@ pub(crate) async fn serve_frontend(
             () = stop.cancelled() => break,
             r = socket.readable() => {
                 if let Err(e) = r {
-                    warn!(frontend = %key.addr, error = %e, "UDP frontend failed");
+                    warn!(error = %e, "UDP frontend failed");
                     break;
                 }
                 from_clients(&shared, key, &socket, &mut batch, &mut routes, &mut watches);
@@ -211,7 +143,7 @@ pub(crate) async fn serve_frontend(
             }
         }
     }
-    shared.udp.close_frontend(key.addr);
+    shared.udp().close_frontend(key.addr);
 }
 
 /// Drains the frontend socket (at most [`BATCH`] datagrams, so replies get a
@@ -230,7 +162,7 @@ fn from_clients(
         let more = match sys::try_recv_batch(socket, batch) {
             Ok(more) => more,
             Err(e) => {
-                debug!(frontend = %key.addr, error = %e, "UDP receive failed");
+                debug!(error = %e, "UDP receive failed");
                 return;
             }
         };
@@ -260,6 +192,7 @@ struct Route {
     key: FlowKey,
     endpoint: SocketAddr,
     socket: Arc<UdpSocket>,
+    span: Span,
     port_stats: Arc<lb_core::stats::PortStats>,
     endpoint_stats: Arc<lb_core::stats::EndpointStats>,
 }
@@ -273,16 +206,16 @@ fn route_to_endpoint(
     len: usize,
     watches: &mut Watches,
 ) -> Option<Route> {
-    let snapshot = shared.table.load();
-    let mut table = shared.udp.lock();
+    let snapshot = shared.table().load();
+    let mut table = shared.udp().lock();
     {
-        let endpoint = match table.client_datagram(&snapshot, key, Instant::now()) {
+        let endpoint = match table.client_datagram(&snapshot, key, now()) {
             Verdict::Forward { endpoint, change } => {
                 trace!(client = %key.client, %endpoint, ?change, "UDP datagram");
                 endpoint
             }
             Verdict::Drop(reason) => {
-                trace!(client = %key.client, frontend = %key.frontend, len, ?reason, "UDP datagram dropped");
+                trace!(client = %key.client, len, ?reason, "UDP datagram dropped");
                 return None;
             }
         };
@@ -292,15 +225,18 @@ fn route_to_endpoint(
                 Ok(socket) => {
                     let socket = Arc::new(socket);
                     let stop = CancellationToken::new();
+                    let span = debug_span!("flow", client = %key.client, %endpoint);
                     watches.push(FlowWatch::new(Watched {
                         key,
                         endpoint,
                         socket: socket.clone(),
                         stop: Box::pin(stop.clone().cancelled_owned()),
+                        span: span.clone(),
                     }));
                     flow.io = Some(FlowIo {
                         socket,
                         _stop: stop.drop_guard(),
+                        span,
                     });
                 }
                 Err(e) => {
@@ -317,6 +253,7 @@ fn route_to_endpoint(
             key,
             endpoint,
             socket: io.socket.clone(),
+            span: io.span.clone(),
             port_stats,
             endpoint_stats,
         })
@@ -363,8 +300,8 @@ fn send_routed(shared: &Arc<Shared>, batch: &sys::RecvBatch, routes: &mut Vec<(u
                 }
                 Ok(_) => i += 1,
                 Err(e) => {
-                    debug!(client = %route.key.client, endpoint = %route.endpoint, error = %e, "UDP send to endpoint failed");
-                    shared.udp.lock().send_failed(&route.key, route.endpoint);
+                    debug!(parent: &route.span, error = %e, "UDP send to endpoint failed");
+                    shared.udp().lock().send_failed(&route.key, route.endpoint);
                     i += 1;
                 }
             }
@@ -407,8 +344,8 @@ fn from_endpoint(
         };
         if !batch.is_empty() {
             let (reply_from, port_stats, endpoint_stats) = {
-                let mut table = shared.udp.lock();
-                let Some(flow) = table.endpoint_datagram(&w.key, w.endpoint, Instant::now()) else {
+                let mut table = shared.udp().lock();
+                let Some(flow) = table.endpoint_datagram(&w.key, w.endpoint, now()) else {
                     return false;
                 };
                 (
@@ -436,7 +373,7 @@ fn from_endpoint(
                     n += 1;
                 }
             }
-            let (sent, bytes) = send_all(frontend, &msgs[..n], w.key.client);
+            let (sent, bytes) = send_all(frontend, &msgs[..n], &w.span);
             stats::add(&port_stats.udp_replied, sent);
             stats::add(&endpoint_stats.bytes_tx, bytes);
         }
@@ -450,14 +387,14 @@ fn from_endpoint(
 /// The flow's socket reported an error (ICMP port unreachable, found by
 /// `SO_ERROR` or by a receive): counted, and the next datagram fails over.
 fn endpoint_failed(shared: &Shared, w: &Watched, e: &std::io::Error) {
-    debug!(client = %w.key.client, endpoint = %w.endpoint, error = %e, "UDP endpoint unreachable; the next datagram fails over");
-    shared.udp.lock().send_failed(&w.key, w.endpoint);
+    debug!(parent: &w.span, error = %e, "UDP endpoint unreachable; the next datagram fails over");
+    shared.udp().lock().send_failed(&w.key, w.endpoint);
 }
 
 /// Sends `msgs` from `socket` with as few `sendmmsg(2)` calls as the kernel
 /// allows; a datagram it refuses (a full buffer, an unreachable client) is
 /// logged and dropped, as the kernel would. Returns datagrams and bytes sent.
-fn send_all(socket: &UdpSocket, msgs: &[sys::Outgoing<'_>], client: SocketAddr) -> (u64, u64) {
+fn send_all(socket: &UdpSocket, msgs: &[sys::Outgoing<'_>], span: &Span) -> (u64, u64) {
     let (mut sent, mut bytes) = (0u64, 0u64);
     let mut i = 0;
     while i < msgs.len() {
@@ -471,7 +408,7 @@ fn send_all(socket: &UdpSocket, msgs: &[sys::Outgoing<'_>], client: SocketAddr) 
             }
             Ok(_) => i += 1,
             Err(e) => {
-                debug!(%client, error = %e, "UDP reply to client failed");
+                debug!(parent: span, error = %e, "UDP reply to client failed");
                 i += 1;
             }
         }

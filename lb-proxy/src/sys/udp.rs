@@ -1,190 +1,34 @@
-//! Socket options and system calls, in one place.
+//! Batched datagram I/O for the UDP relay: `recvmmsg(2)` and `sendmmsg(2)`
+//! (one system call per burst of datagrams), with the `IP_PKTINFO` /
+//! `IPV6_PKTINFO` control messages through which a UDP frontend bound to a
+//! wildcard address learns where each datagram was sent and replies from
+//! exactly there.
 //!
-//! Sockets go through `socket2`; the `unsafe` calls are `setrlimit(2)` in
-//! [`raise_nofile_limit`], the batched `recvmmsg(2)`/`sendmmsg(2)` of the UDP
-//! relay (one system call per burst of datagrams), with `IP_PKTINFO` so that
-//! a UDP frontend bound to a wildcard address learns where each datagram was
-//! sent and replies from exactly there, and the `pipe2(2)`,
-//! `fcntl(F_SETPIPE_SZ)` and `splice(2)` calls of the splice engine.
+//! These stay direct `libc` calls rather than `nix`'s `recvmmsg`/`sendmmsg`,
+//! because this is the per-datagram path and `nix` would cost there:
+//! - `nix::sys::socket::MultiHeaders`, the headers `nix` wants reused across
+//!   calls, is not `Send` (it holds raw pointers), so a relay task could not
+//!   keep one across an `.await` without an `unsafe impl Send` of our own;
+//!   building one per call allocates three buffers per batch.
+//! - Reused headers lose control messages: `nix` refills only the iovecs
+//!   between calls, so the `msg_controllen` and `msg_namelen` the kernel
+//!   shrank stay shrunk (nix-rust/nix#2813, open), and a wildcard frontend
+//!   would stop learning destination addresses.
+//! - `nix::sys::socket::sendmmsg` shares one set of control messages across
+//!   the batch (nix-rust/nix#1954) and takes addresses as `SockaddrStorage`
+//!   (128 bytes each, where [`RawAddr`] sets up 28 per datagram).
+//!
+//! What stays `unsafe` is the header setup, the two calls, and reading the
+//! addresses and control messages the kernel wrote.
 
 use std::io;
 use std::mem;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::ptr;
-use std::time::Duration;
 
-use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tokio::io::Interest;
-use tokio::net::{TcpStream, UdpSocket};
-
-/// Accept backlog of service listeners.
-pub(crate) const LISTEN_BACKLOG: i32 = 1024;
-
-/// Binds a service listener at `addr` with `SO_REUSEADDR` and `SO_REUSEPORT`,
-/// so that a second lb-proxy (or a new version) can bind beside one that drains.
-/// IPv6 listeners are v6-only, so `[::]` and `0.0.0.0` can both be served.
-/// With `freebind` (`vip_mode` "freebind" or "interface") it sets
-/// `IP_FREEBIND`, so the address need not be local yet.
-pub(crate) fn bind_service_listener(
-    addr: SocketAddr,
-    freebind: bool,
-) -> io::Result<std::net::TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    set_freebind(&socket, addr, freebind)?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(LISTEN_BACKLOG)?;
-    Ok(socket.into())
-}
-
-/// `IP_FREEBIND` / `IPV6_FREEBIND`: lets `bind(2)` take an address that is
-/// not (yet) configured on this host.
-fn set_freebind(socket: &Socket, addr: SocketAddr, freebind: bool) -> io::Result<()> {
-    if !freebind {
-        return Ok(());
-    }
-    if addr.is_ipv6() {
-        socket.set_freebind_v6(true)
-    } else {
-        socket.set_freebind_v4(true)
-    }
-}
-
-/// Closes `stream` with a reset instead of a FIN (`SO_LINGER` 0, then close):
-/// how a reset from one leg is passed on to the other, and how a client that
-/// cannot be served is told so at once.
-pub(crate) fn reset(stream: TcpStream) {
-    // If the option cannot be set, the socket still closes (with a FIN).
-    let _ = SockRef::from(&stream).set_linger(Some(Duration::ZERO));
-    drop(stream);
-}
-
-/// Sets `TCP_NODELAY`: the proxy forwards whatever it reads at once, so Nagle's
-/// algorithm would only add latency.
-pub(crate) fn set_nodelay(stream: &TcpStream) {
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-    }
-}
-
-/// Raises the soft `RLIMIT_NOFILE` to the hard limit, as HAProxy and nginx do
-/// at start: every proxied connection holds two descriptors, and the default
-/// soft limit (often 1024) would cap the proxy at a few hundred connections.
-/// Returns the soft limit now in force.
-pub(crate) fn raise_nofile_limit() -> io::Result<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one rlimit struct through a valid pointer.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if limit.rlim_cur < limit.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: limit.rlim_max,
-            rlim_max: limit.rlim_max,
-        };
-        // SAFETY: setrlimit reads one rlimit struct through a valid pointer.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        limit = raised;
-    }
-    Ok(limit.rlim_cur)
-}
-
-/// Socket buffers asked for on UDP frontends: a burst of datagrams waits here
-/// while the relay loop catches up, instead of being dropped by the kernel.
-/// Linux caps the request at `net.core.rmem_max`/`wmem_max`.
-pub(crate) const UDP_FRONTEND_BUFFER: usize = 4 << 20;
-
-/// Socket buffers asked for on a flow's socket toward its endpoint.
-pub(crate) const UDP_FLOW_BUFFER: usize = 1 << 20;
-
-/// Binds a UDP frontend at `addr` with `SO_REUSEADDR` and `SO_REUSEPORT` (as
-/// TCP listeners), large buffers, and, on a wildcard address, the socket
-/// option that reports each datagram's destination address (`IP_PKTINFO` /
-/// `IPV6_RECVPKTINFO`), so replies can leave from the address the client used.
-pub(crate) fn bind_udp_frontend(
-    addr: SocketAddr,
-    freebind: bool,
-) -> io::Result<std::net::UdpSocket> {
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    set_freebind(&socket, addr, freebind)?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    set_buffers(&socket, UDP_FRONTEND_BUFFER);
-    if addr.ip().is_unspecified() {
-        set_pktinfo(&socket, addr.is_ipv6())?;
-    }
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    Ok(socket.into())
-}
-
-/// Opens a flow's socket: bound to an ephemeral port and connected to
-/// `endpoint`, so the kernel filters replies to that endpoint and reports its
-/// ICMP errors (port unreachable) on this socket.
-pub(crate) fn connect_udp_flow(endpoint: SocketAddr) -> io::Result<UdpSocket> {
-    let socket = Socket::new(
-        Domain::for_address(endpoint),
-        Type::DGRAM,
-        Some(Protocol::UDP),
-    )?;
-    set_buffers(&socket, UDP_FLOW_BUFFER);
-    socket.set_nonblocking(true)?;
-    let any: SocketAddr = match endpoint {
-        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
-    };
-    socket.bind(&any.into())?;
-    socket.connect(&endpoint.into())?;
-    UdpSocket::from_std(socket.into())
-}
-
-fn set_buffers(socket: &Socket, size: usize) {
-    // Best effort: a smaller buffer still works, only less burst-tolerant.
-    if let Err(e) = socket.set_recv_buffer_size(size) {
-        tracing::debug!(error = %e, "cannot set SO_RCVBUF");
-    }
-    if let Err(e) = socket.set_send_buffer_size(size) {
-        tracing::debug!(error = %e, "cannot set SO_SNDBUF");
-    }
-}
-
-fn set_pktinfo(socket: &Socket, v6: bool) -> io::Result<()> {
-    let on: libc::c_int = 1;
-    let (level, name) = if v6 {
-        (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO)
-    } else {
-        (libc::IPPROTO_IP, libc::IP_PKTINFO)
-    };
-    // SAFETY: setsockopt reads one c_int through a valid pointer of the given
-    // length, on a descriptor this socket owns.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            level,
-            name,
-            ptr::from_ref(&on).cast(),
-            mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
+use tokio::net::UdpSocket;
 
 /// One datagram received on a UDP frontend.
 #[derive(Debug, Clone, Copy)]
@@ -239,6 +83,7 @@ impl RecvBatch {
     /// no datagram can be cut.
     pub(crate) fn new(slots: usize, slot_len: usize) -> Self {
         let slots = slots.clamp(1, MAX_BATCH);
+        let slot_len = slot_len.max(1);
         RecvBatch {
             // Zeroed by the allocator (fresh pages), not by a memset.
             buf: vec![0; slots * slot_len],
@@ -296,14 +141,16 @@ pub(crate) fn try_recv_batch(socket: &UdpSocket, batch: &mut RecvBatch) -> io::R
 
 fn recvmmsg_into(fd: RawFd, batch: &mut RecvBatch) -> io::Result<usize> {
     let slots = batch.names.len();
-    // SAFETY: iovec and mmsghdr are plain data; all-zero is a valid empty value.
-    let mut iovs: [libc::iovec; MAX_BATCH] = unsafe { mem::zeroed() };
+    let mut iovs = [libc::iovec {
+        iov_base: ptr::null_mut(),
+        iov_len: 0,
+    }; MAX_BATCH];
+    // SAFETY: mmsghdr is plain data; all-zero is a valid empty value.
     let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { mem::zeroed() };
-    let base = batch.buf.as_mut_ptr();
-    for i in 0..slots {
-        // SAFETY: slot i lies within `buf` (slots * slot_len bytes).
-        iovs[i].iov_base = unsafe { base.add(i * batch.slot_len) }.cast();
-        iovs[i].iov_len = batch.slot_len;
+    let chunks = batch.buf.chunks_exact_mut(batch.slot_len).take(slots);
+    for (i, slot) in chunks.enumerate() {
+        iovs[i].iov_base = slot.as_mut_ptr().cast();
+        iovs[i].iov_len = slot.len();
         let msg = &mut hdrs[i].msg_hdr;
         msg.msg_name = ptr::from_mut(&mut batch.names[i]).cast();
         msg.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -480,8 +327,11 @@ fn sendmmsg_chunk(fd: RawFd, msgs: &[Outgoing<'_>]) -> io::Result<usize> {
     // Written before use, and only for the datagrams that need them.
     let mut names = [const { mem::MaybeUninit::<RawAddr>::uninit() }; MAX_BATCH];
     let mut controls = [const { mem::MaybeUninit::<ControlBuffer>::uninit() }; MAX_BATCH];
-    // SAFETY: iovec and mmsghdr are plain data; all-zero is a valid empty value.
-    let mut iovs: [libc::iovec; MAX_BATCH] = unsafe { mem::zeroed() };
+    let mut iovs = [libc::iovec {
+        iov_base: ptr::null_mut(),
+        iov_len: 0,
+    }; MAX_BATCH];
+    // SAFETY: mmsghdr is plain data; all-zero is a valid empty value.
     let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { mem::zeroed() };
     for i in 0..n {
         let m = &msgs[i];
@@ -557,102 +407,4 @@ fn set_pktinfo_cmsg(msg: &mut libc::msghdr, control: &mut ControlBuffer, src: Ip
             ),
         }
     }
-}
-
-/// Shuts down the write side of `stream` (a FIN passed on as a FIN) through
-/// a shared reference, as the splice engine holds both legs by `&`.
-pub(crate) fn shutdown_write(stream: &TcpStream) -> io::Result<()> {
-    match SockRef::from(stream).shutdown(std::net::Shutdown::Write) {
-        // The peer is already gone: nothing left to tell it.
-        Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
-        other => other,
-    }
-}
-
-/// A pipe for the splice engine: non-blocking, close-on-exec, asked to hold
-/// `size` bytes (`F_SETPIPE_SZ`, best effort). Returns (read end, write end,
-/// capacity in bytes).
-#[cfg(target_os = "linux")]
-pub(crate) fn pipe(size: usize) -> io::Result<(OwnedFd, OwnedFd, usize)> {
-    let mut fds: [libc::c_int; 2] = [-1, -1];
-    // SAFETY: pipe2 writes two descriptors into a valid array of two c_ints.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by
-    // nobody else; OwnedFd now closes them.
-    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    let size = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
-    // SAFETY: fcntl on a descriptor we own, with an integer argument.
-    let mut cap = unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, size) };
-    if cap < 0 {
-        // Above fs.pipe-max-size (or out of pipe quota): keep the default size.
-        // SAFETY: fcntl on a descriptor we own, no argument.
-        cap = unsafe { libc::fcntl(w.as_raw_fd(), libc::F_GETPIPE_SZ) };
-    }
-    let cap = usize::try_from(cap).unwrap_or(0).max(4096);
-    Ok((r, w, cap))
-}
-
-/// Moves up to `len` bytes from `from` to `to` inside the kernel, one of
-/// them a pipe (`splice(2)` with `SPLICE_F_MOVE | SPLICE_F_NONBLOCK`): the
-/// payload never enters user space. `WouldBlock` when the socket has nothing
-/// to give or no room to take; `Ok(0)` at EOF.
-#[cfg(target_os = "linux")]
-pub(crate) fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
-    // SAFETY: splice takes two descriptors and null offsets (both are streams
-    // or pipes); no memory of ours is read or written.
-    let n = unsafe {
-        libc::splice(
-            from,
-            ptr::null_mut(),
-            to,
-            ptr::null_mut(),
-            len,
-            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(n as usize)
-}
-
-/// Sends one raw Ethernet `frame` (header included) on interface `ifindex`
-/// through an `AF_PACKET` socket: how interface mode announces a
-/// LoadBalancer address with a gratuitous ARP (the frame is built by
-/// `vip::arp`). Needs `CAP_NET_RAW`.
-pub(crate) fn send_ethernet_frame(ifindex: u32, dst_mac: [u8; 6], frame: &[u8]) -> io::Result<()> {
-    let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
-    // SAFETY: plain system calls on a descriptor this function owns; the
-    // address is a fully initialised `sockaddr_ll` passed with its size.
-    unsafe {
-        let fd = libc::socket(
-            libc::AF_PACKET,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            i32::from(ethertype.to_be()),
-        );
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let fd = OwnedFd::from_raw_fd(fd);
-        let mut addr: libc::sockaddr_ll = mem::zeroed();
-        addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_protocol = ethertype.to_be();
-        addr.sll_ifindex = ifindex as i32;
-        addr.sll_halen = 6;
-        addr.sll_addr[..6].copy_from_slice(&dst_mac);
-        let sent = libc::sendto(
-            fd.as_raw_fd(),
-            frame.as_ptr().cast(),
-            frame.len(),
-            0,
-            ptr::addr_of!(addr).cast(),
-            mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-        );
-        if sent < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
 }

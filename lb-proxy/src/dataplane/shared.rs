@@ -1,0 +1,191 @@
+//! What the handle, the accept loops, the connection tasks and the UDP relays
+//! share, as small types that each own one piece of state and say what can
+//! be done with it: the published table, the settings, the generation
+//! signal, the TCP connections (tasks, counts, registry) and the UDP flows.
+//! No module reaches into another's fields.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use lb_core::{ForwardEngine, ProxySettings, Snapshot, Table};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::dataplane::connections::Connections;
+use crate::dataplane::udp::table::Flows;
+use crate::lifecycle::Tasks;
+
+/// State shared by the handle, the accept loops, the connection tasks and
+/// the UDP relays (behind one `Arc`).
+#[derive(Debug)]
+pub(crate) struct Shared {
+    table: Arc<Table>,
+    settings: SettingsCell,
+    generation: Generation,
+    tcp: TcpConnections,
+    udp: Flows,
+}
+
+impl Shared {
+    /// The state of a data plane serving `snapshot` with `settings`, whose
+    /// connection tasks are spawned on `connections`.
+    pub(crate) fn new(settings: ProxySettings, snapshot: Snapshot, connections: Tasks) -> Self {
+        Shared {
+            udp: Flows::new(&settings),
+            table: Arc::new(Table::new(snapshot)),
+            settings: SettingsCell(ArcSwap::from_pointee(settings)),
+            generation: Generation(watch::Sender::new(0)),
+            tcp: TcpConnections::new(connections),
+        }
+    }
+
+    /// The published service table.
+    pub(crate) fn table(&self) -> &Arc<Table> {
+        &self.table
+    }
+
+    /// The settings new connections and flows use.
+    pub(crate) fn settings(&self) -> &SettingsCell {
+        &self.settings
+    }
+
+    /// Bumped on every published snapshot; open connections watch it.
+    pub(crate) fn generation(&self) -> &Generation {
+        &self.generation
+    }
+
+    /// The open TCP connections.
+    pub(crate) fn tcp(&self) -> &TcpConnections {
+        &self.tcp
+    }
+
+    /// Every UDP flow (all UDP services share the `udp_max_flows` bound).
+    pub(crate) fn udp(&self) -> &Flows {
+        &self.udp
+    }
+
+    /// Publishes `snapshot`: swaps the table, tells open connections, and
+    /// moves the UDP flows whose endpoint left now, not on their next
+    /// datagram.
+    pub(crate) fn publish(&self, snapshot: Snapshot) {
+        self.table.store(snapshot);
+        self.generation.bump();
+        self.udp.apply(&self.table.load());
+    }
+}
+
+// === impl SettingsCell ===
+
+/// The settings in force, swapped whole by a reload and read once per new
+/// connection without a lock.
+#[derive(Debug)]
+pub(crate) struct SettingsCell(ArcSwap<ProxySettings>);
+
+impl SettingsCell {
+    /// The settings now (one reference-count increment).
+    pub(crate) fn load(&self) -> Arc<ProxySettings> {
+        self.0.load_full()
+    }
+
+    /// The forwarding engine for a new connection.
+    pub(crate) fn engine(&self) -> ForwardEngine {
+        self.0.load().forward_engine
+    }
+
+    /// How long connections may drain.
+    pub(crate) fn drain_timeout(&self) -> Duration {
+        self.0.load().drain_timeout
+    }
+
+    /// Replaces the settings for connections and flows from now on.
+    pub(crate) fn store(&self, settings: ProxySettings) {
+        self.0.store(Arc::new(settings));
+    }
+}
+
+// === impl Generation ===
+
+/// Tells open connections (and followers such as the health-check node
+/// ports) that a new snapshot was published.
+#[derive(Debug)]
+pub(crate) struct Generation(watch::Sender<u64>);
+
+impl Generation {
+    /// A receiver that changes on every publish. A connection subscribes
+    /// before it loads the table, so no later publish is missed.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.0.subscribe()
+    }
+
+    fn bump(&self) {
+        self.0.send_modify(|g| *g += 1);
+    }
+}
+
+// === impl TcpConnections ===
+
+/// The TCP connections: their tasks (whose token is the kill switch at the
+/// end of a drain), how many are open, the registry behind
+/// `/api/v1/connections`, and the bytes `splice(2)` moved for them.
+#[derive(Debug)]
+pub(crate) struct TcpConnections {
+    tasks: Tasks,
+    open: AtomicUsize,
+    spliced: AtomicU64,
+    registry: Connections,
+}
+
+impl TcpConnections {
+    fn new(tasks: Tasks) -> Self {
+        TcpConnections {
+            tasks,
+            open: AtomicUsize::new(0),
+            spliced: AtomicU64::new(0),
+            registry: Connections::default(),
+        }
+    }
+
+    /// Where connection tasks are spawned (and waited for by the drain).
+    pub(crate) fn tasks(&self) -> &Tasks {
+        &self.tasks
+    }
+
+    /// Cancelled when the drain timeout has passed: open connections close.
+    pub(crate) fn kill(&self) -> &CancellationToken {
+        self.tasks.token()
+    }
+
+    /// Counts a client connection as open until the guard drops.
+    pub(crate) fn open(&self) -> Open<'_> {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Open(&self.open)
+    }
+
+    /// Client connections open now (including ones still dialing).
+    pub(crate) fn active(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Bytes `splice(2)` moved so far, for the engines to add to.
+    pub(crate) fn spliced(&self) -> &AtomicU64 {
+        &self.spliced
+    }
+
+    /// Open connections that reached an endpoint.
+    pub(crate) fn registry(&self) -> &Connections {
+        &self.registry
+    }
+}
+
+/// An open client connection, counted until dropped, so every exit path of
+/// a connection task gives it back.
+#[derive(Debug)]
+pub(crate) struct Open<'a>(&'a AtomicUsize);
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,30 @@
+//! System calls and socket options, in one place: the only module of lb
+//! where `unsafe` is allowed (`unsafe_code` is denied everywhere else, and
+//! clippy's `undocumented_unsafe_blocks` asks a `// SAFETY:` comment of each
+//! block here).
+//!
+//! One file per job:
+//! - [`sockopt`]: binding service listeners and UDP frontends, flow sockets,
+//!   `TCP_NODELAY`, resets, half-closes, and the open-file limit. Safe: what
+//!   `socket2` lacks comes from `nix`.
+//! - [`udp`]: batched datagram I/O (`recvmmsg(2)`/`sendmmsg(2)`) with the
+//!   `IP_PKTINFO`/`IPV6_PKTINFO` control messages. Direct calls: the hot UDP
+//!   path, where `nix` would cost (the file says why).
+//! - [`pipe`]: pipes and `splice(2)` for the splice engine, through `nix`.
+//! - [`packet`]: one raw Ethernet frame out of an `AF_PACKET` socket (the
+//!   gratuitous ARP of interface mode).
+
+mod packet;
+#[cfg(target_os = "linux")]
+mod pipe;
+mod sockopt;
+mod udp;
+
+pub(crate) use packet::send_ethernet_frame;
+#[cfg(target_os = "linux")]
+pub(crate) use pipe::{pipe, splice};
+pub(crate) use sockopt::{
+    bind_service_listener, bind_udp_frontend, connect_udp_flow, raise_nofile_limit, reset,
+    set_nodelay, shutdown_write,
+};
+pub(crate) use udp::{try_recv_batch, try_send_batch, Outgoing, RecvBatch};
