@@ -91,12 +91,9 @@ pub(crate) async fn demo() -> Result<Demo> {
     for (addr, body) in PODS {
         http_backend(addr, body).await?;
     }
-    let app = App::start(AppOptions {
-        config: config_path(),
-        state_file: None,
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let app = App::start(AppOptions::new(config_path()))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
 
     let snapshot = app.dataplane().table().load();
     let cluster_ip = |name: &str| -> Result<IpAddr> {

@@ -19,28 +19,36 @@ use tracing::{info, warn};
 
 use crate::control::events::{EndpointStates, Events};
 use crate::control::follow::follow;
-use crate::control::{ControlOptions, ControlPlane, ReloadCounters};
+use crate::control::{ControlOptions, ControlPlane, ProxyOverrides, ReloadCounters};
 use crate::dataplane::DataPlane;
 use crate::lifecycle::Tasks;
 use crate::ops::admin::{AdminServer, AdminSource};
 use crate::ops::healthcheck::HealthChecks;
 
-/// How to start an [`App`].
-#[derive(Debug, Clone)]
+/// How to start an [`App`]: the binary's command line, as a value.
+#[derive(Debug, Clone, Default)]
 pub struct AppOptions {
     /// The TOML file.
     pub config: PathBuf,
     /// Where allocations persist across restarts; `None` keeps them in memory
     /// (stable across reloads only).
     pub state_file: Option<PathBuf>,
-}
-
-/// Sources besides the config file.
-#[derive(Debug, Clone, Default)]
-pub struct SourceOptions {
     /// `--manifests PATH`: Kubernetes manifests (a file or a directory),
     /// merged with the file's objects and watched like it.
     pub manifests: Option<PathBuf>,
+    /// `[proxy]` settings that win over the file's (the binary's
+    /// `LB_FORWARD_ENGINE`, `LB_ACCEPT`, `LB_WORKERS`).
+    pub overrides: ProxyOverrides,
+}
+
+impl AppOptions {
+    /// The file alone: allocations in memory, no manifests, no override.
+    pub fn new(config: impl Into<PathBuf>) -> Self {
+        AppOptions {
+            config: config.into(),
+            ..AppOptions::default()
+        }
+    }
 }
 
 /// Why the proxy could not start.
@@ -152,25 +160,18 @@ impl AdminSource for AdminView {
 }
 
 impl App {
-    /// Loads the file, starts the data plane and the admin API. An invalid file
-    /// is an error and nothing starts.
+    /// Loads the file (with the manifests, and etcd when the file has
+    /// `[source.etcd]`: then allocations are shared through etcd, and the
+    /// first load waits up to 5 s for etcd's first read), starts the data
+    /// plane, the control plane and the admin API. An invalid file is an
+    /// error and nothing starts.
     pub async fn start(options: AppOptions) -> Result<App, AppError> {
-        App::start_with(options, SourceOptions::default()).await
-    }
-
-    /// [`App::start`] with other sources: manifests, and etcd when the file
-    /// has `[source.etcd]` (then allocations are shared through etcd, and the
-    /// first load waits up to 5 s for etcd's first read).
-    pub async fn start_with(
-        options: AppOptions,
-        source_options: SourceOptions,
-    ) -> Result<App, AppError> {
         let tasks = Tasks::new();
         let Control {
             control,
             config,
             snapshot,
-        } = match start_control(&options, &source_options, &tasks).await {
+        } = match start_control(&options, &tasks).await {
             Ok(started) => started,
             Err(e) => {
                 tasks.stop().await;
@@ -184,7 +185,7 @@ impl App {
                 lb_config::VipMode::Freebind | lb_config::VipMode::Interface
             ),
         };
-        let dataplane = DataPlane::start_with(config.proxy.clone(), snapshot, bind).await;
+        let dataplane = DataPlane::start_in(&tasks, config.proxy.clone(), snapshot, bind).await;
         control.serve(&dataplane);
         let started = Started {
             control: control.clone(),
@@ -387,11 +388,7 @@ struct Control {
 /// The sources of `options`, the control plane over them, and its first
 /// desired state. The file is read once: its `[source.etcd]` names the etcd
 /// source, and the same read is the file source's first state.
-async fn start_control(
-    options: &AppOptions,
-    source_options: &SourceOptions,
-    tasks: &Tasks,
-) -> Result<Control, AppError> {
+async fn start_control(options: &AppOptions, tasks: &Tasks) -> Result<Control, AppError> {
     let file = Arc::new(FileSource::new(options.config.clone()));
     let first = {
         let file = file.clone();
@@ -422,8 +419,10 @@ async fn start_control(
     if let Some(shared) = &shared_store {
         store = Box::new(shared.clone());
     }
-    let mut control_options = ControlOptions::new(store).source_read(file, first);
-    if let Some(path) = &source_options.manifests {
+    let mut control_options = ControlOptions::new(store)
+        .source_read(file, first)
+        .overrides(options.overrides.clone());
+    if let Some(path) = &options.manifests {
         control_options = control_options.source(Arc::new(
             lb_config::manifests::ManifestSource::new(path.clone()),
         ));

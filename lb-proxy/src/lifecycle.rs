@@ -24,6 +24,21 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tokio_util::task::task_tracker::TaskTrackerToken;
 use tokio_util::task::TaskTracker;
 
+/// How many levels of a part's tree a task is counted by without an
+/// allocation: the root, the App's parts and their sub-parts (a connection
+/// is counted by the connections, the data plane and the root).
+const INLINE_LEVELS: usize = 4;
+
+/// The trackers' tokens a task holds while it runs. Spawning a connection
+/// must not allocate more than the task itself, so the usual depths are kept
+/// inline; `deeper` (empty, so no allocation) holds only what is below
+/// [`INLINE_LEVELS`].
+#[derive(Default)]
+struct Counted {
+    inline: [Option<TaskTrackerToken>; INLINE_LEVELS],
+    deeper: Vec<TaskTrackerToken>,
+}
+
 /// A part's token and the trackers that count its tasks (its own first, then
 /// its ancestors'). Cloning is shallow: clones spawn into the same part.
 #[derive(Clone)]
@@ -91,8 +106,15 @@ impl Tasks {
         self.trackers.first().map_or(0, TaskTracker::len)
     }
 
-    fn tokens(&self) -> Vec<TaskTrackerToken> {
-        self.trackers.iter().map(TaskTracker::token).collect()
+    fn tokens(&self) -> Counted {
+        let mut counted = Counted::default();
+        for (i, tracker) in self.trackers.iter().enumerate() {
+            match counted.inline.get_mut(i) {
+                Some(slot) => *slot = Some(tracker.token()),
+                None => counted.deeper.push(tracker.token()),
+            }
+        }
+        counted
     }
 
     /// Spawns `task` on the current runtime, counted by this part and its

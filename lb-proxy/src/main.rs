@@ -8,8 +8,9 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use clap::{Parser, Subcommand, ValueEnum};
-use lb_proxy::app::{App, AppError, AppOptions, SourceOptions};
+use lb_proxy::app::{App, AppError, AppOptions};
 use lb_proxy::cli::get::{GetKind, OutputFormat};
+use lb_proxy::control::ProxyOverrides;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
 
@@ -34,7 +35,8 @@ lb-proxy get ep -o wide --admin 127.0.0.1:10249   endpoints with state and reaso
 lb-proxy get connections -w                       watch open connections\n\n\
 SIGNALS:\n  SIGHUP reloads the file (it is also watched); SIGTERM/SIGINT drain; a second one exits at once.\n\n\
 ENVIRONMENT:\n  RUST_LOG      log filter (default info; lb_proxy=debug logs one event per connection)\n  \
-NOTIFY_SOCKET set by systemd for Type=notify: READY=1 is sent once the proxy serves"
+NOTIFY_SOCKET set by systemd for Type=notify: READY=1 is sent once the proxy serves\n  \
+LB_FORWARD_ENGINE, LB_ACCEPT, LB_WORKERS  override [proxy] forward_engine, accept_mode, workers"
 )]
 struct Cli {
     /// The TOML config file (runs the proxy when no subcommand is given).
@@ -230,6 +232,13 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             };
             init_logging(cli.log_format);
+            let overrides = match overrides_from_env() {
+                Ok(o) => o,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -237,17 +246,41 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            runtime.block_on(run(
-                AppOptions {
-                    config,
-                    state_file: cli.state_file,
-                },
-                SourceOptions {
-                    manifests: cli.manifests,
-                },
-            ))
+            runtime.block_on(run(AppOptions {
+                config,
+                state_file: cli.state_file,
+                manifests: cli.manifests,
+                overrides,
+            }))
         }
     }
+}
+
+/// `LB_FORWARD_ENGINE`, `LB_ACCEPT` and `LB_WORKERS`: `[proxy]`
+/// `forward_engine`, `accept_mode` and `workers` for this process, over the
+/// file's (for benchmarks and A/B runs without editing the file). An unknown
+/// value is an error naming the valid ones.
+fn overrides_from_env() -> Result<ProxyOverrides, String> {
+    fn var(name: &str) -> Option<String> {
+        std::env::var(name)
+            .ok()
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    }
+    let mut overrides = ProxyOverrides::default();
+    if let Some(v) = var("LB_FORWARD_ENGINE") {
+        overrides.forward_engine = Some(v.parse().map_err(|e| format!("LB_FORWARD_ENGINE: {e}"))?);
+    }
+    if let Some(v) = var("LB_ACCEPT") {
+        overrides.accept_mode = Some(v.parse().map_err(|e| format!("LB_ACCEPT: {e}"))?);
+    }
+    if let Some(v) = var("LB_WORKERS") {
+        overrides.workers = Some(
+            v.parse()
+                .map_err(|_| format!("LB_WORKERS: {v:?} is not a number of threads"))?,
+        );
+    }
+    Ok(overrides)
 }
 
 /// Runs a one-shot command (`put`, `delete`) on a runtime of its own, one
@@ -360,7 +393,7 @@ fn get(
     }
 }
 
-async fn run(options: AppOptions, source_options: SourceOptions) -> ExitCode {
+async fn run(options: AppOptions) -> ExitCode {
     let (mut term, mut int, mut hup) = match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
@@ -372,7 +405,7 @@ async fn run(options: AppOptions, source_options: SourceOptions) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let app = match App::start_with(options.clone(), source_options).await {
+    let app = match App::start(options).await {
         Ok(app) => app,
         Err(AppError::Config(errors)) => {
             eprintln!("{errors}");

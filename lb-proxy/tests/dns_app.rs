@@ -47,12 +47,7 @@ async fn the_app_serves_dns_and_a_reload_shows_in_the_next_answer() {
     let ip: IpAddr = "127.0.53.20".parse().unwrap();
     let listen = SocketAddr::new(ip, free_udp_port(ip));
     std::fs::write(&path, file(listen, 5, true)).unwrap();
-    let app = App::start(AppOptions {
-        config: path.clone(),
-        state_file: None,
-    })
-    .await
-    .unwrap();
+    let app = App::start(AppOptions::new(path.clone())).await.unwrap();
     let addr = app.dns().expect("[dns] starts the responder").local_addr();
     assert_eq!(addr, listen);
 
@@ -88,12 +83,7 @@ async fn without_a_dns_section_nothing_answers() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("lb.toml");
     std::fs::write(&path, "[admin]\nlisten = \"\"\n").unwrap();
-    let app = App::start(AppOptions {
-        config: path,
-        state_file: None,
-    })
-    .await
-    .unwrap();
+    let app = App::start(AppOptions::new(path)).await.unwrap();
     assert!(app.dns().is_none());
     app.shutdown().await;
 }
@@ -105,12 +95,9 @@ async fn a_taken_dns_port_is_a_start_error() {
     let taken = std::net::UdpSocket::bind("127.0.53.21:0").unwrap();
     let listen = taken.local_addr().unwrap();
     std::fs::write(&path, file(listen, 5, true)).unwrap();
-    let err = App::start(AppOptions {
-        config: path,
-        state_file: None,
-    })
-    .await
-    .expect_err("the port is taken");
+    let err = App::start(AppOptions::new(path))
+        .await
+        .expect_err("the port is taken");
     assert!(
         err.to_string()
             .starts_with(&format!("dns listener {listen}")),

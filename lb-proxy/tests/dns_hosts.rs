@@ -63,12 +63,7 @@ ports = [{{ name = "sql", port = 3307 }}]
         ),
     )
     .unwrap();
-    let app = App::start(AppOptions {
-        config: path,
-        state_file: None,
-    })
-    .await
-    .unwrap();
+    let app = App::start(AppOptions::new(path)).await.unwrap();
     // Resolved before the first snapshot with the name is served.
     let got = wait_for(
         &app,

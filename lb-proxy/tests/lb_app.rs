@@ -31,12 +31,9 @@ fn free_port(at: &str) -> u16 {
 async fn start(dir: &Path, text: &str) -> App {
     let path = dir.join("lb.toml");
     std::fs::write(&path, text).unwrap();
-    App::start(AppOptions {
-        config: path,
-        state_file: None,
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}"))
+    App::start(AppOptions::new(path))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// `[node]`, `[cluster]` and `[admin]` for a test whose addresses are

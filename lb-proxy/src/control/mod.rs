@@ -45,7 +45,7 @@ use lb_config::source::{Changed, DesiredState, Source, SourceStats};
 use lb_config::{Config, ConfigErrors, Loader};
 use lb_core::alloc::AllocationStore;
 use lb_core::health::PodKey;
-use lb_core::Snapshot;
+use lb_core::{AcceptMode, ForwardEngine, ProxySettings, Snapshot};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tracing::warn;
 
@@ -79,10 +79,39 @@ impl ReloadCounters {
     }
 }
 
+/// `[proxy]` settings that win over what the sources say, applied to every
+/// desired state: the binary maps `LB_FORWARD_ENGINE`, `LB_ACCEPT` and
+/// `LB_WORKERS` onto these (the library itself reads no environment).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProxyOverrides {
+    /// `forward_engine`.
+    pub forward_engine: Option<ForwardEngine>,
+    /// `accept_mode`.
+    pub accept_mode: Option<AcceptMode>,
+    /// `workers`.
+    pub workers: Option<u32>,
+}
+
+impl ProxyOverrides {
+    /// `settings` with the overridden values in place.
+    pub fn apply(&self, settings: &mut ProxySettings) {
+        if let Some(engine) = self.forward_engine {
+            settings.forward_engine = engine;
+        }
+        if let Some(mode) = self.accept_mode {
+            settings.accept_mode = mode;
+        }
+        if let Some(workers) = self.workers {
+            settings.workers = workers;
+        }
+    }
+}
+
 /// What the control plane is made of: its sources and where allocations are
 /// kept.
 pub struct ControlOptions {
     inputs: Vec<Input>,
+    overrides: ProxyOverrides,
     store: Box<dyn AllocationStore>,
     shared_store: bool,
     conflicts: Option<ConflictCheck>,
@@ -105,6 +134,7 @@ impl ControlOptions {
     pub fn new(store: Box<dyn AllocationStore>) -> Self {
         ControlOptions {
             inputs: Vec::new(),
+            overrides: ProxyOverrides::default(),
             store,
             shared_store: false,
             conflicts: None,
@@ -139,6 +169,12 @@ impl ControlOptions {
     pub fn shared(mut self, conflicts: ConflictCheck) -> Self {
         self.shared_store = true;
         self.conflicts = Some(conflicts);
+        self
+    }
+
+    /// `[proxy]` settings that win over the sources'.
+    pub fn overrides(mut self, overrides: ProxyOverrides) -> Self {
+        self.overrides = overrides;
         self
     }
 
@@ -253,6 +289,7 @@ impl ControlPlane {
             inputs,
             loader,
             conflicts: options.conflicts,
+            overrides: options.overrides,
         }));
         let w = work.clone();
         let outcome = tasks
@@ -302,6 +339,7 @@ impl ControlPlane {
                 inputs: Vec::new(),
                 loader: Loader::new(Box::<lb_core::alloc::MemoryStore>::default()),
                 conflicts: None,
+                overrides: ProxyOverrides::default(),
             })),
             changes: Vec::new(),
             wake: Arc::new(Notify::new()),

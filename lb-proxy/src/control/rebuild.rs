@@ -19,7 +19,7 @@ use tracing::{error, info, warn, Instrument};
 
 use crate::control::hosts::Hosts;
 use crate::control::probe::Probes;
-use crate::control::Shared;
+use crate::control::{ProxyOverrides, Shared};
 use crate::dataplane::DataPlane;
 use crate::lifecycle::Tasks;
 
@@ -49,6 +49,7 @@ pub(crate) struct Work {
     pub(crate) inputs: Vec<Input>,
     pub(crate) loader: Loader,
     pub(crate) conflicts: Option<ConflictCheck>,
+    pub(crate) overrides: ProxyOverrides,
 }
 
 /// What reading the sources came to.
@@ -106,7 +107,10 @@ pub(crate) fn read_and_load(work: &Mutex<Work>, dirty: &[bool], force: bool) -> 
         }
     }
     match result {
-        Ok(config) => Outcome::Loaded(Box::new(config)),
+        Ok(mut config) => {
+            work.overrides.apply(&mut config.proxy);
+            Outcome::Loaded(Box::new(config))
+        }
         Err(errors) => Outcome::Failed(errors),
     }
 }

@@ -148,12 +148,9 @@ impl Proxy {
         let ip = addr();
         let admin = SocketAddr::new(ip, free_port(ip));
         std::fs::write(&path, base_toml(admin) + services).expect("write config");
-        let app = App::start(AppOptions {
-            config: path.clone(),
-            state_file: None,
-        })
-        .await
-        .expect("the App starts");
+        let app = App::start(AppOptions::new(path.clone()))
+            .await
+            .expect("the App starts");
         let admin = app.admin_addr().expect("admin enabled").to_string();
         Proxy {
             app,

@@ -72,6 +72,9 @@ pub fn config_view(
             format!("{:?}", s.outlier_base_ejection),
         );
         proxy.insert("udp_max_flows".into(), s.udp_max_flows.to_string());
+        proxy.insert("forward_engine".into(), s.forward_engine.as_str().into());
+        proxy.insert("accept_mode".into(), s.accept_mode.as_str().into());
+        proxy.insert("workers".into(), s.workers.to_string());
     }
     ConfigView {
         generation: snapshot.generation(),
