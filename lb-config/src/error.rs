@@ -244,6 +244,7 @@ impl fmt::Display for ConfigErrors {
 }
 
 /// Errors of the file watcher.
+#[cfg(feature = "watch")]
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
     /// The path has no parent directory to watch.

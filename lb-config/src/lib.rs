@@ -56,9 +56,12 @@ pub mod resolve;
 pub mod source;
 pub mod store;
 mod validation;
+#[cfg(feature = "watch")]
 pub mod watch;
 
 pub use config::{ClusterSettings, Config, DnsSettings, VipMode};
-pub use error::{ConfigErrors, FieldError, WatchError};
+#[cfg(feature = "watch")]
+pub use error::WatchError;
+pub use error::{ConfigErrors, FieldError};
 pub use loader::{check_file, check_str, default_node_name, parse_str, Loader};
 pub use store::FileStore;

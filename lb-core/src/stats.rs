@@ -136,6 +136,21 @@ pub fn sub(c: &AtomicU64, n: u64) {
     c.fetch_sub(n, Ordering::Relaxed);
 }
 
+/// Counters of the cluster DNS responder's answers, by kind of answer: the
+/// responder counts, `/metrics` reads (and tests tell a forwarded answer
+/// from a local one).
+#[derive(Debug, Default)]
+pub struct DnsCounters {
+    /// Answered from the cluster zone (or a reverse name of it).
+    pub local: AtomicU64,
+    /// Forwarded to an upstream (including ExternalName chases).
+    pub forwarded: AtomicU64,
+    /// Refused: outside the zone with no upstream, or not a query.
+    pub refused: AtomicU64,
+    /// SERVFAIL: no upstream answered.
+    pub failed: AtomicU64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

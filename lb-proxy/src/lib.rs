@@ -21,7 +21,9 @@
 //! - `sys` (private): system calls and socket options, the only place
 //!   `unsafe` may live.
 
+#[cfg(feature = "admin")]
 pub mod app;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod control;
 pub mod dataplane;

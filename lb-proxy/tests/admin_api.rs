@@ -2,6 +2,7 @@
 //! back with the CLI's own client: the JSON shapes of the contract, the health
 //! endpoints, `lb-proxy get`, and a server that leaves nothing running once
 //! stopped.
+#![cfg(feature = "admin")]
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};

@@ -1,6 +1,7 @@
 //! The `lb-proxy` binary as an operator meets it: `check`, `run` with reloads
 //! and signals, `get`. Each test uses its own 127.x addresses so tests can run
 //! in parallel.
+#![cfg(feature = "cli")]
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};

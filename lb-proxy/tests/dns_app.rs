@@ -1,5 +1,6 @@
 //! The App starts the responder when the file has `[dns]`, and a reload shows
 //! in the next answer (endpoints, TTL).
+#![cfg(all(feature = "admin", feature = "dns"))]
 
 mod dns_support;
 

@@ -1,6 +1,7 @@
 //! `dig` (Debian's dnsutils) against the running `lb-proxy` binary with a
 //! `[dns]` section: what an operator would type. Skipped, with a message,
 //! where dig is not installed (`.ci/run` installs `dnsutils`).
+#![cfg(feature = "cli")]
 
 mod dns_support;
 

@@ -2,6 +2,7 @@
 //! loopback, never the system's resolver), and ExternalName targets outside
 //! the zone are chased there. Skipped, with a message, where dnsmasq is not
 //! installed (`.ci/run` installs `dnsmasq-base`).
+#![cfg(feature = "dns")]
 
 mod dns_support;
 

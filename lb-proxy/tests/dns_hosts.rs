@@ -2,6 +2,7 @@
 //! start, re-resolved within bounds (dnsmasq answers with TTL 0, so every
 //! MIN_REFRESH = 5 s), and a failed resolution keeps the last good answer.
 //! The upstream is a loopback dnsmasq; skipped, with a message, without it.
+#![cfg(all(feature = "admin", feature = "dns"))]
 
 mod dns_support;
 

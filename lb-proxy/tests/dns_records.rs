@@ -1,6 +1,7 @@
 //! The cluster DNS responder answers the records of the Kubernetes DNS
 //! specification (schema 1.1.0) from the live table, asked by a real resolver
 //! client (hickory-resolver) and by raw queries for exact flags and sections.
+#![cfg(feature = "dns")]
 
 mod dns_support;
 

@@ -1,5 +1,6 @@
 //! The examples run as a user would run them: the quickstart's demo (in its
 //! exit-after-demo form) and the embedding example.
+#![cfg(feature = "admin")]
 
 #[allow(dead_code)]
 #[path = "../../examples/quickstart.rs"]

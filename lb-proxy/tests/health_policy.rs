@@ -1,5 +1,6 @@
 //! Traffic policies and health-check node ports on loopback, with pods on
 //! `node-1` and `node-2` and the proxy as `node-1`.
+#![cfg(feature = "admin")]
 
 mod health_support;
 mod support;

@@ -5,6 +5,7 @@
 //! the health-check node port of a Local LoadBalancer answers; `lb-proxy check`
 //! refuses an address outside every pool. Each test has its own 127.x
 //! addresses, so they can run in parallel.
+#![cfg(feature = "cli")]
 
 mod support;
 

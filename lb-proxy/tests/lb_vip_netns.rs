@@ -16,6 +16,7 @@
 //! The test binary doubles as the client and the capture inside the client
 //! namespace (`ip netns exec NS <this binary> netns_helper`, told what to do by
 //! environment variables), so nothing beyond iproute2 is needed.
+#![cfg(feature = "cli")]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -1,6 +1,7 @@
 //! The walkthrough's Service and MetalLB manifests (examples/manifests, with
 //! loopback addresses) through the binary: `check` accepts them, `run`
 //! serves them as a cluster would, and an edit of a manifest is applied.
+#![cfg(feature = "cli")]
 
 mod source_support;
 

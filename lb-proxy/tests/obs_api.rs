@@ -2,6 +2,7 @@
 //! connections with client, endpoint, bytes and the pick reason, paginated),
 //! `/api/v1/config` (the effective config with allocations), `/api/v1/events`
 //! and the status page at `/`.
+#![cfg(feature = "admin")]
 
 mod obs_support;
 

@@ -6,6 +6,7 @@
 //!
 //! Skipped (with a message) only where `chromium` or `chromedriver` is not
 //! installed (`apt-get install chromium chromium-driver`; `.ci/run` does).
+#![cfg(feature = "admin")]
 
 mod obs_support;
 

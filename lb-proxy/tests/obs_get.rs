@@ -1,6 +1,7 @@
 //! `lb-proxy get connections` and friends: golden tables, the binary against
 //! a running proxy (table, wide, json, watch), and a man-page-style `--help`
 //! for every subcommand.
+#![cfg(feature = "cli")]
 
 mod obs_support;
 

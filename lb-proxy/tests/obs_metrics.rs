@@ -2,6 +2,7 @@
 //! equal to the connections made, the connect-duration histogram, process and
 //! reload metrics, and series removed with their service or endpoint while the
 //! others keep their values.
+#![cfg(feature = "admin")]
 
 mod obs_support;
 

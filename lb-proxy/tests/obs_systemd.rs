@@ -1,5 +1,6 @@
 //! `Type=notify`: the binary sends `READY=1` on `$NOTIFY_SOCKET` once it
 //! serves, and `STOPPING=1` when SIGTERM starts the drain.
+#![cfg(feature = "cli")]
 
 mod obs_support;
 

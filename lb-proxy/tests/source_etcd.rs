@@ -3,6 +3,7 @@
 //! updates and deletes, skip a bad object by key, resolve a conflict by the
 //! older mod_revision, report the source stale while etcd is down, while
 //! traffic keeps flowing, and refuse `exec` probes from etcd unless allowed.
+#![cfg(feature = "cli")]
 
 mod source_support;
 

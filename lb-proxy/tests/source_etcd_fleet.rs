@@ -4,6 +4,7 @@
 //! traffic on the receiving node's pods; the health-check node port says
 //! which nodes have local pods; and allocations agree on all three nodes,
 //! even when they start at the same moment with nothing allocated yet.
+#![cfg(feature = "cli")]
 
 mod source_support;
 

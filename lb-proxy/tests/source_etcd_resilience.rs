@@ -3,6 +3,7 @@
 //! same data directory and port. A client keeps opening connections through
 //! lb-proxy the whole time; every one gets its answer, and a change made
 //! afterwards still arrives.
+#![cfg(feature = "cli")]
 
 mod source_support;
 

@@ -4,6 +4,7 @@
 //! credentials serve; wrong ones leave the source stale (`/readyz` 503),
 //! never a crash; a key that does not fit its certificate is refused by
 //! `check`.
+#![cfg(feature = "cli")]
 
 mod source_support;
 

@@ -594,6 +594,7 @@ async fn an_endpoint_that_stops_answering_costs_one_datagram(mode: Mode) {
     plane.shutdown().await;
 }
 
+#[cfg(feature = "admin")]
 async fn metrics_show_udp_sessions_and_datagrams(mode: Mode) {
     let backend = udp_backend("127.0.60.11", "a").await;
     let vip = udp_vip();
@@ -666,17 +667,19 @@ async fn replies_to_many_clients_at_once_each_reach_their_own_client(mode: Mode)
 }
 
 macro_rules! in_both_placements {
-    ($($name:ident),* $(,)?) => {
+    ($($(#[$meta:meta])* $name:ident),* $(,)?) => {
         mod single {
             use super::*;
-            $(#[tokio::test]
+            $($(#[$meta])*
+            #[tokio::test]
             async fn $name() {
                 super::$name(Mode::DEFAULT).await;
             })*
         }
         mod percore {
             use super::*;
-            $(#[tokio::test]
+            $($(#[$meta])*
+            #[tokio::test]
             async fn $name() {
                 super::$name(Mode::accept(AcceptMode::PerCore)).await;
             })*
@@ -698,6 +701,7 @@ in_both_placements! {
     flows_move_when_their_endpoint_is_removed,
     an_unreachable_endpoint_is_counted_and_the_flow_fails_over,
     an_endpoint_that_stops_answering_costs_one_datagram,
+    #[cfg(feature = "admin")]
     metrics_show_udp_sessions_and_datagrams,
     replies_to_many_clients_at_once_each_reach_their_own_client,
 }

@@ -79,6 +79,7 @@ impl Source for ManifestSource {
     /// A file is watched like the config file (edits, renames, ConfigMap
     /// swaps); a directory for its files being added, changed or removed.
     /// Set up now, so the watch exists before the control plane's next read.
+    #[cfg(feature = "watch")]
     fn watch(
         self: std::sync::Arc<Self>,
         changed: crate::source::Changed,

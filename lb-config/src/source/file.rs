@@ -1,14 +1,20 @@
 //! The config file as a source: its settings and objects, read whole on
-//! every rebuild that concerns it, and watched for edits, renames and
-//! ConfigMap symlink swaps.
+//! every rebuild that concerns it, and (with the `watch` feature) watched
+//! for edits, renames and ConfigMap symlink swaps; without it, read again on
+//! a reload request only.
 
 use std::path::{Path, PathBuf};
+#[cfg(feature = "watch")]
 use std::sync::Arc;
 
+#[cfg(feature = "watch")]
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{ConfigErrors, FieldError};
-use crate::source::{Changed, DesiredState, Source, WatchFuture};
+#[cfg(feature = "watch")]
+use crate::source::{Changed, WatchFuture};
+use crate::source::{DesiredState, Source};
+#[cfg(feature = "watch")]
 use crate::watch::{FileWatch, WatchTarget};
 
 /// `--config FILE`: the one source that carries settings ([`DesiredState::file`]).
@@ -47,6 +53,7 @@ impl Source for FileSource {
         })
     }
 
+    #[cfg(feature = "watch")]
     fn watch(self: Arc<Self>, changed: Changed, stop: CancellationToken) -> WatchFuture {
         // Set up now, so the watch exists before the control plane's next
         // read of the file.

@@ -34,6 +34,7 @@ pub mod follow;
 pub mod hosts;
 pub mod probe;
 pub mod rebuild;
+#[cfg(feature = "vip")]
 pub mod vip;
 
 use std::collections::BTreeMap;
@@ -169,6 +170,13 @@ impl ControlOptions {
     pub fn shared(mut self, conflicts: ConflictCheck) -> Self {
         self.shared_store = true;
         self.conflicts = Some(conflicts);
+        self
+    }
+
+    /// Keeps allocations in `store` instead of the one given to
+    /// [`ControlOptions::new`].
+    pub fn store(mut self, store: Box<dyn AllocationStore>) -> Self {
+        self.store = store;
         self
     }
 

@@ -95,6 +95,15 @@ impl fmt::Debug for DataPlane {
     }
 }
 
+/// Raises this process's soft open-file limit to its hard limit and returns
+/// the new soft limit. Every proxied TCP connection holds two descriptors and
+/// every UDP flow one, so a proxy wants all it may have; a library does not
+/// change process limits behind its embedder's back, so this is the
+/// embedder's call (the binary makes it at start).
+pub fn raise_nofile_limit() -> std::io::Result<u64> {
+    crate::sys::raise_nofile_limit()
+}
+
 impl DataPlane {
     /// Starts serving `snapshot` (must be called inside a tokio runtime). Every
     /// frontend that can be bound is bound before this returns; the others are

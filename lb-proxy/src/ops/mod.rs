@@ -14,10 +14,16 @@
 //! [`crate::lifecycle::Tasks`] its constructor takes, and stopping a part
 //! waits for its tasks.
 
+#[cfg(feature = "admin")]
 pub mod admin;
+#[cfg(feature = "dns")]
 pub mod dns;
+#[cfg(feature = "admin")]
 pub mod healthcheck;
+#[cfg(feature = "admin")]
 mod http;
+#[cfg(feature = "admin")]
 pub mod metrics;
+#[cfg(feature = "admin")]
 pub mod status;
 pub mod views;

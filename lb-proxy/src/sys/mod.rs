@@ -14,12 +14,14 @@
 //! - [`packet`]: one raw Ethernet frame out of an `AF_PACKET` socket (the
 //!   gratuitous ARP of interface mode).
 
+#[cfg(feature = "vip")]
 mod packet;
 #[cfg(target_os = "linux")]
 mod pipe;
 mod sockopt;
 mod udp;
 
+#[cfg(feature = "vip")]
 pub(crate) use packet::send_ethernet_frame;
 #[cfg(target_os = "linux")]
 pub(crate) use pipe::{pipe, splice};

@@ -16,7 +16,7 @@ mod records;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -98,19 +98,7 @@ pub enum DnsError {
     },
 }
 
-/// Counters of answered questions, by kind of answer (for `/metrics` and
-/// tests that must tell a forwarded answer from a local one).
-#[derive(Debug, Default)]
-pub struct DnsCounters {
-    /// Answered from the cluster zone (or a reverse name of it).
-    pub local: AtomicU64,
-    /// Forwarded to an upstream (including ExternalName chases).
-    pub forwarded: AtomicU64,
-    /// Refused: outside the zone with no upstream, or not a query.
-    pub refused: AtomicU64,
-    /// SERVFAIL: no upstream answered.
-    pub failed: AtomicU64,
-}
+pub use lb_core::stats::DnsCounters;
 
 /// The hickory-server handler: one question, one snapshot.
 #[derive(Debug)]

@@ -57,7 +57,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, Prometheu
 use metrics_util::MetricKindMask;
 
 use crate::control::ReloadCounters;
-use crate::ops::dns::DnsCounters;
+use lb_core::stats::DnsCounters;
 use series::State;
 
 /// Everything `/metrics` shows beyond the snapshot's counters. All optional

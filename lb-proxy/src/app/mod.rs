@@ -4,26 +4,29 @@
 //! node ports and the interface VIPs sit beside them. The quickstart runs
 //! this same code, so what it shows is what the binary does.
 
+mod parts;
+mod sources;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use lb_config::source::etcd::EtcdSource;
-use lb_config::source::{FileSource, Source, SourceStats};
+use lb_config::source::SourceStats;
 use lb_config::{Config, ConfigErrors};
-use lb_core::alloc::{AllocationStore, MemoryStore};
 use lb_core::{FrontendKey, Snapshot};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::control::events::{EndpointStates, Events};
 use crate::control::follow::follow;
-use crate::control::{ControlOptions, ControlPlane, ProxyOverrides, ReloadCounters};
+use crate::control::{ControlPlane, ProxyOverrides, ReloadCounters};
 use crate::dataplane::DataPlane;
 use crate::lifecycle::Tasks;
 use crate::ops::admin::{AdminServer, AdminSource};
 use crate::ops::healthcheck::HealthChecks;
+use parts::{vip_settings, DnsPart, VipPart};
+use sources::{start_control, Control};
 
 /// How to start an [`App`]: the binary's command line, as a value.
 #[derive(Debug, Clone, Default)]
@@ -59,6 +62,7 @@ pub enum AppError {
     Config(#[source] ConfigErrors),
     /// The DNS responder could not start (its port is taken, or the zone is
     /// not a valid name).
+    #[cfg(feature = "dns")]
     #[error("{0}")]
     Dns(#[source] crate::ops::dns::DnsError),
     /// The admin listener could not be bound (it never shares its port, so a
@@ -71,8 +75,18 @@ pub enum AppError {
         source: std::io::Error,
     },
     /// `vip_mode = "interface"` could not take hold of its interface.
+    #[cfg(feature = "vip")]
     #[error("{0}")]
     Vip(#[source] crate::control::vip::VipError),
+    /// The file (or the command line) asks for a part this build of
+    /// lb-proxy was compiled without.
+    #[error("{what} needs lb-proxy's `{feature}` feature, which this build does not have")]
+    Unsupported {
+        /// What was asked for.
+        what: &'static str,
+        /// The cargo feature that brings it.
+        feature: &'static str,
+    },
 }
 
 /// A running proxy fed from a file. Cloning is shallow.
@@ -88,11 +102,11 @@ struct Inner {
     dataplane: DataPlane,
     admin_addr: Option<SocketAddr>,
     /// The DNS responder, when the file has `[dns]`.
-    dns: Option<crate::ops::dns::Dns>,
+    dns: DnsPart,
     /// Health-check node ports (LoadBalancer + Local).
     health_checks: HealthChecks,
     /// `vip_mode = "interface"`: the addresses lb-proxy adds and announces.
-    vips: Option<crate::control::vip::Vips>,
+    vips: VipPart,
     /// Followers wired here: endpoint-state events, new settings.
     followers: Tasks,
     /// The admin API, stopped last so a drain can be watched.
@@ -106,7 +120,7 @@ struct Inner {
 struct AdminView {
     dataplane: DataPlane,
     control: ControlPlane,
-    dns: Option<crate::ops::dns::Dns>,
+    dns: DnsPart,
     /// The recorder and handles behind `/metrics`.
     metrics: crate::ops::metrics::Metrics,
 }
@@ -138,7 +152,7 @@ impl AdminSource for AdminView {
             &self.dataplane.table().load(),
             &crate::ops::metrics::Sources {
                 reloads: self.control.reloads(),
-                dns: self.dns.as_ref().map(|d| d.counters()),
+                dns: self.dns.counters(),
                 host_lookups: (lookups.0 > 0).then_some(lookups),
                 process: true,
                 source_stats: &source_stats,
@@ -193,31 +207,20 @@ impl App {
             tasks: tasks.clone(),
         };
         let health_checks = HealthChecks::start(&dataplane, tasks.child());
-        let vips = match vip_options(&config) {
-            Some(o) => match crate::control::vip::Vips::start(&dataplane, o, tasks.child()).await {
-                Ok(v) => Some(v),
-                Err(e) => {
-                    started.abort().await;
-                    return Err(AppError::Vip(e));
-                }
-            },
-            None => None,
-        };
-        let dns = match (
-            config.dns.as_ref().map(|d| d.listen),
-            crate::ops::dns::DnsOptions::from_config(&config),
-        ) {
-            (Some(listen), Some(o)) => {
-                match crate::ops::dns::Dns::start(listen, dataplane.table(), o, tasks.child()).await
-                {
-                    Ok(dns) => Some(dns),
-                    Err(e) => {
-                        started.abort().await;
-                        return Err(AppError::Dns(e));
-                    }
-                }
+        let vips = match VipPart::start(&config, &dataplane, &tasks).await {
+            Ok(v) => v,
+            Err(e) => {
+                started.abort().await;
+                return Err(e);
             }
-            _ => None,
+        };
+        let dns = match DnsPart::start(&config, &dataplane, &tasks).await {
+            Ok(d) => d,
+            Err(e) => {
+                vips.stop().await;
+                started.abort().await;
+                return Err(e);
+            }
         };
         let events = control.events().clone();
         events.record(
@@ -238,9 +241,8 @@ impl App {
             let listener = match tokio::net::TcpListener::bind(addr).await {
                 Ok(l) => l,
                 Err(source) => {
-                    if let Some(dns) = &dns {
-                        dns.shutdown().await;
-                    }
+                    dns.stop().await;
+                    vips.stop().await;
                     started.abort().await;
                     return Err(AppError::AdminBind { addr, source });
                 }
@@ -257,9 +259,8 @@ impl App {
                     admin = Some(server);
                 }
                 Err(source) => {
-                    if let Some(dns) = &dns {
-                        dns.shutdown().await;
-                    }
+                    dns.stop().await;
+                    vips.stop().await;
                     started.abort().await;
                     return Err(AppError::AdminBind { addr, source });
                 }
@@ -293,8 +294,9 @@ impl App {
     }
 
     /// Interface mode's VIP manager, when `vip_mode = "interface"`.
+    #[cfg(feature = "vip")]
     pub fn vips(&self) -> Option<&crate::control::vip::Vips> {
-        self.inner.vips.as_ref()
+        self.inner.vips.get()
     }
 
     /// The data plane (its table, bind errors, drain).
@@ -308,8 +310,9 @@ impl App {
     }
 
     /// The DNS responder, when the file has `[dns]` (its address, counters).
+    #[cfg(feature = "dns")]
     pub fn dns(&self) -> Option<&crate::ops::dns::Dns> {
-        self.inner.dns.as_ref()
+        self.inner.dns.get()
     }
 
     /// Endpoint host names and their resolutions (answers, failures).
@@ -349,12 +352,8 @@ impl App {
         inner.dataplane.shutdown().await;
         inner.control.stop().await;
         inner.health_checks.stop().await;
-        if let Some(vips) = &inner.vips {
-            vips.stop().await;
-        }
-        if let Some(dns) = &inner.dns {
-            dns.shutdown().await;
-        }
+        inner.vips.stop().await;
+        inner.dns.stop().await;
         inner.followers.stop().await;
         if let Some(admin) = &inner.admin {
             admin.stop().await;
@@ -378,70 +377,6 @@ impl Started {
     }
 }
 
-/// A control plane that loaded its first desired state.
-struct Control {
-    control: ControlPlane,
-    config: Arc<Config>,
-    snapshot: Snapshot,
-}
-
-/// The sources of `options`, the control plane over them, and its first
-/// desired state. The file is read once: its `[source.etcd]` names the etcd
-/// source, and the same read is the file source's first state.
-async fn start_control(options: &AppOptions, tasks: &Tasks) -> Result<Control, AppError> {
-    let file = Arc::new(FileSource::new(options.config.clone()));
-    let first = {
-        let file = file.clone();
-        tasks
-            .spawn_blocking(move || file.desired())
-            .await
-            .unwrap_or_else(|e| {
-                Err(ConfigErrors::single(lb_config::FieldError::internal(
-                    "load",
-                    e.to_string(),
-                )))
-            })
-    };
-    let etcd_settings = match first.as_ref().ok().and_then(|s| s.file.as_ref()) {
-        Some(raw) => lb_config::source::etcd::settings_of(raw).map_err(AppError::Config)?,
-        None => None, // the load below reports the file's errors
-    };
-    let mut store: Box<dyn AllocationStore> = match &options.state_file {
-        Some(path) => Box::new(lb_config::FileStore::new(path.clone())),
-        None => Box::<MemoryStore>::default(),
-    };
-    let etcd = etcd_settings.map(|settings| Arc::new(EtcdSource::new(settings)));
-    // With etcd, allocations are shared through it. The store blocks on this
-    // runtime; the control plane only loads on blocking threads.
-    let shared_store = etcd
-        .as_ref()
-        .map(|source| source.store(tokio::runtime::Handle::current()));
-    if let Some(shared) = &shared_store {
-        store = Box::new(shared.clone());
-    }
-    let mut control_options = ControlOptions::new(store)
-        .source_read(file, first)
-        .overrides(options.overrides.clone());
-    if let Some(path) = &options.manifests {
-        control_options = control_options.source(Arc::new(
-            lb_config::manifests::ManifestSource::new(path.clone()),
-        ));
-    }
-    if let (Some(source), Some(shared)) = (etcd, shared_store) {
-        control_options = control_options
-            .source(source)
-            .shared(Arc::new(move || shared.take_conflict()));
-    }
-    let (control, loaded) = ControlPlane::load(control_options, tasks.child())
-        .await
-        .map_err(AppError::Config)?;
-    Ok(Control {
-        control,
-        config: loaded.config,
-        snapshot: loaded.snapshot,
-    })
-}
-
 /// Records endpoint state changes as events, following the table.
 fn follow_endpoint_states(tasks: &Tasks, dataplane: &DataPlane, events: Arc<Events>) {
     let dataplane = dataplane.clone();
@@ -459,7 +394,7 @@ fn follow_configs(
     tasks: &Tasks,
     mut configs: watch::Receiver<Arc<Config>>,
     first: Arc<Config>,
-    dns: Option<crate::ops::dns::Dns>,
+    dns: DnsPart,
 ) {
     let stop = tasks.token().clone();
     tasks.spawn(async move {
@@ -477,33 +412,19 @@ fn follow_configs(
                 // on a different explicit address.
                 warn!("admin.listen changed; it takes effect at the next restart");
             }
-            if vip_options(&config) != vip_options(&first) || config.vip_mode != first.vip_mode {
+            if vip_settings(&config) != vip_settings(&first) {
                 warn!("node.vip_mode, vip_interface or announce_interface changed; it takes effect at the next restart");
             }
-            match (&dns, crate::ops::dns::DnsOptions::from_config(&config)) {
-                (Some(dns), Some(options)) => dns.set_options(options),
-                (None, Some(_)) | (Some(_), None) => {
-                    warn!("[dns] added or removed; it takes effect at the next restart")
-                }
-                (None, None) => {}
-            }
+            dns.reconfigure(&config);
         }
     });
-}
-
-/// Interface mode's options, when `vip_mode = "interface"`.
-fn vip_options(config: &Config) -> Option<crate::control::vip::VipOptions> {
-    (config.vip_mode == lb_config::VipMode::Interface).then(|| crate::control::vip::VipOptions {
-        interface: config.vip_interface.clone(),
-        announce_interface: config.announce_interface.clone(),
-    })
 }
 
 /// Raises the open-file limit and warns when the configured bounds cannot fit
 /// in it: two descriptors per proxied TCP connection (`max_connections` per
 /// service port, when bounded) plus one per UDP flow.
 fn check_open_file_limit(config: &Config) {
-    let limit = match crate::sys::raise_nofile_limit() {
+    let limit = match crate::dataplane::raise_nofile_limit() {
         Ok(limit) => limit,
         Err(e) => {
             warn!("cannot raise the open-file limit: {e}");

@@ -1,0 +1,155 @@
+//! The App's optional parts: each runs when the file asks for it and the
+//! build has its feature, the DNS responder (`[dns]`, feature `dns`) and the
+//! interface VIPs (`vip_mode = "interface"`, feature `vip`). A file that asks
+//! for a part this build lacks is refused at start, never ignored.
+
+use lb_config::Config;
+use lb_core::stats::DnsCounters;
+use tracing::warn;
+
+use crate::app::AppError;
+use crate::dataplane::DataPlane;
+use crate::lifecycle::Tasks;
+
+/// The cluster DNS responder, when `[dns]` asks for one.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct DnsPart {
+    #[cfg(feature = "dns")]
+    dns: Option<crate::ops::dns::Dns>,
+}
+
+impl DnsPart {
+    /// Starts the responder on `tasks` if `config` has `[dns]`.
+    pub(crate) async fn start(
+        config: &Config,
+        dataplane: &DataPlane,
+        tasks: &Tasks,
+    ) -> Result<DnsPart, AppError> {
+        #[cfg(feature = "dns")]
+        {
+            use crate::ops::dns::{Dns, DnsOptions};
+            let (Some(settings), Some(options)) = (&config.dns, DnsOptions::from_config(config))
+            else {
+                return Ok(DnsPart::default());
+            };
+            Dns::start(settings.listen, dataplane.table(), options, tasks.child())
+                .await
+                .map(|dns| DnsPart { dns: Some(dns) })
+                .map_err(AppError::Dns)
+        }
+        #[cfg(not(feature = "dns"))]
+        {
+            let _ = (dataplane, tasks);
+            match config.dns {
+                Some(_) => Err(AppError::Unsupported {
+                    what: "[dns] (the cluster DNS responder)",
+                    feature: "dns",
+                }),
+                None => Ok(DnsPart::default()),
+            }
+        }
+    }
+
+    /// The responder, when it runs.
+    #[cfg(feature = "dns")]
+    pub(crate) fn get(&self) -> Option<&crate::ops::dns::Dns> {
+        self.dns.as_ref()
+    }
+
+    /// Its answer counts, for `/metrics`.
+    pub(crate) fn counters(&self) -> Option<&DnsCounters> {
+        #[cfg(feature = "dns")]
+        return self.dns.as_ref().map(|d| d.counters());
+        #[cfg(not(feature = "dns"))]
+        None
+    }
+
+    /// A new desired state: new options for a running responder; adding or
+    /// removing `[dns]` waits for a restart.
+    pub(crate) fn reconfigure(&self, config: &Config) {
+        #[cfg(feature = "dns")]
+        match (&self.dns, crate::ops::dns::DnsOptions::from_config(config)) {
+            (Some(dns), Some(options)) => dns.set_options(options),
+            (None, Some(_)) | (Some(_), None) => {
+                warn!("[dns] added or removed; it takes effect at the next restart")
+            }
+            (None, None) => {}
+        }
+        #[cfg(not(feature = "dns"))]
+        if config.dns.is_some() {
+            warn!("[dns] needs lb-proxy's `dns` feature, which this build does not have");
+        }
+    }
+
+    /// Stops the responder and waits for its tasks.
+    pub(crate) async fn stop(&self) {
+        #[cfg(feature = "dns")]
+        if let Some(dns) = &self.dns {
+            dns.shutdown().await;
+        }
+    }
+}
+
+/// `vip_mode = "interface"`: the addresses lb-proxy adds and announces.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct VipPart {
+    #[cfg(feature = "vip")]
+    vips: Option<crate::control::vip::Vips>,
+}
+
+impl VipPart {
+    /// Takes hold of the VIP interface on `tasks` if `config` asks for
+    /// interface mode.
+    pub(crate) async fn start(
+        config: &Config,
+        dataplane: &DataPlane,
+        tasks: &Tasks,
+    ) -> Result<VipPart, AppError> {
+        if config.vip_mode != lb_config::VipMode::Interface {
+            return Ok(VipPart::default());
+        }
+        #[cfg(feature = "vip")]
+        {
+            let options = crate::control::vip::VipOptions {
+                interface: config.vip_interface.clone(),
+                announce_interface: config.announce_interface.clone(),
+            };
+            crate::control::vip::Vips::start(dataplane, options, tasks.child())
+                .await
+                .map(|vips| VipPart { vips: Some(vips) })
+                .map_err(AppError::Vip)
+        }
+        #[cfg(not(feature = "vip"))]
+        {
+            let _ = (dataplane, tasks);
+            Err(AppError::Unsupported {
+                what: "vip_mode = \"interface\"",
+                feature: "vip",
+            })
+        }
+    }
+
+    /// The VIP manager, in interface mode.
+    #[cfg(feature = "vip")]
+    pub(crate) fn get(&self) -> Option<&crate::control::vip::Vips> {
+        self.vips.as_ref()
+    }
+
+    /// Removes the addresses lb-proxy added and waits for its tasks.
+    pub(crate) async fn stop(&self) {
+        #[cfg(feature = "vip")]
+        if let Some(vips) = &self.vips {
+            vips.stop().await;
+        }
+    }
+}
+
+/// The `[node]` settings interface mode starts with, to tell a reload that
+/// changes them to wait for a restart.
+pub(crate) fn vip_settings(config: &Config) -> (lb_config::VipMode, String, String) {
+    (
+        config.vip_mode,
+        config.vip_interface.clone(),
+        config.announce_interface.clone(),
+    )
+}
