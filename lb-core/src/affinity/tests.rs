@@ -2,14 +2,8 @@
 //! ids across reloads, and a model-based property test.
 
 use super::*;
+use crate::fixtures::{ip, sa as ep};
 use proptest::prelude::*;
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-fn ep(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
 
 #[test]
 fn pin_holds_while_the_client_keeps_coming_within_the_timeout() {

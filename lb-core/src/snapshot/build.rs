@@ -220,7 +220,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
-    use crate::snapshot::fixtures::{entry, ip, node, sa, web};
+    use crate::fixtures::{entry, ip, node, sa, web};
     use crate::snapshot::{PickReason, Table};
 
     #[test]

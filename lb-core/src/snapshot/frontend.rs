@@ -153,8 +153,8 @@ mod tests {
     use std::time::SystemTime;
 
     use super::*;
+    use crate::fixtures::{ip, node, sa, web};
     use crate::model::SessionAffinity;
-    use crate::snapshot::fixtures::{ip, node, sa, web};
     use crate::snapshot::Snapshot;
 
     #[test]

@@ -18,9 +18,6 @@ mod frontend;
 mod port;
 mod table;
 
-#[cfg(test)]
-mod fixtures;
-
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -315,8 +315,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::fixtures::{entry, ip, node, web};
     use crate::model::SessionAffinity;
-    use crate::snapshot::fixtures::{entry, ip, node, web};
     use crate::snapshot::{FrontendEntry, Snapshot};
     use crate::spec::{EndpointSpec, NodeSpec, PortSpec, ServiceSpec};
 

@@ -92,8 +92,8 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::{node, web};
     use crate::model::SessionAffinity;
-    use crate::snapshot::fixtures::{node, web};
 
     #[test]
     fn a_replaced_snapshot_is_freed_by_the_publisher_not_the_reader() {

@@ -1,10 +1,11 @@
-//! Fixtures for the snapshot tests: a node, a ClusterIP service `web` at
-//! 127.96.0.10:80 over the endpoints given, and its frontend.
+//! Fixtures shared by lb-core's tests: addresses from text, a node, a
+//! ClusterIP service `web` at 127.96.0.10:80 over the endpoints given, and its
+//! frontend.
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::{FrontendEntry, Snapshot};
 use crate::model::{Protocol, SessionAffinity};
+use crate::snapshot::{FrontendEntry, Snapshot};
 use crate::spec::{EndpointSpec, NodeSpec, PortSpec, ServiceSpec};
 
 pub(crate) fn ip(s: &str) -> IpAddr {
