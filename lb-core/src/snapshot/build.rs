@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::frontend;
 use super::port::{Endpoint, PortAffinity, ServicePort};
 use super::{FastHash, ServiceEntry, Snapshot};
 use crate::affinity::AffinityTable;
@@ -60,7 +59,7 @@ impl Snapshot {
             // and make readers miss the cache on memory they had warm. A
             // reload that changes one service of 10,000 rebuilds one.
             if let Some(prev) = prev_service.filter(|p| same_node && *p.spec == spec) {
-                frontend::add(&mut out.frontends, &out.node, &prev.spec, &prev.ports);
+                out.add_frontends(&prev.spec, &prev.ports);
                 entries.push((spec.key, prev.clone()));
                 continue;
             }
@@ -86,7 +85,7 @@ impl Snapshot {
                     ))
                 })
                 .collect();
-            frontend::add(&mut out.frontends, &out.node, &spec, &ports);
+            out.add_frontends(&spec, &ports);
             entries.push((
                 spec.key.clone(),
                 ServiceEntry {

@@ -5,15 +5,14 @@
 //! IP, external IPs, LoadBalancer ingress, node ports); which traffic policy a
 //! frontend applies follows from its kind.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::port::{Pick, ServicePort};
-use super::FastHash;
+use super::Snapshot;
 use crate::model::{Protocol, ServiceType, TrafficPolicy};
-use crate::spec::{NodeSpec, ServiceSpec};
+use crate::spec::ServiceSpec;
 
 /// Where a listener is: address, port and protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -83,65 +82,62 @@ impl FrontendEntry {
     }
 }
 
-/// Adds the frontends of `spec` (whose ports, in spec order, are `ports`) on
-/// `node` to `frontends`. An address already taken keeps its route: the
-/// service that sorts first by namespace/name wins a collision (validation
-/// should prevent one).
-pub(super) fn add(
-    frontends: &mut HashMap<FrontendKey, FrontendEntry, FastHash>,
-    node: &NodeSpec,
-    spec: &ServiceSpec,
-    ports: &[Arc<ServicePort>],
-) {
-    if spec.service_type == ServiceType::ExternalName {
-        return;
-    }
-    let internal_local = spec.internal_traffic_policy == TrafficPolicy::Local;
-    let external_local = spec.external_traffic_policy == TrafficPolicy::Local;
-    let ranges: Option<Arc<[ipnet::IpNet]>> = (spec.service_type == ServiceType::LoadBalancer
-        && !spec.load_balancer_source_ranges.is_empty())
-    .then(|| spec.load_balancer_source_ranges.clone().into());
-    for (port_spec, port) in spec.ports.iter().zip(ports) {
-        let mut add = |ip: IpAddr, number: u16, kind: FrontendKind, local: bool| {
-            let key = FrontendKey {
-                addr: SocketAddr::new(ip, number),
-                protocol: port_spec.protocol,
-            };
-            let source_ranges = if kind == FrontendKind::LoadBalancer {
-                ranges.clone()
-            } else {
-                None
-            };
-            frontends.entry(key).or_insert_with(|| FrontendEntry {
-                port: port.clone(),
-                kind,
-                local,
-                source_ranges,
-            });
-        };
-        if let Some(ip) = spec.cluster_ip.ip() {
-            add(ip, port_spec.port, FrontendKind::ClusterIp, internal_local);
-            for ip in &spec.external_ips {
-                add(
-                    *ip,
-                    port_spec.port,
-                    FrontendKind::ExternalIp,
-                    external_local,
-                );
-            }
-            for ip in &spec.load_balancer_ips {
-                add(
-                    *ip,
-                    port_spec.port,
-                    FrontendKind::LoadBalancer,
-                    external_local,
-                );
-            }
+impl Snapshot {
+    /// Adds the frontends of `spec` (whose ports, in spec order, are `ports`)
+    /// on this snapshot's node. An address already taken keeps its route: the
+    /// service that sorts first by namespace/name wins a collision (validation
+    /// should prevent one).
+    pub(super) fn add_frontends(&mut self, spec: &ServiceSpec, ports: &[Arc<ServicePort>]) {
+        if spec.service_type == ServiceType::ExternalName {
+            return;
         }
-        if spec.service_type.has_node_ports() {
-            if let Some(node_port) = port_spec.node_port {
-                for ip in &node.addresses {
-                    add(*ip, node_port, FrontendKind::NodePort, external_local);
+        let internal_local = spec.internal_traffic_policy == TrafficPolicy::Local;
+        let external_local = spec.external_traffic_policy == TrafficPolicy::Local;
+        let ranges: Option<Arc<[ipnet::IpNet]>> = (spec.service_type == ServiceType::LoadBalancer
+            && !spec.load_balancer_source_ranges.is_empty())
+        .then(|| spec.load_balancer_source_ranges.clone().into());
+        for (port_spec, port) in spec.ports.iter().zip(ports) {
+            let mut add = |ip: IpAddr, number: u16, kind: FrontendKind, local: bool| {
+                let key = FrontendKey {
+                    addr: SocketAddr::new(ip, number),
+                    protocol: port_spec.protocol,
+                };
+                let source_ranges = if kind == FrontendKind::LoadBalancer {
+                    ranges.clone()
+                } else {
+                    None
+                };
+                self.frontends.entry(key).or_insert_with(|| FrontendEntry {
+                    port: port.clone(),
+                    kind,
+                    local,
+                    source_ranges,
+                });
+            };
+            if let Some(ip) = spec.cluster_ip.ip() {
+                add(ip, port_spec.port, FrontendKind::ClusterIp, internal_local);
+                for ip in &spec.external_ips {
+                    add(
+                        *ip,
+                        port_spec.port,
+                        FrontendKind::ExternalIp,
+                        external_local,
+                    );
+                }
+                for ip in &spec.load_balancer_ips {
+                    add(
+                        *ip,
+                        port_spec.port,
+                        FrontendKind::LoadBalancer,
+                        external_local,
+                    );
+                }
+            }
+            if spec.service_type.has_node_ports() {
+                if let Some(node_port) = port_spec.node_port {
+                    for ip in self.node.addresses.clone() {
+                        add(ip, node_port, FrontendKind::NodePort, external_local);
+                    }
                 }
             }
         }
