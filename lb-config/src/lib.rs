@@ -11,8 +11,8 @@
 //!   `ValidateService` and friends.
 //! - `allocate` (private): cluster IPs and node ports through
 //!   [`lb_core::alloc`], stable across reloads.
-//! - `pools` (private): `[[ip_pools]]` validation and LoadBalancer address
-//!   assignment through [`lb_core::pool`], stable across reloads.
+//! - `pools` (private): LoadBalancer address assignment (the pools are
+//!   validated in `validation`) through [`lb_core::pool`], stable across reloads.
 //! - `endpoints` (private): the endpoints controller (selectors against pods,
 //!   manual `[[endpoints]]`).
 //! - [`loader`]: [`Loader`], the stateful entry point, and [`check_str`].

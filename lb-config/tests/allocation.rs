@@ -1,13 +1,16 @@
 //! Cluster IPs and node ports: requested, allocated, stable across reloads and
 //! restarts, released when a service goes.
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use lb_config::{Config, FileStore, Loader};
-use lb_core::alloc::{AllocationStore, MemoryStore};
+use lb_core::alloc::AllocationStore;
 use lb_core::ClusterIp;
 use proptest::prelude::*;
+use support::{errors, ip, memory_loader};
 
 const HEAD: &str =
     "[cluster]\nservice_cidr = \"127.96.0.0/24\"\nnode_port_range = \"30000-30099\"\n";
@@ -24,10 +27,6 @@ fn file(names: &[&str]) -> String {
     text
 }
 
-fn memory_loader() -> Loader {
-    Loader::new(Box::<MemoryStore>::default()).with_default_node_name("node-1")
-}
-
 /// name -> (cluster IP, node port)
 fn assigned(c: &Config) -> BTreeMap<String, (IpAddr, u16)> {
     c.services
@@ -38,10 +37,6 @@ fn assigned(c: &Config) -> BTreeMap<String, (IpAddr, u16)> {
             (s.key.name.clone(), (ip, np))
         })
         .collect()
-}
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
 }
 
 #[test]
@@ -197,7 +192,7 @@ fn a_full_range_is_an_internal_error() {
     let text = "[cluster]\nservice_cidr = \"127.96.0.0/30\"\n\
         [[services]]\nname = \"a\"\nports = [{ port = 80 }]\n[[services]]\nname = \"b\"\nports = [{ port = 80 }]\n\
         [[services]]\nname = \"c\"\nports = [{ port = 80 }]\n";
-    let lines = lb_config::check_str(text).unwrap_err().lines();
+    let lines = errors(text);
     assert_eq!(
         lines,
         vec![

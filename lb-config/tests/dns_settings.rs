@@ -1,10 +1,9 @@
 //! `[dns]` is accepted and typed; bad values get Kubernetes-style errors.
 
-use lb_config::{check_str, DnsSettings};
+mod support;
 
-fn lines(text: &str) -> Vec<String> {
-    check_str(text).expect_err("must be invalid").lines()
-}
+use lb_config::{check_str, DnsSettings};
+use support::errors;
 
 #[test]
 fn no_dns_section_means_no_responder() {
@@ -47,7 +46,7 @@ fn upstreams_are_ip_or_ip_and_port() {
 
 #[test]
 fn bad_dns_values_are_reported_each() {
-    let l = lines(
+    let l = errors(
         "[dns]\nlisten = \"localhost:53\"\nttl = -1\nupstreams = [\"ns1.example\", \"127.0.0.1:0\"]\n",
     );
     assert!(
@@ -78,14 +77,14 @@ fn bad_dns_values_are_reported_each() {
 
 #[test]
 fn listen_is_required() {
-    let l = lines("[dns]\nttl = 5\n");
+    let l = errors("[dns]\nttl = 5\n");
     assert_eq!(l.len(), 1, "{l:?}");
     assert!(l[0].starts_with("dns.listen: Required value"), "{l:?}");
 }
 
 #[test]
 fn the_domain_must_be_a_dns_subdomain() {
-    let l = lines("[cluster]\ndomain = \"Cluster_Local\"\n");
+    let l = errors("[cluster]\ndomain = \"Cluster_Local\"\n");
     assert!(
         l[0].starts_with("cluster.domain: Invalid value: \"Cluster_Local\""),
         "{l:?}"
@@ -124,7 +123,7 @@ fn endpoint_addresses_by_name_are_kept_for_the_resolver() {
 
 #[test]
 fn an_endpoint_host_must_be_a_dns_name() {
-    let l = lines(
+    let l = errors(
         "[[endpoints]]\nname = \"e\"\n[[endpoints.subsets]]\naddresses = [{ host = \"not a name\" }]\nports = [{ port = 80 }]\n",
     );
     assert!(

@@ -1,34 +1,9 @@
 //! The endpoints controller: which pods and manual endpoints serve each port.
 
-use std::net::SocketAddr;
+mod support;
 
-use lb_config::{Config, Loader};
-use lb_core::alloc::MemoryStore;
-use lb_core::{EndpointSpec, PortSpec};
-
-fn load(body: &str) -> Config {
-    let text = format!("[cluster]\nservice_cidr = \"127.96.0.0/16\"\n{body}");
-    Loader::new(Box::<MemoryStore>::default())
-        .with_default_node_name("node-1")
-        .load_str(&text)
-        .unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn port<'a>(c: &'a Config, service: &str, name: &str) -> &'a PortSpec {
-    c.services
-        .iter()
-        .find(|s| s.key.name == service)
-        .and_then(|s| s.ports.iter().find(|p| p.name == name))
-        .unwrap_or_else(|| panic!("no port {service}:{name}"))
-}
-
-fn addrs(p: &PortSpec) -> Vec<SocketAddr> {
-    p.endpoints.iter().map(|e| e.addr).collect()
-}
-
-fn sa(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
+use lb_core::EndpointSpec;
+use support::{addrs, load, port, sa};
 
 const PODS: &str = r#"
 [[pods]]

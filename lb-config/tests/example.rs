@@ -1,12 +1,12 @@
 //! The contract's example file, with addresses moved to loopback and the
 //! features of later releases left out, is a valid config.
 
-use std::net::SocketAddr;
+mod support;
+
 use std::time::Duration;
 
-use lb_config::Loader;
-use lb_core::alloc::MemoryStore;
 use lb_core::{ClusterIp, ServiceType, SessionAffinity, TargetPort};
+use support::{addrs, ip, memory_loader, sa};
 
 const EXAMPLE: &str = r#"
 [node]                       # who this proxy is (kube-proxy's node)
@@ -88,15 +88,12 @@ ports = [{ name = "http", port = 80, protocol = "TCP" }]   # serves the service 
 
 #[test]
 fn the_contract_example_is_valid() {
-    let c = Loader::new(Box::<MemoryStore>::default())
+    let c = memory_loader()
         .load_str(EXAMPLE)
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     assert_eq!(c.node.name, "node-1");
-    assert_eq!(
-        c.node.addresses,
-        vec!["127.0.1.1".parse::<std::net::IpAddr>().unwrap()]
-    );
+    assert_eq!(c.node.addresses, vec![ip("127.0.1.1")]);
     assert_eq!(c.proxy.tcp_idle_timeout, Some(Duration::from_secs(3600)));
     assert_eq!(c.admin_listen, Some("127.0.0.1:10249".parse().unwrap()));
 
@@ -108,8 +105,7 @@ fn the_contract_example_is_valid() {
     );
     assert_eq!(web.session_affinity, SessionAffinity::None);
     assert_eq!(web.ports[0].target_port, TargetPort::Number(80));
-    let addrs: Vec<SocketAddr> = web.ports[0].endpoints.iter().map(|e| e.addr).collect();
-    assert_eq!(addrs, vec!["127.0.244.82:80".parse().unwrap()]);
+    assert_eq!(addrs(&web.ports[0]), vec![sa("127.0.244.82:80")]);
 
     let manual = &c.services[1];
     assert_eq!(manual.service_type, ServiceType::NodePort);

@@ -1,31 +1,27 @@
 //! Readiness probes, Local traffic policies and health-check node ports in the
 //! file: parsed, validated in Kubernetes' words, defaulted, and exposed.
 
+mod support;
+
 use std::time::Duration;
 
-use lb_config::check_str;
 use lb_core::health::{PodKey, ProbeAction};
 use lb_core::TrafficPolicy;
+use support::{CIDR, NODE};
 
-const HEAD: &str = "[node]\nname = \"node-1\"\naddresses = [\"127.0.1.1\"]\n[cluster]\nservice_cidr = \"127.96.0.0/16\"\n";
+/// `text` on node `node-1` at 127.0.1.1, with the usual service CIDR.
+fn file(text: &str) -> String {
+    format!("{NODE}{CIDR}{text}")
+}
 
+/// [`support::config`] of [`file`]`(text)`.
 fn config(text: &str) -> lb_config::Config {
-    check_str(&format!("{HEAD}{text}")).unwrap_or_else(|e| panic!("{e}"))
+    support::config(&file(text))
 }
 
-fn errors(text: &str) -> Vec<String> {
-    check_str(&format!("{HEAD}{text}"))
-        .expect_err("must be invalid")
-        .lines()
-}
-
+/// [`support::assert_error`] of [`file`]`(text)`.
 fn assert_error(text: &str, expected: &str) {
-    let lines = errors(text);
-    assert!(
-        lines.iter().any(|l| l == expected),
-        "expected\n  {expected}\namong\n  {}",
-        lines.join("\n  ")
-    );
+    support::assert_error(&file(text), expected)
 }
 
 const SERVICE: &str = "[[services]]\nname = \"web\"\nselector = { app = \"web\" }\nports = [{ port = 80, target_port = \"http\" }]\n";

@@ -4,11 +4,13 @@
 //! LoadBalancer fields (source ranges, node ports, health-check node port,
 //! external IPs, `[node] vip_mode`).
 
+mod support;
+
 use std::net::IpAddr;
 
 use lb_config::{check_str, Config, FileStore, Loader, VipMode};
-use lb_core::alloc::MemoryStore;
 use lb_core::TrafficPolicy;
+use support::{errors, ip, memory_loader};
 
 const HEAD: &str =
     "[cluster]\nservice_cidr = \"127.96.0.0/24\"\nnode_port_range = \"30000-30099\"\n\
@@ -33,14 +35,6 @@ fn ingress(c: &Config, name: &str) -> Option<(IpAddr, String)> {
     s.load_balancer_ips
         .first()
         .map(|ip| (*ip, s.ip_pool.clone()))
-}
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-fn errors(text: &str) -> Vec<String> {
-    check_str(text).expect_err("must be invalid").lines()
 }
 
 #[test]
@@ -129,7 +123,7 @@ fn exhausted_pools_and_taken_addresses_leave_the_service_pending() {
 
 #[test]
 fn assignments_are_stable_across_reloads_and_released_when_a_service_goes() {
-    let mut loader = Loader::new(Box::<MemoryStore>::default());
+    let mut loader = memory_loader();
     let c = loader
         .load_str(&file(&[lb("web", ""), lb("api", "")]))
         .unwrap();

@@ -1,16 +1,14 @@
 //! Kubernetes manifests as a source: kinds, `List`, skipped kinds and
 //! fields, wrong types, and the merge with the file.
 
+mod support;
+
 use std::path::PathBuf;
 
 use lb_config::manifests::{load_path, load_str};
+use lb_config::parse_str;
 use lb_config::source::{load_merged, merge, DesiredState};
-use lb_config::{parse_str, Loader};
-use lb_core::alloc::MemoryStore;
-
-fn loader() -> Loader {
-    Loader::new(Box::<MemoryStore>::default()).with_default_node_name("node-1")
-}
+use support::memory_loader;
 
 const FILE: &str = r#"
 [node]
@@ -25,7 +23,7 @@ fn load(file: &str, state: DesiredState) -> Result<lb_config::Config, lb_config:
         file: Some(parse_str(file).unwrap()),
         ..DesiredState::default()
     };
-    load_merged(&mut loader(), vec![file, state])
+    load_merged(&mut memory_loader(), vec![file, state])
 }
 
 fn examples() -> PathBuf {

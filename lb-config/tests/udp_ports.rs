@@ -1,31 +1,12 @@
 //! UDP service ports: accepted beside TCP ones, with endpoints from pods and
 //! from manual `[[endpoints]]` matched by protocol.
 
+mod support;
+
 use std::net::SocketAddr;
 
-use lb_config::{check_str, Config, Loader};
-use lb_core::alloc::MemoryStore;
-use lb_core::{PortSpec, Protocol};
-
-fn load(body: &str) -> Config {
-    let text = format!("[cluster]\nservice_cidr = \"127.96.0.0/16\"\n{body}");
-    Loader::new(Box::<MemoryStore>::default())
-        .with_default_node_name("node-1")
-        .load_str(&text)
-        .unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn port<'a>(c: &'a Config, service: &str, name: &str) -> &'a PortSpec {
-    c.services
-        .iter()
-        .find(|s| s.key.name == service)
-        .and_then(|s| s.ports.iter().find(|p| p.name == name))
-        .unwrap_or_else(|| panic!("no port {service}:{name}"))
-}
-
-fn addrs(p: &PortSpec) -> Vec<SocketAddr> {
-    p.endpoints.iter().map(|e| e.addr).collect()
-}
+use lb_core::Protocol;
+use support::{addrs, errors, load, port};
 
 #[test]
 fn a_udp_port_is_accepted() {
@@ -67,7 +48,7 @@ fn the_same_port_and_protocol_twice_is_still_an_error() {
         "[cluster]\nservice_cidr = \"127.96.0.0/16\"\n[[services]]\nname = \"dns\"\nports = [\
                 { name = \"a\", port = 53, protocol = \"UDP\" },\
                 { name = \"b\", port = 53, protocol = \"UDP\" }]\n";
-    let lines = check_str(text).expect_err("must be refused").lines();
+    let lines = errors(text);
     assert!(
         lines
             .iter()

@@ -1,31 +1,10 @@
 //! Validation rules, read as specifications: each error with its exact path and
 //! Kubernetes wording.
 
+mod support;
+
 use lb_config::check_str;
-
-/// The error lines of an invalid file.
-fn errors(text: &str) -> Vec<String> {
-    match check_str(text) {
-        Ok(_) => panic!("expected errors for:\n{text}"),
-        Err(e) => e.lines(),
-    }
-}
-
-/// Asserts that `text` is refused with exactly `expected` among its errors.
-fn assert_error(text: &str, expected: &str) {
-    let lines = errors(text);
-    assert!(
-        lines.iter().any(|l| l == expected),
-        "expected\n  {expected}\namong\n  {}",
-        lines.join("\n  ")
-    );
-}
-
-const CIDR: &str = "[cluster]\nservice_cidr = \"127.96.0.0/16\"\n";
-
-fn with_cidr(body: &str) -> String {
-    format!("{CIDR}{body}")
-}
+use support::{assert_error, errors, with_cidr, CIDR};
 
 #[test]
 fn an_empty_file_is_valid_with_defaults() {

@@ -27,6 +27,9 @@ pub mod snapshot;
 pub mod spec;
 pub mod stats;
 
+#[cfg(test)]
+mod fixtures;
+
 pub use model::{
     Protocol, ServiceKey, ServicePortKey, ServiceType, SessionAffinity, TrafficPolicy,
 };

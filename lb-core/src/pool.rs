@@ -333,11 +333,8 @@ pub fn assigned_ips(assignments: &[Assignment]) -> BTreeSet<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::ip;
     use proptest::prelude::*;
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
 
     fn pool(name: &str, ranges: &[&str], auto_assign: bool) -> IpPool {
         IpPool {

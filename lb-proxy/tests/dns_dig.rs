@@ -84,8 +84,10 @@ ports = [{{ name = "http", port = 80, target_port = "http" }}]
     );
     let mut short = String::new();
     eventually_blocking(Duration::from_secs(10), || {
+        // Until the binary listens, dig prints its own error text: wait for
+        // an answer that is an address.
         short = dig(listen, &["+short", "web.default.svc.k8s.test", "A"]);
-        !short.trim().is_empty()
+        short.trim().parse::<std::net::IpAddr>().is_ok()
     });
     assert_eq!(short.trim(), "127.96.0.10");
 

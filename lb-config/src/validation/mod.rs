@@ -3,16 +3,15 @@
 //! `ValidateEndpoints`, ...).
 
 mod dns;
+mod fields;
+mod ip_pools;
 mod names;
 mod objects;
 mod service;
 mod settings;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
-use lb_core::Protocol;
-
-pub(crate) use names::dns1123_subdomain;
 pub(crate) use objects::{Endpoints, Pod};
 pub(crate) use service::{IpRequest, ServiceDraft};
 pub(crate) use settings::Settings;
@@ -88,22 +87,9 @@ pub(crate) fn validate(raw: &RawConfig, hostname: &str, errs: &mut Errors) -> Va
         endpoints.extend(objects::endpoints(e, i, errs));
     }
 
-    let pools = crate::pools::pools(raw, errs);
-    crate::pools::check_requests(&services, &pools, errs);
-    if settings.vip_mode == crate::config::VipMode::Bind {
-        for p in &pools {
-            let local = p
-                .ranges
-                .iter()
-                .all(|r| r.first().is_loopback() && r.last().is_loopback());
-            if !local {
-                warnings.push(format!(
-                    "ip_pools[{}]: not a loopback range; with node.vip_mode \"bind\" its addresses must be local to this host (add them to an interface, or use vip_mode = \"freebind\" or \"interface\")",
-                    p.name
-                ));
-            }
-        }
-    }
+    let pools = ip_pools::pools(raw, errs);
+    ip_pools::check_requests(&services, &pools, errs);
+    ip_pools::bind_warnings(&pools, settings.vip_mode, &mut warnings);
 
     Validated {
         settings,
@@ -112,31 +98,5 @@ pub(crate) fn validate(raw: &RawConfig, hostname: &str, errs: &mut Errors) -> Va
         endpoints,
         pools,
         warnings,
-    }
-}
-
-/// Validates a label map (selector or pod labels) as `ValidateLabels` does.
-pub(crate) fn labels(path: &str, map: &BTreeMap<String, String>, errs: &mut Errors) {
-    for (k, v) in map {
-        for m in names::label_key(k) {
-            errs.push(FieldError::invalid(path, k, m));
-        }
-        for m in names::label_value(v) {
-            errs.push(FieldError::invalid(path, v, m));
-        }
-    }
-}
-
-/// A port protocol: `TCP` (default) or `UDP`.
-pub(crate) fn protocol(path: &str, value: &Option<String>, errs: &mut Errors) -> Protocol {
-    match value.as_deref() {
-        None => Protocol::Tcp,
-        Some(text) => match text.parse() {
-            Ok(p) => p,
-            Err(()) => {
-                errs.push(FieldError::not_supported(path, text, &["TCP", "UDP"]));
-                Protocol::Tcp
-            }
-        },
     }
 }

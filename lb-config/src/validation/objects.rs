@@ -9,7 +9,8 @@ use std::time::Duration;
 use lb_core::health::{PodKey, ProbeAction, ProbeSpec};
 use lb_core::Protocol;
 
-use super::{labels, names, protocol, settings::ip};
+use super::fields::{labels, protocol};
+use super::{names, settings::ip};
 use crate::error::{object_path, Errors, FieldError};
 use crate::raw::{IntOrString, RawEndpointAddress, RawEndpoints, RawPod, RawProbe};
 

@@ -8,7 +8,8 @@ use lb_core::{
     TrafficPolicy,
 };
 
-use super::{labels, names, protocol, settings::ip};
+use super::fields::{labels, protocol};
+use super::{names, settings::ip};
 use crate::error::{object_path, Errors, FieldError};
 use crate::raw::{IntOrString, RawService};
 
@@ -41,7 +42,18 @@ pub(crate) struct ServiceDraft {
     /// Pod selector; `None` = endpoints from `[[endpoints]]`.
     pub(crate) selector: Option<BTreeMap<String, String>>,
     /// LoadBalancer services: what they ask of the address pools.
-    pub(crate) lb: Option<crate::pools::LbDraft>,
+    pub(crate) lb: Option<LbDraft>,
+}
+
+/// What a LoadBalancer service asks of the pools (from its raw fields).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct LbDraft {
+    /// `load_balancer_ip`.
+    pub(crate) requested: Option<IpAddr>,
+    /// `ip_pool`.
+    pub(crate) pool: Option<String>,
+    /// `allow_shared_ip`.
+    pub(crate) sharing_key: String,
 }
 
 /// Validates one service; `None` when it has errors (all pushed to `errs`).
@@ -350,7 +362,7 @@ fn load_balancer(
     path: &str,
     service_type: ServiceType,
     errs: &mut Errors,
-) -> (Option<crate::pools::LbDraft>, Vec<ipnet::IpNet>) {
+) -> (Option<LbDraft>, Vec<ipnet::IpNet>) {
     let is_lb = service_type == ServiceType::LoadBalancer;
     let non_empty = |o: &Option<String>| o.clone().filter(|v| !v.trim().is_empty());
     let only_lb = |field: &str, errs: &mut Errors| {
@@ -394,7 +406,7 @@ fn load_balancer(
         return (None, Vec::new());
     }
     (
-        Some(crate::pools::LbDraft {
+        Some(LbDraft {
             requested,
             pool,
             sharing_key,

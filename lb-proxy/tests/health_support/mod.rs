@@ -136,7 +136,7 @@ pub fn is_ejected(plane: &DataPlane, vip: SocketAddr, addr: SocketAddr) -> bool 
     };
     entry
         .port
-        .is_ejected(false, i, tokio::time::Instant::now().into_std())
+        .ejection_in_force(false, i, tokio::time::Instant::now().into_std())
 }
 
 /// A stopped backend at a fixed address: the port is bound and listening but

@@ -212,7 +212,8 @@ impl State {
                 es.connect_errors.absolute(read(&e.stats.connect_errors));
                 es.ready.set(f64::from(u8::from(e.ready)));
                 if let Some(g) = &es.ejected {
-                    let ejected = e.health.ejection(now).is_some() && p.is_ejected(false, i, now);
+                    let ejected =
+                        e.health.ejection(now).is_some() && p.ejection_in_force(false, i, now);
                     g.set(f64::from(u8::from(ejected)));
                 }
             }

@@ -176,7 +176,7 @@ fn endpoint_state(
     }
     if let Some(ejection) = e.health.ejection(now) {
         let until = wall + ejection.until.saturating_duration_since(now);
-        if port.is_ejected(false, index, now) {
+        if port.ejection_in_force(false, index, now) {
             return (
                 "ejected",
                 format!(

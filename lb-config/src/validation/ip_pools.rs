@@ -1,0 +1,135 @@
+//! `[[ip_pools]]` validation, like MetalLB's `IPAddressPool` webhook (names are
+//! DNS-1123 subdomains, each address a CIDR or a `FIRST-LAST` range of one
+//! family, no two pools overlapping), and the check of what LoadBalancer
+//! services ask of the pools: a requested address outside every pool is a
+//! validation error. Assigning the addresses comes after validation, in
+//! lb-config's `pools.rs`.
+
+use std::collections::HashSet;
+
+use lb_core::pool::{IpPool, IpRange};
+
+use super::names;
+use super::service::ServiceDraft;
+use crate::config::VipMode;
+use crate::error::{go_quote, object_path, Errors, FieldError};
+use crate::raw::RawConfig;
+
+/// Validates every `[[ip_pools]]` entry; pools with errors are left out.
+pub(crate) fn pools(raw: &RawConfig, errs: &mut Errors) -> Vec<IpPool> {
+    let mut out: Vec<IpPool> = Vec::new();
+    let mut seen = HashSet::new();
+    // Every well-formed range of the pools before, even of pools with errors,
+    // so an overlap is reported once, on the later pool.
+    let mut earlier: Vec<(&str, IpRange)> = Vec::new();
+    for (i, p) in raw.ip_pools.iter().enumerate() {
+        let path = object_path("ip_pools", "", &p.name, i);
+        let start = errs.len();
+        if p.name.is_empty() {
+            errs.push(FieldError::required(
+                format!("{path}.name"),
+                "name is required",
+            ));
+        } else if !seen.insert(p.name.as_str()) {
+            errs.push(FieldError::duplicate(format!("{path}.name"), &p.name));
+        } else {
+            for m in names::dns1123_subdomain(&p.name) {
+                errs.push(FieldError::invalid(format!("{path}.name"), &p.name, m));
+            }
+        }
+        if p.addresses.is_empty() {
+            errs.push(FieldError::required(
+                format!("{path}.addresses"),
+                "at least one CIDR or range",
+            ));
+        }
+        let mut ranges = Vec::new();
+        for (j, text) in p.addresses.iter().enumerate() {
+            let ap = format!("{path}.addresses[{j}]");
+            match IpRange::parse(text) {
+                Ok(r) => {
+                    let clash = earlier
+                        .iter()
+                        .find(|(_, qr)| qr.overlaps(&r))
+                        .map(|(name, _)| format!("overlaps with ip_pools[{name}]"))
+                        .or_else(|| {
+                            ranges
+                                .iter()
+                                .any(|o: &IpRange| o.overlaps(&r))
+                                .then(|| "overlaps with another range of this pool".to_string())
+                        });
+                    match clash {
+                        Some(m) => errs.push(FieldError::invalid(&ap, text, m)),
+                        None => ranges.push(r),
+                    }
+                }
+                Err(e) => errs.push(FieldError::invalid(&ap, text, e.to_string())),
+            }
+        }
+        earlier.extend(ranges.iter().map(|r| (p.name.as_str(), *r)));
+        if errs.len() == start {
+            out.push(IpPool {
+                name: p.name.clone(),
+                ranges,
+                auto_assign: p.auto_assign.unwrap_or(true),
+            });
+        }
+    }
+    out
+}
+
+/// Checks what LoadBalancer services ask of the pools: a named pool must
+/// exist, and a requested address must lie in a pool (the named one, when
+/// set). Kubernetes' wording: `Invalid value: "IP": not in any ip_pool`.
+pub(crate) fn check_requests(drafts: &[ServiceDraft], pools: &[IpPool], errs: &mut Errors) {
+    for d in drafts {
+        let Some(lb) = &d.lb else { continue };
+        if let Some(name) = &lb.pool {
+            if !pools.iter().any(|p| &p.name == name) {
+                errs.push(FieldError::invalid(
+                    format!("{}.ip_pool", d.path),
+                    name.as_str(),
+                    "no ip_pool of this name",
+                ));
+                continue;
+            }
+        }
+        let Some(ip) = lb.requested else { continue };
+        let ok = pools
+            .iter()
+            .filter(|p| lb.pool.as_ref().is_none_or(|n| &p.name == n))
+            .any(|p| p.contains(ip));
+        if !ok {
+            let why = match &lb.pool {
+                Some(name) => format!("not in ip_pool {}", go_quote(name)),
+                None => "not in any ip_pool".to_string(),
+            };
+            errs.push(FieldError::invalid(
+                format!("{}.load_balancer_ip", d.path),
+                ip.to_string(),
+                why,
+            ));
+        }
+    }
+}
+
+/// With `vip_mode = "bind"` a pool's addresses must be local to this host: a
+/// pool that is not all loopback gets a warning (not an error: the addresses
+/// may be on an interface already).
+pub(crate) fn bind_warnings(pools: &[IpPool], vip_mode: VipMode, warnings: &mut Vec<String>) {
+    if vip_mode != VipMode::Bind {
+        return;
+    }
+    for p in pools {
+        let local = p
+            .ranges
+            .iter()
+            .all(|r| r.first().is_loopback() && r.last().is_loopback());
+        if !local {
+            warnings.push(format!(
+                "ip_pools[{}]: not a loopback range; with node.vip_mode \"bind\" its addresses must be local to this host (add them to an interface, or use vip_mode = \"freebind\" or \"interface\")",
+                p.name
+            ));
+        }
+    }
+}
