@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use clap::{Parser, Subcommand, ValueEnum};
-use lb_proxy::app::{App, AppError, AppOptions};
+use lb_proxy::app::{App, AppOptions};
 use lb_proxy::cli::get::{GetKind, OutputFormat};
 use lb_proxy::control::ProxyOverrides;
 use tokio::signal::unix::{signal, SignalKind};
@@ -407,7 +407,7 @@ async fn run(options: AppOptions) -> ExitCode {
     };
     let app = match App::start(options).await {
         Ok(app) => app,
-        Err(AppError::Config(errors)) => {
+        Err(lb_proxy::Error::Config(errors)) => {
             eprintln!("{errors}");
             return ExitCode::from(1);
         }

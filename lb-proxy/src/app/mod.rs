@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use lb_config::source::SourceStats;
-use lb_config::{Config, ConfigErrors};
+use lb_config::Config;
 use lb_core::{FrontendKey, Snapshot};
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -22,6 +22,7 @@ use crate::control::events::{EndpointStates, Events};
 use crate::control::follow::follow;
 use crate::control::{ControlPlane, ProxyOverrides, ReloadCounters};
 use crate::dataplane::DataPlane;
+use crate::error::Error;
 use crate::lifecycle::Tasks;
 use crate::ops::admin::{AdminServer, AdminSource};
 use crate::ops::healthcheck::HealthChecks;
@@ -52,41 +53,6 @@ impl AppOptions {
             ..AppOptions::default()
         }
     }
-}
-
-/// Why the proxy could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum AppError {
-    /// The config file is invalid; one error per line, as `check` prints them.
-    #[error("{0}")]
-    Config(#[source] ConfigErrors),
-    /// The DNS responder could not start (its port is taken, or the zone is
-    /// not a valid name).
-    #[cfg(feature = "dns")]
-    #[error("{0}")]
-    Dns(#[source] crate::ops::dns::DnsError),
-    /// The admin listener could not be bound (it never shares its port, so a
-    /// clash is an error rather than a silent second listener).
-    #[error("admin listener {addr}: {source}")]
-    AdminBind {
-        /// The configured address.
-        addr: SocketAddr,
-        /// The bind error.
-        source: std::io::Error,
-    },
-    /// `vip_mode = "interface"` could not take hold of its interface.
-    #[cfg(feature = "vip")]
-    #[error("{0}")]
-    Vip(#[source] crate::control::vip::VipError),
-    /// The file (or the command line) asks for a part this build of
-    /// lb-proxy was compiled without.
-    #[error("{what} needs lb-proxy's `{feature}` feature, which this build does not have")]
-    Unsupported {
-        /// What was asked for.
-        what: &'static str,
-        /// The cargo feature that brings it.
-        feature: &'static str,
-    },
 }
 
 /// A running proxy fed from a file. Cloning is shallow.
@@ -179,7 +145,7 @@ impl App {
     /// first load waits up to 5 s for etcd's first read), starts the data
     /// plane, the control plane and the admin API. An invalid file is an
     /// error and nothing starts.
-    pub async fn start(options: AppOptions) -> Result<App, AppError> {
+    pub async fn start(options: AppOptions) -> Result<App, Error> {
         let tasks = Tasks::new();
         let Control {
             control,
@@ -244,7 +210,7 @@ impl App {
                     dns.stop().await;
                     vips.stop().await;
                     started.abort().await;
-                    return Err(AppError::AdminBind { addr, source });
+                    return Err(Error::AdminBind { addr, source });
                 }
             };
             let source: Arc<dyn AdminSource> = Arc::new(AdminView {
@@ -262,7 +228,7 @@ impl App {
                     dns.stop().await;
                     vips.stop().await;
                     started.abort().await;
-                    return Err(AppError::AdminBind { addr, source });
+                    return Err(Error::AdminBind { addr, source });
                 }
             }
         }

@@ -7,8 +7,8 @@ use lb_config::Config;
 use lb_core::stats::DnsCounters;
 use tracing::warn;
 
-use crate::app::AppError;
 use crate::dataplane::DataPlane;
+use crate::error::Error;
 use crate::lifecycle::Tasks;
 
 /// The cluster DNS responder, when `[dns]` asks for one.
@@ -24,7 +24,7 @@ impl DnsPart {
         config: &Config,
         dataplane: &DataPlane,
         tasks: &Tasks,
-    ) -> Result<DnsPart, AppError> {
+    ) -> Result<DnsPart, Error> {
         #[cfg(feature = "dns")]
         {
             use crate::ops::dns::{Dns, DnsOptions};
@@ -35,13 +35,13 @@ impl DnsPart {
             Dns::start(settings.listen, dataplane.table(), options, tasks.child())
                 .await
                 .map(|dns| DnsPart { dns: Some(dns) })
-                .map_err(AppError::Dns)
+                .map_err(Error::Dns)
         }
         #[cfg(not(feature = "dns"))]
         {
             let _ = (dataplane, tasks);
             match config.dns {
-                Some(_) => Err(AppError::Unsupported {
+                Some(_) => Err(Error::Unsupported {
                     what: "[dns] (the cluster DNS responder)",
                     feature: "dns",
                 }),
@@ -104,7 +104,7 @@ impl VipPart {
         config: &Config,
         dataplane: &DataPlane,
         tasks: &Tasks,
-    ) -> Result<VipPart, AppError> {
+    ) -> Result<VipPart, Error> {
         if config.vip_mode != lb_config::VipMode::Interface {
             return Ok(VipPart::default());
         }
@@ -117,12 +117,12 @@ impl VipPart {
             crate::control::vip::Vips::start(dataplane, options, tasks.child())
                 .await
                 .map(|vips| VipPart { vips: Some(vips) })
-                .map_err(AppError::Vip)
+                .map_err(Error::Vip)
         }
         #[cfg(not(feature = "vip"))]
         {
             let _ = (dataplane, tasks);
-            Err(AppError::Unsupported {
+            Err(Error::Unsupported {
                 what: "vip_mode = \"interface\"",
                 feature: "vip",
             })

@@ -11,8 +11,9 @@ use lb_config::{Config, ConfigErrors};
 use lb_core::alloc::{AllocationStore, MemoryStore};
 use lb_core::Snapshot;
 
-use crate::app::{AppError, AppOptions};
+use crate::app::AppOptions;
 use crate::control::{ControlOptions, ControlPlane};
+use crate::error::Error;
 use crate::lifecycle::Tasks;
 
 /// A control plane that loaded its first desired state.
@@ -24,10 +25,7 @@ pub(crate) struct Control {
 
 /// The sources of `options`, the control plane over them (on `tasks`), and
 /// its first desired state.
-pub(crate) async fn start_control(
-    options: &AppOptions,
-    tasks: &Tasks,
-) -> Result<Control, AppError> {
+pub(crate) async fn start_control(options: &AppOptions, tasks: &Tasks) -> Result<Control, Error> {
     let file = Arc::new(FileSource::new(options.config.clone()));
     let first = {
         let file = file.clone();
@@ -47,7 +45,7 @@ pub(crate) async fn start_control(
     };
     #[cfg(feature = "etcd")]
     let etcd = match first.as_ref().ok().and_then(|s| s.file.as_ref()) {
-        Some(raw) => lb_config::source::etcd::settings_of(raw).map_err(AppError::Config)?,
+        Some(raw) => lb_config::source::etcd::settings_of(raw).map_err(Error::Config)?,
         None => None, // the load below reports the file's errors
     };
     let mut control_options = ControlOptions::new(store)
@@ -62,7 +60,7 @@ pub(crate) async fn start_control(
     }
     let (control, loaded) = ControlPlane::load(control_options, tasks.child())
         .await
-        .map_err(AppError::Config)?;
+        .map_err(Error::Config)?;
     Ok(Control {
         control,
         config: loaded.config,
@@ -71,13 +69,13 @@ pub(crate) async fn start_control(
 }
 
 /// `--manifests PATH` as a source.
-fn manifests(path: &std::path::Path) -> Result<Arc<dyn Source>, AppError> {
+fn manifests(path: &std::path::Path) -> Result<Arc<dyn Source>, Error> {
     #[cfg(feature = "manifests")]
     return Ok(Arc::new(lb_config::manifests::ManifestSource::new(path)));
     #[cfg(not(feature = "manifests"))]
     {
         let _ = path;
-        Err(AppError::Unsupported {
+        Err(Error::Unsupported {
             what: "--manifests (Kubernetes manifests as a source)",
             feature: "manifests",
         })

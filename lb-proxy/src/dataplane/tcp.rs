@@ -33,7 +33,6 @@ use tracing::{debug, debug_span, info, Instrument};
 use crate::dataplane::connections::OpenConnection;
 use crate::dataplane::forward::{self, Counters, Drain, Limits};
 use crate::dataplane::shared::Shared;
-use crate::error::Error;
 use crate::sys;
 
 /// Decrements a counter when dropped, so every exit path gives back what an
@@ -199,7 +198,7 @@ async fn dial(
     first: usize,
     client: IpAddr,
     settings: &ProxySettings,
-) -> Result<(TcpStream, usize), Error> {
+) -> Result<(TcpStream, usize), DialFailed> {
     let default_timeouts;
     let timeouts: &[Duration] = if settings.connect_timeouts.is_empty() {
         default_timeouts = ProxySettings::default().connect_timeouts;
@@ -245,11 +244,26 @@ async fn dial(
             }
         }
     }
-    Err(Error::Dial {
+    Err(DialFailed {
         service: entry.port.key().to_string(),
         attempts,
         source: last.unwrap_or_else(|| io::Error::other("no dial attempted")),
     })
+}
+
+/// Every dial of a connection failed or timed out; the client is reset. One
+/// connection's failure, so it is logged at debug and counted, never
+/// returned to the data plane's owner.
+#[derive(Debug, thiserror::Error)]
+#[error("no endpoint of {service} answered after {attempts} dial(s); last error: {source}")]
+struct DialFailed {
+    /// The service port (`namespace/name:port/TCP`).
+    service: String,
+    /// How many dials were made.
+    attempts: usize,
+    /// The last dial's error.
+    #[source]
+    source: io::Error,
 }
 
 /// Connects to `addr` with `TCP_NODELAY` set (the proxy forwards whatever it

@@ -13,7 +13,7 @@ use lb_core::{Protocol, ServicePort, ServicePortKey};
 use metrics::{Counter, Gauge, Key, Label, Level, Metadata, Recorder};
 use metrics_exporter_prometheus::PrometheusRecorder;
 
-use super::text::escape;
+use super::escape;
 use super::Sources;
 use crate::ops::views::port_label;
 

@@ -9,22 +9,8 @@ use lb_config::source::SourceStats;
 use lb_core::stats::HistogramReading;
 use lb_core::{Protocol, ServicePort};
 
+use super::escape;
 use super::series::PortSeries;
-
-/// Escapes a label value (backslash, double quote, newline), as the text
-/// format requires.
-pub(super) fn escape(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 /// One family's `# HELP` and `# TYPE` lines.
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
