@@ -56,6 +56,11 @@ pub enum Origin {
         /// Document number in that file, from 1.
         document: usize,
     },
+    /// A source a program feeds (its name), such as a [`MemorySource`].
+    Program {
+        /// The source's name.
+        source: String,
+    },
     /// An etcd key and its `mod_revision`.
     Etcd {
         /// The full key.
@@ -70,6 +75,7 @@ impl fmt::Display for Origin {
         match self {
             Origin::File => f.write_str("the config file"),
             Origin::Manifest { path, document } => write!(f, "{path} (document {document})"),
+            Origin::Program { source } => write!(f, "source {source}"),
             Origin::Etcd { key, mod_revision } => {
                 write!(f, "etcd key {key} (mod_revision {mod_revision})")
             }
@@ -159,6 +165,27 @@ pub struct SourceStats {
     pub resyncs: u64,
     /// Change batches applied.
     pub updates: u64,
+}
+
+impl DesiredState {
+    /// The objects of `raw` (its services, pods, endpoints and pools, in the
+    /// file's shape, e.g. deserialized from a program's own discovery), all
+    /// from `origin`; `raw`'s settings are not part of it.
+    pub fn from_objects(raw: RawConfig, origin: &Origin) -> DesiredState {
+        fn from<T>(objects: Vec<T>, origin: &Origin) -> Vec<Sourced<T>> {
+            objects
+                .into_iter()
+                .map(|o| Sourced::new(o, origin.clone()))
+                .collect()
+        }
+        DesiredState {
+            services: from(raw.services, origin),
+            pods: from(raw.pods, origin),
+            endpoints: from(raw.endpoints, origin),
+            ip_pools: from(raw.ip_pools, origin),
+            ..DesiredState::default()
+        }
+    }
 }
 
 /// A source of objects: yields its whole current state on demand

@@ -7,14 +7,11 @@
 mod parts;
 mod sources;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use lb_config::source::SourceStats;
 use lb_config::Config;
-use lb_core::{FrontendKey, Snapshot};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -24,7 +21,7 @@ use crate::control::{ControlPlane, ProxyOverrides, ReloadCounters};
 use crate::dataplane::DataPlane;
 use crate::error::Error;
 use crate::lifecycle::Tasks;
-use crate::ops::admin::{AdminServer, AdminSource};
+use crate::ops::admin::{AdminServer, AdminSource, ProxyView};
 use crate::ops::healthcheck::HealthChecks;
 use parts::{vip_settings, DnsPart, VipPart};
 use sources::{start_control, Control};
@@ -79,64 +76,6 @@ struct Inner {
     admin: Option<AdminServer>,
     /// Everything above.
     tasks: Tasks,
-}
-
-/// What the admin API reads: the table, the control plane's state.
-#[derive(Debug)]
-struct AdminView {
-    dataplane: DataPlane,
-    control: ControlPlane,
-    dns: DnsPart,
-    /// The recorder and handles behind `/metrics`.
-    metrics: crate::ops::metrics::Metrics,
-}
-
-impl AdminSource for AdminView {
-    fn snapshot(&self) -> Arc<Snapshot> {
-        self.dataplane.table().load()
-    }
-    fn bind_errors(&self) -> BTreeMap<FrontendKey, String> {
-        let errors = self.dataplane.bind_errors();
-        errors
-            .into_iter()
-            .map(|(k, e)| (k, e.to_string()))
-            .collect()
-    }
-    fn readiness(&self) -> Option<String> {
-        // The last good config is always current for the file and the
-        // manifests (a reload that failed validation does not make us
-        // unready); etcd is stale while it cannot be reached.
-        self.control.readiness()
-    }
-    fn metrics(&self) -> String {
-        let hosts = self.control.hosts();
-        let lookups = (hosts.lookups(), hosts.failures());
-        let stats = self.control.source_stats();
-        let source_stats: Vec<(&str, SourceStats)> =
-            stats.iter().map(|(name, s)| (name.as_str(), *s)).collect();
-        self.metrics.render(
-            &self.dataplane.table().load(),
-            &crate::ops::metrics::Sources {
-                reloads: self.control.reloads(),
-                dns: self.dns.counters(),
-                host_lookups: (lookups.0 > 0).then_some(lookups),
-                process: true,
-                source_stats: &source_stats,
-            },
-        )
-    }
-    fn probes(&self) -> BTreeMap<lb_core::health::PodKey, crate::control::probe::ProbeStatus> {
-        self.control.probes()
-    }
-    fn connections(&self) -> Vec<crate::dataplane::connections::OpenConnection> {
-        self.dataplane.connections().list()
-    }
-    fn events(&self) -> crate::ops::status::EventList {
-        self.control.events().list()
-    }
-    fn settings(&self) -> Option<lb_core::ProxySettings> {
-        Some((*self.dataplane.settings()).clone())
-    }
 }
 
 impl App {
@@ -213,12 +152,10 @@ impl App {
                     return Err(Error::AdminBind { addr, source });
                 }
             };
-            let source: Arc<dyn AdminSource> = Arc::new(AdminView {
-                dataplane: dataplane.clone(),
-                control: control.clone(),
-                dns: dns.clone(),
-                metrics: crate::ops::metrics::Metrics::new(),
-            });
+            let view = ProxyView::new(dataplane.clone()).with_control(control.clone());
+            #[cfg(feature = "dns")]
+            let view = view.with_dns(dns.get().cloned());
+            let source: Arc<dyn AdminSource> = Arc::new(view);
             match AdminServer::start(listener, source, tasks.child()) {
                 Ok(server) => {
                     admin_addr = Some(server.local_addr());

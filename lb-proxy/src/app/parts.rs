@@ -4,7 +4,6 @@
 //! for a part this build lacks is refused at start, never ignored.
 
 use lb_config::Config;
-use lb_core::stats::DnsCounters;
 use tracing::warn;
 
 use crate::dataplane::DataPlane;
@@ -54,14 +53,6 @@ impl DnsPart {
     #[cfg(feature = "dns")]
     pub(crate) fn get(&self) -> Option<&crate::ops::dns::Dns> {
         self.dns.as_ref()
-    }
-
-    /// Its answer counts, for `/metrics`.
-    pub(crate) fn counters(&self) -> Option<&DnsCounters> {
-        #[cfg(feature = "dns")]
-        return self.dns.as_ref().map(|d| d.counters());
-        #[cfg(not(feature = "dns"))]
-        None
     }
 
     /// A new desired state: new options for a running responder; adding or

@@ -6,7 +6,7 @@
 //!
 //! [`Hosts`] is an overlay beside the desired state, like the probe verdicts:
 //! the rebuild adds the resolved addresses to the desired services
-//! ([`Hosts::apply`]) each time it builds a snapshot, and a new answer wakes
+//! (`Hosts::apply`) each time it builds a snapshot, and a new answer wakes
 //! the rebuild, so a changed address never needs the file again.
 
 use std::collections::{BTreeMap, BTreeSet};

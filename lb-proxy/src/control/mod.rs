@@ -5,7 +5,7 @@
 //! 1. A [`Source`] (the config file, the manifests, etcd, an embedder's own)
 //!    notices that its state may have changed and notifies its
 //!    [`Changed`] signal; SIGHUP calls [`ControlPlane::reload`] instead.
-//! 2. The rebuild task ([`rebuild`]) wakes, lets the burst settle, reads each
+//! 2. The rebuild task (`rebuild`) wakes, lets the burst settle, reads each
 //!    changed source once (off the async runtime), and merges and validates
 //!    the whole desired state with allocations kept stable. A state that
 //!    fails changes nothing: it is logged, counted and recorded.
@@ -22,18 +22,19 @@
 //! any source: they wake the same task, which only rebuilds.
 //!
 //! Modules:
-//! - [`rebuild`]: the rebuild task, the one writer of the data plane's table.
+//! - `rebuild` (private): the rebuild task, the one writer of the data
+//!   plane's table.
 //! - [`probe`]: readiness probes and their overlay.
 //! - [`hosts`]: endpoint host names, resolved, as an overlay.
 //! - [`events`]: the ring of recent events and the endpoint-state follower.
 //! - [`follow`]: keeping something outside the table in step with it.
-//! - [`vip`]: `vip_mode = "interface"`: the addresses served, on an interface.
+//! - `vip` (feature `vip`): `vip_mode = "interface"`: the addresses served, on an interface.
 
 pub mod events;
 pub mod follow;
 pub mod hosts;
 pub mod probe;
-pub mod rebuild;
+mod rebuild;
 #[cfg(feature = "vip")]
 pub mod vip;
 
@@ -53,7 +54,8 @@ use tracing::warn;
 use crate::control::events::Events;
 use crate::control::hosts::Hosts;
 use crate::control::probe::{ProbeStatus, Probes};
-use crate::control::rebuild::{read_and_load, ConflictCheck, Input, Outcome, Rebuild, Work};
+use crate::control::rebuild::{read_and_load, Input, Outcome, Rebuild, Work};
+pub use crate::control::rebuild::{ConflictCheck, COALESCE};
 use crate::dataplane::DataPlane;
 use crate::lifecycle::Tasks;
 

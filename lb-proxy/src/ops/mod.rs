@@ -1,12 +1,13 @@
 //! The operator surface: what people and other programs read of a running
 //! proxy.
 //!
-//! - [`admin`]: the admin HTTP API.
 //! - [`views`]: the JSON shapes of the admin API and the kubectl-style tables.
-//! - [`metrics`]: `/metrics` in the Prometheus text format.
-//! - [`status`]: the live status page and its recent-events ring.
-//! - [`healthcheck`]: health-check node ports (LoadBalancer + Local).
-//! - [`dns`]: the cluster DNS responder.
+//! - `admin` (feature `admin`): the admin HTTP API.
+//! - `metrics` (feature `admin`): `/metrics` in the Prometheus text format.
+//! - `status` (feature `admin`): the live status page.
+//! - `healthcheck` (feature `admin`): health-check node ports (LoadBalancer +
+//!   Local).
+//! - `dns` (feature `dns`): the cluster DNS responder.
 //! - `http` (private): an axum router served with every connection a task
 //!   of lb's own (the admin API and the health-check node ports).
 //!

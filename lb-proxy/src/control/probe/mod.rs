@@ -5,7 +5,7 @@
 //! [`Probes`] keeps, beside the desired state and never inside it, the
 //! [`ProbeStatus`] of every probed pod, keyed by pod `namespace/name`, with its
 //! reason and since when. The rebuild applies it to the desired services
-//! ([`Probes::apply`]) each time it builds a snapshot; a probe whose verdict
+//! (`Probes::apply`) each time it builds a snapshot; a probe whose verdict
 //! changes wakes the rebuild, which coalesces a burst of verdicts into one
 //! snapshot, so a probe storm does not rebuild the table a thousand times.
 //!

@@ -9,6 +9,10 @@
 //! future of the caller's completes. The client behind `lb-proxy get` is in
 //! [`crate::cli::get`].
 
+mod view;
+
+pub use view::ProxyView;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;

@@ -1,0 +1,130 @@
+//! [`ProxyView`]: the admin API over a running proxy's parts, for the App and
+//! for programs that mount lb's router in their own axum application.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use lb_config::source::SourceStats;
+use lb_core::health::PodKey;
+use lb_core::{FrontendKey, ProxySettings, Snapshot};
+
+use crate::control::probe::ProbeStatus;
+use crate::control::ControlPlane;
+use crate::dataplane::connections::OpenConnection;
+use crate::dataplane::DataPlane;
+use crate::ops::admin::AdminSource;
+use crate::ops::metrics::{Metrics, Sources};
+use crate::ops::status::EventList;
+
+/// What the admin API reads of a running proxy: its data plane and, when
+/// there is one, its control plane (readiness of the sources, probe
+/// verdicts, reloads, events) and DNS responder (its answer counts). It owns
+/// the `/metrics` recorder, so keep one per router.
+#[derive(Debug)]
+pub struct ProxyView {
+    dataplane: DataPlane,
+    control: Option<ControlPlane>,
+    #[cfg(feature = "dns")]
+    dns: Option<crate::ops::dns::Dns>,
+    metrics: Metrics,
+}
+
+impl ProxyView {
+    /// A view of `dataplane` alone: always ready, no probes, no reloads.
+    pub fn new(dataplane: DataPlane) -> Self {
+        ProxyView {
+            dataplane,
+            control: None,
+            #[cfg(feature = "dns")]
+            dns: None,
+            metrics: Metrics::new(),
+        }
+    }
+
+    /// Adds the control plane that feeds the data plane.
+    pub fn with_control(mut self, control: ControlPlane) -> Self {
+        self.control = Some(control);
+        self
+    }
+
+    /// Adds the DNS responder, whose answers `/metrics` counts.
+    #[cfg(feature = "dns")]
+    pub fn with_dns(mut self, dns: Option<crate::ops::dns::Dns>) -> Self {
+        self.dns = dns;
+        self
+    }
+}
+
+impl AdminSource for ProxyView {
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.dataplane.table().load()
+    }
+
+    fn bind_errors(&self) -> BTreeMap<FrontendKey, String> {
+        self.dataplane
+            .bind_errors()
+            .into_iter()
+            .map(|(k, e)| (k, e.to_string()))
+            .collect()
+    }
+
+    fn readiness(&self) -> Option<String> {
+        // The last good config is always current for the file and the
+        // manifests (a reload that failed validation does not make us
+        // unready); etcd is stale while it cannot be reached.
+        self.control.as_ref().and_then(ControlPlane::readiness)
+    }
+
+    fn metrics(&self) -> String {
+        let default_reloads = crate::control::ReloadCounters::default();
+        let (reloads, lookups, stats) = match &self.control {
+            Some(control) => {
+                let hosts = control.hosts();
+                (
+                    control.reloads(),
+                    (hosts.lookups(), hosts.failures()),
+                    control.source_stats(),
+                )
+            }
+            None => (&default_reloads, (0, 0), Vec::new()),
+        };
+        let source_stats: Vec<(&str, SourceStats)> =
+            stats.iter().map(|(name, s)| (name.as_str(), *s)).collect();
+        #[cfg(feature = "dns")]
+        let dns = self.dns.as_ref().map(|d| d.counters());
+        #[cfg(not(feature = "dns"))]
+        let dns = None;
+        self.metrics.render(
+            &self.dataplane.table().load(),
+            &Sources {
+                reloads,
+                dns,
+                host_lookups: (lookups.0 > 0).then_some(lookups),
+                process: true,
+                source_stats: &source_stats,
+            },
+        )
+    }
+
+    fn probes(&self) -> BTreeMap<PodKey, ProbeStatus> {
+        self.control
+            .as_ref()
+            .map(ControlPlane::probes)
+            .unwrap_or_default()
+    }
+
+    fn connections(&self) -> Vec<OpenConnection> {
+        self.dataplane.connections().list()
+    }
+
+    fn events(&self) -> EventList {
+        self.control
+            .as_ref()
+            .map(|c| c.events().list())
+            .unwrap_or_default()
+    }
+
+    fn settings(&self) -> Option<ProxySettings> {
+        Some((*self.dataplane.settings()).clone())
+    }
+}
