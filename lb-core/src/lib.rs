@@ -15,6 +15,28 @@
 //! - [`settings`]: typed `[proxy]` settings shared by lb-config and lb-proxy.
 //! - [`stats`]: live counters shared by the data path and the admin views.
 //! - [`health`]: readiness probe specs and passive health (outlier ejection).
+//!
+//! A snapshot is built from services and read by the data path, one pick per
+//! new connection (time is a parameter, here the caller's clock):
+//!
+//! ```
+//! use std::time::{Instant, SystemTime};
+//! use lb_core::{EndpointSpec, NodeSpec, PortSpec, Protocol, ServiceSpec, Snapshot};
+//!
+//! let web = ServiceSpec::cluster_ip("default", "web", "10.96.0.10".parse().unwrap()).with_port(
+//!     PortSpec::tcp("http", 80)
+//!         .with_endpoint(EndpointSpec::new("10.244.0.1:8080".parse().unwrap()))
+//!         .with_endpoint(EndpointSpec::new("10.244.0.2:8080".parse().unwrap())),
+//! );
+//! let snapshot = Snapshot::build(NodeSpec::default(), vec![web], None, SystemTime::now());
+//! let frontend = snapshot
+//!     .frontend("10.96.0.10:80".parse().unwrap(), Protocol::Tcp)
+//!     .expect("the cluster IP is a frontend");
+//! let client = "10.0.0.7".parse().unwrap();
+//! let first = frontend.pick(client, Instant::now()).expect("an endpoint");
+//! let second = frontend.pick(client, Instant::now()).expect("an endpoint");
+//! assert_ne!(first.index, second.index, "round robin");
+//! ```
 
 pub mod affinity;
 pub mod alloc;
