@@ -134,6 +134,27 @@ impl FileWatch {
     }
 }
 
+/// A source's [`Source::watch`](crate::source::Source::watch) over `target`:
+/// set up now (so the watch exists before the control plane's next read),
+/// run by the future; a watch that cannot be set up is logged and the future
+/// ends (the source is then read again on a reload request only).
+pub fn source_watch(
+    target: WatchTarget,
+    changed: Changed,
+    stop: CancellationToken,
+) -> crate::source::WatchFuture {
+    match FileWatch::new(target.clone()) {
+        Ok(watch) => Box::pin(watch.run(changed, stop)),
+        Err(e) => {
+            tracing::warn!(
+                "not watching {}: {e}; reload with SIGHUP",
+                target.path().display()
+            );
+            Box::pin(async {})
+        }
+    }
+}
+
 /// [`FileWatch::new`] then [`FileWatch::run`].
 pub async fn watch(
     target: WatchTarget,

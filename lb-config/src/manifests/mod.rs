@@ -78,24 +78,13 @@ impl Source for ManifestSource {
     }
     /// A file is watched like the config file (edits, renames, ConfigMap
     /// swaps); a directory for its files being added, changed or removed.
-    /// Set up now, so the watch exists before the control plane's next read.
     #[cfg(feature = "watch")]
     fn watch(
         self: std::sync::Arc<Self>,
         changed: crate::source::Changed,
         stop: tokio_util::sync::CancellationToken,
     ) -> crate::source::WatchFuture {
-        use crate::watch::{FileWatch, WatchTarget};
-        match FileWatch::new(WatchTarget::of(&self.path)) {
-            Ok(watch) => Box::pin(watch.run(changed, stop)),
-            Err(e) => {
-                tracing::warn!(
-                    "not watching {}: {e}; reload with SIGHUP",
-                    self.path.display()
-                );
-                Box::pin(async {})
-            }
-        }
+        crate::watch::source_watch(crate::watch::WatchTarget::of(&self.path), changed, stop)
     }
 }
 

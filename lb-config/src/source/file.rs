@@ -15,7 +15,7 @@ use crate::error::{ConfigErrors, FieldError};
 use crate::source::{Changed, WatchFuture};
 use crate::source::{DesiredState, Source};
 #[cfg(feature = "watch")]
-use crate::watch::{FileWatch, WatchTarget};
+use crate::watch::{source_watch, WatchTarget};
 
 /// `--config FILE`: the one source that carries settings ([`DesiredState::file`]).
 #[derive(Debug, Clone)]
@@ -55,17 +55,6 @@ impl Source for FileSource {
 
     #[cfg(feature = "watch")]
     fn watch(self: Arc<Self>, changed: Changed, stop: CancellationToken) -> WatchFuture {
-        // Set up now, so the watch exists before the control plane's next
-        // read of the file.
-        match FileWatch::new(WatchTarget::File(self.path.clone())) {
-            Ok(watch) => Box::pin(watch.run(changed, stop)),
-            Err(e) => {
-                tracing::warn!(
-                    "not watching {}: {e}; reload with SIGHUP",
-                    self.path.display()
-                );
-                Box::pin(async {})
-            }
-        }
+        source_watch(WatchTarget::File(self.path.clone()), changed, stop)
     }
 }

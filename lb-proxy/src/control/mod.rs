@@ -436,24 +436,7 @@ impl ControlPlane {
     /// counted). Returns whether a new config was applied; false as well when
     /// the control plane is not serving.
     pub async fn reload(&self, force: bool) -> bool {
-        if self
-            .parked
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
-        {
-            return false;
-        }
-        let (reply, answer) = oneshot::channel();
-        if self
-            .requests
-            .send(Request::Reload { force, reply })
-            .await
-            .is_err()
-        {
-            return false;
-        }
-        answer.await.unwrap_or(false)
+        self.ask(|reply| Request::Reload { force, reply }).await
     }
 
     /// Serves `config` as the desired state, as if a source had produced it
@@ -463,6 +446,13 @@ impl ControlPlane {
     /// [`ControlPlane::from_config`]); sources, if any, replace it at their
     /// next change.
     pub async fn set(&self, config: Config) -> bool {
+        let config = Box::new(config);
+        self.ask(|reply| Request::Set { config, reply }).await
+    }
+
+    /// Sends a request to the rebuild task and waits for its answer; false
+    /// when the task does not run (not serving yet, or stopped).
+    async fn ask(&self, request: impl FnOnce(oneshot::Sender<bool>) -> Request) -> bool {
         if self
             .parked
             .lock()
@@ -472,11 +462,7 @@ impl ControlPlane {
             return false;
         }
         let (reply, answer) = oneshot::channel();
-        let request = Request::Set {
-            config: Box::new(config),
-            reply,
-        };
-        if self.requests.send(request).await.is_err() {
+        if self.requests.send(request(reply)).await.is_err() {
             return false;
         }
         answer.await.unwrap_or(false)

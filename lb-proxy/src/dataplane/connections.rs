@@ -148,12 +148,14 @@ impl Connections {
     }
 }
 
+/// Connections to test with, for this module's tests and the views'.
 #[cfg(test)]
-mod tests {
+pub(crate) mod fixtures {
     use super::*;
     use lb_core::{EndpointSpec, NodeSpec, PortSpec, Protocol, ServiceSpec, Snapshot};
 
-    fn web_port() -> Arc<ServicePort> {
+    /// The one port of `default/web` (`127.0.0.1:80` → `127.0.0.2:8080`).
+    pub(crate) fn web_port() -> Arc<ServicePort> {
         let port = PortSpec::tcp("", 80)
             .with_endpoint(EndpointSpec::new("127.0.0.2:8080".parse().unwrap()));
         let svc =
@@ -165,7 +167,8 @@ mod tests {
         entry.port.clone()
     }
 
-    fn conn(n: u8, port: &Arc<ServicePort>) -> OpenConnection {
+    /// An open connection from `127.0.0.n` to `port`.
+    pub(crate) fn conn(n: u8, port: &Arc<ServicePort>) -> OpenConnection {
         OpenConnection {
             id: 0,
             client: SocketAddr::from(([127, 0, 0, n], 40000)),
@@ -178,6 +181,12 @@ mod tests {
             bytes: ConnBytes::default(),
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{conn, web_port};
+    use super::*;
 
     #[test]
     fn guards_unregister_and_the_list_is_by_id() {

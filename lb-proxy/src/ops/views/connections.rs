@@ -120,40 +120,8 @@ pub fn page(all: &[OpenConnection], limit: usize, after: u64, now: Instant) -> C
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::SocketAddr;
-    use std::sync::Arc;
-    use std::time::SystemTime;
-
-    use lb_core::{EndpointSpec, NodeSpec, PortSpec, Protocol, ServicePort, ServiceSpec, Snapshot};
-
+    use crate::dataplane::connections::fixtures::{conn, web_port};
     use crate::dataplane::connections::Connections;
-    use crate::dataplane::forward::ConnBytes;
-
-    fn web_port() -> Arc<ServicePort> {
-        let port = PortSpec::tcp("", 80)
-            .with_endpoint(EndpointSpec::new("127.0.0.2:8080".parse().unwrap()));
-        let svc =
-            ServiceSpec::cluster_ip("default", "web", "127.0.0.1".parse().unwrap()).with_port(port);
-        let snapshot = Snapshot::build(NodeSpec::default(), vec![svc], None, SystemTime::now());
-        let entry = snapshot
-            .frontend("127.0.0.1:80".parse().unwrap(), Protocol::Tcp)
-            .unwrap();
-        entry.port.clone()
-    }
-
-    fn conn(n: u8, port: &Arc<ServicePort>) -> OpenConnection {
-        OpenConnection {
-            id: 0,
-            client: SocketAddr::from(([127, 0, 0, n], 40000)),
-            frontend: "127.0.0.1:80".parse().unwrap(),
-            port: port.clone(),
-            endpoint: "127.0.0.2:8080".parse().unwrap(),
-            reason: "round_robin",
-            started: SystemTime::now(),
-            opened: Instant::now(),
-            bytes: ConnBytes::default(),
-        }
-    }
 
     #[test]
     fn pages_continue_after_the_last_id() {
