@@ -33,6 +33,7 @@
 pub mod events;
 pub mod follow;
 pub mod hosts;
+mod options;
 pub mod probe;
 mod rebuild;
 #[cfg(feature = "vip")]
@@ -43,21 +44,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use lb_config::source::{Changed, DesiredState, Source, SourceStats};
+use lb_config::source::{Changed, Source, SourceStats};
 use lb_config::{Config, ConfigErrors, Loader};
-use lb_core::alloc::AllocationStore;
 use lb_core::health::PodKey;
-use lb_core::{AcceptMode, ForwardEngine, ProxySettings, Snapshot};
+use lb_core::Snapshot;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tracing::warn;
 
 use crate::control::events::Events;
 use crate::control::hosts::Hosts;
 use crate::control::probe::{ProbeStatus, Probes};
-use crate::control::rebuild::{read_and_load, Input, Outcome, Rebuild, Work};
+use crate::control::rebuild::{read_and_load, Outcome, Rebuild, Work};
 pub use crate::control::rebuild::{ConflictCheck, COALESCE};
 use crate::dataplane::DataPlane;
 use crate::lifecycle::Tasks;
+pub use options::{ControlOptions, ProxyOverrides};
 
 /// How long the first load waits for sources that read asynchronously
 /// (etcd's first full read) before it starts without them.
@@ -79,120 +80,6 @@ impl ReloadCounters {
 
     fn record_failure(&self) {
         self.failure.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// `[proxy]` settings that win over what the sources say, applied to every
-/// desired state: the binary maps `LB_FORWARD_ENGINE`, `LB_ACCEPT` and
-/// `LB_WORKERS` onto these (the library itself reads no environment).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ProxyOverrides {
-    /// `forward_engine`.
-    pub forward_engine: Option<ForwardEngine>,
-    /// `accept_mode`.
-    pub accept_mode: Option<AcceptMode>,
-    /// `workers`.
-    pub workers: Option<u32>,
-}
-
-impl ProxyOverrides {
-    /// `settings` with the overridden values in place.
-    pub fn apply(&self, settings: &mut ProxySettings) {
-        if let Some(engine) = self.forward_engine {
-            settings.forward_engine = engine;
-        }
-        if let Some(mode) = self.accept_mode {
-            settings.accept_mode = mode;
-        }
-        if let Some(workers) = self.workers {
-            settings.workers = workers;
-        }
-    }
-}
-
-/// What the control plane is made of: its sources and where allocations are
-/// kept.
-pub struct ControlOptions {
-    inputs: Vec<Input>,
-    overrides: ProxyOverrides,
-    store: Box<dyn AllocationStore>,
-    shared_store: bool,
-    conflicts: Option<ConflictCheck>,
-    node_name: Option<String>,
-}
-
-impl std::fmt::Debug for ControlOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<&str> = self.inputs.iter().map(|i| i.source.name()).collect();
-        f.debug_struct("ControlOptions")
-            .field("sources", &names)
-            .field("shared_store", &self.shared_store)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ControlOptions {
-    /// No source yet; allocations are kept in `store` (memory, a state file,
-    /// or a store shared by several nodes: see [`ControlOptions::shared`]).
-    pub fn new(store: Box<dyn AllocationStore>) -> Self {
-        ControlOptions {
-            inputs: Vec::new(),
-            overrides: ProxyOverrides::default(),
-            store,
-            shared_store: false,
-            conflicts: None,
-            node_name: None,
-        }
-    }
-
-    /// Adds a source. At most one of them may carry the config file's
-    /// settings ([`DesiredState::file`]).
-    pub fn source(mut self, source: Arc<dyn Source>) -> Self {
-        self.inputs.push(Input { source, last: None });
-        self
-    }
-
-    /// Adds a source whose current state the caller already read (the file,
-    /// read once at start to find `[source.etcd]`), so it is not read twice.
-    pub fn source_read(
-        mut self,
-        source: Arc<dyn Source>,
-        state: Result<DesiredState, ConfigErrors>,
-    ) -> Self {
-        self.inputs.push(Input {
-            source,
-            last: Some(state),
-        });
-        self
-    }
-
-    /// The store is shared by several nodes (etcd): every load starts from
-    /// what it holds now, and a load whose save lost a race (`conflicts`
-    /// says so) is done again from the winner's allocations.
-    pub fn shared(mut self, conflicts: ConflictCheck) -> Self {
-        self.shared_store = true;
-        self.conflicts = Some(conflicts);
-        self
-    }
-
-    /// Keeps allocations in `store` instead of the one given to
-    /// [`ControlOptions::new`].
-    pub fn store(mut self, store: Box<dyn AllocationStore>) -> Self {
-        self.store = store;
-        self
-    }
-
-    /// `[proxy]` settings that win over the sources'.
-    pub fn overrides(mut self, overrides: ProxyOverrides) -> Self {
-        self.overrides = overrides;
-        self
-    }
-
-    /// Uses `name` instead of the hostname as the default node name (for
-    /// embedders and tests that must not depend on the machine).
-    pub fn node_name(mut self, name: impl Into<String>) -> Self {
-        self.node_name = Some(name.into());
-        self
     }
 }
 
