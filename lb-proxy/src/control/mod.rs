@@ -432,3 +432,6 @@ async fn wait_first_reads(sources: &[Arc<dyn Source>]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
