@@ -39,6 +39,29 @@ struct Counted {
     deeper: Vec<TaskTrackerToken>,
 }
 
+pin_project_lite::pin_project! {
+    /// A task and the tokens that count it, as one future: a struct, not an
+    /// `async move` block, because a block that moves a future in and awaits
+    /// it keeps two copies of that future's space (the captured value and
+    /// the awaited one), which doubled the memory of every idle connection.
+    struct CountedTask<F> {
+        #[pin]
+        task: F,
+        _counted: Counted,
+    }
+}
+
+impl<F: Future> Future for CountedTask<F> {
+    type Output = F::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        self.project().task.poll(cx)
+    }
+}
+
 /// A part's token and the trackers that count its tasks (its own first, then
 /// its ancestors'). Cloning is shallow: clones spawn into the same part.
 #[derive(Clone)]
@@ -133,10 +156,9 @@ impl Tasks {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let tokens = self.tokens();
-        handle.spawn(async move {
-            let _counted = tokens;
-            task.await
+        handle.spawn(CountedTask {
+            task,
+            _counted: self.tokens(),
         })
     }
 
@@ -225,6 +247,25 @@ mod tests {
         assert_eq!(root.running(), 1);
         root.stop().await;
         assert_eq!(root.running(), 0);
+    }
+
+    #[test]
+    fn counting_a_task_costs_its_tokens_and_no_second_copy_of_it() {
+        let big = async {
+            let buffer = [0u8; 4096];
+            tokio::task::yield_now().await;
+            std::hint::black_box(buffer);
+        };
+        let alone = std::mem::size_of_val(&big);
+        let counted = CountedTask {
+            task: big,
+            _counted: Counted::default(),
+        };
+        assert!(
+            std::mem::size_of_val(&counted) <= alone + std::mem::size_of::<Counted>(),
+            "{} bytes for a {alone}-byte task",
+            std::mem::size_of_val(&counted)
+        );
     }
 
     #[tokio::test]
