@@ -9,7 +9,12 @@
 //!
 //! A module that needs a cargo feature is declared under it here.
 
-pub mod support;
+// `pub` in the support library marks what tests may use (this crate has
+// no public API). Built without `cli`, the helpers of the admin and binary
+// tests go unused: only then is dead code allowed.
+#[allow(unreachable_pub)]
+#[cfg_attr(not(feature = "cli"), allow(dead_code))]
+mod support;
 
 #[cfg(feature = "admin")]
 mod admin_api;

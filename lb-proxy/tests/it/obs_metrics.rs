@@ -45,11 +45,7 @@ fn samples_with<'a>(text: &'a str, needle: &str) -> Vec<(&'a str, &'a str)> {
 async fn settled(proxy: &TestApp, service: &str) -> bool {
     let series =
         format!("lb_active_connections{{namespace=\"default\",service=\"{service}\",port=\"tcp\",protocol=\"TCP\"}}");
-    eventually_async(WAIT, || async {
-        let (_, text) = proxy.get("/metrics").await;
-        sample(&text, &series) == Some(0.0)
-    })
-    .await
+    eventually_async(WAIT, || async { proxy.metric(&series).await == Some(0.0) }).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,8 +68,10 @@ async fn metrics_count_the_connections_made_with_the_contract_labels() {
     let endpoint = format!("{labels},endpoint=\"{a}\"");
     // Closing is asynchronous: wait until the gauge is back to 0.
     let settled = eventually_async(WAIT, || async {
-        let (_, text) = proxy.get("/metrics").await;
-        sample(&text, &format!("lb_active_connections{{{labels}}}")) == Some(0.0)
+        proxy
+            .metric(&format!("lb_active_connections{{{labels}}}"))
+            .await
+            == Some(0.0)
     })
     .await;
     assert!(settled, "active connections return to 0");
@@ -201,11 +199,8 @@ async fn failed_dials_are_counted_per_endpoint() {
     let series = format!(
         "lb_connect_errors_total{{namespace=\"default\",service=\"down\",port=\"tcp\",protocol=\"TCP\",endpoint=\"{dead}\"}}"
     );
-    let counted = eventually_async(WAIT, || async {
-        let (_, text) = proxy.get("/metrics").await;
-        sample(&text, &series) == Some(3.0)
-    })
-    .await;
+    let counted =
+        eventually_async(WAIT, || async { proxy.metric(&series).await == Some(3.0) }).await;
     assert!(
         counted,
         "three dials (connect_timeouts_ms has three entries) failed"

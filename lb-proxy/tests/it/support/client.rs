@@ -127,7 +127,7 @@ pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
         .parse()?;
     let chunked = head
         .lines()
-        .any(|l| l.to_ascii_lowercase() == "transfer-encoding: chunked");
+        .any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"));
     let body = if chunked {
         dechunk(body)?
     } else {

@@ -45,8 +45,8 @@ prefix = "/lbtest"
 /// from another CA), made at run time with rcgen and written as PEM files.
 #[derive(Debug)]
 pub struct TestCerts {
-    /// Where the files are.
-    pub dir: tempfile::TempDir,
+    /// Where the files are (removed on drop).
+    _dir: tempfile::TempDir,
     /// The CA's certificate.
     pub ca: PathBuf,
     /// etcd's certificate, for the IP it listens on.
@@ -129,7 +129,7 @@ impl TestCerts {
             client_key: write("client-key.pem", client_key)?,
             stranger_cert: write("stranger.pem", stranger_cert)?,
             stranger_key: write("stranger-key.pem", stranger_key)?,
-            dir,
+            _dir: dir,
         })
     }
 

@@ -107,18 +107,6 @@ pub async fn start_on(
     DataPlane::start(settings, snapshot).await
 }
 
-/// Starts a data plane serving `services` with bind `options`
-/// (`IP_FREEBIND`).
-pub async fn start_with(
-    settings: ProxySettings,
-    services: Vec<ServiceSpec>,
-    options: lb_proxy::BindOptions,
-) -> DataPlane {
-    init_tracing();
-    let snapshot = Snapshot::build(node(), services, None, SystemTime::now());
-    DataPlane::start_with(settings, snapshot, options).await
-}
-
 /// How a scenario runs: the forwarding engine and the accept mode (per-core
 /// with two workers). The same scenarios run under each, in one binary; a
 /// test in a mode that starts worker threads holds
