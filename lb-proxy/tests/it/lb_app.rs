@@ -3,8 +3,9 @@
 //! reset (TCP) or drop (UDP) clients outside them and count them; external IPs
 //! listen; a service whose pool is exhausted is `<pending>` but still serves;
 //! the health-check node port of a Local LoadBalancer answers; `lb-proxy check`
-//! refuses an address outside every pool. Each test has its own 127.x
-//! addresses, so they can run in parallel.
+//! refuses an address outside every pool; an App running every part leaves
+//! no task or thread once shut down. Each test has its own 127.x addresses
+//! (127.0.NET.x, 127.97.NET.x), so they can run in parallel.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
