@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use lb_core::{
     ClusterIp, EndpointSpec, FrontendKey, PortSpec, Protocol, ServiceSpec, ServiceType,
@@ -18,12 +18,7 @@ use lb_proxy::lifecycle::Tasks;
 use lb_proxy::ops::admin::{self, AdminServer, AdminSource};
 use serde_json::{json, Value};
 
-use crate::support::{http_get, ip, node, sa};
-
-/// 2024-05-01T12:00:00Z
-fn created() -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(1_714_564_800)
-}
+use crate::support::{created, http_get, ip, node, sa};
 
 /// The contract's example service, plus a headless service, a service in
 /// another namespace and an ExternalName service.
@@ -344,8 +339,13 @@ fn get_json_prints_exactly_the_api_body() {
         (GetKind::Services, "/api/v1/services"),
         (GetKind::Endpoints, "/api/v1/endpoints"),
     ] {
-        let printed =
-            get::get_command(&server.admin(), kind, OutputFormat::Json, SystemTime::now()).unwrap();
+        let printed = get::get_command(
+            &server.admin(),
+            kind,
+            OutputFormat::Json,
+            std::time::SystemTime::now(),
+        )
+        .unwrap();
         assert_eq!(printed, get::fetch(&server.admin(), path).unwrap());
         assert!(printed.ends_with('\n'));
     }
@@ -403,7 +403,7 @@ fn get_against_a_closed_port_is_an_http_error() {
         &addr,
         GetKind::Services,
         OutputFormat::Table,
-        SystemTime::now(),
+        std::time::SystemTime::now(),
     )
     .unwrap_err();
     assert!(matches!(err, AdminError::Http { .. }), "{err:?}");

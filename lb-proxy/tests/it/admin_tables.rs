@@ -1,7 +1,7 @@
 //! `lb-proxy get` tables, golden: what an operator who knows `kubectl get svc`
 //! and `kubectl get ep` expects to read, with a fixed `now`.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use lb_core::{Protocol, TargetPort};
 use lb_proxy::ops::views::{
@@ -9,11 +9,9 @@ use lb_proxy::ops::views::{
     PortView, ServiceList, ServiceView,
 };
 
-const CREATED: &str = "2024-05-01T12:00:00Z";
+use crate::support::created;
 
-fn created() -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(1_714_564_800)
-}
+const CREATED: &str = "2024-05-01T12:00:00Z";
 
 fn service(namespace: &str, name: &str, service_type: &str, cluster_ip: &str) -> ServiceView {
     ServiceView {

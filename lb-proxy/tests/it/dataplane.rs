@@ -727,10 +727,7 @@ async fn reloaded_settings_apply_to_new_connections(mode: Mode) {
 async fn a_node_port_service_listens_on_its_cluster_ip_and_every_node_address(mode: Mode) {
     let backend = http_backend("127.0.244.36", "111");
     let vip = vip();
-    let node_port = std::net::TcpListener::bind("127.0.1.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let node_port = closed_port("127.0.1.1");
     let mut spec = service("nodeport", vip, &[backend.addr]);
     spec.service_type = lb_core::ServiceType::NodePort;
     spec.ports[0].node_port = Some(node_port.port());
@@ -791,14 +788,8 @@ async fn an_embedded_data_plane_leaves_no_task_or_thread_after_shutdown() {
         // Traffic both ways; one TCP connection stays open into the drain.
         let mut open = TcpStream::connect(vip).await.unwrap();
         echo(&mut open, b"tcp").await;
-        let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        client.send_to(b"udp", vip).await.unwrap();
-        let mut buf = [0u8; 16];
-        let (n, _) = tokio::time::timeout(WAIT, client.recv_from(&mut buf))
-            .await
-            .expect("a UDP reply")
-            .unwrap();
-        assert_eq!(&buf[..n], b"udp");
+        let client = udp_client("127.0.0.1").await;
+        assert_eq!(udp_ask(&client, vip, b"udp").await.0, "udp");
         tokio::time::timeout(WAIT, plane.shutdown())
             .await
             .expect("shutdown within the bound");

@@ -8,11 +8,6 @@ use lb_proxy::ops::healthcheck::HealthChecks;
 
 use crate::support::*;
 
-/// A port on the node address (127.0.1.1) that was free a moment ago.
-fn node_port() -> u16 {
-    free_port("127.0.1.1")
-}
-
 fn node_port_service(
     vip: SocketAddr,
     np: u16,
@@ -28,12 +23,11 @@ fn node_port_service(
     svc
 }
 
-async fn answers(addr: SocketAddr, n: usize) -> std::collections::BTreeSet<String> {
-    let mut seen = std::collections::BTreeSet::new();
-    for _ in 0..n {
-        seen.insert(try_fetch(addr).await.expect("answered"));
-    }
-    seen
+/// [`answers`] from this async test, off the runtime's workers.
+async fn answered(addr: SocketAddr, n: usize) -> std::collections::BTreeSet<String> {
+    tokio::task::spawn_blocking(move || answers(addr, n))
+        .await
+        .expect("join")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -41,7 +35,7 @@ async fn local_policies_send_traffic_only_to_this_nodes_pods() {
     let here = http_backend("127.0.246.1", "here");
     let there = http_backend("127.0.246.2", "there");
     let vip = vip();
-    let np = node_port();
+    let np = free_port("127.0.1.1");
     let node_addr = SocketAddr::new(ip("127.0.1.1"), np);
     let pods = || {
         vec![
@@ -60,9 +54,9 @@ async fn local_policies_send_traffic_only_to_this_nodes_pods() {
         )],
     )
     .await;
-    assert_eq!(answers(node_addr, 8).await, ["here".to_string()].into());
+    assert_eq!(answered(node_addr, 8).await, ["here".to_string()].into());
     assert_eq!(
-        answers(vip, 8).await,
+        answered(vip, 8).await,
         ["here".to_string(), "there".to_string()].into(),
         "cluster IP traffic follows the internal policy (Cluster)"
     );
@@ -79,7 +73,7 @@ async fn local_policies_send_traffic_only_to_this_nodes_pods() {
             )],
         )
         .await;
-    assert_eq!(answers(vip, 8).await, ["here".to_string()].into());
+    assert_eq!(answered(vip, 8).await, ["here".to_string()].into());
 
     // No pod on this node: the Local frontends refuse, the Cluster one serves.
     plane
@@ -100,7 +94,7 @@ async fn local_policies_send_traffic_only_to_this_nodes_pods() {
         Err(std::io::ErrorKind::ConnectionRefused),
         "no local endpoint: the node port is closed"
     );
-    assert_eq!(answers(vip, 4).await, ["there".to_string()].into());
+    assert_eq!(answered(vip, 4).await, ["there".to_string()].into());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,7 +102,7 @@ async fn the_health_check_node_port_answers_200_with_a_local_ready_endpoint_else
     let here = http_backend("127.0.246.3", "here");
     let there = http_backend("127.0.246.4", "there");
     let vip = vip();
-    let hc = node_port();
+    let hc = free_port("127.0.1.1");
     let hc_addr = SocketAddr::new(ip("127.0.1.1"), hc);
     let lb = |here_serving: bool| {
         let mut local = pod("here", here.addr, "node-1");

@@ -7,7 +7,7 @@
 //! no task or thread once shut down. Each test has its own 127.x addresses
 //! (127.0.NET.x, 127.97.NET.x), so they can run in parallel.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
@@ -160,34 +160,28 @@ async fn udp_datagrams_from_outside_the_source_ranges_are_dropped_and_counted() 
     );
     let app = TestApp::from_text(&text).await;
     let lb: SocketAddr = "127.0.127.110:5353".parse().unwrap();
-    let ask = move |src: &str| {
-        let c = UdpSocket::bind((ip(src), 0)).unwrap();
-        c.set_read_timeout(Some(Duration::from_millis(300)))
-            .unwrap();
-        // A few tries: the first datagram may race the frontend's bind.
-        for _ in 0..5 {
-            c.send_to(b"hello", lb).unwrap();
-            let mut buf = [0u8; 64];
-            if let Ok((n, _)) = c.recv_from(&mut buf) {
-                return Some(buf[..n].to_vec());
-            }
+    let inside = udp_client("127.0.0.5").await;
+    // A few tries: the first datagram may race the frontend's bind.
+    let mut answer = None;
+    for _ in 0..5 {
+        answer = udp_ask_within(&inside, lb, b"hello", Duration::from_millis(300)).await;
+        if answer.is_some() {
+            break;
         }
-        None
-    };
-    let inside = tokio::task::spawn_blocking(move || ask("127.0.0.5"));
-    assert_eq!(inside.await.unwrap().as_deref(), Some(&b"hello"[..]));
-    let outside = tokio::task::spawn_blocking(move || {
-        let c = UdpSocket::bind((ip("127.0.0.6"), 0)).unwrap();
-        c.set_read_timeout(Some(Duration::from_millis(300)))
-            .unwrap();
-        for _ in 0..3 {
-            c.send_to(b"hello", lb).unwrap();
-        }
-        let mut buf = [0u8; 64];
-        c.recv_from(&mut buf).ok()
-    });
+    }
+    assert_eq!(
+        answer.map(|(bytes, _)| bytes).as_deref(),
+        Some(&b"hello"[..])
+    );
+    let outside = udp_client("127.0.0.6").await;
+    for _ in 0..3 {
+        outside.send_to(b"hello", lb).await.unwrap();
+    }
+    let mut buf = [0u8; 64];
     assert!(
-        outside.await.unwrap().is_none(),
+        tokio::time::timeout(Duration::from_millis(300), outside.recv_from(&mut buf))
+            .await
+            .is_err(),
         "no answer outside the ranges"
     );
     let snapshot = app.dataplane().table().load();
@@ -423,14 +417,9 @@ async fn an_app_leaves_no_task_or_thread_after_shutdown() {
         .await,
         "the probed pod serves"
     );
-    let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    client.send_to(b"ping", "127.97.131.12:5353").await.unwrap();
-    let mut buf = [0u8; 16];
-    let (n, _) = tokio::time::timeout(WAIT, client.recv_from(&mut buf))
-        .await
-        .expect("a UDP reply")
-        .unwrap();
-    assert_eq!(&buf[..n], b"ping");
+    let client = udp_client("127.0.0.1").await;
+    let echo: SocketAddr = "127.97.131.12:5353".parse().unwrap();
+    assert_eq!(udp_ask(&client, echo, b"ping").await.0, "ping");
     let hc_addr = SocketAddr::new(ip("127.0.131.1"), hc);
     assert!(
         eventually(WAIT, || std::net::TcpStream::connect(hc_addr).is_ok()).await,

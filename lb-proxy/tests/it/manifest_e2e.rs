@@ -97,10 +97,7 @@ fn run_serves_the_walkthrough_like_a_cluster() {
 
     // ClusterIP with the fixed address: every pod takes a share.
     let vip = sa("127.96.100.100:80");
-    let mut seen = std::collections::BTreeSet::new();
-    for _ in 0..12 {
-        seen.insert(ask(vip).unwrap());
-    }
+    let seen = answers(vip, 12);
     assert_eq!(
         seen.into_iter().collect::<Vec<_>>(),
         ["111", "222", "333"],
@@ -123,10 +120,8 @@ fn run_serves_the_walkthrough_like_a_cluster() {
     // Selector-less service: the hand-written Endpoints, outside address too.
     let ns = proxy.service("service-no-selector").unwrap();
     let ip = ns["cluster_ip"].as_str().unwrap().to_string();
-    let mut seen = std::collections::BTreeSet::new();
-    for _ in 0..12 {
-        seen.insert(ask(sa(&format!("{ip}:80"))).unwrap());
-    }
+    let seen = answers(sa(&format!("{ip}:80")), 12);
+    assert!(seen.iter().all(|a| !a.starts_with("error")), "{seen:?}");
     assert!(seen.contains("outside"), "{seen:?}");
     // Headless and ExternalName exist without an address.
     let headless = proxy.service("nginx-headless").unwrap();

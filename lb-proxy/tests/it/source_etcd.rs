@@ -54,16 +54,8 @@ fn two_nodes_fed_from_one_etcd() {
     let web: Vec<_> = proxies
         .iter()
         .map(|p| {
-            let mut s = None;
-            assert!(
-                eventually_blocking(Duration::from_secs(5), || {
-                    s = p.service("web");
-                    s.is_some()
-                }),
-                "{}",
-                p.logs()
-            );
-            s.unwrap()
+            p.wait_service("web")
+                .unwrap_or_else(|| panic!("{}", p.logs()))
         })
         .collect();
     assert_eq!(web[0]["cluster_ip"], web[1]["cluster_ip"], "{web:?}");

@@ -6,7 +6,6 @@
 //! even when they start at the same moment with nothing allocated yet.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use crate::support::bin::{Run, Running};
 use crate::support::etcd::*;
@@ -24,29 +23,15 @@ fn allocations(proxies: &[Running], name: &str) -> Vec<(String, u64, u64)> {
     proxies
         .iter()
         .map(|p| {
-            let mut s = None;
-            assert!(
-                eventually_blocking(Duration::from_secs(10), || {
-                    s = p.service(name);
-                    s.is_some()
-                }),
-                "{name} never showed on {}: {}",
-                p.admin(),
-                p.logs()
-            );
-            let s = s.unwrap();
+            let s = p
+                .wait_service(name)
+                .unwrap_or_else(|| panic!("{name} never showed on {}: {}", p.admin(), p.logs()));
             (
                 s["cluster_ip"].as_str().unwrap_or_default().to_string(),
                 s["ports"][0]["node_port"].as_u64().unwrap_or(0),
                 s["health_check_node_port"].as_u64().unwrap_or(0),
             )
         })
-        .collect()
-}
-
-fn answers(to: &str, n: usize) -> BTreeSet<String> {
-    (0..n)
-        .map(|_| ask(sa(to)).unwrap_or_else(|e| format!("error: {e}")))
         .collect()
 }
 
@@ -114,7 +99,7 @@ fn three_nodes_started_together_agree_and_serve_every_node_port() {
     // Every node serves every NodePort, with pods of any node behind it.
     let web_port = web[0].1;
     for (_, ip) in NODES {
-        let seen = answers(&format!("{ip}:{web_port}"), 6);
+        let seen = answers(sa(&format!("{ip}:{web_port}")), 6);
         assert_eq!(
             seen,
             BTreeSet::from(["pod-a".to_string(), "pod-b".to_string()]),
@@ -126,11 +111,11 @@ fn three_nodes_started_together_agree_and_serve_every_node_port() {
     // takes none (and its health check says so).
     let (_, local_port, hc_port) = local[0].clone();
     assert_eq!(
-        answers(&format!("127.0.40.1:{local_port}"), 6),
+        answers(sa(&format!("127.0.40.1:{local_port}")), 6),
         BTreeSet::from(["pod-a".to_string()])
     );
     assert_eq!(
-        answers(&format!("127.0.40.2:{local_port}"), 6),
+        answers(sa(&format!("127.0.40.2:{local_port}")), 6),
         BTreeSet::from(["pod-b".to_string()])
     );
     assert!(ask(sa(&format!("127.0.40.3:{local_port}"))).is_err());

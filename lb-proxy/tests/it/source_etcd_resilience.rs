@@ -25,34 +25,18 @@ fn start_node(dir: &std::path::Path, ip: &str, etcd_url: &str) -> (Running, u64)
         .admin(sa(&format!("{ip}:{admin}")))
         .start()
         .unwrap();
-    let mut port = None;
-    assert!(
-        eventually_blocking(Duration::from_secs(10), || {
-            port = p
-                .service("web")
-                .and_then(|s| s["ports"][0]["node_port"].as_u64());
-            port.is_some()
-        }),
-        "{}",
-        p.logs()
-    );
-    (p, port.unwrap())
+    let port = p
+        .node_port("web", 0)
+        .unwrap_or_else(|| panic!("web has no node port: {}", p.logs()));
+    (p, port)
 }
 
 /// The second port of `web` once it shows, then asked through.
 fn second_port_serves(p: &Running, ip: &str) {
-    let mut port = None;
-    assert!(
-        eventually_blocking(Duration::from_secs(10), || {
-            port = p
-                .service("web")
-                .and_then(|s| s["ports"][1]["node_port"].as_u64());
-            port.is_some()
-        }),
-        "the change never arrived: {}",
-        p.logs()
-    );
-    let to = sa(&format!("{ip}:{}", port.unwrap()));
+    let port = p
+        .node_port("web", 1)
+        .unwrap_or_else(|| panic!("the change never arrived: {}", p.logs()));
+    let to = sa(&format!("{ip}:{port}"));
     assert!(
         eventually_blocking(Duration::from_secs(5), || ask(to)
             .is_ok_and(|a| a == "pod-a")),

@@ -28,18 +28,8 @@ fn spawn_node(dir: &std::path::Path, name: &str, ip: &str, etcd_url: &str, extra
 }
 
 fn node_port(p: &Running, service: &str) -> u64 {
-    let mut port = None;
-    assert!(
-        eventually_blocking(Duration::from_secs(10), || {
-            port = p
-                .service(service)
-                .and_then(|s| s["ports"][0]["node_port"].as_u64());
-            port.is_some()
-        }),
-        "{}",
-        p.logs()
-    );
-    port.unwrap()
+    p.node_port(service, 0)
+        .unwrap_or_else(|| panic!("{service} has no node port: {}", p.logs()))
 }
 
 fn assert_stale(p: &Running) {

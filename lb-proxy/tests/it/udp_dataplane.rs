@@ -50,34 +50,6 @@ async fn update(plane: &DataPlane, services: Vec<ServiceSpec>) {
     plane.update(node(), services).await;
 }
 
-async fn client(at: &str) -> UdpSocket {
-    UdpSocket::bind((ip(at), 0)).await.unwrap()
-}
-
-/// Sends `msg` to `to` and waits up to `bound` for one reply: its bytes and
-/// the address it came from.
-async fn ask_within(
-    client: &UdpSocket,
-    to: SocketAddr,
-    msg: &[u8],
-    bound: Duration,
-) -> Option<(Vec<u8>, SocketAddr)> {
-    client.send_to(msg, to).await.unwrap();
-    let mut buf = vec![0u8; 70_000];
-    match tokio::time::timeout(bound, client.recv_from(&mut buf)).await {
-        Ok(Ok((n, from))) => Some((buf[..n].to_vec(), from)),
-        Ok(Err(e)) => panic!("recv: {e}"),
-        Err(_) => None,
-    }
-}
-
-async fn ask(client: &UdpSocket, to: SocketAddr, msg: &[u8]) -> (String, SocketAddr) {
-    let (bytes, from) = ask_within(client, to, msg, WAIT)
-        .await
-        .unwrap_or_else(|| panic!("no reply from {to}"));
-    (String::from_utf8_lossy(&bytes).into_owned(), from)
-}
-
 fn udp_stats(plane: &DataPlane, frontend: SocketAddr) -> Arc<PortStats> {
     port_stats(plane, frontend, Protocol::Udp)
 }
@@ -91,8 +63,8 @@ async fn echoes_through_a_cluster_ip_and_replies_from_it(mode: Mode) {
             vec![udp_service("dns", vip, &[backend.addr])],
         )
         .await;
-    let c = client("127.0.0.1").await;
-    let (reply, from) = ask(&c, vip, b"hello").await;
+    let c = udp_client("127.0.0.1").await;
+    let (reply, from) = udp_ask(&c, vip, b"hello").await;
     assert_eq!(reply, "a|hello");
     assert_eq!(
         from, vip,
@@ -117,9 +89,9 @@ async fn echoes_through_a_node_port_on_a_node_address(mode: Mode) {
     port.node_port = Some(node_port);
     svc = svc.with_port(port);
     let plane = mode.start(ProxySettings::default(), vec![svc]).await;
-    let c = client("127.0.0.1").await;
+    let c = udp_client("127.0.0.1").await;
     let to = SocketAddr::new(ip("127.0.1.1"), node_port);
-    let (reply, from) = ask(&c, to, b"via node port").await;
+    let (reply, from) = udp_ask(&c, to, b"via node port").await;
     assert_eq!(reply, "a|via node port");
     assert_eq!(from, to);
     plane.shutdown().await;
@@ -129,9 +101,9 @@ async fn a_wildcard_node_address_replies_from_the_address_the_client_used(mode: 
     let backend = udp_backend("127.0.60.3", "a");
     let (plane, node_port) = start_wildcard_node_port(mode, "0.0.0.0", backend.addr).await;
     for target in ["127.0.0.1", "127.0.1.7", "127.5.6.7"] {
-        let c = client("127.0.0.1").await;
+        let c = udp_client("127.0.0.1").await;
         let to = SocketAddr::new(ip(target), node_port);
-        let (reply, from) = ask(&c, to, target.as_bytes()).await;
+        let (reply, from) = udp_ask(&c, to, target.as_bytes()).await;
         assert_eq!(reply, format!("a|{target}"));
         assert_eq!(
             from, to,
@@ -170,7 +142,7 @@ async fn one_client_port_sending_to_two_node_addresses_gets_each_reply_from_its_
         }
     });
     let (plane, node_port) = start_wildcard_node_port(mode, "0.0.0.0", backend_addr).await;
-    let c = client("127.0.0.1").await;
+    let c = udp_client("127.0.0.1").await;
     let targets = [
         SocketAddr::new(ip("127.0.0.1"), node_port),
         SocketAddr::new(ip("127.0.0.2"), node_port),
@@ -213,7 +185,7 @@ async fn a_wildcard_ipv6_node_address_replies_from_the_address_the_client_used(m
     let c = UdpSocket::bind("[::1]:0").await.unwrap();
     let to = SocketAddr::new(ip("::1"), node_port);
     for msg in ["first", "second"] {
-        let (reply, from) = ask(&c, to, msg.as_bytes()).await;
+        let (reply, from) = udp_ask(&c, to, msg.as_bytes()).await;
         assert_eq!(reply, format!("a|{msg}"));
         assert_eq!(
             from, to,
@@ -238,11 +210,11 @@ async fn each_client_port_is_its_own_session(mode: Mode) {
             vec![udp_service("dns", vip, &[backend.addr])],
         )
         .await;
-    let c1 = client("127.0.61.1").await;
-    let c2 = client("127.0.61.1").await;
+    let c1 = udp_client("127.0.61.1").await;
+    let c2 = udp_client("127.0.61.1").await;
     for _ in 0..3 {
-        assert_eq!(ask(&c1, vip, b"1").await.0, "a|1");
-        assert_eq!(ask(&c2, vip, b"2").await.0, "a|2");
+        assert_eq!(udp_ask(&c1, vip, b"1").await.0, "a|1");
+        assert_eq!(udp_ask(&c2, vip, b"2").await.0, "a|2");
     }
     assert_eq!(plane.udp_flows(), 2);
     let peers = backend.peers();
@@ -265,10 +237,10 @@ async fn a_session_slides_with_traffic_and_ends_after_the_idle_timeout(mode: Mod
     let plane = mode
         .start(settings, vec![udp_service("dns", vip, &[backend.addr])])
         .await;
-    let c = client("127.0.61.2").await;
+    let c = udp_client("127.0.61.2").await;
     // Traffic every 150 ms for well over the timeout: one session throughout.
     for _ in 0..6 {
-        ask(&c, vip, b"x").await;
+        udp_ask(&c, vip, b"x").await;
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
     let peers = backend.peers();
@@ -278,7 +250,7 @@ async fn a_session_slides_with_traffic_and_ends_after_the_idle_timeout(mode: Mod
         eventually(WAIT, || plane.udp_flows() == 0).await,
         "session did not expire"
     );
-    ask(&c, vip, b"y").await;
+    udp_ask(&c, vip, b"y").await;
     assert_ne!(backend.peers().last(), Some(&peers[0]));
     plane.shutdown().await;
 }
@@ -291,8 +263,8 @@ async fn tcp_and_udp_share_one_port_number(mode: Mode) {
         .with_port(PortSpec::tcp("dns-tcp", vip.port()).with_endpoint(EndpointSpec::new(tcp.addr)))
         .with_port(udp_port("dns", vip.port(), &[udp.addr]));
     let plane = mode.start(ProxySettings::default(), vec![svc]).await;
-    let c = client("127.0.0.1").await;
-    assert_eq!(ask(&c, vip, b"q").await.0, "udp|q");
+    let c = udp_client("127.0.0.1").await;
+    assert_eq!(udp_ask(&c, vip, b"q").await.0, "udp|q");
     let mut stream = tokio::time::timeout(WAIT, TcpStream::connect(vip))
         .await
         .unwrap()
@@ -317,10 +289,12 @@ async fn large_datagrams_pass_untruncated(mode: Mode) {
             vec![udp_service("dns", vip, &[backend.addr])],
         )
         .await;
-    let c = client("127.0.0.1").await;
+    let c = udp_client("127.0.0.1").await;
     for len in [60_000usize, 65_000] {
         let payload: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
-        let (reply, _) = ask_within(&c, vip, &payload, WAIT).await.expect("no reply");
+        let (reply, _) = udp_ask_within(&c, vip, &payload, WAIT)
+            .await
+            .expect("no reply");
         assert_eq!(reply.len(), len + 2, "{len} byte datagram truncated");
         assert_eq!(&reply[2..], &payload[..]);
     }
@@ -337,17 +311,19 @@ async fn datagrams_are_dropped_silently_without_endpoints_and_served_once_one_is
     let plane = mode
         .start(ProxySettings::default(), vec![udp_service("dns", vip, &[])])
         .await;
-    let c = client("127.0.0.1").await;
-    assert!(ask_within(&c, vip, b"anyone?", Duration::from_millis(300))
-        .await
-        .is_none());
+    let c = udp_client("127.0.0.1").await;
+    assert!(
+        udp_ask_within(&c, vip, b"anyone?", Duration::from_millis(300))
+            .await
+            .is_none()
+    );
     let stats = udp_stats(&plane, vip);
     assert_eq!(read(&stats.udp_dropped_no_endpoints), 1);
     assert_eq!(plane.udp_flows(), 0);
     // The frontend stayed bound: an endpoint arriving is served at once.
     let backend = udp_backend("127.0.60.8", "a");
     update(&plane, vec![udp_service("dns", vip, &[backend.addr])]).await;
-    assert_eq!(ask(&c, vip, b"now").await.0, "a|now");
+    assert_eq!(udp_ask(&c, vip, b"now").await.0, "a|now");
     plane.shutdown().await;
 }
 
@@ -361,8 +337,8 @@ async fn flows_move_when_their_endpoint_is_removed(mode: Mode) {
             vec![udp_service("dns", vip, &[a.addr, b.addr])],
         )
         .await;
-    let c = client("127.0.0.1").await;
-    let first = ask(&c, vip, b"1").await.0;
+    let c = udp_client("127.0.0.1").await;
+    let first = udp_ask(&c, vip, b"1").await.0;
     let (stays, leaves) = if first.starts_with("a|") {
         (&b, &a)
     } else {
@@ -370,14 +346,14 @@ async fn flows_move_when_their_endpoint_is_removed(mode: Mode) {
     };
     for _ in 0..3 {
         assert_eq!(
-            ask(&c, vip, b"1").await.0,
+            udp_ask(&c, vip, b"1").await.0,
             first,
             "the flow keeps its endpoint"
         );
     }
     let before = leaves.received();
     update(&plane, vec![udp_service("dns", vip, &[stays.addr])]).await;
-    let moved = ask(&c, vip, b"2").await.0;
+    let moved = udp_ask(&c, vip, b"2").await.0;
     assert_ne!(
         moved[..2],
         first[..2],
@@ -392,7 +368,7 @@ async fn flows_move_when_their_endpoint_is_removed(mode: Mode) {
     // No endpoint at all: the flow is closed and datagrams are dropped.
     update(&plane, vec![udp_service("dns", vip, &[])]).await;
     assert_eq!(plane.udp_flows(), 0);
-    assert!(ask_within(&c, vip, b"3", Duration::from_millis(200))
+    assert!(udp_ask_within(&c, vip, b"3", Duration::from_millis(200))
         .await
         .is_none());
     plane.shutdown().await;
@@ -410,11 +386,11 @@ async fn an_unreachable_endpoint_is_counted_and_the_flow_fails_over(mode: Mode) 
         )
         .await;
     let stats = udp_stats(&plane, vip);
-    let c = client("127.0.0.1").await;
+    let c = udp_client("127.0.0.1").await;
     // The first datagram goes to the closed port.
     lost_and_counted_on_its_own(&c, vip, &stats).await;
     // The very next datagram of the flow fails over.
-    let (reply, _) = ask(&c, vip, b"q").await;
+    let (reply, _) = udp_ask(&c, vip, b"q").await;
     assert_eq!(reply, "live|q");
     assert_eq!(read(&stats.udp_dropped_send_error), 1);
     assert_eq!(live.received(), 1);
@@ -425,9 +401,11 @@ async fn an_unreachable_endpoint_is_counted_and_the_flow_fails_over(mode: Mode) 
 /// the ICMP port unreachable is counted (`send_error`) without any further
 /// datagram.
 async fn lost_and_counted_on_its_own(client: &UdpSocket, to: SocketAddr, stats: &PortStats) {
-    assert!(ask_within(client, to, b"lost", Duration::from_millis(300))
-        .await
-        .is_none());
+    assert!(
+        udp_ask_within(client, to, b"lost", Duration::from_millis(300))
+            .await
+            .is_none()
+    );
     assert!(
         eventually(WAIT, || read(&stats.udp_dropped_send_error) == 1).await,
         "ICMP unreachable not counted on its own"
@@ -448,8 +426,8 @@ async fn an_endpoint_that_stops_answering_costs_one_datagram(mode: Mode) {
         )
         .await;
     let stats = udp_stats(&plane, vip);
-    let c = client("127.0.0.1").await;
-    let (reply, _) = ask(&c, vip, b"a").await;
+    let c = udp_client("127.0.0.1").await;
+    let (reply, _) = udp_ask(&c, vip, b"a").await;
     let (gone, stays) = if reply.starts_with("first|") {
         (first, second)
     } else {
@@ -464,7 +442,7 @@ async fn an_endpoint_that_stops_answering_costs_one_datagram(mode: Mode) {
         "the stopped backend's socket never closed"
     );
     lost_and_counted_on_its_own(&c, vip, &stats).await;
-    let (reply, _) = ask(&c, vip, b"c").await;
+    let (reply, _) = udp_ask(&c, vip, b"c").await;
     assert_eq!(reply, format!("{}|c", stays.name));
     plane.shutdown().await;
 }
@@ -479,8 +457,8 @@ async fn metrics_show_udp_sessions_and_datagrams(mode: Mode) {
             vec![udp_service("dns", vip, &[backend.addr])],
         )
         .await;
-    let c = client("127.0.0.1").await;
-    ask(&c, vip, b"m").await;
+    let c = udp_client("127.0.0.1").await;
+    udp_ask(&c, vip, b"m").await;
     let text = lb_proxy::ops::metrics::render(&plane.table().load(), &Default::default());
     assert!(
         text.contains("lb_udp_sessions{namespace=\"default\",service=\"dns\",port=\""),
@@ -511,7 +489,7 @@ async fn replies_to_many_clients_at_once_each_reach_their_own_client(mode: Mode)
         .await;
     let mut clients = Vec::new();
     for _ in 0..8 {
-        clients.push(client("127.0.0.1").await);
+        clients.push(udp_client("127.0.0.1").await);
     }
     for (c, sock) in clients.iter().enumerate() {
         for q in 0..5 {

@@ -250,6 +250,28 @@ impl Running {
             .cloned()
     }
 
+    /// Service `name` once `/api/v1/services` lists it (10 s at most).
+    pub fn wait_service(&self, name: &str) -> Option<serde_json::Value> {
+        let mut found = None;
+        eventually_blocking(Duration::from_secs(10), || {
+            found = self.service(name);
+            found.is_some()
+        });
+        found
+    }
+
+    /// Node port `i` of service `name` once it has one (10 s at most).
+    pub fn node_port(&self, name: &str, i: usize) -> Option<u64> {
+        let mut port = None;
+        eventually_blocking(Duration::from_secs(10), || {
+            port = self
+                .service(name)
+                .and_then(|s| s["ports"][i]["node_port"].as_u64());
+            port.is_some()
+        });
+        port
+    }
+
     /// The endpoints of service `name` from `/api/v1/endpoints`.
     pub fn endpoints(&self, name: &str) -> Vec<serde_json::Value> {
         let Ok((_, body)) = http_get(self.admin(), "/api/v1/endpoints") else {

@@ -4,6 +4,7 @@
 //! sample reader; and [`Traffic`], clients opening connections one after
 //! another while something else happens. Every read and connect is bounded.
 
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 use tokio::task::JoinHandle;
 
 use super::addr::AsIp;
@@ -97,6 +98,41 @@ pub fn reset(stream: TcpStream) {
     drop(stream);
 }
 
+// === UDP ===
+
+/// A UDP client socket on `src` (any port).
+pub async fn udp_client(src: impl AsIp) -> UdpSocket {
+    UdpSocket::bind((src.as_ip(), 0))
+        .await
+        .expect("bind a UDP client")
+}
+
+/// Sends `msg` to `to` and waits up to `bound` for one reply: its bytes and
+/// the address it came from.
+pub async fn udp_ask_within(
+    client: &UdpSocket,
+    to: SocketAddr,
+    msg: &[u8],
+    bound: Duration,
+) -> Option<(Vec<u8>, SocketAddr)> {
+    client.send_to(msg, to).await.expect("send");
+    let mut buf = vec![0u8; 70_000];
+    match tokio::time::timeout(bound, client.recv_from(&mut buf)).await {
+        Ok(Ok((n, from))) => Some((buf[..n].to_vec(), from)),
+        Ok(Err(e)) => panic!("recv: {e}"),
+        Err(_) => None,
+    }
+}
+
+/// Sends `msg` to `to` and expects a reply within [`WAIT`]: its text and
+/// the address it came from.
+pub async fn udp_ask(client: &UdpSocket, to: SocketAddr, msg: &[u8]) -> (String, SocketAddr) {
+    let (bytes, from) = udp_ask_within(client, to, msg, WAIT)
+        .await
+        .unwrap_or_else(|| panic!("no reply from {to}"));
+    (String::from_utf8_lossy(&bytes).into_owned(), from)
+}
+
 // === blocking clients ===
 
 /// What `addr` answers on a fresh connection (blocking).
@@ -106,6 +142,14 @@ pub fn ask(addr: SocketAddr) -> std::io::Result<String> {
     let mut out = String::new();
     s.read_to_string(&mut out)?;
     Ok(out)
+}
+
+/// The set of answers `n` fresh connections to `addr` get (blocking); a
+/// failed one as `error: ...`.
+pub fn answers(addr: SocketAddr, n: usize) -> BTreeSet<String> {
+    (0..n)
+        .map(|_| ask(addr).unwrap_or_else(|e| format!("error: {e}")))
+        .collect()
 }
 
 /// `GET path` on `addr` over HTTP/1.1 (blocking): status and body.

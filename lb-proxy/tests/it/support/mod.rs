@@ -44,6 +44,12 @@ pub use client::*;
 pub use plane::*;
 pub use wait::*;
 
+/// When the services of the golden tables and views were created:
+/// 2024-05-01T12:00:00Z.
+pub fn created() -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_714_564_800)
+}
+
 /// Test logs on the test's output when `RUST_LOG` is set (once per
 /// process; later calls do nothing).
 pub fn init_tracing() {
