@@ -17,7 +17,9 @@
 //! - [`bin`], [`etcd`] (feature `cli`): the binary as a child process, and
 //!   an etcd to feed it.
 //!
-//! Everything listens and connects on 127.0.0.0/8 only, and every wait is
+//! Everything listens and connects on 127.0.0.0/8 (the wildcard node
+//! address tests bind 0.0.0.0 and `::` but send to loopback; the network
+//! namespace tests' addresses live in their namespaces), and every wait is
 //! bounded.
 
 pub mod addr;
