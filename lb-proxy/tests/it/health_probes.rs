@@ -59,8 +59,19 @@ fn traffic(vip: SocketAddr) -> Traffic {
 }
 
 /// After `b` left rotation: new requests are answered by the others only, no
-/// dial goes to `b`, and none fails.
-async fn only_others_answer(plane: &lb_proxy::DataPlane, vip: SocketAddr, b: SocketAddr) {
+/// dial goes to `b`, and none fails. A dial of `traffic` that picked `b`
+/// before it left may still be failing over: it ends first.
+async fn only_others_answer(
+    plane: &lb_proxy::DataPlane,
+    vip: SocketAddr,
+    b: SocketAddr,
+    traffic: &Traffic,
+) {
+    let completed = traffic.completed();
+    assert!(
+        eventually(WAIT, || traffic.completed() >= completed + 2).await,
+        "the traffic stalled"
+    );
     let errors = connect_errors(plane, vip, b);
     for _ in 0..30 {
         let body = try_fetch(vip).await.expect("no new connection fails");
@@ -103,7 +114,7 @@ async fn a_killed_backend_leaves_rotation_within_the_failure_threshold_and_retur
         "out of rotation within period × failure_threshold + period"
     );
     let failed_before = traffic.failures();
-    only_others_answer(&plane, vip, b_addr).await;
+    only_others_answer(&plane, vip, b_addr, &traffic).await;
     comes_back(&plane, vip, b_addr).await;
     let report = traffic.stop().await;
     let (answers, failures) = (report.answered, report.failures.len());
@@ -129,7 +140,7 @@ async fn a_stopped_backend_whose_dials_hang_leaves_rotation_and_returns() {
         "out of rotation within period × failure_threshold + period"
     );
     let failed_before = traffic.failures();
-    only_others_answer(&plane, vip, b_addr).await;
+    only_others_answer(&plane, vip, b_addr, &traffic).await;
     drop(stopped);
     comes_back(&plane, vip, b_addr).await;
     let report = traffic.stop().await;

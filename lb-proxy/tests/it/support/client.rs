@@ -287,6 +287,13 @@ impl Traffic {
         self.state.failures.lock().expect("traffic lock").len()
     }
 
+    /// Connections finished so far, answered or failed. The clients open
+    /// one connection at a time, so once this grew by two, every connection
+    /// that was open when it was read has finished.
+    pub fn completed(&self) -> usize {
+        self.answered() + self.failures()
+    }
+
     /// Stops the clients and reports (from an async test).
     pub async fn stop(self) -> TrafficReport {
         let Traffic { state, task } = self;
