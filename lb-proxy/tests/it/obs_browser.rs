@@ -1,0 +1,283 @@
+//! The status page in a real browser: headless Chromium driven over
+//! WebDriver (chromedriver) loads the admin listener's `/`, shows the
+//! services of the test config, and an endpoint whose backend the test kills
+//! turns not ready on the page within a few seconds, without a reload. The
+//! test writes a screenshot to `target/status.png` and prints its path.
+//!
+//! Skipped (with a message) only where `chromium` or `chromedriver` is not
+//! installed (`apt-get install chromium chromium-driver`; `.ci/run` does).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::support::app::TestApp;
+use crate::support::config::service_toml;
+use crate::support::tools::which;
+use crate::support::*;
+
+/// chromedriver on a free loopback port, killed on drop.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .proxy(None)
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+impl Driver {
+    fn start(chromedriver: &Path) -> Driver {
+        let port = free_port("127.0.0.1");
+        let child = Command::new(chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let url = format!("http://127.0.0.1:{port}");
+        let driver = Driver { child, url };
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if let Ok(mut r) = agent().get(&format!("{}/status", driver.url)).call() {
+                if r.body_mut()
+                    .read_to_string()
+                    .is_ok_and(|b| b.contains("ready"))
+                {
+                    return driver;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("chromedriver did not answer within {WAIT:?}");
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}{path}", self.url);
+        let mut response = match (method, body) {
+            ("POST", Some(b)) => agent()
+                .post(&url)
+                .header("content-type", "application/json")
+                .send(b.to_string().as_bytes())
+                .expect("webdriver answers"),
+            ("DELETE", _) => agent().delete(&url).call().expect("webdriver answers"),
+            _ => agent().get(&url).call().expect("webdriver answers"),
+        };
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(64 * 1024 * 1024)
+            .read_to_string()
+            .expect("webdriver body");
+        serde_json::from_str(&text).expect("webdriver JSON")
+    }
+}
+
+/// Standard base64 (the WebDriver screenshot encoding), no crate needed.
+fn base64_decode(s: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    };
+    let digits: Vec<u8> = s.bytes().filter_map(value).collect();
+    let mut out = Vec::with_capacity(digits.len() * 3 / 4);
+    for chunk in digits.chunks(4) {
+        let mut n = 0u32;
+        for (i, d) in chunk.iter().enumerate() {
+            n |= u32::from(*d) << (18 - 6 * i);
+        }
+        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&bytes[..chunk.len().saturating_sub(1)]);
+    }
+    out
+}
+
+fn probed_service(name: &str, vip: std::net::IpAddr, port: u16, pod: SocketAddr) -> String {
+    format!(
+        r#"
+[[pods]]
+name = "{name}-1"
+ip = "{ip}"
+labels = {{ app = "{name}" }}
+ports = [{{ name = "http", container_port = {pp}, protocol = "TCP" }}]
+[pods.readiness_probe]
+tcp_socket = {{ port = "http" }}
+period_seconds = 1
+timeout_seconds = 1
+failure_threshold = 1
+
+[[services]]
+name = "{name}"
+cluster_ip = "{vip}"
+selector = {{ app = "{name}" }}
+[[services.ports]]
+name = "http"
+port = {port}
+target_port = "http"
+"#,
+        ip = pod.ip(),
+        pp = pod.port()
+    )
+}
+
+/// The RATE cell of every endpoint row the page shows now.
+const RATES_JS: &str = "return [...document.querySelectorAll('#endpoints tr[data-endpoint]')]\
+    .map(r => r.lastElementChild.textContent).join('|');";
+
+/// The `data-endpoint=state` pairs the page shows now.
+const STATES_JS: &str = "return [...document.querySelectorAll('#endpoints tr[data-endpoint]')]\
+    .map(r => r.dataset.endpoint + '=' + r.dataset.state).join(' ');";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_shows_services_and_an_endpoint_turning_not_ready() {
+    let (Some(chromium), Some(chromedriver)) = (which("chromium"), which("chromedriver")) else {
+        eprintln!(
+            "SKIPPED: the status page browser test needs chromium and chromedriver \
+             (Debian: apt-get install chromium chromium-driver)"
+        );
+        return;
+    };
+    let web_backend = echo_backend(fresh_ip());
+    let web = web_backend.addr;
+    let api_backend = echo_backend(fresh_ip());
+    let api = api_backend.addr;
+    let (vip1, vip2) = (fresh_ip(), fresh_ip());
+    let config = probed_service("web", vip1, 8080, web)
+        + &service_toml("api", vip2, 9090, &[api], "session_affinity = \"ClientIP\"");
+    let proxy = TestApp::start(&config).await;
+    // A little traffic, so the byte columns are not all zero.
+    let ready = eventually_async(WAIT, || async {
+        let (_, body) = proxy.get("/api/v1/endpoints").await;
+        body.contains("\"state\": \"ready\"") && !body.contains("not_ready")
+    })
+    .await;
+    assert!(ready, "the probed pod becomes ready");
+    for _ in 0..3 {
+        let mut c = tokio::net::TcpStream::connect((vip2, 9090))
+            .await
+            .expect("connect");
+        echo(&mut c, &[b'x'; 2048]).await;
+    }
+    // A reload that fails validation shows up among the events.
+    std::fs::write(&proxy.path, "[[services]]\nname = \"Bad_Name\"\n").expect("write");
+    assert!(!proxy.app.reload(true).await);
+
+    let url = format!("http://{}/", proxy.admin());
+    let shot = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("target")
+        .join("status.png");
+    let web_addr = web.to_string();
+    let profile = tempfile::tempdir().expect("profile dir");
+    let profile_dir = profile.path().to_path_buf();
+
+    // The browser part is blocking WebDriver calls; the backend is killed
+    // from the runtime when the page has shown it ready.
+    let (kill_tx, kill_rx) = std::sync::mpsc::channel::<()>();
+    let killer = tokio::spawn(async move {
+        let _ = tokio::task::spawn_blocking(move || kill_rx.recv()).await;
+        web_backend.kill().await;
+    });
+    let result = tokio::task::spawn_blocking(move || {
+        let driver = Driver::start(&chromedriver);
+        let session = driver.call(
+            "POST",
+            "/session",
+            Some(
+                json!({"capabilities": {"alwaysMatch": {"goog:chromeOptions": {
+                "binary": chromium.to_string_lossy(),
+                "args": ["--headless", "--no-sandbox", "--disable-gpu",
+                         "--disable-background-networking", "--disable-component-update",
+                         "--no-first-run", "--disable-sync", "--disable-dev-shm-usage",
+                         "--window-size=1400,1000",
+                         format!("--user-data-dir={}", profile_dir.display())]}}}}),
+            ),
+        );
+        let id = session["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no WebDriver session: {session}"))
+            .to_string();
+        let s = |p: &str| format!("/session/{id}{p}");
+        driver.call("POST", &s("/url"), Some(json!({"url": url})));
+        let script = |js: &str| -> String {
+            let v = driver.call(
+                "POST",
+                &s("/execute/sync"),
+                Some(json!({"script": js, "args": []})),
+            );
+            v["value"].as_str().unwrap_or_default().to_string()
+        };
+        let wait_for = |what: &str, f: &dyn Fn(&str) -> bool, js: &str| -> String {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                let got = script(js);
+                if f(&got) {
+                    return got;
+                }
+                assert!(Instant::now() < deadline, "{what}: page shows {got:?}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        };
+        let services = wait_for(
+            "services listed",
+            &|t| t.contains("web") && t.contains("api"),
+            "return document.querySelector('#services tbody').innerText;",
+        );
+        wait_for(
+            "endpoint ready",
+            &|t| t.contains(&format!("{web_addr}=ready")),
+            STATES_JS,
+        );
+        let _ = kill_tx.send(());
+        let killed_at = Instant::now();
+        let states = wait_for(
+            "endpoint not ready after its backend died",
+            &|t| t.contains(&format!("{web_addr}=not_ready")),
+            STATES_JS,
+        );
+        let took = killed_at.elapsed();
+        // Once a second poll has drawn every rate, take the picture.
+        wait_for(
+            "byte rates drawn",
+            &|t| !t.is_empty() && t.split('|').all(|rate| rate.ends_with("/s")),
+            RATES_JS,
+        );
+        let png = driver.call("GET", &s("/screenshot"), None);
+        let bytes = base64_decode(png["value"].as_str().unwrap_or_default());
+        driver.call("DELETE", &s(""), None);
+        (services, states, took, bytes)
+    })
+    .await;
+    let _ = killer.await;
+    let (services, states, took, png) = result.expect("the browser part ran");
+    assert!(services.contains("ClusterIP"), "{services}");
+    assert!(states.contains(&format!("{api}=ready")), "{states}");
+    assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
+    std::fs::create_dir_all(shot.parent().expect("target dir")).expect("target dir");
+    std::fs::write(&shot, &png).expect("write the screenshot");
+    println!(
+        "status page screenshot: {} (not ready shown {:.1}s after the kill)",
+        shot.canonicalize().unwrap_or(shot.clone()).display(),
+        took.as_secs_f64()
+    );
+    proxy.app.shutdown().await;
+}

@@ -1,0 +1,127 @@
+//! Programs the tests drive: finding them on PATH (tests that need one say
+//! why they skip without it), `dig`, and a `dnsmasq` on loopback as a DNS
+//! upstream or a UDP endpoint.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use hickory_proto::op::{Message, Query};
+use hickory_proto::rr::{Name, RecordType};
+use tokio::net::UdpSocket;
+
+use super::addr::{free_udp_port, AsIp};
+use super::wait::eventually_async;
+
+/// Where `program` is on PATH.
+pub fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(program))
+            .find(|p| p.is_file())
+    })
+}
+
+/// Whether `program` is on PATH.
+pub fn have(program: &str) -> bool {
+    which(program).is_some()
+}
+
+/// `dig -p PORT @IP ARGS +time=2 +tries=1` against `server`: what it
+/// printed on stdout (empty when it could not run or timed out).
+pub async fn dig(server: SocketAddr, args: &[&str]) -> String {
+    let out = tokio::process::Command::new("dig")
+        .arg("-p")
+        .arg(server.port().to_string())
+        .arg(format!("@{}", server.ip()))
+        .args(args)
+        .args(["+time=2", "+tries=1"])
+        .output()
+        .await
+        .expect("dig runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() || text.contains("timed out") {
+        return String::new();
+    }
+    text
+}
+
+/// A dnsmasq on loopback answering `address` entries (`/example.test/127.1.2.3`)
+/// and refusing everything else; killed on drop.
+#[derive(Debug)]
+pub struct Dnsmasq {
+    /// Where it answers.
+    pub addr: SocketAddr,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Dnsmasq {
+    /// Starts dnsmasq on `ip` (a free port) with `--address=` entries; waits
+    /// (at most 5 s) until it answers.
+    pub async fn start(ip: impl AsIp, addresses: &[&str]) -> Dnsmasq {
+        let ip = ip.as_ip();
+        Self::start_on(SocketAddr::new(ip, free_udp_port(ip)), addresses).await
+    }
+
+    /// Starts dnsmasq on exactly `addr`.
+    pub async fn start_on(addr: SocketAddr, addresses: &[&str]) -> Dnsmasq {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pid: PathBuf = dir.path().join("dnsmasq.pid");
+        let mut cmd = Command::new("dnsmasq");
+        cmd.args([
+            "--no-resolv",
+            "--no-hosts",
+            "--keep-in-foreground",
+            "--bind-interfaces",
+            "--conf-file=/dev/null",
+            "--cache-size=0",
+        ])
+        .arg(format!("--listen-address={}", addr.ip()))
+        .arg(format!("--port={}", addr.port()))
+        .arg(format!("--pid-file={}", pid.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        for a in addresses {
+            cmd.arg(format!("--address={a}"));
+        }
+        let child = cmd.spawn().expect("dnsmasq starts");
+        let d = Dnsmasq {
+            addr,
+            child,
+            _dir: dir,
+        };
+        let answers = eventually_async(Duration::from_secs(5), || answers_a_query(addr)).await;
+        assert!(answers, "dnsmasq did not answer on {addr} within 5 s");
+        d
+    }
+}
+
+/// Whether a DNS server at `addr` answers a question (any answer) within
+/// 200 ms.
+async fn answers_a_query(addr: SocketAddr) -> bool {
+    let ask = async {
+        let s = UdpSocket::bind("127.0.0.1:0").await.ok()?;
+        s.connect(addr).await.ok()?;
+        let mut m = Message::new();
+        m.add_query(Query::query(
+            Name::from_ascii("probe.invalid.").ok()?,
+            RecordType::A,
+        ));
+        s.send(&m.to_vec().ok()?).await.ok()?;
+        let mut buf = [0u8; 512];
+        tokio::time::timeout(Duration::from_millis(200), s.recv(&mut buf))
+            .await
+            .ok()?
+            .ok()
+    };
+    ask.await.is_some()
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
