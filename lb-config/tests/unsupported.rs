@@ -16,7 +16,7 @@ fn assert_refused(text: &str, expected: &str) {
 #[cfg(feature = "etcd")]
 #[test]
 fn etcd_tls_files_that_cannot_be_read_are_refused() {
-    // TLS to etcd is served (lb-proxy/tests/source_etcd_security.rs); a file it
+    // TLS to etcd is served (lb-proxy/tests/it/source_etcd_security.rs); a file it
     // names must be there at validation, not at the first connection.
     assert_refused(
         "[source.etcd]\nendpoints = [\"https://127.0.0.1:2379\"]\nca_file = \"/nonexistent/ca.pem\"\n",

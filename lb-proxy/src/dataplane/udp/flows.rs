@@ -1,7 +1,7 @@
 //! The sans-IO UDP flow table: which endpoint each client's datagrams go to.
 //!
 //! No sockets and no clock: every call takes the current [`Snapshot`] and `now`,
-//! so the seeded simulation in `tests/udp_flow_sim.rs` drives it through
+//! so the seeded simulation in `tests/it/udp_flow_sim.rs` drives it through
 //! millions of steps in seconds and checks its invariants after each one. The
 //! tokio shell around it (`udp::relay`, `udp::table`) owns the sockets and attaches them to
 //! flows through the `io` payload `T`. `LIFECYCLE.md` beside this file tells a
