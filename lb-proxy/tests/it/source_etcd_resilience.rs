@@ -79,7 +79,9 @@ fn assert_no_loss(report: TrafficReport, p: &Running) {
         &report.failures[..report.failures.len().min(10)],
         p.logs()
     );
-    assert!(report.answered >= 50, "too little traffic: {report:?}");
+    // The traffic was waited for before the trouble and after it (20 answers
+    // each); how many more arrived depends on the machine's speed.
+    assert!(report.answered >= 40, "too little traffic: {report:?}");
 }
 
 #[test]
