@@ -102,6 +102,16 @@ pub struct PortStats {
     pub rejected_limit: AtomicU64,
     /// Connections refused by `load_balancer_source_ranges`.
     pub rejected_source_range: AtomicU64,
+    /// Connections refused because the proxy itself was short of a local
+    /// resource (its descriptor budget, or `EMFILE`, `ENFILE`, `ENOBUFS`,
+    /// `EADDRNOTAVAIL` on a dial): the proxy's fault, never the endpoint's.
+    pub rejected_local_resources: AtomicU64,
+    /// Connections refused because every endpoint left to try was one of
+    /// this proxy's own frontends (a dial there would loop back forever).
+    pub rejected_self_loop: AtomicU64,
+    /// Forwarded connections that ended, by why they ended
+    /// (`lb_connections_closed_total{cause}`).
+    pub closed: ClosedCounters,
     /// UDP flows open now (`lb_udp_sessions`).
     pub udp_sessions: AtomicU64,
     /// UDP datagrams sent on to an endpoint.
@@ -117,6 +127,75 @@ pub struct PortStats {
     pub udp_dropped_send_error: AtomicU64,
     /// UDP flows evicted (idle longest first) to make room under `udp_max_flows`.
     pub udp_evicted: AtomicU64,
+}
+
+/// Why a forwarded TCP connection ended: the `cause` label of
+/// `lb_connections_closed_total` and the close log line. Whether the
+/// client saw a FIN or a reset follows from the cause (see each variant).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CloseCause {
+    /// Both sides sent FIN and every byte was delivered.
+    Closed,
+    /// A leg failed (reset, broken pipe); the reset was passed on.
+    Reset,
+    /// Nothing moved either way for `tcp_idle_timeout`; may end with FIN.
+    IdleTimeout,
+    /// After one side's FIN, the direction still open moved no byte for
+    /// `half_close_timeout`; ends with a reset on both legs.
+    HalfCloseTimeout,
+    /// The endpoint left the table (or took weight 0) and `drain_timeout`
+    /// passed; ends with a reset on both legs.
+    Drained,
+    /// The proxy stopped (the SIGTERM drain deadline); ends with a reset on
+    /// both legs.
+    Stopped,
+}
+
+impl CloseCause {
+    /// Every cause, in the order of [`ClosedCounters`]' slots.
+    pub const ALL: [CloseCause; 6] = [
+        CloseCause::Closed,
+        CloseCause::Reset,
+        CloseCause::IdleTimeout,
+        CloseCause::HalfCloseTimeout,
+        CloseCause::Drained,
+        CloseCause::Stopped,
+    ];
+
+    /// The label value (`cause="..."`) and the word in the close log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseCause::Closed => "closed",
+            CloseCause::Reset => "reset",
+            CloseCause::IdleTimeout => "idle_timeout",
+            CloseCause::HalfCloseTimeout => "half_close_timeout",
+            CloseCause::Drained => "drained",
+            CloseCause::Stopped => "stopped",
+        }
+    }
+
+    fn slot(self) -> usize {
+        self as usize
+    }
+}
+
+/// One counter per [`CloseCause`]: a fixed array, so counting a close is
+/// one relaxed add and no lookup.
+#[derive(Debug, Default)]
+pub struct ClosedCounters([AtomicU64; CloseCause::ALL.len()]);
+
+impl ClosedCounters {
+    /// Counts one connection that ended for `cause`.
+    #[inline]
+    pub fn count(&self, cause: CloseCause) {
+        add(&self.0[cause.slot()], 1);
+    }
+
+    /// Connections that ended for `cause` so far.
+    pub fn get(&self, cause: CloseCause) -> u64 {
+        read(&self.0[cause.slot()])
+    }
 }
 
 /// Reads a counter (relaxed: figures for display).
@@ -167,5 +246,22 @@ mod tests {
         assert_eq!(r.buckets.last().map(|b| b.1), Some(2));
         assert_eq!(r.count, 3);
         assert!((r.sum - 10.0035).abs() < 1e-9);
+    }
+
+    #[test]
+    fn each_close_cause_has_its_own_counter_and_label() {
+        let c = ClosedCounters::default();
+        c.count(CloseCause::Drained);
+        c.count(CloseCause::Drained);
+        c.count(CloseCause::Reset);
+        for (i, cause) in CloseCause::ALL.iter().enumerate() {
+            assert_eq!(cause.slot(), i);
+        }
+        assert_eq!(c.get(CloseCause::Drained), 2);
+        assert_eq!(c.get(CloseCause::Reset), 1);
+        assert_eq!(c.get(CloseCause::Closed), 0);
+        let labels: std::collections::HashSet<_> =
+            CloseCause::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(labels.len(), CloseCause::ALL.len());
     }
 }

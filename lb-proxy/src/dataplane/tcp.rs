@@ -181,6 +181,7 @@ async fn serve_in_span(
     };
     let engine = settings.forward_engine;
     let outcome = forward::forward(engine, client, upstream, &limits, counters, &mut drain).await;
+    port_stats.closed.count(outcome.cause());
     // One event per connection: the answer to "why did this connection go to
     // that backend, and how did it end".
     debug!(endpoint = %endpoint_addr, reason,

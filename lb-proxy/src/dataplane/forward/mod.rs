@@ -176,20 +176,29 @@ pub enum Outcome {
     IdleTimeout,
     /// One side sent FIN and the other did not finish within `half_close_timeout`.
     HalfCloseTimeout,
-    /// The drain deadline passed or the data plane's kill switch fired.
+    /// The endpoint left the table (or took weight 0) and `drain_timeout` passed.
+    Drained,
+    /// The data plane's kill switch fired (the SIGTERM drain deadline).
     Stopped,
 }
 
 impl Outcome {
-    /// Short name for logs.
-    pub fn as_str(&self) -> &'static str {
+    /// The cause counted in `lb_connections_closed_total{cause}`.
+    pub fn cause(&self) -> lb_core::stats::CloseCause {
+        use lb_core::stats::CloseCause;
         match self {
-            Outcome::Closed => "closed",
-            Outcome::Reset(_) => "reset",
-            Outcome::IdleTimeout => "idle_timeout",
-            Outcome::HalfCloseTimeout => "half_close_timeout",
-            Outcome::Stopped => "stopped",
+            Outcome::Closed => CloseCause::Closed,
+            Outcome::Reset(_) => CloseCause::Reset,
+            Outcome::IdleTimeout => CloseCause::IdleTimeout,
+            Outcome::HalfCloseTimeout => CloseCause::HalfCloseTimeout,
+            Outcome::Drained => CloseCause::Drained,
+            Outcome::Stopped => CloseCause::Stopped,
         }
+    }
+
+    /// Short name for logs (the cause's label).
+    pub fn as_str(&self) -> &'static str {
+        self.cause().as_str()
     }
 }
 
@@ -356,7 +365,7 @@ pub(crate) async fn drive(pump: &mut impl Pump, limits: &Limits, drain: &mut Dra
             () = &mut timer, if timer_at.is_some() => {
                 let now = Instant::now();
                 if drain_due.is_some_and(|d| d <= now) {
-                    return Outcome::Stopped;
+                    return Outcome::Drained;
                 }
                 if half_close_due.is_some_and(|d| d <= now) {
                     return Outcome::HalfCloseTimeout;

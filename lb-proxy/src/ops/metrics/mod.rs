@@ -112,6 +112,11 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
         "Client connections refused before reaching an endpoint.",
     ),
     (
+        "lb_connections_closed_total",
+        Kind::Counter,
+        "Forwarded client connections that ended, by cause.",
+    ),
+    (
         "lb_bytes_total",
         Kind::Counter,
         "Bytes proxied (rx: from clients, tx: to clients).",

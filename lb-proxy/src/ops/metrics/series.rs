@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use lb_core::stats::{read, EndpointStats, PortStats};
+use lb_core::stats::{read, CloseCause, EndpointStats, PortStats};
 use lb_core::{Protocol, ServicePort, ServicePortKey};
 use metrics::{Counter, Gauge, Key, Label, Level, Metadata, Recorder};
 use metrics_exporter_prometheus::PrometheusRecorder;
@@ -59,8 +59,10 @@ pub(super) struct PortSeries {
 struct TcpSeries {
     accepted: Counter,
     active: Gauge,
-    /// `reason="no_endpoints|source_range|limit"`.
-    rejected: [Counter; 3],
+    /// `reason="no_endpoints|source_range|limit|local_resources|self_loop"`.
+    rejected: [Counter; 5],
+    /// `lb_connections_closed_total{cause}`, in `CloseCause::ALL` order.
+    closed: [Counter; 6],
 }
 
 /// The UDP-only series of a service port.
@@ -186,9 +188,14 @@ impl State {
                     &st.rejected_no_endpoints,
                     &st.rejected_source_range,
                     &st.rejected_limit,
+                    &st.rejected_local_resources,
+                    &st.rejected_self_loop,
                 ];
                 for (c, v) in t.rejected.iter().zip(rejected) {
                     c.absolute(read(v));
+                }
+                for (c, cause) in t.closed.iter().zip(CloseCause::ALL) {
+                    c.absolute(st.closed.get(cause));
                 }
             }
             if let Some(u) = &s.udp {
@@ -311,12 +318,27 @@ impl PortSeries {
             tcp: (key.protocol == Protocol::Tcp).then(|| TcpSeries {
                 accepted: plain("lb_connections_total"),
                 active: gauge("lb_active_connections"),
-                rejected: ["no_endpoints", "source_range", "limit"].map(|r| {
+                rejected: [
+                    "no_endpoints",
+                    "source_range",
+                    "limit",
+                    "local_resources",
+                    "self_loop",
+                ]
+                .map(|r| {
                     counter(
                         recorder,
                         "lb_rejected_connections_total",
                         &labels,
                         ("reason", r),
+                    )
+                }),
+                closed: CloseCause::ALL.map(|c| {
+                    counter(
+                        recorder,
+                        "lb_connections_closed_total",
+                        &labels,
+                        ("cause", c.as_str()),
                     )
                 }),
             }),
