@@ -131,7 +131,12 @@ async fn serve_in_span(
     let (upstream, index) = match dialed {
         Ok(ok) => ok,
         Err(e) => {
-            debug!(error = %e, "resetting client");
+            if let AttemptFailed::Local(_) = e.last {
+                stats::add(&port_stats.rejected_local_resources, 1);
+                local_shortage(&e);
+            } else {
+                debug!(error = %e, "resetting client");
+            }
             sys::reset(client);
             return;
         }
@@ -193,7 +198,10 @@ async fn serve_in_span(
 }
 
 /// Dials `first`, then on each failure the next endpoint by failover, one
-/// attempt per entry of `connect_timeouts`.
+/// attempt per entry of `connect_timeouts`. Only failures that are the
+/// endpoint's count against it (`connect_errors`, outlier ejection); when
+/// the proxy itself is short of a resource the remaining attempts would
+/// fail alike, so the dial gives up at once.
 async fn dial(
     entry: &FrontendEntry,
     first: usize,
@@ -209,34 +217,40 @@ async fn dial(
     };
     let mut index = first;
     let mut attempts = 0;
-    let mut last: Option<io::Error> = None;
+    let mut last = AttemptFailed::Endpoint(io::Error::other("no dial attempted"));
     for (n, timeout) in timeouts.iter().enumerate() {
         let endpoint = entry.port.endpoint(index);
         attempts += 1;
         let dial_start = Instant::now();
-        let error = match tokio::time::timeout(*timeout, connect(endpoint.addr)).await {
+        let failed = match tokio::time::timeout(*timeout, connect(endpoint.addr)).await {
             Ok(Ok(stream)) => {
                 endpoint.stats.connect_duration.record(dial_start.elapsed());
                 endpoint.health.record_success();
                 return Ok((stream, index));
             }
-            Ok(Err(e)) => e,
-            Err(_) => io::Error::new(
+            Ok(Err(e)) => AttemptFailed::classify(e),
+            Err(_) => AttemptFailed::Endpoint(io::Error::new(
                 io::ErrorKind::TimedOut,
                 format!("connect timed out after {timeout:?}"),
-            ),
+            )),
         };
-        stats::add(&endpoint.stats.connect_errors, 1);
-        debug!(endpoint = %endpoint.addr, attempt = n + 1, %error, "dial failed");
-        last = Some(error);
-        if let Some(length) = endpoint.health.record_failure(
-            now(),
-            std::time::SystemTime::now(),
-            settings.outlier_consecutive_failures,
-            settings.outlier_base_ejection,
-        ) {
-            info!(service = %entry.port.key(), endpoint = %endpoint.addr, ejection = ?length,
-                "endpoint ejected after consecutive dial failures");
+        debug!(endpoint = %endpoint.addr, attempt = n + 1, error = %failed, "dial failed");
+        let local = matches!(failed, AttemptFailed::Local(_));
+        if !local {
+            stats::add(&endpoint.stats.connect_errors, 1);
+            if let Some(length) = endpoint.health.record_failure(
+                now(),
+                std::time::SystemTime::now(),
+                settings.outlier_consecutive_failures,
+                settings.outlier_base_ejection,
+            ) {
+                info!(service = %entry.port.key(), endpoint = %endpoint.addr,
+                    ejection = ?length, "endpoint ejected after consecutive dial failures");
+            }
+        }
+        last = failed;
+        if local {
+            break;
         }
         if n + 1 < timeouts.len() {
             match entry.failover(index, client, now()) {
@@ -248,23 +262,50 @@ async fn dial(
     Err(DialFailed {
         service: entry.port.key().to_string(),
         attempts,
-        source: last.unwrap_or_else(|| io::Error::other("no dial attempted")),
+        last,
     })
+}
+
+/// Why one dial attempt gave no connection, which says who is to blame.
+#[derive(Debug, thiserror::Error)]
+enum AttemptFailed {
+    /// The endpoint refused, reset or did not answer in time: counted on the
+    /// endpoint and towards its ejection.
+    #[error("{0}")]
+    Endpoint(io::Error),
+    /// The proxy is short of a local resource (`EMFILE`, `ENFILE`,
+    /// `ENOBUFS`, `ENOMEM`, `EADDRNOTAVAIL`: no descriptor, buffer or local
+    /// port): the proxy's fault, so no endpoint is blamed and the client is
+    /// counted as `rejected{reason="local_resources"}`.
+    #[error("local resources: {0}")]
+    Local(io::Error),
+}
+
+impl AttemptFailed {
+    /// Tells the proxy's own shortages from the endpoint's failures.
+    fn classify(e: io::Error) -> AttemptFailed {
+        match e.raw_os_error() {
+            Some(
+                libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL,
+            ) => AttemptFailed::Local(e),
+            _ => AttemptFailed::Endpoint(e),
+        }
+    }
 }
 
 /// Every dial of a connection failed or timed out; the client is reset. One
 /// connection's failure, so it is logged at debug and counted, never
 /// returned to the data plane's owner.
 #[derive(Debug, thiserror::Error)]
-#[error("no endpoint of {service} answered after {attempts} dial(s); last error: {source}")]
+#[error("no endpoint of {service} answered after {attempts} dial(s); last error: {last}")]
 struct DialFailed {
     /// The service port (`namespace/name:port/TCP`).
     service: String,
     /// How many dials were made.
     attempts: usize,
-    /// The last dial's error.
+    /// The last attempt's failure.
     #[source]
-    source: io::Error,
+    last: AttemptFailed,
 }
 
 /// Connects to `addr` with `TCP_NODELAY` set (the proxy forwards whatever it
@@ -307,6 +348,18 @@ async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
     Ok(stream)
 }
 
+/// Logs the proxy's own shortage at warn, at most once a second for the
+/// whole process: under descriptor exhaustion every connection would log.
+fn local_shortage(e: &DialFailed) {
+    static LAST: std::sync::atomic::AtomicU64 = AtomicU64::new(0);
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if LAST.swap(now_s, Ordering::Relaxed) != now_s {
+        tracing::warn!(error = %e, "client reset: the proxy is short of local resources");
+    }
+}
+
 /// The time picks and ejections are judged by: tokio's clock, so tests that
 /// pause time move ejections along with every other timer.
 fn now() -> std::time::Instant {
@@ -317,6 +370,18 @@ fn now() -> std::time::Instant {
 mod tests {
     use super::*;
     use lb_core::{NodeSpec, Snapshot};
+
+    #[test]
+    fn a_local_shortage_is_the_proxys_and_a_refusal_the_endpoints() {
+        for errno in [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::EADDRNOTAVAIL] {
+            let e = io::Error::from_raw_os_error(errno);
+            assert!(matches!(AttemptFailed::classify(e), AttemptFailed::Local(_)));
+        }
+        for errno in [libc::ECONNREFUSED, libc::EHOSTUNREACH, libc::ECONNRESET] {
+            let e = io::Error::from_raw_os_error(errno);
+            assert!(matches!(AttemptFailed::classify(e), AttemptFailed::Endpoint(_)));
+        }
+    }
 
     /// Every idle connection keeps its task's future in memory, so its size
     /// is part of the memory per connection (BENCHMARKS.md, "TCP").
