@@ -63,5 +63,5 @@ pub use config::{ClusterSettings, Config, DnsSettings, VipMode};
 #[cfg(feature = "watch")]
 pub use error::WatchError;
 pub use error::{ConfigErrors, FieldError};
-pub use loader::{check_file, check_str, default_node_name, parse_str, Loader};
+pub use loader::{check_file, check_str, default_node_name, parse_str, Loader, StoreHealth};
 pub use store::FileStore;

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use lb_core::alloc::{AllocationStore, Allocations, MemoryStore};
+use lb_core::alloc::{AllocationStore, Allocations, MemoryStore, StoreError};
 
 use crate::config::Config;
 use crate::error::{ConfigErrors, Errors, FieldError};
@@ -24,6 +24,19 @@ pub struct Loader {
     /// The store is shared with other nodes (etcd): read it before every
     /// load, since another node may have allocated since.
     shared: bool,
+    health: StoreHealth,
+}
+
+/// Whether allocations are durable: the last save's error, if it failed, and
+/// how many saves failed so far. A failed save does not fail the load (the
+/// allocations still serve, from memory), so this is how an operator learns
+/// that a restart would lose them (`/readyz`, `lb_state_file_errors_total`).
+#[derive(Debug, Default)]
+pub struct StoreHealth {
+    /// The last save's error; `None` once a save succeeds.
+    pub error: Option<StoreError>,
+    /// Saves that failed since the loader was made.
+    pub failures: u64,
 }
 
 impl Loader {
@@ -34,6 +47,7 @@ impl Loader {
             current: None,
             hostname: default_node_name(),
             shared: false,
+            health: StoreHealth::default(),
         }
     }
 
@@ -94,10 +108,16 @@ impl Loader {
             return Err(ConfigErrors { errors: errs.list });
         }
         let host_endpoints = endpoints::resolve(&mut v.services, &v.pods, &v.endpoints);
-        if previous != allocations || self.current.is_none() {
-            if let Err(e) = self.store.save(&allocations) {
-                tracing::warn!(error = %e, "could not save allocations");
-                warnings.push(format!("allocations: not saved: {e}"));
+        // A save that failed is tried again on every load until one succeeds.
+        if previous != allocations || self.current.is_none() || self.health.error.is_some() {
+            match self.store.save(&allocations) {
+                Ok(()) => self.health.error = None,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not save allocations");
+                    warnings.push(format!("allocations: not saved: {e}"));
+                    self.health.failures += 1;
+                    self.health.error = Some(e);
+                }
             }
         }
         self.current = Some(allocations);
@@ -118,6 +138,11 @@ impl Loader {
             host_endpoints,
             warnings,
         })
+    }
+
+    /// Whether the last save of allocations succeeded.
+    pub fn store_health(&self) -> &StoreHealth {
+        &self.health
     }
 
     /// The allocations of the last successful load (empty before one).

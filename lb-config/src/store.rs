@@ -7,9 +7,13 @@ use std::path::{Path, PathBuf};
 
 use lb_core::alloc::{AllocationStore, Allocations, StoreError};
 
-/// Allocations in a JSON file, written atomically (temporary file, fsync,
-/// rename) so a crash never leaves half a file. A missing file is an empty
-/// state.
+/// Allocations in a JSON file, written atomically so a crash never leaves
+/// half a file: a temporary file created exclusively (`O_EXCL`, a random
+/// name) in the same directory, fsync, rename over the state file, fsync of
+/// the directory. The temporary name is never predictable and never opened
+/// through a symlink someone planted, and the rename replaces a symlink at
+/// the state file's path instead of writing through it. A missing file is
+/// an empty state.
 #[derive(Debug, Clone)]
 pub struct FileStore {
     path: PathBuf,
@@ -50,15 +54,21 @@ impl AllocationStore for FileStore {
             fs::create_dir_all(dir)
                 .map_err(|e| self.error(format!("cannot create directory: {e}")))?;
         }
-        let mut tmp = self.path.clone().into_os_string();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
+        let dir = match self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            Some(dir) => dir,
+            None => Path::new("."),
+        };
         let write = || -> std::io::Result<()> {
-            let mut f = fs::File::create(&tmp)?;
-            f.write_all(&json)?;
-            f.write_all(b"\n")?;
-            f.sync_all()?;
-            fs::rename(&tmp, &self.path)
+            let mut tmp = tempfile::Builder::new()
+                .prefix(".state-")
+                .suffix(".tmp")
+                .tempfile_in(dir)?;
+            tmp.write_all(&json)?;
+            tmp.write_all(b"\n")?;
+            tmp.as_file().sync_all()?;
+            tmp.persist(&self.path).map_err(|e| e.error)?;
+            // The rename is durable once the directory is.
+            fs::File::open(dir)?.sync_all()
         };
         write().map_err(|e| self.error(format!("cannot write: {e}")))
     }
@@ -79,7 +89,43 @@ mod tests {
         a.node_ports.insert("default/web/TCP/80".into(), 30000);
         store.save(&a).unwrap();
         assert_eq!(store.load().unwrap(), a);
-        assert!(!dir.path().join("sub/state.json.tmp").exists());
+        let left: Vec<_> = fs::read_dir(dir.path().join("sub"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["state.json"], "temporary files left behind");
+    }
+
+    #[test]
+    fn a_planted_symlink_is_never_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "precious").unwrap();
+        let path = dir.path().join("state.json");
+        // The names an older lb-proxy wrote through, and the state file
+        // itself: each a symlink to the victim.
+        std::os::unix::fs::symlink(&victim, dir.path().join("state.json.tmp")).unwrap();
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        let mut a = Allocations::default();
+        a.node_ports.insert("default/web/TCP/80".into(), 30000);
+        FileStore::new(&path).save(&a).unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+        assert!(!fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(FileStore::new(&path).load().unwrap(), a);
+    }
+
+    #[test]
+    fn a_state_file_that_cannot_be_written_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        // A file where the directory should be: not writable even by root.
+        fs::write(dir.path().join("sub"), "").unwrap();
+        let err = FileStore::new(dir.path().join("sub/state.json"))
+            .save(&Allocations::default())
+            .unwrap_err();
+        assert!(err.to_string().contains("sub/state.json"), "{err}");
     }
 
     #[test]

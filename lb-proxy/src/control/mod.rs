@@ -71,6 +71,9 @@ pub struct ReloadCounters {
     pub success: AtomicU64,
     /// Reloads that failed validation and changed nothing.
     pub failure: AtomicU64,
+    /// Saves of allocations to the state file (or another store) that
+    /// failed (`lb_state_file_errors_total`).
+    pub state_file_errors: AtomicU64,
 }
 
 impl ReloadCounters {
@@ -98,6 +101,46 @@ pub struct Loaded {
 pub(crate) struct Shared {
     pub(crate) reloads: ReloadCounters,
     pub(crate) events: Arc<Events>,
+    /// Why allocations are not durable now (the last save's error), for
+    /// `/readyz`; `None` while saves succeed.
+    pub(crate) state_file: Mutex<Option<String>>,
+    /// The loader's count of failed saves when last noted.
+    store_failures_seen: AtomicU64,
+}
+
+impl Shared {
+    /// Takes in the loader's store health after a load: `/readyz` and the
+    /// counter follow it, and a save that starts failing (or fails
+    /// differently) is a warning event; one that recovers, an info event.
+    pub(crate) fn note_store(&self, health: &lb_config::StoreHealth) {
+        // A load that ends with a failed save counts once, however many saves
+        // it tried: a lost race with another node (etcd) that a retry won is
+        // not an error.
+        let seen = self
+            .store_failures_seen
+            .swap(health.failures, Ordering::Relaxed);
+        if health.error.is_some() && health.failures > seen {
+            self.reloads
+                .state_file_errors
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        let now = health.error.as_ref().map(ToString::to_string);
+        let mut current = self.state_file.lock().unwrap_or_else(|e| e.into_inner());
+        if *current == now {
+            return;
+        }
+        match &now {
+            Some(e) => self.events.record(
+                "warning",
+                "state_file",
+                format!("allocations are not durable: {e}"),
+            ),
+            None => self
+                .events
+                .record("info", "state_file", "allocations are saved again"),
+        }
+        *current = now;
+    }
 }
 
 /// What the first load leaves for [`ControlPlane::assemble`].
@@ -262,11 +305,15 @@ impl ControlPlane {
         let snapshot = Snapshot::build(config.node.clone(), services, None, SystemTime::now());
         let (requests_tx, requests) = mpsc::channel(16);
         let (configs_tx, configs) = watch::channel(config.clone());
+        let shared = Arc::new(Shared {
+            reloads: ReloadCounters::default(),
+            events: Arc::new(Events::default()),
+            state_file: Mutex::new(None),
+            store_failures_seen: AtomicU64::new(0),
+        });
+        shared.note_store(rebuild::lock(&parts.work).loader.store_health());
         let control = ControlPlane {
-            shared: Arc::new(Shared {
-                reloads: ReloadCounters::default(),
-                events: Arc::new(Events::default()),
-            }),
+            shared,
             sources: Arc::new(parts.sources),
             probes,
             hosts,
@@ -366,9 +413,17 @@ impl ControlPlane {
         self.configs.clone()
     }
 
-    /// `Some(reason)` while a source is stale (`/readyz` answers 503).
+    /// `Some(reason)` while a source is stale or the state file cannot be
+    /// written (`/readyz` answers 503).
     pub fn readiness(&self) -> Option<String> {
-        let reasons: Vec<String> = self.sources.iter().filter_map(|s| s.stale()).collect();
+        let mut reasons: Vec<String> = self.sources.iter().filter_map(|s| s.stale()).collect();
+        let state_file = self
+            .shared
+            .state_file
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        reasons.extend(state_file);
         (!reasons.is_empty()).then(|| reasons.join("; "))
     }
 

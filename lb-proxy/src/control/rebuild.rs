@@ -62,7 +62,7 @@ pub(crate) enum Outcome {
     Failed(ConfigErrors),
 }
 
-fn lock(work: &Mutex<Work>) -> MutexGuard<'_, Work> {
+pub(crate) fn lock(work: &Mutex<Work>) -> MutexGuard<'_, Work> {
     // A panic in a load leaves the inputs as they were read: still usable.
     work.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -233,6 +233,8 @@ impl Rebuild {
                     e.to_string(),
                 )))
             });
+        self.shared
+            .note_store(lock(&self.work).loader.store_health());
         let config = match outcome {
             Outcome::Unchanged => return false,
             Outcome::Failed(errors) => {

@@ -646,6 +646,59 @@ ports = [{{ name = "tcp", port = {port} }}]
 }
 
 #[test]
+fn a_state_file_that_cannot_be_written_makes_readyz_503_counts_and_warns_until_it_can() -> Result<()>
+{
+    let admin = fresh_admin();
+    let backend = echo_backend("127.0.0.1");
+    let service = |name: &str| service_toml(name, fresh_ip(), 80, &[backend.addr], "");
+    let text = base_toml(admin) + &service("web");
+    let dir = tempfile::tempdir()?;
+    let state_dir = dir.path().join("state");
+    let state = state_dir.join("allocations.json");
+    let p = Run::text(&text)
+        .arg("--state-file")
+        .arg(&state)
+        .admin(admin)
+        .start()?;
+    assert_eq!(p.readyz().0, 200, "{}", p.logs());
+    const ERRORS: &str = "lb_state_file_errors_total";
+    assert_eq!(p.metric(ERRORS), Some(0.0));
+
+    // The directory turns into a file: no save can succeed (even as root).
+    std::fs::remove_dir_all(&state_dir)?;
+    std::fs::write(&state_dir, "")?;
+    std::fs::write(p.config(), text.clone() + &service("api"))?;
+    assert!(
+        eventually_blocking(WAIT, || p.metric(ERRORS) == Some(1.0)),
+        "{}",
+        p.logs()
+    );
+    let (code, body) = p.readyz();
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("allocations.json"), "{body}");
+    let (_, events) = http_get(admin, "/api/v1/events")?;
+    assert!(
+        events.contains("warning") && events.contains("allocations are not durable"),
+        "{events}"
+    );
+    // The new service serves all the same: durability, not service, is lost.
+    assert!(p.wait_service("api").is_some(), "{}", p.logs());
+
+    // Writable again: the next reload saves, and /readyz is 200.
+    std::fs::remove_file(&state_dir)?;
+    std::fs::create_dir(&state_dir)?;
+    p.signal("HUP");
+    assert!(
+        eventually_blocking(WAIT, || p.readyz().0 == 200),
+        "{}",
+        p.logs()
+    );
+    assert!(state.exists());
+    assert_eq!(p.metric(ERRORS), Some(1.0));
+    Ok(())
+}
+
+#[test]
 fn raises_the_soft_open_file_limit_to_the_hard_limit() -> Result<()> {
     let admin = fresh_admin();
     // sh lowers the soft limit, then becomes lb-proxy ("$0" "$@").

@@ -148,6 +148,11 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
         "1 while outlier ejection keeps the endpoint out of new connections.",
     ),
     (
+        "lb_state_file_errors_total",
+        Kind::Counter,
+        "Saves of allocations to the state file that failed (allocations not durable).",
+    ),
+    (
         "lb_config_reloads_total",
         Kind::Counter,
         "Config reloads by result.",

@@ -31,6 +31,8 @@ pub(super) struct State {
 struct Globals {
     /// `lb_config_reloads_total{result="success|failure"}`.
     reloads: [Counter; 2],
+    /// `lb_state_file_errors_total`.
+    state_file_errors: Counter,
     /// `lb_dns_answers_total{result=...}`, while the DNS responder runs.
     dns: Option<[Counter; 4]>,
     /// `lb_host_resolutions_total{result="success|failure"}`, once any.
@@ -229,11 +231,16 @@ impl State {
         let globals = self.globals.get_or_insert_with(|| Globals {
             reloads: ["success", "failure"]
                 .map(|r| counter(recorder, "lb_config_reloads_total", &[], ("result", r))),
+            state_file_errors: recorder
+                .register_counter(&Key::from_name("lb_state_file_errors_total"), &META),
             dns: None,
             hosts: None,
         });
         globals.reloads[0].absolute(src.reloads.success.load(Ordering::Relaxed));
         globals.reloads[1].absolute(src.reloads.failure.load(Ordering::Relaxed));
+        globals
+            .state_file_errors
+            .absolute(src.reloads.state_file_errors.load(Ordering::Relaxed));
         match src.dns {
             Some(dns) => {
                 let handles = globals.dns.get_or_insert_with(|| {
