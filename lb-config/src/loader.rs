@@ -9,6 +9,7 @@ use lb_core::alloc::{AllocationStore, Allocations, MemoryStore, StoreError};
 use crate::config::Config;
 use crate::error::{ConfigErrors, Errors, FieldError};
 use crate::raw::RawConfig;
+use crate::source::read_settled;
 use crate::{allocate, endpoints, parse, validation};
 
 /// Loads configs one after another. Each successful load saves its
@@ -167,8 +168,10 @@ pub fn parse_str(text: &str) -> Result<RawConfig, ConfigErrors> {
     parse::parse(text).map_err(|errors| ConfigErrors { errors })
 }
 
-fn read_file(path: &Path) -> Result<String, ConfigErrors> {
-    std::fs::read_to_string(path).map_err(|e| {
+/// The config file's text, read whole (see [`read_settled`]): `check`,
+/// the first load and every reload refuse the same files.
+pub(crate) fn read_file(path: &Path) -> Result<String, ConfigErrors> {
+    read_settled(path).map_err(|e| {
         ConfigErrors::single(FieldError::parse(
             path.display().to_string(),
             format!("cannot read the config file: {e}"),

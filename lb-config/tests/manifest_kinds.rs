@@ -375,3 +375,13 @@ fn the_walkthrough_manifests_load_with_loopback_addresses() {
     by_name("service-external-name");
     by_name("nginxlb");
 }
+
+#[test]
+fn a_zero_byte_manifest_file_fails_the_read_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.yaml"), "").unwrap();
+    let err = load_path(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("a.yaml") && err.contains("empty file"), "{err}");
+    std::fs::write(dir.path().join("a.yaml"), "# nothing here yet\n").unwrap();
+    assert!(load_path(dir.path()).is_ok());
+}

@@ -55,18 +55,6 @@ impl ManifestSource {
     pub fn files(&self) -> Result<Vec<PathBuf>, ConfigErrors> {
         manifest_files(&self.path)
     }
-
-    /// The text of every file, for telling whether anything changed.
-    pub fn fingerprint(&self) -> String {
-        let mut out = String::new();
-        for f in self.files().unwrap_or_default() {
-            out.push_str(&f.display().to_string());
-            out.push('\0');
-            out.push_str(&std::fs::read_to_string(&f).unwrap_or_default());
-            out.push('\0');
-        }
-        out
-    }
 }
 
 impl Source for ManifestSource {
@@ -125,7 +113,7 @@ pub fn load_path(path: &Path) -> Result<DesiredState, ConfigErrors> {
     let mut acc = Acc::default();
     let mut errors = Vec::new();
     for f in manifest_files(path)? {
-        let text = std::fs::read_to_string(&f).map_err(|e| read_error(&f, e))?;
+        let text = crate::source::read_settled(&f).map_err(|e| read_error(&f, e))?;
         if let Err(mut e) = load_text(&text, &f.display().to_string(), &mut acc) {
             errors.append(&mut e.errors);
         }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 #[cfg(feature = "watch")]
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{ConfigErrors, FieldError};
+use crate::error::ConfigErrors;
 #[cfg(feature = "watch")]
 use crate::source::{Changed, WatchFuture};
 use crate::source::{DesiredState, Source};
@@ -41,12 +41,7 @@ impl Source for FileSource {
     }
 
     fn desired(&self) -> Result<DesiredState, ConfigErrors> {
-        let text = std::fs::read_to_string(&self.path).map_err(|e| {
-            ConfigErrors::single(FieldError::parse(
-                self.path.display().to_string(),
-                format!("cannot read the config file: {e}"),
-            ))
-        })?;
+        let text = crate::loader::read_file(&self.path)?;
         Ok(DesiredState {
             file: Some(crate::parse_str(&text)?),
             ..DesiredState::default()

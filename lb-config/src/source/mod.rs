@@ -25,9 +25,11 @@
 pub mod etcd;
 mod file;
 mod memory;
+pub mod settled;
 
 pub use file::FileSource;
 pub use memory::MemorySource;
+pub use settled::read_settled;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -56,9 +56,41 @@ fn counted(proxy: &Running, series: &str, at_least: f64) -> bool {
 // === check ===
 
 #[test]
-fn check_accepts_the_empty_file() {
+fn check_refuses_a_zero_byte_file_and_accepts_one_that_says_it_is_empty() {
     let out = check("");
+    assert_eq!(out.status.code(), Some(1), "{}", combined(&out));
+    assert!(combined(&out).contains("empty file"), "{}", combined(&out));
+    let out = check("# no services on this node\n");
     assert_eq!(out.status.code(), Some(0), "{}", combined(&out));
+}
+
+#[test]
+fn a_file_truncated_then_written_never_empties_the_table() -> Result<()> {
+    let admin = fresh_admin();
+    let backend = echo_backend("127.0.0.1");
+    let text = base_toml(admin) + &service_toml("web", fresh_ip(), 80, &[backend.addr], "");
+    let p = Run::text(&text).admin(admin).start()?;
+    // A shell redirect (`>`) in slow motion, 10 times: the file stays empty
+    // until lb-proxy has read it, then is written whole.
+    for round in 1..=10 {
+        std::fs::write(p.config(), "")?;
+        assert!(
+            eventually_blocking(WAIT, || p.metric(RELOADS_FAILED) == Some(f64::from(round))),
+            "the empty file was not read: {}",
+            p.logs()
+        );
+        assert!(p.service("web").is_some(), "web vanished: {}", p.logs());
+        let applied = p.metric(RELOADS_OK).unwrap_or(0.0);
+        std::fs::write(p.config(), &text)?;
+        assert!(
+            eventually_blocking(WAIT, || p.metric(RELOADS_OK) > Some(applied)),
+            "{}",
+            p.logs()
+        );
+    }
+    assert!(p.logs().contains("empty file"), "{}", p.logs());
+    assert!(p.service("web").is_some(), "{}", p.logs());
+    Ok(())
 }
 
 #[test]
