@@ -381,7 +381,25 @@ fn a_zero_byte_manifest_file_fails_the_read_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("a.yaml"), "").unwrap();
     let err = load_path(dir.path()).unwrap_err().to_string();
-    assert!(err.contains("a.yaml") && err.contains("empty file"), "{err}");
+    assert!(
+        err.contains("a.yaml") && err.contains("empty file"),
+        "{err}"
+    );
     std::fs::write(dir.path().join("a.yaml"), "# nothing here yet\n").unwrap();
     assert!(load_path(dir.path()).is_ok());
+}
+
+#[test]
+fn deeply_nested_yaml_is_refused_at_once_with_its_line() {
+    // 200 KB of nested flow sequences: quadratic for the parser.
+    let text = format!(
+        "kind: Service\nspec: {}{}\n",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let err = load_str(&text, "deep.yaml").unwrap_err().to_string();
+    assert!(
+        err.contains("deep.yaml: line 2") && err.contains("64"),
+        "{err}"
+    );
 }

@@ -12,6 +12,7 @@
 //! - `kinds` (private): each document's YAML onto the raw structs, by kind.
 //! - `types` (private): the Kubernetes objects in their own shape.
 
+pub mod depth;
 mod kinds;
 mod types;
 
@@ -134,6 +135,15 @@ pub fn load_str(text: &str, file: &str) -> Result<DesiredState, ConfigErrors> {
 }
 
 fn load_text(text: &str, file: &str, acc: &mut Acc) -> Result<(), ConfigErrors> {
+    if let Some(line) = depth::too_deep(text) {
+        return Err(ConfigErrors::single(FieldError::parse(
+            format!("{file}: line {line}"),
+            format!(
+                "nested deeper than {} levels; refused before parsing",
+                depth::MAX_DEPTH
+            ),
+        )));
+    }
     let mut errors = Vec::new();
     for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let document = i + 1;
