@@ -220,11 +220,12 @@ impl Flow {
         }
     }
 
-    /// `auto` mode (or `copying`): one `read(2)` into the per-thread buffer, written to
-    /// `dst` at once; what `dst` cannot take waits in `pending`. `Ok(0)` at
-    /// EOF, `WouldBlock` when nothing was read. A read that fills the buffer
-    /// switches the direction to splice; a shorter one clears the read
-    /// readiness (the socket is drained), so no `EAGAIN` probe follows.
+    /// `auto` mode (or `copying`): one `read(2)` into the per-thread
+    /// buffer, written to `dst` at once; what `dst` cannot take waits in
+    /// `pending`. `Ok(0)` at EOF, `WouldBlock` when nothing was read. A read
+    /// that fills the buffer switches an `auto` direction to splice (not a
+    /// `copying` one); a shorter one clears the read readiness (the socket
+    /// is drained), so no `EAGAIN` probe follows.
     fn copy_small(
         &mut self,
         src: &TcpStream,

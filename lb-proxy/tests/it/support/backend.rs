@@ -1,6 +1,6 @@
 //! Endpoints for the proxy to reach: TCP backends that echo, answer a fixed
-//! text, read to the end, reset, send slowly, or hand their sockets to the test; UDP
-//! backends; endpoints that never answer a SYN.
+//! text, read to the end, reset, send slowly, or hand their sockets to the
+//! test; UDP backends; endpoints that never answer a SYN.
 //!
 //! Backends are built without `.await` and run on the test's runtime, or,
 //! in a blocking test (one that drives the binary), on a small runtime of
