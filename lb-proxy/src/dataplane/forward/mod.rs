@@ -420,7 +420,7 @@ pub(crate) async fn drive(pump: &mut impl Pump, limits: &Limits, drain: &mut Dra
 
     loop {
         let next = deadlines.next(limits);
-        if let Some(at) = next.filter(|at| timer_at.map_or(true, |t| *at < t)) {
+        if let Some(at) = next.filter(|at| timer_at.is_none_or(|t| *at < t)) {
             timer_at = Some(at);
             timer.as_mut().reset(at);
         }

@@ -26,7 +26,7 @@
 //! per-direction buffer sized to them, freed as soon as they are written.
 //!
 //! A direction that needs a pipe and cannot have one (`pipe2` refused with
-//! `EMFILE`/`ENFILE`, or anything else [`Pipe::new`] refuses) copies
+//! `EMFILE`/`ENFILE`, or anything else `Pipe::new` refuses) copies
 //! through that same buffer for the rest of the connection, under either
 //! engine: a pipe is only ever asked for when the direction holds none, so
 //! no byte is in a pipe then, and the switch loses or reorders nothing. The
