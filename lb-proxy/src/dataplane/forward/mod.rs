@@ -467,3 +467,47 @@ pub(crate) async fn drive(pump: &mut impl Pump, limits: &Limits, drain: &mut Dra
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        idle_timeout: Some(Duration::from_secs(3600)),
+        half_close_timeout: Duration::from_secs(60),
+    };
+
+    #[test]
+    fn the_half_close_deadline_counts_silence_in_the_open_direction() {
+        let start = Instant::now();
+        let mut d = Deadlines::new(start);
+        assert_eq!(d.next(&LIMITS), Some(start + Duration::from_secs(3600)));
+        // The FIN starts it...
+        d.half_closed = Some(start + Duration::from_secs(10));
+        assert_eq!(d.next(&LIMITS), Some(start + Duration::from_secs(70)));
+        // ...each byte after it moves it...
+        d.last_byte = start + Duration::from_secs(65);
+        assert_eq!(d.next(&LIMITS), Some(start + Duration::from_secs(125)));
+        assert!(d
+            .expired(&LIMITS, start + Duration::from_secs(124))
+            .is_none());
+        // ...and silence for the whole timeout cuts the connection.
+        let cut = d.expired(&LIMITS, start + Duration::from_secs(125));
+        assert!(matches!(cut, Some(Outcome::HalfCloseTimeout)));
+        assert!(cut.is_some_and(|o| o.cuts()));
+    }
+
+    #[test]
+    fn a_drain_deadline_comes_first_and_only_the_idle_timeout_ends_with_a_fin() {
+        let start = Instant::now();
+        let mut d = Deadlines::new(start);
+        d.half_closed = Some(start);
+        d.drain = Some(start + Duration::from_secs(60));
+        let end = d.expired(&LIMITS, start + Duration::from_secs(60));
+        assert!(matches!(end, Some(Outcome::Drained)));
+        let idle = Deadlines::new(start).expired(&LIMITS, start + Duration::from_secs(3600));
+        assert!(matches!(idle, Some(Outcome::IdleTimeout)));
+        assert!(!Outcome::IdleTimeout.cuts() && !Outcome::Closed.cuts());
+        assert!(Outcome::Stopped.cuts() && Outcome::Drained.cuts());
+    }
+}
