@@ -73,13 +73,19 @@ pub struct RawCluster {
 pub struct RawProxy {
     /// One dial per entry (milliseconds), each to the next endpoint.
     pub connect_timeouts_ms: Option<Vec<i64>>,
-    /// Idle timeout of a TCP connection; `"0"` = none.
+    /// Idle timeout of a TCP connection (nothing moved either way; both
+    /// legs then get a FIN); `"0"` = none.
     pub tcp_idle_timeout: Option<String>,
-    /// After one side sends FIN, the other side has this long.
+    /// After one side sends FIN, how long the direction still open may go
+    /// without moving a byte before lb resets both legs (default `60s`).
+    /// Counted from the FIN or that direction's last byte, whichever is
+    /// later: a client that half-closes its request and downloads for an
+    /// hour is never cut while the download moves.
     pub half_close_timeout: Option<String>,
     /// Idle timeout of a UDP flow.
     pub udp_idle_timeout: Option<String>,
-    /// How long connections may drain at shutdown or endpoint removal.
+    /// How long connections may drain at shutdown or endpoint removal;
+    /// those still open then are reset on both legs (a cut, not an EOF).
     pub drain_timeout: Option<String>,
     /// Open connections per service port; 0 = unlimited.
     pub max_connections: Option<i64>,

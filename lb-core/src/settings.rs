@@ -12,12 +12,15 @@ pub struct ProxySettings {
     pub connect_timeouts: Vec<Duration>,
     /// Close a connection with no traffic either way for this long; `None` = never.
     pub tcp_idle_timeout: Option<Duration>,
-    /// After one side sends FIN, the other side has this long to finish.
+    /// After one side sends FIN, the direction still open may go this long
+    /// without moving a byte before both legs are reset: an inactivity
+    /// timer (HAProxy's `timeout client-fin`/`server-fin`), so a download
+    /// after a half-closed request runs as long as bytes keep coming.
     pub half_close_timeout: Duration,
     /// A UDP flow with no traffic for this long is forgotten.
     pub udp_idle_timeout: Duration,
     /// How long open connections may run after a drain starts (shutdown, or
-    /// their endpoint left the table).
+    /// their endpoint left the table); those still open then are reset.
     pub drain_timeout: Duration,
     /// Open connections per service port; 0 = unlimited.
     pub max_connections: u32,

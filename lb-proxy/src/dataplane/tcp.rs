@@ -188,11 +188,13 @@ async fn serve_in_span(
     let outcome = forward::forward(engine, client, upstream, &limits, counters, &mut drain).await;
     port_stats.closed.count(outcome.cause());
     // One event per connection: the answer to "why did this connection go to
-    // that backend, and how did it end".
+    // that backend, and how did it end" (and whether the peers saw a FIN or
+    // a reset). A cut is this line and a counter, never a control-plane event.
     debug!(endpoint = %endpoint_addr, reason,
         bytes_rx = stats::read(&conn_bytes.rx), bytes_tx = stats::read(&conn_bytes.tx),
         duration_ms = started.elapsed().as_millis() as u64,
-        cause = outcome.as_str(), "connection closed");
+        cause = outcome.as_str(), ended = if outcome.cuts() { "reset" } else { "fin" },
+        "connection closed");
     drop(registered);
     drop(open);
 }

@@ -358,7 +358,7 @@ fn a_second_sigterm_exits_at_once_with_an_error() -> Result<()> {
 }
 
 #[test]
-fn drain_timeout_bounds_the_wait() -> Result<()> {
+fn drain_timeout_bounds_the_wait_and_what_is_left_is_reset() -> Result<()> {
     let backend = echo_backend("127.0.0.1");
     let admin = fresh_admin();
     let vip = fresh_ip();
@@ -374,6 +374,14 @@ fn drain_timeout_bounds_the_wait() -> Result<()> {
     assert!(
         start.elapsed() >= Duration::from_millis(400),
         "exited before the drain timeout"
+    );
+    // The connection the deadline cut is reset, not ended with a FIN: the
+    // client cannot take it for a complete stream.
+    s.set_read_timeout(Some(WAIT))?;
+    let end = s.read(&mut [0u8; 16]);
+    assert_eq!(
+        end.expect_err("a reset, not a FIN").kind(),
+        std::io::ErrorKind::ConnectionReset
     );
     Ok(())
 }

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lb_core::stats::read;
+use lb_core::stats::{read, CloseCause};
 use lb_core::{AcceptMode, ForwardEngine, Protocol, ProxySettings, SessionAffinity};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -260,24 +260,53 @@ async fn half_close_is_passed_on_and_the_answer_still_flows(mode: Mode) {
     assert_eq!(answer, "got:11");
 }
 
-async fn a_peer_that_never_sends_its_fin_is_closed_after_the_half_close_timeout(mode: Mode) {
+async fn a_half_closed_client_downloads_past_the_half_close_timeout(mode: Mode) {
+    // A request, a FIN, then a slow answer: 15 chunks 200 ms apart, 3 s in
+    // all, three times the half-close timeout. The timer counts silence in
+    // the direction still open, not time since the FIN: every byte arrives
+    // and the close is clean.
+    const CHUNK: &[u8] = b"0123456789abcdef";
+    let backend = drip_backend(fresh_ip(), CHUNK, Duration::from_millis(200), 15);
+    let vip = vip();
+    let settings = ProxySettings {
+        half_close_timeout: Duration::from_secs(1),
+        ..settings()
+    };
+    let plane = mode
+        .start(settings, vec![service("download", vip, &[backend.addr])])
+        .await;
+    let mut client = TcpStream::connect(vip).await.unwrap();
+    client.write_all(b"GET /slow").await.unwrap();
+    client.shutdown().await.unwrap();
+    let mut body = Vec::new();
+    tokio::time::timeout(WAIT, client.read_to_end(&mut body))
+        .await
+        .expect("the download ends within the bound")
+        .expect("a clean close, not a reset");
+    assert_eq!(body, CHUNK.repeat(15), "every byte of the download");
+    let stats = port_stats(&plane, vip, Protocol::Tcp);
+    assert!(eventually(WAIT, || stats.closed.get(CloseCause::Closed) == 1).await);
+    assert_eq!(stats.closed.get(CloseCause::HalfCloseTimeout), 0);
+}
+
+async fn a_direction_silent_past_the_half_close_timeout_is_cut_with_a_reset(mode: Mode) {
     let (backend, mut accepted) = capture_backend("127.0.244.16");
     let vip = vip();
     let settings = ProxySettings {
         half_close_timeout: Duration::from_millis(300),
         ..settings()
     };
-    let _plane = mode
+    let plane = mode
         .start(settings, vec![service("nofin", vip, &[backend.addr])])
         .await;
     let mut client = TcpStream::connect(vip).await.unwrap();
     client.write_all(b"x").await.unwrap();
     client.shutdown().await.unwrap();
-    let fin_sent = Instant::now();
-    let mut server = tokio::time::timeout(WAIT, accepted.recv())
+    let server = tokio::time::timeout(WAIT, accepted.recv())
         .await
         .unwrap()
         .unwrap();
+    let mut server = server;
     let mut request = Vec::new();
     tokio::time::timeout(WAIT, server.read_to_end(&mut request))
         .await
@@ -289,14 +318,25 @@ async fn a_peer_that_never_sends_its_fin_is_closed_after_the_half_close_timeout(
     let mut late = [0u8; 4];
     client.read_exact(&mut late).await.unwrap();
     assert_eq!(&late, b"late");
-    // ...until the half-close timeout closes both legs.
+    let last_byte = Instant::now();
+    // ...until it stays silent for the half-close timeout: then both legs
+    // are reset, so neither side takes the cut stream for a complete one.
     let end = read_until_closed(&mut client, WAIT).await;
-    assert!(
-        matches!(end, Ok(0)) || end.is_err(),
-        "client leg closed: {end:?}"
+    assert_eq!(
+        end.expect_err("a reset, not a FIN").kind(),
+        ErrorKind::ConnectionReset
     );
-    assert!(fin_sent.elapsed() >= Duration::from_millis(250));
-    drop(server);
+    assert!(last_byte.elapsed() >= Duration::from_millis(250));
+    // The endpoint's leg is reset too. It had the client's FIN (CLOSE_WAIT),
+    // where Linux reports a reset as EPIPE; a FIN would report nothing.
+    assert!(
+        eventually(WAIT, || matches!(server.take_error(),
+            Ok(Some(e)) if matches!(e.kind(), ErrorKind::BrokenPipe | ErrorKind::ConnectionReset)))
+        .await,
+        "the endpoint's leg is reset too"
+    );
+    let stats = port_stats(&plane, vip, Protocol::Tcp);
+    assert!(eventually(WAIT, || stats.closed.get(CloseCause::HalfCloseTimeout) == 1).await);
 }
 
 async fn fifty_concurrent_connections_echo_random_payloads_exactly(mode: Mode) {
@@ -584,14 +624,20 @@ async fn drain_timeout_bounds_the_shutdown(mode: Mode) {
         .await;
     let mut client = TcpStream::connect(vip).await.unwrap();
     echo(&mut client, b"hi").await;
+    let stats = port_stats(&plane, vip, Protocol::Tcp);
     let started = Instant::now();
     tokio::time::timeout(WAIT, plane.shutdown())
         .await
         .expect("shutdown within the bound");
     assert!(started.elapsed() >= Duration::from_millis(250));
+    // The deadline cuts what is left with a reset, not a FIN.
     let end = read_until_closed(&mut client, WAIT).await;
-    assert!(matches!(end, Ok(0)) || end.is_err());
+    assert_eq!(
+        end.expect_err("a reset, not a FIN").kind(),
+        ErrorKind::ConnectionReset
+    );
     assert_eq!(plane.active_connections(), 0);
+    assert_eq!(stats.closed.get(CloseCause::Stopped), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -644,9 +690,49 @@ async fn a_removed_endpoint_drains_its_open_connections(mode: Mode) {
     assert_eq!(b.accepted(), 1);
 
     let end = read_until_closed(&mut client, WAIT).await;
-    assert!(matches!(end, Ok(0)) || end.is_err());
+    assert_eq!(
+        end.expect_err("a drain cut is a reset, not a FIN").kind(),
+        ErrorKind::ConnectionReset
+    );
     assert!(removed.elapsed() >= Duration::from_millis(300));
     echo(&mut newcomer, b"b is untouched").await;
+    let stats = port_stats(&plane, vip, Protocol::Tcp);
+    assert!(eventually(WAIT, || stats.closed.get(CloseCause::Drained) == 1).await);
+}
+
+async fn a_drain_cut_is_seen_as_a_reset_while_the_backend_still_sends(mode: Mode) {
+    // The endpoint streams for 10 s; it leaves the table with 1 s to drain.
+    let streaming = drip_backend(fresh_ip(), b"tick", Duration::from_millis(50), 200);
+    let other = echo_backend(fresh_ip());
+    let vip = vip();
+    let settings = ProxySettings {
+        drain_timeout: Duration::from_secs(1),
+        ..settings()
+    };
+    let plane = mode
+        .start(settings, vec![service("stream", vip, &[streaming.addr])])
+        .await;
+    let mut client = TcpStream::connect(vip).await.unwrap();
+    let mut tick = [0u8; 4];
+    tokio::time::timeout(WAIT, client.read_exact(&mut tick))
+        .await
+        .expect("the stream flows")
+        .unwrap();
+    plane
+        .update(node(), vec![service("stream", vip, &[other.addr])])
+        .await;
+    let removed = Instant::now();
+    // Bytes keep coming until the deadline; then the stream is cut with a
+    // reset: an EOF would pass the truncated stream off as complete.
+    let end = read_until_closed(&mut client, WAIT).await;
+    assert_eq!(
+        end.expect_err("a reset, not a FIN").kind(),
+        ErrorKind::ConnectionReset
+    );
+    assert!(removed.elapsed() >= Duration::from_millis(900));
+    let stats = port_stats(&plane, vip, Protocol::Tcp);
+    assert!(eventually(WAIT, || stats.closed.get(CloseCause::Drained) == 1).await);
+    assert_eq!(stats.closed.get(CloseCause::Stopped), 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -672,21 +758,24 @@ async fn weight_zero_drains_but_not_ready_leaves_connections_alone() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     echo(&mut client, b"not ready, still open").await;
 
-    // Weight 0: drains like a removal.
+    // Weight 0: drains like a removal, and is cut like one.
     plane.update(node(), vec![both(0, true)]).await;
     echo(&mut client, b"draining").await;
     let end = read_until_closed(&mut client, WAIT).await;
-    assert!(matches!(end, Ok(0)) || end.is_err());
+    assert_eq!(
+        end.expect_err("a reset, not a FIN").kind(),
+        ErrorKind::ConnectionReset
+    );
 }
 
-async fn tcp_idle_timeout_closes_an_idle_connection(mode: Mode) {
+async fn tcp_idle_timeout_closes_an_idle_connection_with_a_fin(mode: Mode) {
     let backend = echo_backend("127.0.244.34");
     let vip = vip();
     let settings = ProxySettings {
         tcp_idle_timeout: Some(Duration::from_millis(300)),
         ..settings()
     };
-    let _plane = mode
+    let plane = mode
         .start(settings, vec![service("idle", vip, &[backend.addr])])
         .await;
     let mut client = TcpStream::connect(vip).await.unwrap();
@@ -695,11 +784,13 @@ async fn tcp_idle_timeout_closes_an_idle_connection(mode: Mode) {
         echo(&mut client, format!("ping {i}").as_bytes()).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // ...silence closes it.
+    // ...silence closes it, with a FIN: nothing was in flight.
     let quiet = Instant::now();
     let end = read_until_closed(&mut client, WAIT).await;
-    assert!(matches!(end, Ok(0)) || end.is_err());
+    assert_eq!(end.expect("a FIN, not a reset"), 0);
     assert!(quiet.elapsed() >= Duration::from_millis(150));
+    let stats = port_stats(&plane, vip, Protocol::Tcp);
+    assert!(eventually(WAIT, || stats.closed.get(CloseCause::IdleTimeout) == 1).await);
 }
 
 // === settings and frontends ===
@@ -837,7 +928,8 @@ in_every_mode! {
     dials_fail_over_from_an_endpoint_that_never_answers,
     client_is_reset_when_every_dial_fails,
     half_close_is_passed_on_and_the_answer_still_flows,
-    a_peer_that_never_sends_its_fin_is_closed_after_the_half_close_timeout,
+    a_half_closed_client_downloads_past_the_half_close_timeout,
+    a_direction_silent_past_the_half_close_timeout_is_cut_with_a_reset,
     fifty_concurrent_connections_echo_random_payloads_exactly,
     bytes_are_counted_while_the_connection_runs,
     a_reset_from_the_backend_reaches_the_client_as_a_reset,
@@ -848,7 +940,8 @@ in_every_mode! {
     shutdown_refuses_new_connections_and_waits_for_open_ones,
     drain_timeout_bounds_the_shutdown,
     a_removed_endpoint_drains_its_open_connections,
-    tcp_idle_timeout_closes_an_idle_connection,
+    a_drain_cut_is_seen_as_a_reset_while_the_backend_still_sends,
+    tcp_idle_timeout_closes_an_idle_connection_with_a_fin,
     reloaded_settings_apply_to_new_connections,
     a_node_port_service_listens_on_its_cluster_ip_and_every_node_address,
     every_socket_of_a_frontend_serves_and_closes_with_it,

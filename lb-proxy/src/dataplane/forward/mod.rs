@@ -10,18 +10,26 @@
 //!   `bytes_rx` (client → endpoint) and `bytes_tx` (endpoint → client) chunk by
 //!   chunk while the connection runs, not only at its end;
 //! - a FIN is passed on as a FIN (`shutdown(Write)` on the other leg) and the
-//!   other direction keeps flowing; it then has `half_close_timeout` to finish;
-//!   never `shutdown(Both)` on the first EOF, which would cut off the reply;
+//!   other direction keeps flowing for as long as it moves bytes: it is cut
+//!   only when it stays silent for `half_close_timeout` (an inactivity timer,
+//!   as HAProxy's `timeout client-fin`/`server-fin`, not a deadline from the
+//!   FIN); never `shutdown(Both)` on the first EOF, which would cut off the
+//!   reply;
 //! - a reset (an error reading or writing either leg: `ECONNRESET`, `EPIPE`) is
 //!   passed on as a reset: both legs are closed with `SO_LINGER` 0;
-//! - with `idle_timeout`, no byte either way for that long closes both legs;
-//! - the data plane's kill switch (end of a drain) closes both legs, and so
-//!   does the connection's endpoint leaving the table (or taking weight 0)
-//!   for `drain_timeout` (`Drain`).
+//! - every end lb decides while a byte may still be in flight is a reset on
+//!   both legs too, so no application takes a cut stream for a complete one:
+//!   the half-close timeout, the endpoint leaving the table (or taking
+//!   weight 0) for `drain_timeout` (`Drain`), and the data plane's kill
+//!   switch (the end of the shutdown drain) ([`Outcome::cuts`]);
+//! - with `idle_timeout`, no byte either way for that long closes both legs
+//!   with a FIN: nothing was in flight.
 //!
 //! A connection waits on one timer whatever its state (the earliest of the
 //! idle, half-close and drain deadlines), because every idle connection keeps
-//! its waiting state in memory (BENCHMARKS.md, "TCP").
+//! its waiting state in memory (BENCHMARKS.md, "TCP"). Bytes move the idle
+//! and half-close deadlines later without touching the timer: it is checked
+//! when it fires, and set again to the deadline then in force.
 
 pub mod copy;
 #[cfg(target_os = "linux")]
@@ -51,7 +59,8 @@ use crate::sys;
 pub struct Limits {
     /// No byte either way for this long closes both legs; `None` = never.
     pub idle_timeout: Option<Duration>,
-    /// After the first FIN, the other direction has this long to finish.
+    /// After the first FIN, the direction still open may go this long
+    /// without moving a byte; then both legs are reset.
     pub half_close_timeout: Duration,
 }
 
@@ -172,13 +181,16 @@ pub enum Outcome {
     Closed,
     /// A leg failed (reset, broken pipe); the reset was passed on to the other.
     Reset(io::Error),
-    /// No traffic for `idle_timeout`.
+    /// No traffic either way for `idle_timeout`; both legs get a FIN.
     IdleTimeout,
-    /// One side sent FIN and the other did not finish within `half_close_timeout`.
+    /// One side sent FIN and the direction still open moved no byte for
+    /// `half_close_timeout`; both legs are reset.
     HalfCloseTimeout,
-    /// The endpoint left the table (or took weight 0) and `drain_timeout` passed.
+    /// The endpoint left the table (or took weight 0) and `drain_timeout`
+    /// passed; both legs are reset.
     Drained,
-    /// The data plane's kill switch fired (the SIGTERM drain deadline).
+    /// The data plane's kill switch fired (the SIGTERM drain deadline);
+    /// both legs are reset.
     Stopped,
 }
 
@@ -199,6 +211,19 @@ impl Outcome {
     /// Short name for logs (the cause's label).
     pub fn as_str(&self) -> &'static str {
         self.cause().as_str()
+    }
+
+    /// Whether the connection ends with a reset on both legs: every end lb
+    /// decides while a byte may still be in flight, so neither application
+    /// takes a cut stream for a complete one. Only the idle timeout (nothing
+    /// moved either way) and a clean close end with FIN.
+    pub fn cuts(&self) -> bool {
+        match self {
+            Outcome::Closed | Outcome::IdleTimeout => false,
+            Outcome::Reset(_) | Outcome::HalfCloseTimeout | Outcome::Drained | Outcome::Stopped => {
+                true
+            }
+        }
     }
 }
 
@@ -223,7 +248,7 @@ pub(crate) async fn forward(
             splice_or_copy(&mut client, &mut upstream, limits, counters, drain, auto).await
         }
     };
-    if let Outcome::Reset(_) = outcome {
+    if outcome.cuts() {
         sys::reset(client);
         sys::reset(upstream);
     }
@@ -318,39 +343,93 @@ fn poll_step(
     }
 }
 
+/// The deadlines of one connection, kept as the instants they count from:
+/// the idle and half-close deadlines move with every byte, so they are
+/// computed when needed rather than stored.
+#[derive(Debug, Clone, Copy)]
+struct Deadlines {
+    /// When a byte last moved, either way (after the first FIN, only the
+    /// direction still open is polled, so this is its last byte).
+    last_byte: Instant,
+    /// When the first direction finished (its FIN was passed on).
+    half_closed: Option<Instant>,
+    /// When the connection's endpoint left the table, plus `drain_timeout`.
+    drain: Option<Instant>,
+}
+
+impl Deadlines {
+    fn new(now: Instant) -> Self {
+        Deadlines {
+            last_byte: now,
+            half_closed: None,
+            drain: None,
+        }
+    }
+
+    /// The half-close deadline: `half_close_timeout` without a byte in the
+    /// direction still open, counted from its last byte or from the FIN,
+    /// whichever came later.
+    fn half_close(&self, limits: &Limits) -> Option<Instant> {
+        self.half_closed
+            .map(|fin| fin.max(self.last_byte) + limits.half_close_timeout)
+    }
+
+    fn idle(&self, limits: &Limits) -> Option<Instant> {
+        limits.idle_timeout.map(|t| self.last_byte + t)
+    }
+
+    /// The earliest deadline, if any.
+    fn next(&self, limits: &Limits) -> Option<Instant> {
+        [self.drain, self.half_close(limits), self.idle(limits)]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Which deadline has passed at `now`, if any (a drain first: it is
+    /// the operator's decision, the others only the peers' silence).
+    fn expired(&self, limits: &Limits, now: Instant) -> Option<Outcome> {
+        let passed = |d: Option<Instant>| d.is_some_and(|d| d <= now);
+        if passed(self.drain) {
+            Some(Outcome::Drained)
+        } else if passed(self.half_close(limits)) {
+            Some(Outcome::HalfCloseTimeout)
+        } else if passed(self.idle(limits)) {
+            Some(Outcome::IdleTimeout)
+        } else {
+            None
+        }
+    }
+}
+
 /// The one forwarding loop: polls `pump` against one timer (the earliest of
 /// the idle, half-close and drain deadlines), the kill switch and the
 /// snapshot generation, and decides when and why the connection ends.
+///
+/// The timer is not reset for every byte: bytes only move the idle and
+/// half-close deadlines later, so the timer may fire early, and is then
+/// set to the deadline in force. It is reset at once only when a deadline
+/// moves earlier (a FIN, a drain starting).
 pub(crate) async fn drive(pump: &mut impl Pump, limits: &Limits, drain: &mut Drain<'_>) -> Outcome {
     let mut done = [false; 2];
-    let mut last_activity = Instant::now();
-    let mut half_close_due: Option<Instant> = None;
-    let mut drain_due: Option<Instant> = None;
+    let mut deadlines = Deadlines::new(Instant::now());
     let mut watching = true;
-    // The idle deadline moves with every byte; the timer is not reset each
-    // time but checked when it fires (and then set to the real deadline).
-    let mut timer_at = limits.idle_timeout.map(|t| last_activity + t);
-    let timer = tokio::time::sleep_until(timer_at.unwrap_or(last_activity));
+    let mut timer_at = deadlines.next(limits);
+    let timer = tokio::time::sleep_until(timer_at.unwrap_or(deadlines.last_byte));
     tokio::pin!(timer);
 
     loop {
-        let earliest = [half_close_due, drain_due]
-            .into_iter()
-            .flatten()
-            .chain(timer_at)
-            .min();
-        if earliest != timer_at {
-            timer_at = earliest;
-            if let Some(at) = timer_at {
-                timer.as_mut().reset(at);
-            }
+        let next = deadlines.next(limits);
+        if let Some(at) = next.filter(|at| timer_at.is_none_or(|t| *at < t)) {
+            timer_at = Some(at);
+            timer.as_mut().reset(at);
         }
-        let half_closed = half_close_due.is_some();
+        let half_closed = deadlines.half_closed.is_some();
         let step = poll_fn(|cx| {
             let mut active = false;
             let step = poll_step(pump, cx, &mut done, half_closed, &mut active);
             if active {
-                last_activity = Instant::now();
+                deadlines.last_byte = Instant::now();
             }
             step
         });
@@ -358,25 +437,15 @@ pub(crate) async fn drive(pump: &mut impl Pump, limits: &Limits, drain: &mut Dra
             step = step => match step {
                 Step::Finished => return Outcome::Closed,
                 Step::Failed(e) => return Outcome::Reset(e),
-                Step::HalfClosed => {
-                    half_close_due = Some(Instant::now() + limits.half_close_timeout);
-                }
+                Step::HalfClosed => deadlines.half_closed = Some(Instant::now()),
             },
             () = &mut timer, if timer_at.is_some() => {
-                let now = Instant::now();
-                if drain_due.is_some_and(|d| d <= now) {
-                    return Outcome::Drained;
+                if let Some(outcome) = deadlines.expired(limits, Instant::now()) {
+                    return outcome;
                 }
-                if half_close_due.is_some_and(|d| d <= now) {
-                    return Outcome::HalfCloseTimeout;
-                }
-                let idle_due = limits.idle_timeout.map(|t| last_activity + t);
-                if idle_due.is_some_and(|d| d <= now) {
-                    return Outcome::IdleTimeout;
-                }
-                // Only the idle deadline moves later; the others are
-                // picked up again at the top of the loop.
-                timer_at = idle_due;
+                // Bytes moved the deadline later (or a drain was called
+                // off): wait for the one in force now.
+                timer_at = deadlines.next(limits);
                 if let Some(at) = timer_at {
                     timer.as_mut().reset(at);
                 }
@@ -388,13 +457,57 @@ pub(crate) async fn drive(pump: &mut impl Pump, limits: &Limits, drain: &mut Dra
                     continue;
                 }
                 if drain.endpoint_stays() {
-                    drain_due = None;
-                } else if drain_due.is_none() {
+                    deadlines.drain = None;
+                } else if deadlines.drain.is_none() {
                     debug!(endpoint = %drain.endpoint, drain_timeout = ?drain.timeout,
                         "endpoint left; draining");
-                    drain_due = Some(Instant::now() + drain.timeout);
+                    deadlines.drain = Some(Instant::now() + drain.timeout);
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        idle_timeout: Some(Duration::from_secs(3600)),
+        half_close_timeout: Duration::from_secs(60),
+    };
+
+    #[test]
+    fn the_half_close_deadline_counts_silence_in_the_open_direction() {
+        let start = Instant::now();
+        let mut d = Deadlines::new(start);
+        assert_eq!(d.next(&LIMITS), Some(start + Duration::from_secs(3600)));
+        // The FIN starts it...
+        d.half_closed = Some(start + Duration::from_secs(10));
+        assert_eq!(d.next(&LIMITS), Some(start + Duration::from_secs(70)));
+        // ...each byte after it moves it...
+        d.last_byte = start + Duration::from_secs(65);
+        assert_eq!(d.next(&LIMITS), Some(start + Duration::from_secs(125)));
+        assert!(d
+            .expired(&LIMITS, start + Duration::from_secs(124))
+            .is_none());
+        // ...and silence for the whole timeout cuts the connection.
+        let cut = d.expired(&LIMITS, start + Duration::from_secs(125));
+        assert!(matches!(cut, Some(Outcome::HalfCloseTimeout)));
+        assert!(cut.is_some_and(|o| o.cuts()));
+    }
+
+    #[test]
+    fn a_drain_deadline_comes_first_and_only_the_idle_timeout_ends_with_a_fin() {
+        let start = Instant::now();
+        let mut d = Deadlines::new(start);
+        d.half_closed = Some(start);
+        d.drain = Some(start + Duration::from_secs(60));
+        let end = d.expired(&LIMITS, start + Duration::from_secs(60));
+        assert!(matches!(end, Some(Outcome::Drained)));
+        let idle = Deadlines::new(start).expired(&LIMITS, start + Duration::from_secs(3600));
+        assert!(matches!(idle, Some(Outcome::IdleTimeout)));
+        assert!(!Outcome::IdleTimeout.cuts() && !Outcome::Closed.cuts());
+        assert!(Outcome::Stopped.cuts() && Outcome::Drained.cuts());
     }
 }

@@ -24,6 +24,13 @@
 //! the start of each of its bursts through user space would cost more than
 //! the probe. Bytes the other leg could not take at once wait in a
 //! per-direction buffer sized to them, freed as soon as they are written.
+//!
+//! A direction that needs a pipe and cannot have one (`pipe2` refused with
+//! `EMFILE`/`ENFILE`, or anything else `Pipe::new` refuses) copies
+//! through that same buffer for the rest of the connection, under either
+//! engine: a pipe is only ever asked for when the direction holds none, so
+//! no byte is in a pipe then, and the switch loses or reorders nothing. The
+//! connection goes on; only its speed changes.
 
 use std::cell::RefCell;
 use std::io::{self, Read, Write};
@@ -94,17 +101,69 @@ struct Pipe {
     cap: usize,
 }
 
+impl Pipe {
+    /// Opens a new pipe of [`PIPE_SIZE`]: the one place the splice engine
+    /// creates descriptors, so whatever may refuse one (`EMFILE`, `ENFILE`,
+    /// a descriptor budget) refuses it here, and the direction that asked
+    /// copies instead (`Flow::copying`): a refusal never costs a connection.
+    fn new() -> io::Result<Pipe> {
+        let (r, w, cap) = sys::pipe(PIPE_SIZE)?;
+        Ok(Pipe { r, w, cap })
+    }
+}
+
+/// Lends a pipe: an idle one from the pool, else a new one.
 fn take_pipe() -> io::Result<Pipe> {
+    #[cfg(test)]
+    fault::check()?;
     let pooled = POOL.lock().ok().and_then(|mut p| p.pop());
     let pipe = match pooled {
         Some(p) => p,
-        None => {
-            let (r, w, cap) = sys::pipe(PIPE_SIZE)?;
-            Pipe { r, w, cap }
-        }
+        None => Pipe::new()?,
     };
     BORROWED.fetch_add(1, Ordering::Relaxed);
     Ok(pipe)
+}
+
+/// Test-only fault injection: makes `take_pipe` fail on this thread, as
+/// `EMFILE` would, after a number of pipes were lent. Thread-local, so a
+/// test on a current-thread runtime affects only its own connections.
+#[cfg(test)]
+pub(crate) mod fault {
+    use std::cell::Cell;
+    use std::io;
+
+    thread_local! {
+        /// Pipes still lent before every request fails; `None`: never fail.
+        static LEFT: Cell<Option<usize>> = const { Cell::new(None) };
+        /// Requests refused so far on this thread.
+        static REFUSED: Cell<usize> = const { Cell::new(0) };
+    }
+
+    /// Requests refused so far on this thread.
+    pub(crate) fn refused() -> usize {
+        REFUSED.with(Cell::get)
+    }
+
+    /// From now on on this thread, `allowed` more pipes are lent, then
+    /// every request fails with `EMFILE`; `None` lifts the fault.
+    pub(crate) fn fail_after(allowed: Option<usize>) {
+        LEFT.with(|left| left.set(allowed));
+    }
+
+    pub(super) fn check() -> io::Result<()> {
+        LEFT.with(|left| match left.get() {
+            None => Ok(()),
+            Some(0) => {
+                REFUSED.with(|r| r.set(r.get() + 1));
+                Err(io::Error::from_raw_os_error(libc::EMFILE))
+            }
+            Some(n) => {
+                left.set(Some(n - 1));
+                Ok(())
+            }
+        })
+    }
 }
 
 /// Gives back an empty pipe; `dirty` pipes (bytes still inside) are closed.
@@ -135,8 +194,12 @@ struct Flow {
     eof: bool,
     /// `auto` mode: a read filled the buffer once; splice from now on.
     bulk: bool,
-    /// `auto` mode: bytes read but not yet written (empty, unallocated,
-    /// unless the other leg's buffer was full).
+    /// No pipe could be had when one was needed (descriptors short): this
+    /// direction copies through the per-thread buffer from now on. Set only
+    /// while no byte is in a pipe, so no byte is lost or overtaken.
+    copying: bool,
+    /// `auto` mode or `copying`: bytes read but not yet written (empty,
+    /// unallocated, unless the other leg's buffer was full).
     pending: Vec<u8>,
 }
 
@@ -157,11 +220,12 @@ impl Flow {
         }
     }
 
-    /// `auto` mode: one `read(2)` into the per-thread buffer, written to
-    /// `dst` at once; what `dst` cannot take waits in `pending`. `Ok(0)` at
-    /// EOF, `WouldBlock` when nothing was read. A read that fills the buffer
-    /// switches the direction to splice; a shorter one clears the read
-    /// readiness (the socket is drained), so no `EAGAIN` probe follows.
+    /// `auto` mode (or `copying`): one `read(2)` into the per-thread
+    /// buffer, written to `dst` at once; what `dst` cannot take waits in
+    /// `pending`. `Ok(0)` at EOF, `WouldBlock` when nothing was read. A read
+    /// that fills the buffer switches an `auto` direction to splice (not a
+    /// `copying` one); a shorter one clears the read readiness (the socket
+    /// is drained), so no `EAGAIN` probe follows.
     fn copy_small(
         &mut self,
         src: &TcpStream,
@@ -213,7 +277,8 @@ impl Flow {
         })
     }
 
-    /// `auto` mode: writes `pending` to `dst`, then frees it.
+    /// Writes `pending` (bytes `copy_small` could not write) to `dst`, then
+    /// frees it.
     fn poll_flush(
         &mut self,
         cx: &mut Context<'_>,
@@ -264,7 +329,7 @@ impl Flow {
             if !self.pending.is_empty() {
                 ready!(self.poll_flush(cx, dst, counters, active))?;
             }
-            if auto && !self.bulk && self.in_pipe == 0 && !self.eof {
+            if (self.copying || auto && !self.bulk) && self.in_pipe == 0 && !self.eof {
                 ready!(src.poll_read_ready(cx))?;
                 match self.copy_small(src, dst, counters) {
                     Ok(0) => {
@@ -283,7 +348,16 @@ impl Flow {
             if self.in_pipe == 0 && !self.eof {
                 ready!(src.poll_read_ready(cx))?;
                 if self.pipe.is_none() {
-                    self.pipe = Some(take_pipe()?);
+                    match take_pipe() {
+                        Ok(pipe) => self.pipe = Some(pipe),
+                        Err(e) => {
+                            // The pipe is empty (none is held): the bytes
+                            // still in the socket go through the buffer.
+                            tracing::debug!(error = %e, "no pipe for splice; copying this direction");
+                            self.copying = true;
+                            continue;
+                        }
+                    }
                 }
                 let Some(pipe) = self.pipe.as_ref() else {
                     continue;
@@ -417,5 +491,186 @@ impl Pump for SplicePump<'_> {
             last,
             self.auto,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! A direction refused a pipe copies instead, losing nothing: a data
+    //! plane on a current-thread runtime (so the thread-local fault reaches
+    //! its connections) echoes checksummed payloads through a refused first
+    //! pipe and through pipes refused mid-connection, under `splice` and
+    //! `auto`.
+
+    use std::net::{IpAddr, SocketAddr};
+    use std::time::Duration;
+
+    use lb_core::{
+        EndpointSpec, ForwardEngine, NodeSpec, PortSpec, ProxySettings, ServiceSpec, Snapshot,
+    };
+    use rand::{RngCore, SeedableRng};
+    use sha2::{Digest, Sha256};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::fault;
+    use crate::DataPlane;
+
+    const BOUND: Duration = Duration::from_secs(20);
+
+    /// An echo backend at `ip` (any free port); runs on the test's runtime.
+    async fn echo_backend(ip: IpAddr) -> SocketAddr {
+        let listener = TcpListener::bind((ip, 0)).await.expect("bind backend");
+        let addr = listener.local_addr().expect("backend address");
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = stream.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                    let _ = w.shutdown().await;
+                });
+            }
+        });
+        addr
+    }
+
+    /// A data plane under `engine` with one ClusterIP service at `vip_ip`
+    /// over an echo backend at `backend_ip`.
+    async fn plane(
+        engine: ForwardEngine,
+        vip_ip: &str,
+        backend_ip: &str,
+    ) -> (DataPlane, SocketAddr) {
+        let vip_ip: IpAddr = vip_ip.parse().expect("vip");
+        let backend = echo_backend(backend_ip.parse().expect("backend ip")).await;
+        let port = std::net::TcpListener::bind((vip_ip, 0))
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let service = ServiceSpec::cluster_ip("default", "pipes", vip_ip)
+            .with_port(PortSpec::tcp("", port).with_endpoint(EndpointSpec::new(backend)));
+        let snapshot = Snapshot::build(
+            NodeSpec::default(),
+            vec![service],
+            None,
+            std::time::SystemTime::now(),
+        );
+        let settings = ProxySettings {
+            forward_engine: engine,
+            ..ProxySettings::default()
+        };
+        (
+            DataPlane::start(settings, snapshot).await,
+            SocketAddr::new(vip_ip, port),
+        )
+    }
+
+    fn payload(seed: u64) -> Vec<u8> {
+        let mut bytes = vec![0u8; 2 << 20];
+        rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut bytes);
+        bytes
+    }
+
+    /// Writes `payload` while reading its echo; the echo's checksum must be
+    /// the payload's.
+    async fn echo_exactly(client: &mut TcpStream, payload: &[u8]) {
+        let (mut r, mut w) = client.split();
+        let mut back = vec![0u8; payload.len()];
+        let (wrote, read) = tokio::time::timeout(BOUND, async {
+            tokio::join!(w.write_all(payload), r.read_exact(&mut back))
+        })
+        .await
+        .expect("the echo within the bound");
+        wrote.expect("write: the connection was not reset");
+        read.expect("read: the connection was not reset");
+        assert_eq!(
+            Sha256::digest(&back),
+            Sha256::digest(payload),
+            "echo differs"
+        );
+    }
+
+    /// Half-closes and expects the backend's FIN back: a clean close.
+    async fn closes_cleanly(mut client: TcpStream) {
+        client.shutdown().await.expect("shutdown");
+        let mut rest = Vec::new();
+        let n = tokio::time::timeout(BOUND, client.read_to_end(&mut rest))
+            .await
+            .expect("the close within the bound")
+            .expect("a FIN, not a reset");
+        assert_eq!(n, 0);
+    }
+
+    async fn a_refused_first_pipe_copies_every_byte(
+        engine: ForwardEngine,
+        vip: &str,
+        backend: &str,
+    ) {
+        let (plane, vip) = plane(engine, vip, backend).await;
+        fault::fail_after(Some(0));
+        let mut client = TcpStream::connect(vip).await.expect("connect");
+        echo_exactly(&mut client, &payload(1)).await;
+        echo_exactly(&mut client, &payload(2)).await;
+        closes_cleanly(client).await;
+        assert!(fault::refused() > 0, "a pipe was refused");
+        assert_eq!(plane.spliced_bytes(), 0, "no pipe, nothing spliced");
+        plane.shutdown().await;
+    }
+
+    async fn pipes_refused_mid_connection_copy_every_byte(
+        engine: ForwardEngine,
+        vip: &str,
+        backend: &str,
+    ) {
+        let (plane, vip) = plane(engine, vip, backend).await;
+        let mut client = TcpStream::connect(vip).await.expect("connect");
+        echo_exactly(&mut client, &payload(3)).await;
+        let spliced = plane.spliced_bytes();
+        assert!(spliced > 0, "the first payload was spliced");
+        // Both directions gave their pipes back when their sockets drained;
+        // the next ones are refused.
+        fault::fail_after(Some(0));
+        echo_exactly(&mut client, &payload(4)).await;
+        assert!(fault::refused() > 0, "a pipe was refused mid-connection");
+        fault::fail_after(None);
+        echo_exactly(&mut client, &payload(5)).await;
+        closes_cleanly(client).await;
+        plane.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn splice_copies_when_the_first_pipe_is_refused() {
+        a_refused_first_pipe_copies_every_byte(
+            ForwardEngine::Splice,
+            "127.0.151.1",
+            "127.0.151.11",
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn auto_copies_when_the_first_pipe_is_refused() {
+        a_refused_first_pipe_copies_every_byte(ForwardEngine::Auto, "127.0.151.2", "127.0.151.12")
+            .await;
+    }
+
+    #[tokio::test]
+    async fn splice_copies_when_a_pipe_is_refused_mid_connection() {
+        pipes_refused_mid_connection_copy_every_byte(
+            ForwardEngine::Splice,
+            "127.0.151.3",
+            "127.0.151.13",
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn auto_copies_when_a_pipe_is_refused_mid_connection() {
+        pipes_refused_mid_connection_copy_every_byte(
+            ForwardEngine::Auto,
+            "127.0.151.4",
+            "127.0.151.14",
+        )
+        .await;
     }
 }

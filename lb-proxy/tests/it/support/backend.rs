@@ -1,6 +1,6 @@
 //! Endpoints for the proxy to reach: TCP backends that echo, answer a fixed
-//! text, read to the end, reset, or hand their sockets to the test; UDP
-//! backends; endpoints that never answer a SYN.
+//! text, read to the end, reset, send slowly, or hand their sockets to the
+//! test; UDP backends; endpoints that never answer a SYN.
 //!
 //! Backends are built without `.await` and run on the test's runtime, or,
 //! in a blocking test (one that drives the binary), on a small runtime of
@@ -149,6 +149,38 @@ pub fn reset_backend(at: impl BindAt) -> Backend {
         let mut byte = [0u8; 1];
         let _ = stream.read_exact(&mut byte).await;
         super::client::reset(stream);
+    })
+}
+
+/// Sends `chunk` `count` times, `every` apart, from the moment it accepts,
+/// then closes with a FIN once the client's FIN came; reads and discards
+/// whatever the client sends meanwhile. A slow download (or a stream that
+/// outlives a drain): stops sending when the connection is cut.
+pub fn drip_backend(
+    at: impl BindAt,
+    chunk: &'static [u8],
+    every: Duration,
+    count: usize,
+) -> Backend {
+    serve(at, move |stream| async move {
+        let (mut r, mut w) = stream.into_split();
+        let reader = tokio::spawn(async move {
+            let mut sink = [0u8; 1024];
+            while let Ok(n) = r.read(&mut sink).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        });
+        let mut tick = tokio::time::interval(every);
+        for _ in 0..count {
+            tick.tick().await;
+            if w.write_all(chunk).await.is_err() {
+                return;
+            }
+        }
+        let _ = w.shutdown().await;
+        let _ = tokio::time::timeout(WAIT, reader).await;
     })
 }
 
