@@ -146,7 +146,7 @@ async fn an_any_question_gets_one_hinfo_not_every_record() {
         assert_eq!(m.answers().len(), 1, "{protocol}: {:?}", m.answers());
         match m.answers()[0].data() {
             RData::HINFO(hinfo) => {
-                assert_eq!(&hinfo.cpu()[..], b"RFC8482", "{protocol}");
+                assert_eq!(hinfo.cpu(), b"RFC8482", "{protocol}");
                 assert!(hinfo.os().is_empty(), "{protocol}");
             }
             other => panic!("{protocol}: HINFO RFC8482, not {other:?}"),

@@ -6,7 +6,10 @@
 //! readiness change shows in the very next answer; nothing is cached. Names
 //! outside the cluster zone go to the configured upstreams (`forward`), or are
 //! REFUSED when there are none: an open forwarder on a node is an amplifier
-//! nobody asked for.
+//! nobody asked for. For the same reason a UDP reply is at most 512 bytes
+//! without EDNS and at most the client's payload size capped at 1,232 with
+//! it (cut with TC, whole over TCP: `fit`), ANY gets one record (RFC
+//! 8482), and no question is logged above debug.
 //!
 //! - `records` (private): the zone as a pure function of a snapshot.
 //! - `forward` (private): plain forwarding over UDP, TCP on truncation.
