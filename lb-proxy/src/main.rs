@@ -34,7 +34,8 @@ lb-proxy get svc --config lb.toml                 list services of the running p
 lb-proxy get ep -o wide --admin 127.0.0.1:10249   endpoints with state and reason\n  \
 lb-proxy get connections -w                       watch open connections\n\n\
 SIGNALS:\n  SIGHUP reloads the file (it is also watched); SIGTERM/SIGINT drain; a second one exits at once.\n\n\
-ENVIRONMENT:\n  RUST_LOG      log filter (default info; lb_proxy=debug logs one event per connection)\n  \
+ENVIRONMENT:\n  RUST_LOG      log filter (default info; lb_proxy=debug logs one event per connection; \
+hickory_server stays at warn unless named: info,hickory_server=info logs each DNS question)\n  \
 NOTIFY_SOCKET set by systemd for Type=notify: READY=1 is sent once the proxy serves\n  \
 LB_FORWARD_ENGINE, LB_ACCEPT, LB_WORKERS  override [proxy] forward_engine, accept_mode, workers"
 )]
@@ -154,11 +155,39 @@ lb-proxy delete ip_pools lb-ip-pool --config /etc/lb/lb.toml"
     },
 }
 
+/// Libraries whose info level is a per-request log, not an operator's log:
+/// kept at warn whatever RUST_LOG says, unless RUST_LOG names them.
+/// hickory-server logs two lines per DNS question at info.
+const QUERY_LOGS: &[(&str, &str)] = &[("hickory_server", "hickory_server=warn")];
+
+/// The log filter: RUST_LOG (default `info`; an invalid one is reported and
+/// `info` used), plus [`QUERY_LOGS`] for each library RUST_LOG does not
+/// name, so `RUST_LOG=info` (the systemd unit's) logs no line per DNS
+/// question. `RUST_LOG=info,hickory_server=info` brings hickory-server's
+/// query log back; `lb_proxy::ops::dns=debug` adds the responder's own.
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    use tracing_subscriber::EnvFilter;
+    let spec = std::env::var("RUST_LOG").unwrap_or_default();
+    let mut filter = if spec.trim().is_empty() {
+        EnvFilter::new("info")
+    } else {
+        EnvFilter::try_new(&spec).unwrap_or_else(|e| {
+            eprintln!("lb-proxy: RUST_LOG={spec:?} is not a log filter ({e}); using info");
+            EnvFilter::new("info")
+        })
+    };
+    for (target, directive) in QUERY_LOGS {
+        if !spec.contains(target) {
+            if let Ok(directive) = directive.parse() {
+                filter = filter.add_directive(directive);
+            }
+        }
+    }
+    filter
+}
+
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        // hickory-server logs every DNS question at info; that is a query log,
-        // not an operator's log.
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,hickory_server=warn"));
+    let filter = log_filter();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())

@@ -31,6 +31,10 @@ mod dns_forward;
 #[cfg(all(feature = "admin", feature = "dns"))]
 mod dns_hosts;
 #[cfg(feature = "dns")]
+mod dns_limits;
+#[cfg(feature = "cli")]
+mod dns_logs;
+#[cfg(feature = "dns")]
 mod dns_records;
 mod examples;
 mod health_ejection;

@@ -6,7 +6,10 @@
 //! readiness change shows in the very next answer; nothing is cached. Names
 //! outside the cluster zone go to the configured upstreams (`forward`), or are
 //! REFUSED when there are none: an open forwarder on a node is an amplifier
-//! nobody asked for.
+//! nobody asked for. For the same reason a UDP reply is at most 512 bytes
+//! without EDNS and at most the client's payload size capped at 1,232 with
+//! it (cut with TC, whole over TCP: `fit`), ANY gets one record (RFC
+//! 8482), and no question is logged above debug.
 //!
 //! - `records` (private): the zone as a pure function of a snapshot.
 //! - `forward` (private): plain forwarding over UDP, TCP on truncation.
@@ -23,6 +26,8 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use hickory_proto::op::{Edns, Header, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
+use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+use hickory_proto::xfer::Protocol;
 use hickory_server::authority::MessageResponseBuilder;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::ServerFuture;
@@ -271,22 +276,59 @@ impl RequestHandler for Handler {
             _ => &self.counters.forwarded,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        let mut builder = MessageResponseBuilder::from_message_request(request);
-        if let Some(edns) = request.edns() {
+        let edns = request.edns().map(|asked| {
             let mut ours = Edns::new();
-            ours.set_max_payload(edns.max_payload().max(512));
-            builder.edns(ours);
-        }
+            ours.set_max_payload(edns_payload(asked.max_payload()));
+            ours
+        });
         let mut header = Header::response_from_request(request.header());
         header.set_authoritative(reply.authoritative);
         header.set_recursion_available(!options.0.upstreams.is_empty());
         header.set_response_code(reply.rcode);
+        let fit = match request.protocol() {
+            Protocol::Udp => fit(request, header, &reply, edns.as_ref()),
+            _ => Fit::All,
+        };
+        let (answers, authority, additionals) = match fit {
+            Fit::All => (
+                reply.answers.len(),
+                reply.authority.len(),
+                reply.additionals.len(),
+            ),
+            Fit::Truncated {
+                answers,
+                authority,
+                additionals,
+            } => {
+                header.set_truncated(true);
+                (answers, authority, additionals)
+            }
+        };
+        // The query log: one line per question, at debug only
+        // (RUST_LOG=info,lb_proxy::ops::dns=debug).
+        if let Some(q) = request.queries().first() {
+            tracing::debug!(
+                src = %request.src(),
+                protocol = %request.protocol(),
+                name = %q.name(),
+                qtype = %q.query_type(),
+                rcode = %reply.rcode,
+                answers,
+                of = reply.answers.len(),
+                truncated = header.truncated(),
+                "dns question"
+            );
+        }
+        let mut builder = MessageResponseBuilder::from_message_request(request);
+        if let Some(edns) = edns {
+            builder.edns(edns);
+        }
         let response = builder.build(
             header,
-            reply.answers.iter(),
-            reply.authority.iter(),
+            reply.answers.iter().take(answers),
+            reply.authority.iter().take(authority),
             std::iter::empty(),
-            reply.additionals.iter(),
+            reply.additionals.iter().take(additionals),
         );
         match response_handle.send_response(response).await {
             Ok(info) => info,
@@ -297,6 +339,85 @@ impl RequestHandler for Handler {
                 header.into()
             }
         }
+    }
+}
+
+/// The UDP payload a client without EDNS can take (RFC 1035, section 4.2.1).
+const UDP_PLAIN_PAYLOAD: u16 = 512;
+
+/// The most we send over UDP whatever a client advertises: the DNS flag day
+/// 2020 value, below every usual path MTU, so a reply never needs IP
+/// fragments (which are spoofable and often dropped), and a small question
+/// cannot buy a large reply aimed at someone else.
+const UDP_MAX_PAYLOAD: u16 = 1232;
+
+/// The payload size of our OPT record and of a UDP reply to an EDNS
+/// question: the client's, at least 512 (RFC 6891, section 6.2.5) and at
+/// most [`UDP_MAX_PAYLOAD`].
+fn edns_payload(asked: u16) -> u16 {
+    asked.clamp(UDP_PLAIN_PAYLOAD, UDP_MAX_PAYLOAD)
+}
+
+/// How much of a reply goes into one UDP datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fit {
+    /// Everything.
+    All,
+    /// The first records of each section that fit; TC is set so the client
+    /// asks again over TCP, where the whole answer is served.
+    Truncated {
+        answers: usize,
+        authority: usize,
+        additionals: usize,
+    },
+}
+
+/// Fits `reply` into a UDP datagram for `request`: 512 bytes without EDNS,
+/// the client's payload size capped at 1,232 with it. hickory-server limits
+/// a UDP reply only to the OPT record's size, and to 4,096 bytes without
+/// EDNS, so the limit is ours: the reply is encoded once, exactly as
+/// hickory-server will encode it (same builder, same question bytes, same
+/// record order), with room kept for the OPT record, and cut after the last
+/// whole record that fits. hickory-server then encodes the kept records to
+/// the same bytes.
+fn fit(request: &Request, header: Header, reply: &Reply, edns: Option<&Edns>) -> Fit {
+    let limit = edns.map_or(UDP_PLAIN_PAYLOAD, Edns::max_payload);
+    let opt = edns.map_or(0, |e| encoded_len(&Record::from(e)));
+    let response = MessageResponseBuilder::from_message_request(request).build(
+        header,
+        reply.answers.iter(),
+        reply.authority.iter(),
+        std::iter::empty(),
+        reply.additionals.iter(),
+    );
+    let mut buffer = Vec::with_capacity(usize::from(limit));
+    let mut encoder = BinEncoder::new(&mut buffer);
+    encoder.set_max_size(limit.saturating_sub(u16::try_from(opt).unwrap_or(u16::MAX)));
+    match response.destructive_emit(&mut encoder) {
+        Ok(info) if !info.truncated() => Fit::All,
+        Ok(info) => Fit::Truncated {
+            answers: usize::from(info.answer_count()),
+            authority: usize::from(info.name_server_count()),
+            additionals: usize::from(info.additional_count()),
+        },
+        // Not even the question fits (a client's oversized question):
+        // header and question only, TC set.
+        Err(_) => Fit::Truncated {
+            answers: 0,
+            authority: 0,
+            additionals: 0,
+        },
+    }
+}
+
+/// The wire size of one record (the OPT record kept room for).
+fn encoded_len(record: &Record) -> usize {
+    let mut buffer = Vec::new();
+    let mut encoder = BinEncoder::new(&mut buffer);
+    match record.emit(&mut encoder) {
+        Ok(()) => buffer.len(),
+        // An OPT record without options is 11 bytes.
+        Err(_) => 11,
     }
 }
 
@@ -376,18 +497,54 @@ impl Handler {
         rd: bool,
     ) -> Reply {
         match forward::forward(&options.upstreams, name, qtype, rd).await {
-            Ok(mut m) => Reply {
-                rcode: m.response_code(),
-                authoritative: false,
-                answers: m.take_answers(),
-                authority: m.take_name_servers(),
-                additionals: m.take_additionals(),
-            },
+            Ok(mut m) => {
+                let mut reply = Reply {
+                    rcode: m.response_code(),
+                    authoritative: false,
+                    answers: m.take_answers(),
+                    authority: m.take_name_servers(),
+                    additionals: m.take_additionals(),
+                };
+                if qtype == RecordType::ANY {
+                    first_rrset_only(&mut reply);
+                }
+                reply
+            }
             Err(forward::ForwardError::NoUpstreams) => Reply::code(ResponseCode::Refused),
             Err(e) => {
-                warn!(%name, ?qtype, "dns forward failed: {e}");
+                forward_failed(name, qtype, &e);
                 Reply::code(ResponseCode::ServFail)
             }
         }
+    }
+}
+
+/// ANY forwarded: only the first RRset of the upstream's answer is passed
+/// on (RFC 8482, section 4.1), without additionals, whatever the upstream
+/// sent: the responder never hands out every record of a name.
+fn first_rrset_only(reply: &mut Reply) {
+    let Some(first) = reply.answers.first() else {
+        return;
+    };
+    let (name, rtype) = (first.name().clone(), first.record_type());
+    reply
+        .answers
+        .retain(|r| r.record_type() == rtype && *r.name() == name);
+    reply.additionals.clear();
+}
+
+/// A failed forward is logged at warn at most once a second for the whole
+/// process (the rest at debug): with the upstreams down every question
+/// fails, and the log must not become a query log. `lb_dns_answers_total`
+/// counts each one.
+fn forward_failed(name: &Name, qtype: RecordType, e: &forward::ForwardError) {
+    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if LAST.swap(now_s, Ordering::Relaxed) != now_s {
+        warn!(%name, ?qtype, "dns forward failed: {e}");
+    } else {
+        tracing::debug!(%name, ?qtype, "dns forward failed: {e}");
     }
 }

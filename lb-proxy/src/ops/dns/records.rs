@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, PTR, SOA, SRV, TXT};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, HINFO, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use lb_core::{ClusterIp, Protocol, ServiceEntry, ServiceKey, ServiceType, Snapshot};
 
@@ -16,6 +16,9 @@ pub(crate) const SCHEMA_VERSION: &str = "1.1.0";
 /// How many CNAMEs inside the zone are followed before giving up (a loop of
 /// ExternalName services pointing at each other must not spin).
 pub(crate) const MAX_CNAME_CHAIN: usize = 8;
+
+/// The CPU field of the HINFO that answers ANY (RFC 8482, section 4.2).
+pub(crate) const ANY_HINFO_CPU: &str = "RFC8482";
 
 /// The zone being served: its origin and the TTL of its records.
 #[derive(Debug, Clone)]
@@ -103,8 +106,42 @@ impl Zone {
     }
 
     /// Answers `qname` (as asked: its case is kept in the records) of type
-    /// `qtype` from `snap`.
+    /// `qtype` from `snap`. ANY is answered minimally (RFC 8482): a name
+    /// that has records gets one synthesized HINFO "RFC8482" (an ExternalName
+    /// its CNAME, not followed), never every record it has; a headless
+    /// service's ANY would otherwise be every endpoint of both families, an
+    /// amplifier for one small question.
     pub(crate) fn lookup(&self, snap: &Snapshot, qname: &Name, qtype: RecordType) -> Lookup {
+        match self.lookup_all(snap, qname, qtype) {
+            Lookup::Answer(answer) if qtype == RecordType::ANY => {
+                Lookup::Answer(self.minimal_any(qname, answer))
+            }
+            other => other,
+        }
+    }
+
+    /// RFC 8482's answer to ANY from the full one: negative answers as they
+    /// are, a CNAME alone (a name with a CNAME has no other data), else one
+    /// HINFO with CPU "RFC8482" and an empty OS.
+    fn minimal_any(&self, qname: &Name, answer: Answer) -> Answer {
+        if answer.answers.is_empty() {
+            return answer;
+        }
+        if let Some(cname) = answer
+            .answers
+            .iter()
+            .find(|r| r.record_type() == RecordType::CNAME)
+        {
+            return Answer::records(vec![cname.clone()]);
+        }
+        Answer::records(vec![Record::from_rdata(
+            qname.clone(),
+            self.ttl,
+            RData::HINFO(HINFO::new(ANY_HINFO_CPU.to_string(), String::new())),
+        )])
+    }
+
+    fn lookup_all(&self, snap: &Snapshot, qname: &Name, qtype: RecordType) -> Lookup {
         let lower = qname.to_lowercase();
         if self.contains(&lower) {
             let depth = usize::from(lower.num_labels() - self.origin.num_labels());

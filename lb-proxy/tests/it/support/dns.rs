@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use hickory_proto::op::{Message, MessageType, OpCode, Query};
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RData, RecordType};
 use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::name_server::TokioConnectionProvider;
@@ -15,7 +15,8 @@ use hickory_resolver::proto::xfer::Protocol;
 use hickory_resolver::TokioResolver;
 use lb_core::{Snapshot, Table};
 use lb_proxy::ops::dns::DnsOptions;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::oneshot;
 
 /// A responder serving a table on 127.0.0.1, stopped on drop.
@@ -149,24 +150,65 @@ pub fn ips(m: &Message) -> Vec<IpAddr> {
 /// One raw question over UDP: the whole response message, for exact rcode,
 /// flags and sections. Bounded by a 3 s timeout.
 pub async fn query(server: SocketAddr, name: &str, qtype: RecordType) -> Message {
+    let question = question(name, qtype, None);
+    let answer = Message::from_vec(&exchange_udp(server, &question).await).unwrap();
+    assert_eq!(answer.id(), question.id());
+    answer
+}
+
+/// A question for `name`/`qtype` with a random id, recursion desired, and
+/// an EDNS OPT record advertising `edns` bytes when given.
+pub fn question(name: &str, qtype: RecordType, edns: Option<u16>) -> Message {
     let mut m = Message::new();
-    let id: u16 = rand::random();
-    m.set_id(id)
+    m.set_id(rand::random())
         .set_message_type(MessageType::Query)
         .set_op_code(OpCode::Query)
         .set_recursion_desired(true)
         .add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+    if let Some(payload) = edns {
+        let mut opt = Edns::new();
+        opt.set_max_payload(payload);
+        m.set_edns(opt);
+    }
+    m
+}
+
+/// Sends `question` over UDP and returns the reply datagram as it came
+/// (its length is what a reflection victim would receive). Bounded by a
+/// 3 s timeout.
+pub async fn exchange_udp(server: SocketAddr, question: &Message) -> Vec<u8> {
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     socket.connect(server).await.unwrap();
-    socket.send(&m.to_vec().unwrap()).await.unwrap();
+    socket.send(&question.to_vec().unwrap()).await.unwrap();
     let mut buf = vec![0u8; 65535];
     let n = tokio::time::timeout(Duration::from_secs(3), socket.recv(&mut buf))
         .await
         .expect("an answer within 3 s")
         .unwrap();
-    let answer = Message::from_vec(&buf[..n]).unwrap();
-    assert_eq!(answer.id(), id);
-    answer
+    buf.truncate(n);
+    buf
+}
+
+/// Sends `question` over TCP (two-byte length prefix) and returns the
+/// reply message's bytes. Bounded by a 3 s timeout.
+pub async fn exchange_tcp(server: SocketAddr, question: &Message) -> Vec<u8> {
+    let bytes = question.to_vec().unwrap();
+    let exchange = async {
+        let mut stream = TcpStream::connect(server).await.unwrap();
+        let len = u16::try_from(bytes.len()).unwrap().to_be_bytes();
+        stream
+            .write_all(&[&len[..], &bytes].concat())
+            .await
+            .unwrap();
+        let mut len = [0u8; 2];
+        stream.read_exact(&mut len).await.unwrap();
+        let mut reply = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        stream.read_exact(&mut reply).await.unwrap();
+        reply
+    };
+    tokio::time::timeout(Duration::from_secs(3), exchange)
+        .await
+        .expect("an answer over TCP within 3 s")
 }
 
 /// The answer section as `name TYPE rdata` lines (sorted), for readable
