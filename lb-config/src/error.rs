@@ -229,6 +229,43 @@ impl ConfigErrors {
             errors: vec![error],
         }
     }
+
+    /// The first `max` errors, one per line and each cut at
+    /// [`SUMMARY_LINE_BYTES`], then `... and N more`: what a running proxy
+    /// logs and keeps of a failed reload, so a file with 10,000 errors (or
+    /// a 1 MB value quoted in one) cannot flood the log or the events.
+    /// `lb-proxy check` prints them all.
+    pub fn summary(&self, max: usize) -> String {
+        let mut out = String::new();
+        for (i, e) in self.errors.iter().take(max).enumerate() {
+            if i > 0 {
+                out.push('\n');
+            }
+            let line = e.to_string();
+            if line.len() > SUMMARY_LINE_BYTES {
+                out.push_str(&line[..floor_char(&line, SUMMARY_LINE_BYTES)]);
+                out.push_str(" [...]");
+            } else {
+                out.push_str(&line);
+            }
+        }
+        let more = self.errors.len().saturating_sub(max);
+        if more > 0 {
+            out.push_str(&format!("\n... and {more} more"));
+        }
+        out
+    }
+}
+
+/// The longest line of one error that [`ConfigErrors::summary`] keeps.
+pub const SUMMARY_LINE_BYTES: usize = 512;
+
+/// The largest char boundary of `s` at or below `at`.
+fn floor_char(s: &str, at: usize) -> usize {
+    (0..=at.min(s.len()))
+        .rev()
+        .find(|i| s.is_char_boundary(*i))
+        .unwrap_or(0)
 }
 
 impl fmt::Display for ConfigErrors {
@@ -298,6 +335,24 @@ pub(crate) fn object_path(kind: &str, namespace: &str, name: &str, index: usize)
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_summary_keeps_the_first_errors_cuts_long_lines_and_counts_the_rest() {
+        let errors = ConfigErrors {
+            errors: (0..250)
+                .map(|i| FieldError::parse(format!("services[{i}]"), "x".repeat(i * 10)))
+                .collect(),
+        };
+        let summary = errors.summary(100);
+        let lines: Vec<&str> = summary.lines().collect();
+        assert_eq!(lines.len(), 101);
+        assert!(lines[0].starts_with("services[0]"));
+        assert_eq!(lines[100], "... and 150 more");
+        assert!(lines.iter().all(|l| l.len() <= SUMMARY_LINE_BYTES + 6));
+        assert!(lines[99].ends_with(" [...]"));
+        let few = ConfigErrors::single(FieldError::parse("a", "é".repeat(600)));
+        assert!(few.summary(100).ends_with(" [...]"));
+    }
+
     use super::*;
 
     #[test]

@@ -739,6 +739,54 @@ fn a_state_file_that_cannot_be_written_makes_readyz_503_counts_and_warns_until_i
 }
 
 #[test]
+fn a_reload_with_thousands_of_errors_logs_and_keeps_a_bounded_report() -> Result<()> {
+    let admin = fresh_admin();
+    let p = run(admin, "")?;
+    // 2,000 services, each with an invalid port: 2,000 errors.
+    let bad: String = (0..2000)
+        .map(|i| format!("[[services]]\nname = \"s{i}\"\n[[services.ports]]\nport = 0\n"))
+        .collect();
+    std::fs::write(p.config(), base_toml(admin) + &bad)?;
+    for n in 1..=3 {
+        if n > 1 {
+            p.signal("HUP");
+        }
+        assert!(
+            eventually_blocking(WAIT, || p.metric(RELOADS_FAILED) == Some(f64::from(n))),
+            "{}",
+            p.logs()
+        );
+    }
+    let logs = p.logs();
+    assert_eq!(logs.matches("... and 1900 more").count(), 3, "{logs}");
+    assert!(
+        logs.lines().count() < 3 * 110,
+        "{} log lines",
+        logs.lines().count()
+    );
+
+    let (status, head, body) = http_get_with(admin, "/api/v1/events", &[])?;
+    assert_eq!(status, 200);
+    let events: serde_json::Value = serde_json::from_str(&body)?;
+    let message = events["items"][0]["message"]
+        .as_str()
+        .context("a message")?;
+    assert!(message.lines().count() <= 102, "{message}");
+    // Polling again while nothing happened costs a 304 and no body.
+    let tag = head
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("etag: ")
+                .or_else(|| l.strip_prefix("ETag: "))
+        })
+        .context("an ETag")?;
+    let (status, _, body) = http_get_with(admin, "/api/v1/events", &[("If-None-Match", tag)])?;
+    assert_eq!(status, 304);
+    assert!(body.is_empty(), "{body}");
+    Ok(())
+}
+
+#[test]
 fn raises_the_soft_open_file_limit_to_the_hard_limit() -> Result<()> {
     let admin = fresh_admin();
     // sh lowers the soft limit, then becomes lb-proxy ("$0" "$@").

@@ -237,8 +237,41 @@ async fn connections(
     json_response(&views::page(&all, limit, after, now))
 }
 
-async fn events(State(source): Source) -> Response {
-    json_response(&source.events())
+/// Events carry an `ETag`, and a poller that sends it back in
+/// `If-None-Match` gets `304 Not Modified` with no body while nothing
+/// happened: the status page polls every second, and the list can hold
+/// long error reports.
+async fn events(State(source): Source, headers: axum::http::HeaderMap) -> Response {
+    let body = match json_body(&source.events()) {
+        Ok(body) => body,
+        Err(e) => return e,
+    };
+    let tag = etag(&body);
+    let cache = (header::CACHE_CONTROL, "no-cache".to_string());
+    let unchanged = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == tag));
+    if unchanged {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, tag), cache]).into_response();
+    }
+    (
+        [
+            (header::CONTENT_TYPE, "application/json".to_string()),
+            (header::ETAG, tag),
+            cache,
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// A strong validator for `body`: a hash of its bytes, quoted.
+fn etag(body: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    body.hash(&mut h);
+    format!("\"{:016x}\"", h.finish())
 }
 
 async fn config(State(source): Source) -> Response {
@@ -268,15 +301,23 @@ async fn not_found() -> Response {
 /// Pretty JSON with a final newline: the same bytes are what `lb-proxy get -o
 /// json` prints, and people read them.
 fn json_response<T: Serialize>(value: &T) -> Response {
+    match json_body(value) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => e,
+    }
+}
+
+/// The body of [`json_response`], or the 500 to answer instead.
+fn json_body<T: Serialize>(value: &T) -> Result<String, Response> {
     match serde_json::to_string_pretty(value) {
         Ok(mut body) => {
             body.push('\n');
-            ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+            Ok(body)
         }
-        Err(e) => (
+        Err(e) => Err((
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("cannot encode JSON: {e}\n"),
         )
-            .into_response(),
+            .into_response()),
     }
 }

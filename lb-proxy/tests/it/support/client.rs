@@ -154,11 +154,24 @@ pub fn answers(addr: SocketAddr, n: usize) -> BTreeSet<String> {
 
 /// `GET path` on `addr` over HTTP/1.1 (blocking): status and body.
 pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    http_get_with(addr, path, &[]).map(|(status, _, body)| (status, body))
+}
+
+/// [`http_get`] with extra request headers: status, response head, body.
+pub fn http_get_with(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<(u16, String, String)> {
     let mut s = std::net::TcpStream::connect_timeout(&addr, BLOCKING_IO)?;
     s.set_read_timeout(Some(WAIT))?;
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n{extra}\r\n"
     )?;
     let mut out = Vec::new();
     s.read_to_end(&mut out)?;
@@ -177,7 +190,7 @@ pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
     } else {
         body.to_string()
     };
-    Ok((status, body))
+    Ok((status, head.to_string(), body))
 }
 
 /// A chunked body, joined.
