@@ -244,7 +244,7 @@ async fn connections(
 async fn events(State(source): Source, headers: axum::http::HeaderMap) -> Response {
     let body = match json_body(&source.events()) {
         Ok(body) => body,
-        Err(e) => return e,
+        Err(e) => return *e,
     };
     let tag = etag(&body);
     let cache = (header::CACHE_CONTROL, "no-cache".to_string());
@@ -303,21 +303,23 @@ async fn not_found() -> Response {
 fn json_response<T: Serialize>(value: &T) -> Response {
     match json_body(value) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
-        Err(e) => e,
+        Err(e) => *e,
     }
 }
 
 /// The body of [`json_response`], or the 500 to answer instead.
-fn json_body<T: Serialize>(value: &T) -> Result<String, Response> {
+fn json_body<T: Serialize>(value: &T) -> Result<String, Box<Response>> {
     match serde_json::to_string_pretty(value) {
         Ok(mut body) => {
             body.push('\n');
             Ok(body)
         }
-        Err(e) => Err((
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot encode JSON: {e}\n"),
-        )
-            .into_response()),
+        Err(e) => Err(Box::new(
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot encode JSON: {e}\n"),
+            )
+                .into_response(),
+        )),
     }
 }
