@@ -38,6 +38,7 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use super::{Counters, Direction, Pump};
+use crate::dataplane::descriptors::{Descriptors, Held};
 use crate::sys;
 
 /// Bytes each pooled pipe is asked to hold (`F_SETPIPE_SZ`), and so the
@@ -86,21 +87,26 @@ pub fn refused() -> bool {
     REFUSED.load(Ordering::Relaxed)
 }
 
-/// One pipe: its two ends and how many bytes it holds.
+/// One pipe: its two ends, how many bytes it holds, and its two
+/// descriptors in the budget of the data plane that opened it (until it is
+/// closed, pooled or not).
 #[derive(Debug)]
 struct Pipe {
     r: OwnedFd,
     w: OwnedFd,
     cap: usize,
+    _fds: Held,
 }
 
-fn take_pipe() -> io::Result<Pipe> {
+fn take_pipe(descriptors: &Descriptors) -> io::Result<Pipe> {
     let pooled = POOL.lock().ok().and_then(|mut p| p.pop());
     let pipe = match pooled {
         Some(p) => p,
         None => {
+            // A pipe the budget refuses fails as if the process had run out.
+            let fds = descriptors.try_take(2).ok_or_else(Descriptors::refused)?;
             let (r, w, cap) = sys::pipe(PIPE_SIZE)?;
-            Pipe { r, w, cap }
+            Pipe { r, w, cap, _fds: fds }
         }
     };
     BORROWED.fetch_add(1, Ordering::Relaxed);
@@ -255,6 +261,7 @@ impl Flow {
         dst: &TcpStream,
         counters: [&AtomicU64; 2],
         spliced: &AtomicU64,
+        descriptors: &Descriptors,
         active: &mut bool,
         moved: &mut bool,
         last: bool,
@@ -283,7 +290,7 @@ impl Flow {
             if self.in_pipe == 0 && !self.eof {
                 ready!(src.poll_read_ready(cx))?;
                 if self.pipe.is_none() {
-                    self.pipe = Some(take_pipe()?);
+                    self.pipe = Some(take_pipe(descriptors)?);
                 }
                 let Some(pipe) = self.pipe.as_ref() else {
                     continue;
@@ -412,6 +419,7 @@ impl Pump for SplicePump<'_> {
             dst,
             self.counters.of(dir),
             self.counters.spliced,
+            self.counters.descriptors,
             active,
             &mut self.moved,
             last,
