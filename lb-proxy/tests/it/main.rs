@@ -33,6 +33,8 @@ mod dns_hosts;
 #[cfg(feature = "dns")]
 mod dns_records;
 mod examples;
+#[cfg(feature = "cli")]
+mod fault_descriptors;
 mod health_ejection;
 #[cfg(feature = "admin")]
 mod health_policy;
