@@ -87,7 +87,11 @@ fn clients_past_the_descriptor_budget_are_reset_and_the_admin_api_still_answers(
     );
     assert_eq!(refused, 160 - clients.len());
     assert_eq!(
-        metric_sum(&proxy, "lb_rejected_connections_total", "reason=\"local_resources\""),
+        metric_sum(
+            &proxy,
+            "lb_rejected_connections_total",
+            "reason=\"local_resources\""
+        ),
         refused as f64
     );
 
@@ -190,7 +194,10 @@ fn local_exhaustion_is_not_blamed_on_endpoints() -> Result<()> {
     }
     // Alone in a process of its own: it lowers the open-file limit and
     // takes every descriptor left, which other tests would trip on.
-    let name = concat!(module_path!(), "::local_exhaustion_is_not_blamed_on_endpoints");
+    let name = concat!(
+        module_path!(),
+        "::local_exhaustion_is_not_blamed_on_endpoints"
+    );
     let name = name.split_once("::").map_or(name, |(_, rest)| rest);
     let out = Command::new(std::env::current_exe()?)
         .args(["--exact", name, "--nocapture", "--test-threads=1"])
@@ -203,7 +210,10 @@ fn local_exhaustion_is_not_blamed_on_endpoints() -> Result<()> {
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    ensure!(stdout.contains("1 passed"), "the child ran no test:\n{stdout}");
+    ensure!(
+        stdout.contains("1 passed"),
+        "the child ran no test:\n{stdout}"
+    );
     Ok(())
 }
 
@@ -266,12 +276,19 @@ fn exhaustion_child() -> Result<()> {
         .frontend(front, lb_core::Protocol::Tcp)
         .context("frontend")?;
     assert!(
-        !entry.port.endpoint(0).health.is_ejected(std::time::Instant::now()),
+        !entry
+            .port
+            .endpoint(0)
+            .health
+            .is_ejected(std::time::Instant::now()),
         "the endpoint was ejected for the proxy's own shortage"
     );
 
     // Descriptors free again: served.
-    assert!(served(front).is_some(), "not served once descriptors are free");
+    assert!(
+        served(front).is_some(),
+        "not served once descriptors are free"
+    );
     rt.block_on(plane.shutdown());
     Ok(())
 }

@@ -106,7 +106,12 @@ fn take_pipe(descriptors: &Descriptors) -> io::Result<Pipe> {
             // A pipe the budget refuses fails as if the process had run out.
             let fds = descriptors.try_take(2).ok_or_else(Descriptors::refused)?;
             let (r, w, cap) = sys::pipe(PIPE_SIZE)?;
-            Pipe { r, w, cap, _fds: fds }
+            Pipe {
+                r,
+                w,
+                cap,
+                _fds: fds,
+            }
         }
     };
     BORROWED.fetch_add(1, Ordering::Relaxed);
