@@ -93,7 +93,8 @@ pub struct RawProxy {
     pub outlier_consecutive_failures: Option<i64>,
     /// First ejection period.
     pub outlier_base_ejection: Option<String>,
-    /// UDP flows, all services together.
+    /// UDP flows, all services together; also bounds the flows' open
+    /// sockets (a flow's socket closes when it is evicted).
     pub udp_max_flows: Option<i64>,
     /// `auto`, `splice` or `copy`: how TCP payload moves; default `auto`.
     pub forward_engine: Option<String>,

@@ -323,9 +323,11 @@ fn follow_configs(
     });
 }
 
-/// Raises the open-file limit and warns when the configured bounds cannot fit
-/// in it: two descriptors per proxied TCP connection (`max_connections` per
-/// service port, when bounded) plus one per UDP flow.
+/// Raises the open-file limit (before the data plane starts, so its
+/// descriptor budget is cut from the raised limit) and warns when the
+/// configured bounds cannot fit in that budget (the limit less its reserve):
+/// two descriptors per proxied TCP connection (`max_connections` per service
+/// port, when bounded) plus one per UDP flow.
 fn check_open_file_limit(config: &Config) {
     let limit = match crate::dataplane::raise_nofile_limit() {
         Ok(limit) => limit,
@@ -348,9 +350,11 @@ fn check_open_file_limit(config: &Config) {
     } else {
         0
     };
-    if tcp + udp > limit {
+    let budget = limit - crate::dataplane::descriptors::reserve_for(limit);
+    if tcp + udp > budget {
         warn!(
             limit,
+            budget,
             needed = tcp + udp,
             "the open-file limit cannot hold max_connections and udp_max_flows; raise it (ulimit -n, LimitNOFILE=)"
         );

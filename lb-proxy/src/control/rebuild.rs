@@ -31,7 +31,7 @@ pub const COALESCE: Duration = Duration::from_millis(50);
 /// How many errors of a failed reload are logged and kept in its event
 /// (then "... and N more"): a file with 10,000 errors and 50 SIGHUPs must
 /// not make 640,000 log lines and a 130 MB event list.
-pub const REPORTED_ERRORS: usize = 100;
+pub(crate) const REPORTED_ERRORS: usize = 100;
 
 /// How many times a load is done again after losing an allocation race to
 /// another node (each retry starts from the winner's allocations).

@@ -27,6 +27,8 @@ pub(crate) async fn serve_udp(
     stop: CancellationToken,
 ) {
     let span = debug_span!("udp", frontend = %key.addr);
+    // The frontend's socket, counted as long as it is served.
+    let _fd = shared.descriptors().take_fixed(1);
     match tokio::net::UdpSocket::from_std(socket) {
         Ok(socket) => {
             udp::serve_frontend(shared, key, socket, stop)
@@ -44,6 +46,8 @@ pub(crate) async fn accept_loop(
     socket: std::net::TcpListener,
     stop: CancellationToken,
 ) {
+    // The listener's socket, counted as long as it accepts.
+    let _fd = shared.descriptors().take_fixed(1);
     let listener = match TcpListener::from_std(socket) {
         Ok(listener) => listener,
         Err(e) => {
@@ -63,10 +67,13 @@ pub(crate) async fn accept_loop(
             r = listener.accept() => r,
         };
         match accepted {
-            Ok((stream, peer)) => {
-                let connection = tcp::serve(shared.clone(), key, stream, peer);
-                shared.tcp().tasks().spawn(connection);
-            }
+            Ok((stream, peer)) => match shared.descriptors().try_take(2) {
+                Some(fds) => {
+                    let connection = tcp::serve(shared.clone(), key, stream, peer, fds);
+                    shared.tcp().tasks().spawn(connection);
+                }
+                None => tcp::refuse_for_descriptors(&shared, key, stream),
+            },
             Err(e) if is_per_connection(&e) => {
                 debug!(frontend = %key.addr, error = %e, "accept failed for one connection");
             }

@@ -16,10 +16,11 @@
 //! frontend's task, `tcp` serves one connection, [`forward`] moves its
 //! bytes, [`udp`] relays datagrams, `workers` are the per-core runtimes,
 //! `shared` is the state they share, [`connections`] the registry of open
-//! connections.
+//! connections, [`descriptors`] the budget of file descriptors they hold.
 
 mod accept;
 pub mod connections;
+pub mod descriptors;
 pub mod forward;
 mod listener;
 mod shared;
@@ -37,6 +38,7 @@ use lb_core::{FrontendKey, NodeSpec, ProxySettings, ServiceSpec, Snapshot, Table
 use tokio::sync::{watch, OnceCell};
 use tracing::{info, warn};
 
+pub use descriptors::DescriptorBudget;
 pub use lb_core::{AcceptMode, ForwardEngine};
 pub use listener::BindError;
 
@@ -99,15 +101,32 @@ impl fmt::Debug for DataPlane {
 /// the new soft limit. Every proxied TCP connection holds two descriptors and
 /// every UDP flow one, so a proxy wants all it may have; a library does not
 /// change process limits behind its embedder's back, so this is the
-/// embedder's call (the binary makes it at start).
+/// embedder's call (the binary makes it at start). Call it before
+/// [`DataPlane::start`]: the data plane's descriptor budget is cut from the
+/// soft limit it finds when it starts.
 pub fn raise_nofile_limit() -> std::io::Result<u64> {
     crate::sys::raise_nofile_limit()
+}
+
+/// The limit a new data plane's descriptor budget is cut from: the soft
+/// `RLIMIT_NOFILE` as the process has it now (read, never changed), or
+/// none when it cannot be read or is unlimited.
+fn start_limit() -> Option<u64> {
+    match crate::sys::nofile_limit() {
+        Ok(limit) => limit,
+        Err(e) => {
+            warn!(error = %e, "cannot read the open-file limit; no descriptor budget");
+            None
+        }
+    }
 }
 
 impl DataPlane {
     /// Starts serving `snapshot` (must be called inside a tokio runtime). Every
     /// frontend that can be bound is bound before this returns; the others are
-    /// in [`DataPlane::bind_errors`] and retried every second.
+    /// in [`DataPlane::bind_errors`] and retried every second. The descriptor
+    /// budget is cut from the soft `RLIMIT_NOFILE` read now (see
+    /// [`DataPlane::set_descriptor_limit`] to choose another).
     pub async fn start(settings: ProxySettings, snapshot: Snapshot) -> DataPlane {
         DataPlane::start_with(settings, snapshot, BindOptions::default()).await
     }
@@ -141,7 +160,8 @@ impl DataPlane {
             tasks.child(),
             &tasks,
         );
-        let shared = Arc::new(Shared::new(settings, snapshot, tasks.child()));
+        let descriptors = descriptors::Descriptors::new(start_limit());
+        let shared = Arc::new(Shared::new(settings, snapshot, tasks.child(), descriptors));
         let maintenance_tasks = listeners.tasks().clone();
         let inner = Arc::new(Inner {
             shared,
@@ -154,6 +174,13 @@ impl DataPlane {
         });
         let plane = DataPlane { inner };
         plane.reconcile().await;
+        let budget = plane.descriptors();
+        info!(
+            limit = budget.limit,
+            reserve = budget.reserve,
+            in_use = budget.in_use,
+            "descriptor budget"
+        );
         maintenance_tasks.spawn(maintenance(
             Arc::downgrade(&plane.inner),
             maintenance_tasks.clone(),
@@ -233,6 +260,31 @@ impl DataPlane {
     /// shows them as `"bind_errors"`). They are retried every second.
     pub fn bind_errors(&self) -> BTreeMap<FrontendKey, BindError> {
         self.inner.bind_errors.get()
+    }
+
+    /// The descriptor budget now: the limit it is cut from, the reserve
+    /// kept for everything but the data plane, and what the data plane
+    /// holds (two per client connection, one per UDP flow socket, two per
+    /// splice pipe, one per listener). Shown by `/api/v1/config`.
+    pub fn descriptors(&self) -> DescriptorBudget {
+        self.inner.shared.descriptors().budget()
+    }
+
+    /// Replaces the open-file limit the descriptor budget is cut from
+    /// (`None`: no budget, no client refused for descriptors). The data
+    /// plane reads the soft `RLIMIT_NOFILE` when it starts and never again:
+    /// an embedder that changes the process's limit afterwards, or wants
+    /// the data plane to use only a share of it, says so here. Descriptors
+    /// held stay held; a lower limit refuses new clients until enough close.
+    pub fn set_descriptor_limit(&self, limit: Option<u64>) {
+        self.inner.shared.descriptors().set_limit(limit);
+        let budget = self.descriptors();
+        info!(
+            limit = budget.limit,
+            reserve = budget.reserve,
+            in_use = budget.in_use,
+            "descriptor budget"
+        );
     }
 
     /// UDP flows open now, all services together.

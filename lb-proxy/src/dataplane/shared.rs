@@ -1,8 +1,8 @@
 //! What the handle, the accept loops, the connection tasks and the UDP relays
 //! share, as small types that each own one piece of state and say what can
 //! be done with it: the published table, the settings, the generation
-//! signal, the TCP connections (tasks, counts, registry) and the UDP flows.
-//! No module reaches into another's fields.
+//! signal, the TCP connections (tasks, counts, registry), the UDP flows and
+//! the descriptor budget. No module reaches into another's fields.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::dataplane::connections::Connections;
+use crate::dataplane::descriptors::Descriptors;
 use crate::dataplane::udp::table::Flows;
 use crate::lifecycle::Tasks;
 
@@ -26,13 +27,21 @@ pub(crate) struct Shared {
     generation: Generation,
     tcp: TcpConnections,
     udp: Flows,
+    descriptors: Descriptors,
 }
 
 impl Shared {
     /// The state of a data plane serving `snapshot` with `settings`, whose
-    /// connection tasks are spawned on `connections`.
-    pub(crate) fn new(settings: ProxySettings, snapshot: Snapshot, connections: Tasks) -> Self {
+    /// connection tasks are spawned on `connections` and whose sockets and
+    /// pipes are taken from `descriptors`.
+    pub(crate) fn new(
+        settings: ProxySettings,
+        snapshot: Snapshot,
+        connections: Tasks,
+        descriptors: Descriptors,
+    ) -> Self {
         Shared {
+            descriptors,
             udp: Flows::new(&settings),
             table: Arc::new(Table::new(snapshot)),
             settings: SettingsCell(ArcSwap::from_pointee(settings)),
@@ -64,6 +73,12 @@ impl Shared {
     /// Every UDP flow (all UDP services share the `udp_max_flows` bound).
     pub(crate) fn udp(&self) -> &Flows {
         &self.udp
+    }
+
+    /// The descriptor budget every client connection, flow socket, splice
+    /// pipe and listener is taken from.
+    pub(crate) fn descriptors(&self) -> &Descriptors {
+        &self.descriptors
     }
 
     /// Publishes `snapshot`: swaps the table, tells open connections, and

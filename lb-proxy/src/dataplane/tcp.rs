@@ -31,6 +31,7 @@ use tokio::time::Instant;
 use tracing::{debug, debug_span, info, Instrument};
 
 use crate::dataplane::connections::OpenConnection;
+use crate::dataplane::descriptors::{self, Held as HeldFds};
 use crate::dataplane::forward::{self, Counters, Drain, Limits};
 use crate::dataplane::shared::Shared;
 use crate::sys;
@@ -50,14 +51,16 @@ fn hold(counter: &AtomicU64) -> Held<'_> {
     Held(counter)
 }
 
-/// Serves one accepted client connection on `frontend`, in its own span.
-/// The table is read here, before the task starts, so the span can name the
-/// service without the task holding the span twice.
+/// Serves one accepted client connection on `frontend`, in its own span,
+/// holding `fds` (its two descriptors in the data plane's budget) until it
+/// closes. The table is read here, before the task starts, so the span can
+/// name the service without the task holding the span twice.
 pub(crate) fn serve(
     shared: Arc<Shared>,
     frontend: FrontendKey,
     client: TcpStream,
     peer: SocketAddr,
+    fds: HeldFds,
 ) -> impl Future<Output = ()> + Send {
     // Subscribe before loading the table: a snapshot published after the load
     // is then always seen by the drain watch.
@@ -72,7 +75,31 @@ pub(crate) fn serve(
             service = %entry.port.key()),
         None => debug_span!("conn", client = %peer, frontend = %frontend.addr),
     };
-    serve_in_span(shared, frontend, client, peer, generation, entry).instrument(span)
+    serve_in_span(shared, frontend, client, peer, generation, entry, fds).instrument(span)
+}
+
+/// A client accepted while the data plane's descriptor budget is spent:
+/// reset at once (no task, no dial), counted as accepted and as
+/// `rejected{reason="local_resources"}`, and logged at most once a second,
+/// so the descriptors left stay with the admin API, DNS and health checks.
+pub(crate) fn refuse_for_descriptors(shared: &Shared, frontend: FrontendKey, client: TcpStream) {
+    if let Some(entry) = shared.table().load().frontend(frontend.addr, Protocol::Tcp) {
+        let port_stats = entry.port.stats();
+        stats::add(&port_stats.accepted, 1);
+        stats::add(&port_stats.rejected_local_resources, 1);
+    }
+    let budget = shared.descriptors().budget();
+    descriptors::local_shortage(
+        "client reset",
+        &format_args!(
+            "descriptor budget spent: {} in use of {} (limit {}, reserve {})",
+            budget.in_use,
+            budget.allowed().unwrap_or(u64::MAX),
+            budget.limit.unwrap_or(u64::MAX),
+            budget.reserve
+        ),
+    );
+    sys::reset(client);
 }
 
 async fn serve_in_span(
@@ -82,7 +109,10 @@ async fn serve_in_span(
     peer: SocketAddr,
     generation: watch::Receiver<u64>,
     entry: Option<FrontendEntry>,
+    fds: HeldFds,
 ) {
+    // Given back on every exit path, after both sockets are closed.
+    let _fds = fds;
     let tcp = shared.tcp();
     let open = tcp.open();
     let Some(entry) = entry else {
@@ -133,7 +163,7 @@ async fn serve_in_span(
         Err(e) => {
             if let AttemptFailed::Local(_) = e.last {
                 stats::add(&port_stats.rejected_local_resources, 1);
-                local_shortage(&e);
+                descriptors::local_shortage("client reset", &e);
             } else {
                 debug!(error = %e, "resetting client");
             }
@@ -183,6 +213,7 @@ async fn serve_in_span(
         endpoint: endpoint_stats,
         conn: conn_bytes,
         spliced: tcp.spliced(),
+        descriptors: shared.descriptors(),
     };
     let engine = settings.forward_engine;
     let outcome = forward::forward(engine, client, upstream, &limits, counters, &mut drain).await;
@@ -350,18 +381,6 @@ async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
     Ok(stream)
 }
 
-/// Logs the proxy's own shortage at warn, at most once a second for the
-/// whole process: under descriptor exhaustion every connection would log.
-fn local_shortage(e: &DialFailed) {
-    static LAST: std::sync::atomic::AtomicU64 = AtomicU64::new(0);
-    let now_s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    if LAST.swap(now_s, Ordering::Relaxed) != now_s {
-        tracing::warn!(error = %e, "client reset: the proxy is short of local resources");
-    }
-}
-
 /// The time picks and ejections are judged by: tokio's clock, so tests that
 /// pause time move ejections along with every other timer.
 fn now() -> std::time::Instant {
@@ -415,7 +434,8 @@ mod tests {
             addr,
             protocol: Protocol::Tcp,
         };
-        let future = serve(plane.shared(), key, accepted, peer);
+        let fds = plane.shared().descriptors().take_fixed(2);
+        let future = serve(plane.shared(), key, accepted, peer, fds);
         let size = std::mem::size_of_val(&future);
         println!("connection future: {size} bytes");
         assert!(size <= 2048, "connection future is {size} bytes");

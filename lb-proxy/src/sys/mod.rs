@@ -26,7 +26,7 @@ pub(crate) use packet::send_ethernet_frame;
 #[cfg(target_os = "linux")]
 pub(crate) use pipe::{pipe, splice};
 pub(crate) use sockopt::{
-    bind_service_listener, bind_udp_frontend, connect_udp_flow, raise_nofile_limit, reset,
-    set_nodelay, shutdown_write,
+    bind_service_listener, bind_udp_frontend, connect_udp_flow, nofile_limit, raise_nofile_limit,
+    reset, set_nodelay, shutdown_write,
 };
 pub(crate) use udp::{try_recv_batch, try_send_batch, Outgoing, RecvBatch};

@@ -98,6 +98,13 @@ pub(crate) fn raise_nofile_limit() -> io::Result<u64> {
     Ok(soft)
 }
 
+/// The soft `RLIMIT_NOFILE` in force (read, never changed): what the data
+/// plane's descriptor budget is cut from by default. `None` when unlimited.
+pub(crate) fn nofile_limit() -> io::Result<Option<u64>> {
+    let (soft, _) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    Ok((soft != nix::sys::resource::RLIM_INFINITY).then_some(soft))
+}
+
 /// Binds a UDP frontend at `addr` with `SO_REUSEADDR` and `SO_REUSEPORT` (as
 /// TCP listeners), large buffers, and, on a wildcard address, the socket
 /// option that reports each datagram's destination address (`IP_PKTINFO` /

@@ -37,6 +37,8 @@ mod dns_logs;
 #[cfg(feature = "dns")]
 mod dns_records;
 mod examples;
+#[cfg(feature = "cli")]
+mod fault_descriptors;
 mod health_ejection;
 #[cfg(feature = "admin")]
 mod health_policy;

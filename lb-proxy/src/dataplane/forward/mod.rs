@@ -87,12 +87,14 @@ impl Clone for ConnBytes {
 
 /// Where a connection's bytes are counted: its endpoint's counters, its own,
 /// and the data plane's `splice(2)` total (which shows whether splice really
-/// carried the traffic). Borrowed from the connection task.
+/// carried the traffic); and the data plane's descriptor budget, which new
+/// splice pipes are taken from. Borrowed from the connection task.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Counters<'a> {
     pub(crate) endpoint: &'a EndpointStats,
     pub(crate) conn: &'a ConnBytes,
     pub(crate) spliced: &'a AtomicU64,
+    pub(crate) descriptors: &'a crate::dataplane::descriptors::Descriptors,
 }
 
 impl<'a> Counters<'a> {

@@ -45,6 +45,7 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use super::{Counters, Direction, Pump};
+use crate::dataplane::descriptors::{Descriptors, Held};
 use crate::sys;
 
 /// Bytes each pooled pipe is asked to hold (`F_SETPIPE_SZ`), and so the
@@ -93,33 +94,44 @@ pub fn refused() -> bool {
     REFUSED.load(Ordering::Relaxed)
 }
 
-/// One pipe: its two ends and how many bytes it holds.
+/// One pipe: its two ends, how many bytes it holds, and its two
+/// descriptors in the budget of the data plane that opened it (until it is
+/// closed, pooled or not).
 #[derive(Debug)]
 struct Pipe {
     r: OwnedFd,
     w: OwnedFd,
     cap: usize,
+    _fds: Held,
 }
 
 impl Pipe {
     /// Opens a new pipe of [`PIPE_SIZE`]: the one place the splice engine
     /// creates descriptors, so whatever may refuse one (`EMFILE`, `ENFILE`,
-    /// a descriptor budget) refuses it here, and the direction that asked
-    /// copies instead (`Flow::copying`): a refusal never costs a connection.
-    fn new() -> io::Result<Pipe> {
+    /// the data plane's descriptor budget) refuses it here, and the
+    /// direction that asked copies instead (`Flow::copying`): a refusal
+    /// never costs a connection.
+    fn new(descriptors: &Descriptors) -> io::Result<Pipe> {
+        // A pipe the budget refuses fails as if the process had run out.
+        let fds = descriptors.try_take(2).ok_or_else(Descriptors::refused)?;
         let (r, w, cap) = sys::pipe(PIPE_SIZE)?;
-        Ok(Pipe { r, w, cap })
+        Ok(Pipe {
+            r,
+            w,
+            cap,
+            _fds: fds,
+        })
     }
 }
 
 /// Lends a pipe: an idle one from the pool, else a new one.
-fn take_pipe() -> io::Result<Pipe> {
+fn take_pipe(descriptors: &Descriptors) -> io::Result<Pipe> {
     #[cfg(test)]
     fault::check()?;
     let pooled = POOL.lock().ok().and_then(|mut p| p.pop());
     let pipe = match pooled {
         Some(p) => p,
-        None => Pipe::new()?,
+        None => Pipe::new(descriptors)?,
     };
     BORROWED.fetch_add(1, Ordering::Relaxed);
     Ok(pipe)
@@ -320,6 +332,7 @@ impl Flow {
         dst: &TcpStream,
         counters: [&AtomicU64; 2],
         spliced: &AtomicU64,
+        descriptors: &Descriptors,
         active: &mut bool,
         moved: &mut bool,
         last: bool,
@@ -348,7 +361,7 @@ impl Flow {
             if self.in_pipe == 0 && !self.eof {
                 ready!(src.poll_read_ready(cx))?;
                 if self.pipe.is_none() {
-                    match take_pipe() {
+                    match take_pipe(descriptors) {
                         Ok(pipe) => self.pipe = Some(pipe),
                         Err(e) => {
                             // The pipe is empty (none is held): the bytes
@@ -486,6 +499,7 @@ impl Pump for SplicePump<'_> {
             dst,
             self.counters.of(dir),
             self.counters.spliced,
+            self.counters.descriptors,
             active,
             &mut self.moved,
             last,

@@ -19,7 +19,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -31,7 +31,8 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tracing::{debug, debug_span, trace, warn, Span};
 
 use super::flows::{FlowKey, Verdict};
-use super::table::{now, FlowIo};
+use super::table::{now, FlowIo, FlowSocket, Watch};
+use crate::dataplane::descriptors::{self, Descriptors};
 use crate::dataplane::shared::Shared;
 use crate::sys;
 
@@ -54,26 +55,18 @@ const BATCH: usize = 64;
 const RECV_SLOTS: usize = 16;
 
 /// Waits until a flow's socket has a reply to read or an error to report
-/// (ICMP port unreachable arrives as `EPOLLERR` alone, which a wait for
-/// readability never sees), then hands the flow back to its frontend task,
-/// which drains the socket and waits again; ends with `None` once the flow's
-/// resources are dropped.
+/// (the wait itself is the flow's [`Watch`]), then hands the flow back to its
+/// frontend task, which drains the socket and arms the watch again; ends
+/// with `None` once the flow's resources are dropped. It holds no strong
+/// reference to the socket, so an evicted flow's socket closes at eviction.
 struct FlowWatch {
     watched: Option<Watched>,
-    /// `UdpSocket::ready(READABLE | ERROR)` on the watched socket: tokio has
-    /// no poll form of a wait with the error interest, so the wait is boxed
-    /// (one small allocation each time the flow is watched again).
-    ready: Pin<Box<dyn Future<Output = std::io::Result<tokio::io::Ready>> + Send>>,
 }
 
 impl FlowWatch {
     fn new(watched: Watched) -> Self {
-        let socket = watched.socket.clone();
         FlowWatch {
             watched: Some(watched),
-            ready: Box::pin(
-                async move { socket.ready(Interest::READABLE | Interest::ERROR).await },
-            ),
         }
     }
 }
@@ -82,7 +75,8 @@ impl FlowWatch {
 struct Watched {
     key: FlowKey,
     endpoint: SocketAddr,
-    socket: Arc<UdpSocket>,
+    socket: Weak<FlowSocket>,
+    watch: Arc<Watch>,
     stop: Pin<Box<WaitForCancellationFutureOwned>>,
     span: Span,
 }
@@ -97,10 +91,10 @@ impl Future for FlowWatch {
         if w.stop.as_mut().poll(cx).is_ready() {
             return Poll::Ready(None);
         }
-        match self.ready.as_mut().poll(cx) {
-            Poll::Ready(Ok(_)) => Poll::Ready(self.watched.take()),
-            // The reactor is gone (the runtime stops): nothing to wait for.
-            Poll::Ready(Err(_)) => Poll::Ready(None),
+        match w.watch.poll_ready(cx) {
+            Poll::Ready(true) => Poll::Ready(self.watched.take()),
+            // The flow is gone, or the reactor is (the runtime stops).
+            Poll::Ready(false) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }
     }
@@ -136,8 +130,12 @@ pub(crate) async fn serve_frontend(
             }
             Some(ready) = watches.next(), if !watches.is_empty() => {
                 if let Some(watched) = ready {
-                    if from_endpoint(&shared, &socket, &mut batch, &watched) {
-                        watches.push(FlowWatch::new(watched));
+                    if let Some(flow_socket) = watched.socket.upgrade() {
+                        if from_endpoint(&shared, &socket, &mut batch, &watched, &flow_socket)
+                            && watched.watch.arm(&flow_socket)
+                        {
+                            watches.push(FlowWatch::new(watched));
+                        }
                     }
                 }
             }
@@ -191,7 +189,7 @@ fn from_clients(
 struct Route {
     key: FlowKey,
     endpoint: SocketAddr,
-    socket: Arc<UdpSocket>,
+    socket: Arc<FlowSocket>,
     span: Span,
     port_stats: Arc<lb_core::stats::PortStats>,
     endpoint_stats: Arc<lb_core::stats::EndpointStats>,
@@ -221,26 +219,36 @@ fn route_to_endpoint(
         };
         let flow = table.get_mut(&key)?;
         if flow.io.is_none() {
-            match sys::connect_udp_flow(endpoint) {
+            // One descriptor of the data plane's budget per flow socket, held
+            // until the socket closes.
+            let opened = match shared.descriptors().try_take(1) {
+                Some(fd) => sys::connect_udp_flow(endpoint).map(|s| FlowSocket::new(s, fd)),
+                None => Err(Descriptors::refused()),
+            };
+            match opened {
                 Ok(socket) => {
                     let socket = Arc::new(socket);
+                    let watch = Arc::new(Watch::new(&socket));
                     let stop = CancellationToken::new();
                     let span = debug_span!("flow", client = %key.client, %endpoint);
                     watches.push(FlowWatch::new(Watched {
                         key,
                         endpoint,
-                        socket: socket.clone(),
+                        socket: Arc::downgrade(&socket),
+                        watch: watch.clone(),
                         stop: Box::pin(stop.clone().cancelled_owned()),
                         span: span.clone(),
                     }));
                     flow.io = Some(FlowIo {
                         socket,
+                        watch,
                         _stop: stop.drop_guard(),
                         span,
                     });
                 }
                 Err(e) => {
                     debug!(client = %key.client, %endpoint, error = %e, "cannot open a UDP flow socket; dropping");
+                    descriptors::local_shortage("UDP datagram dropped (flow_limit)", &e);
                     table.socket_failed(&key);
                     return None;
                 }
@@ -321,21 +329,22 @@ fn from_endpoint(
     frontend: &UdpSocket,
     batch: &mut sys::RecvBatch,
     w: &Watched,
+    socket: &UdpSocket,
 ) -> bool {
     // An error readiness (ICMP port unreachable, with no reply queued): take
     // the socket's pending error (`SO_ERROR`, which also clears it) and clear
     // the readiness, or the next wait would return at once, forever. The
     // closure runs only when tokio saw the error, so replies pay nothing.
     let mut pending = None;
-    let _ = w.socket.try_io(Interest::ERROR, || {
-        pending = w.socket.take_error().ok().flatten();
+    let _ = socket.try_io(Interest::ERROR, || {
+        pending = socket.take_error().ok().flatten();
         Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
     });
     if let Some(e) = pending {
         endpoint_failed(shared, w, &e);
     }
     for _ in 0..BATCH.div_ceil(RECV_SLOTS) {
-        let more = match sys::try_recv_batch(&w.socket, batch) {
+        let more = match sys::try_recv_batch(socket, batch) {
             Ok(more) => more,
             Err(e) => {
                 endpoint_failed(shared, w, &e);

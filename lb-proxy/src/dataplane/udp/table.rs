@@ -6,29 +6,131 @@
 //! Time is tokio's clock ([`now`]), as everywhere in the data plane, so tests
 //! that pause time move flow expiry along with every other timer.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use lb_core::{ProxySettings, Snapshot};
+use tokio::io::{Interest, Ready};
 use tokio::net::UdpSocket;
 use tokio_util::sync::DropGuard;
 
 use super::flows::FlowTable;
+use crate::dataplane::descriptors::Held;
 
 /// The data plane's clock as the sans-IO table takes it.
 pub(crate) fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
+/// A flow's connected socket with its descriptor in the data plane's budget,
+/// given back when the socket closes (the last `Arc` drops).
+pub(crate) struct FlowSocket {
+    socket: UdpSocket,
+    _fd: Held,
+}
+
+impl FlowSocket {
+    pub(super) fn new(socket: UdpSocket, fd: Held) -> Self {
+        FlowSocket { socket, _fd: fd }
+    }
+}
+
+impl std::ops::Deref for FlowSocket {
+    type Target = UdpSocket;
+
+    fn deref(&self) -> &UdpSocket {
+        &self.socket
+    }
+}
+
 /// The shell's resources of one flow. Dropping them (the flow expired, was
-/// evicted or moved) cancels `_stop`, which ends the frontend task's watch on
-/// the socket and so closes it.
+/// evicted or moved) closes the flow's socket at once: the frontend task's
+/// wait on it is ended here ([`Watch::close`]), not when that task next
+/// runs, so open flow sockets never outnumber `udp_max_flows` (bar the few
+/// a batch being sent still holds). `_stop` then wakes that task's watch so
+/// it forgets the flow.
 pub(crate) struct FlowIo {
-    pub(super) socket: Arc<UdpSocket>,
+    pub(super) socket: Arc<FlowSocket>,
+    pub(super) watch: Arc<Watch>,
     pub(super) _stop: DropGuard,
     /// The flow's span (client, endpoint), entered for its events.
     pub(super) span: tracing::Span,
+}
+
+impl Drop for FlowIo {
+    fn drop(&mut self) {
+        self.watch.close();
+    }
+}
+
+/// A wait for readability or an error on a flow's socket (ICMP port
+/// unreachable arrives as `EPOLLERR` alone; tokio has no poll form of a
+/// wait with the error interest, so it is a boxed future holding the
+/// socket).
+type ReadyFuture = Pin<Box<dyn Future<Output = std::io::Result<Ready>> + Send>>;
+
+/// The frontend task's wait on one flow's socket, shared with the flow: the
+/// task polls it, and the flow ends it when it drops, which drops the wait's
+/// hold on the socket there and then, on whichever task evicted the flow.
+pub(crate) struct Watch(Mutex<WatchState>);
+
+enum WatchState {
+    /// Waiting for the socket.
+    Waiting(ReadyFuture),
+    /// The socket was ready; the task is reading it and will arm again.
+    Idle,
+    /// The flow is gone: never armed again.
+    Closed,
+}
+
+impl Watch {
+    /// A watch waiting on `socket`.
+    pub(super) fn new(socket: &Arc<FlowSocket>) -> Self {
+        Watch(Mutex::new(WatchState::Waiting(ready(socket))))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, WatchState> {
+        // Every change replaces the whole state, so a poisoned lock still
+        // holds a consistent one.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits on `socket` again after its replies were read; false when the
+    /// flow is gone meanwhile.
+    pub(super) fn arm(&self, socket: &Arc<FlowSocket>) -> bool {
+        let mut state = self.lock();
+        if matches!(*state, WatchState::Closed) {
+            return false;
+        }
+        *state = WatchState::Waiting(ready(socket));
+        true
+    }
+
+    /// `Ready(true)` once the socket has a reply or an error, `Ready(false)`
+    /// when there is nothing to wait for (the flow is gone, the runtime
+    /// stops).
+    pub(super) fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<bool> {
+        let mut state = self.lock();
+        let WatchState::Waiting(ready) = &mut *state else {
+            return Poll::Ready(false);
+        };
+        let ok = std::task::ready!(ready.as_mut().poll(cx)).is_ok();
+        *state = WatchState::Idle;
+        Poll::Ready(ok)
+    }
+
+    fn close(&self) {
+        *self.lock() = WatchState::Closed;
+    }
+}
+
+fn ready(socket: &Arc<FlowSocket>) -> ReadyFuture {
+    let socket = socket.clone();
+    Box::pin(async move { socket.ready(Interest::READABLE | Interest::ERROR).await })
 }
 
 /// Every UDP flow of the data plane.

@@ -72,6 +72,11 @@ pub trait AdminSource: Send + Sync + 'static {
     fn settings(&self) -> Option<lb_core::ProxySettings> {
         None
     }
+    /// The data plane's descriptor budget, for `/api/v1/config`; unknown by
+    /// default.
+    fn descriptors(&self) -> Option<crate::dataplane::DescriptorBudget> {
+        None
+    }
 }
 
 /// Content type of Prometheus' text format, which scrapers check.
@@ -280,6 +285,7 @@ async fn config(State(source): Source) -> Response {
         &snapshot,
         source.settings().as_ref(),
         &source.bind_errors(),
+        source.descriptors(),
     ))
 }
 

@@ -127,4 +127,8 @@ impl AdminSource for ProxyView {
     fn settings(&self) -> Option<ProxySettings> {
         Some((*self.dataplane.settings()).clone())
     }
+
+    fn descriptors(&self) -> Option<crate::dataplane::DescriptorBudget> {
+        Some(self.dataplane.descriptors())
+    }
 }

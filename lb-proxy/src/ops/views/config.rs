@@ -24,6 +24,11 @@ pub struct ConfigView {
     pub proxy: BTreeMap<String, String>,
     /// Every service with its allocations, as `/api/v1/services` shows them.
     pub services: Vec<ServiceView>,
+    /// The data plane's descriptor budget (limit, reserve, in use), so an
+    /// operator sees how close clients are to being refused as
+    /// `local_resources`; absent when the source has no data plane.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub descriptors: Option<crate::dataplane::DescriptorBudget>,
 }
 
 /// `[node]` in [`ConfigView`].
@@ -40,6 +45,7 @@ pub fn config_view(
     snapshot: &Snapshot,
     settings: Option<&lb_core::ProxySettings>,
     bind_errors: &BTreeMap<FrontendKey, String>,
+    descriptors: Option<crate::dataplane::DescriptorBudget>,
 ) -> ConfigView {
     let mut proxy = BTreeMap::new();
     if let Some(s) = settings {
@@ -89,5 +95,6 @@ pub fn config_view(
         },
         proxy,
         services: services_view(snapshot, bind_errors).items,
+        descriptors,
     }
 }
