@@ -94,6 +94,17 @@ impl Loader {
             return Err(ConfigErrors { errors: errs.list });
         }
         let host_endpoints = endpoints::resolve(&mut v.services, &v.pods, &v.endpoints);
+        // Frontends exist only once allocated, endpoints once resolved: an
+        // endpoint that is one of them would loop back into the proxy.
+        validation::check_self_loops(
+            &v.services,
+            &v.endpoints,
+            &v.settings.node.addresses,
+            &mut errs,
+        );
+        if !errs.is_empty() {
+            return Err(ConfigErrors { errors: errs.list });
+        }
         if previous != allocations || self.current.is_none() {
             if let Err(e) = self.store.save(&allocations) {
                 tracing::warn!(error = %e, "could not save allocations");
