@@ -16,12 +16,13 @@
 //! frontend's task, `tcp` serves one connection, [`forward`] moves its
 //! bytes, [`udp`] relays datagrams, `workers` are the per-core runtimes,
 //! `shared` is the state they share, [`connections`] the registry of open
-//! connections.
+//! connections, `own` tells a destination that is lb itself (a self-loop).
 
 mod accept;
 pub mod connections;
 pub mod forward;
 mod listener;
+mod own;
 mod shared;
 mod tcp;
 pub mod udp;

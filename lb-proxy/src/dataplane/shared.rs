@@ -4,16 +4,18 @@
 //! signal, the TCP connections (tasks, counts, registry) and the UDP flows.
 //! No module reaches into another's fields.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use lb_core::{ForwardEngine, ProxySettings, Snapshot, Table};
+use lb_core::{ForwardEngine, Protocol, ProxySettings, Snapshot, Table};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::dataplane::connections::Connections;
+use crate::dataplane::own::{self, LocalAddrs};
 use crate::dataplane::udp::table::Flows;
 use crate::lifecycle::Tasks;
 
@@ -26,6 +28,7 @@ pub(crate) struct Shared {
     generation: Generation,
     tcp: TcpConnections,
     udp: Flows,
+    local_addrs: LocalAddrs,
 }
 
 impl Shared {
@@ -38,6 +41,7 @@ impl Shared {
             settings: SettingsCell(ArcSwap::from_pointee(settings)),
             generation: Generation(watch::Sender::new(0)),
             tcp: TcpConnections::new(connections),
+            local_addrs: LocalAddrs::default(),
         }
     }
 
@@ -64,6 +68,14 @@ impl Shared {
     /// Every UDP flow (all UDP services share the `udp_max_flows` bound).
     pub(crate) fn udp(&self) -> &Flows {
         &self.udp
+    }
+
+    /// Whether a dial or a flow to `addr` over `protocol` would reach one of
+    /// this proxy's own frontends (as of the published table): it must not
+    /// be made, or one client connection multiplies until every descriptor
+    /// is used.
+    pub(crate) fn is_own_frontend(&self, addr: SocketAddr, protocol: Protocol) -> bool {
+        own::is_own_frontend(&self.table.load(), &self.local_addrs, addr, protocol)
     }
 
     /// Publishes `snapshot`: swaps the table, tells open connections, and

@@ -32,6 +32,7 @@ use tracing::{debug, debug_span, info, Instrument};
 
 use crate::dataplane::connections::OpenConnection;
 use crate::dataplane::forward::{self, Counters, Drain, Limits};
+use crate::dataplane::own::once_a_second;
 use crate::dataplane::shared::Shared;
 use crate::sys;
 
@@ -122,7 +123,7 @@ async fn serve_in_span(
     }
 
     let dialed = tokio::select! {
-        r = dial(&entry, pick.index, peer.ip(), &settings) => r,
+        r = dial(&shared, &entry, pick.index, peer.ip(), &settings) => r,
         () = tcp.kill().cancelled() => {
             sys::reset(client);
             return;
@@ -131,11 +132,16 @@ async fn serve_in_span(
     let (upstream, index) = match dialed {
         Ok(ok) => ok,
         Err(e) => {
-            if let AttemptFailed::Local(_) = e.last {
-                stats::add(&port_stats.rejected_local_resources, 1);
-                local_shortage(&e);
-            } else {
-                debug!(error = %e, "resetting client");
+            match e.last {
+                AttemptFailed::Local(_) => {
+                    stats::add(&port_stats.rejected_local_resources, 1);
+                    local_shortage(&e);
+                }
+                AttemptFailed::SelfLoop(_) => {
+                    stats::add(&port_stats.rejected_self_loop, 1);
+                    self_loop(&e);
+                }
+                AttemptFailed::Endpoint(_) => debug!(error = %e, "resetting client"),
             }
             sys::reset(client);
             return;
@@ -201,8 +207,11 @@ async fn serve_in_span(
 /// attempt per entry of `connect_timeouts`. Only failures that are the
 /// endpoint's count against it (`connect_errors`, outlier ejection); when
 /// the proxy itself is short of a resource the remaining attempts would
-/// fail alike, so the dial gives up at once.
+/// fail alike, so the dial gives up at once. An endpoint that is one of the
+/// proxy's own frontends is never dialed: its attempt fails at once, blamed
+/// on no one, and the failover goes on.
 async fn dial(
+    shared: &Shared,
     entry: &FrontendEntry,
     first: usize,
     client: IpAddr,
@@ -222,21 +231,25 @@ async fn dial(
         let endpoint = entry.port.endpoint(index);
         attempts += 1;
         let dial_start = Instant::now();
-        let failed = match tokio::time::timeout(*timeout, connect(endpoint.addr)).await {
-            Ok(Ok(stream)) => {
-                endpoint.stats.connect_duration.record(dial_start.elapsed());
-                endpoint.health.record_success();
-                return Ok((stream, index));
+        let failed = if shared.is_own_frontend(endpoint.addr, Protocol::Tcp) {
+            AttemptFailed::SelfLoop(endpoint.addr)
+        } else {
+            match tokio::time::timeout(*timeout, connect(endpoint.addr)).await {
+                Ok(Ok(stream)) => {
+                    endpoint.stats.connect_duration.record(dial_start.elapsed());
+                    endpoint.health.record_success();
+                    return Ok((stream, index));
+                }
+                Ok(Err(e)) => AttemptFailed::classify(e),
+                Err(_) => AttemptFailed::Endpoint(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("connect timed out after {timeout:?}"),
+                )),
             }
-            Ok(Err(e)) => AttemptFailed::classify(e),
-            Err(_) => AttemptFailed::Endpoint(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("connect timed out after {timeout:?}"),
-            )),
         };
         debug!(endpoint = %endpoint.addr, attempt = n + 1, error = %failed, "dial failed");
         let local = matches!(failed, AttemptFailed::Local(_));
-        if !local {
+        if let AttemptFailed::Endpoint(_) = failed {
             stats::add(&endpoint.stats.connect_errors, 1);
             if let Some(length) = endpoint.health.record_failure(
                 now(),
@@ -279,6 +292,12 @@ enum AttemptFailed {
     /// counted as `rejected{reason="local_resources"}`.
     #[error("local resources: {0}")]
     Local(io::Error),
+    /// The endpoint is one of this proxy's own frontends: not dialed (the
+    /// connection would come back to lb, which would dial again, until
+    /// every descriptor is used), not blamed on the endpoint, and counted
+    /// as `rejected{reason="self_loop"}` when it was the last one tried.
+    #[error("{0} is one of this proxy's own frontends; not dialed, it would loop back into lb")]
+    SelfLoop(SocketAddr),
 }
 
 impl AttemptFailed {
@@ -351,12 +370,19 @@ async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
 /// Logs the proxy's own shortage at warn, at most once a second for the
 /// whole process: under descriptor exhaustion every connection would log.
 fn local_shortage(e: &DialFailed) {
-    static LAST: std::sync::atomic::AtomicU64 = AtomicU64::new(0);
-    let now_s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    if LAST.swap(now_s, Ordering::Relaxed) != now_s {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    if once_a_second(&LAST) {
         tracing::warn!(error = %e, "client reset: the proxy is short of local resources");
+    }
+}
+
+/// Logs a client reset because every endpoint left was lb itself, at warn
+/// (a config mistake the operator must fix), at most once a second for the
+/// whole process: every client of that service would log.
+fn self_loop(e: &DialFailed) {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    if once_a_second(&LAST) {
+        tracing::warn!(error = %e, "client reset: the endpoint is this proxy's own frontend (self-loop)");
     }
 }
 
