@@ -187,6 +187,10 @@ ports = [{ name = "http", port = 80 }]
         "{:?}",
         config.warnings
     );
-    let looped = config.services.iter().find(|s| s.key.name == "loop").unwrap();
+    let looped = config
+        .services
+        .iter()
+        .find(|s| s.key.name == "loop")
+        .unwrap();
     assert!(looped.ports[0].endpoints.is_empty());
 }

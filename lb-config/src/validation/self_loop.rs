@@ -106,9 +106,7 @@ impl<'a> Frontends<'a> {
         if !ip.is_loopback() {
             return None;
         }
-        let (service, node_address) =
-            self.wildcard
-                .get(&(addr.port(), protocol, ip.is_ipv6()))?;
+        let (service, node_address) = self.wildcard.get(&(addr.port(), protocol, ip.is_ipv6()))?;
         Some(format!(
             "must not be a frontend of this proxy: it reaches the node port {} of {service} (node address {node_address} listens on every local address), so connections to it would loop back into lb",
             SocketAddr::new(*node_address, addr.port())

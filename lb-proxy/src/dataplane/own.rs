@@ -135,9 +135,8 @@ mod tests {
 
     /// `web` on cluster IP 127.0.91.1:80 and node port 30080 on `node`.
     fn snapshot(node: &str) -> Snapshot {
-        let mut port = PortSpec::tcp("http", 80).with_endpoint(EndpointSpec::new(sa(
-            "127.0.91.9:8080",
-        )));
+        let mut port =
+            PortSpec::tcp("http", 80).with_endpoint(EndpointSpec::new(sa("127.0.91.9:8080")));
         port.node_port = Some(30080);
         let mut web = ServiceSpec::cluster_ip("default", "web", "127.0.91.1".parse().unwrap())
             .with_port(port);

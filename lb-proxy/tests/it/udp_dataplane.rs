@@ -333,14 +333,15 @@ async fn datagrams_are_dropped_silently_without_endpoints_and_served_once_one_is
 async fn a_datagram_whose_endpoint_is_the_proxys_own_frontend_is_dropped_and_counted(mode: Mode) {
     let vip = vip();
     let plane = mode
-        .start(ProxySettings::default(), vec![udp_service("dns", vip, &[vip])])
+        .start(
+            ProxySettings::default(),
+            vec![udp_service("dns", vip, &[vip])],
+        )
         .await;
     let c = udp_client("127.0.0.1").await;
-    assert!(
-        udp_ask_within(&c, vip, b"me?", Duration::from_millis(300))
-            .await
-            .is_none()
-    );
+    assert!(udp_ask_within(&c, vip, b"me?", Duration::from_millis(300))
+        .await
+        .is_none());
     let stats = udp_stats(&plane, vip);
     assert_eq!(read(&stats.udp_dropped_self_loop), 1);
     assert_eq!(read(&stats.udp_forwarded), 0);
