@@ -109,6 +109,17 @@ impl Loader {
             return Err(ConfigErrors { errors: errs.list });
         }
         let host_endpoints = endpoints::resolve(&mut v.services, &v.pods, &v.endpoints);
+        // Frontends exist only once allocated, endpoints once resolved: an
+        // endpoint that is one of them would loop back into the proxy.
+        validation::check_self_loops(
+            &v.services,
+            &v.endpoints,
+            &v.settings.node.addresses,
+            &mut errs,
+        );
+        if !errs.is_empty() {
+            return Err(ConfigErrors { errors: errs.list });
+        }
         // A save that failed is tried again on every load until one succeeds.
         if previous != allocations || self.current.is_none() || self.health.error.is_some() {
             match self.store.save(&allocations) {

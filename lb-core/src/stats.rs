@@ -125,6 +125,9 @@ pub struct PortStats {
     /// UDP datagrams the endpoint could not be sent (send error, ICMP
     /// unreachable reported on the flow's socket).
     pub udp_dropped_send_error: AtomicU64,
+    /// UDP datagrams dropped because the endpoint picked for a new flow was
+    /// one of this proxy's own frontends (no flow to lb itself is made).
+    pub udp_dropped_self_loop: AtomicU64,
     /// UDP flows evicted (idle longest first) to make room under `udp_max_flows`.
     pub udp_evicted: AtomicU64,
 }

@@ -7,12 +7,14 @@ mod fields;
 mod ip_pools;
 mod names;
 mod objects;
+mod self_loop;
 mod service;
 mod settings;
 
 use std::collections::HashSet;
 
 pub(crate) use objects::{Endpoints, Pod};
+pub(crate) use self_loop::check as check_self_loops;
 pub(crate) use service::{IpRequest, ServiceDraft};
 pub(crate) use settings::Settings;
 

@@ -55,6 +55,9 @@ pub(crate) struct Subset {
 /// One endpoint address.
 #[derive(Debug, Clone)]
 pub(crate) struct Address {
+    /// Its position in the file's list (`addresses[INDEX]`), which host-name
+    /// entries share: errors found after validation name it by this.
+    pub(crate) index: usize,
     pub(crate) ip: IpAddr,
     pub(crate) hostname: Option<String>,
     pub(crate) node_name: Option<String>,
@@ -449,6 +452,7 @@ fn addresses_of(
         }
         if let Some(ip) = addr {
             out.push(Address {
+                index: j,
                 ip,
                 hostname: a.hostname.clone(),
                 node_name: a.node_name.clone(),

@@ -82,65 +82,97 @@ impl FrontendEntry {
     }
 }
 
+impl FrontendKind {
+    /// How users call this kind of address (`lb-proxy check`'s self-loop
+    /// error names the frontend an endpoint would loop to).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FrontendKind::ClusterIp => "cluster IP",
+            FrontendKind::NodePort => "node port",
+            FrontendKind::ExternalIp => "external IP",
+            FrontendKind::LoadBalancer => "LoadBalancer address",
+        }
+    }
+}
+
+impl ServiceSpec {
+    /// Calls `f` with every frontend of this service on a node whose node
+    /// ports listen on `node_addresses`: the port's index in `ports`, the
+    /// address and protocol, and the kind. The one definition of which
+    /// addresses a service listens on, shared by the snapshot and by
+    /// validation (which refuses an endpoint that is one of them: a dial
+    /// there would loop back into the proxy).
+    pub fn for_each_frontend(
+        &self,
+        node_addresses: &[IpAddr],
+        mut f: impl FnMut(usize, FrontendKey, FrontendKind),
+    ) {
+        if self.service_type == ServiceType::ExternalName {
+            return;
+        }
+        for (i, port) in self.ports.iter().enumerate() {
+            let mut add = |ip: IpAddr, number: u16, kind: FrontendKind| {
+                let key = FrontendKey {
+                    addr: SocketAddr::new(ip, number),
+                    protocol: port.protocol,
+                };
+                f(i, key, kind);
+            };
+            if let Some(ip) = self.cluster_ip.ip() {
+                add(ip, port.port, FrontendKind::ClusterIp);
+                for ip in &self.external_ips {
+                    add(*ip, port.port, FrontendKind::ExternalIp);
+                }
+                for ip in &self.load_balancer_ips {
+                    add(*ip, port.port, FrontendKind::LoadBalancer);
+                }
+            }
+            if self.service_type.has_node_ports() {
+                if let Some(node_port) = port.node_port {
+                    for ip in node_addresses {
+                        add(*ip, node_port, FrontendKind::NodePort);
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl Snapshot {
     /// Adds the frontends of `spec` (whose ports, in spec order, are `ports`)
     /// on this snapshot's node. An address already taken keeps its route: the
     /// service that sorts first by namespace/name wins a collision (validation
     /// should prevent one).
     pub(super) fn add_frontends(&mut self, spec: &ServiceSpec, ports: &[Arc<ServicePort>]) {
-        if spec.service_type == ServiceType::ExternalName {
-            return;
-        }
         let internal_local = spec.internal_traffic_policy == TrafficPolicy::Local;
         let external_local = spec.external_traffic_policy == TrafficPolicy::Local;
         let ranges: Option<Arc<[ipnet::IpNet]>> = (spec.service_type == ServiceType::LoadBalancer
             && !spec.load_balancer_source_ranges.is_empty())
         .then(|| spec.load_balancer_source_ranges.clone().into());
-        for (port_spec, port) in spec.ports.iter().zip(ports) {
-            let mut add = |ip: IpAddr, number: u16, kind: FrontendKind, local: bool| {
-                let key = FrontendKey {
-                    addr: SocketAddr::new(ip, number),
-                    protocol: port_spec.protocol,
-                };
-                let source_ranges = if kind == FrontendKind::LoadBalancer {
-                    ranges.clone()
-                } else {
-                    None
-                };
-                self.frontends.entry(key).or_insert_with(|| FrontendEntry {
-                    port: port.clone(),
-                    kind,
-                    local,
-                    source_ranges,
-                });
+        // Borrowed out of `self` for the call (no copy per service), put back
+        // after it.
+        let node_addresses = std::mem::take(&mut self.node.addresses);
+        spec.for_each_frontend(&node_addresses, |i, key, kind| {
+            let Some(port) = ports.get(i) else {
+                return;
             };
-            if let Some(ip) = spec.cluster_ip.ip() {
-                add(ip, port_spec.port, FrontendKind::ClusterIp, internal_local);
-                for ip in &spec.external_ips {
-                    add(
-                        *ip,
-                        port_spec.port,
-                        FrontendKind::ExternalIp,
-                        external_local,
-                    );
-                }
-                for ip in &spec.load_balancer_ips {
-                    add(
-                        *ip,
-                        port_spec.port,
-                        FrontendKind::LoadBalancer,
-                        external_local,
-                    );
-                }
-            }
-            if spec.service_type.has_node_ports() {
-                if let Some(node_port) = port_spec.node_port {
-                    for ip in self.node.addresses.clone() {
-                        add(ip, node_port, FrontendKind::NodePort, external_local);
-                    }
-                }
-            }
-        }
+            let local = match kind {
+                FrontendKind::ClusterIp => internal_local,
+                _ => external_local,
+            };
+            let source_ranges = if kind == FrontendKind::LoadBalancer {
+                ranges.clone()
+            } else {
+                None
+            };
+            self.frontends.entry(key).or_insert_with(|| FrontendEntry {
+                port: port.clone(),
+                kind,
+                local,
+                source_ranges,
+            });
+        });
+        self.node.addresses = node_addresses;
     }
 }
 

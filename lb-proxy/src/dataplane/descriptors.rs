@@ -164,10 +164,7 @@ impl Drop for Held {
 /// every new flow would log. `what` says what was refused.
 pub(crate) fn local_shortage(what: &str, error: &dyn fmt::Display) {
     static LAST: AtomicU64 = AtomicU64::new(0);
-    let now_s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    if LAST.swap(now_s, Ordering::Relaxed) != now_s {
+    if crate::dataplane::throttle::once_a_second(&LAST) {
         tracing::warn!(error = %error, "{what}: the proxy is short of local resources");
     }
 }

@@ -16,15 +16,19 @@
 //! frontend's task, `tcp` serves one connection, [`forward`] moves its
 //! bytes, [`udp`] relays datagrams, `workers` are the per-core runtimes,
 //! `shared` is the state they share, [`connections`] the registry of open
-//! connections, [`descriptors`] the budget of file descriptors they hold.
+//! connections, [`descriptors`] the budget of file descriptors they hold,
+//! `own` tells a destination that is lb itself (a self-loop), `throttle`
+//! keeps warnings that come with every connection to one a second.
 
 mod accept;
 pub mod connections;
 pub mod descriptors;
 pub mod forward;
 mod listener;
+mod own;
 mod shared;
 mod tcp;
+mod throttle;
 pub mod udp;
 mod workers;
 

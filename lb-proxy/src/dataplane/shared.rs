@@ -4,17 +4,19 @@
 //! signal, the TCP connections (tasks, counts, registry), the UDP flows and
 //! the descriptor budget. No module reaches into another's fields.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use lb_core::{ForwardEngine, ProxySettings, Snapshot, Table};
+use lb_core::{ForwardEngine, Protocol, ProxySettings, Snapshot, Table};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::dataplane::connections::Connections;
 use crate::dataplane::descriptors::Descriptors;
+use crate::dataplane::own::{self, LocalAddrs};
 use crate::dataplane::udp::table::Flows;
 use crate::lifecycle::Tasks;
 
@@ -28,6 +30,7 @@ pub(crate) struct Shared {
     tcp: TcpConnections,
     udp: Flows,
     descriptors: Descriptors,
+    local_addrs: LocalAddrs,
 }
 
 impl Shared {
@@ -47,6 +50,7 @@ impl Shared {
             settings: SettingsCell(ArcSwap::from_pointee(settings)),
             generation: Generation(watch::Sender::new(0)),
             tcp: TcpConnections::new(connections),
+            local_addrs: LocalAddrs::default(),
         }
     }
 
@@ -79,6 +83,14 @@ impl Shared {
     /// pipe and listener is taken from.
     pub(crate) fn descriptors(&self) -> &Descriptors {
         &self.descriptors
+    }
+
+    /// Whether a dial or a flow to `addr` over `protocol` would reach one of
+    /// this proxy's own frontends (as of the published table): it must not
+    /// be made, or one client connection multiplies until every descriptor
+    /// is used.
+    pub(crate) fn is_own_frontend(&self, addr: SocketAddr, protocol: Protocol) -> bool {
+        own::is_own_frontend(&self.table.load(), &self.local_addrs, addr, protocol)
     }
 
     /// Publishes `snapshot`: swaps the table, tells open connections, and

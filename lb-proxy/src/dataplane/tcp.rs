@@ -34,6 +34,7 @@ use crate::dataplane::connections::OpenConnection;
 use crate::dataplane::descriptors::{self, Held as HeldFds};
 use crate::dataplane::forward::{self, Counters, Drain, Limits};
 use crate::dataplane::shared::Shared;
+use crate::dataplane::throttle::once_a_second;
 use crate::sys;
 
 /// Decrements a counter when dropped, so every exit path gives back what an
@@ -152,7 +153,7 @@ async fn serve_in_span(
     }
 
     let dialed = tokio::select! {
-        r = dial(&entry, pick.index, peer.ip(), &settings) => r,
+        r = dial(&shared, &entry, pick.index, peer.ip(), &settings) => r,
         () = tcp.kill().cancelled() => {
             sys::reset(client);
             return;
@@ -161,11 +162,16 @@ async fn serve_in_span(
     let (upstream, index) = match dialed {
         Ok(ok) => ok,
         Err(e) => {
-            if let AttemptFailed::Local(_) = e.last {
-                stats::add(&port_stats.rejected_local_resources, 1);
-                descriptors::local_shortage("client reset", &e);
-            } else {
-                debug!(error = %e, "resetting client");
+            match e.last {
+                AttemptFailed::Local(_) => {
+                    stats::add(&port_stats.rejected_local_resources, 1);
+                    descriptors::local_shortage("client reset", &e);
+                }
+                AttemptFailed::SelfLoop(_) => {
+                    stats::add(&port_stats.rejected_self_loop, 1);
+                    self_loop(&e);
+                }
+                AttemptFailed::Endpoint(_) => debug!(error = %e, "resetting client"),
             }
             sys::reset(client);
             return;
@@ -234,8 +240,11 @@ async fn serve_in_span(
 /// attempt per entry of `connect_timeouts`. Only failures that are the
 /// endpoint's count against it (`connect_errors`, outlier ejection); when
 /// the proxy itself is short of a resource the remaining attempts would
-/// fail alike, so the dial gives up at once.
+/// fail alike, so the dial gives up at once. An endpoint that is one of the
+/// proxy's own frontends is never dialed: its attempt fails at once, blamed
+/// on no one, and the failover goes on.
 async fn dial(
+    shared: &Shared,
     entry: &FrontendEntry,
     first: usize,
     client: IpAddr,
@@ -250,46 +259,57 @@ async fn dial(
     };
     let mut index = first;
     let mut attempts = 0;
+    // An endpoint that is lb itself is never dialed, so skipping it costs no
+    // entry of `connect_timeouts`; skips are bounded by the endpoint count.
+    let mut skips = entry.port.endpoints().len();
     let mut last = AttemptFailed::Endpoint(io::Error::other("no dial attempted"));
-    for (n, timeout) in timeouts.iter().enumerate() {
+    while let Some(timeout) = timeouts.get(attempts) {
         let endpoint = entry.port.endpoint(index);
-        attempts += 1;
-        let dial_start = Instant::now();
-        let failed = match tokio::time::timeout(*timeout, connect(endpoint.addr)).await {
-            Ok(Ok(stream)) => {
-                endpoint.stats.connect_duration.record(dial_start.elapsed());
-                endpoint.health.record_success();
-                return Ok((stream, index));
+        let failed = if shared.is_own_frontend(endpoint.addr, Protocol::Tcp) {
+            skips = skips.saturating_sub(1);
+            AttemptFailed::SelfLoop(endpoint.addr)
+        } else {
+            attempts += 1;
+            let dial_start = Instant::now();
+            match tokio::time::timeout(*timeout, connect(endpoint.addr)).await {
+                Ok(Ok(stream)) => {
+                    endpoint.stats.connect_duration.record(dial_start.elapsed());
+                    endpoint.health.record_success();
+                    return Ok((stream, index));
+                }
+                Ok(Err(e)) => AttemptFailed::classify(e),
+                Err(_) => AttemptFailed::Endpoint(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("connect timed out after {timeout:?}"),
+                )),
             }
-            Ok(Err(e)) => AttemptFailed::classify(e),
-            Err(_) => AttemptFailed::Endpoint(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("connect timed out after {timeout:?}"),
-            )),
         };
-        debug!(endpoint = %endpoint.addr, attempt = n + 1, error = %failed, "dial failed");
-        let local = matches!(failed, AttemptFailed::Local(_));
-        if !local {
-            stats::add(&endpoint.stats.connect_errors, 1);
-            if let Some(length) = endpoint.health.record_failure(
-                now(),
-                std::time::SystemTime::now(),
-                settings.outlier_consecutive_failures,
-                settings.outlier_base_ejection,
-            ) {
-                info!(service = %entry.port.key(), endpoint = %endpoint.addr,
-                    ejection = ?length, "endpoint ejected after consecutive dial failures");
+        debug!(endpoint = %endpoint.addr, attempts, error = %failed, "dial failed");
+        let more = match &failed {
+            AttemptFailed::Endpoint(_) => {
+                stats::add(&endpoint.stats.connect_errors, 1);
+                if let Some(length) = endpoint.health.record_failure(
+                    now(),
+                    std::time::SystemTime::now(),
+                    settings.outlier_consecutive_failures,
+                    settings.outlier_base_ejection,
+                ) {
+                    info!(service = %entry.port.key(), endpoint = %endpoint.addr,
+                        ejection = ?length, "endpoint ejected after consecutive dial failures");
+                }
+                attempts < timeouts.len()
             }
-        }
+            AttemptFailed::SelfLoop(_) => skips > 0,
+            // The proxy is short of something: every other dial would fail alike.
+            AttemptFailed::Local(_) => false,
+        };
         last = failed;
-        if local {
+        if !more {
             break;
         }
-        if n + 1 < timeouts.len() {
-            match entry.failover(index, client, now()) {
-                Some(next) => index = next,
-                None => break,
-            }
+        match entry.failover(index, client, now()) {
+            Some(next) => index = next,
+            None => break,
         }
     }
     Err(DialFailed {
@@ -312,6 +332,12 @@ enum AttemptFailed {
     /// counted as `rejected{reason="local_resources"}`.
     #[error("local resources: {0}")]
     Local(io::Error),
+    /// The endpoint is one of this proxy's own frontends: not dialed (the
+    /// connection would come back to lb, which would dial again, until
+    /// every descriptor is used), not blamed on the endpoint, and counted
+    /// as `rejected{reason="self_loop"}` when it was the last one tried.
+    #[error("{0} is one of this proxy's own frontends; not dialed, it would loop back into lb")]
+    SelfLoop(SocketAddr),
 }
 
 impl AttemptFailed {
@@ -379,6 +405,16 @@ async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
             .unwrap_or_else(|| io::ErrorKind::ConnectionRefused.into()));
     }
     Ok(stream)
+}
+
+/// Logs a client reset because every endpoint left was lb itself, at warn
+/// (a config mistake the operator must fix), at most once a second for the
+/// whole process: every client of that service would log.
+fn self_loop(e: &DialFailed) {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    if once_a_second(&LAST) {
+        tracing::warn!(error = %e, "client reset: the endpoint is this proxy's own frontend (self-loop)");
+    }
 }
 
 /// The time picks and ejections are judged by: tokio's clock, so tests that

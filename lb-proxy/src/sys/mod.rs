@@ -10,10 +10,13 @@
 //! - [`udp`]: batched datagram I/O (`recvmmsg(2)`/`sendmmsg(2)`) with the
 //!   `IP_PKTINFO`/`IPV6_PKTINFO` control messages. Direct calls: the hot UDP
 //!   path, where `nix` would cost (the file says why).
+//! - [`ifaddrs`]: this host's own addresses (`getifaddrs(3)`, through
+//!   `nix`), for the self-loop check of wildcard-bound frontends.
 //! - [`pipe`]: pipes and `splice(2)` for the splice engine, through `nix`.
 //! - [`packet`]: one raw Ethernet frame out of an `AF_PACKET` socket (the
 //!   gratuitous ARP of interface mode).
 
+mod ifaddrs;
 #[cfg(feature = "vip")]
 mod packet;
 #[cfg(target_os = "linux")]
@@ -21,6 +24,7 @@ mod pipe;
 mod sockopt;
 mod udp;
 
+pub(crate) use ifaddrs::local_addresses;
 #[cfg(feature = "vip")]
 pub(crate) use packet::send_ethernet_frame;
 #[cfg(target_os = "linux")]

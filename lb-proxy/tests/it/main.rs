@@ -62,6 +62,8 @@ mod obs_metrics;
 mod obs_systemd;
 mod perf_engines;
 #[cfg(feature = "cli")]
+mod self_loop;
+#[cfg(feature = "cli")]
 mod source_etcd;
 #[cfg(feature = "cli")]
 mod source_etcd_fleet;

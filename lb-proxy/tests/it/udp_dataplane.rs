@@ -327,6 +327,28 @@ async fn datagrams_are_dropped_silently_without_endpoints_and_served_once_one_is
     plane.shutdown().await;
 }
 
+/// An endpoint that is the service's own frontend would send every datagram
+/// back into lb, which would open a flow for it and send it on again: no
+/// flow is made, the datagram is dropped and counted as a self-loop.
+async fn a_datagram_whose_endpoint_is_the_proxys_own_frontend_is_dropped_and_counted(mode: Mode) {
+    let vip = vip();
+    let plane = mode
+        .start(
+            ProxySettings::default(),
+            vec![udp_service("dns", vip, &[vip])],
+        )
+        .await;
+    let c = udp_client("127.0.0.1").await;
+    assert!(udp_ask_within(&c, vip, b"me?", Duration::from_millis(300))
+        .await
+        .is_none());
+    let stats = udp_stats(&plane, vip);
+    assert_eq!(read(&stats.udp_dropped_self_loop), 1);
+    assert_eq!(read(&stats.udp_forwarded), 0);
+    assert_eq!(plane.udp_flows(), 0);
+    plane.shutdown().await;
+}
+
 async fn flows_move_when_their_endpoint_is_removed(mode: Mode) {
     let a = udp_backend("127.0.60.9", "a");
     let b = udp_backend("127.0.60.10", "b");
@@ -553,6 +575,7 @@ in_both_placements! {
     tcp_and_udp_share_one_port_number,
     large_datagrams_pass_untruncated,
     datagrams_are_dropped_silently_without_endpoints_and_served_once_one_is_back,
+    a_datagram_whose_endpoint_is_the_proxys_own_frontend_is_dropped_and_counted,
     flows_move_when_their_endpoint_is_removed,
     an_unreachable_endpoint_is_counted_and_the_flow_fails_over,
     an_endpoint_that_stops_answering_costs_one_datagram,

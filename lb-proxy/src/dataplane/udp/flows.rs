@@ -442,6 +442,17 @@ impl<T> FlowTable<T> {
         }
     }
 
+    /// The endpoint of flow `key` (new or re-pointed) is one of this proxy's
+    /// own frontends: the datagram is dropped and counted, the flow
+    /// forgotten before any socket is opened, so datagrams never loop
+    /// through lb. The client's next datagram makes a new flow with the next
+    /// pick.
+    pub fn self_loop(&mut self, key: &FlowKey) {
+        if let Some(flow) = self.remove(key) {
+            stats::add(&flow.gauge.port.udp_dropped_self_loop, 1);
+        }
+    }
+
     /// The shell could not open a socket for flow `key` (out of descriptors or
     /// ports): the datagram is dropped and counted, the flow forgotten.
     pub fn socket_failed(&mut self, key: &FlowKey) {

@@ -24,7 +24,7 @@ use std::task::{Context, Poll};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use lb_core::stats;
-use lb_core::FrontendKey;
+use lb_core::{FrontendKey, Protocol};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
@@ -34,6 +34,7 @@ use super::flows::{FlowKey, Verdict};
 use super::table::{now, FlowIo, FlowSocket, Watch};
 use crate::dataplane::descriptors::{self, Descriptors};
 use crate::dataplane::shared::Shared;
+use crate::dataplane::throttle::once_a_second;
 use crate::sys;
 
 /// Largest UDP payload over IPv4 (65,535 − 8 UDP − 20 IP header bytes). The
@@ -217,6 +218,11 @@ fn route_to_endpoint(
                 return None;
             }
         };
+        if table.get(&key)?.io.is_none() && shared.is_own_frontend(endpoint, Protocol::Udp) {
+            table.self_loop(&key);
+            self_loop(key, endpoint);
+            return None;
+        }
         let flow = table.get_mut(&key)?;
         if flow.io.is_none() {
             // One descriptor of the data plane's budget per flow socket, held
@@ -265,6 +271,16 @@ fn route_to_endpoint(
             port_stats,
             endpoint_stats,
         })
+    }
+}
+
+/// Logs a datagram dropped because its flow's endpoint is lb itself, at
+/// warn (a config mistake), at most once a second for the whole process.
+fn self_loop(key: FlowKey, endpoint: SocketAddr) {
+    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    if once_a_second(&LAST) {
+        warn!(client = %key.client, frontend = %key.frontend, %endpoint,
+            "UDP datagram dropped: the endpoint is this proxy's own frontend (self-loop)");
     }
 }
 

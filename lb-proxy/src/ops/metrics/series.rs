@@ -71,8 +71,8 @@ struct TcpSeries {
 struct UdpSeries {
     sessions: Gauge,
     /// forwarded, replied, then dropped by no_endpoints, source_range,
-    /// flow_limit, send_error.
-    datagrams: [Counter; 6],
+    /// flow_limit, send_error, self_loop.
+    datagrams: [Counter; 7],
     evicted: Counter,
 }
 
@@ -209,6 +209,7 @@ impl State {
                     &st.rejected_source_range,
                     &st.udp_dropped_flow_limit,
                     &st.udp_dropped_send_error,
+                    &st.udp_dropped_self_loop,
                 ];
                 for (c, v) in u.datagrams.iter().zip(datagrams) {
                     c.absolute(read(v));
@@ -308,6 +309,7 @@ impl PortSeries {
                 ("dropped", Some("source_range")),
                 ("dropped", Some("flow_limit")),
                 ("dropped", Some("send_error")),
+                ("dropped", Some("self_loop")),
             ]
             .map(|(result, reason)| {
                 let mut l = labels.clone();
