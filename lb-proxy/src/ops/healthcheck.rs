@@ -13,6 +13,14 @@
 //! an error (logged and retried every second), never a silent second
 //! listener. Each answer reads the table of that moment. Every listener is
 //! a child [`Tasks`] of the health checks', its connections tasks of it.
+//!
+//! The ports face the network, so their connections are bounded like the
+//! admin API's: a request head within [`HEADER_READ_TIMEOUT`], one answer
+//! per connection, and at most [`MAX_CONNECTIONS`] connections at once for
+//! all the ports together (more are closed at the accept). They do not
+//! check `Host`: load balancers probe them by node IP or by any name they
+//! were given, and the answer (a count of local endpoints) is no secret a
+//! rebinding page could want.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -32,13 +40,26 @@ use tracing::{info, warn};
 use crate::control::follow::{follow, Follower, Reconciled};
 use crate::dataplane::DataPlane;
 use crate::lifecycle::Tasks;
-use crate::ops::http::{self, ConnectionOptions};
+use crate::ops::http::{self, ConnectionOptions, ConnectionSlots};
+
+/// How long a prober has to send its request head: half the admin API's
+/// 10 s, as load balancers send a whole request at once and give up on an
+/// answer within a few seconds.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The most connections all health-check ports hold at once (as the admin
+/// API's [`crate::ops::admin::MAX_CONNECTIONS`]): a probe holds one for
+/// milliseconds, so only a flood reaches it, and the flood then costs
+/// descriptors up to this bound and not beyond.
+pub const MAX_CONNECTIONS: usize = 256;
 
 /// One answer per connection, closed after it (as kube-proxy's answers were
-/// read before: to the end of the stream), and a request head within 5 s.
+/// read before: to the end of the stream), and a request head within
+/// [`HEADER_READ_TIMEOUT`]; the idle clock only covers the answer's flush.
 const CONNECTIONS: ConnectionOptions = ConnectionOptions {
     keep_alive: false,
-    header_timeout: Duration::from_secs(5),
+    header_timeout: HEADER_READ_TIMEOUT,
+    idle_timeout: crate::ops::admin::IDLE_TIMEOUT,
 };
 
 /// The running health-check node ports. [`HealthChecks::stop`] closes them
@@ -54,9 +75,22 @@ impl HealthChecks {
     /// Serves the health-check node ports of `dataplane`'s table, following
     /// every snapshot it publishes, with every task spawned on `tasks`.
     pub fn start(dataplane: &DataPlane, tasks: Tasks) -> HealthChecks {
+        HealthChecks::start_with(dataplane, tasks, CONNECTIONS, MAX_CONNECTIONS)
+    }
+
+    /// [`HealthChecks::start`] with other connection bounds (tests, which
+    /// cannot wait the real ones out).
+    fn start_with(
+        dataplane: &DataPlane,
+        tasks: Tasks,
+        options: ConnectionOptions,
+        max_connections: usize,
+    ) -> HealthChecks {
         let mut listeners = Listeners {
             table: dataplane.table(),
             tasks: tasks.clone(),
+            options,
+            slots: ConnectionSlots::new(max_connections),
             bound: BTreeMap::new(),
             failing: BTreeMap::new(),
         };
@@ -189,6 +223,10 @@ struct Listeners {
     table: Arc<Table>,
     /// The health checks' own; each listener is a child of it.
     tasks: Tasks,
+    /// How every port treats its connections.
+    options: ConnectionOptions,
+    /// The connections all ports may hold together.
+    slots: ConnectionSlots,
     bound: BTreeMap<SocketAddr, Bound>,
     /// Addresses that could not be bound, with the last error (logged once
     /// per distinct error).
@@ -225,8 +263,9 @@ impl Follower for Listeners {
                             service: service.clone(),
                         }));
                     let serving = tasks.clone();
+                    let (options, slots) = (self.options, self.slots.clone());
                     tasks.spawn(async move {
-                        http::serve(listener, router, CONNECTIONS, &serving).await
+                        http::serve(listener, router, options, slots, &serving).await
                     });
                     self.failing.remove(&addr);
                     info!(%addr, %service, "health-check node port listening");
