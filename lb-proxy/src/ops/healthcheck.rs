@@ -309,9 +309,10 @@ mod tests {
         answer
     }
 
-    #[tokio::test]
-    async fn a_node_port_answers_every_path_and_stops_with_no_task_left() {
-        let ip: IpAddr = "127.0.0.1".parse().expect("address");
+    /// A data plane with one LoadBalancer + Local service whose health-check
+    /// node port is a free port on `ip`, and that port's address.
+    async fn one_port(ip: &str) -> (DataPlane, SocketAddr) {
+        let ip: IpAddr = ip.parse().expect("address");
         let port = std::net::TcpListener::bind((ip, 0))
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -326,21 +327,29 @@ mod tests {
         svc.health_check_node_port = port;
         let snapshot = Snapshot::build(node, vec![svc], None, SystemTime::now());
         let plane = DataPlane::start(ProxySettings::default(), snapshot).await;
+        (plane, SocketAddr::new(ip, port))
+    }
+
+    /// Waits (bounded) until `addr` accepts connections.
+    async fn listening(addr: SocketAddr) -> bool {
+        for _ in 0..200 {
+            if TcpStream::connect(addr).await.is_ok() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn a_node_port_answers_every_path_and_stops_with_no_task_left() {
+        let (plane, addr) = one_port("127.0.0.1").await;
         let runtime = tokio::runtime::Handle::current().metrics();
         let before = runtime.num_alive_tasks();
 
         let tasks = Tasks::new();
         let checks = HealthChecks::start(&plane, tasks.clone());
-        let addr = SocketAddr::new(ip, port);
-        let mut listening = false;
-        for _ in 0..200 {
-            if TcpStream::connect(addr).await.is_ok() {
-                listening = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        assert!(listening, "the health-check node port listens");
+        assert!(listening(addr).await, "the health-check node port listens");
         for request in [
             "GET /healthz HTTP/1.1\r\nHost: lb\r\n\r\n",
             "POST /any/path HTTP/1.1\r\nHost: lb\r\nContent-Length: 0\r\n\r\n",
@@ -378,6 +387,78 @@ mod tests {
             TcpStream::connect(addr).await.is_err(),
             "the port is closed"
         );
+        plane.shutdown().await;
+    }
+
+    /// Waits (bounded) until `tasks` runs exactly `n` tasks.
+    async fn running(tasks: &Tasks, n: usize) -> bool {
+        for _ in 0..400 {
+            if tasks.running() == n {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn a_node_port_cuts_a_half_sent_head_and_answers_any_host() {
+        let (plane, addr) = one_port("127.0.71.20").await;
+        let options = ConnectionOptions {
+            header_timeout: Duration::from_millis(300),
+            ..CONNECTIONS
+        };
+        let tasks = Tasks::new();
+        let checks = HealthChecks::start_with(&plane, tasks.clone(), options, MAX_CONNECTIONS);
+        assert!(listening(addr).await, "the health-check node port listens");
+
+        // No Host check: a load balancer may probe by any name.
+        let answer = ask(addr, "GET / HTTP/1.1\r\nHost: evil.example\r\n\r\n").await;
+        assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+
+        let mut half = TcpStream::connect(addr).await.expect("connect");
+        half.write_all(b"GET / HTTP/1.1\r\nHost: lb\r\n")
+            .await
+            .expect("send");
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(10), half.read(&mut buf))
+            .await
+            .expect("a half-sent head is cut within the bound");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+
+        checks.stop().await;
+        plane.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn node_ports_close_connections_past_their_bound_at_the_accept() {
+        let (plane, addr) = one_port("127.0.71.21").await;
+        let tasks = Tasks::new();
+        let checks = HealthChecks::start_with(&plane, tasks.clone(), CONNECTIONS, 2);
+        assert!(listening(addr).await, "the health-check node port listens");
+        // The follower and the accept loop, once the probes of `listening`
+        // have ended.
+        assert!(running(&tasks, 2).await, "quiet: {}", tasks.running());
+
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let mut s = TcpStream::connect(addr).await.expect("connect");
+            s.write_all(b"GET / HTTP/1.1\r\n").await.expect("send");
+            held.push(s);
+        }
+        assert!(running(&tasks, 4).await, "both held: {}", tasks.running());
+        let mut third = TcpStream::connect(addr).await.expect("connect");
+        let _ = third.write_all(b"GET / HTTP/1.1\r\nHost: lb\r\n\r\n").await;
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), third.read_to_end(&mut answer))
+            .await
+            .expect("the third connection is closed at once");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        assert!(answer.is_empty(), "unanswered: {answer:?}");
+        assert_eq!(tasks.running(), 4, "the held connections stay");
+
+        checks.stop().await;
+        assert_eq!(tasks.running(), 0);
         plane.shutdown().await;
     }
 

@@ -98,6 +98,12 @@ impl Clock {
         }
     }
 
+    /// Whether a request is being answered (as opposed to a head being
+    /// awaited or read, or an idle spell).
+    pub(crate) fn answering(&self) -> bool {
+        matches!(*self.phase.borrow(), Phase::Busy { .. })
+    }
+
     /// Resolves when the current phase has lasted longer than its timeout,
     /// following every change of phase.
     pub(crate) async fn expired(

@@ -5,8 +5,8 @@
 //! `axum::serve` would serve the router too, but it spawns each connection
 //! detached from any [`Tasks`] and sets no limit; here the accept loop and
 //! every connection are counted by the caller's [`Tasks`], and stopping it
-//! (cancel, then wait) closes idle connections at once and lets a request in
-//! flight finish its answer. Every connection is bounded three ways
+//! (cancel, then wait) closes idle connections and unfinished heads at once
+//! and lets a request in flight finish its answer. Every connection is bounded three ways
 //! ([`ConnectionOptions`]): a request head must be complete within
 //! `header_timeout`, a kept-alive connection with no request for
 //! `idle_timeout` is closed (the two clocks are [`clock`]'s, not hyper's one
@@ -126,8 +126,9 @@ pub(crate) async fn serve(
 }
 
 /// Serves one connection until the client closes it, a phase outlasts its
-/// timeout, or `stop`: then an idle connection closes at once and a request
-/// in flight gets its answer first. Holds its `_slot` until it ends.
+/// timeout, or `stop`: then a connection that is not answering a request
+/// (idle, or with a head still coming) closes at once and a request in
+/// flight gets its answer first. Holds its `_slot` until it ends.
 async fn connection(
     stream: TcpStream,
     router: Router,
@@ -166,6 +167,11 @@ async fn connection(
                 return;
             }
             () = stop.cancelled(), if !stopping => {
+                // A head still coming is no request in flight: hyper would
+                // wait for it (up to the header timeout) before closing.
+                if !clock.answering() {
+                    return;
+                }
                 stopping = true;
                 conn.as_mut().graceful_shutdown();
             }
