@@ -93,8 +93,9 @@ const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a kept-alive connection may go without a request before it is
-/// closed: the status page polls every second and `lb-proxy get -w` every
-/// two, so only a client that stopped asking is cut.
+/// closed: the status page polls every second (and `lb-proxy get -w` asks
+/// every second on a new connection), so only a client that stopped asking
+/// is cut.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The most connections the admin API holds at once; more are closed as
