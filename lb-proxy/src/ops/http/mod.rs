@@ -100,7 +100,7 @@ pub(crate) async fn serve(
                     // Closed before any read: a full server costs a flood
                     // one accept and one close per connection, nothing more.
                     drop(stream);
-                    if warned.map_or(true, |at| at.elapsed() >= FULL_WARNING_INTERVAL) {
+                    if warned.is_none_or(|at| at.elapsed() >= FULL_WARNING_INTERVAL) {
                         warned = Some(tokio::time::Instant::now());
                         warn!(?local, %peer, max = slots.max, "HTTP connection closed at accept: the server holds as many connections as it may (said at most once a minute)");
                     }
