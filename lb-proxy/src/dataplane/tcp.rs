@@ -373,24 +373,13 @@ mod tests {
 
     #[test]
     fn a_local_shortage_is_the_proxys_and_a_refusal_the_endpoints() {
-        for errno in [
-            libc::EMFILE,
-            libc::ENFILE,
-            libc::ENOBUFS,
-            libc::EADDRNOTAVAIL,
-        ] {
+        for errno in [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::EADDRNOTAVAIL] {
             let e = io::Error::from_raw_os_error(errno);
-            assert!(matches!(
-                AttemptFailed::classify(e),
-                AttemptFailed::Local(_)
-            ));
+            assert!(matches!(AttemptFailed::classify(e), AttemptFailed::Local(_)));
         }
         for errno in [libc::ECONNREFUSED, libc::EHOSTUNREACH, libc::ECONNRESET] {
             let e = io::Error::from_raw_os_error(errno);
-            assert!(matches!(
-                AttemptFailed::classify(e),
-                AttemptFailed::Endpoint(_)
-            ));
+            assert!(matches!(AttemptFailed::classify(e), AttemptFailed::Endpoint(_)));
         }
     }
 
