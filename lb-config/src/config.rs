@@ -110,6 +110,10 @@ pub struct Config {
     pub proxy: ProxySettings,
     /// Admin API address; `None` when disabled with `listen = ""`.
     pub admin_listen: Option<SocketAddr>,
+    /// `Host` headers the admin API accepts besides IP literals and
+    /// `localhost` (`admin.allowed_hosts`): names under which operators reach
+    /// it, the DNS-rebinding guard's exceptions.
+    pub admin_allowed_hosts: Vec<String>,
     /// The DNS responder, when the file has a `[dns]` section.
     pub dns: Option<DnsSettings>,
     /// Services with cluster IPs and node ports allocated and endpoints resolved,

@@ -144,6 +144,7 @@ impl Loader {
             cluster: s.cluster,
             proxy: s.proxy,
             admin_listen: s.admin_listen,
+            admin_allowed_hosts: s.admin_allowed_hosts,
             dns: s.dns,
             services: v.services.into_iter().map(|d| d.spec).collect(),
             probes,

@@ -106,12 +106,23 @@ pub struct RawProxy {
     pub workers: Option<i64>,
 }
 
-/// `[admin]`.
+/// `[admin]`: the admin API (`/healthz`, `/metrics`, `/api/v1/...`, the
+/// status page). Its connections have fixed bounds, not settings: a request
+/// head within 10 s, 60 s idle between requests, 256 connections at once
+/// (README, "The admin API").
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawAdmin {
     /// `IP:PORT` of the admin API; `""` disables it; default `127.0.0.1:10249`.
     pub listen: Option<String>,
+    /// Host headers accepted besides IP literals and localhost: host names
+    /// (DNS-1123 subdomains, lowercase, no port; any port is accepted with
+    /// them), e.g. `["lb.node-1.example"]`; default none. Any other `Host`
+    /// is answered 421 without running the request, so that a web page
+    /// whose name an attacker re-points at the admin address (DNS
+    /// rebinding) cannot read the API from a browser. Takes effect at the
+    /// next restart.
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 /// `[dns]`: the cluster DNS responder.

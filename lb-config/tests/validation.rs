@@ -29,6 +29,23 @@ fn an_empty_admin_listen_disables_the_admin_api() {
 }
 
 #[test]
+fn admin_allowed_hosts_are_host_names_without_a_port() {
+    let c = check_str("[admin]\nallowed_hosts = [\"lb.node-1.example\", \"lb\"]\n").unwrap();
+    assert_eq!(c.admin_allowed_hosts, ["lb.node-1.example", "lb"]);
+    assert!(check_str("").unwrap().admin_allowed_hosts.is_empty());
+    let lines =
+        errors("[admin]\nallowed_hosts = [\"ok.example\", \"lb.example:10249\", \"Lb.Example\"]\n");
+    let dns1123 = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+    assert_eq!(
+        lines,
+        vec![
+            format!("admin.allowed_hosts[1]: Invalid value: \"lb.example:10249\": {dns1123}"),
+            format!("admin.allowed_hosts[2]: Invalid value: \"Lb.Example\": {dns1123}"),
+        ]
+    );
+}
+
+#[test]
 fn unknown_keys_are_refused_with_their_path() {
     let lines = errors("[proxy]\nmax_conections = 5\n");
     assert_eq!(lines.len(), 1);

@@ -21,6 +21,7 @@ pub(crate) struct Settings {
     pub(crate) cluster: ClusterSettings,
     pub(crate) proxy: ProxySettings,
     pub(crate) admin_listen: Option<SocketAddr>,
+    pub(crate) admin_allowed_hosts: Vec<String>,
     pub(crate) dns: Option<crate::config::DnsSettings>,
     /// Whether `service_cidr` and `node_port_range` were valid (when not,
     /// the defaults stand in and allocation must not run on them).
@@ -133,6 +134,8 @@ pub(crate) fn settings(raw: &RawConfig, hostname: &str, errs: &mut Errors) -> Se
         },
     };
 
+    let admin_allowed_hosts = allowed_hosts(raw.admin.allowed_hosts.as_deref(), errs);
+
     let dns = raw.dns.as_ref().map(|d| super::dns::dns(d, errs));
     sources(raw, errs);
 
@@ -144,9 +147,29 @@ pub(crate) fn settings(raw: &RawConfig, hostname: &str, errs: &mut Errors) -> Se
         cluster,
         proxy,
         admin_listen,
+        admin_allowed_hosts,
         dns,
         ranges_ok,
     }
+}
+
+/// `admin.allowed_hosts`: host names as a `Host` header carries them
+/// without its port, so each must be a DNS-1123 subdomain (lowercase: the
+/// check compares names case-insensitively, and one spelling per name keeps
+/// the list readable).
+fn allowed_hosts(raw: Option<&[String]>, errs: &mut Errors) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, host) in raw.unwrap_or_default().iter().enumerate() {
+        let path = format!("admin.allowed_hosts[{i}]");
+        let problems = names::dns1123_subdomain(host);
+        if problems.is_empty() {
+            out.push(host.clone());
+        }
+        for m in problems {
+            errs.push(FieldError::invalid(path.clone(), host.as_str(), m));
+        }
+    }
+    out
 }
 
 /// `[source]`: `[source.etcd]` is checked by the etcd source's own

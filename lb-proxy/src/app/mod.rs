@@ -21,7 +21,7 @@ use crate::control::{ControlPlane, ProxyOverrides, ReloadCounters};
 use crate::dataplane::DataPlane;
 use crate::error::Error;
 use crate::lifecycle::Tasks;
-use crate::ops::admin::{AdminServer, AdminSource, ProxyView};
+use crate::ops::admin::{AdminServer, AdminSource, AllowedHosts, ProxyView};
 use crate::ops::healthcheck::HealthChecks;
 use parts::{vip_settings, DnsPart, VipPart};
 use sources::{start_control, Control};
@@ -156,7 +156,11 @@ impl App {
             #[cfg(feature = "dns")]
             let view = view.with_dns(dns.get().cloned());
             let source: Arc<dyn AdminSource> = Arc::new(view);
-            match AdminServer::start(listener, source, tasks.child()) {
+            let hosts = AllowedHosts::new(config.admin_allowed_hosts.iter().cloned());
+            match AdminServer::builder(listener, source)
+                .allowed_hosts(hosts)
+                .start(tasks.child())
+            {
                 Ok(server) => {
                     admin_addr = Some(server.local_addr());
                     admin = Some(server);
@@ -291,7 +295,8 @@ fn follow_endpoint_states(tasks: &Tasks, dataplane: &DataPlane, events: Arc<Even
 }
 
 /// Hands new `[dns]` options to the responder, and tells the operator which
-/// changed settings wait for a restart (the admin listener, the VIP mode,
+/// changed settings wait for a restart (the admin listener and its allowed
+/// hosts, the VIP mode,
 /// adding or removing `[dns]`).
 fn follow_configs(
     tasks: &Tasks,
@@ -314,6 +319,9 @@ fn follow_configs(
                 // Port 0 resolves to a real port at bind time, so only warn
                 // on a different explicit address.
                 warn!("admin.listen changed; it takes effect at the next restart");
+            }
+            if config.admin_allowed_hosts != first.admin_allowed_hosts {
+                warn!("admin.allowed_hosts changed; it takes effect at the next restart");
             }
             if vip_settings(&config) != vip_settings(&first) {
                 warn!("node.vip_mode, vip_interface or announce_interface changed; it takes effect at the next restart");

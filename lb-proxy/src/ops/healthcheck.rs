@@ -13,6 +13,14 @@
 //! an error (logged and retried every second), never a silent second
 //! listener. Each answer reads the table of that moment. Every listener is
 //! a child [`Tasks`] of the health checks', its connections tasks of it.
+//!
+//! The ports face the network, so their connections are bounded like the
+//! admin API's: a request head within [`HEADER_READ_TIMEOUT`], one answer
+//! per connection, and at most [`MAX_CONNECTIONS`] connections at once for
+//! all the ports together (more are closed at the accept). They do not
+//! check `Host`: load balancers probe them by node IP or by any name they
+//! were given, and the answer (a count of local endpoints) is no secret a
+//! rebinding page could want.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -32,13 +40,26 @@ use tracing::{info, warn};
 use crate::control::follow::{follow, Follower, Reconciled};
 use crate::dataplane::DataPlane;
 use crate::lifecycle::Tasks;
-use crate::ops::http::{self, ConnectionOptions};
+use crate::ops::http::{self, ConnectionOptions, ConnectionSlots};
+
+/// How long a prober has to send its request head: half the admin API's
+/// 10 s, as load balancers send a whole request at once and give up on an
+/// answer within a few seconds.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The most connections all health-check ports hold at once (as the admin
+/// API's [`crate::ops::admin::MAX_CONNECTIONS`]): a probe holds one for
+/// milliseconds, so only a flood reaches it, and the flood then costs
+/// descriptors up to this bound and not beyond.
+pub const MAX_CONNECTIONS: usize = 256;
 
 /// One answer per connection, closed after it (as kube-proxy's answers were
-/// read before: to the end of the stream), and a request head within 5 s.
+/// read before: to the end of the stream), and a request head within
+/// [`HEADER_READ_TIMEOUT`]; the idle clock only covers the answer's flush.
 const CONNECTIONS: ConnectionOptions = ConnectionOptions {
     keep_alive: false,
-    header_timeout: Duration::from_secs(5),
+    header_timeout: HEADER_READ_TIMEOUT,
+    idle_timeout: crate::ops::admin::IDLE_TIMEOUT,
 };
 
 /// The running health-check node ports. [`HealthChecks::stop`] closes them
@@ -54,9 +75,22 @@ impl HealthChecks {
     /// Serves the health-check node ports of `dataplane`'s table, following
     /// every snapshot it publishes, with every task spawned on `tasks`.
     pub fn start(dataplane: &DataPlane, tasks: Tasks) -> HealthChecks {
+        HealthChecks::start_with(dataplane, tasks, CONNECTIONS, MAX_CONNECTIONS)
+    }
+
+    /// [`HealthChecks::start`] with other connection bounds (tests, which
+    /// cannot wait the real ones out).
+    fn start_with(
+        dataplane: &DataPlane,
+        tasks: Tasks,
+        options: ConnectionOptions,
+        max_connections: usize,
+    ) -> HealthChecks {
         let mut listeners = Listeners {
             table: dataplane.table(),
             tasks: tasks.clone(),
+            options,
+            slots: ConnectionSlots::new(max_connections),
             bound: BTreeMap::new(),
             failing: BTreeMap::new(),
         };
@@ -189,6 +223,10 @@ struct Listeners {
     table: Arc<Table>,
     /// The health checks' own; each listener is a child of it.
     tasks: Tasks,
+    /// How every port treats its connections.
+    options: ConnectionOptions,
+    /// The connections all ports may hold together.
+    slots: ConnectionSlots,
     bound: BTreeMap<SocketAddr, Bound>,
     /// Addresses that could not be bound, with the last error (logged once
     /// per distinct error).
@@ -225,8 +263,9 @@ impl Follower for Listeners {
                             service: service.clone(),
                         }));
                     let serving = tasks.clone();
+                    let (options, slots) = (self.options, self.slots.clone());
                     tasks.spawn(async move {
-                        http::serve(listener, router, CONNECTIONS, &serving).await
+                        http::serve(listener, router, options, slots, &serving).await
                     });
                     self.failing.remove(&addr);
                     info!(%addr, %service, "health-check node port listening");
@@ -270,9 +309,10 @@ mod tests {
         answer
     }
 
-    #[tokio::test]
-    async fn a_node_port_answers_every_path_and_stops_with_no_task_left() {
-        let ip: IpAddr = "127.0.0.1".parse().expect("address");
+    /// A data plane with one LoadBalancer + Local service whose health-check
+    /// node port is a free port on `ip`, and that port's address.
+    async fn one_port(ip: &str) -> (DataPlane, SocketAddr) {
+        let ip: IpAddr = ip.parse().expect("address");
         let port = std::net::TcpListener::bind((ip, 0))
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -287,21 +327,29 @@ mod tests {
         svc.health_check_node_port = port;
         let snapshot = Snapshot::build(node, vec![svc], None, SystemTime::now());
         let plane = DataPlane::start(ProxySettings::default(), snapshot).await;
+        (plane, SocketAddr::new(ip, port))
+    }
+
+    /// Waits (bounded) until `addr` accepts connections.
+    async fn listening(addr: SocketAddr) -> bool {
+        for _ in 0..200 {
+            if TcpStream::connect(addr).await.is_ok() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn a_node_port_answers_every_path_and_stops_with_no_task_left() {
+        let (plane, addr) = one_port("127.0.0.1").await;
         let runtime = tokio::runtime::Handle::current().metrics();
         let before = runtime.num_alive_tasks();
 
         let tasks = Tasks::new();
         let checks = HealthChecks::start(&plane, tasks.clone());
-        let addr = SocketAddr::new(ip, port);
-        let mut listening = false;
-        for _ in 0..200 {
-            if TcpStream::connect(addr).await.is_ok() {
-                listening = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        assert!(listening, "the health-check node port listens");
+        assert!(listening(addr).await, "the health-check node port listens");
         for request in [
             "GET /healthz HTTP/1.1\r\nHost: lb\r\n\r\n",
             "POST /any/path HTTP/1.1\r\nHost: lb\r\nContent-Length: 0\r\n\r\n",
@@ -339,6 +387,78 @@ mod tests {
             TcpStream::connect(addr).await.is_err(),
             "the port is closed"
         );
+        plane.shutdown().await;
+    }
+
+    /// Waits (bounded) until `tasks` runs exactly `n` tasks.
+    async fn running(tasks: &Tasks, n: usize) -> bool {
+        for _ in 0..400 {
+            if tasks.running() == n {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn a_node_port_cuts_a_half_sent_head_and_answers_any_host() {
+        let (plane, addr) = one_port("127.0.71.20").await;
+        let options = ConnectionOptions {
+            header_timeout: Duration::from_millis(300),
+            ..CONNECTIONS
+        };
+        let tasks = Tasks::new();
+        let checks = HealthChecks::start_with(&plane, tasks.clone(), options, MAX_CONNECTIONS);
+        assert!(listening(addr).await, "the health-check node port listens");
+
+        // No Host check: a load balancer may probe by any name.
+        let answer = ask(addr, "GET / HTTP/1.1\r\nHost: evil.example\r\n\r\n").await;
+        assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+
+        let mut half = TcpStream::connect(addr).await.expect("connect");
+        half.write_all(b"GET / HTTP/1.1\r\nHost: lb\r\n")
+            .await
+            .expect("send");
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(10), half.read(&mut buf))
+            .await
+            .expect("a half-sent head is cut within the bound");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+
+        checks.stop().await;
+        plane.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn node_ports_close_connections_past_their_bound_at_the_accept() {
+        let (plane, addr) = one_port("127.0.71.21").await;
+        let tasks = Tasks::new();
+        let checks = HealthChecks::start_with(&plane, tasks.clone(), CONNECTIONS, 2);
+        assert!(listening(addr).await, "the health-check node port listens");
+        // The follower and the accept loop, once the probes of `listening`
+        // have ended.
+        assert!(running(&tasks, 2).await, "quiet: {}", tasks.running());
+
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let mut s = TcpStream::connect(addr).await.expect("connect");
+            s.write_all(b"GET / HTTP/1.1\r\n").await.expect("send");
+            held.push(s);
+        }
+        assert!(running(&tasks, 4).await, "both held: {}", tasks.running());
+        let mut third = TcpStream::connect(addr).await.expect("connect");
+        let _ = third.write_all(b"GET / HTTP/1.1\r\nHost: lb\r\n\r\n").await;
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), third.read_to_end(&mut answer))
+            .await
+            .expect("the third connection is closed at once");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        assert!(answer.is_empty(), "unanswered: {answer:?}");
+        assert_eq!(tasks.running(), 4, "the held connections stay");
+
+        checks.stop().await;
+        assert_eq!(tasks.running(), 0);
         plane.shutdown().await;
     }
 

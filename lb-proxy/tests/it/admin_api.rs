@@ -453,7 +453,7 @@ async fn a_stopped_admin_server_leaves_no_task_and_closes_idle_connections() {
 
     // A keep-alive client that asked once and stays connected, idle.
     let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
-    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: lb\r\n\r\n")
+    idle.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
         .await
         .unwrap();
     let mut answer = Vec::new();

@@ -457,7 +457,7 @@ fn netns_helper() {
                 s.set_read_timeout(Some(Duration::from_secs(5)))?;
                 write!(
                     s,
-                    "GET {path} HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n"
+                    "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
                 )?;
                 let mut text = String::new();
                 let _ = s.read_to_string(&mut text);

@@ -8,9 +8,18 @@
 //! listener as a part of lb's lifecycle, and [`serve`] runs it until a
 //! future of the caller's completes. The client behind `lb-proxy get` is in
 //! [`crate::cli::get`].
+//!
+//! Both servers bound what a client can hold ([`HEADER_READ_TIMEOUT`],
+//! [`IDLE_TIMEOUT`], [`MAX_CONNECTIONS`]; [`AdminServerBuilder`] changes
+//! them) and answer only requests whose `Host` is an IP literal, `localhost`
+//! or an allowed name ([`AllowedHosts`], against DNS rebinding). A router an
+//! embedder mounts in its own app gets neither: its server's limits and
+//! host policy are the embedder's.
 
+mod host;
 mod view;
 
+pub use host::AllowedHosts;
 pub use view::ProxyView;
 
 use std::collections::BTreeMap;
@@ -31,7 +40,7 @@ use tokio::net::TcpListener;
 use tracing::info;
 
 use crate::lifecycle::Tasks;
-use crate::ops::http::{self, ConnectionOptions};
+use crate::ops::http::{self, ConnectionOptions, ConnectionSlots};
 use crate::ops::views;
 
 pub use crate::ops::views::{
@@ -81,12 +90,55 @@ pub trait AdminSource: Send + Sync + 'static {
 
 /// Content type of Prometheus' text format, which scrapers check.
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-/// How the admin API treats its connections: kept alive (the status page
-/// polls every second), a request head within 30 s.
-const CONNECTIONS: ConnectionOptions = ConnectionOptions {
-    keep_alive: true,
-    header_timeout: Duration::from_secs(30),
-};
+/// How long a client has to send a complete request head, from the accept
+/// (or, on a kept-alive connection, from the first byte of the next
+/// request), before its connection is closed: long enough for any client
+/// that means to ask, short enough that a client sending a head a byte at a
+/// time (slowloris) holds a connection for seconds, not minutes.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a kept-alive connection may go without a request before it is
+/// closed: the status page polls every second (and `lb-proxy get -w` asks
+/// every second on a new connection), so only a client that stopped asking
+/// is cut.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The most connections the admin API holds at once; more are closed as
+/// they are accepted, before anything is read. Every connection costs a
+/// descriptor and a task: the bound keeps a flood of connections from
+/// taking the descriptors the data plane needs, and is far above what
+/// operators, scrapers and status pages open.
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// The admin API's connection limits, by default the constants above.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    header_read_timeout: Duration,
+    idle_timeout: Duration,
+    max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            idle_timeout: IDLE_TIMEOUT,
+            max_connections: MAX_CONNECTIONS,
+        }
+    }
+}
+
+impl Limits {
+    /// How the admin API treats its connections: kept alive (the status
+    /// page polls every second), with both clocks.
+    fn options(&self) -> ConnectionOptions {
+        ConnectionOptions {
+            keep_alive: true,
+            header_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+        }
+    }
+}
 
 /// The routes of the admin API over `source`. Unknown paths answer 404.
 pub fn router(source: Arc<dyn AdminSource>) -> Router {
@@ -115,20 +167,27 @@ pub struct AdminServer {
 
 impl AdminServer {
     /// Serves the admin API over `source` on `listener` until `tasks` stops
-    /// (or [`AdminServer::stop`]). The listener is taken ready-made: the
-    /// binary binds it without SO_REUSEPORT so that a clash is an error at
-    /// start.
+    /// (or [`AdminServer::stop`]), with the default limits and no allowed
+    /// host names ([`AdminServer::builder`] for others). The listener is
+    /// taken ready-made: the binary binds it without SO_REUSEPORT so that a
+    /// clash is an error at start.
     pub fn start(
         listener: TcpListener,
         source: Arc<dyn AdminSource>,
         tasks: Tasks,
     ) -> std::io::Result<AdminServer> {
-        let local_addr = listener.local_addr()?;
-        let router = router(source);
-        let serving = tasks.clone();
-        tasks.spawn(async move { http::serve(listener, router, CONNECTIONS, &serving).await });
-        info!(%local_addr, "admin API listening");
-        Ok(AdminServer { tasks, local_addr })
+        AdminServer::builder(listener, source).start(tasks)
+    }
+
+    /// An admin server over `source` on `listener`, to be given other
+    /// limits or allowed host names before it starts.
+    pub fn builder(listener: TcpListener, source: Arc<dyn AdminSource>) -> AdminServerBuilder {
+        AdminServerBuilder {
+            listener,
+            source,
+            limits: Limits::default(),
+            hosts: AllowedHosts::default(),
+        }
     }
 
     /// Where the admin API answers.
@@ -143,25 +202,110 @@ impl AdminServer {
     }
 }
 
-/// Serves the admin API on `listener` until `shutdown` completes, then lets
-/// in-flight requests finish and returns once every connection has ended
-/// (mini-redis style: the caller owns the lifetime; [`AdminServer`] is the
-/// same under a [`Tasks`]).
+/// An admin server before it starts: the defaults are the constants of
+/// this module and no host names beyond IP literals and `localhost`; an
+/// embedder (or a test) may change them.
+pub struct AdminServerBuilder {
+    listener: TcpListener,
+    source: Arc<dyn AdminSource>,
+    limits: Limits,
+    hosts: AllowedHosts,
+}
+
+impl std::fmt::Debug for AdminServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminServerBuilder")
+            .field("listener", &self.listener)
+            .field("limits", &self.limits)
+            .field("hosts", &self.hosts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AdminServerBuilder {
+    /// How long a client has to send a complete request head (default
+    /// [`HEADER_READ_TIMEOUT`]).
+    pub fn header_read_timeout(mut self, timeout: Duration) -> AdminServerBuilder {
+        self.limits.header_read_timeout = timeout;
+        self
+    }
+
+    /// How long a kept-alive connection may go without a request (default
+    /// [`IDLE_TIMEOUT`]).
+    pub fn idle_timeout(mut self, timeout: Duration) -> AdminServerBuilder {
+        self.limits.idle_timeout = timeout;
+        self
+    }
+
+    /// The most connections held at once (default [`MAX_CONNECTIONS`]; 0
+    /// refuses every connection).
+    pub fn max_connections(mut self, max: usize) -> AdminServerBuilder {
+        self.limits.max_connections = max;
+        self
+    }
+
+    /// Host names answered besides IP literals and `localhost`
+    /// (`admin.allowed_hosts`).
+    pub fn allowed_hosts(mut self, hosts: AllowedHosts) -> AdminServerBuilder {
+        self.hosts = hosts;
+        self
+    }
+
+    /// The router with the `Host` check in front of every route.
+    fn router(&self) -> Router {
+        router(self.source.clone()).layer(axum::middleware::from_fn_with_state(
+            Arc::new(self.hosts.clone()),
+            host::check,
+        ))
+    }
+
+    /// Serves the admin API until `tasks` stops (or [`AdminServer::stop`]).
+    pub fn start(self, tasks: Tasks) -> std::io::Result<AdminServer> {
+        let local_addr = self.listener.local_addr()?;
+        let router = self.router();
+        let options = self.limits.options();
+        let slots = ConnectionSlots::new(self.limits.max_connections);
+        let serving = tasks.clone();
+        let listener = self.listener;
+        tasks.spawn(async move { http::serve(listener, router, options, slots, &serving).await });
+        info!(%local_addr, "admin API listening");
+        Ok(AdminServer { tasks, local_addr })
+    }
+
+    /// Serves the admin API until `shutdown` completes, then lets in-flight
+    /// requests finish and returns once every connection has ended
+    /// (mini-redis style: the caller owns the lifetime; [`Self::start`] is
+    /// the same under a [`Tasks`]).
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let tasks = Tasks::new();
+        let router = self.router();
+        let options = self.limits.options();
+        let slots = ConnectionSlots::new(self.limits.max_connections);
+        tokio::join!(
+            http::serve(self.listener, router, options, slots, &tasks),
+            async {
+                shutdown.await;
+                tasks.cancel();
+            }
+        );
+        tasks.wait().await;
+        Ok(())
+    }
+}
+
+/// Serves the admin API on `listener` until `shutdown` completes, with the
+/// default limits and no allowed host names, then lets in-flight requests
+/// finish and returns once every connection has ended
+/// ([`AdminServerBuilder::serve`] with the defaults).
 pub async fn serve(
     listener: TcpListener,
     source: Arc<dyn AdminSource>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let tasks = Tasks::new();
-    tokio::join!(
-        http::serve(listener, router(source), CONNECTIONS, &tasks),
-        async {
-            shutdown.await;
-            tasks.cancel();
-        }
-    );
-    tasks.wait().await;
-    Ok(())
+    AdminServer::builder(listener, source).serve(shutdown).await
 }
 
 type Source = State<Arc<dyn AdminSource>>;

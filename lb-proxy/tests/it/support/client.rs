@@ -152,7 +152,9 @@ pub fn answers(addr: SocketAddr, n: usize) -> BTreeSet<String> {
         .collect()
 }
 
-/// `GET path` on `addr` over HTTP/1.1 (blocking): status and body.
+/// `GET path` on `addr` over HTTP/1.1 (blocking): status and body. The
+/// `Host` is `addr`, as a client given the address sends it (the admin API
+/// answers no other name unless allowed).
 pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
     http_get_with(addr, path, &[]).map(|(status, _, body)| (status, body))
 }
@@ -171,7 +173,7 @@ pub fn http_get_with(
         .collect();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n{extra}\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}\r\n"
     )?;
     let mut out = Vec::new();
     s.read_to_end(&mut out)?;
