@@ -35,7 +35,7 @@ pub struct RawConfig {
     pub services: Vec<RawService>,
     /// `[[endpoints]]`: manual endpoints of selector-less services.
     pub endpoints: Vec<RawEndpoints>,
-    /// `[source]`: other sources of objects (etcd).
+    /// `[source]`: other sources of objects (etcd) and what the manifests may hold.
     pub source: Option<RawSource>,
 }
 
@@ -355,6 +355,24 @@ pub struct RawEndpointPort {
 pub struct RawSource {
     /// `[source.etcd]`.
     pub etcd: Option<RawEtcd>,
+    /// `[source.manifests]`: what the manifests (`--manifests`) may hold.
+    pub manifests: Option<RawManifests>,
+}
+
+/// `[source.manifests]`: settings of the manifests source. Its path is the
+/// `--manifests` flag; this table only says what the manifests may hold.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawManifests {
+    /// Accept `exec` readiness probes from the manifests; default false: a
+    /// Pod with one is a `Forbidden` error naming its file, document and
+    /// object, as at `check`. An exec probe runs its command on this node as
+    /// lb-proxy's user (often root), and manifests are often written by
+    /// someone else (copied from a cluster, generated), so running their
+    /// commands is the operator's explicit choice. Exec probes written in the
+    /// TOML file itself are always accepted. Read at every load (a reload
+    /// applies a change).
+    pub allow_exec_probes: Option<bool>,
 }
 
 /// `[source.etcd]`.
