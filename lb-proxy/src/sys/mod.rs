@@ -13,11 +13,13 @@
 //! - [`pipe`]: pipes and `splice(2)` for the splice engine, through `nix`.
 //! - [`packet`]: one raw Ethernet frame out of an `AF_PACKET` socket (the
 //!   gratuitous ARP of interface mode).
+//! - [`process`]: `killpg(2)`, so an exec probe's whole process group goes.
 
 #[cfg(feature = "vip")]
 mod packet;
 #[cfg(target_os = "linux")]
 mod pipe;
+mod process;
 mod sockopt;
 mod udp;
 
@@ -25,6 +27,7 @@ mod udp;
 pub(crate) use packet::send_ethernet_frame;
 #[cfg(target_os = "linux")]
 pub(crate) use pipe::{pipe, splice};
+pub(crate) use process::kill_process_group;
 pub(crate) use sockopt::{
     bind_service_listener, bind_udp_frontend, connect_udp_flow, raise_nofile_limit, reset,
     set_nodelay, shutdown_write,

@@ -34,6 +34,8 @@ mod dns_hosts;
 mod dns_records;
 mod examples;
 mod health_ejection;
+#[cfg(feature = "cli")]
+mod health_exec;
 #[cfg(feature = "admin")]
 mod health_policy;
 mod health_probes;
