@@ -212,11 +212,18 @@ pub struct RawHttpGetAction {
     pub port: IntOrString,
 }
 
-/// `exec` probe action.
+/// `exec` probe action: the command runs on this node as lb-proxy's user
+/// (not in a container), with no shell, its standard streams closed, in a
+/// process group of its own. It passes on exit 0. When the probe ends (the
+/// command exits or `timeout_seconds` passes) the whole group is killed
+/// (`SIGKILL`), so nothing the command forked outlives it; the same when its
+/// pod goes or lb-proxy stops. From the manifests it needs
+/// `[source.manifests] allow_exec_probes = true`, from etcd `[source.etcd]
+/// allow_exec_probes = true`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawExecAction {
-    /// Program and arguments.
+    /// Program and arguments (`["sh", "-c", "..."]` for a shell).
     pub command: Vec<String>,
 }
 

@@ -1,5 +1,6 @@
 //! Running one probe: `tcp_socket`, `http_get` and `exec`, each bounded by
-//! the probe's timeout, as the kubelet runs them.
+//! the probe's timeout, as the kubelet runs them. An `exec` command runs in a
+//! process group of its own, killed whole however the probe ends (`Group`).
 
 use std::net::SocketAddr;
 use std::process::Stdio;
