@@ -35,7 +35,7 @@ pub struct RawConfig {
     pub services: Vec<RawService>,
     /// `[[endpoints]]`: manual endpoints of selector-less services.
     pub endpoints: Vec<RawEndpoints>,
-    /// `[source]`: other sources of objects (etcd).
+    /// `[source]`: other sources of objects (etcd) and what the manifests may hold.
     pub source: Option<RawSource>,
 }
 
@@ -230,11 +230,18 @@ pub struct RawHttpGetAction {
     pub port: IntOrString,
 }
 
-/// `exec` probe action.
+/// `exec` probe action: the command runs on this node as lb-proxy's user
+/// (not in a container), with no shell, its standard streams closed, in a
+/// process group of its own. It passes on exit 0. When the probe ends (the
+/// command exits or `timeout_seconds` passes) the whole group is killed
+/// (`SIGKILL`), so nothing the command forked outlives it; the same when its
+/// pod goes or lb-proxy stops. From the manifests it needs
+/// `[source.manifests] allow_exec_probes = true`, from etcd `[source.etcd]
+/// allow_exec_probes = true`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawExecAction {
-    /// Program and arguments.
+    /// Program and arguments (`["sh", "-c", "..."]` for a shell).
     pub command: Vec<String>,
 }
 
@@ -373,6 +380,24 @@ pub struct RawEndpointPort {
 pub struct RawSource {
     /// `[source.etcd]`.
     pub etcd: Option<RawEtcd>,
+    /// `[source.manifests]`: what the manifests (`--manifests`) may hold.
+    pub manifests: Option<RawManifests>,
+}
+
+/// `[source.manifests]`: settings of the manifests source. Its path is the
+/// `--manifests` flag; this table only says what the manifests may hold.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawManifests {
+    /// Accept `exec` readiness probes from the manifests; default false: a
+    /// Pod with one is a `Forbidden` error naming its file, document and
+    /// object, as at `check`. An exec probe runs its command on this node as
+    /// lb-proxy's user (often root), and manifests are often written by
+    /// someone else (copied from a cluster, generated), so running their
+    /// commands is the operator's explicit choice. Exec probes written in the
+    /// TOML file itself are always accepted. Read at every load (a reload
+    /// applies a change).
+    pub allow_exec_probes: Option<bool>,
 }
 
 /// `[source.etcd]`.

@@ -7,7 +7,10 @@
 //! ignored with one warning per document (fields the API server fills in,
 //! under `metadata` and `status`, silently); other kinds (Deployment,
 //! ConfigMap, ...) are skipped with a warning. A value of the wrong type is an
-//! error naming the file, the document and its kind/name.
+//! error naming the file, the document and its kind/name. A Pod's `exec`
+//! readiness probe is read like any other; the merge refuses it, naming the
+//! same, unless the file says `[source.manifests] allow_exec_probes = true`
+//! (see `source`).
 //!
 //! - `kinds` (private): each document's YAML onto the raw structs, by kind.
 //! - `types` (private): the Kubernetes objects in their own shape.

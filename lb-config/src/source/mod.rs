@@ -15,6 +15,8 @@
 //! - an etcd object that names an object the file or manifests already hold is
 //!   skipped and reported with its key (local files win: they are what the
 //!   operator of this node wrote).
+//! - an `exec` readiness probe from the manifests is an error unless the file
+//!   says `[source.manifests] allow_exec_probes = true` (`exec_probes`).
 //!
 //! [`load_merged`] then validates the merged raw state with
 //! [`Loader::load_raw`]; an etcd object that fails validation is skipped and
@@ -23,6 +25,7 @@
 
 #[cfg(feature = "etcd")]
 pub mod etcd;
+mod exec_probes;
 mod file;
 mod memory;
 pub mod settled;
@@ -334,6 +337,7 @@ pub fn merge(file: &RawConfig, others: Vec<DesiredState>) -> Result<Merged, Conf
         ip_pools.extend(s.ip_pools);
         merged.warnings.extend(s.warnings);
     }
+    errors.extend(exec_probes::refused(file, &pods));
     let w = &mut merged.warnings;
     let (v, keys) = merge_kind(
         "services",

@@ -15,12 +15,14 @@
 //! - [`pipe`]: pipes and `splice(2)` for the splice engine, through `nix`.
 //! - [`packet`]: one raw Ethernet frame out of an `AF_PACKET` socket (the
 //!   gratuitous ARP of interface mode).
+//! - [`process`]: `killpg(2)`, so an exec probe's whole process group goes.
 
 mod ifaddrs;
 #[cfg(feature = "vip")]
 mod packet;
 #[cfg(target_os = "linux")]
 mod pipe;
+mod process;
 mod sockopt;
 mod udp;
 
@@ -29,6 +31,7 @@ pub(crate) use ifaddrs::local_addresses;
 pub(crate) use packet::send_ethernet_frame;
 #[cfg(target_os = "linux")]
 pub(crate) use pipe::{pipe, splice};
+pub(crate) use process::kill_process_group;
 pub(crate) use sockopt::{
     bind_service_listener, bind_udp_frontend, connect_udp_flow, nofile_limit, raise_nofile_limit,
     reset, set_nodelay, shutdown_write,

@@ -42,6 +42,8 @@ mod examples;
 #[cfg(feature = "cli")]
 mod fault_descriptors;
 mod health_ejection;
+#[cfg(feature = "cli")]
+mod health_exec;
 #[cfg(feature = "admin")]
 mod health_policy;
 mod health_probes;

@@ -12,7 +12,9 @@
 //! Each probe runs in its own task, off the data path: it first runs after
 //! its initial delay plus a stable per-pod offset within the period
 //! ([`lb_core::health::start_offset`]), so pods do not probe in lock-step, and
-//! at most [`MAX_CONCURRENT_PROBES`] run at once.
+//! at most [`MAX_CONCURRENT_PROBES`] run at once. A probe whose pod goes, or
+//! whose task is cancelled as lb-proxy stops, is dropped mid-run: an `exec`
+//! probe's whole process group is killed then (see `run`), as at its timeout.
 
 mod run;
 

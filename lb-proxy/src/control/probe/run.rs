@@ -1,5 +1,6 @@
 //! Running one probe: `tcp_socket`, `http_get` and `exec`, each bounded by
-//! the probe's timeout, as the kubelet runs them.
+//! the probe's timeout, as the kubelet runs them. An `exec` command runs in a
+//! process group of its own, killed whole however the probe ends (`Group`).
 
 use std::net::SocketAddr;
 use std::process::Stdio;
@@ -110,30 +111,81 @@ fn parse_status(line: &[u8]) -> std::io::Result<u16> {
         .ok_or_else(|| invalid("malformed status code"))
 }
 
-/// Runs `command` (no shell); success on exit 0. Killed at the timeout.
+/// Runs `command` (no shell) in a process group of its own; success on exit
+/// 0. The whole group is killed when the probe ends: at the timeout (and the
+/// command reaped), after the command exits (whatever it left running in the
+/// background), and when the probe is cancelled (its pod removed, lb-proxy
+/// stopping), so a probe never leaves a process behind.
 async fn exec(command: &[String], timeout: Duration) -> Outcome {
     let Some((program, args)) = command.split_first() else {
         return Outcome::fail("empty command");
     };
-    let mut child = match tokio::process::Command::new(program)
+    let child = match tokio::process::Command::new(program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
+        // Its own group, led by the command: pgid = its pid.
+        .process_group(0)
+        // A cancelled probe's command is reaped by tokio once it dies.
         .kill_on_drop(true)
         .spawn()
     {
         Ok(c) => c,
         Err(e) => return Outcome::fail(format!("cannot run {program}: {e}")),
     };
-    match tokio::time::timeout(timeout, child.wait()).await {
+    let mut group = Group::new(child);
+    match tokio::time::timeout(timeout, group.child.wait()).await {
         Ok(Ok(status)) if status.success() => Outcome::ok("exit status 0"),
         Ok(Ok(status)) => Outcome::fail(status.to_string()),
         Ok(Err(e)) => Outcome::fail(format!("waiting for {program}: {e}")),
         Err(_) => {
-            let _ = child.kill().await;
+            // Killed before it is reaped: its pid, the group's id, cannot
+            // have been reused yet.
+            group.kill();
+            let _ = group.child.wait().await;
             Outcome::fail(format!("{program}: timed out after {timeout:?}; killed"))
         }
+    }
+    // `group` drops here: what the command left running goes with it.
+}
+
+/// A probe command and its process group, which dropping the value kills
+/// (`SIGKILL` to the group): the one place that makes sure no probe process
+/// outlives its probe, however the probe ends (a timeout, an exit, the probe's
+/// future dropped when its task is cancelled).
+///
+/// After the command is reaped, its pid stays reserved as long as any
+/// process of its group lives (Linux frees a pid only when nothing uses it
+/// as a pid, a group or a session id), so the kill reaches exactly the
+/// leftovers, or no one. A descendant that leaves the group on purpose
+/// (`setsid`, `setpgid`) escapes it, as from the kubelet's.
+struct Group {
+    child: tokio::process::Child,
+    pgid: Option<u32>,
+}
+
+impl Group {
+    fn new(child: tokio::process::Child) -> Group {
+        // `None` only once the child is reaped, never right after a spawn.
+        let pgid = child.id();
+        Group { child, pgid }
+    }
+
+    /// Kills every process of the group, once.
+    fn kill(&mut self) {
+        if let Some(pgid) = self.pgid.take() {
+            if let Err(e) = crate::sys::kill_process_group(pgid) {
+                tracing::warn!(pgid, error = %e, "cannot kill an exec probe's process group");
+            }
+        }
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.kill();
+        // Then `child` drops: kill_on_drop, and tokio reaps it when it dies.
     }
 }
 
