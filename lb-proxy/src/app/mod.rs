@@ -21,7 +21,9 @@ use crate::control::{ControlPlane, ProxyOverrides, ReloadCounters};
 use crate::dataplane::DataPlane;
 use crate::error::Error;
 use crate::lifecycle::Tasks;
-use crate::ops::admin::{AdminServer, AdminSource, AllowedHosts, ProxyView};
+use crate::ops::admin::{
+    AdminServer, AdminSource, AllowedHosts, ProxyView, MAX_CONNECTIONS as MAX_ADMIN_CONNECTIONS,
+};
 use crate::ops::healthcheck::HealthChecks;
 use parts::{vip_settings, DnsPart, VipPart};
 use sources::{start_control, Control};
@@ -159,6 +161,7 @@ impl App {
             let hosts = AllowedHosts::new(config.admin_allowed_hosts.iter().cloned());
             match AdminServer::builder(listener, source)
                 .allowed_hosts(hosts)
+                .max_connections(admin_connections(&dataplane.descriptors()))
                 .start(tasks.child())
             {
                 Ok(server) => {
@@ -368,5 +371,18 @@ fn check_open_file_limit(config: &Config) {
         );
     } else {
         info!(limit, "open-file limit");
+    }
+}
+
+/// How many connections the admin API may hold: [`MAX_ADMIN_CONNECTIONS`],
+/// but never more than half the descriptor reserve, since the admin API
+/// lives inside it beside DNS, health-check ports, probes and the state
+/// file: a crowd of admin clients must not take what those need.
+fn admin_connections(budget: &crate::dataplane::descriptors::DescriptorBudget) -> usize {
+    match budget.limit {
+        Some(_) => usize::try_from(budget.reserve / 2)
+            .unwrap_or(MAX_ADMIN_CONNECTIONS)
+            .clamp(1, MAX_ADMIN_CONNECTIONS),
+        None => MAX_ADMIN_CONNECTIONS,
     }
 }
