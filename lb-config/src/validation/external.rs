@@ -133,7 +133,10 @@ mod tests {
     fn a_range_may_span_adjacent_allowed_cidrs_but_not_a_gap() {
         let allowed = nets(&["127.0.122.0/25", "127.0.122.128/25", "::1/128"]);
         let range = |s: &str| IpRange::parse(s).unwrap();
-        assert!(allows_range(&allowed, &range("127.0.122.100-127.0.122.200")));
+        assert!(allows_range(
+            &allowed,
+            &range("127.0.122.100-127.0.122.200")
+        ));
         assert!(allows_range(&allowed, &range("127.0.122.0/24")));
         assert!(!allows_range(&allowed, &range("127.0.122.0/23")));
         assert!(!allows_range(&allowed, &range("127.0.121.255-127.0.122.1")));

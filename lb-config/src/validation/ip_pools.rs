@@ -11,8 +11,8 @@ use ipnet::IpNet;
 use lb_core::pool::{IpPool, IpRange};
 
 use super::fields::at_most;
-use super::{external, names};
 use super::service::ServiceDraft;
+use super::{external, names};
 use crate::config::VipMode;
 use crate::error::{go_quote, object_path, Errors, FieldError};
 use crate::raw::{RawConfig, MAX_POOL_ADDRESSES};

@@ -15,8 +15,8 @@ mod settings;
 
 use std::collections::HashSet;
 
-pub(crate) use objects::{Endpoints, Pod};
 pub(crate) use listeners::{check_services as check_listeners, reserved_node_ports};
+pub(crate) use objects::{Endpoints, Pod};
 pub(crate) use self_loop::check as check_self_loops;
 pub(crate) use service::{IpRequest, ServiceDraft};
 pub(crate) use settings::Settings;

@@ -11,9 +11,7 @@ use lb_core::{
 use super::fields::{at_most, labels, protocol};
 use super::{names, settings::ip};
 use crate::error::{object_path, Errors, FieldError};
-use crate::raw::{
-    IntOrString, RawService, MAX_EXTERNAL_IPS, MAX_SERVICE_PORTS, MAX_SOURCE_RANGES,
-};
+use crate::raw::{IntOrString, RawService, MAX_EXTERNAL_IPS, MAX_SERVICE_PORTS, MAX_SOURCE_RANGES};
 
 /// Kubernetes' `MaxClientIPServiceAffinitySeconds`.
 const MAX_AFFINITY_SECONDS: i64 = 86_400;
@@ -401,7 +399,10 @@ fn load_balancer(
     let sharing_key = non_empty(&raw.allow_shared_ip).unwrap_or_default();
 
     let mut ranges = Vec::new();
-    let mut listed = raw.load_balancer_source_ranges.as_deref().unwrap_or_default();
+    let mut listed = raw
+        .load_balancer_source_ranges
+        .as_deref()
+        .unwrap_or_default();
     if !at_most(
         &format!("{path}.load_balancer_source_ranges"),
         listed.len(),
