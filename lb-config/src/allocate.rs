@@ -29,17 +29,20 @@ pub(crate) fn port_key(key: &ServiceKey, protocol: Protocol, port: u16) -> Strin
 }
 
 /// Fills in cluster IPs, node ports and LoadBalancer addresses; returns who
-/// holds what now.
+/// holds what now. `reserved` are ports of lb's own listeners (admin, DNS)
+/// that a node port would take: never handed out (requested ones are
+/// refused later, naming the listener).
 pub(crate) fn allocate(
     drafts: &mut [ServiceDraft],
     cluster: &ClusterSettings,
     pools: &[lb_core::pool::IpPool],
+    reserved: &[u16],
     previous: &Allocations,
     errs: &mut Errors,
 ) -> Allocations {
     let mut out = Allocations::default();
     allocate_ips(drafts, cluster, previous, errs, &mut out);
-    allocate_node_ports(drafts, cluster, previous, errs, &mut out);
+    allocate_node_ports(drafts, cluster, reserved, previous, errs, &mut out);
     crate::pools::allocate(drafts, pools, previous, &mut out);
     out
 }
@@ -101,6 +104,7 @@ fn allocate_ips(
 fn allocate_node_ports(
     drafts: &mut [ServiceDraft],
     cluster: &ClusterSettings,
+    reserved: &[u16],
     previous: &Allocations,
     errs: &mut Errors,
     out: &mut Allocations,
@@ -135,6 +139,13 @@ fn allocate_node_ports(
         }
     }
     request_health_check_ports(drafts, &mut ports, errs);
+    // lb's own listeners' ports, after the requests (a request of one is
+    // refused by validation naming the listener, not as "already
+    // allocated") and before anything is handed out. A port outside the
+    // range, or requested, is no concern of the allocator.
+    for port in reserved {
+        let _ = ports.allocate(*port);
+    }
     // Then what each port held before (health-check ports included, before
     // any new port is handed out: adding a service must never move another
     // service's ports).

@@ -24,6 +24,8 @@
 //! Modules:
 //! - `rebuild` (private): the rebuild task, the one writer of the data
 //!   plane's table.
+//! - `reads` (private): each source read on a thread of its own, so a slow
+//!   one never holds up the others.
 //! - [`probe`]: readiness probes and their overlay.
 //! - [`hosts`]: endpoint host names, resolved, as an overlay.
 //! - [`events`]: the ring of recent events and the endpoint-state follower.
@@ -35,6 +37,7 @@ pub mod follow;
 pub mod hosts;
 mod options;
 pub mod probe;
+mod reads;
 mod rebuild;
 #[cfg(feature = "vip")]
 pub mod vip;
@@ -54,6 +57,7 @@ use tracing::warn;
 use crate::control::events::Events;
 use crate::control::hosts::Hosts;
 use crate::control::probe::{ProbeStatus, Probes};
+use crate::control::reads::Reader;
 use crate::control::rebuild::{read_and_load, Outcome, Rebuild, Work};
 pub use crate::control::rebuild::{ConflictCheck, COALESCE};
 use crate::dataplane::DataPlane;
@@ -349,10 +353,17 @@ impl ControlPlane {
         for changed in &p.changes {
             changed.notify();
         }
+        let readers = rebuild::lock(&p.work)
+            .inputs
+            .iter()
+            .map(|input| Reader::new(input.source.clone()))
+            .collect();
         let rebuild = Rebuild {
             shared: self.shared.clone(),
             work: p.work,
             changes: p.changes,
+            readers,
+            arrived: Changed::new(p.wake.clone()),
             overlays: p.overlays,
             config: p.config,
             probes: self.probes.clone(),

@@ -19,6 +19,7 @@ use tracing::{error, info, warn, Instrument};
 
 use crate::control::hosts::Hosts;
 use crate::control::probe::Probes;
+use crate::control::reads::{Read, Reader, READ_WAIT};
 use crate::control::{ProxyOverrides, Shared};
 use crate::dataplane::DataPlane;
 use crate::lifecycle::Tasks;
@@ -72,16 +73,34 @@ pub(crate) fn lock(work: &Mutex<Work>) -> MutexGuard<'_, Work> {
     work.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Reads every input that changed (all of them when `force`) once, and
-/// validates the whole desired state when something did change. Blocking:
-/// runs on a blocking thread.
+/// Reads every input that changed (all of them when `force`) once, in turn,
+/// and validates the whole desired state when something did change: the
+/// first load, which must wait for every source. Blocking: runs on a
+/// blocking thread.
 pub(crate) fn read_and_load(work: &Mutex<Work>, dirty: &[bool], force: bool) -> Outcome {
+    let fresh: Vec<Option<Read>> = {
+        let work = lock(work);
+        work.inputs
+            .iter()
+            .enumerate()
+            .map(|(i, input)| {
+                let read = force || input.last.is_none() || dirty.get(i).copied().unwrap_or(true);
+                read.then(|| input.source.desired())
+            })
+            .collect()
+    };
+    load(work, fresh, force)
+}
+
+/// Takes in the reads that landed (`fresh`, one slot per input) and
+/// validates the whole desired state when one of them holds something new
+/// (or `force`). Blocking: runs on a blocking thread.
+pub(crate) fn load(work: &Mutex<Work>, fresh: Vec<Option<Read>>, force: bool) -> Outcome {
     let mut work = lock(work);
     let work = &mut *work;
     let mut changed = false;
-    for (i, input) in work.inputs.iter_mut().enumerate() {
-        if force || input.last.is_none() || dirty.get(i).copied().unwrap_or(true) {
-            let now = input.source.desired();
+    for (input, read) in work.inputs.iter_mut().zip(fresh) {
+        if let Some(now) = read {
             changed |= input.last.as_ref() != Some(&now);
             input.last = Some(now);
         }
@@ -142,6 +161,10 @@ pub(crate) struct Rebuild {
     pub(crate) work: Arc<Mutex<Work>>,
     /// One change signal per input, in the order of `work.inputs`.
     pub(crate) changes: Vec<Changed>,
+    /// One reader per input, in the same order.
+    pub(crate) readers: Vec<Arc<Reader>>,
+    /// Notified when a read lands (also one that outlasted its pass).
+    pub(crate) arrived: Changed,
     /// Notified by the probes and the host names.
     pub(crate) overlays: Changed,
     /// The desired state being served (the last good one).
@@ -209,7 +232,8 @@ impl Rebuild {
     async fn pass(&mut self, force: bool, configs: &watch::Sender<Arc<Config>>) -> bool {
         let dirty: Vec<bool> = self.changes.iter().map(Changed::take).collect();
         let overlays = self.overlays.take();
-        let applied = if force || dirty.iter().any(|d| *d) {
+        let arrived = self.arrived.take();
+        let applied = if force || arrived || dirty.iter().any(|d| *d) {
             let span = tracing::info_span!("reload", force);
             self.reload(dirty, force, configs).instrument(span).await
         } else {
@@ -227,10 +251,26 @@ impl Rebuild {
         force: bool,
         configs: &watch::Sender<Arc<Config>>,
     ) -> bool {
+        let mut reading = Vec::new();
+        for (reader, dirty) in self.readers.iter().zip(&dirty) {
+            if force || *dirty {
+                reading.extend(reader.start(&self.tasks, &self.arrived));
+            }
+        }
+        // Wait for the reads, but a slow source does not hold up the others:
+        // its result wakes another pass when it lands.
+        let deadline = tokio::time::Instant::now() + READ_WAIT;
+        for read in reading {
+            if tokio::time::timeout_at(deadline, read).await.is_err() {
+                warn!(wait = ?READ_WAIT, "a source is still reading; the others go ahead without it");
+                break;
+            }
+        }
+        let fresh: Vec<Option<Read>> = self.readers.iter().map(|r| r.take()).collect();
         let work = self.work.clone();
         let outcome = self
             .tasks
-            .spawn_blocking(move || read_and_load(&work, &dirty, force))
+            .spawn_blocking(move || load(&work, fresh, force))
             .await
             .unwrap_or_else(|e| {
                 Outcome::Failed(ConfigErrors::single(FieldError::internal(

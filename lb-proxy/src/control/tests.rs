@@ -195,3 +195,117 @@ async fn an_invalid_first_state_starts_nothing() {
     );
     assert_eq!(tasks.running(), 0, "the sources' watches stopped");
 }
+
+/// A source whose reads wait while its gate is shut: a manifest that takes
+/// a minute to parse, an etcd that does not answer.
+#[derive(Debug, Clone)]
+struct Gated {
+    inner: MemorySource,
+    gate: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+}
+
+impl Gated {
+    fn new(state: DesiredState) -> Gated {
+        let inner = MemorySource::new("gated");
+        inner.set(state);
+        Gated {
+            inner,
+            gate: Arc::new((std::sync::Mutex::new(true), std::sync::Condvar::new())),
+        }
+    }
+
+    fn set_open(&self, open: bool) {
+        *self.gate.0.lock().unwrap() = open;
+        self.gate.1.notify_all();
+    }
+}
+
+impl lb_config::source::Source for Gated {
+    fn name(&self) -> &str {
+        "gated"
+    }
+
+    fn desired(&self) -> Result<DesiredState, lb_config::ConfigErrors> {
+        let mut open = self.gate.0.lock().unwrap();
+        while !*open {
+            open = self.gate.1.wait(open).unwrap();
+        }
+        drop(open);
+        self.inner.desired()
+    }
+
+    fn watch(
+        self: Arc<Self>,
+        changed: lb_config::source::Changed,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> lb_config::source::WatchFuture {
+        Arc::new(self.inner.clone()).watch(changed, stop)
+    }
+}
+
+/// One service named `name`, from the gated source.
+fn one(name: &str) -> DesiredState {
+    let raw = lb_config::parse_str(&format!(
+        "[[services]]\nname = \"{name}\"\nports = [{{ port = 80 }}]\n"
+    ))
+    .expect("objects parse");
+    DesiredState::from_objects(
+        raw,
+        &Origin::Program {
+            source: "gated".into(),
+        },
+    )
+}
+
+#[tokio::test]
+async fn a_source_stuck_in_a_read_does_not_hold_up_the_others() {
+    let gated = Gated::new(one("slow-1"));
+    let objects = MemorySource::new("objects");
+    objects.set(services(1, false));
+    let tasks = Tasks::new();
+    let options = ControlOptions::new(Box::<MemoryStore>::default())
+        .source(Arc::new(settings()))
+        .source(Arc::new(objects.clone()))
+        .source(Arc::new(gated.clone()))
+        .node_name("node-1");
+    let (control, loaded) = ControlPlane::load(options, tasks.child())
+        .await
+        .expect("first load");
+    let dataplane = DataPlane::start_in(
+        &tasks,
+        ProxySettings::default(),
+        loaded.snapshot,
+        Default::default(),
+    )
+    .await;
+    control.serve(&dataplane);
+    let r = Running {
+        objects,
+        control,
+        dataplane,
+        tasks,
+    };
+    let has = |r: &Running, name: &str| {
+        r.dataplane
+            .table()
+            .load()
+            .services()
+            .any(|s| s.spec.key.name == name)
+    };
+    assert!(r.until(|r| has(r, "slow-1") && r.services() == 2).await);
+
+    // The gated source changes and its read hangs; the other one changes too.
+    gated.set_open(false);
+    gated.inner.set(one("slow-2"));
+    r.objects.set(services(3, false));
+    assert!(
+        r.until(|r| r.services() == 4).await,
+        "the other source's change waited for the stuck read"
+    );
+    assert!(has(&r, "slow-1") && !has(&r, "slow-2"));
+
+    // The read lands: its state follows without anyone asking.
+    gated.set_open(true);
+    assert!(r.until(|r| has(r, "slow-2") && !has(r, "slow-1")).await);
+    r.stop().await;
+}
