@@ -4,6 +4,7 @@
 
 mod support;
 
+#[cfg(feature = "manifests")]
 use lb_config::manifests::load_str;
 use lb_config::parse_str;
 use lb_config::source::{load_merged, DesiredState, Origin, Sourced};
@@ -62,6 +63,7 @@ ports = [{ port = 80 }]
 }
 
 #[test]
+#[cfg(feature = "manifests")]
 fn the_metallb_annotation_in_a_manifest_is_held_to_the_same_cidrs() {
     let manifest = load_str(
         r#"

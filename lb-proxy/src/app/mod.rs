@@ -10,7 +10,7 @@
 //! with `accept_mode = "percore"` the connections run on the data plane's
 //! own worker threads); the admin API (`/metrics`, the JSON views, the
 //! status page), the DNS responder and the followers run on the App's ops
-//! runtime, one thread named `lb-ops` ([`ops_runtime`]), so rendering for an
+//! runtime, one thread named `lb-ops` (`app/ops_runtime.rs`), so rendering for an
 //! operator never holds a thread the data plane accepts or forwards on.
 
 mod ops_runtime;
