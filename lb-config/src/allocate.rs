@@ -41,17 +41,20 @@ fn health_check_key(key: &ServiceKey) -> String {
 }
 
 /// Fills in cluster IPs, node ports and LoadBalancer addresses; returns who
-/// holds what now.
+/// holds what now. `reserved` are ports of lb's own listeners (admin, DNS)
+/// that a node port would take: never handed out (requested ones are
+/// refused later, naming the listener).
 pub(crate) fn allocate(
     drafts: &mut [ServiceDraft],
     cluster: &ClusterSettings,
     pools: &[lb_core::pool::IpPool],
+    reserved: &[u16],
     previous: &Allocations,
     errs: &mut Errors,
 ) -> Allocations {
     let mut out = Allocations::default();
     allocate_ips(drafts, cluster, previous, errs, &mut out);
-    allocate_node_ports(drafts, cluster, previous, errs, &mut out);
+    allocate_node_ports(drafts, cluster, reserved, previous, errs, &mut out);
     crate::pools::allocate(drafts, pools, previous, &mut out);
     out
 }
@@ -155,6 +158,7 @@ fn own_node_port(d: &ServiceDraft, n: u16) -> bool {
 fn allocate_node_ports(
     drafts: &mut [ServiceDraft],
     cluster: &ClusterSettings,
+    reserved: &[u16],
     previous: &Allocations,
     errs: &mut Errors,
     out: &mut Allocations,
@@ -163,8 +167,15 @@ fn allocate_node_ports(
         *cluster.node_port_range.start(),
         *cluster.node_port_range.end(),
     );
-    let hc_held = keep_held_ports(drafts, &mut ports, previous);
+    let hc_held = keep_held_ports(drafts, &mut ports, reserved, previous);
     request_ports(drafts, &mut ports, &hc_held, errs);
+    // lb's own listeners' ports, after the requests (a request of one is
+    // refused by validation naming the listener, not as "already
+    // allocated") and before anything is handed out. A port outside the
+    // range, or requested, is no concern of the allocator.
+    for port in reserved {
+        let _ = ports.allocate(*port);
+    }
     // 3. Dynamic ones; a port number that another protocol of the same
     // service already has a node port for shares it (as Kubernetes does).
     let seed = cluster.allocation_seed;
@@ -219,11 +230,14 @@ fn needs_health_check_port(d: &ServiceDraft) -> bool {
 
 /// Step 1 for node ports and health-check node ports (one range, one
 /// allocator, as in Kubernetes): what each port held stays its own unless it
-/// now asks for another number, which frees the old one. Returns, per
+/// now asks for another number, which frees the old one. A dynamic value
+/// that is now the port of one of lb's own listeners (`reserved`: the admin
+/// or DNS port moved onto it) is given up and allocated afresh. Returns, per
 /// service, whether it kept its health-check node port.
 fn keep_held_ports(
     drafts: &mut [ServiceDraft],
     ports: &mut PortAllocator,
+    reserved: &[u16],
     previous: &Allocations,
 ) -> Vec<bool> {
     let mut hc_held = vec![false; drafts.len()];
@@ -238,7 +252,7 @@ fn keep_held_ports(
                 continue;
             };
             let keeps = match d.node_ports[i] {
-                Some(None) => true,
+                Some(None) => !reserved.contains(&held),
                 Some(Some(n)) => n == held,
                 None => false,
             };
@@ -257,7 +271,11 @@ fn keep_held_ports(
             continue;
         };
         let requested = d.spec.health_check_node_port;
-        if (requested == 0 || requested == held) && ports.allocate(held).is_ok() {
+        let keeps = match requested {
+            0 => !reserved.contains(&held),
+            n => n == held,
+        };
+        if keeps && ports.allocate(held).is_ok() {
             d.spec.health_check_node_port = held;
             hc_held[s] = true;
         }

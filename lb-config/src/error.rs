@@ -90,6 +90,9 @@ pub enum ErrorKind {
     NotSupported(BadValue),
     /// `Forbidden: <detail>`.
     Forbidden,
+    /// `Too many: <count>: must have at most <max> items`: a list longer
+    /// than its bound (`field.TooMany`).
+    TooMany(i64),
     /// `Internal error: <detail>` (e.g. an allocation range is full).
     Internal,
     /// The file could not be read as TOML of the right shape (syntax, unknown
@@ -178,6 +181,16 @@ impl FieldError {
         }
     }
 
+    /// `Too many: <actual>: must have at most <max> items`, Kubernetes'
+    /// `field.TooMany` for a list longer than its bound.
+    pub fn too_many(path: impl Into<String>, actual: usize, max: usize) -> Self {
+        FieldError {
+            path: path.into(),
+            kind: ErrorKind::TooMany(i64::try_from(actual).unwrap_or(i64::MAX)),
+            detail: format!("must have at most {max} items"),
+        }
+    }
+
     /// `Internal error: <detail>`.
     pub fn internal(path: impl Into<String>, detail: impl Into<String>) -> Self {
         FieldError {
@@ -206,6 +219,7 @@ impl fmt::Display for FieldError {
             ErrorKind::Duplicate(v) => write!(f, "Duplicate value: {v}")?,
             ErrorKind::NotSupported(v) => write!(f, "Unsupported value: {v}")?,
             ErrorKind::Forbidden => f.write_str("Forbidden")?,
+            ErrorKind::TooMany(n) => write!(f, "Too many: {n}")?,
             ErrorKind::Internal => f.write_str("Internal error")?,
             ErrorKind::Parse => return f.write_str(&self.detail),
         }
@@ -384,6 +398,10 @@ mod tests {
         assert_eq!(
             FieldError::not_supported("t", "X", &["A", "B"]).to_string(),
             "t: Unsupported value: \"X\": supported values: \"A\", \"B\""
+        );
+        assert_eq!(
+            FieldError::too_many("proxy.connect_timeouts_ms", 100_000, 16).to_string(),
+            "proxy.connect_timeouts_ms: Too many: 100000: must have at most 16 items"
         );
         assert_eq!(
             FieldError::forbidden("p", "not supported yet").to_string(),

@@ -102,6 +102,7 @@ impl Loader {
             &mut v.services,
             &v.settings.cluster,
             &v.pools,
+            &validation::reserved_node_ports(&v.settings),
             &previous,
             &mut errs,
         );
@@ -109,8 +110,11 @@ impl Loader {
             return Err(ConfigErrors { errors: errs.list });
         }
         let host_endpoints = endpoints::resolve(&mut v.services, &v.pods, &v.endpoints);
-        // Frontends exist only once allocated, endpoints once resolved: an
-        // endpoint that is one of them would loop back into the proxy.
+        // Frontends exist only once allocated: none may take the admin, DNS
+        // or a health-check address (`run` would fail to bind it).
+        validation::check_listeners(&v.settings, &v.services, &mut errs);
+        // Endpoints exist once resolved: an endpoint that is a frontend
+        // would loop back into the proxy.
         validation::check_self_loops(
             &v.services,
             &v.endpoints,

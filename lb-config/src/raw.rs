@@ -13,6 +13,43 @@ use std::fmt;
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// Most `node.addresses`: each node port binds once per address, so the
+/// list multiplies every node port's listeners; a node has a handful.
+pub const MAX_NODE_ADDRESSES: usize = 64;
+
+/// Most `node.allowed_external_cidrs`: each external and LoadBalancer
+/// address is checked against the list, at every load.
+pub const MAX_ALLOWED_EXTERNAL_CIDRS: usize = 256;
+
+/// Most `proxy.connect_timeouts_ms` entries: one dial per entry, each to the
+/// next endpoint, so the list bounds how long and how many endpoints one
+/// client connection may try (16 dials is far past any useful failover).
+pub const MAX_CONNECT_TIMEOUTS: usize = 16;
+
+/// Most `admin.allowed_hosts`: every admin request's `Host` is compared
+/// with the list.
+pub const MAX_ALLOWED_HOSTS: usize = 64;
+
+/// Most `dns.upstreams`: CoreDNS's `forward` plugin's limit (15), the role
+/// lb's responder plays.
+pub const MAX_DNS_UPSTREAMS: usize = 15;
+
+/// Most ports of one service: Kubernetes' bound on an EndpointSlice's ports
+/// (100), which carries every port of a service (a Service with more has no
+/// endpoints in Kubernetes).
+pub const MAX_SERVICE_PORTS: usize = 100;
+
+/// Most `external_ips` of one service: each opens a listener per port.
+pub const MAX_EXTERNAL_IPS: usize = 64;
+
+/// Most `load_balancer_source_ranges` of one service: every client of a
+/// LoadBalancer address is checked against them.
+pub const MAX_SOURCE_RANGES: usize = 256;
+
+/// Most `addresses` (ranges or CIDRs) of one `[[ip_pools]]` entry: each is
+/// compared with every other pool's for overlaps at every load.
+pub const MAX_POOL_ADDRESSES: usize = 256;
+
 /// The whole file. An empty file is valid: every section has defaults.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -45,8 +82,21 @@ pub struct RawConfig {
 pub struct RawNode {
     /// Node name; default: the hostname.
     pub name: Option<String>,
-    /// Addresses where node ports listen; default `["0.0.0.0"]`.
+    /// Addresses where node ports (and health-check node ports) listen;
+    /// default `["0.0.0.0"]`. At most [`MAX_NODE_ADDRESSES`].
     pub addresses: Option<Vec<String>>,
+    /// CIDRs that external IPs and LoadBalancer addresses must lie in, from
+    /// every source (this file, manifests, etcd), e.g.
+    /// `["127.0.122.0/24"]`; default empty: anywhere, as in Kubernetes. A
+    /// service's `external_ips` and its `load_balancer_ip` (or MetalLB's
+    /// `loadBalancerIPs` annotation) outside them are refused on their field,
+    /// and so is an `[[ip_pools]]` address range not wholly inside them, so
+    /// no pool can hand out an address outside. Whoever can write etcd or a
+    /// manifest can otherwise make lb listen on any local address (the shape
+    /// of CVE-2020-8554); the admin, DNS and health-check addresses are
+    /// refused to every service whatever this says. At most
+    /// [`MAX_ALLOWED_EXTERNAL_CIDRS`].
+    pub allowed_external_cidrs: Option<Vec<String>>,
     /// `bind` (default), `freebind` or `interface`.
     pub vip_mode: Option<String>,
     /// Interface mode: where VIPs are added.
@@ -81,7 +131,8 @@ pub struct RawCluster {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawProxy {
-    /// One dial per entry (milliseconds), each to the next endpoint.
+    /// One dial per entry (milliseconds), each to the next endpoint. At most
+    /// [`MAX_CONNECT_TIMEOUTS`].
     pub connect_timeouts_ms: Option<Vec<i64>>,
     /// Idle timeout of a TCP connection (nothing moved either way; both
     /// legs then get a FIN); `"0"` = none.
@@ -124,6 +175,9 @@ pub struct RawProxy {
 #[serde(deny_unknown_fields, default)]
 pub struct RawAdmin {
     /// `IP:PORT` of the admin API; `""` disables it; default `127.0.0.1:10249`.
+    /// No service frontend, health-check node port or `dns.listen` may take
+    /// it (`check` refuses the clash; port 0, an ephemeral port, never
+    /// clashes).
     pub listen: Option<String>,
     /// Host headers accepted besides IP literals and localhost: host names
     /// (DNS-1123 subdomains, lowercase, no port; any port is accepted with
@@ -131,7 +185,7 @@ pub struct RawAdmin {
     /// is answered 421 without running the request, so that a web page
     /// whose name an attacker re-points at the admin address (DNS
     /// rebinding) cannot read the API from a browser. Takes effect at the
-    /// next restart.
+    /// next restart. At most [`MAX_ALLOWED_HOSTS`].
     pub allowed_hosts: Option<Vec<String>>,
 }
 
@@ -139,11 +193,15 @@ pub struct RawAdmin {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawDns {
-    /// `IP:PORT` to answer on.
+    /// `IP:PORT` to answer on, over UDP and TCP. It must not be
+    /// `admin.listen`, a service frontend or a health-check node port of the
+    /// same port and protocol (on a `0.0.0.0`/`::` address, at any address
+    /// of that port).
     pub listen: Option<String>,
     /// TTL of answers, seconds.
     pub ttl: Option<i64>,
-    /// Where other names go (`IP` or `IP:PORT`).
+    /// Where other names go (`IP` or `IP:PORT`). At most
+    /// [`MAX_DNS_UPSTREAMS`].
     pub upstreams: Option<Vec<String>>,
 }
 
@@ -153,7 +211,9 @@ pub struct RawDns {
 pub struct RawIpPool {
     /// Pool name (DNS-1123 subdomain).
     pub name: String,
-    /// Ranges `A-B` or CIDRs.
+    /// Ranges `A-B` or CIDRs; each wholly inside
+    /// `node.allowed_external_cidrs` when that is set. At most
+    /// [`MAX_POOL_ADDRESSES`].
     pub addresses: Vec<String>,
     /// Whether services without `ip_pool` may take addresses from it.
     pub auto_assign: Option<bool>,
@@ -278,11 +338,15 @@ pub struct RawService {
     pub external_traffic_policy: Option<String>,
     /// `Cluster` (default) or `Local`.
     pub internal_traffic_policy: Option<String>,
-    /// More addresses the ports listen on.
+    /// More addresses the ports listen on; each inside
+    /// `node.allowed_external_cidrs` when that is set. At most
+    /// [`MAX_EXTERNAL_IPS`].
     pub external_ips: Option<Vec<String>>,
-    /// LoadBalancer: requested address.
+    /// LoadBalancer: requested address (in an `ip_pool`, and inside
+    /// `node.allowed_external_cidrs` when that is set).
     pub load_balancer_ip: Option<String>,
-    /// LoadBalancer: allowed client CIDRs.
+    /// LoadBalancer: allowed client CIDRs. At most
+    /// [`MAX_SOURCE_RANGES`].
     pub load_balancer_source_ranges: Option<Vec<String>>,
     /// LoadBalancer: which pool.
     pub ip_pool: Option<String>,
@@ -296,7 +360,7 @@ pub struct RawService {
     pub publish_not_ready_addresses: Option<bool>,
     /// ExternalName target (DNS-1123 subdomain).
     pub external_name: Option<String>,
-    /// `[[services.ports]]`.
+    /// `[[services.ports]]`. At most [`MAX_SERVICE_PORTS`].
     pub ports: Vec<RawServicePort>,
 }
 

@@ -35,6 +35,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The App's ops runtime (the thread its admin API, DNS responder and
+    /// followers run on, apart from the data plane's) could not start.
+    #[error("the ops runtime (admin API, DNS): {0}")]
+    OpsRuntime(#[source] std::io::Error),
     /// The DNS responder could not start (its port is taken, or the zone is
     /// not a valid name).
     #[cfg(feature = "dns")]

@@ -2,9 +2,10 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use super::fields::at_most;
 use crate::config::DnsSettings;
 use crate::error::{Errors, FieldError};
-use crate::raw::RawDns;
+use crate::raw::{RawDns, MAX_DNS_UPSTREAMS};
 
 /// The largest TTL RFC 2181 allows (2^31 - 1).
 const MAX_TTL: i64 = i32::MAX as i64;
@@ -45,10 +46,12 @@ pub(crate) fn dns(raw: &RawDns, errs: &mut Errors) -> DnsSettings {
             DnsSettings::DEFAULT_TTL
         }
     };
-    let upstreams = raw
-        .upstreams
+    let mut listed = raw.upstreams.as_deref().unwrap_or_default();
+    if !at_most("dns.upstreams", listed.len(), MAX_DNS_UPSTREAMS, errs) {
+        listed = &[];
+    }
+    let upstreams = listed
         .iter()
-        .flatten()
         .enumerate()
         .filter_map(|(i, text)| match upstream(text) {
             Some(a) => Some(a),

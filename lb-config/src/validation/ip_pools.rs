@@ -7,16 +7,21 @@
 
 use std::collections::HashSet;
 
+use ipnet::IpNet;
 use lb_core::pool::{IpPool, IpRange};
 
-use super::names;
+use super::fields::at_most;
 use super::service::ServiceDraft;
+use super::{external, names};
 use crate::config::VipMode;
 use crate::error::{go_quote, object_path, Errors, FieldError};
-use crate::raw::RawConfig;
+use crate::raw::{RawConfig, MAX_POOL_ADDRESSES};
 
-/// Validates every `[[ip_pools]]` entry; pools with errors are left out.
-pub(crate) fn pools(raw: &RawConfig, errs: &mut Errors) -> Vec<IpPool> {
+/// Validates every `[[ip_pools]]` entry; pools with errors are left out. A
+/// range not wholly inside `allowed` (`node.allowed_external_cidrs`, when
+/// not empty) is an error on the pool, so a pool never hands out an address
+/// outside them.
+pub(crate) fn pools(raw: &RawConfig, allowed: &[IpNet], errs: &mut Errors) -> Vec<IpPool> {
     let mut out: Vec<IpPool> = Vec::new();
     let mut seen = HashSet::new();
     // Every well-formed range of the pools before, even of pools with errors,
@@ -44,7 +49,16 @@ pub(crate) fn pools(raw: &RawConfig, errs: &mut Errors) -> Vec<IpPool> {
             ));
         }
         let mut ranges = Vec::new();
-        for (j, text) in p.addresses.iter().enumerate() {
+        let mut listed = p.addresses.as_slice();
+        if !at_most(
+            &format!("{path}.addresses"),
+            listed.len(),
+            MAX_POOL_ADDRESSES,
+            errs,
+        ) {
+            listed = &[];
+        }
+        for (j, text) in listed.iter().enumerate() {
             let ap = format!("{path}.addresses[{j}]");
             match IpRange::parse(text) {
                 Ok(r) => {
@@ -58,7 +72,13 @@ pub(crate) fn pools(raw: &RawConfig, errs: &mut Errors) -> Vec<IpPool> {
                                 .any(|o: &IpRange| o.overlaps(&r))
                                 .then(|| "overlaps with another range of this pool".to_string())
                         });
-                    match clash {
+                    let outside = (!external::allows_range(allowed, &r)).then(|| {
+                        format!(
+                            "not inside node.allowed_external_cidrs {}: a pool may hold only allowed addresses",
+                            external::describe(allowed)
+                        )
+                    });
+                    match clash.or(outside) {
                         Some(m) => errs.push(FieldError::invalid(&ap, text, m)),
                         None => ranges.push(r),
                     }
@@ -81,7 +101,14 @@ pub(crate) fn pools(raw: &RawConfig, errs: &mut Errors) -> Vec<IpPool> {
 /// Checks what LoadBalancer services ask of the pools: a named pool must
 /// exist, and a requested address must lie in a pool (the named one, when
 /// set). Kubernetes' wording: `Invalid value: "IP": not in any ip_pool`.
-pub(crate) fn check_requests(drafts: &[ServiceDraft], pools: &[IpPool], errs: &mut Errors) {
+/// An address outside `allowed` is left to `external`'s error, which names
+/// the cause.
+pub(crate) fn check_requests(
+    drafts: &[ServiceDraft],
+    pools: &[IpPool],
+    allowed: &[IpNet],
+    errs: &mut Errors,
+) {
     for d in drafts {
         let Some(lb) = &d.lb else { continue };
         if let Some(name) = &lb.pool {
@@ -94,7 +121,9 @@ pub(crate) fn check_requests(drafts: &[ServiceDraft], pools: &[IpPool], errs: &m
                 continue;
             }
         }
-        let Some(ip) = lb.requested else { continue };
+        let Some(ip) = lb.requested.filter(|ip| external::allows(allowed, *ip)) else {
+            continue;
+        };
         let ok = pools
             .iter()
             .filter(|p| lb.pool.as_ref().is_none_or(|n| &p.name == n))

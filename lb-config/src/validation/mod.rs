@@ -3,8 +3,10 @@
 //! `ValidateEndpoints`, ...).
 
 mod dns;
+mod external;
 mod fields;
 mod ip_pools;
+mod listeners;
 mod names;
 mod objects;
 mod self_loop;
@@ -13,6 +15,7 @@ mod settings;
 
 use std::collections::HashSet;
 
+pub(crate) use listeners::{check_services as check_listeners, reserved_node_ports};
 pub(crate) use objects::{Endpoints, Pod};
 pub(crate) use self_loop::check as check_self_loops;
 pub(crate) use service::{IpRequest, ServiceDraft};
@@ -37,6 +40,7 @@ pub(crate) struct Validated {
 /// the caller refuses the config when `errs` is not empty.
 pub(crate) fn validate(raw: &RawConfig, hostname: &str, errs: &mut Errors) -> Validated {
     let settings = settings::settings(raw, hostname, errs);
+    listeners::check_own(&settings, errs);
     let mut warnings = settings::warnings(&settings);
 
     let mut services = Vec::new();
@@ -89,8 +93,9 @@ pub(crate) fn validate(raw: &RawConfig, hostname: &str, errs: &mut Errors) -> Va
         endpoints.extend(objects::endpoints(e, i, errs));
     }
 
-    let pools = ip_pools::pools(raw, errs);
-    ip_pools::check_requests(&services, &pools, errs);
+    let pools = ip_pools::pools(raw, &settings.allowed_external, errs);
+    ip_pools::check_requests(&services, &pools, &settings.allowed_external, errs);
+    external::check_services(&services, &settings.allowed_external, errs);
     ip_pools::bind_warnings(&pools, settings.vip_mode, &mut warnings);
 
     Validated {

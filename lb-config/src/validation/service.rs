@@ -8,10 +8,10 @@ use lb_core::{
     TrafficPolicy,
 };
 
-use super::fields::{labels, protocol};
+use super::fields::{at_most, labels, protocol};
 use super::{names, settings::ip};
 use crate::error::{object_path, Errors, FieldError};
-use crate::raw::{IntOrString, RawService};
+use crate::raw::{IntOrString, RawService, MAX_EXTERNAL_IPS, MAX_SERVICE_PORTS, MAX_SOURCE_RANGES};
 
 /// Kubernetes' `MaxClientIPServiceAffinitySeconds`.
 const MAX_AFFINITY_SECONDS: i64 = 86_400;
@@ -177,10 +177,17 @@ pub(crate) fn service(raw: &RawService, index: usize, errs: &mut Errors) -> Opti
         errs,
     );
 
-    let external_ips: Vec<IpAddr> = raw
-        .external_ips
+    let mut listed_ips = raw.external_ips.as_deref().unwrap_or_default();
+    if !at_most(
+        &format!("{path}.external_ips"),
+        listed_ips.len(),
+        MAX_EXTERNAL_IPS,
+        errs,
+    ) {
+        listed_ips = &[];
+    }
+    let external_ips: Vec<IpAddr> = listed_ips
         .iter()
-        .flatten()
         .enumerate()
         .filter_map(|(i, text)| {
             let p = format!("{path}.external_ips[{i}]");
@@ -241,12 +248,21 @@ pub(crate) fn service(raw: &RawService, index: usize, errs: &mut Errors) -> Opti
     if raw.ports.is_empty() && ip_request != IpRequest::NoIp {
         errs.push(FieldError::required(format!("{path}.ports"), ""));
     }
-    let mut ports = Vec::with_capacity(raw.ports.len());
-    let mut node_ports = Vec::with_capacity(raw.ports.len());
+    let mut listed_ports = raw.ports.as_slice();
+    if !at_most(
+        &format!("{path}.ports"),
+        listed_ports.len(),
+        MAX_SERVICE_PORTS,
+        errs,
+    ) {
+        listed_ports = &[];
+    }
+    let mut ports = Vec::with_capacity(listed_ports.len());
+    let mut node_ports = Vec::with_capacity(listed_ports.len());
     let mut port_names = HashSet::new();
     let mut seen_ports = HashSet::new();
     let mut seen_node_ports = HashSet::new();
-    for (i, p) in raw.ports.iter().enumerate() {
+    for (i, p) in listed_ports.iter().enumerate() {
         let pp = format!("{path}.ports[{i}]");
         let name = p.name.clone().unwrap_or_default();
         if raw.ports.len() > 1 && name.is_empty() {
@@ -383,7 +399,19 @@ fn load_balancer(
     let sharing_key = non_empty(&raw.allow_shared_ip).unwrap_or_default();
 
     let mut ranges = Vec::new();
-    for (i, text) in raw.load_balancer_source_ranges.iter().flatten().enumerate() {
+    let mut listed = raw
+        .load_balancer_source_ranges
+        .as_deref()
+        .unwrap_or_default();
+    if !at_most(
+        &format!("{path}.load_balancer_source_ranges"),
+        listed.len(),
+        MAX_SOURCE_RANGES,
+        errs,
+    ) {
+        listed = &[];
+    }
+    for (i, text) in listed.iter().enumerate() {
         match text.trim().parse::<ipnet::IpNet>() {
             Ok(net) => ranges.push(net.trunc()),
             Err(_) => errs.push(FieldError::invalid(

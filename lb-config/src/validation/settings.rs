@@ -6,10 +6,11 @@ use std::time::Duration;
 use ipnet::IpNet;
 use lb_core::{AcceptMode, ForwardEngine, NodeSpec, ProxySettings};
 
+use super::fields::at_most;
 use super::names;
 use crate::config::{ClusterSettings, VipMode, DEFAULT_ADMIN_LISTEN};
 use crate::error::{Errors, FieldError};
-use crate::raw::RawConfig;
+use crate::raw::{RawConfig, MAX_ALLOWED_HOSTS, MAX_CONNECT_TIMEOUTS, MAX_NODE_ADDRESSES};
 
 /// The typed top-level settings.
 #[derive(Debug, Clone)]
@@ -23,6 +24,8 @@ pub(crate) struct Settings {
     pub(crate) admin_listen: Option<SocketAddr>,
     pub(crate) admin_allowed_hosts: Vec<String>,
     pub(crate) dns: Option<crate::config::DnsSettings>,
+    /// `node.allowed_external_cidrs`; empty = any address.
+    pub(crate) allowed_external: Vec<IpNet>,
     /// Whether `service_cidr` and `node_port_range` were valid (when not,
     /// the defaults stand in and allocation must not run on them).
     pub(crate) ranges_ok: bool,
@@ -41,12 +44,16 @@ pub(crate) fn settings(raw: &RawConfig, hostname: &str, errs: &mut Errors) -> Se
         node.name = name.clone();
     }
     if let Some(addrs) = &raw.node.addresses {
-        node.addresses = addrs
-            .iter()
-            .enumerate()
-            .filter_map(|(i, a)| ip(&format!("node.addresses[{i}]"), a, errs))
-            .collect();
+        if at_most("node.addresses", addrs.len(), MAX_NODE_ADDRESSES, errs) {
+            node.addresses = addrs
+                .iter()
+                .enumerate()
+                .filter_map(|(i, a)| ip(&format!("node.addresses[{i}]"), a, errs))
+                .collect();
+        }
     }
+    let allowed_external =
+        super::external::allowed_cidrs(raw.node.allowed_external_cidrs.as_deref(), errs);
     let vip_mode = match raw.node.vip_mode.as_deref() {
         None | Some("bind") => VipMode::Bind,
         Some("freebind") => VipMode::Freebind,
@@ -150,6 +157,7 @@ pub(crate) fn settings(raw: &RawConfig, hostname: &str, errs: &mut Errors) -> Se
         admin_listen,
         admin_allowed_hosts,
         dns,
+        allowed_external,
         ranges_ok,
     }
 }
@@ -160,7 +168,11 @@ pub(crate) fn settings(raw: &RawConfig, hostname: &str, errs: &mut Errors) -> Se
 /// the list readable).
 fn allowed_hosts(raw: Option<&[String]>, errs: &mut Errors) -> Vec<String> {
     let mut out = Vec::new();
-    for (i, host) in raw.unwrap_or_default().iter().enumerate() {
+    let list = raw.unwrap_or_default();
+    if !at_most("admin.allowed_hosts", list.len(), MAX_ALLOWED_HOSTS, errs) {
+        return out;
+    }
+    for (i, host) in list.iter().enumerate() {
         let path = format!("admin.allowed_hosts[{i}]");
         let problems = names::dns1123_subdomain(host);
         if problems.is_empty() {
@@ -195,7 +207,14 @@ fn sources(raw: &RawConfig, errs: &mut Errors) {
 fn proxy(raw: &RawConfig, errs: &mut Errors) -> ProxySettings {
     let p = &raw.proxy;
     let mut s = ProxySettings::default();
-    if let Some(list) = &p.connect_timeouts_ms {
+    if let Some(list) = p.connect_timeouts_ms.as_ref().filter(|l| {
+        at_most(
+            "proxy.connect_timeouts_ms",
+            l.len(),
+            MAX_CONNECT_TIMEOUTS,
+            errs,
+        )
+    }) {
         if list.is_empty() {
             errs.push(FieldError::required(
                 "proxy.connect_timeouts_ms",

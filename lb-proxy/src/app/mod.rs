@@ -3,15 +3,28 @@
 //! feeds the data plane; the admin API, the DNS responder, the health-check
 //! node ports and the interface VIPs sit beside them. The quickstart runs
 //! this same code, so what it shows is what the binary does.
+//!
+//! Two runtimes: the data plane, the control plane (rebuilds, probes, host
+//! names, sources), the health-check node ports and the VIPs run on the
+//! runtime [`App::start`] is called on (the binary's multi-thread runtime;
+//! with `accept_mode = "percore"` the connections run on the data plane's
+//! own worker threads); the admin API (`/metrics`, the JSON views, the
+//! status page), the DNS responder and the followers run on the App's ops
+//! runtime, one thread named `lb-ops` ([`ops_runtime`]), so rendering for an
+//! operator never holds a thread the data plane accepts or forwards on.
 
+mod ops_runtime;
 mod parts;
 mod sources;
+
+pub use ops_runtime::THREAD_NAME as OPS_THREAD_NAME;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use lb_config::Config;
+use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -25,6 +38,7 @@ use crate::ops::admin::{
     AdminServer, AdminSource, AllowedHosts, ProxyView, MAX_CONNECTIONS as MAX_ADMIN_CONNECTIONS,
 };
 use crate::ops::healthcheck::HealthChecks;
+use ops_runtime::OpsRuntime;
 use parts::{vip_settings, DnsPart, VipPart};
 use sources::{start_control, Control};
 
@@ -78,6 +92,9 @@ struct Inner {
     admin: Option<AdminServer>,
     /// Everything above.
     tasks: Tasks,
+    /// The runtime the admin API, DNS and the followers run on; its thread
+    /// is joined once every task has ended.
+    ops: Arc<OpsRuntime>,
 }
 
 impl App {
@@ -85,9 +102,12 @@ impl App {
     /// `[source.etcd]`: then allocations are shared through etcd, and the
     /// first load waits up to 5 s for etcd's first read), starts the data
     /// plane, the control plane and the admin API. An invalid file is an
-    /// error and nothing starts.
+    /// error and nothing starts. The data and control planes run on the
+    /// caller's runtime; the admin API, DNS and the followers on the App's
+    /// ops runtime (a thread of its own, see the module docs).
     pub async fn start(options: AppOptions) -> Result<App, Error> {
         let tasks = Tasks::new();
+        let ops = Arc::new(OpsRuntime::start()?);
         let Control {
             control,
             config,
@@ -96,6 +116,7 @@ impl App {
             Ok(started) => started,
             Err(e) => {
                 tasks.stop().await;
+                ops.stop().await;
                 return Err(e);
             }
         };
@@ -112,6 +133,7 @@ impl App {
             control: control.clone(),
             dataplane: dataplane.clone(),
             tasks: tasks.clone(),
+            ops: ops.clone(),
         };
         let health_checks = HealthChecks::start(&dataplane, tasks.child());
         let vips = match VipPart::start(&config, &dataplane, &tasks).await {
@@ -121,7 +143,13 @@ impl App {
                 return Err(e);
             }
         };
-        let dns = match DnsPart::start(&config, &dataplane, &tasks).await {
+        let dns = {
+            let (config, dataplane, tasks) = (config.clone(), dataplane.clone(), tasks.clone());
+            ops.run(async move { DnsPart::start(&config, &dataplane, &tasks).await })
+                .await
+                .and_then(|started| started)
+        };
+        let dns = match dns {
             Ok(d) => d,
             Err(e) => {
                 vips.stop().await;
@@ -140,40 +168,49 @@ impl App {
             ),
         );
         let followers = tasks.child();
-        follow_endpoint_states(&followers, &dataplane, events);
-        follow_configs(&followers, control.configs(), config.clone(), dns.clone());
+        follow_endpoint_states(&followers, ops.handle(), &dataplane, events);
+        follow_configs(
+            &followers,
+            ops.handle(),
+            control.configs(),
+            config.clone(),
+            dns.clone(),
+        );
         let mut admin = None;
         let mut admin_addr = None;
         if let Some(addr) = config.admin_listen {
-            let listener = match tokio::net::TcpListener::bind(addr).await {
-                Ok(l) => l,
-                Err(source) => {
-                    dns.stop().await;
-                    vips.stop().await;
-                    started.abort().await;
-                    return Err(Error::AdminBind { addr, source });
-                }
-            };
             let view = ProxyView::new(dataplane.clone()).with_control(control.clone());
             #[cfg(feature = "dns")]
             let view = view.with_dns(dns.get().cloned());
             let source: Arc<dyn AdminSource> = Arc::new(view);
             let hosts = AllowedHosts::new(config.admin_allowed_hosts.iter().cloned());
-            match AdminServer::builder(listener, source)
-                .allowed_hosts(hosts)
-                .max_connections(admin_connections(&dataplane.descriptors()))
-                .start(tasks.child())
-            {
-                Ok(server) => {
+            let max_connections = admin_connections(&dataplane.descriptors());
+            let admin_tasks = tasks.child();
+            // Bound inside the ops runtime, so its reactor serves the
+            // listener and every connection.
+            let server = ops
+                .run(async move {
+                    let listener = tokio::net::TcpListener::bind(addr).await?;
+                    AdminServer::builder(listener, source)
+                        .allowed_hosts(hosts)
+                        .max_connections(max_connections)
+                        .start(admin_tasks)
+                })
+                .await;
+            let failed = match server {
+                Ok(Ok(server)) => {
                     admin_addr = Some(server.local_addr());
                     admin = Some(server);
+                    None
                 }
-                Err(source) => {
-                    dns.stop().await;
-                    vips.stop().await;
-                    started.abort().await;
-                    return Err(Error::AdminBind { addr, source });
-                }
+                Ok(Err(source)) => Some(Error::AdminBind { addr, source }),
+                Err(e) => Some(e),
+            };
+            if let Some(e) = failed {
+                dns.stop().await;
+                vips.stop().await;
+                started.abort().await;
+                return Err(e);
             }
         }
         info!(
@@ -194,6 +231,7 @@ impl App {
                 followers,
                 admin,
                 tasks,
+                ops,
             }),
         })
     }
@@ -255,8 +293,9 @@ impl App {
     /// Stops everything, in order: the data plane drains (listeners close at
     /// once, open connections finish, bounded by `drain_timeout`), then the
     /// control plane (rebuild, probes, host names, sources), the health-check
-    /// ports, VIPs, DNS and followers, and the admin API last. When it
-    /// returns, no task of the App is left.
+    /// ports, VIPs, DNS and followers, and the admin API last; then the ops
+    /// runtime's thread ends and is joined. When it returns, no task or
+    /// thread of the App is left.
     pub async fn shutdown(&self) {
         let inner = &self.inner;
         inner.dataplane.shutdown().await;
@@ -269,6 +308,7 @@ impl App {
             admin.stop().await;
         }
         inner.tasks.stop().await;
+        inner.ops.stop().await;
     }
 }
 
@@ -277,6 +317,7 @@ struct Started {
     control: ControlPlane,
     dataplane: DataPlane,
     tasks: Tasks,
+    ops: Arc<OpsRuntime>,
 }
 
 impl Started {
@@ -284,31 +325,39 @@ impl Started {
         self.dataplane.shutdown().await;
         self.control.stop().await;
         self.tasks.stop().await;
+        self.ops.stop().await;
     }
 }
 
-/// Records endpoint state changes as events, following the table.
-fn follow_endpoint_states(tasks: &Tasks, dataplane: &DataPlane, events: Arc<Events>) {
+/// Records endpoint state changes as events, following the table, on the
+/// ops runtime (`ops`): comparing the state of every endpoint between two
+/// snapshots is work for the operator, not for the data path.
+fn follow_endpoint_states(tasks: &Tasks, ops: &Handle, dataplane: &DataPlane, events: Arc<Events>) {
     let dataplane = dataplane.clone();
     let stop = tasks.token().clone();
-    tasks.spawn(async move {
-        let mut follower = EndpointStates::new(events);
-        follow(&dataplane, &stop, &mut follower).await;
-    });
+    tasks.spawn_on(
+        async move {
+            let mut follower = EndpointStates::new(events);
+            follow(&dataplane, &stop, &mut follower).await;
+        },
+        ops,
+    );
 }
 
 /// Hands new `[dns]` options to the responder, and tells the operator which
 /// changed settings wait for a restart (the admin listener and its allowed
 /// hosts, the VIP mode,
-/// adding or removing `[dns]`).
+/// adding or removing `[dns]`); on the ops runtime (`ops`), beside the
+/// responder.
 fn follow_configs(
     tasks: &Tasks,
+    ops: &Handle,
     mut configs: watch::Receiver<Arc<Config>>,
     first: Arc<Config>,
     dns: DnsPart,
 ) {
     let stop = tasks.token().clone();
-    tasks.spawn(async move {
+    tasks.spawn_on(async move {
         configs.borrow_and_update();
         loop {
             tokio::select! {
@@ -331,7 +380,7 @@ fn follow_configs(
             }
             dns.reconfigure(&config);
         }
-    });
+    }, ops);
 }
 
 /// Raises the open-file limit (before the data plane starts, so its

@@ -103,7 +103,7 @@ fn clients_past_the_descriptor_budget_are_reset_and_the_admin_api_still_answers(
         admins.push(s);
     }
     for s in &mut admins {
-        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: lb\r\n\r\n")?;
+        s.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {admin}\r\n\r\n").as_bytes())?;
         let mut head = [0u8; 12];
         s.read_exact(&mut head).context("/healthz answers")?;
         assert_eq!(&head, b"HTTP/1.1 200", "{}", String::from_utf8_lossy(&head));

@@ -4,7 +4,9 @@
 //! listen; a service whose pool is exhausted is `<pending>` but still serves;
 //! the health-check node port of a Local LoadBalancer answers; `lb-proxy check`
 //! refuses an address outside every pool; an App running every part leaves
-//! no task or thread once shut down. Each test has its own 127.x addresses
+//! no task or thread once shut down; the admin API and DNS answer while the
+//! runtime the data plane runs on is blocked (they run on the App's ops
+//! runtime). Each test has its own 127.x addresses
 //! (127.0.NET.x, 127.97.NET.x), so they can run in parallel.
 
 use std::net::SocketAddr;
@@ -406,6 +408,11 @@ async fn an_app_leaves_no_task_or_thread_after_shutdown() {
         .unwrap_or_else(|e| panic!("{e}"));
     let watchers = watcher_threads();
     assert_eq!(watchers.len(), 1, "the file watcher runs: {:?}", threads());
+    assert_eq!(
+        lb_threads(),
+        [lb_proxy::app::OPS_THREAD_NAME],
+        "the ops runtime's thread runs (the App's only thread with this accept mode)"
+    );
 
     // Traffic through every part: the probed pod once ready, UDP, the
     // health-check node port, DNS, the admin API.
@@ -460,4 +467,58 @@ async fn an_app_leaves_no_task_or_thread_after_shutdown() {
         "{} tasks alive, {before} before the start",
         metrics.num_alive_tasks()
     );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_admin_api_and_dns_answer_while_the_data_planes_runtime_is_blocked() {
+    // The App's data and control planes run on this test's runtime, whose
+    // one thread the test holds below; the operator surface runs on the
+    // App's ops runtime and must not need it.
+    let dns = SocketAddr::new(ip("127.0.160.53"), free_udp_port("127.0.160.53"));
+    let app = TestApp::from_text(&format!(
+        "{}[dns]\nlisten = \"{dns}\"\n\
+         [[services]]\nname = \"web\"\ncluster_ip = \"127.97.160.10\"\nports = [{{ port = 8080 }}]\n",
+        head(160)
+    ))
+    .await;
+    let admin = app.admin();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let client = std::thread::spawn(move || {
+        let ask = |path| http_get(admin, path).map(|(status, body)| (status, body.len()));
+        let health = http_get(admin, "/healthz");
+        let metrics = ask("/metrics");
+        let services = ask("/api/v1/services");
+        let resolved = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map(|rt| {
+                rt.block_on(async {
+                    let answer = crate::support::dns::query(
+                        dns,
+                        "web.default.svc.cluster.local.",
+                        hickory_proto::rr::RecordType::A,
+                    )
+                    .await;
+                    crate::support::dns::ips(&answer)
+                })
+            });
+        let _ = tx.send((health, metrics, services, resolved));
+    });
+    // Blocks the data plane's runtime (its only thread) until the answers
+    // come, or for WAIT.
+    let answered = rx.recv_timeout(WAIT);
+    let (health, metrics, services, resolved) =
+        answered.expect("the admin API and DNS answer while the data plane's runtime is blocked");
+    client.join().expect("the client ends");
+    let (status, body) = health.expect("GET /healthz");
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    let (status, len) = metrics.expect("GET /metrics");
+    assert!(status == 200 && len > 0, "/metrics: {status}, {len} bytes");
+    let (status, len) = services.expect("GET /api/v1/services");
+    assert!(
+        status == 200 && len > 0,
+        "/api/v1/services: {status}, {len} bytes"
+    );
+    assert_eq!(resolved.expect("a runtime"), vec![ip("127.97.160.10")]);
+    app.shutdown().await;
 }

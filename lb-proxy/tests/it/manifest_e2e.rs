@@ -40,7 +40,11 @@ fn check_accepts_the_walkthrough_manifests() {
 #[test]
 fn check_reports_a_wrong_type_with_its_document_and_exits_1() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("lb.toml"), "").unwrap();
+    std::fs::write(
+        dir.path().join("lb.toml"),
+        "# no services; the manifests hold them\n",
+    )
+    .unwrap();
     std::fs::write(
         dir.path().join("svc.yml"),
         "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports:\n  - port: [80]\n",
