@@ -5,7 +5,8 @@
 //! 1. what each service (namespace/name; for node ports also protocol and
 //!    port) holds in the previous [`Allocations`] stays its own, unless it
 //!    now asks for another value: a cluster IP may not change once set (the
-//!    reload fails), a node port may (the old one is freed);
+//!    reload fails; only a change to ExternalName releases it), a node port
+//!    may (the old one is freed);
 //! 2. every explicit request, refused in Kubernetes' words when another
 //!    service holds the value;
 //! 3. everything else, picked as Kubernetes picks: from the upper band of the
@@ -87,20 +88,27 @@ fn allocate_ips(
         if !ips.is_valid(held) {
             continue;
         }
-        match d.ip {
-            IpRequest::Auto => {}
-            IpRequest::Fixed(ip) if ip == held => {}
-            IpRequest::Fixed(ip) => {
-                refused[i] = true;
-                errs.push(FieldError::invalid(
-                    format!("{}.cluster_ip", d.path),
-                    ip.to_string(),
-                    "may not change once set",
-                ));
-                continue;
+        let changed_to = match d.ip {
+            IpRequest::Auto => None,
+            IpRequest::Fixed(ip) if ip == held => None,
+            IpRequest::Fixed(ip) => Some(ip.to_string()),
+            // An ExternalName service has no cluster IP: the address is
+            // released, as Kubernetes releases it on a change of type.
+            IpRequest::NoIp if d.spec.service_type == lb_core::ServiceType::ExternalName => {
+                continue
             }
-            // Headless or ExternalName now: the address is released.
-            IpRequest::NoIp => continue,
+            // Headless now: Kubernetes refuses that change too.
+            IpRequest::NoIp => Some("None".to_string()),
+        };
+        if let Some(new) = changed_to {
+            // Kubernetes' immutableClusterIPs shows the new spec.clusterIPs.
+            refused[i] = true;
+            errs.push(FieldError::invalid(
+                format!("{}.cluster_ip", d.path),
+                BadValue::StrList(vec![new]),
+                "may not change once set",
+            ));
+            continue;
         }
         if ips.allocate(held).is_ok() {
             got[i] = Some(held);
@@ -318,11 +326,12 @@ fn request_ports(
         if !needs_health_check_port(d) || n == 0 || *held {
             continue;
         }
+        // Kubernetes' allocHealthCheckNodePort, whose error the REST
+        // storage returns as an internal error.
         if let Err(e) = ports.allocate(n) {
-            errs.push(FieldError::invalid(
+            errs.push(FieldError::internal(
                 format!("{}.health_check_node_port", d.path),
-                i64::from(n),
-                e.to_string(),
+                format!("failed to allocate requested HealthCheck NodePort {n}: {e}"),
             ));
         }
     }
