@@ -18,6 +18,8 @@ mod support;
 
 #[cfg(feature = "admin")]
 mod admin_api;
+#[cfg(feature = "cli")]
+mod allocations;
 #[cfg(feature = "admin")]
 mod admin_limits;
 mod admin_tables;
