@@ -38,7 +38,6 @@ fn assigned(c: &Config) -> BTreeMap<String, (IpAddr, u16)> {
         .collect()
 }
 
-
 /// A NodePort service that asks for `ip` and `port`.
 fn fixed(name: &str, ip: IpAddr, port: u16) -> String {
     format!(
@@ -59,7 +58,10 @@ fn requested_values_are_kept_and_dynamic_ones_come_from_the_upper_band() {
     // A /24 keeps its first 16 addresses (after the network address) for
     // requests; 30000-30099 keeps 16 ports.
     let (auto_ip, auto_port) = a["auto"];
-    assert!(auto_ip > ip("127.96.0.16") && auto_ip < ip("127.96.0.255"), "{auto_ip}");
+    assert!(
+        auto_ip > ip("127.96.0.16") && auto_ip < ip("127.96.0.255"),
+        "{auto_ip}"
+    );
     assert!((30016..=30099).contains(&auto_port), "{auto_port}");
 }
 
@@ -71,7 +73,10 @@ fn cluster_ip_services_get_no_node_ports() {
     .unwrap();
     let got = c.services[0].cluster_ip.ip().expect("a cluster IP");
     assert!(
-        "127.96.0.0/24".parse::<ipnet::IpNet>().unwrap().contains(&got),
+        "127.96.0.0/24"
+            .parse::<ipnet::IpNet>()
+            .unwrap()
+            .contains(&got),
         "{got}"
     );
     assert_eq!(c.services[0].ports[0].node_port, None);
@@ -91,10 +96,7 @@ fn the_same_services_get_the_same_values_after_a_restart_without_a_state_file() 
     );
     let other = assigned(&memory_loader().load_str(&seeded).unwrap());
     assert_ne!(first, other, "another seed spreads them elsewhere");
-    assert_eq!(
-        other,
-        assigned(&memory_loader().load_str(&seeded).unwrap())
-    );
+    assert_eq!(other, assigned(&memory_loader().load_str(&seeded).unwrap()));
 }
 
 #[test]
@@ -169,9 +171,17 @@ fn a_changed_cluster_ip_fails_the_load_and_changes_nothing() {
     let saved = loader.allocations();
     let (a_ip, a_port) = first["a"];
     // Naming the address it holds, or none, is no change.
-    let same = assigned(&loader.load_str(&format!("{HEAD}{}", fixed("a", a_ip, a_port))).unwrap());
+    let same = assigned(
+        &loader
+            .load_str(&format!("{HEAD}{}", fixed("a", a_ip, a_port)))
+            .unwrap(),
+    );
     assert_eq!(same["a"], first["a"]);
-    let other = if a_ip == ip("127.96.0.200") { ip("127.96.0.201") } else { ip("127.96.0.200") };
+    let other = if a_ip == ip("127.96.0.200") {
+        ip("127.96.0.201")
+    } else {
+        ip("127.96.0.200")
+    };
     let moved = format!("{HEAD}{}", fixed("a", other, a_port));
     assert_eq!(
         loader.load_str(&moved).unwrap_err().lines(),
@@ -273,7 +283,6 @@ fn a_new_service_never_takes_the_health_check_node_port_another_holds() {
     assert_ne!(late, Some(before));
 }
 
-
 #[test]
 fn allocations_are_stable_across_reloads_when_services_are_added() {
     let mut loader = memory_loader();
@@ -285,7 +294,6 @@ fn allocations_are_stable_across_reloads_when_services_are_added() {
     assert_eq!(after["d"], before["d"]);
     assert_ne!(after["a"], after["b"]);
 }
-
 
 #[test]
 fn a_failed_load_changes_nothing() {
@@ -337,7 +345,6 @@ fn a_corrupt_state_file_starts_afresh_with_a_warning() {
     );
     assert!(FileStore::new(&state).load().is_ok(), "rewritten");
 }
-
 
 #[test]
 fn a_full_range_is_an_internal_error() {

@@ -244,9 +244,7 @@ fn scan(lower: u128, count: u128, pick: u64, free: impl Fn(u128) -> bool) -> Opt
     }
     if lower > 0 {
         let start = u128::from(mix(pick)) % lower;
-        return (0..lower)
-            .map(|i| (start + i) % lower)
-            .find(|at| free(*at));
+        return (0..lower).map(|i| (start + i) % lower).find(|at| free(*at));
     }
     None
 }

@@ -7,8 +7,8 @@ pub mod get;
 
 use std::path::Path;
 
-use lb_config::source::{load_merged, FileSource, Source};
 use lb_config::error::FieldError;
+use lb_config::source::{load_merged, FileSource, Source};
 use lb_config::{Config, ConfigErrors, FileStore, Loader};
 use lb_core::alloc::{AllocationStore, MemoryStore};
 
@@ -32,9 +32,9 @@ pub fn check(
     let mut unreadable = None;
     if let Some(path) = state_file {
         match FileStore::new(path).load() {
-            Ok(a) => held
-                .save(&a)
-                .map_err(|e| ConfigErrors::single(FieldError::parse("state-file", e.to_string())))?,
+            Ok(a) => held.save(&a).map_err(|e| {
+                ConfigErrors::single(FieldError::parse("state-file", e.to_string()))
+            })?,
             // As `run` would: start afresh, and say so.
             Err(e) => unreadable = Some(format!("allocations: starting afresh: {e}")),
         }

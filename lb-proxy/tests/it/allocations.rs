@@ -42,7 +42,10 @@ fn node_port_service(name: &str, port: u16, extra: &str) -> String {
 /// The cluster IP and first node port of `name`, from the admin API.
 fn held(p: &Running, name: &str) -> Result<(String, u64)> {
     let svc = p.wait_service(name).context(name.to_string())?;
-    let ip = svc["cluster_ip"].as_str().context("cluster_ip")?.to_string();
+    let ip = svc["cluster_ip"]
+        .as_str()
+        .context("cluster_ip")?
+        .to_string();
     let port = svc["ports"][0]["node_port"].as_u64().context("node_port")?;
     Ok((ip, port))
 }
@@ -89,12 +92,7 @@ fn a_reload_asking_for_what_a_running_service_holds_fails_and_changes_nothing() 
     assert_eq!(ask_echo(sa(&format!("{web_ip}:8080")))?, "hi");
 
     // A newcomer asks for web's cluster IP and node port.
-    let thief = node_port_service(
-        "thief",
-        port,
-        &format!("cluster_ip = \"{web_ip}\"\n"),
-    )
-    .replace(
+    let thief = node_port_service("thief", port, &format!("cluster_ip = \"{web_ip}\"\n")).replace(
         "port = 8080, target_port",
         &format!("port = 8080, node_port = {web_port}, target_port"),
     );
@@ -106,7 +104,11 @@ fn a_reload_asking_for_what_a_running_service_holds_fails_and_changes_nothing() 
     let port_line = format!("services[thief].ports[0].node_port: Invalid value: {web_port}: provided port is already allocated");
     assert!(refused(&p, 1.0, &ip_line), "{}", p.logs());
     assert!(p.logs().contains(&port_line), "{}", p.logs());
-    assert_eq!(held(&p, "web")?, (web_ip.clone(), web_port), "never renumbered");
+    assert_eq!(
+        held(&p, "web")?,
+        (web_ip.clone(), web_port),
+        "never renumbered"
+    );
     assert!(p.service("thief").is_none());
     assert_eq!(ask_echo(sa(&format!("{web_ip}:8080")))?, "hi");
     // check finds it too, from the state file the proxy keeps.
@@ -233,7 +235,9 @@ fn an_etcd_object_asking_for_a_held_cluster_ip_is_skipped_by_key_and_a_removed_o
         .admin(sa(&format!("{node}:{admin}")))
         .start()
         .unwrap();
-    let web = p.wait_service("web").unwrap_or_else(|| panic!("{}", p.logs()));
+    let web = p
+        .wait_service("web")
+        .unwrap_or_else(|| panic!("{}", p.logs()));
     let web_ip = web["cluster_ip"].as_str().unwrap().to_string();
 
     c.put(

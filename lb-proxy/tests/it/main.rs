@@ -18,11 +18,11 @@ mod support;
 
 #[cfg(feature = "admin")]
 mod admin_api;
-#[cfg(feature = "cli")]
-mod allocations;
 #[cfg(feature = "admin")]
 mod admin_limits;
 mod admin_tables;
+#[cfg(feature = "cli")]
+mod allocations;
 #[cfg(feature = "cli")]
 mod cli;
 mod dataplane;
