@@ -1,21 +1,29 @@
 //! Cluster IPs and node ports for validated services, stable across reloads.
 //!
-//! Order, so that a service keeps what it had and requests win:
-//! 1. every explicitly requested value (errors in the allocator's words);
-//! 2. what the same service (namespace/name; for node ports also protocol and
-//!    port) held in the previous [`Allocations`], if it is still free and valid;
-//! 3. the lowest free value.
+//! Order, so that a running service is never renumbered (Kubernetes refuses
+//! the newcomer instead):
+//! 1. what each service (namespace/name; for node ports also protocol and
+//!    port) holds in the previous [`Allocations`] stays its own, unless it
+//!    now asks for another value: a cluster IP may not change once set (the
+//!    reload fails; only a change to ExternalName releases it), a node port
+//!    may (the old one is freed);
+//! 2. every explicit request, refused in Kubernetes' words when another
+//!    service holds the value;
+//! 3. everything else, picked as Kubernetes picks: from the upper band of the
+//!    range first, at a start spread from the service's name and
+//!    `[cluster] allocation_seed`, in name order (so the same services get
+//!    the same values whatever the file order).
 //!
 //! The result holds only the current services' values, so a service that goes
 //! releases its addresses.
 
 use std::net::IpAddr;
 
-use lb_core::alloc::{AllocError, Allocations, IpAllocator, PortAllocator};
+use lb_core::alloc::{spread, Allocations, IpAllocator, PortAllocator};
 use lb_core::{ClusterIp, Protocol, ServiceKey};
 
 use crate::config::ClusterSettings;
-use crate::error::{Errors, FieldError};
+use crate::error::{BadValue, Errors, FieldError};
 use crate::validation::{IpRequest, ServiceDraft};
 
 /// The key of a service's cluster IP in [`Allocations::cluster_ips`].
@@ -26,6 +34,11 @@ pub(crate) fn ip_key(key: &ServiceKey) -> String {
 /// The key of a service port's node port in [`Allocations::node_ports`].
 pub(crate) fn port_key(key: &ServiceKey, protocol: Protocol, port: u16) -> String {
     format!("{}/{}/{}/{}", key.namespace, key.name, protocol, port)
+}
+
+/// The name a service's health-check node port is spread from.
+fn health_check_key(key: &ServiceKey) -> String {
+    format!("{}/healthCheckNodePort", ip_key(key))
 }
 
 /// Fills in cluster IPs, node ports and LoadBalancer addresses; returns who
@@ -47,6 +60,14 @@ pub(crate) fn allocate(
     out
 }
 
+/// Indexes of `drafts` chosen by `pick`, in the order of `key`: dynamic
+/// allocation walks services by name, not by their place in the file.
+fn by_name(drafts: &[ServiceDraft], pick: impl Fn(usize) -> bool) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..drafts.len()).filter(|i| pick(*i)).collect();
+    order.sort_by_key(|i| ip_key(&drafts[*i].spec.key));
+    order
+}
+
 fn allocate_ips(
     drafts: &mut [ServiceDraft],
     cluster: &ClusterSettings,
@@ -56,33 +77,66 @@ fn allocate_ips(
 ) {
     let mut ips = IpAllocator::new(cluster.service_cidr);
     let mut got: Vec<Option<IpAddr>> = vec![None; drafts.len()];
+    let mut refused = vec![false; drafts.len()];
+    // 1. Held addresses stay; asking for another is a change of an
+    // immutable field. (A held address outside a changed service_cidr is
+    // gone with the old range.)
     for (i, d) in drafts.iter().enumerate() {
+        let Some(held) = previous.cluster_ips.get(&ip_key(&d.spec.key)).copied() else {
+            continue;
+        };
+        if !ips.is_valid(held) {
+            continue;
+        }
+        let changed_to = match d.ip {
+            IpRequest::Auto => None,
+            IpRequest::Fixed(ip) if ip == held => None,
+            IpRequest::Fixed(ip) => Some(ip.to_string()),
+            // An ExternalName service has no cluster IP: the address is
+            // released, as Kubernetes releases it on a change of type.
+            IpRequest::NoIp if d.spec.service_type == lb_core::ServiceType::ExternalName => {
+                continue
+            }
+            // Headless now: Kubernetes refuses that change too.
+            IpRequest::NoIp => Some("None".to_string()),
+        };
+        if let Some(new) = changed_to {
+            // Kubernetes' immutableClusterIPs shows the new spec.clusterIPs.
+            refused[i] = true;
+            errs.push(FieldError::invalid(
+                format!("{}.cluster_ip", d.path),
+                BadValue::StrList(vec![new]),
+                "may not change once set",
+            ));
+            continue;
+        }
+        if ips.allocate(held).is_ok() {
+            got[i] = Some(held);
+        }
+    }
+    // 2. Explicit requests.
+    for (i, d) in drafts.iter().enumerate() {
+        if got[i].is_some() || refused[i] {
+            continue;
+        }
         if let IpRequest::Fixed(ip) = d.ip {
             match ips.allocate(ip) {
                 Ok(()) => got[i] = Some(ip),
                 Err(e) => errs.push(FieldError::invalid(
                     format!("{}.cluster_ip", d.path),
-                    ip.to_string(),
-                    e.to_string(),
+                    BadValue::StrList(vec![ip.to_string()]),
+                    format!("failed to allocate IP {ip}: {e}"),
                 )),
             }
         }
     }
-    for (i, d) in drafts.iter().enumerate() {
-        if d.ip != IpRequest::Auto {
-            continue;
-        }
-        if let Some(ip) = previous.cluster_ips.get(&ip_key(&d.spec.key)) {
-            if ips.is_valid(*ip) && ips.allocate(*ip).is_ok() {
-                got[i] = Some(*ip);
-            }
-        }
-    }
-    for (i, d) in drafts.iter().enumerate() {
-        if d.ip != IpRequest::Auto || got[i].is_some() {
-            continue;
-        }
-        match ips.allocate_next() {
+    // 3. Dynamic ones.
+    let seed = cluster.allocation_seed;
+    for i in by_name(drafts, |i| {
+        drafts[i].ip == IpRequest::Auto && got[i].is_none()
+    }) {
+        let d = &drafts[i];
+        match ips.allocate_next(spread(seed, &ip_key(&d.spec.key))) {
             Ok(ip) => got[i] = Some(ip),
             Err(e) => errs.push(FieldError::internal(
                 format!("{}.cluster_ip", d.path),
@@ -101,6 +155,14 @@ fn allocate_ips(
     }
 }
 
+/// Whether the service already has node port `n` on another port: one
+/// service may give the same node port to a TCP and a UDP port (DNS on
+/// 53/TCP and 53/UDP), as Kubernetes allows; validation already refuses the
+/// same (protocol, node port) twice.
+fn own_node_port(d: &ServiceDraft, n: u16) -> bool {
+    d.spec.ports.iter().any(|p| p.node_port == Some(n))
+}
+
 fn allocate_node_ports(
     drafts: &mut [ServiceDraft],
     cluster: &ClusterSettings,
@@ -113,32 +175,8 @@ fn allocate_node_ports(
         *cluster.node_port_range.start(),
         *cluster.node_port_range.end(),
     );
-    // Explicit requests first. One service may give the same node port to a
-    // TCP and a UDP port (DNS on 53/TCP and 53/UDP), as Kubernetes allows:
-    // validation already refuses the same (protocol, node port) twice.
-    for d in drafts.iter_mut() {
-        let mut own = Vec::new();
-        for (i, request) in d.node_ports.iter().enumerate() {
-            if let Some(Some(n)) = request {
-                if own.contains(n) {
-                    d.spec.ports[i].node_port = Some(*n);
-                    continue;
-                }
-                match ports.allocate(*n) {
-                    Ok(()) => {
-                        own.push(*n);
-                        d.spec.ports[i].node_port = Some(*n);
-                    }
-                    Err(e) => errs.push(FieldError::invalid(
-                        format!("{}.ports[{i}].node_port", d.path),
-                        i64::from(*n),
-                        e.to_string(),
-                    )),
-                }
-            }
-        }
-    }
-    request_health_check_ports(drafts, &mut ports, errs);
+    let hc_held = keep_held_ports(drafts, &mut ports, reserved, previous);
+    request_ports(drafts, &mut ports, &hc_held, errs);
     // lb's own listeners' ports, after the requests (a request of one is
     // refused by validation naming the listener, not as "already
     // allocated") and before anything is handed out. A port outside the
@@ -146,50 +184,39 @@ fn allocate_node_ports(
     for port in reserved {
         let _ = ports.allocate(*port);
     }
-    // Then what each port held before (health-check ports included, before
-    // any new port is handed out: adding a service must never move another
-    // service's ports).
-    for d in drafts.iter_mut() {
+    // 3. Dynamic ones; a port number that another protocol of the same
+    // service already has a node port for shares it (as Kubernetes does).
+    let seed = cluster.allocation_seed;
+    let mut wanted: Vec<(String, usize, usize)> = Vec::new();
+    for (s, d) in drafts.iter().enumerate() {
         for (i, request) in d.node_ports.iter().enumerate() {
-            if *request != Some(None) {
-                continue;
-            }
-            let p = &d.spec.ports[i];
-            let key = port_key(&d.spec.key, p.protocol, p.port);
-            if let Some(n) = previous.node_ports.get(&key) {
-                if ports.allocate(*n).is_ok() {
-                    d.spec.ports[i].node_port = Some(*n);
-                }
+            if *request == Some(None) && d.spec.ports[i].node_port.is_none() {
+                let p = &d.spec.ports[i];
+                wanted.push((port_key(&d.spec.key, p.protocol, p.port), s, i));
             }
         }
     }
-    keep_health_check_ports(drafts, &mut ports, previous);
-    // Then the lowest free port; a port number that another protocol of the
-    // same service already has a node port for shares it (as Kubernetes does).
-    for d in drafts.iter_mut() {
-        for (i, request) in d.node_ports.iter().enumerate() {
-            if *request != Some(None) || d.spec.ports[i].node_port.is_some() {
-                continue;
-            }
-            let number = d.spec.ports[i].port;
-            let protocol = d.spec.ports[i].protocol;
-            let sibling = d
-                .spec
-                .ports
-                .iter()
-                .find(|p| p.port == number && p.protocol != protocol && p.node_port.is_some())
-                .and_then(|p| p.node_port);
-            if let Some(n) = sibling {
-                d.spec.ports[i].node_port = Some(n);
-                continue;
-            }
-            match ports.allocate_next() {
-                Ok(n) => d.spec.ports[i].node_port = Some(n),
-                Err(AllocError::Full) | Err(_) => errs.push(FieldError::internal(
-                    format!("{}.ports[{i}].node_port", d.path),
-                    "failed to allocate a nodePort: range is full",
-                )),
-            }
+    wanted.sort();
+    for (key, s, i) in wanted {
+        let d = &mut drafts[s];
+        let number = d.spec.ports[i].port;
+        let protocol = d.spec.ports[i].protocol;
+        let sibling = d
+            .spec
+            .ports
+            .iter()
+            .find(|p| p.port == number && p.protocol != protocol && p.node_port.is_some())
+            .and_then(|p| p.node_port);
+        if let Some(n) = sibling {
+            d.spec.ports[i].node_port = Some(n);
+            continue;
+        }
+        match ports.allocate_next(spread(seed, &key)) {
+            Ok(n) => d.spec.ports[i].node_port = Some(n),
+            Err(_) => errs.push(FieldError::internal(
+                format!("{}.ports[{i}].node_port", d.path),
+                "failed to allocate a nodePort: range is full",
+            )),
         }
     }
     for d in drafts.iter() {
@@ -200,7 +227,7 @@ fn allocate_node_ports(
             }
         }
     }
-    new_health_check_ports(drafts, &mut ports, errs, out);
+    new_health_check_ports(drafts, &mut ports, seed, errs, out);
 }
 
 /// Whether a service gets a health-check node port (LoadBalancer + Local).
@@ -209,60 +236,121 @@ fn needs_health_check_port(d: &ServiceDraft) -> bool {
         && d.spec.external_traffic_policy == lb_core::TrafficPolicy::Local
 }
 
-/// Health-check node ports come from the same range and allocator as node
-/// ports, as in Kubernetes, in the same order: requested ones (with the
-/// requested node ports), then what the service held before (with the node
-/// ports held before), then the lowest free port. This is the first step.
-fn request_health_check_ports(
+/// Step 1 for node ports and health-check node ports (one range, one
+/// allocator, as in Kubernetes): what each port held stays its own unless it
+/// now asks for another number, which frees the old one. A dynamic value
+/// that is now the port of one of lb's own listeners (`reserved`: the admin
+/// or DNS port moved onto it) is given up and allocated afresh. Returns, per
+/// service, whether it kept its health-check node port.
+fn keep_held_ports(
     drafts: &mut [ServiceDraft],
     ports: &mut PortAllocator,
-    errs: &mut Errors,
-) {
-    for d in drafts.iter_mut().filter(|d| needs_health_check_port(d)) {
-        let n = d.spec.health_check_node_port;
-        if n != 0 {
-            if let Err(e) = ports.allocate(n) {
-                errs.push(FieldError::invalid(
-                    format!("{}.health_check_node_port", d.path),
-                    i64::from(n),
-                    e.to_string(),
-                ));
+    reserved: &[u16],
+    previous: &Allocations,
+) -> Vec<bool> {
+    let mut hc_held = vec![false; drafts.len()];
+    for (s, d) in drafts.iter_mut().enumerate() {
+        for i in 0..d.node_ports.len() {
+            let p = &d.spec.ports[i];
+            let Some(held) = previous
+                .node_ports
+                .get(&port_key(&d.spec.key, p.protocol, p.port))
+                .copied()
+            else {
+                continue;
+            };
+            let keeps = match d.node_ports[i] {
+                Some(None) => !reserved.contains(&held),
+                Some(Some(n)) => n == held,
+                None => false,
+            };
+            if keeps && (own_node_port(d, held) || ports.allocate(held).is_ok()) {
+                d.spec.ports[i].node_port = Some(held);
             }
         }
-    }
-}
-
-/// The health-check node port each service held before, kept.
-fn keep_health_check_ports(
-    drafts: &mut [ServiceDraft],
-    ports: &mut PortAllocator,
-    previous: &Allocations,
-) {
-    for d in drafts.iter_mut().filter(|d| needs_health_check_port(d)) {
-        if d.spec.health_check_node_port != 0 {
+        if !needs_health_check_port(d) {
             continue;
         }
-        if let Some(n) = previous.health_check_node_ports.get(&ip_key(&d.spec.key)) {
-            if ports.allocate(*n).is_ok() {
-                d.spec.health_check_node_port = *n;
+        let Some(held) = previous
+            .health_check_node_ports
+            .get(&ip_key(&d.spec.key))
+            .copied()
+        else {
+            continue;
+        };
+        let requested = d.spec.health_check_node_port;
+        let keeps = match requested {
+            0 => !reserved.contains(&held),
+            n => n == held,
+        };
+        if keeps && ports.allocate(held).is_ok() {
+            d.spec.health_check_node_port = held;
+            hc_held[s] = true;
+        }
+    }
+    hc_held
+}
+
+/// Step 2: explicit node ports and health-check node ports not already held
+/// by their own port, refused when taken.
+fn request_ports(
+    drafts: &mut [ServiceDraft],
+    ports: &mut PortAllocator,
+    hc_held: &[bool],
+    errs: &mut Errors,
+) {
+    for d in drafts.iter_mut() {
+        for i in 0..d.node_ports.len() {
+            let Some(Some(n)) = d.node_ports[i] else {
+                continue;
+            };
+            if d.spec.ports[i].node_port.is_some() {
+                continue;
             }
+            if own_node_port(d, n) {
+                d.spec.ports[i].node_port = Some(n);
+                continue;
+            }
+            match ports.allocate(n) {
+                Ok(()) => d.spec.ports[i].node_port = Some(n),
+                Err(e) => errs.push(FieldError::invalid(
+                    format!("{}.ports[{i}].node_port", d.path),
+                    i64::from(n),
+                    e.to_string(),
+                )),
+            }
+        }
+    }
+    for (d, held) in drafts.iter_mut().zip(hc_held) {
+        let n = d.spec.health_check_node_port;
+        if !needs_health_check_port(d) || n == 0 || *held {
+            continue;
+        }
+        // Kubernetes' allocHealthCheckNodePort, whose error the REST
+        // storage returns as an internal error.
+        if let Err(e) = ports.allocate(n) {
+            errs.push(FieldError::internal(
+                format!("{}.health_check_node_port", d.path),
+                format!("failed to allocate requested HealthCheck NodePort {n}: {e}"),
+            ));
         }
     }
 }
 
-/// The lowest free port for the health-check ports still missing; records
-/// them all in `out`.
+/// Step 3 for health-check node ports still missing; records them all in
+/// `out`.
 fn new_health_check_ports(
     drafts: &mut [ServiceDraft],
     ports: &mut PortAllocator,
+    seed: u64,
     errs: &mut Errors,
     out: &mut Allocations,
 ) {
-    for d in drafts.iter_mut().filter(|d| needs_health_check_port(d)) {
-        if d.spec.health_check_node_port != 0 {
-            continue;
-        }
-        match ports.allocate_next() {
+    for i in by_name(drafts, |i| {
+        needs_health_check_port(&drafts[i]) && drafts[i].spec.health_check_node_port == 0
+    }) {
+        let d = &mut drafts[i];
+        match ports.allocate_next(spread(seed, &health_check_key(&d.spec.key))) {
             Ok(n) => d.spec.health_check_node_port = n,
             Err(_) => errs.push(FieldError::internal(
                 format!("{}.health_check_node_port", d.path),

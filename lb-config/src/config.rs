@@ -43,6 +43,9 @@ pub struct ClusterSettings {
     pub node_port_range: RangeInclusive<u16>,
     /// DNS zone of the cluster (`cluster.local`).
     pub domain: String,
+    /// Seed of the pseudo-random start of dynamic allocation
+    /// (`[cluster] allocation_seed`), so that it is repeatable.
+    pub allocation_seed: u64,
 }
 
 impl Default for ClusterSettings {
@@ -53,6 +56,7 @@ impl Default for ClusterSettings {
             ),
             node_port_range: 30000..=32767,
             domain: "cluster.local".into(),
+            allocation_seed: 0,
         }
     }
 }

@@ -115,6 +115,16 @@ pub struct RawCluster {
     pub node_port_range: Option<String>,
     /// DNS zone; default `cluster.local`.
     pub domain: Option<String>,
+    /// Where dynamic allocation starts (default 0). Cluster IPs and node
+    /// ports that are not requested are picked as Kubernetes picks them: at
+    /// random from the upper part of the range first, keeping the lower part
+    /// (min(max(16, size/16), 256) addresses, min(max(16, size/32), 128)
+    /// ports) for explicit requests. lb's "random" is a hash of the service's
+    /// `namespace/name` (and port) with this seed, so a restart without a
+    /// state file gives the same values to the same services; nodes that
+    /// share a config and seed agree. Change it to shuffle where services
+    /// land; running services keep what they hold either way.
+    pub allocation_seed: Option<u64>,
 }
 
 /// `[proxy]`: data-plane settings (durations are humantime strings).

@@ -241,11 +241,11 @@ fn enum_values_list_what_is_supported() {
 fn cluster_ips_outside_the_cidr_or_taken_are_refused() {
     assert_error(
         "[[services]]\nname = \"web\"\ncluster_ip = \"127.0.0.1\"\nports = [{ port = 80 }]\n",
-        "services[web].cluster_ip: Invalid value: \"127.0.0.1\": the provided IP (127.0.0.1) is not in the valid range. The range of valid IPs is 10.96.0.0/12",
+        "services[web].cluster_ip: Invalid value: []string{\"127.0.0.1\"}: failed to allocate IP 127.0.0.1: the provided IP (127.0.0.1) is not in the valid range. The range of valid IPs is 10.96.0.0/12",
     );
     assert_error(
         &with_cidr("[[services]]\nname = \"a\"\ncluster_ip = \"127.96.0.10\"\nports = [{ port = 80 }]\n[[services]]\nname = \"b\"\ncluster_ip = \"127.96.0.10\"\nports = [{ port = 80 }]\n"),
-        "services[b].cluster_ip: Invalid value: \"127.96.0.10\": provided IP is already allocated",
+        "services[b].cluster_ip: Invalid value: []string{\"127.96.0.10\"}: failed to allocate IP 127.96.0.10: provided IP is already allocated",
     );
     assert_error(
         &with_cidr("[[services]]\nname = \"web\"\ncluster_ip = \"127.96.0.300\"\nports = [{ port = 80 }]\n"),

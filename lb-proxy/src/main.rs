@@ -85,8 +85,12 @@ lb-proxy run --config lb.toml --state-file /var/lib/lb/state.json"
         long_about = "Parses and validates --config as `run` would (including allocation of \
 cluster IPs, node ports and LoadBalancer addresses) and prints every error, one per line, in \
 Kubernetes' wording: services[NAME].ports[0].node_port: Invalid value: ... Exits 0 when the \
-file is valid, 1 when it is not. Warnings are printed to stderr and do not fail the check.",
-        after_help = "EXAMPLES:\n  lb-proxy check --config lb.toml && systemctl reload lb-proxy"
+file is valid, 1 when it is not. Warnings are printed to stderr and do not fail the check. \
+With --state-file, the allocations a running proxy saved there are read (never written), so a \
+cluster IP or node port another service holds, or a changed cluster IP, is refused as the next \
+reload would refuse it.",
+        after_help = "EXAMPLES:\n  lb-proxy check --config lb.toml && systemctl reload lb-proxy\n  \
+lb-proxy check --config lb.toml --state-file /var/lib/lb/state.json"
     )]
     Check,
     /// Print the running proxy's services, endpoints or connections, like `kubectl get`.
@@ -201,7 +205,11 @@ fn init_logging(format: LogFormat) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Check) => check(cli.config.as_deref(), cli.manifests.as_deref()),
+        Some(Command::Check) => check(
+            cli.config.as_deref(),
+            cli.manifests.as_deref(),
+            cli.state_file.as_deref(),
+        ),
         Some(Command::Get {
             kind,
             output,
@@ -327,12 +335,12 @@ fn one_shot<T>(command: impl std::future::Future<Output = T>) -> Option<T> {
     }
 }
 
-fn check(config: Option<&Path>, manifests: Option<&Path>) -> ExitCode {
+fn check(config: Option<&Path>, manifests: Option<&Path>, state_file: Option<&Path>) -> ExitCode {
     let Some(path) = config else {
         eprintln!("error: --config FILE is required");
         return ExitCode::from(2);
     };
-    match lb_proxy::cli::check(path, manifests) {
+    match lb_proxy::cli::check(path, manifests, state_file) {
         Ok(config) => {
             for w in &config.warnings {
                 eprintln!("warning: {w}");

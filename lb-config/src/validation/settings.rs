@@ -116,6 +116,7 @@ pub(crate) fn settings(raw: &RawConfig, hostname: &str, errs: &mut Errors) -> Se
         }
     }
     let ranges_ok = errs.len() == before;
+    cluster.allocation_seed = raw.cluster.allocation_seed.unwrap_or(0);
     if let Some(domain) = &raw.cluster.domain {
         for m in names::dns1123_subdomain(domain) {
             errs.push(FieldError::invalid("cluster.domain", domain, m));

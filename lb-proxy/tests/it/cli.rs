@@ -528,12 +528,12 @@ const RULES: &[(&str, &str, &str)] = &[
     (
         "cluster IPs come from service_cidr",
         "[[services]]\nname = \"web\"\ncluster_ip = \"127.0.0.1\"\n[[services.ports]]\nport = 80\n",
-        "services[web].cluster_ip: Invalid value: \"127.0.0.1\": the provided IP (127.0.0.1) is not in the valid range. The range of valid IPs is 10.96.0.0/12",
+        "services[web].cluster_ip: Invalid value: []string{\"127.0.0.1\"}: failed to allocate IP 127.0.0.1: the provided IP (127.0.0.1) is not in the valid range. The range of valid IPs is 10.96.0.0/12",
     ),
     (
         "a cluster IP is allocated once",
         "[cluster]\nservice_cidr = \"127.96.0.0/16\"\n[[services]]\nname = \"a\"\ncluster_ip = \"127.96.0.10\"\n[[services.ports]]\nport = 80\n[[services]]\nname = \"b\"\ncluster_ip = \"127.96.0.10\"\n[[services.ports]]\nport = 80\n",
-        "services[b].cluster_ip: Invalid value: \"127.96.0.10\": provided IP is already allocated",
+        "services[b].cluster_ip: Invalid value: []string{\"127.96.0.10\"}: failed to allocate IP 127.96.0.10: provided IP is already allocated",
     ),
     (
         "the ClientIP timeout is 1..86400 seconds",

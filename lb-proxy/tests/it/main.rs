@@ -22,6 +22,8 @@ mod admin_api;
 mod admin_limits;
 mod admin_tables;
 #[cfg(feature = "cli")]
+mod allocations;
+#[cfg(feature = "cli")]
 mod cli;
 mod dataplane;
 #[cfg(all(feature = "admin", feature = "dns"))]

@@ -137,10 +137,29 @@ fn run_serves_the_walkthrough_like_a_cluster() {
     assert_eq!(lb["load_balancer_ingress"][0], "127.0.122.111", "{lb}");
     assert!(["111", "222", "333"].contains(&ask(sa("127.0.122.111:80")).unwrap().as_str()));
 
-    // Editing a manifest is applied: the fixed cluster IP moves.
+    // A cluster IP may not change once set, as in Kubernetes: the edit is
+    // refused and the address keeps serving.
     let path = manifests.join("10-clusterip.yaml");
     let text = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(&path, text.replace("127.96.100.100", "127.96.100.101")).unwrap();
+    let moved = text.replace("127.96.100.100", "127.96.100.101");
+    std::fs::write(&path, &moved).unwrap();
+    assert!(
+        proxy.logged(
+            "services[nginx-service].cluster_ip: Invalid value: []string{\"127.96.100.101\"}: may not change once set",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        proxy.logs()
+    );
+    assert!(ask(vip).is_ok());
+    // Moving it: remove it, reload, add it with the new address.
+    std::fs::remove_file(&path).unwrap();
+    assert!(
+        eventually_blocking(Duration::from_secs(10), || ask(vip).is_err()),
+        "{}",
+        proxy.logs()
+    );
+    std::fs::write(&path, &moved).unwrap();
     assert!(
         eventually_blocking(Duration::from_secs(10), || ask(sa("127.96.100.101:80"))
             .is_ok()),

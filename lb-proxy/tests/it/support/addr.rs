@@ -65,8 +65,11 @@ impl BindAt for SocketAddr {
 /// A 127.77.x.y address no other call in this process returns (for cluster
 /// IPs, backends, admin listeners, client sources). The range starts at an
 /// offset taken from the process id, so two test processes on one machine
-/// rarely meet; 127.77.0.0/24 is never handed out (the App tests allocate
-/// cluster IPs from there).
+/// rarely meet; 127.77.0.0/24 is never handed out. A cluster IP that lb
+/// allocates from [`base_toml`](super::config::base_toml)'s 127.77.0.0/16
+/// lands anywhere above 127.77.1.0 (Kubernetes' upper band), so a test that
+/// lets lb allocate serves it on a port of its own (`free_port`) or gives
+/// the service a /24 of its own.
 pub fn fresh_ip() -> IpAddr {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let n = (std::process::id() as usize % 50) * 200 + NEXT.fetch_add(1, Ordering::Relaxed);

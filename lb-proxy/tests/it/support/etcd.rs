@@ -22,7 +22,9 @@ use super::addr::{free_port, sa};
 use super::wait::eventually_blocking;
 
 /// A node's config file fed from etcd at `etcd_url` (key prefix
-/// `/lbtest`), with `etcd_extra` lines appended to `[source.etcd]`.
+/// `/lbtest`), with `etcd_extra` lines appended to `[source.etcd]`. Cluster
+/// IPs come from 127.97.0.0/20: allocated ones land anywhere in its upper
+/// band (as Kubernetes picks them), clear of lb_app's 127.97.NET.0/24s.
 pub fn node_config(name: &str, ip: &str, admin: u16, etcd_url: &str, etcd_extra: &str) -> String {
     format!(
         r#"
@@ -30,7 +32,7 @@ pub fn node_config(name: &str, ip: &str, admin: u16, etcd_url: &str, etcd_extra:
 name = "{name}"
 addresses = ["{ip}"]
 [cluster]
-service_cidr = "127.97.0.0/16"
+service_cidr = "127.97.0.0/20"
 [admin]
 listen = "{ip}:{admin}"
 [source.etcd]
