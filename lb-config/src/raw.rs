@@ -398,13 +398,15 @@ pub struct RawEndpoints {
     pub subsets: Vec<RawEndpointSubset>,
 }
 
-/// One subset: addresses crossed with ports.
+/// One subset: addresses crossed with ports. It needs at least one address
+/// (`addresses` or `not_ready_addresses`), as in Kubernetes.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawEndpointSubset {
-    /// Ready addresses.
+    /// Ready addresses: EndpointSlice `ready = true`.
     pub addresses: Vec<RawEndpointAddress>,
-    /// Not-ready addresses (serving = false).
+    /// Not-ready addresses: `ready = false` (and, unless they say otherwise,
+    /// not serving).
     pub not_ready_addresses: Vec<RawEndpointAddress>,
     /// Ports; each serves the service port of the same name.
     pub ports: Vec<RawEndpointPort>,
@@ -424,6 +426,17 @@ pub struct RawEndpointAddress {
     pub node_name: Option<String>,
     /// Relative share of new connections; default 1, 0 = drain.
     pub weight: Option<i64>,
+    /// EndpointSlice `serving`: the address can take connections; default
+    /// true in `addresses`, false in `not_ready_addresses`. Which list an
+    /// address is in is its `ready`.
+    pub serving: Option<bool>,
+    /// EndpointSlice `terminating`: the address is shutting down; default
+    /// false. As in kube-proxy, a not-ready address that is `serving` and
+    /// `terminating` takes new connections only while the port has no ready
+    /// endpoint (the terminating fallback), e.g.
+    /// `not_ready_addresses = [{ ip = "10.0.0.5", serving = true,
+    /// terminating = true }]`; a ready address stays ready whatever this says.
+    pub terminating: Option<bool>,
 }
 
 /// One endpoint port.

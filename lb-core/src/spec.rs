@@ -192,6 +192,13 @@ pub struct EndpointSpec {
     pub node: Option<String>,
     /// Relative share of new connections; 0 drains it.
     pub weight: u32,
+    /// EndpointSlice `ready` as the source states it (the `[[endpoints]]`
+    /// list an address is in, a slice's condition); `None`: serving and not
+    /// terminating, as the EndpointSlice controller derives it for a pod.
+    /// kube-proxy takes a stated `ready` as it is, so a slice may keep a
+    /// terminating endpoint ready (as it does under
+    /// `publishNotReadyAddresses`).
+    pub ready: Option<bool>,
     /// The probe passes (or, without a probe, the static readiness).
     pub serving: bool,
     /// The pod is shutting down.
@@ -209,6 +216,7 @@ impl EndpointSpec {
             addr,
             node: None,
             weight: 1,
+            ready: None,
             serving: true,
             terminating: false,
             pod: None,

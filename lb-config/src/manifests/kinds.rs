@@ -321,6 +321,8 @@ impl Doc<'_> {
             hostname: a.hostname,
             node_name: a.node_name,
             weight: None,
+            serving: None,
+            terminating: None,
         };
         let raw = RawEndpoints {
             name: e.metadata.name,
@@ -358,12 +360,14 @@ impl Doc<'_> {
             ..RawEndpointSubset::default()
         };
         for ep in e.endpoints {
-            // As kube-proxy reads slices: ready unset counts as ready.
-            // Serving-but-terminating endpoints have no place in the
-            // Endpoints shape; they are listed as not ready.
-            let ready =
-                ep.conditions.ready.unwrap_or(true) && !ep.conditions.terminating.unwrap_or(false);
-            let _ = ep.conditions.serving;
+            // As kube-proxy reads slices (the API's defaults): `ready` and
+            // `serving` unset are true, `terminating` unset is false; `ready`
+            // is taken as stated, and a not-ready endpoint that is serving
+            // and terminating is the terminating fallback.
+            let c = &ep.conditions;
+            let ready = c.ready.unwrap_or(true);
+            let serving = c.serving.unwrap_or(true);
+            let terminating = c.terminating.unwrap_or(false);
             for ip in ep.addresses {
                 let a = RawEndpointAddress {
                     ip: Some(ip),
@@ -371,6 +375,8 @@ impl Doc<'_> {
                     hostname: ep.hostname.clone(),
                     node_name: ep.node_name.clone(),
                     weight: None,
+                    serving: Some(serving),
+                    terminating: Some(terminating),
                 };
                 if ready {
                     subset.addresses.push(a);

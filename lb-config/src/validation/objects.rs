@@ -62,6 +62,16 @@ pub(crate) struct Address {
     pub(crate) hostname: Option<String>,
     pub(crate) node_name: Option<String>,
     pub(crate) weight: u32,
+    pub(crate) conditions: Conditions,
+}
+
+/// An address's EndpointSlice conditions: `ready` from the list it is in,
+/// `serving` and `terminating` as written (defaults by list).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Conditions {
+    pub(crate) ready: bool,
+    pub(crate) serving: bool,
+    pub(crate) terminating: bool,
 }
 
 /// One endpoint address given by DNS name.
@@ -69,7 +79,7 @@ pub(crate) struct Address {
 pub(crate) struct HostAddress {
     /// Lower-case, without a trailing dot.
     pub(crate) host: String,
-    pub(crate) serving: bool,
+    pub(crate) conditions: Conditions,
     pub(crate) hostname: Option<String>,
     pub(crate) node_name: Option<String>,
     pub(crate) weight: u32,
@@ -396,7 +406,7 @@ pub(crate) fn endpoints(raw: &RawEndpoints, index: usize, errs: &mut Errors) -> 
 fn addresses_of(
     path: &str,
     raw: &[RawEndpointAddress],
-    serving: bool,
+    ready: bool,
     hosts: &mut Vec<HostAddress>,
     errs: &mut Errors,
 ) -> Vec<Address> {
@@ -441,10 +451,15 @@ fn addresses_of(
             }
         }
         let weight = weight(&format!("{ap}.weight"), a.weight, errs);
+        let conditions = Conditions {
+            ready,
+            serving: a.serving.unwrap_or(ready),
+            terminating: a.terminating.unwrap_or(false),
+        };
         if let Some(host) = host {
             hosts.push(HostAddress {
                 host,
-                serving,
+                conditions,
                 hostname: a.hostname.clone(),
                 node_name: a.node_name.clone(),
                 weight,
@@ -457,6 +472,7 @@ fn addresses_of(
                 hostname: a.hostname.clone(),
                 node_name: a.node_name.clone(),
                 weight,
+                conditions,
             });
         }
     }
