@@ -12,6 +12,9 @@ pub enum BadValue {
     Str(String),
     /// A number (shown bare).
     Int(i64),
+    /// A list of strings, shown as Go's `%#v` shows a `[]string`
+    /// (`[]string{"a", "b"}`), as Kubernetes does for `spec.clusterIPs`.
+    Strings(Vec<String>),
 }
 
 impl From<&str> for BadValue {
@@ -43,6 +46,10 @@ impl fmt::Display for BadValue {
         match self {
             BadValue::Str(s) => f.write_str(&go_quote(s)),
             BadValue::Int(n) => write!(f, "{n}"),
+            BadValue::Strings(list) => {
+                let items: Vec<String> = list.iter().map(|s| go_quote(s)).collect();
+                write!(f, "[]string{{{}}}", items.join(", "))
+            }
         }
     }
 }

@@ -318,11 +318,17 @@ pub struct RawService {
     pub service_type: Option<String>,
     /// Omitted: allocated; `"None"`: headless; else an address in `service_cidr`.
     pub cluster_ip: Option<String>,
+    /// Kubernetes' `clusterIPs`: when given with `cluster_ip`, its first
+    /// value must be `cluster_ip` (`first value must match `clusterIP``);
+    /// given alone, its first value is the cluster IP. Only the first address
+    /// is served (one IP family); more are accepted with a warning.
+    pub cluster_ips: Option<Vec<String>>,
     /// Pod labels to match; omitted or empty: endpoints come from `[[endpoints]]`.
     pub selector: Option<BTreeMap<String, String>>,
     /// `None` (default) or `ClientIP`.
     pub session_affinity: Option<String>,
-    /// ClientIP timeout.
+    /// ClientIP timeout; only with `session_affinity = "ClientIP"` (with
+    /// `None`, the default, it is `Forbidden`, as in Kubernetes).
     pub session_affinity_config: Option<RawSessionAffinityConfig>,
     /// `Cluster` (default) or `Local`.
     pub external_traffic_policy: Option<String>,
@@ -342,13 +348,15 @@ pub struct RawService {
     pub ip_pool: Option<String>,
     /// LoadBalancer: sharing key.
     pub allow_shared_ip: Option<String>,
-    /// LoadBalancer: whether node ports are allocated too.
+    /// LoadBalancer: whether node ports are allocated too (default true).
+    /// Set on another type, either value is `Forbidden`, as in Kubernetes.
     pub allocate_load_balancer_node_ports: Option<bool>,
     /// LoadBalancer + Local: health-check node port; 0 = allocate.
     pub health_check_node_port: Option<i64>,
     /// Not-ready endpoints count as ready.
     pub publish_not_ready_addresses: Option<bool>,
-    /// ExternalName target (DNS-1123 subdomain).
+    /// ExternalName target (DNS-1123 subdomain). On another type it is
+    /// ignored with Kubernetes' warning.
     pub external_name: Option<String>,
     /// `[[services.ports]]`. At most [`MAX_SERVICE_PORTS`].
     pub ports: Vec<RawServicePort>,
@@ -384,6 +392,10 @@ pub struct RawServicePort {
     pub target_port: Option<IntOrString>,
     /// NodePort/LoadBalancer: omitted or 0: allocated.
     pub node_port: Option<i64>,
+    /// Kubernetes' `appProtocol` (e.g. `"kubernetes.io/h2c"`, `"http"`): a
+    /// qualified name, as Kubernetes validates it. lb moves bytes whatever it
+    /// says; it is shown in the admin API's service view.
+    pub app_protocol: Option<String>,
 }
 
 /// `[[endpoints]]`: manual endpoints of a selector-less service.

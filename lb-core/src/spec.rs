@@ -159,6 +159,9 @@ pub struct PortSpec {
     pub target_port: TargetPort,
     /// Node port, when the service type has node ports.
     pub node_port: Option<u16>,
+    /// `appProtocol` as configured: lb forwards bytes whatever it says, and
+    /// shows it in the admin API so an operator sees what the object said.
+    pub app_protocol: Option<String>,
     /// Resolved endpoints (the endpoints controller's output).
     pub endpoints: Vec<EndpointSpec>,
 }
@@ -172,6 +175,7 @@ impl PortSpec {
             port,
             target_port: TargetPort::Number(port),
             node_port: None,
+            app_protocol: None,
             endpoints: Vec::new(),
         }
     }

@@ -350,6 +350,13 @@ pub(crate) fn endpoints(raw: &RawEndpoints, index: usize, errs: &mut Errors) -> 
     let mut subsets = Vec::new();
     for (i, s) in raw.subsets.iter().enumerate() {
         let sp = format!("{path}.subsets[{i}]");
+        if s.addresses.is_empty() && s.not_ready_addresses.is_empty() {
+            // Kubernetes' own words, field names and backticks included.
+            errs.push(FieldError::required(
+                &sp,
+                "must specify `addresses` or `notReadyAddresses`",
+            ));
+        }
         let mut hosts = Vec::new();
         let addresses = addresses_of(
             &format!("{sp}.addresses"),
