@@ -84,10 +84,13 @@ fn allocate_load_balancer_node_ports_is_forbidden_on_other_types_whatever_its_va
 #[test]
 fn the_first_cluster_ip_must_match_cluster_ip() {
     let expected = "services[web].cluster_ips: Invalid value: []string{\"127.96.0.11\", \"fd00::11\"}: first value must match `clusterIP`";
-    let toml = service_toml(
-        "cluster_ip = \"127.96.0.10\"\ncluster_ips = [\"127.96.0.11\", \"fd00::11\"]",
+    let toml =
+        service_toml("cluster_ip = \"127.96.0.10\"\ncluster_ips = [\"127.96.0.11\", \"fd00::11\"]");
+    assert!(
+        toml_errors(&toml).contains(&expected.to_string()),
+        "{:?}",
+        toml_errors(&toml)
     );
-    assert!(toml_errors(&toml).contains(&expected.to_string()), "{:?}", toml_errors(&toml));
     let yaml = service_yaml("clusterIP: 127.96.0.10, clusterIPs: [127.96.0.11, \"fd00::11\"]");
     assert!(
         manifest_errors(&yaml).contains(&expected.to_string()),
@@ -144,7 +147,10 @@ fn external_name_on_another_type_is_ignored_with_kubernetes_warning() {
     let c = load(&service_toml("external_name = \"db.example.com\""));
     assert!(c.warnings.iter().any(|w| w == expected), "{:?}", c.warnings);
     assert_eq!(c.services[0].external_name, "");
-    let c = manifests(&service_yaml("type: ClusterIP, externalName: db.example.com")).unwrap();
+    let c = manifests(&service_yaml(
+        "type: ClusterIP, externalName: db.example.com",
+    ))
+    .unwrap();
     assert!(c.warnings.iter().any(|w| w == expected), "{:?}", c.warnings);
     assert_eq!(c.services[0].external_name, "");
 }
@@ -171,11 +177,17 @@ fn app_protocol_is_kept_and_validated_as_a_qualified_name() {
         "ports = [{ port = 80 }]",
         "ports = [{ port = 80, app_protocol = \"-h2c\" }]",
     ));
-    assert!(lines.len() == 1 && lines[0].starts_with(prefix), "{lines:?}");
+    assert!(
+        lines.len() == 1 && lines[0].starts_with(prefix),
+        "{lines:?}"
+    );
     let lines = manifest_errors(
         "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {ports: [{port: 80, appProtocol: \"-h2c\"}]}\n",
     );
-    assert!(lines.len() == 1 && lines[0].starts_with(prefix), "{lines:?}");
+    assert!(
+        lines.len() == 1 && lines[0].starts_with(prefix),
+        "{lines:?}"
+    );
 }
 
 #[test]

@@ -14,9 +14,9 @@ use super::{
 };
 use crate::error::FieldError;
 use crate::raw::{
-    IntOrString, RawClientIpConfig, RawContainerPort, RawEndpointAddress, RawEndpointPort, RawEndpointSubset,
-    RawEndpoints, RawExecAction, RawHttpGetAction, RawIpPool, RawPod, RawProbe, RawService,
-    RawServicePort, RawSessionAffinityConfig, RawTcpSocketAction,
+    IntOrString, RawClientIpConfig, RawContainerPort, RawEndpointAddress, RawEndpointPort,
+    RawEndpointSubset, RawEndpoints, RawExecAction, RawHttpGetAction, RawIpPool, RawPod, RawProbe,
+    RawService, RawServicePort, RawSessionAffinityConfig, RawTcpSocketAction,
 };
 use crate::source::{DesiredState, Origin, Sourced};
 
