@@ -229,7 +229,9 @@ pub struct RawPod {
     pub ports: Vec<RawContainerPort>,
     /// Relative share of new connections; default 1, 0 = drain.
     pub weight: Option<i64>,
-    /// Static readiness when there is no probe; default true.
+    /// Static readiness when there is no probe; default true: a pod in the
+    /// file is what it says. (A manifest Pod's is its `Ready` condition, and
+    /// false while it has none, as the EndpointSlice controller reads it.)
     pub ready: Option<bool>,
     /// The pod is shutting down; default false.
     pub terminating: Option<bool>,

@@ -422,11 +422,12 @@ fn slice_conditions(conditions: &[&str]) -> DesiredState {
     load_str(&text, "slice.yaml").unwrap()
 }
 
-/// (ready, serving, terminating) of each endpoint of `db`, and the addresses
-/// new connections go to.
-fn conditions_and_picks(
-    state: DesiredState,
-) -> (Vec<(Option<bool>, bool, bool)>, Vec<std::net::SocketAddr>) {
+/// An endpoint's (ready, serving, terminating).
+type Conditions = (Option<bool>, bool, bool);
+
+/// The conditions of each endpoint of `db`, and the addresses new
+/// connections go to.
+fn conditions_and_picks(state: DesiredState) -> (Vec<Conditions>, Vec<std::net::SocketAddr>) {
     use lb_core::{Protocol, Snapshot};
     let c = load(FILE, state).unwrap_or_else(|e| panic!("{e}"));
     let s = &c.services[0];
