@@ -5,10 +5,12 @@
 //!   container port name and protocol) or the number (a number needs no
 //!   declared pod port). A pod without the named port contributes nothing.
 //! - A selector-less service takes the `[[endpoints]]` of the same namespace and
-//!   name: each subset's addresses (serving) and not-ready addresses (not
-//!   serving) crossed with the subset ports whose name and protocol equal the
-//!   service port's. A mismatch means no endpoints, not an error (as in
-//!   Kubernetes).
+//!   name: each subset's addresses (ready) and not-ready addresses, with their
+//!   `serving` and `terminating` conditions, crossed with the subset ports
+//!   whose name and protocol equal the service port's. A mismatch means no
+//!   endpoints, not an error (as in Kubernetes). lb-core picks ready
+//!   endpoints, and serving-and-terminating ones only while none is ready
+//!   (kube-proxy's terminating fallback).
 //!
 //! `publish_not_ready_addresses` is applied by lb-core from the service spec.
 //! Pods with a readiness probe resolve as not serving here; the probe results
@@ -83,7 +85,9 @@ fn hosts_of(key: &ServiceKey, port: &PortSpec, manual: &Endpoints) -> Vec<HostEn
                     protocol: port.protocol,
                     host: h.host.clone(),
                     port: *number,
-                    serving: h.serving,
+                    ready: h.conditions.ready,
+                    serving: h.conditions.serving,
+                    terminating: h.conditions.terminating,
                     weight: h.weight,
                     node: h.node_name.clone(),
                     hostname: h.hostname.clone(),
@@ -108,6 +112,9 @@ fn from_pod(port: &PortSpec, pod: &Pod) -> Option<EndpointSpec> {
         addr: SocketAddr::new(pod.ip, number),
         node: Some(pod.node.clone()),
         weight: pod.weight,
+        // Derived from serving and terminating, as the EndpointSlice
+        // controller does for a pod.
+        ready: None,
         // A pod with a readiness probe is not ready until its first success;
         // lb-proxy's probe overlay turns it on.
         serving: pod.ready && pod.probe.is_none(),
@@ -125,18 +132,14 @@ fn from_manual(port: &PortSpec, manual: &Endpoints) -> Vec<EndpointSpec> {
             .iter()
             .filter(|(name, _, proto)| *name == port.name && *proto == port.protocol);
         for (_, number, _) in matching {
-            let all = subset
-                .addresses
-                .iter()
-                .map(|a| (a, true))
-                .chain(subset.not_ready.iter().map(|a| (a, false)));
-            for (a, serving) in all {
+            for a in subset.addresses.iter().chain(&subset.not_ready) {
                 out.push(EndpointSpec {
                     addr: SocketAddr::new(a.ip, *number),
                     node: a.node_name.clone(),
                     weight: a.weight,
-                    serving,
-                    terminating: false,
+                    ready: Some(a.conditions.ready),
+                    serving: a.conditions.serving,
+                    terminating: a.conditions.terminating,
                     pod: None,
                     hostname: a.hostname.clone(),
                 });

@@ -239,7 +239,9 @@ pub struct RawPod {
     pub ports: Vec<RawContainerPort>,
     /// Relative share of new connections; default 1, 0 = drain.
     pub weight: Option<i64>,
-    /// Static readiness when there is no probe; default true.
+    /// Static readiness when there is no probe; default true: a pod in the
+    /// file is what it says. (A manifest Pod's is its `Ready` condition, and
+    /// false while it has none, as the EndpointSlice controller reads it.)
     pub ready: Option<bool>,
     /// The pod is shutting down; default false.
     pub terminating: Option<bool>,
@@ -328,11 +330,17 @@ pub struct RawService {
     pub service_type: Option<String>,
     /// Omitted: allocated; `"None"`: headless; else an address in `service_cidr`.
     pub cluster_ip: Option<String>,
+    /// Kubernetes' `clusterIPs`: when given with `cluster_ip`, its first
+    /// value must be `cluster_ip` (`first value must match `clusterIP``);
+    /// given alone, its first value is the cluster IP. Only the first address
+    /// is served (one IP family); more are accepted with a warning.
+    pub cluster_ips: Option<Vec<String>>,
     /// Pod labels to match; omitted or empty: endpoints come from `[[endpoints]]`.
     pub selector: Option<BTreeMap<String, String>>,
     /// `None` (default) or `ClientIP`.
     pub session_affinity: Option<String>,
-    /// ClientIP timeout.
+    /// ClientIP timeout; only with `session_affinity = "ClientIP"` (with
+    /// `None`, the default, it is `Forbidden`, as in Kubernetes).
     pub session_affinity_config: Option<RawSessionAffinityConfig>,
     /// `Cluster` (default) or `Local`.
     pub external_traffic_policy: Option<String>,
@@ -352,13 +360,15 @@ pub struct RawService {
     pub ip_pool: Option<String>,
     /// LoadBalancer: sharing key.
     pub allow_shared_ip: Option<String>,
-    /// LoadBalancer: whether node ports are allocated too.
+    /// LoadBalancer: whether node ports are allocated too (default true).
+    /// Set on another type, either value is `Forbidden`, as in Kubernetes.
     pub allocate_load_balancer_node_ports: Option<bool>,
     /// LoadBalancer + Local: health-check node port; 0 = allocate.
     pub health_check_node_port: Option<i64>,
     /// Not-ready endpoints count as ready.
     pub publish_not_ready_addresses: Option<bool>,
-    /// ExternalName target (DNS-1123 subdomain).
+    /// ExternalName target (DNS-1123 subdomain). On another type it is
+    /// ignored with Kubernetes' warning.
     pub external_name: Option<String>,
     /// `[[services.ports]]`. At most [`MAX_SERVICE_PORTS`].
     pub ports: Vec<RawServicePort>,
@@ -394,6 +404,10 @@ pub struct RawServicePort {
     pub target_port: Option<IntOrString>,
     /// NodePort/LoadBalancer: omitted or 0: allocated.
     pub node_port: Option<i64>,
+    /// Kubernetes' `appProtocol` (e.g. `"kubernetes.io/h2c"`, `"http"`): a
+    /// qualified name, as Kubernetes validates it. lb moves bytes whatever it
+    /// says; it is shown in the admin API's service view.
+    pub app_protocol: Option<String>,
 }
 
 /// `[[endpoints]]`: manual endpoints of a selector-less service.
@@ -408,13 +422,15 @@ pub struct RawEndpoints {
     pub subsets: Vec<RawEndpointSubset>,
 }
 
-/// One subset: addresses crossed with ports.
+/// One subset: addresses crossed with ports. It needs at least one address
+/// (`addresses` or `not_ready_addresses`), as in Kubernetes.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawEndpointSubset {
-    /// Ready addresses.
+    /// Ready addresses: EndpointSlice `ready = true`.
     pub addresses: Vec<RawEndpointAddress>,
-    /// Not-ready addresses (serving = false).
+    /// Not-ready addresses: `ready = false` (and, unless they say otherwise,
+    /// not serving).
     pub not_ready_addresses: Vec<RawEndpointAddress>,
     /// Ports; each serves the service port of the same name.
     pub ports: Vec<RawEndpointPort>,
@@ -434,6 +450,17 @@ pub struct RawEndpointAddress {
     pub node_name: Option<String>,
     /// Relative share of new connections; default 1, 0 = drain.
     pub weight: Option<i64>,
+    /// EndpointSlice `serving`: the address can take connections; default
+    /// true in `addresses`, false in `not_ready_addresses`. Which list an
+    /// address is in is its `ready`.
+    pub serving: Option<bool>,
+    /// EndpointSlice `terminating`: the address is shutting down; default
+    /// false. As in kube-proxy, a not-ready address that is `serving` and
+    /// `terminating` takes new connections only while the port has no ready
+    /// endpoint (the terminating fallback), e.g.
+    /// `not_ready_addresses = [{ ip = "10.0.0.5", serving = true,
+    /// terminating = true }]`; a ready address stays ready whatever this says.
+    pub terminating: Option<bool>,
 }
 
 /// One endpoint port.

@@ -33,8 +33,13 @@ pub struct HostEndpoint {
     pub host: String,
     /// Port on the resolved addresses.
     pub port: u16,
-    /// `addresses` (true) or `not_ready_addresses` (false).
+    /// EndpointSlice `ready`: `addresses` (true) or `not_ready_addresses`
+    /// (false).
+    pub ready: bool,
+    /// EndpointSlice `serving`.
     pub serving: bool,
+    /// EndpointSlice `terminating`.
+    pub terminating: bool,
     /// Relative share of new connections, per resolved address.
     pub weight: u32,
     /// Node the addresses run on, when given.
@@ -78,8 +83,9 @@ pub fn apply(
                         addr,
                         node: h.node.clone(),
                         weight: h.weight,
+                        ready: Some(h.ready),
                         serving: h.serving,
-                        terminating: false,
+                        terminating: h.terminating,
                         pod: None,
                         hostname: h.hostname.clone(),
                     });
@@ -112,7 +118,9 @@ mod tests {
             protocol: Protocol::Tcp,
             host: name.into(),
             port: 3306,
+            ready: serving,
             serving,
+            terminating: false,
             weight: 1,
             node: None,
             hostname: None,

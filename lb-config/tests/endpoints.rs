@@ -59,6 +59,7 @@ fn endpoint_fields_map_from_the_pod() {
             addr: sa("127.0.244.1:8080"),
             node: Some("node-1".into()),
             weight: 1,
+            ready: None,
             serving: true,
             terminating: false,
             pod: Some("web-1".into()),
@@ -206,4 +207,74 @@ fn endpoints_for_a_selector_service_are_ignored_with_a_warning() {
         "{:?}",
         c.warnings
     );
+}
+
+/// Where new connections to `service`'s first port go now: the addresses the
+/// snapshot picks over a few connections.
+fn picked(c: &lb_config::Config, service: &str) -> Vec<std::net::SocketAddr> {
+    use lb_core::{Protocol, Snapshot};
+    let snapshot = Snapshot::build(
+        c.node.clone(),
+        c.services.clone(),
+        None,
+        std::time::SystemTime::now(),
+    );
+    let s = c.services.iter().find(|s| s.key.name == service).unwrap();
+    let vip = std::net::SocketAddr::new(s.cluster_ip.ip().unwrap(), s.ports[0].port);
+    let entry = snapshot.frontend(vip, Protocol::Tcp).unwrap();
+    let mut out: Vec<_> = (0..4)
+        .filter_map(|_| entry.pick(ip_of("127.0.0.9"), std::time::Instant::now()))
+        .map(|p| entry.port.endpoints()[p.index].addr)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn ip_of(s: &str) -> std::net::IpAddr {
+    s.parse().unwrap()
+}
+
+const DB: &str = "[[services]]\nname = \"db\"\nports = [{ name = \"sql\", port = 3306 }]\n";
+
+#[test]
+fn a_serving_terminating_address_is_picked_only_while_none_is_ready() {
+    let only_terminating = format!(
+        "{DB}[[endpoints]]\nname = \"db\"\n[[endpoints.subsets]]\n\
+         not_ready_addresses = [{{ ip = \"127.0.244.1\", serving = true, terminating = true }}, {{ ip = \"127.0.244.2\" }}]\n\
+         ports = [{{ name = \"sql\", port = 3306 }}]\n"
+    );
+    let c = load(&only_terminating);
+    let e = &port(&c, "db", "sql").endpoints;
+    assert_eq!(
+        (e[0].ready, e[0].serving, e[0].terminating),
+        (Some(false), true, true)
+    );
+    assert_eq!(
+        (e[1].ready, e[1].serving, e[1].terminating),
+        (Some(false), false, false),
+        "a not-ready address is not serving unless it says so"
+    );
+    assert_eq!(picked(&c, "db"), vec![sa("127.0.244.1:3306")]);
+
+    let with_ready = only_terminating.replace(
+        "not_ready_addresses",
+        "addresses = [{ ip = \"127.0.244.3\" }]\nnot_ready_addresses",
+    );
+    assert_eq!(
+        picked(&load(&with_ready), "db"),
+        vec![sa("127.0.244.3:3306")],
+        "a ready address takes every new connection"
+    );
+}
+
+#[test]
+fn a_ready_address_stays_ready_when_it_says_terminating() {
+    let c = load(&format!(
+        "{DB}[[endpoints]]\nname = \"db\"\n[[endpoints.subsets]]\n\
+         addresses = [{{ ip = \"127.0.244.1\", terminating = true }}]\n\
+         not_ready_addresses = [{{ ip = \"127.0.244.2\", serving = true, terminating = true }}]\n\
+         ports = [{{ name = \"sql\", port = 3306 }}]\n"
+    ));
+    assert_eq!(picked(&c, "db"), vec![sa("127.0.244.1:3306")]);
 }

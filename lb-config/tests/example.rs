@@ -53,13 +53,13 @@ type = "ClusterIP"                # ClusterIP | NodePort | LoadBalancer | Extern
 cluster_ip = "127.96.100.100"     # omitted: allocated; "None": headless
 selector = { app = "nginx-deployment" }   # omitted: endpoints come from [[endpoints]]
 session_affinity = "None"         # None | ClientIP
-session_affinity_config = { client_ip = { timeout_seconds = 10800 } }
+# session_affinity_config = { client_ip = { timeout_seconds = 10800 } }   # ClientIP only (Forbidden with None)
 external_traffic_policy = "Cluster"   # Cluster | Local (NodePort/LoadBalancer/external IPs)
 internal_traffic_policy = "Cluster"   # Cluster | Local
 external_ips = []
 load_balancer_source_ranges = []      # LoadBalancer: allowed client CIDRs, empty = all
 allow_shared_ip = ""                  # LoadBalancer: services with the same key may share an address
-allocate_load_balancer_node_ports = true
+# allocate_load_balancer_node_ports = true   # LoadBalancer only (Forbidden on other types)
 health_check_node_port = 0            # LoadBalancer + Local: allocated when 0
 publish_not_ready_addresses = false
 external_name = ""                    # ExternalName target

@@ -244,7 +244,7 @@ fn source_ranges_are_cidrs_and_only_for_load_balancers() {
     assert_eq!(ranges, ["127.0.0.5/32", "10.0.0.0/8"]);
     assert_eq!(
         errors(&file(&[lb("web", "load_balancer_source_ranges = [\"10.0.0.300/8\"]")])),
-        ["services[web].load_balancer_source_ranges[0]: Invalid value: \"10.0.0.300/8\": must be a list of IP ranges. For example, 10.240.0.0/24,10.250.0.0/24"]
+        ["services[web].load_balancer_source_ranges[0]: Invalid value: \"10.0.0.300/8\": must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)"]
     );
     let text = format!(
         "{HEAD}[[services]]\nname = \"web\"\nload_balancer_source_ranges = [\"127.0.0.5/32\"]\nports = [{{ port = 80 }}]\n"

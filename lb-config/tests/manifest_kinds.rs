@@ -403,3 +403,89 @@ fn deeply_nested_yaml_is_refused_at_once_with_its_line() {
         "{err}"
     );
 }
+
+/// A service `db` (port 3306) and one EndpointSlice of it whose endpoints
+/// have the given `conditions`, one per address 127.0.251.1, .2, ...
+fn slice_conditions(conditions: &[&str]) -> DesiredState {
+    let mut text = String::from(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: db}\nspec: {ports: [{name: sql, port: 3306}]}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {name: db-1, labels: {kubernetes.io/service-name: db}}\naddressType: IPv4\n\
+         ports: [{name: sql, port: 3306}]\nendpoints:\n",
+    );
+    for (i, c) in conditions.iter().enumerate() {
+        text.push_str(&format!(
+            "- addresses: [127.0.251.{}]\n  conditions: {c}\n",
+            i + 1
+        ));
+    }
+    load_str(&text, "slice.yaml").unwrap()
+}
+
+/// An endpoint's (ready, serving, terminating).
+type Conditions = (Option<bool>, bool, bool);
+
+/// The conditions of each endpoint of `db`, and the addresses new
+/// connections go to.
+fn conditions_and_picks(state: DesiredState) -> (Vec<Conditions>, Vec<std::net::SocketAddr>) {
+    use lb_core::{Protocol, Snapshot};
+    let c = load(FILE, state).unwrap_or_else(|e| panic!("{e}"));
+    let s = &c.services[0];
+    let conditions = s.ports[0]
+        .endpoints
+        .iter()
+        .map(|e| (e.ready, e.serving, e.terminating))
+        .collect();
+    let snapshot = Snapshot::build(
+        c.node.clone(),
+        c.services.clone(),
+        None,
+        std::time::SystemTime::now(),
+    );
+    let vip = std::net::SocketAddr::new(s.cluster_ip.ip().unwrap(), 3306);
+    let entry = snapshot.frontend(vip, Protocol::Tcp).unwrap();
+    let mut picks: Vec<_> = (0..6)
+        .filter_map(|_| entry.pick("127.0.0.9".parse().unwrap(), std::time::Instant::now()))
+        .map(|p| entry.port.endpoints()[p.index].addr)
+        .collect();
+    picks.sort();
+    picks.dedup();
+    (conditions, picks)
+}
+
+#[test]
+fn slice_conditions_default_as_the_api_says_and_kube_proxy_reads_them() {
+    // ready and serving unset are true, terminating unset is false.
+    let (conditions, picks) = conditions_and_picks(slice_conditions(&["{}"]));
+    assert_eq!(conditions, [(Some(true), true, false)]);
+    assert_eq!(picks, ["127.0.251.1:3306".parse().unwrap()]);
+    // `ready` is taken as stated (kube-proxy does not derive it).
+    let (conditions, picks) = conditions_and_picks(slice_conditions(&[
+        "{ready: true, terminating: true}",
+        "{ready: false, serving: true}",
+    ]));
+    assert_eq!(
+        conditions,
+        [(Some(true), true, true), (Some(false), true, false)]
+    );
+    assert_eq!(picks, ["127.0.251.1:3306".parse().unwrap()]);
+}
+
+#[test]
+fn a_slice_whose_only_endpoint_is_serving_and_terminating_serves_it() {
+    let (conditions, picks) = conditions_and_picks(slice_conditions(&[
+        "{ready: false, serving: true, terminating: true}",
+        "{ready: false, serving: false, terminating: true}",
+    ]));
+    assert_eq!(
+        conditions,
+        [(Some(false), true, true), (Some(false), false, true)]
+    );
+    assert_eq!(picks, ["127.0.251.1:3306".parse().unwrap()]);
+    // With a ready endpoint beside it, the terminating one takes nothing.
+    let (_, picks) = conditions_and_picks(slice_conditions(&[
+        "{ready: false, serving: true, terminating: true}",
+        "{ready: true}",
+    ]));
+    assert_eq!(picks, ["127.0.251.2:3306".parse().unwrap()]);
+}

@@ -49,6 +49,6 @@ fn empty_or_default_values_of_unsupported_fields_are_accepted() {
     let text = "[cluster]\nservice_cidr = \"127.96.0.0/16\"\n[[services]]\nname = \"web\"\n\
         external_traffic_policy = \"Cluster\"\ninternal_traffic_policy = \"Cluster\"\nexternal_ips = []\n\
         load_balancer_source_ranges = []\nallow_shared_ip = \"\"\nhealth_check_node_port = 0\n\
-        allocate_load_balancer_node_ports = true\nports = [{ port = 80, protocol = \"TCP\" }]\n";
+        ports = [{ port = 80, protocol = \"TCP\" }]\n";
     check_str(text).unwrap();
 }

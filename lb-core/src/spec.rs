@@ -159,6 +159,9 @@ pub struct PortSpec {
     pub target_port: TargetPort,
     /// Node port, when the service type has node ports.
     pub node_port: Option<u16>,
+    /// `appProtocol` as configured: lb forwards bytes whatever it says, and
+    /// shows it in the admin API so an operator sees what the object said.
+    pub app_protocol: Option<String>,
     /// Resolved endpoints (the endpoints controller's output).
     pub endpoints: Vec<EndpointSpec>,
 }
@@ -172,6 +175,7 @@ impl PortSpec {
             port,
             target_port: TargetPort::Number(port),
             node_port: None,
+            app_protocol: None,
             endpoints: Vec::new(),
         }
     }
@@ -192,6 +196,13 @@ pub struct EndpointSpec {
     pub node: Option<String>,
     /// Relative share of new connections; 0 drains it.
     pub weight: u32,
+    /// EndpointSlice `ready` as the source states it (the `[[endpoints]]`
+    /// list an address is in, a slice's condition); `None`: serving and not
+    /// terminating, as the EndpointSlice controller derives it for a pod.
+    /// kube-proxy takes a stated `ready` as it is, so a slice may keep a
+    /// terminating endpoint ready (as it does under
+    /// `publishNotReadyAddresses`).
+    pub ready: Option<bool>,
     /// The probe passes (or, without a probe, the static readiness).
     pub serving: bool,
     /// The pod is shutting down.
@@ -209,6 +220,7 @@ impl EndpointSpec {
             addr,
             node: None,
             weight: 1,
+            ready: None,
             serving: true,
             terminating: false,
             pod: None,

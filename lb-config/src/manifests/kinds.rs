@@ -14,9 +14,9 @@ use super::{
 };
 use crate::error::FieldError;
 use crate::raw::{
-    RawClientIpConfig, RawContainerPort, RawEndpointAddress, RawEndpointPort, RawEndpointSubset,
-    RawEndpoints, RawExecAction, RawHttpGetAction, RawIpPool, RawPod, RawProbe, RawService,
-    RawServicePort, RawSessionAffinityConfig, RawTcpSocketAction,
+    IntOrString, RawClientIpConfig, RawContainerPort, RawEndpointAddress, RawEndpointPort,
+    RawEndpointSubset, RawEndpoints, RawExecAction, RawHttpGetAction, RawIpPool, RawPod, RawProbe,
+    RawService, RawServicePort, RawSessionAffinityConfig, RawTcpSocketAction,
 };
 use crate::source::{DesiredState, Origin, Sourced};
 
@@ -45,7 +45,13 @@ pub(super) fn finish(acc: Acc) -> DesiredState {
             RawEndpoints {
                 name,
                 namespace: Some(ns),
-                subsets: subsets.into_iter().map(|s| s.object).collect(),
+                // A slice with no endpoints is normal (a service with no
+                // pods); it adds no subset, which must hold an address.
+                subsets: subsets
+                    .into_iter()
+                    .map(|s| s.object)
+                    .filter(|s| !s.addresses.is_empty() || !s.not_ready_addresses.is_empty())
+                    .collect(),
             },
             origin,
         ));
@@ -262,22 +268,12 @@ impl Doc<'_> {
                 load_balancer_ip = ips.into_iter().next();
             }
         }
-        if let Some(ips) = &spec.cluster_ips {
-            if ips.len() > 1 {
-                self.acc.state.warnings.push(format!(
-                    "{at}: spec.clusterIPs: only the first address is served (dual-stack comes later)"
-                ));
-            }
-        }
-        let cluster_ip = spec
-            .cluster_ip
-            .filter(|s| !s.is_empty())
-            .or_else(|| spec.cluster_ips.and_then(|v| v.into_iter().next()));
         let raw = RawService {
             name: meta.name.clone(),
             namespace: meta.namespace.clone(),
             service_type: spec.service_type,
-            cluster_ip,
+            cluster_ip: spec.cluster_ip.filter(|s| !s.is_empty()),
+            cluster_ips: spec.cluster_ips.filter(|v| !v.is_empty()),
             selector: spec.selector,
             session_affinity: spec.session_affinity,
             session_affinity_config: spec.session_affinity_config.map(|c| {
@@ -305,8 +301,12 @@ impl Doc<'_> {
                     name: p.name.filter(|n| !n.is_empty()),
                     protocol: p.protocol,
                     port: p.port,
-                    target_port: p.target_port,
+                    // Kubernetes' defaulting: `targetPort` 0 or "" is `port`.
+                    target_port: p.target_port.filter(|t| {
+                        !matches!(t, IntOrString::Int(0)) && *t != IntOrString::Str(String::new())
+                    }),
                     node_port: p.node_port.filter(|n| *n != 0),
+                    app_protocol: p.app_protocol,
                 })
                 .collect(),
         };
@@ -321,6 +321,8 @@ impl Doc<'_> {
             hostname: a.hostname,
             node_name: a.node_name,
             weight: None,
+            serving: None,
+            terminating: None,
         };
         let raw = RawEndpoints {
             name: e.metadata.name,
@@ -358,12 +360,14 @@ impl Doc<'_> {
             ..RawEndpointSubset::default()
         };
         for ep in e.endpoints {
-            // As kube-proxy reads slices: ready unset counts as ready.
-            // Serving-but-terminating endpoints have no place in the
-            // Endpoints shape; they are listed as not ready.
-            let ready =
-                ep.conditions.ready.unwrap_or(true) && !ep.conditions.terminating.unwrap_or(false);
-            let _ = ep.conditions.serving;
+            // As kube-proxy reads slices (the API's defaults): `ready` and
+            // `serving` unset are true, `terminating` unset is false; `ready`
+            // is taken as stated, and a not-ready endpoint that is serving
+            // and terminating is the terminating fallback.
+            let c = &ep.conditions;
+            let ready = c.ready.unwrap_or(true);
+            let serving = c.serving.unwrap_or(true);
+            let terminating = c.terminating.unwrap_or(false);
             for ip in ep.addresses {
                 let a = RawEndpointAddress {
                     ip: Some(ip),
@@ -371,6 +375,8 @@ impl Doc<'_> {
                     hostname: ep.hostname.clone(),
                     node_name: ep.node_name.clone(),
                     weight: None,
+                    serving: Some(serving),
+                    terminating: Some(terminating),
                 };
                 if ready {
                     subset.addresses.push(a);
@@ -394,10 +400,15 @@ impl Doc<'_> {
             ));
             return;
         };
-        let ready = p.status.conditions.map(|c| {
-            c.iter()
-                .any(|c| c.condition_type == "Ready" && c.status == "True")
-        });
+        // As the EndpointSlice controller reads a pod: ready only when its
+        // Ready condition is True; no conditions yet is not ready.
+        let ready = Some(
+            p.status
+                .conditions
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.condition_type == "Ready" && c.status == "True"),
+        );
         let mut ports = Vec::new();
         let mut probe = None;
         let mut probes = 0;

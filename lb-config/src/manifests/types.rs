@@ -90,7 +90,7 @@ pub(crate) struct ServicePort {
     pub(crate) port: i64,
     pub(crate) target_port: Option<IntOrString>,
     pub(crate) node_port: Option<i64>,
-    app_protocol: Option<IgnoredAny>,
+    pub(crate) app_protocol: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -54,7 +54,7 @@ pub(crate) fn validate(raw: &RawConfig, hostname: &str, errs: &mut Errors) -> Va
             ));
             continue;
         }
-        services.extend(service::service(s, i, errs));
+        services.extend(service::service(s, i, errs, &mut warnings));
     }
 
     let mut pods = Vec::new();

@@ -149,6 +149,12 @@ fn matches_qualified_name_part(s: &str) -> bool {
 
 /// A label key: `[prefix/]name` (`IsQualifiedName`).
 pub(crate) fn label_key(value: &str) -> Vec<String> {
+    qualified_name(value)
+}
+
+/// `IsQualifiedName`: `[prefix/]name`, what `ValidateQualifiedName` checks
+/// (label keys, a service port's `appProtocol`).
+pub(crate) fn qualified_name(value: &str) -> Vec<String> {
     let mut errs = Vec::new();
     let (prefix, name) = match value.split_once('/') {
         Some((p, n)) => (Some(p), n),

@@ -62,6 +62,16 @@ pub(crate) struct Address {
     pub(crate) hostname: Option<String>,
     pub(crate) node_name: Option<String>,
     pub(crate) weight: u32,
+    pub(crate) conditions: Conditions,
+}
+
+/// An address's EndpointSlice conditions: `ready` from the list it is in,
+/// `serving` and `terminating` as written (defaults by list).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Conditions {
+    pub(crate) ready: bool,
+    pub(crate) serving: bool,
+    pub(crate) terminating: bool,
 }
 
 /// One endpoint address given by DNS name.
@@ -69,7 +79,7 @@ pub(crate) struct Address {
 pub(crate) struct HostAddress {
     /// Lower-case, without a trailing dot.
     pub(crate) host: String,
-    pub(crate) serving: bool,
+    pub(crate) conditions: Conditions,
     pub(crate) hostname: Option<String>,
     pub(crate) node_name: Option<String>,
     pub(crate) weight: u32,
@@ -340,6 +350,13 @@ pub(crate) fn endpoints(raw: &RawEndpoints, index: usize, errs: &mut Errors) -> 
     let mut subsets = Vec::new();
     for (i, s) in raw.subsets.iter().enumerate() {
         let sp = format!("{path}.subsets[{i}]");
+        if s.addresses.is_empty() && s.not_ready_addresses.is_empty() {
+            // Kubernetes' own words, field names and backticks included.
+            errs.push(FieldError::required(
+                &sp,
+                "must specify `addresses` or `notReadyAddresses`",
+            ));
+        }
         let mut hosts = Vec::new();
         let addresses = addresses_of(
             &format!("{sp}.addresses"),
@@ -396,7 +413,7 @@ pub(crate) fn endpoints(raw: &RawEndpoints, index: usize, errs: &mut Errors) -> 
 fn addresses_of(
     path: &str,
     raw: &[RawEndpointAddress],
-    serving: bool,
+    ready: bool,
     hosts: &mut Vec<HostAddress>,
     errs: &mut Errors,
 ) -> Vec<Address> {
@@ -441,10 +458,15 @@ fn addresses_of(
             }
         }
         let weight = weight(&format!("{ap}.weight"), a.weight, errs);
+        let conditions = Conditions {
+            ready,
+            serving: a.serving.unwrap_or(ready),
+            terminating: a.terminating.unwrap_or(false),
+        };
         if let Some(host) = host {
             hosts.push(HostAddress {
                 host,
-                serving,
+                conditions,
                 hostname: a.hostname.clone(),
                 node_name: a.node_name.clone(),
                 weight,
@@ -457,6 +479,7 @@ fn addresses_of(
                 hostname: a.hostname.clone(),
                 node_name: a.node_name.clone(),
                 weight,
+                conditions,
             });
         }
     }

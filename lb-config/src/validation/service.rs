@@ -10,7 +10,7 @@ use lb_core::{
 
 use super::fields::{at_most, labels, protocol};
 use super::{names, settings::ip};
-use crate::error::{object_path, Errors, FieldError};
+use crate::error::{object_path, BadValue, Errors, FieldError};
 use crate::raw::{IntOrString, RawService, MAX_EXTERNAL_IPS, MAX_SERVICE_PORTS, MAX_SOURCE_RANGES};
 
 /// Kubernetes' `MaxClientIPServiceAffinitySeconds`.
@@ -57,7 +57,13 @@ pub(crate) struct LbDraft {
 }
 
 /// Validates one service; `None` when it has errors (all pushed to `errs`).
-pub(crate) fn service(raw: &RawService, index: usize, errs: &mut Errors) -> Option<ServiceDraft> {
+/// What Kubernetes accepts with a warning goes to `warnings`.
+pub(crate) fn service(
+    raw: &RawService,
+    index: usize,
+    errs: &mut Errors,
+    warnings: &mut Vec<String>,
+) -> Option<ServiceDraft> {
     let start = errs.len();
     let namespace = raw.namespace.clone().unwrap_or_else(|| "default".into());
     let path = object_path("services", &namespace, &raw.name, index);
@@ -98,7 +104,8 @@ pub(crate) fn service(raw: &RawService, index: usize, errs: &mut Errors) -> Opti
     };
 
     let ip_path = format!("{path}.cluster_ip");
-    let ip_request = match raw.cluster_ip.as_deref() {
+    let cluster_ip = cluster_ip_text(raw, &path, service_type, errs, warnings);
+    let ip_request = match cluster_ip {
         _ if service_type == ServiceType::ExternalName => {
             if raw.cluster_ip.as_deref().is_some_and(|s| !s.is_empty()) {
                 errs.push(FieldError::forbidden(
@@ -136,7 +143,16 @@ pub(crate) fn service(raw: &RawService, index: usize, errs: &mut Errors) -> Opti
         .as_ref()
         .and_then(|c| c.client_ip.as_ref())
         .and_then(|c| c.timeout_seconds);
-    if let Some(t) = timeout {
+    let client_ip = raw.session_affinity.as_deref() == Some("ClientIP");
+    if matches!(raw.session_affinity.as_deref(), None | Some("None"))
+        && raw.session_affinity_config.is_some()
+    {
+        errs.push(FieldError::forbidden(
+            format!("{path}.session_affinity_config"),
+            "must not be set when session affinity is None",
+        ));
+    }
+    if let Some(t) = timeout.filter(|_| client_ip) {
         if t <= 0 || t > MAX_AFFINITY_SECONDS {
             errs.push(FieldError::invalid(
                 &affinity_path,
@@ -201,7 +217,7 @@ pub(crate) fn service(raw: &RawService, index: usize, errs: &mut Errors) -> Opti
 
     let (lb, load_balancer_source_ranges) = load_balancer(raw, &path, service_type, errs);
 
-    let external_name = raw.external_name.clone().unwrap_or_default();
+    let mut external_name = raw.external_name.clone().unwrap_or_default();
     let en_path = format!("{path}.external_name");
     if service_type == ServiceType::ExternalName {
         let cname = external_name.trim_end_matches('.');
@@ -213,10 +229,11 @@ pub(crate) fn service(raw: &RawService, index: usize, errs: &mut Errors) -> Opti
             }
         }
     } else if !external_name.is_empty() {
-        errs.push(FieldError::forbidden(
-            &en_path,
-            "may only be set when `type` is 'ExternalName'",
+        // Kubernetes' warning (pkg/api/service/warnings.go), in lb's paths.
+        warnings.push(format!(
+            "{en_path} is ignored when {path}.type is not \"ExternalName\""
         ));
+        external_name.clear();
     }
 
     let externally_accessible = service_type.has_node_ports()
@@ -299,6 +316,12 @@ pub(crate) fn service(raw: &RawService, index: usize, errs: &mut Errors) -> Opti
                 TargetPort::Name(s.clone())
             }
         };
+        let app_protocol = p.app_protocol.clone();
+        if let Some(a) = &app_protocol {
+            for m in names::qualified_name(a) {
+                errs.push(FieldError::invalid(format!("{pp}.app_protocol"), a, m));
+            }
+        }
         let np_path = format!("{pp}.node_port");
         let requested = p.node_port.filter(|n| *n != 0);
         // `allocate_load_balancer_node_ports = false`: no node port unless one
@@ -338,6 +361,7 @@ pub(crate) fn service(raw: &RawService, index: usize, errs: &mut Errors) -> Opti
             port,
             target_port,
             node_port: None,
+            app_protocol,
             endpoints: Vec::new(),
         });
     }
@@ -417,18 +441,19 @@ fn load_balancer(
             Err(_) => errs.push(FieldError::invalid(
                 format!("{path}.load_balancer_source_ranges[{i}]"),
                 text.as_str(),
-                "must be a list of IP ranges. For example, 10.240.0.0/24,10.250.0.0/24",
+                "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)",
             )),
         }
     }
     // As in Kubernetes, `load_balancer_ip` and the MetalLB annotations
     // (`ip_pool`, `allow_shared_ip`) are ignored on other types, while source
-    // ranges and `allocate_load_balancer_node_ports = false` are refused.
+    // ranges and `allocate_load_balancer_node_ports` (either value) are
+    // refused.
     if !is_lb {
         if !ranges.is_empty() {
             only_lb("load_balancer_source_ranges", errs);
         }
-        if raw.allocate_load_balancer_node_ports == Some(false) {
+        if raw.allocate_load_balancer_node_ports.is_some() {
             only_lb("allocate_load_balancer_node_ports", errs);
         }
         return (None, Vec::new());
@@ -441,6 +466,39 @@ fn load_balancer(
         }),
         ranges,
     )
+}
+
+/// The cluster IP a service asks for: `cluster_ip`, else the first of
+/// `cluster_ips` (an object written with the plural field only). When both
+/// are given the first of `cluster_ips` must be `cluster_ip`, as
+/// `ValidateServiceClusterIPsRelatedFields` says; ExternalName services skip
+/// the check, as there.
+fn cluster_ip_text<'a>(
+    raw: &'a RawService,
+    path: &str,
+    service_type: ServiceType,
+    errs: &mut Errors,
+    warnings: &mut Vec<String>,
+) -> Option<&'a str> {
+    let given = raw.cluster_ip.as_deref().filter(|s| !s.is_empty());
+    let ips = raw.cluster_ips.as_deref().unwrap_or_default();
+    if service_type == ServiceType::ExternalName || ips.is_empty() {
+        return given;
+    }
+    let ips_path = format!("{path}.cluster_ips");
+    if given.is_some_and(|ip| ip != ips[0]) {
+        errs.push(FieldError::invalid(
+            &ips_path,
+            BadValue::StrList(ips.to_vec()),
+            "first value must match `clusterIP`",
+        ));
+    }
+    if ips.len() > 1 {
+        warnings.push(format!(
+            "{ips_path}: only the first address is served (dual-stack comes later)"
+        ));
+    }
+    given.or(Some(ips[0].as_str()))
 }
 
 fn policy(path: &str, field: &str, value: &Option<String>, errs: &mut Errors) -> TrafficPolicy {

@@ -115,7 +115,8 @@ fn build_port(
         .into_iter()
         .map(|e| {
             let before = prev.and_then(|p| p.index_of(e.addr).map(|i| &p.endpoints[i]));
-            let ready = (e.serving && !e.terminating) || spec.publish_not_ready_addresses;
+            let ready =
+                e.ready.unwrap_or(e.serving && !e.terminating) || spec.publish_not_ready_addresses;
             let conditions = (ready, e.serving, e.terminating, e.weight > 0);
             Endpoint {
                 addr: e.addr,
@@ -398,6 +399,23 @@ mod tests {
         spec.ports[0].endpoints[0].serving = false;
         let s = Snapshot::build(node(), vec![spec], None, SystemTime::now());
         assert!(!entry(&s).has_endpoints());
+    }
+
+    #[test]
+    fn a_stated_ready_is_taken_as_it_is_as_kube_proxy_does() {
+        let mut spec = web(&["127.0.0.1:1", "127.0.0.2:1"], SessionAffinity::None);
+        // Ready and terminating (a slice may say so): still a ready endpoint,
+        // shown as terminating.
+        spec.ports[0].endpoints[0].terminating = true;
+        spec.ports[0].endpoints[0].ready = Some(true);
+        // Serving, not terminating, but stated not ready: never picked.
+        spec.ports[0].endpoints[1].ready = Some(false);
+        let s = Snapshot::build(node(), vec![spec], None, SystemTime::now());
+        let e = entry(&s);
+        assert!((0..4).all(|_| e.pick(ip("127.0.0.9"), Instant::now()).unwrap().index == 0));
+        let first = &e.port.endpoints()[0];
+        assert!(first.ready && first.terminating);
+        assert!(!e.port.endpoints()[1].ready);
     }
 
     #[test]

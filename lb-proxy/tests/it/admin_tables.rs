@@ -40,6 +40,7 @@ fn port(port: u16, node_port: u16, protocol: Protocol) -> PortView {
         port,
         target_port: TargetPort::Number(port),
         node_port,
+        app_protocol: None,
     }
 }
 

@@ -55,6 +55,7 @@ mod lb_app;
 mod lb_vip_netns;
 #[cfg(feature = "cli")]
 mod manifest_e2e;
+mod manifest_k8s;
 #[cfg(feature = "admin")]
 mod obs_api;
 // The WebDriver client is ureq, which comes with `cli`.

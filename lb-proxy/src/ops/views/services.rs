@@ -76,6 +76,10 @@ pub struct PortView {
     pub target_port: TargetPort,
     /// Node port, 0 when none.
     pub node_port: u16,
+    /// Kubernetes' `appProtocol` as the object said it (lb forwards bytes
+    /// whatever it is); absent when not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_protocol: Option<String>,
 }
 
 /// A frontend that failed to bind, so an operator can see why an address does
@@ -143,6 +147,7 @@ pub fn services_view(
                         port: p.port,
                         target_port: p.target_port.clone(),
                         node_port: p.node_port.unwrap_or(0),
+                        app_protocol: p.app_protocol.clone(),
                     })
                     .collect(),
                 bind_errors: errors_by_service.remove(&spec.key).unwrap_or_default(),
