@@ -2,6 +2,9 @@
 //! read through the TOML file and through a manifest: the same rule, the
 //! same words (Kubernetes' message, lb's paths).
 
+// Every test here compares the file with a manifest.
+#![cfg(feature = "manifests")]
+
 mod support;
 
 use lb_config::manifests::load_str;

@@ -55,6 +55,7 @@ mod lb_app;
 mod lb_vip_netns;
 #[cfg(feature = "cli")]
 mod manifest_e2e;
+#[cfg(feature = "cli")]
 mod manifest_k8s;
 #[cfg(feature = "admin")]
 mod obs_api;
