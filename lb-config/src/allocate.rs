@@ -22,7 +22,7 @@ use std::net::IpAddr;
 use lb_core::alloc::{spread, Allocations, IpAllocator, PortAllocator};
 use lb_core::{ClusterIp, Protocol, ServiceKey};
 
-use crate::config::ClusterSettings;
+use crate::config::{ClusterSettings, PendingAddress};
 use crate::error::{BadValue, Errors, FieldError};
 use crate::validation::{IpRequest, ServiceDraft};
 
@@ -42,7 +42,7 @@ fn health_check_key(key: &ServiceKey) -> String {
 }
 
 /// Fills in cluster IPs, node ports and LoadBalancer addresses; returns who
-/// holds what now. `reserved` are ports of lb's own listeners (admin, DNS)
+/// holds what now, and the LoadBalancer services left pending. `reserved` are ports of lb's own listeners (admin, DNS)
 /// that a node port would take: never handed out (requested ones are
 /// refused later, naming the listener).
 pub(crate) fn allocate(
@@ -52,12 +52,13 @@ pub(crate) fn allocate(
     reserved: &[u16],
     previous: &Allocations,
     errs: &mut Errors,
-) -> Allocations {
+) -> (Allocations, Vec<PendingAddress>) {
     let mut out = Allocations::default();
+    let mut pending = Vec::new();
     allocate_ips(drafts, cluster, previous, errs, &mut out);
     allocate_node_ports(drafts, cluster, reserved, previous, errs, &mut out);
-    crate::pools::allocate(drafts, pools, previous, &mut out);
-    out
+    crate::pools::allocate(drafts, pools, previous, &mut out, &mut pending);
+    (out, pending)
 }
 
 /// Indexes of `drafts` chosen by `pick`, in the order of `key`: dynamic

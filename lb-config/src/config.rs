@@ -133,4 +133,42 @@ pub struct Config {
     pub host_endpoints: Vec<crate::resolve::HostEndpoint>,
     /// Things worth a look that do not make the file invalid (one line each).
     pub warnings: Vec<String>,
+    /// LoadBalancer services left without an address, and why: what
+    /// Kubernetes reports as the service's `AllocationFailed` event and
+    /// kubectl as `<pending>`. The services are in `services` all the same
+    /// (their cluster IP and node ports serve); one entry per pending
+    /// service, in file order.
+    pub pending_addresses: Vec<PendingAddress>,
+}
+
+/// A LoadBalancer service that got no address at this load. Not an error:
+/// MetalLB leaves such a service pending and keeps going, and so does lb.
+/// Whoever reports status (the admin API's conditions and events) reads it
+/// here rather than parsing logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingAddress {
+    /// The service.
+    pub key: lb_core::ServiceKey,
+    /// Kubernetes' event reason: always `AllocationFailed` (MetalLB's).
+    pub reason: &'static str,
+    /// MetalLB's event message: `Failed to allocate IP for "NS/NAME": WHY`.
+    pub message: String,
+}
+
+impl PendingAddress {
+    /// The event reason MetalLB gives a service it could not give an address.
+    pub const ALLOCATION_FAILED: &'static str = "AllocationFailed";
+
+    /// A pending address for `key`, because of `why` (lb-core's words).
+    pub fn new(key: lb_core::ServiceKey, why: &str) -> PendingAddress {
+        let message = format!(
+            "Failed to allocate IP for \"{}/{}\": {why}",
+            key.namespace, key.name
+        );
+        PendingAddress {
+            key,
+            reason: Self::ALLOCATION_FAILED,
+            message,
+        }
+    }
 }

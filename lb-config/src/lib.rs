@@ -63,7 +63,7 @@ mod validation;
 #[cfg(feature = "watch")]
 pub mod watch;
 
-pub use config::{ClusterSettings, Config, DnsSettings, VipMode};
+pub use config::{ClusterSettings, Config, DnsSettings, PendingAddress, VipMode};
 #[cfg(feature = "watch")]
 pub use error::WatchError;
 pub use error::{ConfigErrors, FieldError};

@@ -98,7 +98,7 @@ impl Loader {
             // ones and report misleading errors.
             return Err(ConfigErrors { errors: errs.list });
         }
-        let allocations = allocate::allocate(
+        let (allocations, pending_addresses) = allocate::allocate(
             &mut v.services,
             &v.settings.cluster,
             &v.pools,
@@ -154,6 +154,7 @@ impl Loader {
             probes,
             host_endpoints,
             warnings,
+            pending_addresses,
         })
     }
 

@@ -12,6 +12,7 @@ use lb_core::alloc::Allocations;
 use lb_core::pool::{assign, Assignment, IpPool, LbRequest};
 use lb_core::ServiceType;
 
+use crate::config::PendingAddress;
 use crate::validation::ServiceDraft;
 
 /// The key of a service's LoadBalancer address in
@@ -21,12 +22,14 @@ fn lb_key(d: &ServiceDraft) -> String {
 }
 
 /// Assigns LoadBalancer addresses, preferring what each service held in
-/// `previous`; records the holdings in `out`. Pending services are logged.
+/// `previous`; records the holdings in `out` and each service left pending
+/// in `pending` (and logs it).
 pub(crate) fn allocate(
     drafts: &mut [ServiceDraft],
     pools: &[IpPool],
     previous: &Allocations,
     out: &mut Allocations,
+    pending: &mut Vec<PendingAddress>,
 ) {
     let idx: Vec<usize> = (0..drafts.len())
         .filter(|&i| drafts[i].spec.service_type == ServiceType::LoadBalancer)
@@ -58,6 +61,7 @@ pub(crate) fn allocate(
                 tracing::info!(service = %d.spec.key, "LoadBalancer address pending: {why}");
                 d.spec.load_balancer_ips = Vec::new();
                 d.spec.ip_pool = String::new();
+                pending.push(PendingAddress::new(d.spec.key.clone(), &why));
             }
         }
     }

@@ -119,6 +119,22 @@ fn exhausted_pools_and_taken_addresses_leave_the_service_pending() {
         );
         assert!(s.ports[0].node_port.is_some(), "and its node ports");
     }
+    // Each pending service is reported with MetalLB's event, for status.
+    let reported: Vec<(&str, &str, &str)> = c
+        .pending_addresses
+        .iter()
+        .map(|p| (p.key.name.as_str(), p.reason, p.message.as_str()))
+        .collect();
+    assert_eq!(reported.len(), 2, "{reported:?}");
+    assert_eq!(reported[0].0, "c");
+    assert_eq!(reported[0].1, "AllocationFailed");
+    assert!(
+        reported[0]
+            .2
+            .starts_with("Failed to allocate IP for \"default/c\": "),
+        "{reported:?}"
+    );
+    assert_eq!(reported[1].0, "d");
 }
 
 #[test]
