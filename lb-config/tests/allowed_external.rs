@@ -7,21 +7,14 @@ mod support;
 #[cfg(feature = "manifests")]
 use lb_config::manifests::load_str;
 use lb_config::parse_str;
-use lb_config::source::{load_merged, DesiredState, Origin, Sourced};
-use support::{assert_error, config, errors, memory_loader, CIDR};
+use lb_config::source::{load_merged, DesiredState, Sourced};
+use support::{assert_error, config, errors, etcd_origin, memory_loader, CIDR};
 
 /// `[node]` allowing 127.0.125.0/25 only.
 const LOCKED: &str = "[node]\nname = \"node-1\"\naddresses = [\"127.0.1.1\"]\nallowed_external_cidrs = [\"127.0.125.0/25\"]\n";
 
 fn locked(body: &str) -> String {
     format!("{CIDR}{LOCKED}{body}")
-}
-
-fn etcd(key: &str, mod_revision: i64) -> Origin {
-    Origin::Etcd {
-        key: key.into(),
-        mod_revision,
-    }
 }
 
 #[test]
@@ -159,16 +152,16 @@ addresses = ["127.0.0.0/8"]
         services: vec![
             Sourced::new(
                 objects.services[0].clone(),
-                etcd("/lb/services/default/grab", 5),
+                etcd_origin("/lb/services/default/grab", 5),
             ),
             Sourced::new(
                 objects.services[1].clone(),
-                etcd("/lb/services/default/fine", 6),
+                etcd_origin("/lb/services/default/fine", 6),
             ),
         ],
         ip_pools: vec![Sourced::new(
             objects.ip_pools[0].clone(),
-            etcd("/lb/ip_pools/everything", 7),
+            etcd_origin("/lb/ip_pools/everything", 7),
         )],
         ..DesiredState::default()
     };

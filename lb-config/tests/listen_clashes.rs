@@ -7,8 +7,8 @@
 mod support;
 
 use lb_config::parse_str;
-use lb_config::source::{load_merged, DesiredState, Origin, Sourced};
-use support::{assert_error, config, errors, memory_loader, port, CIDR, NODE};
+use lb_config::source::{load_merged, DesiredState, Sourced};
+use support::{assert_error, config, errors, etcd_origin, memory_loader, port, CIDR, NODE};
 
 #[test]
 fn dns_on_the_admin_address_is_refused_on_dns_listen_naming_the_admin_listener() {
@@ -191,19 +191,15 @@ ports = [{ port = 81 }]
 "#,
     )
     .unwrap();
-    let origin = |key: &str, mod_revision| Origin::Etcd {
-        key: key.into(),
-        mod_revision,
-    };
     let etcd = DesiredState {
         services: vec![
             Sourced::new(
                 from_etcd.services[0].clone(),
-                origin("/lb/services/default/grab", 5),
+                etcd_origin("/lb/services/default/grab", 5),
             ),
             Sourced::new(
                 from_etcd.services[1].clone(),
-                origin("/lb/services/default/fine", 6),
+                etcd_origin("/lb/services/default/fine", 6),
             ),
         ],
         ..DesiredState::default()

@@ -5,8 +5,8 @@
 mod support;
 
 use lb_config::parse_str;
-use lb_config::source::{load_merged, DesiredState, Origin, Sourced};
-use support::{assert_error, config, errors, memory_loader, CIDR, NODE};
+use lb_config::source::{load_merged, DesiredState, Sourced};
+use support::{assert_error, config, errors, etcd_origin, memory_loader, CIDR, NODE};
 
 /// A service `web` on cluster IP 127.96.5.5:80 (and node port 30000 on
 /// 127.0.1.1), with two pods behind it.
@@ -164,18 +164,14 @@ ports = [{ name = "http", port = 80 }]
 "#,
     )
     .unwrap();
-    let origin = |key: &str, mod_revision| Origin::Etcd {
-        key: key.into(),
-        mod_revision,
-    };
     let etcd = DesiredState {
         services: vec![Sourced::new(
             from_etcd.services[0].clone(),
-            origin("/lb/services/default/loop", 5),
+            etcd_origin("/lb/services/default/loop", 5),
         )],
         endpoints: vec![Sourced::new(
             from_etcd.endpoints[0].clone(),
-            origin("/lb/endpoints/default/loop", 6),
+            etcd_origin("/lb/endpoints/default/loop", 6),
         )],
         ..DesiredState::default()
     };

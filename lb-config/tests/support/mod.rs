@@ -8,6 +8,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use lb_config::source::Origin;
 use lb_config::{check_str, Config, Loader};
 use lb_core::alloc::MemoryStore;
 use lb_core::PortSpec;
@@ -25,6 +26,14 @@ pub fn with_cidr(body: &str) -> String {
 
 /// A loader that keeps allocations in memory, on node `node-1` unless the file
 /// names another.
+/// Where an object read from etcd came from: its key and revision.
+pub fn etcd_origin(key: &str, mod_revision: i64) -> Origin {
+    Origin::Etcd {
+        key: key.into(),
+        mod_revision,
+    }
+}
+
 pub fn memory_loader() -> Loader {
     Loader::new(Box::<MemoryStore>::default()).with_default_node_name("node-1")
 }
