@@ -103,6 +103,22 @@ pub struct RawNode {
     pub vip_interface: Option<String>,
     /// Interface mode: where LoadBalancer addresses are announced.
     pub announce_interface: Option<String>,
+    /// Which LoadBalancer services this node gives pool addresses to, as
+    /// MetalLB's `--lb-class`: omitted (the default), services without a
+    /// `load_balancer_class`; set (a qualified name such as
+    /// `example.com/lb`), only services with that class. The others are
+    /// left `<pending>` (their cluster IP and node ports still serve) with
+    /// a reason in [`crate::Config::pending_addresses`].
+    pub load_balancer_class: Option<String>,
+    /// Which services this proxy serves, by their
+    /// `service.kubernetes.io/service-proxy-name` label: omitted or `""`
+    /// (the default), those without the label, as kube-proxy; set, only
+    /// those whose label has this value (as an alternative proxy does).
+    /// Services labelled `service.kubernetes.io/headless` are never served
+    /// (kube-proxy's informers skip them). A service that is not ours gets
+    /// no listener and no table entry; its cluster IP and node ports stay
+    /// allocated to it (see [`crate::Config::not_proxied`]).
+    pub service_proxy_name: Option<String>,
 }
 
 /// `[cluster]`.
@@ -372,6 +388,17 @@ pub struct RawService {
     pub external_name: Option<String>,
     /// `[[services.ports]]`. At most [`MAX_SERVICE_PORTS`].
     pub ports: Vec<RawServicePort>,
+    /// The service's labels (`metadata.labels`), validated as Kubernetes
+    /// labels. lb reads `service.kubernetes.io/service-proxy-name` (served
+    /// only when it matches `[node] service_proxy_name`) and
+    /// `service.kubernetes.io/headless` (never served), as kube-proxy does.
+    pub labels: Option<BTreeMap<String, String>>,
+    /// LoadBalancer only (`Forbidden` on other types): the load balancer
+    /// implementation that should give it an address, a qualified name
+    /// (`example.com/lb`). When it is not `[node] load_balancer_class`
+    /// the service gets no pool address (`<pending>`) but its cluster IP
+    /// and node ports serve, as with kube-proxy plus another controller.
+    pub load_balancer_class: Option<String>,
 }
 
 /// `session_affinity_config`.

@@ -300,19 +300,22 @@ async fn a_local_load_balancer_answers_on_its_health_check_node_port() {
 }
 
 #[test]
-fn check_rejects_a_load_balancer_ip_outside_every_pool() {
+fn check_warns_of_a_load_balancer_ip_outside_every_pool_and_passes() {
     let out = check(
         "[[ip_pools]]\nname = \"lb-ip-pool\"\naddresses = [\"127.0.122.110-127.0.122.119\"]\n\
          [[services]]\nname = \"web\"\nnamespace = \"shop\"\ntype = \"LoadBalancer\"\n\
          load_balancer_ip = \"127.0.99.1\"\nports = [{ port = 80 }]\n",
     );
-    assert_eq!(out.status.code(), Some(1));
     let text = combined(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    // MetalLB's event, as `kubectl describe` shows it: the service is
+    // created and stays `<pending>`.
     assert!(
         text.lines().any(|l| l
-            == "services[shop/web].load_balancer_ip: Invalid value: \"127.0.99.1\": not in any ip_pool"),
+            == "warning: AllocationFailed Failed to allocate IP for \"shop/web\": \"127.0.99.1\" is not allowed in config"),
         "{text}"
     );
+    assert!(text.contains("valid (1 services)"), "{text}");
 }
 
 // === lifecycle ===
