@@ -366,13 +366,17 @@ pub struct RawService {
     /// `node.allowed_external_cidrs` when that is set. At most
     /// [`MAX_EXTERNAL_IPS`].
     pub external_ips: Option<Vec<String>>,
-    /// LoadBalancer: requested address (in an `ip_pool`, and inside
-    /// `node.allowed_external_cidrs` when that is set).
+    /// LoadBalancer: requested address (inside `node.allowed_external_cidrs`
+    /// when that is set). Outside every `ip_pool`, taken, or outside the
+    /// named `ip_pool`, it leaves this service `<pending>` with MetalLB's
+    /// reason (see [`crate::Config::pending_addresses`]), not the file
+    /// refused.
     pub load_balancer_ip: Option<String>,
     /// LoadBalancer: allowed client CIDRs. At most
     /// [`MAX_SOURCE_RANGES`].
     pub load_balancer_source_ranges: Option<Vec<String>>,
-    /// LoadBalancer: which pool.
+    /// LoadBalancer: which pool (MetalLB's `metallb.io/address-pool`); an
+    /// unknown or full pool leaves the service `<pending>`.
     pub ip_pool: Option<String>,
     /// LoadBalancer: sharing key.
     pub allow_shared_ip: Option<String>,
