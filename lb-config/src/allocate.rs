@@ -49,6 +49,7 @@ pub(crate) fn allocate(
     drafts: &mut [ServiceDraft],
     cluster: &ClusterSettings,
     pools: &[lb_core::pool::IpPool],
+    node_class: Option<&str>,
     reserved: &[u16],
     previous: &Allocations,
     errs: &mut Errors,
@@ -57,7 +58,7 @@ pub(crate) fn allocate(
     let mut pending = Vec::new();
     allocate_ips(drafts, cluster, previous, errs, &mut out);
     allocate_node_ports(drafts, cluster, reserved, previous, errs, &mut out);
-    crate::pools::allocate(drafts, pools, previous, &mut out, &mut pending);
+    crate::pools::allocate(drafts, pools, node_class, previous, &mut out, &mut pending);
     (out, pending)
 }
 

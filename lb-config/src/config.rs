@@ -123,6 +123,13 @@ pub struct Config {
     /// Services with cluster IPs and node ports allocated and endpoints resolved,
     /// in file order.
     pub services: Vec<ServiceSpec>,
+    /// Services that are not this proxy's (`selection`: labelled for
+    /// another proxy through `service.kubernetes.io/service-proxy-name`,
+    /// or `service.kubernetes.io/headless`), allocated and resolved like
+    /// `services` but never served: no listener, not in the table. They
+    /// keep their cluster IP and node ports, as the API server keeps them
+    /// whoever proxies the service.
+    pub not_proxied: Vec<ServiceSpec>,
     /// Readiness probes of the pods that have one, in file order. Their pods'
     /// endpoints are not serving in `services` until a probe passes: the
     /// probe results are an overlay applied by whoever runs the probes.

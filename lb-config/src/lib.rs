@@ -17,6 +17,8 @@
 //!   manual `[[endpoints]]`).
 //! - [`loader`]: [`Loader`], the stateful entry point, and [`check_str`].
 //! - [`config`]: the result, [`Config`].
+//! - [`selection`]: which services this proxy serves (kube-proxy's
+//!   labels) and which get pool addresses (classes, as MetalLB's `--lb-class`).
 //! - [`resolve`]: endpoints known by DNS name, applied as an overlay once
 //!   resolved, with bounded refresh intervals.
 //! - [`source`]: sources of objects (file, `manifests`, etcd) and the
@@ -57,6 +59,7 @@ mod parse;
 mod pools;
 pub mod raw;
 pub mod resolve;
+pub mod selection;
 pub mod source;
 pub mod store;
 mod validation;

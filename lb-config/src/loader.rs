@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::error::{ConfigErrors, Errors, FieldError};
 use crate::raw::RawConfig;
 use crate::source::read_settled;
-use crate::{allocate, endpoints, parse, validation};
+use crate::{allocate, endpoints, parse, selection, validation};
 
 /// Loads configs one after another. Each successful load saves its
 /// allocations, and the next load starts from them, so a service that keeps
@@ -102,6 +102,7 @@ impl Loader {
             &mut v.services,
             &v.settings.cluster,
             &v.pools,
+            v.settings.load_balancer_class.as_deref(),
             &validation::reserved_node_ports(&v.settings),
             &previous,
             &mut errs,
@@ -109,7 +110,18 @@ impl Loader {
         if !errs.is_empty() {
             return Err(ConfigErrors { errors: errs.list });
         }
-        let host_endpoints = endpoints::resolve(&mut v.services, &v.pods, &v.endpoints);
+        let mut host_endpoints = endpoints::resolve(&mut v.services, &v.pods, &v.endpoints);
+        // Services another proxy serves (by label) keep their allocations
+        // and endpoints, but from here on are not ours: no listener, no
+        // listener clash, no status.
+        let (services, not_proxied): (Vec<_>, Vec<_>) = std::mem::take(&mut v.services)
+            .into_iter()
+            .partition(|d| selection::is_ours(&d.labels, &v.settings.service_proxy_name));
+        v.services = services;
+        let ours = |key: &lb_core::ServiceKey| v.services.iter().any(|d| &d.spec.key == key);
+        host_endpoints.retain(|h| ours(&h.service));
+        let mut pending_addresses = pending_addresses;
+        pending_addresses.retain(|p| ours(&p.key));
         // Frontends exist only once allocated: none may take the admin, DNS
         // or a health-check address (`run` would fail to bind it).
         validation::check_listeners(&v.settings, &v.services, &mut errs);
@@ -151,6 +163,7 @@ impl Loader {
             admin_allowed_hosts: s.admin_allowed_hosts,
             dns: s.dns,
             services: v.services.into_iter().map(|d| d.spec).collect(),
+            not_proxied: not_proxied.into_iter().map(|d| d.spec).collect(),
             probes,
             host_endpoints,
             warnings,

@@ -2,10 +2,12 @@
 //!
 //! Assignment itself is lb-core's pure [`lb_core::pool::assign`]; this module
 //! feeds it the validated services and the previous holdings, and writes the
-//! result into the specs. A requested address that is taken, or an exhausted
-//! pool, leaves the service pending (no ingress, `<pending>`), which is not an
-//! error: the service still serves its cluster IP and node ports. (The pools
-//! themselves, and a requested address outside every pool, are checked in
+//! result into the specs. Every LoadBalancer address problem (a requested
+//! address outside the pools, taken, or outside its named pool; an unknown
+//! or exhausted pool; a class that is not this node's) leaves that service
+//! pending (no ingress, `<pending>`) with MetalLB's words, which is not an
+//! error: the rest of the file applies and the service still serves its
+//! cluster IP and node ports. (The pools themselves are checked in
 //! `validation`.)
 
 use lb_core::alloc::Allocations;
@@ -27,13 +29,22 @@ fn lb_key(d: &ServiceDraft) -> String {
 pub(crate) fn allocate(
     drafts: &mut [ServiceDraft],
     pools: &[IpPool],
+    node_class: Option<&str>,
     previous: &Allocations,
     out: &mut Allocations,
     pending: &mut Vec<PendingAddress>,
 ) {
-    let idx: Vec<usize> = (0..drafts.len())
-        .filter(|&i| drafts[i].spec.service_type == ServiceType::LoadBalancer)
-        .collect();
+    let mut idx = Vec::new();
+    for (i, d) in drafts.iter_mut().enumerate() {
+        if d.spec.service_type != ServiceType::LoadBalancer {
+            continue;
+        }
+        let class = d.lb.as_ref().and_then(|lb| lb.class.as_deref());
+        match crate::selection::foreign_class(class, node_class) {
+            None => idx.push(i),
+            Some(why) => leave_pending(d, &why, pending),
+        }
+    }
     let requests: Vec<LbRequest> = idx
         .iter()
         .map(|&i| {
@@ -57,12 +68,22 @@ pub(crate) fn allocate(
                 d.spec.load_balancer_ips = vec![ip];
                 d.spec.ip_pool = pool;
             }
-            Assignment::Pending(why) => {
-                tracing::info!(service = %d.spec.key, "LoadBalancer address pending: {why}");
-                d.spec.load_balancer_ips = Vec::new();
-                d.spec.ip_pool = String::new();
-                pending.push(PendingAddress::new(d.spec.key.clone(), &why));
-            }
+            Assignment::Pending(why) => leave_pending(d, &why, pending),
         }
     }
+    // File order, whichever way each was left pending.
+    let order: std::collections::HashMap<&lb_core::ServiceKey, usize> = drafts
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (&d.spec.key, i))
+        .collect();
+    pending.sort_by_key(|p| order.get(&p.key).copied());
+}
+
+/// Leaves `d` without an address, recording why (and logging it).
+fn leave_pending(d: &mut ServiceDraft, why: &str, pending: &mut Vec<PendingAddress>) {
+    tracing::info!(service = %d.spec.key, "LoadBalancer address pending: {why}");
+    d.spec.load_balancer_ips = Vec::new();
+    d.spec.ip_pool = String::new();
+    pending.push(PendingAddress::new(d.spec.key.clone(), why));
 }

@@ -103,6 +103,22 @@ pub struct RawNode {
     pub vip_interface: Option<String>,
     /// Interface mode: where LoadBalancer addresses are announced.
     pub announce_interface: Option<String>,
+    /// Which LoadBalancer services this node gives pool addresses to, as
+    /// MetalLB's `--lb-class`: omitted (the default), services without a
+    /// `load_balancer_class`; set (a qualified name such as
+    /// `example.com/lb`), only services with that class. The others are
+    /// left `<pending>` (their cluster IP and node ports still serve) with
+    /// a reason in [`crate::Config::pending_addresses`].
+    pub load_balancer_class: Option<String>,
+    /// Which services this proxy serves, by their
+    /// `service.kubernetes.io/service-proxy-name` label: omitted or `""`
+    /// (the default), those without the label, as kube-proxy; set, only
+    /// those whose label has this value (as an alternative proxy does).
+    /// Services labelled `service.kubernetes.io/headless` are never served
+    /// (kube-proxy's informers skip them). A service that is not ours gets
+    /// no listener and no table entry; its cluster IP and node ports stay
+    /// allocated to it (see [`crate::Config::not_proxied`]).
+    pub service_proxy_name: Option<String>,
 }
 
 /// `[cluster]`.
@@ -350,13 +366,17 @@ pub struct RawService {
     /// `node.allowed_external_cidrs` when that is set. At most
     /// [`MAX_EXTERNAL_IPS`].
     pub external_ips: Option<Vec<String>>,
-    /// LoadBalancer: requested address (in an `ip_pool`, and inside
-    /// `node.allowed_external_cidrs` when that is set).
+    /// LoadBalancer: requested address (inside `node.allowed_external_cidrs`
+    /// when that is set). Outside every `ip_pool`, taken, or outside the
+    /// named `ip_pool`, it leaves this service `<pending>` with MetalLB's
+    /// reason (see [`crate::Config::pending_addresses`]), not the file
+    /// refused.
     pub load_balancer_ip: Option<String>,
     /// LoadBalancer: allowed client CIDRs. At most
     /// [`MAX_SOURCE_RANGES`].
     pub load_balancer_source_ranges: Option<Vec<String>>,
-    /// LoadBalancer: which pool.
+    /// LoadBalancer: which pool (MetalLB's `metallb.io/address-pool`); an
+    /// unknown or full pool leaves the service `<pending>`.
     pub ip_pool: Option<String>,
     /// LoadBalancer: sharing key.
     pub allow_shared_ip: Option<String>,
@@ -372,6 +392,17 @@ pub struct RawService {
     pub external_name: Option<String>,
     /// `[[services.ports]]`. At most [`MAX_SERVICE_PORTS`].
     pub ports: Vec<RawServicePort>,
+    /// The service's labels (`metadata.labels`), validated as Kubernetes
+    /// labels. lb reads `service.kubernetes.io/service-proxy-name` (served
+    /// only when it matches `[node] service_proxy_name`) and
+    /// `service.kubernetes.io/headless` (never served), as kube-proxy does.
+    pub labels: Option<BTreeMap<String, String>>,
+    /// LoadBalancer only (`Forbidden` on other types): the load balancer
+    /// implementation that should give it an address, a qualified name
+    /// (`example.com/lb`). When it is not `[node] load_balancer_class`
+    /// the service gets no pool address (`<pending>`) but its cluster IP
+    /// and node ports serve, as with kube-proxy plus another controller.
+    pub load_balancer_class: Option<String>,
 }
 
 /// `session_affinity_config`.

@@ -70,24 +70,47 @@ fn a_requested_address_is_honoured_in_any_pool_and_a_named_pool_is_used() {
     );
 }
 
+/// `(name, message)` of each pending address, in file order.
+fn pending(c: &Config) -> Vec<(String, String)> {
+    c.pending_addresses
+        .iter()
+        .map(|p| (p.key.name.clone(), p.message.clone()))
+        .collect()
+}
+
 #[test]
-fn a_requested_address_outside_every_pool_is_an_error() {
+fn a_bad_requested_address_or_pool_leaves_only_its_service_pending_in_metallb_words() {
+    let c = check_str(&file(&[
+        lb("outside", "load_balancer_ip = \"127.0.99.1\""),
+        lb(
+            "other-pool",
+            "namespace = \"shop\"\nip_pool = \"manual\"\nload_balancer_ip = \"127.0.122.110\"",
+        ),
+        lb("unknown", "ip_pool = \"nope\""),
+        lb("fine", ""),
+    ]))
+    .unwrap();
     assert_eq!(
-        errors(&file(&[lb("web", "load_balancer_ip = \"127.0.99.1\"")])),
-        ["services[web].load_balancer_ip: Invalid value: \"127.0.99.1\": not in any ip_pool"]
+        pending(&c),
+        [
+            ("outside".into(), "Failed to allocate IP for \"default/outside\": \"127.0.99.1\" is not allowed in config".into()),
+            ("other-pool".into(), "Failed to allocate IP for \"shop/other-pool\": requested loadBalancer IP(s) [\"127.0.122.110\"] is not compatible with requested address pool manual".into()),
+            ("unknown".into(), "Failed to allocate IP for \"default/unknown\": unknown pool \"nope\"".into()),
+        ]
     );
-    let text = file(&[lb(
-        "web",
-        "namespace = \"shop\"\nip_pool = \"manual\"\nload_balancer_ip = \"127.0.122.110\"",
-    )]);
-    assert_eq!(
-        errors(&text),
-        ["services[shop/web].load_balancer_ip: Invalid value: \"127.0.122.110\": not in ip_pool \"manual\""]
-    );
-    assert_eq!(
-        errors(&file(&[lb("web", "ip_pool = \"nope\"")])),
-        ["services[web].ip_pool: Invalid value: \"nope\": no ip_pool of this name"]
-    );
+    assert!(c
+        .pending_addresses
+        .iter()
+        .all(|p| p.reason == "AllocationFailed"));
+    // The rest of the file applies; the pending ones keep their cluster IP
+    // and node ports.
+    assert_eq!(ingress(&c, "fine").unwrap().0, ip("127.0.122.110"));
+    for s in &c.services {
+        assert!(s.cluster_ip.ip().is_some(), "{}", s.key);
+        assert!(s.ports[0].node_port.is_some(), "{}", s.key);
+    }
+    // A malformed address is still an error on its field, as Kubernetes
+    // refuses it.
     assert_eq!(
         errors(&file(&[lb("web", "load_balancer_ip = \"banana\"")])),
         ["services[web].load_balancer_ip: Invalid value: \"banana\": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"]
@@ -128,11 +151,9 @@ fn exhausted_pools_and_taken_addresses_leave_the_service_pending() {
     assert_eq!(reported.len(), 2, "{reported:?}");
     assert_eq!(reported[0].0, "c");
     assert_eq!(reported[0].1, "AllocationFailed");
-    assert!(
-        reported[0]
-            .2
-            .starts_with("Failed to allocate IP for \"default/c\": "),
-        "{reported:?}"
+    assert_eq!(
+        reported[0].2,
+        "Failed to allocate IP for \"default/c\": no available IPs"
     );
     assert_eq!(reported[1].0, "d");
 }

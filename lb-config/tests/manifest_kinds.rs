@@ -174,7 +174,7 @@ metadata:
   resourceVersion: "77"
 spec:
   ipFamilies: [IPv4]
-  loadBalancerClass: example.com/lb
+  topologyKeys: ["*"]
   ports: [{port: 80, appProtocol: http}]
 status: {loadBalancer: {}}
 "#,
@@ -188,7 +188,7 @@ status: {loadBalancer: {}}
         "{w}"
     );
     assert!(w.contains("(ConfigMap cm): skipped"), "{w}");
-    assert!(w.contains("ignored fields: spec.loadBalancerClass"), "{w}");
+    assert!(w.contains("ignored fields: spec.topologyKeys"), "{w}");
     assert!(
         !w.contains("uid"),
         "server-filled metadata is ignored silently: {w}"

@@ -8,8 +8,10 @@
 //!
 //! 1. a service keeps the address it held before while that address is still
 //!    acceptable (in its pool, requested if it requests one, not taken);
-//! 2. a service that requests an address gets it when it is free (or may be
-//!    shared), else it is *pending* (MetalLB does not steal an address);
+//! 2. a service that requests an address gets it when it is in a pool, free
+//!    (or may be shared) and in its named pool, else it is *pending*
+//!    (MetalLB does not steal an address, and an address outside the pools
+//!    blocks only its own service);
 //! 3. the others get the first free or shareable address of their pool, or of
 //!    the auto-assign pools in order; an exhausted pool leaves them pending.
 //!
@@ -155,9 +157,10 @@ impl IpPool {
 pub struct LbRequest {
     /// Stable identity (`namespace/name`): the key of previous holdings.
     pub key: String,
-    /// `load_balancer_ip`, if given (validation has checked it lies in a pool).
+    /// `load_balancer_ip`, if given; one outside every pool leaves the
+    /// service pending, as MetalLB does.
     pub requested: Option<IpAddr>,
-    /// `ip_pool`, if given (validation has checked the pool exists).
+    /// `ip_pool`, if given; an unknown pool leaves the service pending.
     pub pool: Option<String>,
     /// `allow_shared_ip`; empty = never shares.
     pub sharing_key: String,
@@ -175,7 +178,9 @@ pub enum Assignment {
         /// The pool it came from.
         pool: String,
     },
-    /// No address: kubectl shows `<pending>`. The text says why (for logs).
+    /// No address: kubectl shows `<pending>`. The text says why in MetalLB's
+    /// allocator's words (`"IP" is not allowed in config`, `no available IPs
+    /// in pool "NAME"`, ...): the `WHY` of its `AllocationFailed` event.
     Pending(String),
 }
 
@@ -198,17 +203,39 @@ struct Holders {
 impl Holders {
     /// Whether request `i` may take `ip` beside its current holders.
     fn admits(&self, requests: &[LbRequest], i: usize, ip: IpAddr) -> bool {
-        let Some(holders) = self.by_ip.get(&ip) else {
-            return true;
-        };
+        self.refusal(requests, i, ip).is_none()
+    }
+
+    /// Why request `i` may not take `ip` beside its current holders, in
+    /// MetalLB's allocator's words (`Allocator.Assign`): holders that do not
+    /// share with it (`can't change sharing key for "NS/NAME", address also
+    /// in use by NS/OTHER`), or a port one of them uses already (`port
+    /// TCP/80 is already in use on "IP"`). `None` when it may.
+    fn refusal(&self, requests: &[LbRequest], i: usize, ip: IpAddr) -> Option<String> {
+        let holders = self.by_ip.get(&ip).filter(|h| !h.is_empty())?;
         let me = &requests[i];
-        if me.sharing_key.is_empty() {
-            return holders.is_empty();
+        let shares = |h: &usize| {
+            let other = &requests[*h];
+            !me.sharing_key.is_empty() && other.sharing_key == me.sharing_key
+        };
+        if !holders.iter().all(shares) {
+            let mut others: Vec<&str> = holders.iter().map(|&h| requests[h].key.as_str()).collect();
+            others.sort_unstable();
+            others.dedup();
+            return Some(format!(
+                "can't change sharing key for \"{}\", address also in use by {}",
+                me.key,
+                others.join(",")
+            ));
         }
-        holders.iter().all(|&h| {
-            let other = &requests[h];
-            other.sharing_key == me.sharing_key && !other.ports.iter().any(|p| me.ports.contains(p))
-        })
+        let taken = me
+            .ports
+            .iter()
+            .find(|p| holders.iter().any(|&h| requests[h].ports.contains(p)))?;
+        Some(format!(
+            "port {}/{} is already in use on \"{ip}\"",
+            taken.0, taken.1
+        ))
     }
 
     fn take(&mut self, i: usize, ip: IpAddr) {
@@ -277,23 +304,28 @@ pub fn assign(
             }
         }
     }
-    // 2. Requested addresses.
+    // 2. Requested addresses, checked in the order of MetalLB's
+    //    `allocateIPs`: the address must be in a pool, free (or shareable),
+    //    and in the named pool when one is named.
     for (i, r) in requests.iter().enumerate() {
         if out[i].is_some() {
             continue;
         }
         let Some(ip) = r.requested else { continue };
-        match pool_of(pools, r, ip) {
-            Some(pool) if holders.admits(requests, i, ip) => {
-                grant(&mut out, i, ip, pool, &mut holders)
-            }
-            Some(_) => {
-                out[i] = Some(Assignment::Pending(format!(
-                    "{ip} is already in use by another service"
-                )))
-            }
-            None => out[i] = Some(Assignment::Pending(format!("{ip} is not in any ip_pool"))),
-        }
+        let why = if !pools.iter().any(|p| p.contains(ip)) {
+            format!("\"{ip}\" is not allowed in config")
+        } else if let Some(refusal) = holders.refusal(requests, i, ip) {
+            refusal
+        } else if let Some(pool) = pool_of(pools, r, ip) {
+            grant(&mut out, i, ip, pool, &mut holders);
+            continue;
+        } else {
+            let name = r.pool.as_deref().unwrap_or_default();
+            format!(
+                "requested loadBalancer IP(s) [\"{ip}\"] is not compatible with requested address pool {name}"
+            )
+        };
+        out[i] = Some(Assignment::Pending(why));
     }
     // 3. The first free (or shareable) address of an eligible pool.
     for (i, r) in requests.iter().enumerate() {
@@ -309,12 +341,16 @@ pub fn assign(
         match found {
             Some((ip, pool)) => grant(&mut out, i, ip, pool, &mut holders),
             None => {
+                // MetalLB's `AllocateFromPool` and `Allocate`. (With no
+                // pool at all MetalLB records no event; lb says the same
+                // as for pools that are full, so every pending service has
+                // a reason.)
                 let what = match &r.pool {
-                    Some(name) => format!("ip_pool \"{name}\" has no free address"),
-                    None if pools.iter().any(|p| p.auto_assign) => {
-                        "no auto-assign ip_pool has a free address".to_string()
+                    Some(name) if !pools.iter().any(|p| &p.name == name) => {
+                        format!("unknown pool \"{name}\"")
                     }
-                    None => "no ip_pool with auto_assign".to_string(),
+                    Some(name) => format!("no available IPs in pool \"{name}\""),
+                    None => "no available IPs".to_string(),
                 };
                 out[i] = Some(Assignment::Pending(what));
             }
@@ -413,7 +449,7 @@ mod tests {
     fn without_auto_assign_pools_an_unnamed_request_is_pending() {
         let pools = [pool("off", &["127.0.9.1-127.0.9.5"], false)];
         let got = assign(&pools, &[req("a/x")], &BTreeMap::new());
-        assert!(matches!(&got[0], Assignment::Pending(why) if why.contains("auto_assign")));
+        assert_eq!(got[0], Assignment::Pending("no available IPs".into()));
         // ...but a requested address in that pool is honoured.
         let mut r = req("a/x");
         r.requested = Some(ip("127.0.9.3"));
@@ -432,11 +468,70 @@ mod tests {
         b.requested = Some(ip("127.0.122.115"));
         let got = assign(&pools, &[a.clone(), b.clone()], &BTreeMap::new());
         assert_eq!(got[0].ip(), Some(ip("127.0.122.115")));
-        assert!(matches!(&got[1], Assignment::Pending(w) if w.contains("in use")));
+        assert_eq!(
+            got[1],
+            Assignment::Pending(
+                "can't change sharing key for \"a/y\", address also in use by a/x".into()
+            )
+        );
         // The holder keeps it even when the newcomer sorts first.
         let previous = BTreeMap::from([("a/y".to_string(), ip("127.0.122.115"))]);
         let got = assign(&pools, &[a, b], &previous);
         assert_eq!(ips(&got), [None, Some(ip("127.0.122.115"))]);
+    }
+
+    #[test]
+    fn what_metallb_refuses_leaves_only_that_service_pending_in_its_words() {
+        let pools = [
+            pool("p", &["127.0.122.110-127.0.122.110"], true),
+            pool("q", &["127.0.123.1-127.0.123.2"], false),
+        ];
+        let mut outside = req("a/outside");
+        outside.requested = Some(ip("127.0.99.1"));
+        let mut other_pool = req("a/other-pool");
+        other_pool.requested = Some(ip("127.0.123.1"));
+        other_pool.pool = Some("p".into());
+        let mut unknown = req("a/unknown");
+        unknown.pool = Some("nope".into());
+        let mut full = req("a/full");
+        full.pool = Some("p".into());
+        let mut shared = req("a/shared");
+        shared.sharing_key = "k".into();
+        shared.requested = Some(ip("127.0.123.2"));
+        let mut clash = shared.clone();
+        clash.key = "a/clash".into();
+        let got = assign(
+            &pools,
+            &[
+                req("a/first"),
+                outside,
+                other_pool,
+                unknown,
+                full,
+                shared,
+                clash,
+                req("a/auto"),
+            ],
+            &BTreeMap::new(),
+        );
+        let why = |a: &Assignment| match a {
+            Assignment::Pending(w) => w.clone(),
+            Assignment::Assigned { ip, .. } => format!("assigned {ip}"),
+        };
+        let got: Vec<String> = got.iter().map(why).collect();
+        assert_eq!(
+            got,
+            [
+                "assigned 127.0.122.110",
+                "\"127.0.99.1\" is not allowed in config",
+                "requested loadBalancer IP(s) [\"127.0.123.1\"] is not compatible with requested address pool p",
+                "unknown pool \"nope\"",
+                "no available IPs in pool \"p\"",
+                "assigned 127.0.123.2",
+                "port TCP/80 is already in use on \"127.0.123.2\"",
+                "no available IPs",
+            ]
+        );
     }
 
     #[test]

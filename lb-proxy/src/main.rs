@@ -345,8 +345,17 @@ fn check(config: Option<&Path>, manifests: Option<&Path>, state_file: Option<&Pa
             for w in &config.warnings {
                 eprintln!("warning: {w}");
             }
+            // A LoadBalancer service left without an address is not an
+            // error (the rest serves): kubectl's `Warning REASON MESSAGE`.
+            for p in &config.pending_addresses {
+                eprintln!("warning: {} {}", p.reason, p.message);
+            }
+            let others = match config.not_proxied.len() {
+                0 => String::new(),
+                n => format!("; {n} left to another proxy"),
+            };
             println!(
-                "{}: valid ({} services)",
+                "{}: valid ({} services{others})",
                 path.display(),
                 config.services.len()
             );

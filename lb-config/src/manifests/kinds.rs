@@ -268,7 +268,10 @@ impl Doc<'_> {
                 load_balancer_ip = ips.into_iter().next();
             }
         }
+        let labels = (!meta.labels.is_empty()).then(|| meta.labels.clone());
         let raw = RawService {
+            labels,
+            load_balancer_class: spec.load_balancer_class,
             name: meta.name.clone(),
             namespace: meta.namespace.clone(),
             service_type: spec.service_type,

@@ -67,6 +67,7 @@ pub(crate) struct ServiceSpec {
     pub(crate) publish_not_ready_addresses: Option<bool>,
     pub(crate) allocate_load_balancer_node_ports: Option<bool>,
     pub(crate) health_check_node_port: Option<i64>,
+    pub(crate) load_balancer_class: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

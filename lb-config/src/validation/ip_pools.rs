@@ -1,9 +1,9 @@
 //! `[[ip_pools]]` validation, like MetalLB's `IPAddressPool` webhook (names are
 //! DNS-1123 subdomains, each address a CIDR or a `FIRST-LAST` range of one
-//! family, no two pools overlapping), and the check of what LoadBalancer
-//! services ask of the pools: a requested address outside every pool is a
-//! validation error. Assigning the addresses comes after validation, in
-//! lb-config's `pools.rs`.
+//! family, no two pools overlapping). What LoadBalancer services ask of the
+//! pools is not checked here: an address outside them, or an unknown pool,
+//! leaves only that service pending, as MetalLB does (assignment, after
+//! validation, in lb-config's `pools.rs`).
 
 use std::collections::HashSet;
 
@@ -11,10 +11,9 @@ use ipnet::IpNet;
 use lb_core::pool::{IpPool, IpRange};
 
 use super::fields::at_most;
-use super::service::ServiceDraft;
 use super::{external, names};
 use crate::config::VipMode;
-use crate::error::{go_quote, object_path, Errors, FieldError};
+use crate::error::{object_path, Errors, FieldError};
 use crate::raw::{RawConfig, MAX_POOL_ADDRESSES};
 
 /// Validates every `[[ip_pools]]` entry; pools with errors are left out. A
@@ -96,50 +95,6 @@ pub(crate) fn pools(raw: &RawConfig, allowed: &[IpNet], errs: &mut Errors) -> Ve
         }
     }
     out
-}
-
-/// Checks what LoadBalancer services ask of the pools: a named pool must
-/// exist, and a requested address must lie in a pool (the named one, when
-/// set). Kubernetes' wording: `Invalid value: "IP": not in any ip_pool`.
-/// An address outside `allowed` is left to `external`'s error, which names
-/// the cause.
-pub(crate) fn check_requests(
-    drafts: &[ServiceDraft],
-    pools: &[IpPool],
-    allowed: &[IpNet],
-    errs: &mut Errors,
-) {
-    for d in drafts {
-        let Some(lb) = &d.lb else { continue };
-        if let Some(name) = &lb.pool {
-            if !pools.iter().any(|p| &p.name == name) {
-                errs.push(FieldError::invalid(
-                    format!("{}.ip_pool", d.path),
-                    name.as_str(),
-                    "no ip_pool of this name",
-                ));
-                continue;
-            }
-        }
-        let Some(ip) = lb.requested.filter(|ip| external::allows(allowed, *ip)) else {
-            continue;
-        };
-        let ok = pools
-            .iter()
-            .filter(|p| lb.pool.as_ref().is_none_or(|n| &p.name == n))
-            .any(|p| p.contains(ip));
-        if !ok {
-            let why = match &lb.pool {
-                Some(name) => format!("not in ip_pool {}", go_quote(name)),
-                None => "not in any ip_pool".to_string(),
-            };
-            errs.push(FieldError::invalid(
-                format!("{}.load_balancer_ip", d.path),
-                ip.to_string(),
-                why,
-            ));
-        }
-    }
 }
 
 /// With `vip_mode = "bind"` a pool's addresses must be local to this host: a

@@ -94,7 +94,6 @@ pub(crate) fn validate(raw: &RawConfig, hostname: &str, errs: &mut Errors) -> Va
     }
 
     let pools = ip_pools::pools(raw, &settings.allowed_external, errs);
-    ip_pools::check_requests(&services, &pools, &settings.allowed_external, errs);
     external::check_services(&services, &settings.allowed_external, errs);
     ip_pools::bind_warnings(&pools, settings.vip_mode, &mut warnings);
 

@@ -43,6 +43,8 @@ pub(crate) struct ServiceDraft {
     pub(crate) selector: Option<BTreeMap<String, String>>,
     /// LoadBalancer services: what they ask of the address pools.
     pub(crate) lb: Option<LbDraft>,
+    /// `labels` (validated): what decides whether this proxy serves it.
+    pub(crate) labels: BTreeMap<String, String>,
 }
 
 /// What a LoadBalancer service asks of the pools (from its raw fields).
@@ -54,6 +56,8 @@ pub(crate) struct LbDraft {
     pub(crate) pool: Option<String>,
     /// `allow_shared_ip`.
     pub(crate) sharing_key: String,
+    /// `load_balancer_class`; `None` = no class.
+    pub(crate) class: Option<String>,
 }
 
 /// Validates one service; `None` when it has errors (all pushed to `errs`).
@@ -128,6 +132,9 @@ pub(crate) fn service(
         }
         Some(text) => ip(&ip_path, text, errs).map_or(IpRequest::Auto, IpRequest::Fixed),
     };
+
+    let service_labels = raw.labels.clone().unwrap_or_default();
+    labels(&format!("{path}.labels"), &service_labels, errs);
 
     let selector = match &raw.selector {
         Some(sel) if !sel.is_empty() => {
@@ -391,11 +398,13 @@ pub(crate) fn service(
         node_ports,
         selector,
         lb,
+        labels: service_labels,
     })
 }
 
 /// The LoadBalancer fields: `load_balancer_ip`, `ip_pool`, `allow_shared_ip`,
-/// `load_balancer_source_ranges`, `allocate_load_balancer_node_ports`. Set on
+/// `load_balancer_class`, `load_balancer_source_ranges`,
+/// `allocate_load_balancer_node_ports`. Set on
 /// another type they are errors, as in `ValidateService`.
 fn load_balancer(
     raw: &RawService,
@@ -421,6 +430,19 @@ fn load_balancer(
     });
     let pool = non_empty(&raw.ip_pool);
     let sharing_key = non_empty(&raw.allow_shared_ip).unwrap_or_default();
+    // `validateLoadBalancerClassField`: a qualified name, on LoadBalancer
+    // services only.
+    let class_path = format!("{path}.load_balancer_class");
+    let class = raw.load_balancer_class.clone();
+    match &class {
+        Some(c) if is_lb => {
+            for m in names::qualified_name(c) {
+                errs.push(FieldError::invalid(&class_path, c.as_str(), m));
+            }
+        }
+        Some(_) => only_lb("load_balancer_class", errs),
+        None => {}
+    }
 
     let mut ranges = Vec::new();
     let mut listed = raw
@@ -463,6 +485,7 @@ fn load_balancer(
             requested,
             pool,
             sharing_key,
+            class,
         }),
         ranges,
     )

@@ -26,6 +26,12 @@ pub(crate) struct Settings {
     pub(crate) dns: Option<crate::config::DnsSettings>,
     /// `node.allowed_external_cidrs`; empty = any address.
     pub(crate) allowed_external: Vec<IpNet>,
+    /// `node.load_balancer_class`: the class this node gives addresses to;
+    /// `None` = services without a class.
+    pub(crate) load_balancer_class: Option<String>,
+    /// `node.service_proxy_name`: the proxy-name label value of the
+    /// services this proxy serves; empty = services without the label.
+    pub(crate) service_proxy_name: String,
     /// Whether `service_cidr` and `node_port_range` were valid (when not,
     /// the defaults stand in and allocation must not run on them).
     pub(crate) ranges_ok: bool,
@@ -93,6 +99,21 @@ pub(crate) fn settings(raw: &RawConfig, hostname: &str, errs: &mut Errors) -> Se
         }
     }
 
+    let load_balancer_class = raw.node.load_balancer_class.clone();
+    if let Some(class) = &load_balancer_class {
+        for m in names::qualified_name(class) {
+            errs.push(FieldError::invalid("node.load_balancer_class", class, m));
+        }
+    }
+    let service_proxy_name = raw.node.service_proxy_name.clone().unwrap_or_default();
+    for m in names::label_value(&service_proxy_name) {
+        errs.push(FieldError::invalid(
+            "node.service_proxy_name",
+            &service_proxy_name,
+            m,
+        ));
+    }
+
     let mut cluster = ClusterSettings::default();
     let before = errs.len();
     if let Some(cidr) = &raw.cluster.service_cidr {
@@ -158,6 +179,8 @@ pub(crate) fn settings(raw: &RawConfig, hostname: &str, errs: &mut Errors) -> Se
         admin_allowed_hosts,
         dns,
         allowed_external,
+        load_balancer_class,
+        service_proxy_name,
         ranges_ok,
     }
 }

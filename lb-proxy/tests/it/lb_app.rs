@@ -2,8 +2,10 @@
 //! the App: the LB address, node port and cluster IP all answer; source ranges
 //! reset (TCP) or drop (UDP) clients outside them and count them; external IPs
 //! listen; a service whose pool is exhausted is `<pending>` but still serves;
-//! the health-check node port of a Local LoadBalancer answers; `lb-proxy check`
-//! refuses an address outside every pool; an App running every part leaves
+//! the health-check node port of a Local LoadBalancer answers; an address
+//! outside every pool or a class that is not this node's leaves only its
+//! service pending (`lb-proxy check` warns and passes) and a service
+//! labelled for another proxy is not served; an App running every part leaves
 //! no task or thread once shut down; the admin API and DNS answer while the
 //! runtime the data plane runs on is blocked (they run on the App's ops
 //! runtime). Each test has its own 127.x addresses
@@ -267,6 +269,67 @@ async fn a_service_left_without_an_address_is_pending_but_serves_its_cluster_ip(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_address_or_a_foreign_class_blocks_only_its_own_service_and_other_proxies_services_are_not_served(
+) {
+    let backend = http_backend("127.0.133.5", "here");
+    let node_port = free_port("127.0.133.1");
+    let endpoints = |name: &str| {
+        format!(
+            "[[endpoints]]\nname = \"{name}\"\n[[endpoints.subsets]]\naddresses = [{{ ip = \"127.0.133.5\" }}]\n\
+             ports = [{{ port = {} }}]\n",
+            backend.addr.port()
+        )
+    };
+    let text = format!(
+        "{}[[ip_pools]]\nname = \"one\"\naddresses = [\"127.0.133.110-127.0.133.110\"]\n\
+         [[services]]\nname = \"outside\"\ntype = \"LoadBalancer\"\ncluster_ip = \"127.97.133.10\"\n\
+         load_balancer_ip = \"127.0.99.1\"\nports = [{{ port = 8080, node_port = {node_port} }}]\n{}\
+         [[services]]\nname = \"classy\"\ntype = \"LoadBalancer\"\ncluster_ip = \"127.97.133.11\"\n\
+         load_balancer_class = \"example.com/other\"\nallocate_load_balancer_node_ports = false\n\
+         ports = [{{ port = 8080 }}]\n{}\
+         [[services]]\nname = \"mine\"\ntype = \"LoadBalancer\"\ncluster_ip = \"127.97.133.12\"\n\
+         allocate_load_balancer_node_ports = false\nports = [{{ port = 8080 }}]\n{}\
+         [[services]]\nname = \"theirs\"\ncluster_ip = \"127.97.133.13\"\n\
+         labels = {{ \"service.kubernetes.io/service-proxy-name\" = \"other-proxy\" }}\n\
+         ports = [{{ port = 8080 }}]\n{}",
+        head(133),
+        endpoints("outside"),
+        endpoints("classy"),
+        endpoints("mine"),
+        endpoints("theirs"),
+    );
+    let app = TestApp::from_text(&text).await;
+    for addr in [
+        // The address outside the pools blocks nothing else: its cluster IP
+        // and node port serve...
+        "127.97.133.10:8080".to_string(),
+        format!("127.0.133.1:{node_port}"),
+        // ...as does the cluster IP of the service of another class...
+        "127.97.133.11:8080".to_string(),
+        // ...and the pool address goes to the service of our class.
+        "127.0.133.110:8080".to_string(),
+        "127.97.133.12:8080".to_string(),
+    ] {
+        let addr: SocketAddr = addr.parse().unwrap();
+        assert_eq!(fetch_from("127.0.0.1", addr).await, "here", "at {addr}");
+    }
+    // Another proxy's service: no listener, not in the table.
+    assert!(
+        connect_from("127.0.0.1", "127.97.133.13:8080".parse().unwrap())
+            .await
+            .is_err(),
+        "nothing listens on the cluster IP of another proxy's service"
+    );
+    let table = get_services(app.admin(), &[]).await;
+    assert!(!table.lines().any(|l| l.starts_with("theirs ")), "{table}");
+    for name in ["outside ", "classy "] {
+        let row = table.lines().find(|l| l.starts_with(name)).unwrap();
+        assert!(row.contains("<pending>"), "{table}");
+    }
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_load_balancer_answers_on_its_health_check_node_port() {
     let backend = http_backend("127.0.124.6", "local");
     let hc = free_port("127.0.130.1");
@@ -300,19 +363,22 @@ async fn a_local_load_balancer_answers_on_its_health_check_node_port() {
 }
 
 #[test]
-fn check_rejects_a_load_balancer_ip_outside_every_pool() {
+fn check_warns_of_a_load_balancer_ip_outside_every_pool_and_passes() {
     let out = check(
         "[[ip_pools]]\nname = \"lb-ip-pool\"\naddresses = [\"127.0.122.110-127.0.122.119\"]\n\
          [[services]]\nname = \"web\"\nnamespace = \"shop\"\ntype = \"LoadBalancer\"\n\
          load_balancer_ip = \"127.0.99.1\"\nports = [{ port = 80 }]\n",
     );
-    assert_eq!(out.status.code(), Some(1));
     let text = combined(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    // MetalLB's event, as `kubectl describe` shows it: the service is
+    // created and stays `<pending>`.
     assert!(
         text.lines().any(|l| l
-            == "services[shop/web].load_balancer_ip: Invalid value: \"127.0.99.1\": not in any ip_pool"),
+            == "warning: AllocationFailed Failed to allocate IP for \"shop/web\": \"127.0.99.1\" is not allowed in config"),
         "{text}"
     );
+    assert!(text.contains("valid (1 services)"), "{text}");
 }
 
 // === lifecycle ===
