@@ -14,6 +14,7 @@ pub fn node() -> NodeSpec {
     NodeSpec {
         name: "bench".into(),
         addresses: vec![IpAddr::V4(Ipv4Addr::new(127, 0, 1, 1))],
+        zone: None,
     }
 }
 

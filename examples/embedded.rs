@@ -51,6 +51,7 @@ pub(crate) async fn demo(shutdown: impl std::future::Future<Output = ()>) -> Res
     let node = NodeSpec {
         name: "embedded".into(),
         addresses: vec!["127.0.0.1".parse()?],
+        zone: None,
     };
 
     let first = Snapshot::build(

@@ -20,7 +20,7 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 
-use lb_core::{EndpointSpec, PortSpec, ServiceKey, ServiceType, TargetPort};
+use lb_core::{EndpointHints, EndpointSpec, PortSpec, ServiceKey, ServiceType, TargetPort};
 
 use crate::resolve::HostEndpoint;
 use crate::validation::{Endpoints, Pod, ServiceDraft};
@@ -91,6 +91,8 @@ fn hosts_of(key: &ServiceKey, port: &PortSpec, manual: &Endpoints) -> Vec<HostEn
                     weight: h.weight,
                     node: h.node_name.clone(),
                     hostname: h.hostname.clone(),
+                    zone: h.zone.clone(),
+                    hints: h.hints.clone(),
                 });
             }
         }
@@ -121,6 +123,10 @@ fn from_pod(port: &PortSpec, pod: &Pod) -> Option<EndpointSpec> {
         terminating: pod.terminating,
         pod: Some(pod.name.clone()),
         hostname: pod.hostname.clone(),
+        zone: pod.zone.clone(),
+        // Pods carry no hints: the service's `trafficDistribution` derives
+        // them in lb-core, as the EndpointSlice controller would.
+        hints: EndpointHints::default(),
     })
 }
 
@@ -142,6 +148,8 @@ fn from_manual(port: &PortSpec, manual: &Endpoints) -> Vec<EndpointSpec> {
                     terminating: a.conditions.terminating,
                     pod: None,
                     hostname: a.hostname.clone(),
+                    zone: a.zone.clone(),
+                    hints: a.hints.clone(),
                 });
             }
         }

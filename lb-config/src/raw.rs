@@ -46,6 +46,10 @@ pub const MAX_EXTERNAL_IPS: usize = 64;
 /// LoadBalancer address is checked against them.
 pub const MAX_SOURCE_RANGES: usize = 256;
 
+/// Most `for_zones` (and `for_nodes`) hints of one endpoint address:
+/// Kubernetes' bound on an EndpointSlice endpoint's `hints.forZones` (8).
+pub const MAX_ZONE_HINTS: usize = 8;
+
 /// Most `addresses` (ranges or CIDRs) of one `[[ip_pools]]` entry: each is
 /// compared with every other pool's for overlaps at every load.
 pub const MAX_POOL_ADDRESSES: usize = 256;
@@ -119,6 +123,13 @@ pub struct RawNode {
     /// no listener and no table entry; its cluster IP and node ports stay
     /// allocated to it (see [`crate::Config::not_proxied`]).
     pub service_proxy_name: Option<String>,
+    /// This node's zone (its `topology.kubernetes.io/zone` label, a label
+    /// value), e.g. `"zone-a"`; default none. Services with
+    /// `traffic_distribution` and endpoints with `for_zones` hints prefer
+    /// endpoints of this zone for cluster traffic; without a zone no zone
+    /// preference applies. Pods on this node are in this zone unless they
+    /// say otherwise.
+    pub zone: Option<String>,
 }
 
 /// `[cluster]`.
@@ -247,6 +258,9 @@ pub struct RawPod {
     pub ip: String,
     /// Node it runs on; file default: this node.
     pub node: Option<String>,
+    /// Zone it runs in (a label value); default: `node.zone` when the pod
+    /// runs on this node, else none. What an EndpointSlice's `zone` says.
+    pub zone: Option<String>,
     /// Hostname, for DNS of headless services.
     pub hostname: Option<String>,
     /// Labels that service selectors match.
@@ -390,6 +404,14 @@ pub struct RawService {
     /// ExternalName target (DNS-1123 subdomain). On another type it is
     /// ignored with Kubernetes' warning.
     pub external_name: Option<String>,
+    /// `PreferClose` or `PreferSameZone`: cluster traffic goes to ready
+    /// endpoints in `node.zone` when there is one, else to all;
+    /// `PreferSameNode`: to ready endpoints on this node, else in its zone,
+    /// else all. As kube-proxy reads the hints the EndpointSlice controller
+    /// derives from it: when any ready endpoint has no zone (no node zone
+    /// for it), there is no zone preference. Local traffic policies win.
+    /// Default none: every ready endpoint.
+    pub traffic_distribution: Option<String>,
     /// `[[services.ports]]`. At most [`MAX_SERVICE_PORTS`].
     pub ports: Vec<RawServicePort>,
     /// The service's labels (`metadata.labels`), validated as Kubernetes
@@ -479,6 +501,19 @@ pub struct RawEndpointAddress {
     pub hostname: Option<String>,
     /// Node it runs on (no default).
     pub node_name: Option<String>,
+    /// EndpointSlice `zone`: the zone it runs in (a label value; no default).
+    pub zone: Option<String>,
+    /// EndpointSlice `hints.forZones`: the zones whose nodes should send it
+    /// cluster traffic, e.g. `["zone-a"]` (at most 8). Honoured as kube-proxy
+    /// does: only when every ready endpoint of the port has zone hints and
+    /// one names `node.zone`; otherwise every hint of the port is ignored.
+    /// When no address states hints, the service's `traffic_distribution`
+    /// derives them from `zone`.
+    pub for_zones: Option<Vec<String>>,
+    /// EndpointSlice `hints.forNodes`: the nodes that should send it
+    /// cluster traffic (at most 8), honoured like `for_zones` (every ready
+    /// endpoint has them and one names this node), before zone hints.
+    pub for_nodes: Option<Vec<String>>,
     /// Relative share of new connections; default 1, 0 = drain.
     pub weight: Option<i64>,
     /// EndpointSlice `serving`: the address can take connections; default

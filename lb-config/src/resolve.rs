@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use lb_core::{EndpointSpec, Protocol, ServiceKey, ServiceSpec};
+use lb_core::{EndpointHints, EndpointSpec, Protocol, ServiceKey, ServiceSpec};
 
 /// No name is asked again sooner than this, whatever its TTL says (a TTL of 0
 /// must not mean a query per connection or a busy loop).
@@ -46,6 +46,10 @@ pub struct HostEndpoint {
     pub node: Option<String>,
     /// Hostname for DNS of headless services.
     pub hostname: Option<String>,
+    /// EndpointSlice `zone` of the addresses, when given.
+    pub zone: Option<String>,
+    /// EndpointSlice `hints` of the addresses as written.
+    pub hints: EndpointHints,
 }
 
 /// The distinct names to resolve.
@@ -88,6 +92,8 @@ pub fn apply(
                         terminating: h.terminating,
                         pod: None,
                         hostname: h.hostname.clone(),
+                        zone: h.zone.clone(),
+                        hints: h.hints.clone(),
                     });
                     added = true;
                 }
@@ -124,6 +130,8 @@ mod tests {
             weight: 1,
             node: None,
             hostname: None,
+            zone: None,
+            hints: EndpointHints::default(),
         }
     }
 

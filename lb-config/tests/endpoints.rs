@@ -64,6 +64,8 @@ fn endpoint_fields_map_from_the_pod() {
             terminating: false,
             pod: Some("web-1".into()),
             hostname: Some("web-1".into()),
+            zone: None,
+            hints: Default::default(),
         }
     );
     assert_eq!(p.endpoints[1].node.as_deref(), Some("node-2"));

@@ -48,12 +48,14 @@ pub mod settings;
 pub mod snapshot;
 pub mod spec;
 pub mod stats;
+pub mod topology;
 
 #[cfg(test)]
 mod fixtures;
 
 pub use model::{
-    Protocol, ServiceKey, ServicePortKey, ServiceType, SessionAffinity, TrafficPolicy,
+    Protocol, ServiceKey, ServicePortKey, ServiceType, SessionAffinity, TrafficDistribution,
+    TrafficPolicy,
 };
 pub use settings::{AcceptMode, ForwardEngine, ProxySettings};
 pub use snapshot::ServiceEntry;
@@ -61,4 +63,6 @@ pub use snapshot::{
     Endpoint, FrontendEntry, FrontendKey, FrontendKind, Pick, PickReason, ServicePort, Snapshot,
     Table,
 };
-pub use spec::{ClusterIp, EndpointSpec, NodeSpec, PortSpec, ServiceSpec, TargetPort};
+pub use spec::{
+    ClusterIp, EndpointHints, EndpointSpec, NodeSpec, PortSpec, ServiceSpec, TargetPort,
+};

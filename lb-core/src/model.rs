@@ -181,3 +181,29 @@ impl TrafficPolicy {
         }
     }
 }
+
+/// `spec.trafficDistribution`: a preference for close endpoints, which
+/// kube-proxy honours through EndpointSlice hints (the EndpointSlice
+/// controller derives them from each endpoint's zone and node; see
+/// [`crate::topology`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TrafficDistribution {
+    /// Endpoints in this node's zone first (the original spelling of
+    /// `PreferSameZone`).
+    PreferClose,
+    /// Endpoints in this node's zone first.
+    PreferSameZone,
+    /// Endpoints on this node first, then in its zone.
+    PreferSameNode,
+}
+
+impl TrafficDistribution {
+    /// The spelling Kubernetes uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrafficDistribution::PreferClose => "PreferClose",
+            TrafficDistribution::PreferSameZone => "PreferSameZone",
+            TrafficDistribution::PreferSameNode => "PreferSameNode",
+        }
+    }
+}

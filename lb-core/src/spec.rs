@@ -7,7 +7,9 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Protocol, ServiceKey, ServiceType, SessionAffinity, TrafficPolicy};
+use crate::model::{
+    Protocol, ServiceKey, ServiceType, SessionAffinity, TrafficDistribution, TrafficPolicy,
+};
 
 /// Who this proxy is: kube-proxy's node. Node ports listen on `addresses`, and
 /// Local traffic policies compare endpoint nodes with `name`.
@@ -17,6 +19,9 @@ pub struct NodeSpec {
     pub name: String,
     /// Addresses where node ports listen.
     pub addresses: Vec<IpAddr>,
+    /// The node's `topology.kubernetes.io/zone`, when it has one: topology
+    /// hints and `trafficDistribution` prefer endpoints of this zone.
+    pub zone: Option<String>,
 }
 
 impl Default for NodeSpec {
@@ -24,6 +29,7 @@ impl Default for NodeSpec {
         NodeSpec {
             name: "localhost".into(),
             addresses: vec![IpAddr::from([0, 0, 0, 0])],
+            zone: None,
         }
     }
 }
@@ -103,6 +109,8 @@ pub struct ServiceSpec {
     pub internal_traffic_policy: TrafficPolicy,
     /// `publishNotReadyAddresses`: not-ready endpoints count as ready.
     pub publish_not_ready_addresses: bool,
+    /// `trafficDistribution`: prefer close endpoints for cluster traffic.
+    pub traffic_distribution: Option<TrafficDistribution>,
     /// `externalName` for ExternalName services, else empty.
     pub external_name: String,
     /// `healthCheckNodePort`, 0 for none.
@@ -127,6 +135,7 @@ impl ServiceSpec {
             external_traffic_policy: TrafficPolicy::Cluster,
             internal_traffic_policy: TrafficPolicy::Cluster,
             publish_not_ready_addresses: false,
+            traffic_distribution: None,
             external_name: String::new(),
             health_check_node_port: 0,
             ports: Vec::new(),
@@ -211,6 +220,29 @@ pub struct EndpointSpec {
     pub pod: Option<String>,
     /// Pod hostname, for DNS of headless services.
     pub hostname: Option<String>,
+    /// EndpointSlice `zone`: the zone the endpoint runs in, when known.
+    pub zone: Option<String>,
+    /// EndpointSlice `hints` as the source states them; empty when it
+    /// states none (a service's `trafficDistribution` then derives them).
+    pub hints: EndpointHints,
+}
+
+/// EndpointSlice `hints`: where kube-proxy should send this endpoint's
+/// traffic from. Empty lists mean no hint, as `nil` and `[]` do in
+/// Kubernetes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EndpointHints {
+    /// `forZones[].name`: zones whose nodes should use this endpoint.
+    pub for_zones: Vec<String>,
+    /// `forNodes[].name`: nodes that should use this endpoint.
+    pub for_nodes: Vec<String>,
+}
+
+impl EndpointHints {
+    /// Whether no hint is stated.
+    pub fn is_empty(&self) -> bool {
+        self.for_zones.is_empty() && self.for_nodes.is_empty()
+    }
 }
 
 impl EndpointSpec {
@@ -225,12 +257,20 @@ impl EndpointSpec {
             terminating: false,
             pod: None,
             hostname: None,
+            zone: None,
+            hints: EndpointHints::default(),
         }
     }
 
     /// Sets the weight (builder style).
     pub fn with_weight(mut self, weight: u32) -> Self {
         self.weight = weight;
+        self
+    }
+
+    /// Sets the zone (builder style).
+    pub fn with_zone(mut self, zone: &str) -> Self {
+        self.zone = Some(zone.to_string());
         self
     }
 }

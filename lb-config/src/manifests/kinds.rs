@@ -297,6 +297,7 @@ impl Doc<'_> {
             health_check_node_port: spec.health_check_node_port.filter(|p| *p != 0),
             publish_not_ready_addresses: spec.publish_not_ready_addresses,
             external_name: spec.external_name,
+            traffic_distribution: spec.traffic_distribution,
             ports: spec
                 .ports
                 .into_iter()
@@ -326,6 +327,7 @@ impl Doc<'_> {
             weight: None,
             serving: None,
             terminating: None,
+            ..RawEndpointAddress::default()
         };
         let raw = RawEndpoints {
             name: e.metadata.name,
@@ -371,6 +373,12 @@ impl Doc<'_> {
             let ready = c.ready.unwrap_or(true);
             let serving = c.serving.unwrap_or(true);
             let terminating = c.terminating.unwrap_or(false);
+            let names = |list: &[types::HintName]| -> Option<Vec<String>> {
+                let names: Vec<String> = list.iter().map(|h| h.name.clone()).collect();
+                (!names.is_empty()).then_some(names)
+            };
+            let for_zones = ep.hints.as_ref().and_then(|h| names(&h.for_zones));
+            let for_nodes = ep.hints.as_ref().and_then(|h| names(&h.for_nodes));
             for ip in ep.addresses {
                 let a = RawEndpointAddress {
                     ip: Some(ip),
@@ -380,6 +388,9 @@ impl Doc<'_> {
                     weight: None,
                     serving: Some(serving),
                     terminating: Some(terminating),
+                    zone: ep.zone.clone(),
+                    for_zones: for_zones.clone(),
+                    for_nodes: for_nodes.clone(),
                 };
                 if ready {
                     subset.addresses.push(a);
@@ -451,6 +462,10 @@ impl Doc<'_> {
             ip,
             // A pod with no node is local nowhere (as from etcd).
             node: Some(p.spec.node_name.unwrap_or_default()),
+            // kube-proxy learns zones from slices, which take them from
+            // Node objects; lb reads no Node, so a Pod on this node is in
+            // `node.zone` (validation's default) and others in none.
+            zone: None,
             hostname: p.spec.hostname,
             labels: p.metadata.labels,
             ports,

@@ -68,6 +68,7 @@ pub(crate) struct ServiceSpec {
     pub(crate) allocate_load_balancer_node_ports: Option<bool>,
     pub(crate) health_check_node_port: Option<i64>,
     pub(crate) load_balancer_class: Option<String>,
+    pub(crate) traffic_distribution: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -148,8 +149,23 @@ pub(crate) struct SliceEndpoint {
     pub(crate) node_name: Option<String>,
     pub(crate) hostname: Option<String>,
     target_ref: Option<IgnoredAny>,
-    zone: Option<IgnoredAny>,
-    hints: Option<IgnoredAny>,
+    pub(crate) zone: Option<String>,
+    pub(crate) hints: Option<SliceHints>,
+}
+
+/// `hints` of a slice endpoint: kube-proxy reads `forZones` and `forNodes`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub(crate) struct SliceHints {
+    pub(crate) for_zones: Vec<HintName>,
+    pub(crate) for_nodes: Vec<HintName>,
+}
+
+/// One `forZones[]` or `forNodes[]` entry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub(crate) struct HintName {
+    pub(crate) name: String,
 }
 
 #[derive(Debug, Default, Deserialize)]

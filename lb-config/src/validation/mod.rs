@@ -12,6 +12,7 @@ mod objects;
 mod self_loop;
 mod service;
 mod settings;
+mod topology;
 
 use std::collections::HashSet;
 
@@ -68,7 +69,7 @@ pub(crate) fn validate(raw: &RawConfig, hostname: &str, errs: &mut Errors) -> Va
             ));
             continue;
         }
-        pods.extend(objects::pod(p, i, &settings.node.name, errs));
+        pods.extend(objects::pod(p, i, &settings.node, errs));
     }
 
     let mut endpoints = Vec::new();

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use lb_core::health::{PodKey, ProbeAction, ProbeSpec};
-use lb_core::Protocol;
+use lb_core::{EndpointHints, NodeSpec, Protocol};
 
 use super::fields::{labels, protocol};
 use super::{names, settings::ip};
@@ -21,6 +21,8 @@ pub(crate) struct Pod {
     pub(crate) name: String,
     pub(crate) ip: IpAddr,
     pub(crate) node: String,
+    /// Its zone: as written, else this node's when it runs on this node.
+    pub(crate) zone: Option<String>,
     pub(crate) hostname: Option<String>,
     pub(crate) labels: BTreeMap<String, String>,
     /// Container ports: name (may be empty), number, protocol.
@@ -63,6 +65,8 @@ pub(crate) struct Address {
     pub(crate) node_name: Option<String>,
     pub(crate) weight: u32,
     pub(crate) conditions: Conditions,
+    pub(crate) zone: Option<String>,
+    pub(crate) hints: EndpointHints,
 }
 
 /// An address's EndpointSlice conditions: `ready` from the list it is in,
@@ -83,6 +87,8 @@ pub(crate) struct HostAddress {
     pub(crate) hostname: Option<String>,
     pub(crate) node_name: Option<String>,
     pub(crate) weight: u32,
+    pub(crate) zone: Option<String>,
+    pub(crate) hints: EndpointHints,
 }
 
 /// Validates the object's name and namespace; returns (namespace, path).
@@ -142,8 +148,9 @@ fn address_ip(path: &str, text: &str, errs: &mut Errors) -> Option<IpAddr> {
     ok.then_some(addr)
 }
 
-/// Validates one pod; `None` when it has errors. `node` is this node's name.
-pub(crate) fn pod(raw: &RawPod, index: usize, node: &str, errs: &mut Errors) -> Option<Pod> {
+/// Validates one pod; `None` when it has errors. `node` is this node: a pod
+/// without `node` runs on it, and a pod on it without `zone` is in its zone.
+pub(crate) fn pod(raw: &RawPod, index: usize, node: &NodeSpec, errs: &mut Errors) -> Option<Pod> {
     let start = errs.len();
     let (namespace, path) = meta("pods", &raw.name, &raw.namespace, index, errs);
     let ip_path = format!("{path}.ip");
@@ -165,6 +172,9 @@ pub(crate) fn pod(raw: &RawPod, index: usize, node: &str, errs: &mut Errors) -> 
             errs.push(FieldError::invalid(format!("{path}.node"), n, m));
         }
     }
+    let pod_node = raw.node.clone().unwrap_or_else(|| node.name.clone());
+    let zone = super::topology::zone(&format!("{path}.zone"), raw.zone.as_deref(), errs)
+        .or_else(|| node.zone.clone().filter(|_| pod_node == node.name));
     labels(&format!("{path}.labels"), &raw.labels, errs);
     let mut ports = Vec::new();
     let mut seen = HashSet::new();
@@ -208,7 +218,8 @@ pub(crate) fn pod(raw: &RawPod, index: usize, node: &str, errs: &mut Errors) -> 
         namespace,
         name: raw.name.clone(),
         ip: addr?,
-        node: raw.node.clone().unwrap_or_else(|| node.to_string()),
+        node: pod_node,
+        zone,
         hostname: raw.hostname.clone(),
         labels: raw.labels.clone(),
         ports,
@@ -458,6 +469,9 @@ fn addresses_of(
             }
         }
         let weight = weight(&format!("{ap}.weight"), a.weight, errs);
+        let zone = super::topology::zone(&format!("{ap}.zone"), a.zone.as_deref(), errs);
+        let hints =
+            super::topology::hints(&ap, a.for_zones.as_deref(), a.for_nodes.as_deref(), errs);
         let conditions = Conditions {
             ready,
             serving: a.serving.unwrap_or(ready),
@@ -470,6 +484,8 @@ fn addresses_of(
                 hostname: a.hostname.clone(),
                 node_name: a.node_name.clone(),
                 weight,
+                zone: zone.clone(),
+                hints: hints.clone(),
             });
         }
         if let Some(ip) = addr {
@@ -480,6 +496,8 @@ fn addresses_of(
                 node_name: a.node_name.clone(),
                 weight,
                 conditions,
+                zone,
+                hints,
             });
         }
     }

@@ -187,6 +187,11 @@ pub(crate) fn service(
         }
     };
 
+    let traffic_distribution = super::topology::traffic_distribution(
+        &format!("{path}.traffic_distribution"),
+        raw.traffic_distribution.as_deref(),
+        errs,
+    );
     let external_traffic_policy = policy(
         &path,
         "external_traffic_policy",
@@ -390,6 +395,7 @@ pub(crate) fn service(
             external_traffic_policy,
             internal_traffic_policy,
             publish_not_ready_addresses: raw.publish_not_ready_addresses.unwrap_or(false),
+            traffic_distribution,
             external_name,
             health_check_node_port: u16::try_from(health_check_node_port).unwrap_or(0),
             ports,

@@ -58,6 +58,7 @@ pub(crate) fn settings(raw: &RawConfig, hostname: &str, errs: &mut Errors) -> Se
                 .collect();
         }
     }
+    node.zone = super::topology::zone("node.zone", raw.node.zone.as_deref(), errs);
     let allowed_external =
         super::external::allowed_cidrs(raw.node.allowed_external_cidrs.as_deref(), errs);
     let vip_mode = match raw.node.vip_mode.as_deref() {

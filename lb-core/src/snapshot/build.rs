@@ -15,6 +15,7 @@ use crate::affinity::AffinityTable;
 use crate::model::{ServiceKey, ServicePortKey, SessionAffinity};
 use crate::select::WeightedTable;
 use crate::spec::{EndpointSpec, NodeSpec, PortSpec, ServiceSpec};
+use crate::topology::{self, Hints};
 
 impl Snapshot {
     /// Builds the table for `services` on `node`, carrying over state from
@@ -112,7 +113,7 @@ fn build_port(
     eps.sort_by_key(|e| e.addr);
     eps.dedup_by_key(|e| e.addr);
     let endpoints: Vec<Endpoint> = eps
-        .into_iter()
+        .iter()
         .map(|e| {
             let before = prev.and_then(|p| p.index_of(e.addr).map(|i| &p.endpoints[i]));
             let ready =
@@ -127,6 +128,7 @@ fn build_port(
                 terminating: e.terminating,
                 pod: e.pod.clone(),
                 hostname: e.hostname.clone(),
+                zone: e.zone.clone(),
                 stats: before.map(|b| b.stats.clone()).unwrap_or_default(),
                 health: before.map(|b| b.health.clone()).unwrap_or_default(),
                 since: before
@@ -140,14 +142,39 @@ fn build_port(
         .enumerate()
         .map(|(i, e)| (e.addr, i as u32))
         .collect();
+    // Topology (kube-proxy's CategorizeEndpoints) narrows the cluster-wide
+    // table's ready endpoints; the node-local table ignores it.
+    let hints: Vec<Hints> = eps
+        .iter()
+        .zip(&endpoints)
+        .map(|(spec_ep, ep)| {
+            Hints::of(
+                &spec_ep.hints,
+                spec_ep.zone.as_deref(),
+                spec_ep.node.as_deref(),
+                ep.ready,
+                spec.traffic_distribution,
+            )
+        })
+        .collect();
+    let mode = topology::mode(
+        endpoints
+            .iter()
+            .zip(&hints)
+            .filter(|(e, _)| e.ready && e.weight > 0)
+            .map(|(_, h)| *h),
+        node,
+    );
     let cluster = selection(
         &endpoints,
         |_| true,
+        |i| topology::available(hints[i], mode, node),
         prev.map(|p| (&p.cluster, &p.endpoints[..])),
     );
     let local = selection(
         &endpoints,
         |e| e.node.as_deref() == Some(node.name.as_str()),
+        |_| true,
         prev.map(|p| (&p.local, &p.endpoints[..])),
     );
     let affinity = match spec.session_affinity {
@@ -176,24 +203,27 @@ fn build_port(
     }
 }
 
-/// Candidates for new connections: ready endpoints; when none is ready, the
-/// serving-and-terminating ones (Kubernetes' terminating fallback).
+/// Candidates for new connections among the `eligible` endpoints: the ready
+/// ones that topology leaves (`preferred`, by index); when none is, the
+/// serving-and-terminating ones (Kubernetes' terminating fallback, which
+/// ignores topology as kube-proxy's does).
 fn selection(
     endpoints: &[Endpoint],
     eligible: impl Fn(&Endpoint) -> bool,
+    preferred: impl Fn(usize) -> bool,
     prev: Option<(&WeightedTable, &[Endpoint])>,
 ) -> WeightedTable {
-    let pick = |cond: &dyn Fn(&Endpoint) -> bool| -> Vec<(u32, u32)> {
+    let pick = |cond: &dyn Fn(usize, &Endpoint) -> bool| -> Vec<(u32, u32)> {
         endpoints
             .iter()
             .enumerate()
-            .filter(|(_, e)| eligible(e) && cond(e) && e.weight > 0)
+            .filter(|&(i, e)| eligible(e) && cond(i, e) && e.weight > 0)
             .map(|(i, e)| (i as u32, e.weight))
             .collect()
     };
-    let mut weighted = pick(&|e| e.ready);
+    let mut weighted = pick(&|i, e| e.ready && preferred(i));
     if weighted.is_empty() {
-        weighted = pick(&|e| e.serving && e.terminating);
+        weighted = pick(&|_, e| e.serving && e.terminating);
     }
     let signature = |pairs: &[(u32, u32)], eps: &[Endpoint]| -> Vec<(SocketAddr, u32)> {
         pairs

@@ -68,6 +68,9 @@ pub struct Endpoint {
     pub pod: Option<String>,
     /// Pod hostname, when set.
     pub hostname: Option<String>,
+    /// EndpointSlice `zone`, when known (shown in the views; topology was
+    /// applied to the selection tables when the snapshot was built).
+    pub zone: Option<String>,
     /// Live counters (carried across snapshots).
     pub stats: Arc<EndpointStats>,
     /// Passive health: dial failures and outlier ejection (carried across

@@ -133,6 +133,7 @@ mod tests {
         let node = NodeSpec {
             name: "node-1".into(),
             addresses: vec![node.parse().unwrap()],
+            zone: None,
         };
         Snapshot::build(node, vec![web], None, SystemTime::now())
     }

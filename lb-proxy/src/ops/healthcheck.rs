@@ -320,6 +320,7 @@ mod tests {
         let node = NodeSpec {
             name: "node-1".into(),
             addresses: vec![ip],
+            zone: None,
         };
         let mut svc = ServiceSpec::cluster_ip("default", "lb", "127.97.0.1".parse().expect("ip"));
         svc.service_type = ServiceType::LoadBalancer;

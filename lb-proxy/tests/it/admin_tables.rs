@@ -51,6 +51,7 @@ fn endpoint(ip: &str, port: u16, ready: bool) -> EndpointView {
         port_name: "http".into(),
         protocol: Protocol::Tcp,
         node: String::new(),
+        zone: None,
         weight: 1,
         ready,
         serving: ready,

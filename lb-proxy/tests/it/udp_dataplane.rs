@@ -32,6 +32,7 @@ async fn start_wildcard_node_port(mode: Mode, any: &str, endpoint: SocketAddr) -
     let node = NodeSpec {
         name: "node-1".into(),
         addresses: vec![ip(any)],
+        zone: None,
     };
     let vip = vip();
     let mut svc = ServiceSpec::cluster_ip("default", "np", vip.ip());

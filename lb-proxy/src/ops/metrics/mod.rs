@@ -281,6 +281,7 @@ mod tests {
         let node = NodeSpec {
             name: "n".into(),
             addresses: vec![ip],
+            zone: None,
         };
         let svc = ServiceSpec::cluster_ip("default", "web", ip).with_port(port);
         Snapshot::build(node, vec![svc], previous, SystemTime::now())

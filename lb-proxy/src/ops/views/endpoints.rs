@@ -49,6 +49,11 @@ pub struct EndpointView {
     pub protocol: Protocol,
     /// Node it runs on, `""` when unknown.
     pub node: String,
+    /// EndpointSlice `zone`, omitted when unknown: with
+    /// `traffic_distribution` or zone hints, which endpoints this node's
+    /// cluster traffic prefers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
     /// Relative share of new connections.
     pub weight: u32,
     /// EndpointSlice `ready`: takes new connections.
@@ -120,6 +125,7 @@ pub fn endpoints_view_with(
                             port_name: key.port_name.clone(),
                             protocol: key.protocol,
                             node: e.node.clone().unwrap_or_default(),
+                            zone: e.zone.clone(),
                             weight: e.weight,
                             ready: e.ready,
                             serving: e.serving,

@@ -29,6 +29,7 @@ pub fn node() -> NodeSpec {
     NodeSpec {
         name: "node-1".into(),
         addresses: vec![ip("127.0.1.1")],
+        zone: None,
     }
 }
 
