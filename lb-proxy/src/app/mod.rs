@@ -28,7 +28,7 @@ use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::control::events::{EndpointStates, Events};
+use crate::control::events::{EndpointStates, EventType, Events, ObjectRef};
 use crate::control::follow::follow;
 use crate::control::{ControlPlane, ProxyOverrides, ReloadCounters};
 use crate::dataplane::DataPlane;
@@ -159,10 +159,11 @@ impl App {
         };
         let events = control.events().clone();
         events.record(
-            "info",
-            "start",
+            EventType::Normal,
+            "Starting",
+            ObjectRef::node(&control.config().node.name),
             format!(
-                "lb-proxy started with {} ({} services)",
+                "Starting lb-proxy with {} ({} services)",
                 options.config.display(),
                 dataplane.table().load().services().count()
             ),
