@@ -31,6 +31,8 @@ fn service(namespace: &str, name: &str, service_type: &str, cluster_ip: &str) ->
         external_traffic_policy: "Cluster".into(),
         internal_traffic_policy: "Cluster".into(),
         status: Default::default(),
+        selector: Default::default(),
+        load_balancer_source_ranges: vec![],
     }
 }
 

@@ -79,6 +79,8 @@ mod source_etcd_fleet;
 mod source_etcd_resilience;
 #[cfg(feature = "cli")]
 mod source_etcd_security;
+#[cfg(feature = "cli")]
+mod status_cli;
 #[cfg(feature = "admin")]
 mod status_conditions;
 mod udp_dataplane;

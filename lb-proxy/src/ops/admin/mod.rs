@@ -71,11 +71,11 @@ pub trait AdminSource: Send + Sync + 'static {
     fn connections(&self) -> Vec<crate::dataplane::connections::OpenConnection> {
         Vec::new()
     }
-    /// LoadBalancer services the config left without an address (MetalLB's
-    /// AllocationFailed), for their `LoadBalancerAssigned` condition; none
-    /// by default.
-    fn pending_addresses(&self) -> Vec<lb_config::PendingAddress> {
-        Vec::new()
+    /// The config being served: its LoadBalancer services left without an
+    /// address (MetalLB's AllocationFailed) make their `LoadBalancerAssigned`
+    /// condition, its selectors show in `/api/v1/services`; none by default.
+    fn config(&self) -> Option<Arc<lb_config::Config>> {
+        None
     }
     /// Where the services' conditions remember their last transition; `None`
     /// (the default) stamps every condition with the time of the request.
@@ -346,7 +346,7 @@ async fn services(State(source): Source) -> Response {
     json_response(&views::services_view_with(
         &snapshot,
         Some(&source.bind_errors()),
-        &source.pending_addresses(),
+        source.config().as_deref(),
         source.transitions(),
         std::time::SystemTime::now(),
     ))

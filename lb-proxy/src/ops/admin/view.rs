@@ -120,11 +120,8 @@ impl AdminSource for ProxyView {
         self.dataplane.connections().list()
     }
 
-    fn pending_addresses(&self) -> Vec<lb_config::PendingAddress> {
-        self.control
-            .as_ref()
-            .map(|c| c.config().pending_addresses.clone())
-            .unwrap_or_default()
+    fn config(&self) -> Option<Arc<lb_config::Config>> {
+        self.control.as_ref().map(ControlPlane::config)
     }
 
     fn transitions(&self) -> Option<&Transitions> {

@@ -11,13 +11,15 @@
 //!
 //! One file per job: `services`, `endpoints`, `connections` and `config`
 //! build the views from a snapshot (or the connection registry),
-//! `conditions` the services' `status.conditions`, `tables`
+//! `conditions` the services' `status.conditions`, `describe` prints
+//! `describe service` and `get events`, `tables`
 //! prints them as kubectl would, `time` writes and reads their RFC 3339
 //! times.
 
 mod conditions;
 mod config;
 mod connections;
+mod describe;
 mod endpoints;
 mod services;
 mod tables;
@@ -29,6 +31,7 @@ pub use conditions::{
 };
 pub use config::{config_view, ConfigView, NodeView};
 pub use connections::{page, port_label, ConnectionList, ConnectionView, MAX_PAGE};
+pub use describe::{describe_service, events_table, EVENT_SOURCE};
 pub use endpoints::{
     endpoints_view, endpoints_view_with, EndpointView, EndpointsList, EndpointsView,
 };

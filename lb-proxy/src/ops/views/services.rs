@@ -67,6 +67,13 @@ pub struct ServiceView {
     /// `EndpointsAvailable`), as Kubernetes' `status.conditions`.
     #[serde(default)]
     pub status: ServiceStatus,
+    /// `spec.selector` (empty for a selector-less service, or when the
+    /// view was built without the config).
+    #[serde(default)]
+    pub selector: BTreeMap<String, String>,
+    /// `spec.loadBalancerSourceRanges`.
+    #[serde(default)]
+    pub load_balancer_source_ranges: Vec<String>,
 }
 
 /// One service port as configured and allocated.
@@ -109,21 +116,23 @@ pub fn services_view(
     snapshot: &Snapshot,
     bind_errors: &BTreeMap<FrontendKey, String>,
 ) -> ServiceList {
-    services_view_with(snapshot, Some(bind_errors), &[], None, SystemTime::now())
+    services_view_with(snapshot, Some(bind_errors), None, None, SystemTime::now())
 }
 
 /// [`services_view`] with everything the conditions need: the data plane's
 /// bind errors (`None` when no data plane runs, as for `describe --config`:
-/// `FrontendsBound` is then `Unknown`), the LoadBalancer services left
-/// pending by the config, and the [`Transitions`] that remember when each
-/// condition last changed (without, every condition is stamped `now`).
+/// `FrontendsBound` is then `Unknown`), the config being served (its
+/// LoadBalancer services left pending, its selectors), and the
+/// [`Transitions`] that remember when each condition last changed (without,
+/// every condition is stamped `now`).
 pub fn services_view_with(
     snapshot: &Snapshot,
     bind_errors: Option<&BTreeMap<FrontendKey, String>>,
-    pending: &[lb_config::PendingAddress],
+    config: Option<&lb_config::Config>,
     transitions: Option<&Transitions>,
     now: SystemTime,
 ) -> ServiceList {
+    let pending = config.map_or(&[][..], |c| &c.pending_addresses[..]);
     let no_errors = BTreeMap::new();
     let known = bind_errors.is_some();
     let bind_errors = bind_errors.unwrap_or(&no_errors);
@@ -182,6 +191,15 @@ pub fn services_view_with(
                     .collect(),
                 bind_errors: errors_by_service.remove(&spec.key).unwrap_or_default(),
                 status: ServiceStatus::default(),
+                selector: config
+                    .and_then(|c| c.selectors.get(&spec.key))
+                    .cloned()
+                    .unwrap_or_default(),
+                load_balancer_source_ranges: spec
+                    .load_balancer_source_ranges
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
                 created: format_rfc3339(entry.created),
                 external_name: spec.external_name.clone(),
                 external_traffic_policy: spec.external_traffic_policy.as_str().to_string(),
