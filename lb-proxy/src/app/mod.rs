@@ -169,7 +169,8 @@ impl App {
             ),
         );
         let followers = tasks.child();
-        follow_endpoint_states(&followers, ops.handle(), &dataplane, events);
+        follow_endpoint_states(&followers, ops.handle(), &dataplane, events.clone());
+        record_ejections(&followers, ops.handle(), &dataplane, events);
         follow_configs(
             &followers,
             ops.handle(),
@@ -328,6 +329,29 @@ impl Started {
         self.tasks.stop().await;
         self.ops.stop().await;
     }
+}
+
+/// Records the data plane's endpoint ejections as events, on the ops
+/// runtime, until `tasks` stop.
+fn record_ejections(tasks: &Tasks, ops: &Handle, dataplane: &DataPlane, events: Arc<Events>) {
+    let Some(mut ejections) = dataplane.take_ejections() else {
+        return;
+    };
+    let stop = tasks.token().clone();
+    tasks.spawn_on(
+        async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    ejected = ejections.recv() => match ejected {
+                        Some(e) => crate::control::events::record_ejection(&events, &e),
+                        None => return,
+                    },
+                }
+            }
+        },
+        ops,
+    );
 }
 
 /// Records endpoint state changes as events, following the table, on the

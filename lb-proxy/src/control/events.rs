@@ -21,6 +21,7 @@
 //! | Service | Warning | `EndpointNotReady` | an endpoint turned not ready (a probe failed) |
 //! | Service | Normal | `EndpointTerminating`, `EndpointDraining` | an endpoint leaves |
 //! | Service | Normal | `EndpointAdded`, `EndpointRemoved` | an endpoint joined or left |
+//! | Service | Warning | `EndpointEjected` | consecutive dial failures ejected an endpoint |
 //!
 //! Per-connection outcomes are counters (`/metrics`), never events.
 
@@ -267,6 +268,34 @@ impl Follower for EndpointStates {
     }
 }
 
+/// Records `ejected` as a Warning `EndpointEjected` on its Service. The
+/// message leaves out the ejection's length (it doubles on each ejection in
+/// a row; the log says it), so an endpoint ejected again and again is one
+/// event whose count rises.
+pub fn record_ejection(events: &Events, ejected: &crate::dataplane::Ejected) {
+    let port = &ejected.port;
+    events.record(
+        EventType::Warning,
+        "EndpointEjected",
+        ObjectRef::service(&port.service),
+        format!(
+            "Endpoint {}/{} {} ejected after consecutive dial failures",
+            port_label(port),
+            port.protocol,
+            ejected.endpoint
+        ),
+    );
+}
+
+/// A service port as events name it: its name, else its number.
+fn port_label(key: &lb_core::ServicePortKey) -> String {
+    if key.port_name.is_empty() {
+        key.port.to_string()
+    } else {
+        key.port_name.clone()
+    }
+}
+
 /// Endpoint state words, by (service, `PORT/PROTO IP:PORT`).
 type States = BTreeMap<(ServiceKey, String), String>;
 
@@ -309,11 +338,7 @@ fn endpoint_states(snapshot: &Snapshot) -> States {
     for service in snapshot.services() {
         for port in &service.ports {
             let key = port.key();
-            let port_label = if key.port_name.is_empty() {
-                key.port.to_string()
-            } else {
-                key.port_name.clone()
-            };
+            let port_label = port_label(key);
             for e in port.endpoints() {
                 let state = if e.weight == 0 {
                     "draining"

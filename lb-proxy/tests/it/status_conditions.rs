@@ -176,3 +176,41 @@ async fn a_frontend_that_cannot_bind_makes_frontends_bound_false_until_it_binds(
     assert!(rebound, "FrontendsBound turns True once the port is free");
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ejected_endpoint_is_a_warning_event_on_its_service() {
+    let good = http_backend("127.0.173.40", "good");
+    // Nothing listens at the same port on .41: its dials are refused.
+    let text = format!(
+        "{}[proxy]\noutlier_consecutive_failures = 2\noutlier_base_ejection = \"30s\"\n\
+         [[services]]\nname = \"flaky\"\ncluster_ip = \"127.98.173.30\"\nports = [{{ port = 8080 }}]\n\
+         [[endpoints]]\nname = \"flaky\"\n[[endpoints.subsets]]\n\
+         addresses = [{{ ip = \"127.0.173.40\" }}, {{ ip = \"127.0.173.41\" }}]\nports = [{{ port = {} }}]\n",
+        head(),
+        good.addr.port()
+    );
+    let app = TestApp::from_text(&text).await;
+    let vip: std::net::SocketAddr = "127.98.173.30:8080".parse().expect("addr");
+    let message = format!(
+        "Endpoint 8080/TCP 127.0.173.41:{} ejected after consecutive dial failures",
+        good.addr.port()
+    );
+    let mut ejected = None;
+    for _ in 0..40 {
+        assert_eq!(try_fetch(vip).await.expect("failover"), "good");
+        let events = app.json("/api/v1/events").await;
+        ejected = events["items"]
+            .as_array()
+            .and_then(|items| items.iter().find(|e| e["reason"] == "EndpointEjected"))
+            .cloned();
+        if ejected.is_some() {
+            break;
+        }
+    }
+    let ejected = ejected.expect("an EndpointEjected event");
+    assert_eq!(ejected["type"], "Warning");
+    assert_eq!(ejected["object"]["kind"], "Service");
+    assert_eq!(ejected["object"]["name"], "flaky");
+    assert_eq!(ejected["message"], message);
+    app.shutdown().await;
+}
