@@ -171,8 +171,11 @@ pub(super) fn observe(
 /// are forgotten.
 #[derive(Debug, Default)]
 pub struct Transitions {
-    seen: Mutex<HashMap<(ServiceKey, &'static str), (&'static str, SystemTime)>>,
+    seen: Mutex<HashMap<ConditionKey, (&'static str, SystemTime)>>,
 }
+
+/// A service's condition: (service, condition type).
+type ConditionKey = (ServiceKey, &'static str);
 
 impl Transitions {
     /// Stamps the conditions of every service in `observed` (seen at `now`)

@@ -52,5 +52,6 @@ pub const ENDPOINTS_PATH: &str = "/api/v1/endpoints";
 pub const CONNECTIONS_PATH: &str = "/api/v1/connections";
 /// `/api/v1/config`: a [`ConfigView`].
 pub const CONFIG_PATH: &str = "/api/v1/config";
-/// `/api/v1/events`: the status page's recent events.
+/// `/api/v1/events`: an [`EventList`](crate::control::events::EventList), most recently
+/// seen first (Kubernetes-shaped, aggregated).
 pub const EVENTS_PATH: &str = "/api/v1/events";
