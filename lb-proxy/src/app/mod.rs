@@ -280,8 +280,8 @@ impl App {
         self.inner.control.reloads()
     }
 
-    /// Recent reloads, errors and endpoint state changes (what the status
-    /// page lists).
+    /// Recent events, Kubernetes-shaped and aggregated (what the status
+    /// page, `/api/v1/events` and `lb-proxy get events` list).
     pub fn events(&self) -> &Events {
         self.inner.control.events()
     }

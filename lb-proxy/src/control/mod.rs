@@ -28,7 +28,8 @@
 //!   one never holds up the others.
 //! - [`probe`]: readiness probes and their overlay.
 //! - [`hosts`]: endpoint host names, resolved, as an overlay.
-//! - [`events`]: the ring of recent events and the endpoint-state follower.
+//! - [`events`]: the recent events (Kubernetes-shaped, aggregated) and the
+//!   endpoint-state follower.
 //! - [`follow`]: keeping something outside the table in step with it.
 //! - `vip` (feature `vip`): `vip_mode = "interface"`: the addresses served, on an interface.
 
@@ -506,7 +507,9 @@ impl ControlPlane {
         &self.shared.reloads
     }
 
-    /// Recent reloads, errors and endpoint state changes.
+    /// Recent events: reloads and their errors, allocation failures,
+    /// state-file errors, endpoint changes (recorded here and by the App's
+    /// followers).
     pub fn events(&self) -> &Arc<Events> {
         &self.shared.events
     }
