@@ -146,6 +146,11 @@ pub struct Config {
     /// (their cluster IP and node ports serve); one entry per pending
     /// service, in file order.
     pub pending_addresses: Vec<PendingAddress>,
+    /// Each service's selector, for `lb-proxy describe service` (Kubernetes
+    /// shows it; the endpoints it chose are already in `services`). Services
+    /// without a selector are absent.
+    pub selectors:
+        std::collections::BTreeMap<lb_core::ServiceKey, std::collections::BTreeMap<String, String>>,
 }
 
 /// A LoadBalancer service that got no address at this load. Not an error:

@@ -152,6 +152,11 @@ impl Loader {
         warnings.extend(v.warnings);
         let s = v.settings;
         let probes = v.pods.iter().filter_map(|p| p.probe.clone()).collect();
+        let selectors = v
+            .services
+            .iter()
+            .filter_map(|d| Some((d.spec.key.clone(), d.selector.clone()?)))
+            .collect();
         Ok(Config {
             node: s.node,
             vip_mode: s.vip_mode,
@@ -168,6 +173,7 @@ impl Loader {
             host_endpoints,
             warnings,
             pending_addresses,
+            selectors,
         })
     }
 

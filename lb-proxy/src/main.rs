@@ -32,7 +32,9 @@ lb-proxy --config /etc/lb/lb.toml                 run the proxy\n  \
 lb-proxy check --config lb.toml                   validate a file\n  \
 lb-proxy get svc --config lb.toml                 list services of the running proxy\n  \
 lb-proxy get ep -o wide --admin 127.0.0.1:10249   endpoints with state and reason\n  \
-lb-proxy get connections -w                       watch open connections\n\n\
+lb-proxy get connections -w                       watch open connections\n  \
+lb-proxy get events                               what happened (reloads, allocations, endpoints)\n  \
+lb-proxy describe svc web --config lb.toml        one service, its conditions and events\n\n\
 SIGNALS:\n  SIGHUP reloads the file (it is also watched); SIGTERM/SIGINT drain; a second one exits at once.\n\n\
 ENVIRONMENT:\n  RUST_LOG      log filter (default info; lb_proxy=debug logs one event per connection; \
 hickory_server stays at warn unless named: info,hickory_server=info logs each DNS question)\n  \
@@ -55,6 +57,14 @@ struct Cli {
     manifests: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// What `lb-proxy describe` describes.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DescribeKind {
+    /// A service (also svc, services).
+    #[value(alias = "svc", alias = "services")]
+    Service,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -93,14 +103,16 @@ reload would refuse it.",
 lb-proxy check --config lb.toml --state-file /var/lib/lb/state.json"
     )]
     Check,
-    /// Print the running proxy's services, endpoints or connections, like `kubectl get`.
+    /// Print the running proxy's services, endpoints, connections or events, like `kubectl get`.
     #[command(
         long_about = "Asks the running proxy's admin API (at --admin, else at admin.listen of \
 --config, else 127.0.0.1:10249) and prints a kubectl-style table:\n\n  \
 services     NAME TYPE CLUSTER-IP EXTERNAL-IP PORT(S) AGE\n  \
 endpoints    NAME ENDPOINTS AGE (ready endpoints; -o wide: one row each with STATE, REASON, SINCE)\n  \
 connections  NAME CLIENT ENDPOINT REASON RX TX AGE (REASON: why this endpoint was picked: \
-round_robin, affinity or failover; -o wide adds FRONTEND, PORT, STARTED)\n\n\
+round_robin, affinity or failover; -o wide adds FRONTEND, PORT, STARTED)\n  \
+events       LAST SEEN TYPE REASON OBJECT MESSAGE (oldest first; a repeated event is one row, \
+LAST SEEN its last time; a NAMESPACE column first when an object is outside default)\n\n\
 -o json prints the admin API's JSON unchanged. -w keeps watching and prints the table again \
 whenever it changes, until Ctrl-C.",
         after_help = "EXAMPLES:\n  lb-proxy get svc --config /etc/lb/lb.toml\n  \
@@ -109,7 +121,7 @@ lb-proxy get connections -o json | jq '.items[] | select(.pick_reason == \"failo
 lb-proxy get ep -w"
     )]
     Get {
-        /// services (svc), endpoints (ep) or connections (conn).
+        /// services (svc), endpoints (ep), connections (conn) or events (ev).
         #[arg(value_enum)]
         kind: GetKind,
         /// table (default), wide (more columns) or json (exactly the admin API's JSON).
@@ -124,6 +136,31 @@ lb-proxy get ep -w"
         /// With -w: stop after printing this many times (0 = until Ctrl-C); for scripts and tests.
         #[arg(long, value_name = "N", default_value_t = 0, hide = true)]
         watch_limit: u32,
+    },
+    /// Show one service like `kubectl describe service`, with its conditions and events.
+    #[command(
+        long_about = "Prints one service as `kubectl describe service` does: Name, Namespace, \
+Labels, Annotations, Selector, Type, IP Families, IP, IPs, External IPs, LoadBalancer Ingress, \
+then Port, TargetPort, NodePort and Endpoints (ready ones) for each port, Session Affinity, \
+External Traffic Policy, Internal Traffic Policy, HealthCheck NodePort, LoadBalancer Source \
+Ranges; then its Conditions (LoadBalancerAssigned, FrontendsBound, EndpointsAvailable: \
+status, reason, message) and its Events.\n\n\
+With --admin HOST:PORT it asks the running proxy there. With --config FILE (and no --admin) \
+it needs no running proxy: the service as the file (with --manifests and the allocations of \
+--state-file, as `check` reads them) makes it, conditions from the file alone \
+(FrontendsBound Unknown) and no events. With neither, it asks 127.0.0.1:10249.",
+        after_help = "EXAMPLES:\n  lb-proxy describe service web --admin 127.0.0.1:10249\n  \
+lb-proxy describe svc prod/api --config /etc/lb/lb.toml"
+    )]
+    Describe {
+        /// service (svc, services): the kind described.
+        #[arg(value_enum)]
+        kind: DescribeKind,
+        /// NAME (namespace default) or NAMESPACE/NAME.
+        name: String,
+        /// The admin API address (HOST:PORT) of the running proxy to ask.
+        #[arg(long, value_name = "HOST:PORT")]
+        admin: Option<String>,
     },
     /// Validate objects and write them to the etcd source of --config ([source.etcd]).
     #[command(
@@ -222,6 +259,17 @@ fn main() -> ExitCode {
             admin,
             cli.config.as_deref(),
             watch.then_some(watch_limit),
+        ),
+        Some(Command::Describe {
+            kind: DescribeKind::Service,
+            name,
+            admin,
+        }) => describe(
+            &name,
+            admin,
+            cli.config.as_deref(),
+            cli.manifests.as_deref(),
+            cli.state_file.as_deref(),
         ),
         Some(Command::Put { file }) => {
             let Some(config) = cli.config.as_deref() else {
@@ -363,6 +411,32 @@ fn check(config: Option<&Path>, manifests: Option<&Path>, state_file: Option<&Pa
         }
         Err(errors) => {
             eprintln!("{errors}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn describe(
+    name: &str,
+    admin: Option<String>,
+    config: Option<&Path>,
+    manifests: Option<&Path>,
+    state_file: Option<&Path>,
+) -> ExitCode {
+    use lb_proxy::cli::describe::{describe_from_admin, describe_from_config};
+    let now = SystemTime::now();
+    let described = match (admin, config) {
+        (Some(admin), _) => describe_from_admin(&admin, name, now),
+        (None, Some(config)) => describe_from_config(config, manifests, state_file, name, now),
+        (None, None) => describe_from_admin(lb_config::config::DEFAULT_ADMIN_LISTEN, name, now),
+    };
+    match described {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
             ExitCode::from(1)
         }
     }

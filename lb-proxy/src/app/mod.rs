@@ -28,7 +28,7 @@ use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::control::events::{EndpointStates, Events};
+use crate::control::events::{EndpointStates, EventType, Events, ObjectRef};
 use crate::control::follow::follow;
 use crate::control::{ControlPlane, ProxyOverrides, ReloadCounters};
 use crate::dataplane::DataPlane;
@@ -159,16 +159,18 @@ impl App {
         };
         let events = control.events().clone();
         events.record(
-            "info",
-            "start",
+            EventType::Normal,
+            "Starting",
+            ObjectRef::node(&control.config().node.name),
             format!(
-                "lb-proxy started with {} ({} services)",
+                "Starting lb-proxy with {} ({} services)",
                 options.config.display(),
                 dataplane.table().load().services().count()
             ),
         );
         let followers = tasks.child();
-        follow_endpoint_states(&followers, ops.handle(), &dataplane, events);
+        follow_endpoint_states(&followers, ops.handle(), &dataplane, events.clone());
+        record_ejections(&followers, ops.handle(), &dataplane, events);
         follow_configs(
             &followers,
             ops.handle(),
@@ -278,8 +280,8 @@ impl App {
         self.inner.control.reloads()
     }
 
-    /// Recent reloads, errors and endpoint state changes (what the status
-    /// page lists).
+    /// Recent events, Kubernetes-shaped and aggregated (what the status
+    /// page, `/api/v1/events` and `lb-proxy get events` list).
     pub fn events(&self) -> &Events {
         self.inner.control.events()
     }
@@ -327,6 +329,29 @@ impl Started {
         self.tasks.stop().await;
         self.ops.stop().await;
     }
+}
+
+/// Records the data plane's endpoint ejections as events, on the ops
+/// runtime, until `tasks` stop.
+fn record_ejections(tasks: &Tasks, ops: &Handle, dataplane: &DataPlane, events: Arc<Events>) {
+    let Some(mut ejections) = dataplane.take_ejections() else {
+        return;
+    };
+    let stop = tasks.token().clone();
+    tasks.spawn_on(
+        async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    ejected = ejections.recv() => match ejected {
+                        Some(e) => crate::control::events::record_ejection(&events, &e),
+                        None => return,
+                    },
+                }
+            }
+        },
+        ops,
+    );
 }
 
 /// Records endpoint state changes as events, following the table, on the

@@ -8,9 +8,10 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::control::events::EventList;
 use crate::ops::views::{
     self, ConnectionList, EndpointsList, ServiceList, CONNECTIONS_PATH, ENDPOINTS_PATH,
-    SERVICES_PATH,
+    EVENTS_PATH, SERVICES_PATH,
 };
 
 /// How long `lb-proxy get` waits for the proxy before giving up, so a wedged
@@ -64,6 +65,10 @@ pub enum GetKind {
     /// `lb-proxy get connections` (also `conn`): open TCP connections.
     #[value(alias = "conn", alias = "connection")]
     Connections,
+    /// `lb-proxy get events` (also `ev`, `event`): what happened, as
+    /// `kubectl get events` shows it.
+    #[value(alias = "ev", alias = "event")]
+    Events,
 }
 
 impl GetKind {
@@ -73,6 +78,7 @@ impl GetKind {
             GetKind::Services => SERVICES_PATH,
             GetKind::Endpoints => ENDPOINTS_PATH,
             GetKind::Connections => CONNECTIONS_PATH,
+            GetKind::Events => EVENTS_PATH,
         }
     }
 }
@@ -186,6 +192,10 @@ pub fn render_get(
         GetKind::Connections => {
             let list: ConnectionList = serde_json::from_str(body).map_err(json)?;
             views::connections_table(&list, output == OutputFormat::Wide)
+        }
+        GetKind::Events => {
+            let list: EventList = serde_json::from_str(body).map_err(json)?;
+            views::events_table(&list, now)
         }
     })
 }

@@ -1,84 +1,250 @@
-//! What happened, for operators: a bounded ring of recent events (reloads,
-//! their errors, endpoint state changes) that the status page and
-//! `/api/v1/events` show, and the follower that records endpoint state
-//! changes by comparing published snapshots.
+//! What happened, for operators, shaped as Kubernetes events: each has a
+//! `type` (`Normal` or `Warning`), a `reason`, a `message` and the object it
+//! is about, and the same reason and message on the same object raise a
+//! `count` (with `first_seen` kept and `last_seen` moved) instead of adding
+//! an entry, as Kubernetes' event correlator does. At most
+//! [`EVENT_CAPACITY`] are kept (the least recently seen are dropped). The
+//! status page, `/api/v1/events`, `lb-proxy get events` and
+//! `lb-proxy describe service` show them.
+//!
+//! What is an event (the schema this module owns):
+//!
+//! | object | type | reason | when |
+//! |---|---|---|---|
+//! | Node (this node) | Normal | `Starting` | the proxy started |
+//! | Node | Normal | `Reloaded` | a reload applied a new config |
+//! | Node | Warning | `ReloadFailed` | a reload failed validation |
+//! | Node | Warning | `StateFileError` | allocations cannot be saved |
+//! | Node | Normal | `StateFileSaved` | they are saved again |
+//! | Service | Warning | `AllocationFailed` | a LoadBalancer address is pending (MetalLB's event) |
+//! | Service | Normal | `EndpointReady` | an endpoint turned ready (a probe passed) |
+//! | Service | Warning | `EndpointNotReady` | an endpoint turned not ready (a probe failed) |
+//! | Service | Normal | `EndpointTerminating`, `EndpointDraining` | an endpoint leaves |
+//! | Service | Normal | `EndpointAdded`, `EndpointRemoved` | an endpoint joined or left |
+//! | Service | Warning | `EndpointEjected` | consecutive dial failures ejected an endpoint |
+//!
+//! Per-connection outcomes are counters (`/metrics`), never events.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use lb_core::Snapshot;
+use lb_core::{ServiceKey, Snapshot};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use crate::control::follow::{Follower, Reconciled};
 
-/// How many events the ring keeps (older ones are dropped): enough to see
-/// what happened around the last few reloads, bounded like everything else.
-pub const EVENT_CAPACITY: usize = 100;
+/// How many events are kept (the least recently seen are dropped): repeats
+/// aggregate into one entry, so this is a thousand distinct happenings,
+/// bounded like everything else.
+pub const EVENT_CAPACITY: usize = 1000;
 
-/// One thing an operator wants to see happened: a reload (applied or
-/// refused, with its errors), an endpoint that changed state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Event {
-    /// When, RFC 3339 in UTC.
-    pub time: String,
-    /// `info`, `warning` or `error`.
-    pub level: String,
-    /// `reload`, `endpoint`, `start`.
-    pub kind: String,
-    /// What happened, in one or a few lines.
-    pub message: String,
+/// Kubernetes' event types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EventType {
+    /// Something went as it should (a reload, an endpoint turning ready).
+    Normal,
+    /// Something an operator may need to act on.
+    Warning,
 }
 
-/// Body of `GET /api/v1/events`: newest first.
+impl EventType {
+    /// `Normal` or `Warning`, as `kubectl get events` prints it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Normal => "Normal",
+            EventType::Warning => "Warning",
+        }
+    }
+}
+
+/// The object an event is about, as Kubernetes' `involvedObject` names it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ObjectRef {
+    /// `Service` or `Node`.
+    pub kind: String,
+    /// The object's namespace; empty for a Node.
+    pub namespace: String,
+    /// The object's name.
+    pub name: String,
+}
+
+impl ObjectRef {
+    /// A Service, for events about it (its address, its endpoints).
+    pub fn service(key: &ServiceKey) -> ObjectRef {
+        ObjectRef {
+            kind: "Service".to_string(),
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+        }
+    }
+
+    /// This node (the proxy on it), for events about the proxy itself
+    /// (start, reloads, the state file), as kube-proxy records its own.
+    pub fn node(name: &str) -> ObjectRef {
+        ObjectRef {
+            kind: "Node".to_string(),
+            namespace: String::new(),
+            name: name.to_string(),
+        }
+    }
+
+    /// `kind/name` (`service/web`, `node/node-1`), as the OBJECT column of
+    /// `kubectl get events` prints it.
+    pub fn display(&self) -> String {
+        format!("{}/{}", self.kind.to_ascii_lowercase(), self.name)
+    }
+}
+
+/// One event as `/api/v1/events` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// `Normal` or `Warning`.
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    /// Why, in one CamelCase word (`ReloadFailed`, `AllocationFailed`).
+    pub reason: String,
+    /// What happened, in one or a few lines.
+    pub message: String,
+    /// What it happened to.
+    pub object: ObjectRef,
+    /// How many times it happened (the same reason and message on the same
+    /// object).
+    pub count: u64,
+    /// The first time, RFC 3339 in UTC.
+    pub first_seen: String,
+    /// The last time, RFC 3339 in UTC.
+    pub last_seen: String,
+}
+
+/// Body of `GET /api/v1/events`: most recently seen first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct EventList {
-    /// The events, newest first.
+    /// The events, most recently seen first.
     pub items: Vec<Event>,
 }
 
-/// A bounded ring of recent events, shared by the App (which records) and
-/// the admin API (which reads). Recording takes a short lock; it happens on
-/// reloads and state changes, never per connection.
+impl EventList {
+    /// The events about `object`, most recently seen first (what `describe`
+    /// shows under Events).
+    pub fn about(&self, kind: &str, namespace: &str, name: &str) -> Vec<&Event> {
+        self.items
+            .iter()
+            .filter(|e| {
+                e.object.kind == kind && e.object.namespace == namespace && e.object.name == name
+            })
+            .collect()
+    }
+}
+
+/// One kept event, with its times unformatted.
+#[derive(Debug)]
+struct Entry {
+    event_type: EventType,
+    reason: String,
+    message: String,
+    object: ObjectRef,
+    count: u64,
+    first: SystemTime,
+    last: SystemTime,
+}
+
+/// The recent events, shared by the parts that record (control plane,
+/// followers) and the admin API (which reads). Recording takes a short lock
+/// and scans at most [`EVENT_CAPACITY`] entries; it happens on reloads and
+/// state changes, never per connection.
 #[derive(Debug, Default)]
 pub struct Events {
-    ring: Mutex<VecDeque<Event>>,
+    /// Least recently seen first.
+    entries: Mutex<VecDeque<Entry>>,
 }
 
 impl Events {
     /// Records an event now.
-    pub fn record(&self, level: &str, kind: &str, message: impl Into<String>) {
-        let event = Event {
-            time: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-            level: level.to_string(),
-            kind: kind.to_string(),
-            message: message.into(),
-        };
-        let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
-        if ring.len() == EVENT_CAPACITY {
-            ring.pop_front();
-        }
-        ring.push_back(event);
+    pub fn record(
+        &self,
+        event_type: EventType,
+        reason: &str,
+        object: ObjectRef,
+        message: impl Into<String>,
+    ) {
+        self.record_at(SystemTime::now(), event_type, reason, object, message);
     }
 
-    /// The events, newest first.
+    /// Records an event seen at `at`: a repeat of a kept one (same object,
+    /// type, reason and message) raises its count and moves its last time;
+    /// anything else is a new entry, and the least recently seen entry goes
+    /// when [`EVENT_CAPACITY`] are kept.
+    pub fn record_at(
+        &self,
+        at: SystemTime,
+        event_type: EventType,
+        reason: &str,
+        object: ObjectRef,
+        message: impl Into<String>,
+    ) {
+        let message = message.into();
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let same = entries.iter().rposition(|e| {
+            e.event_type == event_type
+                && e.reason == reason
+                && e.message == message
+                && e.object == object
+        });
+        let entry = match same.and_then(|i| entries.remove(i)) {
+            Some(mut e) => {
+                e.count = e.count.saturating_add(1);
+                e.last = at.max(e.last);
+                e
+            }
+            None => Entry {
+                event_type,
+                reason: reason.to_string(),
+                message,
+                object,
+                count: 1,
+                first: at,
+                last: at,
+            },
+        };
+        while entries.len() >= EVENT_CAPACITY {
+            entries.pop_front();
+        }
+        entries.push_back(entry);
+    }
+
+    /// The events, most recently seen first.
     pub fn list(&self) -> EventList {
-        let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let time = |t: SystemTime| humantime::format_rfc3339_seconds(t).to_string();
         EventList {
-            items: ring.iter().rev().cloned().collect(),
+            items: entries
+                .iter()
+                .rev()
+                .map(|e| Event {
+                    event_type: e.event_type,
+                    reason: e.reason.clone(),
+                    message: e.message.clone(),
+                    object: e.object.clone(),
+                    count: e.count,
+                    first_seen: time(e.first),
+                    last_seen: time(e.last),
+                })
+                .collect(),
         }
     }
 }
 
 /// Records (and logs at info) every endpoint whose state word changes
 /// between published snapshots (ready, not ready, terminating, draining), and
-/// endpoints that join or leave. It runs off the data path, under
-/// [`crate::control::follow::follow`].
+/// endpoints that join or leave, as events on their Service. Probe verdicts
+/// reach the snapshot as readiness, so a probe transition is one of these.
+/// It runs off the data path, under [`crate::control::follow::follow`].
 #[derive(Debug)]
 pub struct EndpointStates {
     events: Arc<Events>,
-    before: Option<BTreeMap<String, String>>,
+    before: Option<BTreeMap<(ServiceKey, String), String>>,
 }
 
 impl EndpointStates {
@@ -102,36 +268,77 @@ impl Follower for EndpointStates {
     }
 }
 
-fn record_changes(
-    events: &Events,
-    before: &BTreeMap<String, String>,
-    after: &BTreeMap<String, String>,
-) {
-    for (key, state) in after {
-        let was = before.get(key).map(String::as_str);
-        if was == Some(state.as_str()) {
-            continue;
-        }
-        let message = match was {
-            Some(was) => format!("{key}: {was} -> {state}"),
-            None => format!("{key}: added ({state})"),
-        };
-        info!(endpoint = %key, state = %state, previous = was.unwrap_or("none"), "endpoint state changed");
-        let level = if state == "ready" { "info" } else { "warning" };
-        events.record(level, "endpoint", message);
-    }
-    for key in before.keys().filter(|k| !after.contains_key(*k)) {
-        info!(endpoint = %key, "endpoint removed");
-        events.record("info", "endpoint", format!("{key}: removed"));
+/// Records `ejected` as a Warning `EndpointEjected` on its Service. The
+/// message leaves out the ejection's length (it doubles on each ejection in
+/// a row; the log says it), so an endpoint ejected again and again is one
+/// event whose count rises.
+pub fn record_ejection(events: &Events, ejected: &crate::dataplane::Ejected) {
+    let port = &ejected.port;
+    events.record(
+        EventType::Warning,
+        "EndpointEjected",
+        ObjectRef::service(&port.service),
+        format!(
+            "Endpoint {}/{} {} ejected after consecutive dial failures",
+            port_label(port),
+            port.protocol,
+            ejected.endpoint
+        ),
+    );
+}
+
+/// A service port as events name it: its name, else its number.
+fn port_label(key: &lb_core::ServicePortKey) -> String {
+    if key.port_name.is_empty() {
+        key.port.to_string()
+    } else {
+        key.port_name.clone()
     }
 }
 
-/// `namespace/service:port/PROTO IP:PORT` → state word.
-fn endpoint_states(snapshot: &Snapshot) -> BTreeMap<String, String> {
+/// Endpoint state words, by (service, `PORT/PROTO IP:PORT`).
+type States = BTreeMap<(ServiceKey, String), String>;
+
+fn record_changes(events: &Events, before: &States, after: &States) {
+    for ((service, endpoint), state) in after {
+        let was = before
+            .get(&(service.clone(), endpoint.clone()))
+            .map(String::as_str);
+        if was == Some(state.as_str()) {
+            continue;
+        }
+        info!(service = %service, endpoint = %endpoint, state = %state, previous = was.unwrap_or("none"), "endpoint state changed");
+        let (event_type, reason) = match state.as_str() {
+            _ if was.is_none() => (EventType::Normal, "EndpointAdded"),
+            "ready" => (EventType::Normal, "EndpointReady"),
+            "terminating" => (EventType::Normal, "EndpointTerminating"),
+            "draining" => (EventType::Normal, "EndpointDraining"),
+            _ => (EventType::Warning, "EndpointNotReady"),
+        };
+        let message = match was {
+            Some(was) => format!("Endpoint {endpoint}: {was} -> {state}"),
+            None => format!("Endpoint {endpoint} added ({state})"),
+        };
+        events.record(event_type, reason, ObjectRef::service(service), message);
+    }
+    for (service, endpoint) in before.keys().filter(|k| !after.contains_key(*k)) {
+        info!(service = %service, endpoint = %endpoint, "endpoint removed");
+        events.record(
+            EventType::Normal,
+            "EndpointRemoved",
+            ObjectRef::service(service),
+            format!("Endpoint {endpoint} removed"),
+        );
+    }
+}
+
+/// (service, `PORT/PROTO IP:PORT`) → state word.
+fn endpoint_states(snapshot: &Snapshot) -> States {
     let mut out = BTreeMap::new();
     for service in snapshot.services() {
         for port in &service.ports {
             let key = port.key();
+            let port_label = port_label(key);
             for e in port.endpoints() {
                 let state = if e.weight == 0 {
                     "draining"
@@ -142,8 +349,13 @@ fn endpoint_states(snapshot: &Snapshot) -> BTreeMap<String, String> {
                 } else {
                     "not_ready"
                 };
-                // The key prints as namespace/service:port/PROTO.
-                out.insert(format!("{key} {}", e.addr), state.to_string());
+                out.insert(
+                    (
+                        key.service.clone(),
+                        format!("{port_label}/{} {}", key.protocol, e.addr),
+                    ),
+                    state.to_string(),
+                );
             }
         }
     }
@@ -152,19 +364,72 @@ fn endpoint_states(snapshot: &Snapshot) -> BTreeMap<String, String> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
+    fn node() -> ObjectRef {
+        ObjectRef::node("node-1")
+    }
+
     #[test]
-    fn the_ring_keeps_the_newest_events_first() {
+    fn a_repeated_event_raises_its_count_and_keeps_its_first_time() {
         let events = Events::default();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let t1 = t0 + Duration::from_secs(60);
+        let t2 = t0 + Duration::from_secs(120);
+        let failed = "reload failed validation";
+        events.record_at(t0, EventType::Warning, "ReloadFailed", node(), failed);
+        events.record_at(
+            t1,
+            EventType::Normal,
+            "Reloaded",
+            node(),
+            "config reloaded: 1 services",
+        );
+        events.record_at(t2, EventType::Warning, "ReloadFailed", node(), failed);
+        let list = events.list();
+        assert_eq!(list.items.len(), 2);
+        let newest = &list.items[0];
+        assert_eq!(newest.reason, "ReloadFailed");
+        assert_eq!(newest.count, 2);
+        assert_eq!(newest.first_seen, "2023-11-14T22:13:20Z");
+        assert_eq!(newest.last_seen, "2023-11-14T22:15:20Z");
+        assert_eq!(list.items[1].count, 1);
+    }
+
+    #[test]
+    fn another_message_or_object_is_another_event() {
+        let events = Events::default();
+        let web = ObjectRef::service(&ServiceKey::new("default", "web"));
+        let api = ObjectRef::service(&ServiceKey::new("default", "api"));
+        events.record(EventType::Warning, "AllocationFailed", web.clone(), "a");
+        events.record(EventType::Warning, "AllocationFailed", web.clone(), "b");
+        events.record(EventType::Warning, "AllocationFailed", api, "a");
+        events.record(EventType::Warning, "AllocationFailed", web, "a");
+        let list = events.list();
+        assert_eq!(list.items.len(), 3);
+        assert_eq!(list.items[0].count, 2, "{list:?}");
+        assert_eq!(list.about("Service", "default", "web").len(), 2);
+    }
+
+    #[test]
+    fn at_most_a_thousand_events_are_kept_the_least_recently_seen_dropped() {
+        let events = Events::default();
+        events.record(EventType::Normal, "Starting", node(), "first");
         for i in 0..EVENT_CAPACITY + 5 {
-            events.record("info", "reload", format!("reload {i}"));
+            events.record(EventType::Normal, "Reloaded", node(), format!("reload {i}"));
+            // A repeat keeps its entry alive: it is recent again.
+            events.record(EventType::Normal, "Starting", node(), "first");
         }
         let list = events.list();
         assert_eq!(list.items.len(), EVENT_CAPACITY);
+        assert_eq!(list.items[0].message, "first");
+        assert_eq!(list.items[0].count, EVENT_CAPACITY as u64 + 6);
         assert_eq!(
-            list.items[0].message,
+            list.items[1].message,
             format!("reload {}", EVENT_CAPACITY + 4)
         );
+        assert!(!list.items.iter().any(|e| e.message == "reload 0"));
     }
 }

@@ -28,7 +28,8 @@
 //!   one never holds up the others.
 //! - [`probe`]: readiness probes and their overlay.
 //! - [`hosts`]: endpoint host names, resolved, as an overlay.
-//! - [`events`]: the ring of recent events and the endpoint-state follower.
+//! - [`events`]: the recent events (Kubernetes-shaped, aggregated) and the
+//!   endpoint-state follower.
 //! - [`follow`]: keeping something outside the table in step with it.
 //! - `vip` (feature `vip`): `vip_mode = "interface"`: the addresses served, on an interface.
 
@@ -54,7 +55,7 @@ use lb_core::Snapshot;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tracing::warn;
 
-use crate::control::events::Events;
+use crate::control::events::{EventType, Events, ObjectRef};
 use crate::control::hosts::Hosts;
 use crate::control::probe::{ProbeStatus, Probes};
 use crate::control::reads::Reader;
@@ -105,6 +106,9 @@ pub struct Loaded {
 pub(crate) struct Shared {
     pub(crate) reloads: ReloadCounters,
     pub(crate) events: Arc<Events>,
+    /// This node's name, the object of the proxy's own events (it follows
+    /// the config).
+    pub(crate) node: Mutex<String>,
     /// Why allocations are not durable now (the last save's error), for
     /// `/readyz`; `None` while saves succeed.
     pub(crate) state_file: Mutex<Option<String>>,
@@ -134,16 +138,51 @@ impl Shared {
             return;
         }
         match &now {
-            Some(e) => self.events.record(
-                "warning",
-                "state_file",
+            Some(e) => self.node_event(
+                EventType::Warning,
+                "StateFileError",
                 format!("allocations are not durable: {e}"),
             ),
-            None => self
-                .events
-                .record("info", "state_file", "allocations are saved again"),
+            None => self.node_event(
+                EventType::Normal,
+                "StateFileSaved",
+                "allocations are saved again",
+            ),
         }
         *current = now;
+    }
+}
+
+impl Shared {
+    /// Records an event about the proxy itself, on this node.
+    pub(crate) fn node_event(
+        &self,
+        event_type: EventType,
+        reason: &str,
+        message: impl Into<String>,
+    ) {
+        let node = self.node.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        self.events
+            .record(event_type, reason, ObjectRef::node(&node), message);
+    }
+
+    /// Takes in a config about to be served: its node names the proxy's
+    /// events from now on, and each LoadBalancer service it leaves without
+    /// an address is a Warning `AllocationFailed` on the Service (MetalLB's
+    /// event; a repeat at the next load raises its count).
+    pub(crate) fn note_config(&self, config: &Config) {
+        config
+            .node
+            .name
+            .clone_into(&mut self.node.lock().unwrap_or_else(|e| e.into_inner()));
+        for pending in &config.pending_addresses {
+            self.events.record(
+                EventType::Warning,
+                pending.reason,
+                ObjectRef::service(&pending.key),
+                pending.message.clone(),
+            );
+        }
     }
 }
 
@@ -312,10 +351,12 @@ impl ControlPlane {
         let shared = Arc::new(Shared {
             reloads: ReloadCounters::default(),
             events: Arc::new(Events::default()),
+            node: Mutex::new(config.node.name.clone()),
             state_file: Mutex::new(None),
             store_failures_seen: AtomicU64::new(0),
         });
         shared.note_store(rebuild::lock(&parts.work).loader.store_health());
+        shared.note_config(&config);
         let control = ControlPlane {
             shared,
             sources: Arc::new(parts.sources),
@@ -466,7 +507,9 @@ impl ControlPlane {
         &self.shared.reloads
     }
 
-    /// Recent reloads, errors and endpoint state changes.
+    /// Recent events: reloads and their errors, allocation failures,
+    /// state-file errors, endpoint changes (recorded here and by the App's
+    /// followers).
     pub fn events(&self) -> &Arc<Events> {
         &self.shared.events
     }

@@ -17,6 +17,7 @@ use lb_core::Snapshot;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tracing::{error, info, warn, Instrument};
 
+use crate::control::events::EventType;
 use crate::control::hosts::Hosts;
 use crate::control::probe::Probes;
 use crate::control::reads::{Read, Reader, READ_WAIT};
@@ -289,9 +290,9 @@ impl Rebuild {
                 for line in report.lines() {
                     error!("{line}");
                 }
-                self.shared.events.record(
-                    "error",
-                    "reload",
+                self.shared.node_event(
+                    EventType::Warning,
+                    "ReloadFailed",
                     format!(
                         "reload failed validation; the previous config keeps serving\n{report}"
                     ),
@@ -307,9 +308,9 @@ impl Rebuild {
         self.adopt(config, configs).await;
         self.shared.reloads.record_success();
         info!(services = count, "config reloaded");
-        self.shared.events.record(
-            "info",
-            "reload",
+        self.shared.node_event(
+            EventType::Normal,
+            "Reloaded",
             format!("config reloaded: {count} services"),
         );
         true
@@ -319,6 +320,7 @@ impl Rebuild {
     /// its probes and host names to the overlays (new names are resolved
     /// before this returns), and the wiring hears of it.
     async fn adopt(&mut self, config: Arc<Config>, configs: &watch::Sender<Arc<Config>>) {
+        self.shared.note_config(&config);
         self.dataplane.set_settings(config.proxy.clone());
         self.probes.set(&config.probes);
         self.hosts

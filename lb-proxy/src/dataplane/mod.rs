@@ -45,6 +45,7 @@ use tracing::{info, warn};
 pub use descriptors::DescriptorBudget;
 pub use lb_core::{AcceptMode, ForwardEngine};
 pub use listener::BindError;
+pub use shared::Ejected;
 
 use crate::lifecycle::Tasks;
 use listener::{BindErrors, Listeners};
@@ -201,6 +202,13 @@ impl DataPlane {
     /// The published table, for views (admin API, metrics) to read.
     pub fn table(&self) -> Arc<Table> {
         self.inner.shared.table().clone()
+    }
+
+    /// The endpoints dial failures eject from now on, one notice each, for
+    /// the one reader that records them as events (the App); `None` once
+    /// taken. Unread notices beyond a small backlog are dropped.
+    pub fn take_ejections(&self) -> Option<tokio::sync::mpsc::Receiver<shared::Ejected>> {
+        self.inner.shared.ejections().take()
     }
 
     /// A receiver that changes whenever a new snapshot is published, for

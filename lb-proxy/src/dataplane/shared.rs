@@ -31,6 +31,7 @@ pub(crate) struct Shared {
     udp: Flows,
     descriptors: Descriptors,
     local_addrs: LocalAddrs,
+    ejections: Ejections,
 }
 
 impl Shared {
@@ -51,7 +52,13 @@ impl Shared {
             generation: Generation(watch::Sender::new(0)),
             tcp: TcpConnections::new(connections),
             local_addrs: LocalAddrs::default(),
+            ejections: Ejections::default(),
         }
+    }
+
+    /// Where endpoint ejections are told, for whoever records them.
+    pub(crate) fn ejections(&self) -> &Ejections {
+        &self.ejections
     }
 
     /// The published service table.
@@ -214,5 +221,52 @@ pub(crate) struct Open<'a>(&'a AtomicUsize);
 impl Drop for Open<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// An endpoint that dial failures just ejected (outlier detection), told to
+/// whoever records events (the App records `EndpointEjected` on its
+/// Service). Sent once per ejection, off every hot path but a failing dial.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ejected {
+    /// The service port (`namespace/name:port/PROTO`) the endpoint serves.
+    pub port: lb_core::ServicePortKey,
+    /// The endpoint.
+    pub endpoint: SocketAddr,
+    /// How long it is out of rotation.
+    pub length: Duration,
+}
+
+/// How many ejection notices wait for their reader before new ones are
+/// dropped (the log line stays): a reader that is gone or slow costs the
+/// data plane nothing.
+const EJECTION_BACKLOG: usize = 256;
+
+/// The ejection notices: a bounded channel whose receiver the App takes.
+#[derive(Debug)]
+pub(crate) struct Ejections {
+    tx: tokio::sync::mpsc::Sender<Ejected>,
+    rx: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<Ejected>>>,
+}
+
+impl Default for Ejections {
+    fn default() -> Self {
+        let (tx, rx) = tokio::sync::mpsc::channel(EJECTION_BACKLOG);
+        Ejections {
+            tx,
+            rx: std::sync::Mutex::new(Some(rx)),
+        }
+    }
+}
+
+impl Ejections {
+    /// Tells of an ejection; dropped when the backlog is full.
+    pub(crate) fn tell(&self, ejected: Ejected) {
+        let _ = self.tx.try_send(ejected);
+    }
+
+    /// The receiver, once.
+    pub(crate) fn take(&self) -> Option<tokio::sync::mpsc::Receiver<Ejected>> {
+        self.rx.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }

@@ -296,6 +296,11 @@ async fn dial(
                 ) {
                     info!(service = %entry.port.key(), endpoint = %endpoint.addr,
                         ejection = ?length, "endpoint ejected after consecutive dial failures");
+                    shared.ejections().tell(crate::dataplane::shared::Ejected {
+                        port: entry.port.key().clone(),
+                        endpoint: endpoint.addr,
+                        length,
+                    });
                 }
                 attempts < timeouts.len()
             }

@@ -30,6 +30,9 @@ fn service(namespace: &str, name: &str, service_type: &str, cluster_ip: &str) ->
         external_name: String::new(),
         external_traffic_policy: "Cluster".into(),
         internal_traffic_policy: "Cluster".into(),
+        status: Default::default(),
+        selector: Default::default(),
+        load_balancer_source_ranges: vec![],
     }
 }
 

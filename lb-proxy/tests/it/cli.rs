@@ -718,7 +718,9 @@ fn a_state_file_that_cannot_be_written_makes_readyz_503_counts_and_warns_until_i
     assert!(body.contains("allocations.json"), "{body}");
     let (_, events) = http_get(admin, "/api/v1/events")?;
     assert!(
-        events.contains("warning") && events.contains("allocations are not durable"),
+        events.contains("\"Warning\"")
+            && events.contains("StateFileError")
+            && events.contains("allocations are not durable"),
         "{events}"
     );
     // The new service serves all the same: durability, not service, is lost.
@@ -772,6 +774,9 @@ fn a_reload_with_thousands_of_errors_logs_and_keeps_a_bounded_report() -> Result
         .as_str()
         .context("a message")?;
     assert!(message.lines().count() <= 102, "{message}");
+    // The same failure three times is one event counted three times.
+    assert_eq!(events["items"][0]["reason"], "ReloadFailed");
+    assert_eq!(events["items"][0]["count"], 3, "{body}");
     // Polling again while nothing happened costs a 304 and no body.
     let tag = head
         .lines()

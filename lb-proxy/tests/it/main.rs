@@ -79,6 +79,10 @@ mod source_etcd_fleet;
 mod source_etcd_resilience;
 #[cfg(feature = "cli")]
 mod source_etcd_security;
+#[cfg(feature = "cli")]
+mod status_cli;
+#[cfg(feature = "admin")]
+mod status_conditions;
 #[cfg(feature = "admin")]
 mod topology;
 mod udp_dataplane;

@@ -138,8 +138,11 @@ async fn config_shows_allocations_and_events_show_reloads() {
     assert!(!proxy.app.reload(true).await);
     let events = proxy.json("/api/v1/events").await;
     let newest = &events["items"][0];
-    assert_eq!(newest["kind"], "reload");
-    assert_eq!(newest["level"], "error");
+    assert_eq!(newest["type"], "Warning");
+    assert_eq!(newest["reason"], "ReloadFailed");
+    assert_eq!(newest["object"]["kind"], "Node");
+    assert_eq!(newest["object"]["name"], "node-1");
+    assert_eq!(newest["count"], 1);
     assert!(newest["message"]
         .as_str()
         .is_some_and(|m| m.contains("services[Bad].name")));

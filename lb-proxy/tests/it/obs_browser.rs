@@ -243,6 +243,11 @@ async fn the_status_page_shows_services_and_an_endpoint_turning_not_ready() {
             "return document.querySelector('#services tbody').innerText;",
         );
         wait_for(
+            "the failed reload among the events",
+            &|t| t.contains("ReloadFailed") && t.contains("node/node-1"),
+            "return document.getElementById('events').innerText;",
+        );
+        wait_for(
             "endpoint ready",
             &|t| t.contains(&format!("{web_addr}=ready")),
             STATES_JS,

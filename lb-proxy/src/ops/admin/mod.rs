@@ -71,8 +71,20 @@ pub trait AdminSource: Send + Sync + 'static {
     fn connections(&self) -> Vec<crate::dataplane::connections::OpenConnection> {
         Vec::new()
     }
-    /// Recent reloads, errors and endpoint state changes for the status page;
-    /// none by default.
+    /// The config being served: its LoadBalancer services left without an
+    /// address (MetalLB's AllocationFailed) make their `LoadBalancerAssigned`
+    /// condition, its selectors show in `/api/v1/services`; none by default.
+    fn config(&self) -> Option<Arc<lb_config::Config>> {
+        None
+    }
+    /// Where the services' conditions remember their last transition; `None`
+    /// (the default) stamps every condition with the time of the request.
+    fn transitions(&self) -> Option<&views::Transitions> {
+        None
+    }
+    /// Recent events (reloads, errors, allocation failures, endpoint state
+    /// changes) for the status page and `lb-proxy get events`; none by
+    /// default.
     fn events(&self) -> crate::ops::status::EventList {
         crate::ops::status::EventList::default()
     }
@@ -331,7 +343,13 @@ async fn metrics(State(source): Source) -> Response {
 
 async fn services(State(source): Source) -> Response {
     let snapshot = source.snapshot();
-    json_response(&views::services_view(&snapshot, &source.bind_errors()))
+    json_response(&views::services_view_with(
+        &snapshot,
+        Some(&source.bind_errors()),
+        source.config().as_deref(),
+        source.transitions(),
+        std::time::SystemTime::now(),
+    ))
 }
 
 async fn endpoints(State(source): Source) -> Response {

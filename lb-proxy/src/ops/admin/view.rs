@@ -15,6 +15,7 @@ use crate::dataplane::DataPlane;
 use crate::ops::admin::AdminSource;
 use crate::ops::metrics::{Metrics, Sources};
 use crate::ops::status::EventList;
+use crate::ops::views::Transitions;
 
 /// What the admin API reads of a running proxy: its data plane and, when
 /// there is one, its control plane (readiness of the sources, probe
@@ -27,6 +28,7 @@ pub struct ProxyView {
     #[cfg(feature = "dns")]
     dns: Option<crate::ops::dns::Dns>,
     metrics: Metrics,
+    transitions: Transitions,
 }
 
 impl ProxyView {
@@ -38,6 +40,7 @@ impl ProxyView {
             #[cfg(feature = "dns")]
             dns: None,
             metrics: Metrics::new(),
+            transitions: Transitions::default(),
         }
     }
 
@@ -115,6 +118,14 @@ impl AdminSource for ProxyView {
 
     fn connections(&self) -> Vec<OpenConnection> {
         self.dataplane.connections().list()
+    }
+
+    fn config(&self) -> Option<Arc<lb_config::Config>> {
+        self.control.as_ref().map(ControlPlane::config)
+    }
+
+    fn transitions(&self) -> Option<&Transitions> {
+        Some(&self.transitions)
     }
 
     fn events(&self) -> EventList {

@@ -1,4 +1,4 @@
-//! The live status page at the admin listener's `/`. The ring of recent
+//! The live status page at the admin listener's `/`. The recent
 //! events it shows is [`crate::control::events`]'s.
 //!
 //! The page is plain HTML, CSS and JavaScript compiled into the binary with
@@ -7,7 +7,7 @@
 //! `/api/v1/endpoints`, `/api/v1/events`) every second and redraws in place,
 //! computing byte rates from the difference between two polls.
 
-pub use crate::control::events::{Event, EventList, Events, EVENT_CAPACITY};
+pub use crate::control::events::{Event, EventList, EventType, Events, ObjectRef, EVENT_CAPACITY};
 
 /// The page served at `/`.
 pub const INDEX_HTML: &str = include_str!("index.html");

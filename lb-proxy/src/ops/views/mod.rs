@@ -10,23 +10,34 @@
 //! newer CLI still reads an older proxy.
 //!
 //! One file per job: `services`, `endpoints`, `connections` and `config`
-//! build the views from a snapshot (or the connection registry), `tables`
+//! build the views from a snapshot (or the connection registry),
+//! `conditions` the services' `status.conditions`, `describe` prints
+//! `describe service` and `get events`, `tables`
 //! prints them as kubectl would, `time` writes and reads their RFC 3339
 //! times.
 
+mod conditions;
 mod config;
 mod connections;
+mod describe;
 mod endpoints;
 mod services;
 mod tables;
 mod time;
 
+pub use conditions::{
+    Condition, ServiceStatus, Transitions, ENDPOINTS_AVAILABLE, FRONTENDS_BOUND,
+    LOAD_BALANCER_ASSIGNED,
+};
 pub use config::{config_view, ConfigView, NodeView};
 pub use connections::{page, port_label, ConnectionList, ConnectionView, MAX_PAGE};
+pub use describe::{describe_service, events_table, EVENT_SOURCE};
 pub use endpoints::{
     endpoints_view, endpoints_view_with, EndpointView, EndpointsList, EndpointsView,
 };
-pub use services::{services_view, BindErrorView, PortView, ServiceList, ServiceView};
+pub use services::{
+    services_view, services_view_with, BindErrorView, PortView, ServiceList, ServiceView,
+};
 pub use tables::{
     connections_table, endpoints_table, endpoints_wide_table, human_duration, services_table,
     services_wide_table,
@@ -41,5 +52,6 @@ pub const ENDPOINTS_PATH: &str = "/api/v1/endpoints";
 pub const CONNECTIONS_PATH: &str = "/api/v1/connections";
 /// `/api/v1/config`: a [`ConfigView`].
 pub const CONFIG_PATH: &str = "/api/v1/config";
-/// `/api/v1/events`: the status page's recent events.
+/// `/api/v1/events`: an [`EventList`](crate::control::events::EventList), most recently
+/// seen first (Kubernetes-shaped, aggregated).
 pub const EVENTS_PATH: &str = "/api/v1/events";

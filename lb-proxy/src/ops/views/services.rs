@@ -1,12 +1,14 @@
 //! `/api/v1/services`: every service as an operator sees it, after
-//! allocation, with the frontends that failed to bind.
+//! allocation, with the frontends that failed to bind and its conditions.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::time::SystemTime;
 
 use lb_core::{ClusterIp, FrontendKey, Protocol, ServiceType, Snapshot, TargetPort};
 use serde::{Deserialize, Serialize};
 
+use super::conditions::{observe, stamped, Frontends, ServiceStatus, Transitions};
 use super::time::format_rfc3339;
 
 /// Body of `GET /api/v1/services`: a Kubernetes-style list, so tools that read
@@ -61,6 +63,17 @@ pub struct ServiceView {
     /// `Cluster` or `Local`.
     #[serde(default)]
     pub internal_traffic_policy: String,
+    /// Its conditions (`LoadBalancerAssigned`, `FrontendsBound`,
+    /// `EndpointsAvailable`), as Kubernetes' `status.conditions`.
+    #[serde(default)]
+    pub status: ServiceStatus,
+    /// `spec.selector` (empty for a selector-less service, or when the
+    /// view was built without the config).
+    #[serde(default)]
+    pub selector: BTreeMap<String, String>,
+    /// `spec.loadBalancerSourceRanges`.
+    #[serde(default)]
+    pub load_balancer_source_ranges: Vec<String>,
 }
 
 /// One service port as configured and allocated.
@@ -97,11 +110,32 @@ pub struct BindErrorView {
 /// Builds the `/api/v1/services` body. `bind_errors` holds every frontend that
 /// failed to bind; each is reported under the service whose frontend it is in
 /// `snapshot` (errors for frontends no longer in the snapshot are dropped:
-/// nothing retries them any more).
+/// nothing retries them any more). Conditions are stamped with now (see
+/// [`services_view_with`] for remembered transition times).
 pub fn services_view(
     snapshot: &Snapshot,
     bind_errors: &BTreeMap<FrontendKey, String>,
 ) -> ServiceList {
+    services_view_with(snapshot, Some(bind_errors), None, None, SystemTime::now())
+}
+
+/// [`services_view`] with everything the conditions need: the data plane's
+/// bind errors (`None` when no data plane runs, as for `describe --config`:
+/// `FrontendsBound` is then `Unknown`), the config being served (its
+/// LoadBalancer services left pending, its selectors), and the
+/// [`Transitions`] that remember when each condition last changed (without,
+/// every condition is stamped `now`).
+pub fn services_view_with(
+    snapshot: &Snapshot,
+    bind_errors: Option<&BTreeMap<FrontendKey, String>>,
+    config: Option<&lb_config::Config>,
+    transitions: Option<&Transitions>,
+    now: SystemTime,
+) -> ServiceList {
+    let pending = config.map_or(&[][..], |c| &c.pending_addresses[..]);
+    let no_errors = BTreeMap::new();
+    let known = bind_errors.is_some();
+    let bind_errors = bind_errors.unwrap_or(&no_errors);
     let mut errors_by_service: BTreeMap<&lb_core::ServiceKey, Vec<BindErrorView>> = BTreeMap::new();
     for (key, error) in bind_errors {
         if let Some(entry) = snapshot.frontend(key.addr, key.protocol) {
@@ -115,7 +149,12 @@ pub fn services_view(
                 });
         }
     }
-    let items = snapshot
+    let pending: BTreeMap<&lb_core::ServiceKey, &str> = pending
+        .iter()
+        .map(|p| (&p.key, p.message.as_str()))
+        .collect();
+    let mut observed = BTreeMap::new();
+    let mut items: Vec<ServiceView> = snapshot
         .services()
         .map(|entry| {
             let spec = &entry.spec;
@@ -124,7 +163,7 @@ pub fn services_view(
                 (_, ClusterIp::None) => "None".to_string(),
                 (_, ClusterIp::Ip(ip)) => ip.to_string(),
             };
-            ServiceView {
+            let view = ServiceView {
                 namespace: spec.key.namespace.clone(),
                 name: spec.key.name.clone(),
                 service_type: spec.service_type.as_str().to_string(),
@@ -151,12 +190,46 @@ pub fn services_view(
                     })
                     .collect(),
                 bind_errors: errors_by_service.remove(&spec.key).unwrap_or_default(),
+                status: ServiceStatus::default(),
+                selector: config
+                    .and_then(|c| c.selectors.get(&spec.key))
+                    .cloned()
+                    .unwrap_or_default(),
+                load_balancer_source_ranges: spec
+                    .load_balancer_source_ranges
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
                 created: format_rfc3339(entry.created),
                 external_name: spec.external_name.clone(),
                 external_traffic_policy: spec.external_traffic_policy.as_str().to_string(),
                 internal_traffic_policy: spec.internal_traffic_policy.as_str().to_string(),
-            }
+            };
+            let frontends = if known {
+                Frontends::Bound(&view.bind_errors)
+            } else {
+                Frontends::Unknown
+            };
+            observed.insert(
+                spec.key.clone(),
+                observe(entry, pending.get(&spec.key).copied(), frontends),
+            );
+            view
         })
         .collect();
+    let mut statuses = match transitions {
+        Some(t) => t.stamp(observed, now),
+        None => observed
+            .into_iter()
+            .map(|(key, o)| {
+                let conditions = o.into_iter().map(|o| stamped(o, now)).collect();
+                (key, ServiceStatus { conditions })
+            })
+            .collect(),
+    };
+    for item in &mut items {
+        let key = lb_core::ServiceKey::new(item.namespace.clone(), item.name.clone());
+        item.status = statuses.remove(&key).unwrap_or_default();
+    }
     ServiceList { items }
 }

@@ -16,7 +16,7 @@ const NONE: &str = "<none>";
 
 /// How many endpoints the ENDPOINTS column lists before `+ N more...`, as
 /// kubectl.
-const MAX_LISTED_ENDPOINTS: usize = 3;
+pub(super) const MAX_LISTED_ENDPOINTS: usize = 3;
 
 /// Renders `lb-proxy get services` like `kubectl get svc`
 /// (`NAME TYPE CLUSTER-IP EXTERNAL-IP PORT(S) AGE`), so operators read it
@@ -201,7 +201,7 @@ fn display_name(namespace: &str, name: &str) -> String {
 }
 
 /// Go's `net.JoinHostPort`: brackets around IPv6 addresses.
-fn join_host_port(ip: &str, port: u16) -> String {
+pub(super) fn join_host_port(ip: &str, port: u16) -> String {
     if ip.contains(':') {
         format!("[{ip}]:{port}")
     } else {
@@ -220,7 +220,7 @@ fn age(created: &str, now: SystemTime) -> String {
 
 /// kubectl's `translateTimestampSince`: a clock slightly behind is `0s`, more
 /// than a second behind is `<invalid>`.
-fn translate_timestamp_since(created: SystemTime, now: SystemTime) -> String {
+pub(super) fn translate_timestamp_since(created: SystemTime, now: SystemTime) -> String {
     match now.duration_since(created) {
         Ok(d) => human_duration(d),
         Err(e) if e.duration() < Duration::from_secs(2) => "0s".to_string(),
