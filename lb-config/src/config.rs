@@ -151,6 +151,12 @@ pub struct Config {
     /// without a selector are absent.
     pub selectors:
         std::collections::BTreeMap<lb_core::ServiceKey, std::collections::BTreeMap<String, String>>,
+    /// Each service's labels (`labels`, a manifest's `metadata.labels`), for
+    /// `lb-proxy describe service` and `/api/v1/services` (Kubernetes shows
+    /// them; lb reads only the proxy-name and headless ones). Services
+    /// without labels are absent.
+    pub labels:
+        std::collections::BTreeMap<lb_core::ServiceKey, std::collections::BTreeMap<String, String>>,
 }
 
 /// A LoadBalancer service that got no address at this load. Not an error:

@@ -157,6 +157,12 @@ impl Loader {
             .iter()
             .filter_map(|d| Some((d.spec.key.clone(), d.selector.clone()?)))
             .collect();
+        let labels = v
+            .services
+            .iter()
+            .filter(|d| !d.labels.is_empty())
+            .map(|d| (d.spec.key.clone(), d.labels.clone()))
+            .collect();
         Ok(Config {
             node: s.node,
             vip_mode: s.vip_mode,
@@ -174,6 +180,7 @@ impl Loader {
             warnings,
             pending_addresses,
             selectors,
+            labels,
         })
     }
 

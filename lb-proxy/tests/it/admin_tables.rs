@@ -33,6 +33,7 @@ fn service(namespace: &str, name: &str, service_type: &str, cluster_ip: &str) ->
         status: Default::default(),
         selector: Default::default(),
         load_balancer_source_ranges: vec![],
+        labels: Default::default(),
     }
 }
 

@@ -14,7 +14,8 @@ use crate::support::*;
 fn config(backend: SocketAddr) -> String {
     let service = |name: &str, ip: &str, node_port: u16| {
         format!(
-            "[[services]]\nname = \"{name}\"\ntype = \"LoadBalancer\"\ncluster_ip = \"{ip}\"\n\
+            "[[services]]\nname = \"{name}\"\ntype = \"LoadBalancer\"\n\
+             labels = {{ app = \"web\", tier = \"front\" }}\ncluster_ip = \"{ip}\"\n\
              ports = [{{ name = \"http\", port = 8080, target_port = {port}, node_port = {node_port} }}]\n\
              [[endpoints]]\nname = \"{name}\"\n[[endpoints.subsets]]\naddresses = [{{ ip = \"{addr}\" }}]\n\
              ports = [{{ name = \"http\", port = {port} }}]\n",
@@ -82,7 +83,9 @@ async fn describe_service_prints_kubectls_layout_with_conditions_and_events() {
     .await;
     assert_eq!(line(&text, "Name:"), ["Name:", pending.as_str()], "{text}");
     assert_eq!(line(&text, "Namespace:"), ["Namespace:", "default"]);
-    assert_eq!(line(&text, "Labels:"), ["Labels:", "<none>"]);
+    assert_eq!(line(&text, "Labels:"), ["Labels:", "app=web"]);
+    assert_eq!(line(&text, "tier=front"), ["tier=front"]);
+    assert_eq!(line(&text, "Annotations:"), ["Annotations:", "<none>"]);
     assert_eq!(line(&text, "Selector:"), ["Selector:", "<none>"]);
     assert_eq!(line(&text, "Type:"), ["Type:", "LoadBalancer"]);
     assert_eq!(line(&text, "IP Families:"), ["IP", "Families:", "IPv4"]);
@@ -203,6 +206,9 @@ async fn describe_service_reads_the_config_alone_without_a_proxy() {
         "{both}"
     );
     assert!(!both.contains("Events:"), "{both}");
+    // Labels as kubectl prints them: one a line, the first beside the heading.
+    assert_eq!(line(&both, "Labels:"), ["Labels:", "app=web"]);
+    assert_eq!(line(&both, "tier=front"), ["tier=front"]);
     assert_eq!(
         line(&both, "Endpoints:"),
         ["Endpoints:", "127.0.175.21:8080"]

@@ -34,8 +34,16 @@ pub fn describe_service(
     let mut line = |s: String| top.push(s);
     line(format!("Name:\t{}", service.name));
     line(format!("Namespace:\t{}", service.namespace));
-    // lb's services carry no labels or annotations.
-    line("Labels:\t<none>".into());
+    // kubectl's printLabelsMultiline: one label a line, the first beside
+    // the heading. lb's services carry no annotations.
+    let mut labels = service.labels.iter().map(|(k, v)| format!("{k}={v}"));
+    line(format!(
+        "Labels:\t{}",
+        labels.next().unwrap_or_else(|| "<none>".into())
+    ));
+    for more in labels {
+        line(format!("\t{more}"));
+    }
     line("Annotations:\t<none>".into());
     line(format!("Selector:\t{}", format_labels(service)));
     line(format!("Type:\t{}", service.service_type));

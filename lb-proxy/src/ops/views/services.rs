@@ -74,6 +74,10 @@ pub struct ServiceView {
     /// `spec.loadBalancerSourceRanges`.
     #[serde(default)]
     pub load_balancer_source_ranges: Vec<String>,
+    /// `metadata.labels` (empty when it has none, or when the view was
+    /// built without the config).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// One service port as configured and allocated.
@@ -193,6 +197,10 @@ pub fn services_view_with(
                 status: ServiceStatus::default(),
                 selector: config
                     .and_then(|c| c.selectors.get(&spec.key))
+                    .cloned()
+                    .unwrap_or_default(),
+                labels: config
+                    .and_then(|c| c.labels.get(&spec.key))
                     .cloned()
                     .unwrap_or_default(),
                 load_balancer_source_ranges: spec
