@@ -26,6 +26,11 @@ pub struct Loader {
     /// load, since another node may have allocated since.
     shared: bool,
     health: StoreHealth,
+    /// The `load_balancer_class` of each LoadBalancer service at the last
+    /// good load: Kubernetes refuses a change of class while a service stays
+    /// a LoadBalancer (the controller that gave it its address would keep
+    /// it). Held in memory only: a restart forgets it.
+    lb_classes: std::collections::BTreeMap<lb_core::ServiceKey, Option<String>>,
 }
 
 /// Whether allocations are durable: the last save's error, if it failed, and
@@ -49,6 +54,7 @@ impl Loader {
             hostname: default_node_name(),
             shared: false,
             health: StoreHealth::default(),
+            lb_classes: Default::default(),
         }
     }
 
@@ -98,6 +104,7 @@ impl Loader {
             // ones and report misleading errors.
             return Err(ConfigErrors { errors: errs.list });
         }
+        self.check_classes_unchanged(&v.services, &mut errs);
         let (allocations, pending_addresses) = allocate::allocate(
             &mut v.services,
             &v.settings.cluster,
@@ -149,6 +156,7 @@ impl Loader {
             }
         }
         self.current = Some(allocations);
+        self.lb_classes = lb_classes(&v.services);
         warnings.extend(v.warnings);
         let s = v.settings;
         let probes = v.pods.iter().filter_map(|p| p.probe.clone()).collect();
@@ -182,6 +190,26 @@ impl Loader {
             selectors,
             labels,
         })
+    }
+
+    /// Refuses a LoadBalancer service that was one at the last good load
+    /// with another class: `services[web].load_balancer_class: Invalid value:
+    /// "NEW": may not change once set` (Kubernetes' `ValidateServiceUpdate`;
+    /// no class reads `"null"`). A change of type to or from LoadBalancer
+    /// may change it.
+    fn check_classes_unchanged(&self, drafts: &[validation::ServiceDraft], errs: &mut Errors) {
+        for d in drafts {
+            let (Some(lb), Some(old)) = (&d.lb, self.lb_classes.get(&d.spec.key)) else {
+                continue;
+            };
+            if lb.class != *old {
+                errs.push(FieldError::invalid(
+                    format!("{}.load_balancer_class", d.path),
+                    lb.class.clone().unwrap_or_else(|| "null".into()),
+                    "may not change once set",
+                ));
+            }
+        }
     }
 
     /// Whether the last save of allocations succeeded.
@@ -232,4 +260,14 @@ pub fn default_node_name() -> String {
         .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
         .unwrap_or_else(|| "localhost".to_string());
     name.to_ascii_lowercase()
+}
+
+/// Each LoadBalancer service's class, as [`Loader`] remembers them.
+fn lb_classes(
+    drafts: &[validation::ServiceDraft],
+) -> std::collections::BTreeMap<lb_core::ServiceKey, Option<String>> {
+    drafts
+        .iter()
+        .filter_map(|d| Some((d.spec.key.clone(), d.lb.as_ref()?.class.clone())))
+        .collect()
 }

@@ -7,7 +7,7 @@
 mod support;
 
 use lb_config::Config;
-use support::{config, errors};
+use support::{config, errors, memory_loader};
 
 const HEAD: &str =
     "[cluster]\nservice_cidr = \"127.96.0.0/24\"\nnode_port_range = \"30000-30099\"\n\
@@ -182,13 +182,47 @@ fn a_class_is_a_qualified_name_and_only_for_load_balancers() {
     );
 }
 
+#[test]
+fn a_load_balancers_class_may_not_change_while_it_stays_a_load_balancer() {
+    let class = |c: &str| svc("web", &format!("type = \"LoadBalancer\"\n{c}"));
+    let mut loader = memory_loader();
+    loader.load_str(&format!("{HEAD}{}", class(""))).unwrap();
+    let before = loader.allocations();
+    let changed = format!(
+        "{HEAD}{}",
+        class("load_balancer_class = \"example.com/lb\"")
+    );
+    assert_eq!(
+        loader.load_str(&changed).unwrap_err().lines(),
+        ["services[web].load_balancer_class: Invalid value: \"example.com/lb\": may not change once set"]
+    );
+    assert_eq!(
+        loader.allocations(),
+        before,
+        "a failed load changes nothing"
+    );
+    // Through another type the class may change: Kubernetes checks only a
+    // LoadBalancer that stays one.
+    loader
+        .load_str(&format!("{HEAD}{}", svc("web", "type = \"NodePort\"")))
+        .unwrap();
+    loader.load_str(&changed).unwrap();
+    // Removing it is a change too; a nil class reads "null", as Kubernetes prints it.
+    assert_eq!(
+        loader
+            .load_str(&format!("{HEAD}{}", class("")))
+            .unwrap_err()
+            .lines(),
+        ["services[web].load_balancer_class: Invalid value: \"null\": may not change once set"]
+    );
+}
+
 #[cfg(feature = "manifests")]
 mod manifests {
     use super::*;
     use lb_config::manifests::load_str;
     use lb_config::parse_str;
     use lb_config::source::{load_merged, DesiredState};
-    use support::memory_loader;
 
     fn load(file: &str, yaml: &str) -> Result<Config, Vec<String>> {
         let file = DesiredState {
@@ -251,6 +285,34 @@ spec: {type: LoadBalancer, loadBalancerIP: 127.0.99.1, ports: [{port: 80}]}
         assert_eq!(
             load("", yaml).unwrap_err(),
             ["services[web].load_balancer_class: Forbidden: may only be used when `type` is 'LoadBalancer'"]
+        );
+    }
+
+    #[test]
+    fn a_manifest_class_may_not_change_on_a_running_load_balancer() {
+        let service = |class: &str| {
+            format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: web}}\n\
+                 spec: {{type: LoadBalancer, loadBalancerClass: {class}, ports: [{{port: 80}}]}}\n"
+            )
+        };
+        let load = |loader: &mut lb_config::Loader, yaml: &str| {
+            let file = DesiredState {
+                file: Some(parse_str(HEAD).unwrap()),
+                ..DesiredState::default()
+            };
+            let state = load_str(yaml, "k8s.yaml").map_err(|e| e.lines())?;
+            load_merged(loader, vec![file, state]).map_err(|e| e.lines())
+        };
+        let mut loader = memory_loader();
+        load(&mut loader, &service("example.com/a")).unwrap();
+        let refused = load(&mut loader, &service("example.com/b")).unwrap_err();
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert!(
+            refused[0].ends_with(
+                "load_balancer_class: Invalid value: \"example.com/b\": may not change once set"
+            ),
+            "{refused:?}"
         );
     }
 }
