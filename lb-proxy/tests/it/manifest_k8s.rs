@@ -1,9 +1,10 @@
 //! Kubernetes objects through the binary as a cluster would serve them: an
 //! EndpointSlice's conditions (the terminating fallback) and a port's
-//! `appProtocol` in the admin API.
+//! `appProtocol` in the admin API; a Service's conditions and events, as for
+//! one from the file.
 //!
 //! Addresses: 127.0.252.0/24 (node, admin, backends) and the cluster IPs
-//! 127.96.252.10-11, which no other test uses.
+//! 127.96.252.10-22, which no other test uses; pool address 127.0.252.110.
 
 use std::ffi::OsString;
 
@@ -78,4 +79,89 @@ fn a_ports_app_protocol_is_shown_in_the_admin_api() {
         "{web}"
     );
     assert!(web["ports"][1].get("app_protocol").is_none(), "{web}");
+}
+
+/// The condition `kind` of service `name` in a `/api/v1/services` body.
+fn condition(services: &serde_json::Value, name: &str, kind: &str) -> serde_json::Value {
+    services["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|s| s["name"] == name))
+        .and_then(|s| s["status"]["conditions"].as_array())
+        .and_then(|c| c.iter().find(|c| c["type"] == kind))
+        .cloned()
+        .unwrap_or_else(|| panic!("{name} has no {kind}: {services}"))
+}
+
+#[test]
+fn manifest_services_carry_conditions_and_events_as_file_ones_do() {
+    // One pool address, two LoadBalancer Services: one is pending with
+    // MetalLB's event; a Service with no endpoints says so.
+    let lb = |name: &str, ip: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\n\
+             spec: {{type: LoadBalancer, clusterIP: {ip}, allocateLoadBalancerNodePorts: false, ports: [{{port: 80}}]}}\n---\n"
+        )
+    };
+    let (_dir, proxy) = run_with(&format!(
+        "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\n\
+         metadata: {{name: one, namespace: metallb-system}}\nspec: {{addresses: [127.0.252.110-127.0.252.110]}}\n---\n\
+         {}{}\
+         apiVersion: v1\nkind: Service\nmetadata: {{name: empty}}\n\
+         spec: {{clusterIP: 127.96.252.22, ports: [{{port: 80}}]}}\n",
+        lb("first", "127.96.252.20"),
+        lb("second", "127.96.252.21"),
+    ));
+    let (status, body) = http_get(proxy.admin(), "/api/v1/services").expect("GET /api/v1/services");
+    assert_eq!(status, 200, "{body}");
+    let services: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let assigned: Vec<String> = ["first", "second"]
+        .iter()
+        .map(|n| {
+            condition(&services, n, "LoadBalancerAssigned")["status"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    let pending = if assigned[0] == "False" {
+        "first"
+    } else {
+        "second"
+    };
+    assert_eq!(
+        {
+            let mut sorted = assigned.clone();
+            sorted.sort();
+            sorted
+        },
+        ["False", "True"],
+        "{services}"
+    );
+    let c = condition(&services, pending, "LoadBalancerAssigned");
+    assert_eq!(c["reason"], "AllocationFailed");
+    assert_eq!(
+        c["message"],
+        format!("Failed to allocate IP for \"default/{pending}\": no available IPs")
+    );
+    let c = condition(&services, "empty", "EndpointsAvailable");
+    assert_eq!(
+        (&c["status"], &c["reason"]),
+        (&"False".into(), &"NoEndpoints".into())
+    );
+
+    // The same event, on the Service, in /api/v1/events.
+    let (status, body) = http_get(proxy.admin(), "/api/v1/events").expect("GET /api/v1/events");
+    assert_eq!(status, 200, "{body}");
+    let events: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert!(
+        events["items"]
+            .as_array()
+            .is_some_and(|items| items.iter().any(|e| {
+                e["type"] == "Warning"
+                    && e["reason"] == "AllocationFailed"
+                    && e["object"]["kind"] == "Service"
+                    && e["object"]["name"] == pending
+            })),
+        "{events}"
+    );
 }
