@@ -31,10 +31,11 @@ impl DnsPart {
             else {
                 return Ok(DnsPart::default());
             };
-            Dns::start(settings.listen, dataplane.table(), options, tasks.child())
+            let dns = Dns::start(settings.listen, dataplane.table(), options, tasks.child())
                 .await
-                .map(|dns| DnsPart { dns: Some(dns) })
-                .map_err(Error::Dns)
+                .map_err(Error::Dns)?;
+            dns.set_not_proxied(config.node.clone(), config.not_proxied.clone());
+            Ok(DnsPart { dns: Some(dns) })
         }
         #[cfg(not(feature = "dns"))]
         {
@@ -60,7 +61,10 @@ impl DnsPart {
     pub(crate) fn reconfigure(&self, config: &Config) {
         #[cfg(feature = "dns")]
         match (&self.dns, crate::ops::dns::DnsOptions::from_config(config)) {
-            (Some(dns), Some(options)) => dns.set_options(options),
+            (Some(dns), Some(options)) => {
+                dns.set_options(options);
+                dns.set_not_proxied(config.node.clone(), config.not_proxied.clone());
+            }
             (None, Some(_)) | (Some(_), None) => {
                 warn!("[dns] added or removed; it takes effect at the next restart")
             }

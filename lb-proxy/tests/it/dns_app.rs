@@ -103,3 +103,51 @@ async fn a_taken_dns_port_is_a_start_error() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn another_proxys_service_is_not_served_but_still_has_a_name() {
+    // As CoreDNS: every Service has a name, whichever proxy serves it.
+    let ip: IpAddr = "127.0.53.30".parse().unwrap();
+    let listen = SocketAddr::new(ip, free_udp_port(ip));
+    let app = TestApp::from_text(&format!(
+        r#"
+[cluster]
+service_cidr = "127.96.0.0/16"
+[admin]
+listen = ""
+[dns]
+listen = "{listen}"
+[[services]]
+name = "mine"
+cluster_ip = "127.96.54.10"
+ports = [{{ port = 80 }}]
+[[services]]
+name = "theirs"
+cluster_ip = "127.96.54.11"
+labels = {{ "service.kubernetes.io/service-proxy-name" = "other-proxy" }}
+ports = [{{ port = 80 }}]
+"#
+    ))
+    .await;
+    let addr = app.dns().expect("[dns] starts the responder").local_addr();
+    let served: Vec<String> = app
+        .dataplane()
+        .table()
+        .load()
+        .services()
+        .map(|s| s.spec.key.name.clone())
+        .collect();
+    assert_eq!(served, ["mine"], "another proxy's service is not served");
+    for (name, want) in [("mine", "127.96.54.10"), ("theirs", "127.96.54.11")] {
+        let m = query(
+            addr,
+            &format!("{name}.default.svc.cluster.local."),
+            RecordType::A,
+        )
+        .await;
+        assert_eq!(ips(&m), vec![want.parse::<IpAddr>().unwrap()], "{name}");
+    }
+    let m = query(addr, "nobody.default.svc.cluster.local.", RecordType::A).await;
+    assert_eq!(m.response_code(), hickory_proto::op::ResponseCode::NXDomain);
+    app.shutdown().await;
+}

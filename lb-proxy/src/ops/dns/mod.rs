@@ -21,7 +21,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use hickory_proto::op::{Edns, Header, MessageType, OpCode, ResponseCode};
@@ -32,7 +32,7 @@ use hickory_server::authority::MessageResponseBuilder;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::ServerFuture;
 use lb_config::DnsSettings;
-use lb_core::Table;
+use lb_core::{NodeSpec, ServiceSpec, Snapshot, Table};
 use tokio::net::{TcpListener, UdpSocket};
 use tracing::{info, warn};
 
@@ -111,6 +111,8 @@ struct Handler {
     table: Arc<Table>,
     options: Arc<ArcSwap<(DnsOptions, Zone)>>,
     counters: Arc<DnsCounters>,
+    /// Services left to another proxy ([`Dns::set_not_proxied`]).
+    others: Arc<ArcSwap<Snapshot>>,
 }
 
 /// A running responder (what the App holds). Cloning is shallow.
@@ -118,6 +120,7 @@ struct Handler {
 pub struct Dns {
     options: Arc<ArcSwap<(DnsOptions, Zone)>>,
     counters: Arc<DnsCounters>,
+    others: Arc<ArcSwap<Snapshot>>,
     tasks: Tasks,
     local_addr: SocketAddr,
 }
@@ -137,10 +140,12 @@ impl Dns {
         let zone = options.zone()?;
         let shared = Arc::new(ArcSwap::from_pointee((options, zone)));
         let counters = Arc::new(DnsCounters::default());
+        let others = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
         let handler = Handler {
             table,
             options: shared.clone(),
             counters: counters.clone(),
+            others: others.clone(),
         };
         let stop = tasks.token().clone();
         tasks.spawn(async move { run(udp, tcp, handler, stop.cancelled()).await });
@@ -148,6 +153,7 @@ impl Dns {
         Ok(Dns {
             options: shared,
             counters,
+            others,
             tasks,
             local_addr,
         })
@@ -168,6 +174,20 @@ impl Dns {
             Ok(zone) => self.options.store(Arc::new((options, zone))),
             Err(e) => warn!("dns options not applied: {e}"),
         }
+    }
+
+    /// The services this proxy does not serve (another proxy's, by their
+    /// `service.kubernetes.io/service-proxy-name` label, or headless-labelled)
+    /// still have names, as CoreDNS gives every Service one: a name the
+    /// served table does not know is looked up among these before NXDOMAIN.
+    /// Their endpoints are as the sources say (no probes run for them).
+    pub fn set_not_proxied(&self, node: NodeSpec, services: Vec<ServiceSpec>) {
+        let previous = self.others.load_full();
+        if services.is_empty() && previous.services().next().is_none() {
+            return;
+        }
+        let built = Snapshot::build(node, services, Some(&previous), SystemTime::now());
+        self.others.store(Arc::new(built));
     }
 
     /// Answer counters.
@@ -197,6 +217,7 @@ pub async fn serve(
         table,
         options: Arc::new(ArcSwap::from_pointee((options, zone))),
         counters: Arc::new(DnsCounters::default()),
+        others: Arc::new(ArcSwap::from_pointee(Snapshot::default())),
     };
     run(udp, tcp, handler, shutdown).await;
     Ok(())
@@ -441,7 +462,18 @@ impl Handler {
             return Reply::code(ResponseCode::Refused);
         }
         let snap = self.table.load();
-        match zone.lookup(&snap, &qname, qtype) {
+        let mut found = zone.lookup(&snap, &qname, qtype);
+        if matches!(&found, Lookup::Answer(a) if a.rcode == ResponseCode::NXDomain) {
+            let others = self.others.load();
+            if others.services().next().is_some() {
+                if let Lookup::Answer(a) = zone.lookup(&others, &qname, qtype) {
+                    if a.rcode != ResponseCode::NXDomain {
+                        found = Lookup::Answer(a);
+                    }
+                }
+            }
+        }
+        match found {
             Lookup::Outside => {
                 let rd = request.recursion_desired();
                 self.forwarded(options, &qname, qtype, rd).await
