@@ -489,3 +489,21 @@ fn a_slice_whose_only_endpoint_is_serving_and_terminating_serves_it() {
     ]));
     assert_eq!(picks, ["127.0.251.2:3306".parse().unwrap()]);
 }
+
+#[test]
+fn a_slice_endpoint_with_two_addresses_is_one_endpoint_at_its_first_as_kube_proxy_reads_it() {
+    let text = "apiVersion: v1\nkind: Service\nmetadata: {name: db}\nspec: {ports: [{name: sql, port: 3306}]}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {name: db-1, labels: {kubernetes.io/service-name: db}}\naddressType: IPv4\n\
+         ports: [{name: sql, port: 3306}]\nendpoints:\n\
+         - addresses: [127.0.251.1, 127.0.251.2]\n";
+    let (_, picks) = conditions_and_picks(load_str(text, "slice.yaml").unwrap());
+    assert!(
+        picks
+            .iter()
+            .all(|p| *p == "127.0.251.1:3306".parse().unwrap()),
+        "{picks:?}"
+    );
+    let c = load(FILE, load_str(text, "slice.yaml").unwrap()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.services[0].ports[0].endpoints.len(), 1);
+}

@@ -379,7 +379,9 @@ impl Doc<'_> {
             };
             let for_zones = ep.hints.as_ref().and_then(|h| names(&h.for_zones));
             let for_nodes = ep.hints.as_ref().and_then(|h| names(&h.for_nodes));
-            for ip in ep.addresses {
+            // The API calls an endpoint's addresses fungible; kube-proxy
+            // (and so lb) uses the first.
+            for ip in ep.addresses.into_iter().take(1) {
                 let a = RawEndpointAddress {
                     ip: Some(ip),
                     host: None,
