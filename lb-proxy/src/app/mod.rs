@@ -29,7 +29,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::control::events::{EndpointStates, EventType, Events, ObjectRef};
-use crate::control::follow::follow;
+use crate::control::follow::{follow, Follower, Reconciled};
 use crate::control::{ControlPlane, ProxyOverrides, ReloadCounters};
 use crate::dataplane::DataPlane;
 use crate::error::Error;
@@ -38,6 +38,7 @@ use crate::ops::admin::{
     AdminServer, AdminSource, AllowedHosts, ProxyView, MAX_CONNECTIONS as MAX_ADMIN_CONNECTIONS,
 };
 use crate::ops::healthcheck::HealthChecks;
+use crate::ops::views::Transitions;
 use ops_runtime::OpsRuntime;
 use parts::{vip_settings, DnsPart, VipPart};
 use sources::{start_control, Control};
@@ -181,7 +182,17 @@ impl App {
         let mut admin = None;
         let mut admin_addr = None;
         if let Some(addr) = config.admin_listen {
-            let view = ProxyView::new(dataplane.clone()).with_control(control.clone());
+            let transitions = Arc::new(Transitions::default());
+            follow_conditions(
+                &followers,
+                ops.handle(),
+                &dataplane,
+                &control,
+                transitions.clone(),
+            );
+            let view = ProxyView::new(dataplane.clone())
+                .with_control(control.clone())
+                .with_transitions(transitions);
             #[cfg(feature = "dns")]
             let view = view.with_dns(dns.get().cloned());
             let source: Arc<dyn AdminSource> = Arc::new(view);
@@ -367,6 +378,62 @@ fn follow_endpoint_states(tasks: &Tasks, ops: &Handle, dataplane: &DataPlane, ev
         },
         ops,
     );
+}
+
+/// Stamps each service's conditions at every published table, on the ops
+/// runtime, so `lastTransitionTime` is when a condition changed rather than
+/// when `/api/v1/services` was next asked. While a listener cannot bind, it
+/// looks again every second (the data plane retries binds between tables).
+fn follow_conditions(
+    tasks: &Tasks,
+    ops: &Handle,
+    dataplane: &DataPlane,
+    control: &ControlPlane,
+    transitions: Arc<Transitions>,
+) {
+    let mut follower = ConditionStamps {
+        dataplane: dataplane.clone(),
+        control: control.clone(),
+        transitions,
+    };
+    let dataplane = dataplane.clone();
+    let stop = tasks.token().clone();
+    tasks.spawn_on(
+        async move { follow(&dataplane, &stop, &mut follower).await },
+        ops,
+    );
+}
+
+/// The follower of [`follow_conditions`].
+struct ConditionStamps {
+    dataplane: DataPlane,
+    control: ControlPlane,
+    transitions: Arc<Transitions>,
+}
+
+impl Follower for ConditionStamps {
+    async fn reconcile(&mut self, snapshot: Arc<lb_core::Snapshot>) -> Reconciled {
+        let bind_errors: std::collections::BTreeMap<_, _> = self
+            .dataplane
+            .bind_errors()
+            .into_iter()
+            .map(|(k, e)| (k, e.to_string()))
+            .collect();
+        let config = self.control.config();
+        // The view is built for its stamps alone.
+        let _ = crate::ops::views::services_view_with(
+            &snapshot,
+            Some(&bind_errors),
+            Some(&config),
+            Some(&self.transitions),
+            std::time::SystemTime::now(),
+        );
+        if bind_errors.is_empty() {
+            Reconciled::Done
+        } else {
+            Reconciled::Retry
+        }
+    }
 }
 
 /// Hands new `[dns]` options to the responder, and tells the operator which

@@ -214,3 +214,35 @@ async fn an_ejected_endpoint_is_a_warning_event_on_its_service() {
     assert_eq!(ejected["message"], message);
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conditions_transition_time_is_when_it_changed_not_when_it_was_asked() {
+    let backend = http_backend("127.0.173.45", "pong");
+    let without = format!("{}{}", head(), service("later", "127.98.173.40", "", None));
+    let app = TestApp::from_text(&without).await;
+    let changed_at = std::time::SystemTime::now();
+    assert!(
+        app.rewrite_file(&format!(
+            "{}{}",
+            head(),
+            service("later", "127.98.173.40", "", Some(backend.addr))
+        ))
+        .await
+    );
+    // Asked well after the change (RFC 3339 has whole seconds).
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let asked_at = std::time::SystemTime::now();
+    let services = app.json("/api/v1/services").await;
+    let c = condition(&services, "later", "EndpointsAvailable");
+    assert_eq!(c["status"], "True", "{services}");
+    let stamped = c["lastTransitionTime"]
+        .as_str()
+        .and_then(lb_proxy::ops::views::parse_rfc3339)
+        .unwrap_or_else(|| panic!("a time: {c}"));
+    let second = std::time::Duration::from_secs(1);
+    assert!(
+        stamped + second >= changed_at && stamped + second < asked_at,
+        "stamped {c} for a change at {changed_at:?}, asked at {asked_at:?}"
+    );
+    app.shutdown().await;
+}

@@ -28,7 +28,7 @@ pub struct ProxyView {
     #[cfg(feature = "dns")]
     dns: Option<crate::ops::dns::Dns>,
     metrics: Metrics,
-    transitions: Transitions,
+    transitions: Arc<Transitions>,
 }
 
 impl ProxyView {
@@ -40,8 +40,16 @@ impl ProxyView {
             #[cfg(feature = "dns")]
             dns: None,
             metrics: Metrics::new(),
-            transitions: Transitions::default(),
+            transitions: Arc::default(),
         }
+    }
+
+    /// Shares `transitions` with whoever else stamps the conditions (the
+    /// App's follower stamps them at each published table, so a condition's
+    /// `lastTransitionTime` is when it changed, not when it was first asked).
+    pub fn with_transitions(mut self, transitions: Arc<Transitions>) -> Self {
+        self.transitions = transitions;
+        self
     }
 
     /// Adds the control plane that feeds the data plane.
