@@ -204,4 +204,9 @@ pub mod ops;
 mod sys;
 
 pub use dataplane::{run, AcceptMode, BindOptions, DataPlane};
+
+/// The git revision this crate was built from (`unknown` outside a git
+/// checkout): `lb_build_info{revision}` and `lb-proxy --version` name it, so
+/// an operator can tell which build answers.
+pub const BUILD_REVISION: &str = env!("LB_BUILD_REVISION");
 pub use error::Error;

@@ -18,7 +18,7 @@ use tracing::{info, warn};
 #[derive(Debug, Parser)]
 #[command(
     name = "lb-proxy",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("LB_BUILD_REVISION"), ")"),
     about,
     long_about = "lb-proxy serves Kubernetes-style Services (ClusterIP, NodePort, LoadBalancer, \
 ExternalName) from a TOML file: it listens on every cluster IP, external IP, LoadBalancer \

@@ -70,7 +70,7 @@ pub use options::{ControlOptions, ProxyOverrides};
 pub const FIRST_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Counts of reload attempts, for logs and `/metrics`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ReloadCounters {
     /// Reloads that applied a new config.
     pub success: AtomicU64,
@@ -79,16 +79,48 @@ pub struct ReloadCounters {
     /// Saves of allocations to the state file (or another store) that
     /// failed (`lb_state_file_errors_total`).
     pub state_file_errors: AtomicU64,
+    /// Whether the last load failed (`lb_config_last_reload_successful` is
+    /// its negation, as Prometheus exports its own). The first load, which
+    /// the proxy started with, succeeded.
+    pub last_failed: std::sync::atomic::AtomicBool,
+    /// When the last load succeeded, in seconds since the epoch
+    /// (`lb_config_last_reload_success_timestamp_seconds`); the first load
+    /// counts.
+    pub last_success_unix_seconds: AtomicU64,
+}
+
+impl Default for ReloadCounters {
+    /// No reload yet; the load the proxy started with succeeded now.
+    fn default() -> Self {
+        ReloadCounters {
+            success: AtomicU64::new(0),
+            failure: AtomicU64::new(0),
+            state_file_errors: AtomicU64::new(0),
+            last_failed: std::sync::atomic::AtomicBool::new(false),
+            last_success_unix_seconds: AtomicU64::new(unix_seconds_now()),
+        }
+    }
 }
 
 impl ReloadCounters {
     fn record_success(&self) {
         self.success.fetch_add(1, Ordering::Relaxed);
+        self.last_failed.store(false, Ordering::Relaxed);
+        self.last_success_unix_seconds
+            .store(unix_seconds_now(), Ordering::Relaxed);
     }
 
     fn record_failure(&self) {
         self.failure.fetch_add(1, Ordering::Relaxed);
+        self.last_failed.store(true, Ordering::Relaxed);
     }
+}
+
+/// Whole seconds since the epoch (0 for a clock before it).
+fn unix_seconds_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The first desired state, ready to start a data plane with.

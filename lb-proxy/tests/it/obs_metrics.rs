@@ -309,3 +309,38 @@ async fn a_service_deleted_and_added_again_between_scrapes_counts_from_zero() {
     );
     proxy.app.shutdown().await;
 }
+
+#[tokio::test]
+async fn build_info_start_time_and_the_last_reload_read_as_prometheus_exports_its_own() {
+    let app = TestApp::start("").await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after the epoch")
+        .as_secs_f64();
+    let text = app.get("/metrics").await.1;
+    let build = format!(
+        "lb_build_info{{version=\"{}\",revision=\"{}\"}}",
+        env!("CARGO_PKG_VERSION"),
+        lb_proxy::BUILD_REVISION
+    );
+    assert_eq!(sample(&text, &build), Some(1.0), "{text}");
+    let started = sample(&text, "process_start_time_seconds").expect("process_start_time_seconds");
+    assert!(
+        started > 1e9 && started <= now + 1.0,
+        "started at {started}, now {now}"
+    );
+    assert_eq!(sample(&text, "lb_config_last_reload_successful"), Some(1.0));
+    let first = sample(&text, "lb_config_last_reload_success_timestamp_seconds")
+        .expect("the first load counts");
+    assert!(first > 1e9 && first <= now + 1.0, "{first}");
+
+    // A reload that fails: 0, and the time of the last success stays.
+    assert!(!app.rewrite_file("this is not TOML = = =").await);
+    let text = app.get("/metrics").await.1;
+    assert_eq!(sample(&text, "lb_config_last_reload_successful"), Some(0.0));
+    assert_eq!(
+        sample(&text, "lb_config_last_reload_success_timestamp_seconds"),
+        Some(first)
+    );
+    app.shutdown().await;
+}

@@ -33,6 +33,11 @@ struct Globals {
     reloads: [Counter; 2],
     /// `lb_state_file_errors_total`.
     state_file_errors: Counter,
+    /// `lb_config_last_reload_successful`, and
+    /// `lb_config_last_reload_success_timestamp_seconds`.
+    last_reload: [Gauge; 2],
+    /// `lb_build_info{version,revision}`, always 1.
+    build_info: Gauge,
     /// `lb_dns_answers_total{result=...}`, while the DNS responder runs.
     dns: Option<[Counter; 4]>,
     /// `lb_host_resolutions_total{result="success|failure"}`, once any.
@@ -234,6 +239,21 @@ impl State {
                 .map(|r| counter(recorder, "lb_config_reloads_total", &[], ("result", r))),
             state_file_errors: recorder
                 .register_counter(&Key::from_name("lb_state_file_errors_total"), &META),
+            last_reload: [
+                "lb_config_last_reload_successful",
+                "lb_config_last_reload_success_timestamp_seconds",
+            ]
+            .map(|name| recorder.register_gauge(&Key::from_name(name), &META)),
+            build_info: recorder.register_gauge(
+                &Key::from_parts(
+                    "lb_build_info",
+                    vec![
+                        Label::new("version", env!("CARGO_PKG_VERSION")),
+                        Label::new("revision", crate::BUILD_REVISION),
+                    ],
+                ),
+                &META,
+            ),
             dns: None,
             hosts: None,
         });
@@ -242,6 +262,16 @@ impl State {
         globals
             .state_file_errors
             .absolute(src.reloads.state_file_errors.load(Ordering::Relaxed));
+        let failed = src.reloads.last_failed.load(Ordering::Relaxed);
+        globals.last_reload[0].set(if failed { 0.0 } else { 1.0 });
+        // Seconds since the epoch fit a float's 53 bits exactly.
+        #[allow(clippy::cast_precision_loss)]
+        let at = src
+            .reloads
+            .last_success_unix_seconds
+            .load(Ordering::Relaxed) as f64;
+        globals.last_reload[1].set(at);
+        globals.build_info.set(1.0);
         match src.dns {
             Some(dns) => {
                 let handles = globals.dns.get_or_insert_with(|| {

@@ -63,6 +63,26 @@ pub(super) fn process_metrics(out: &mut String) {
         if let Some(rest) = stat.rfind(')').and_then(|i| stat.get(i + 2..)) {
             let fields: Vec<&str> = rest.split_whitespace().collect();
             let tick = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+            // starttime (field 22): clock ticks after boot, which
+            // /proc/stat's btime dates.
+            let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix("btime "))
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+            });
+            if let (Some(started), Some(boot)) = (tick(19), boot) {
+                header(
+                    out,
+                    "process_start_time_seconds",
+                    "gauge",
+                    "Start time of the process since unix epoch in seconds.",
+                );
+                let _ = writeln!(
+                    out,
+                    "process_start_time_seconds {}",
+                    boot + started / USER_HZ
+                );
+            }
             if let (Some(u), Some(s)) = (tick(11), tick(12)) {
                 header(
                     out,
@@ -179,6 +199,7 @@ mod tests {
             "process_resident_memory_bytes ",
             "process_open_fds ",
             "process_max_fds ",
+            "process_start_time_seconds ",
         ] {
             assert!(out.contains(name), "{name} missing from:\n{out}");
         }
