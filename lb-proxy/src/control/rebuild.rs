@@ -106,7 +106,11 @@ pub(crate) fn load(work: &Mutex<Work>, fresh: Vec<Option<Read>>, force: bool) ->
             input.last = Some(now);
         }
     }
-    if !changed && !force {
+    // While the last save of allocations failed (a state file that cannot
+    // be written, etcd away), every pass loads again so the save is retried:
+    // a source that comes back unchanged must still clear `/readyz`.
+    let unsaved = work.loader.store_health().error.is_some();
+    if !changed && !force && !unsaved {
         return Outcome::Unchanged;
     }
     let mut states = Vec::with_capacity(work.inputs.len());
