@@ -54,13 +54,24 @@ struct Running {
 }
 
 async fn running(first: DesiredState) -> Running {
+    running_with(first, None).await
+}
+
+/// [`running`] with one more source after the settings and the objects.
+async fn running_with(
+    first: DesiredState,
+    extra: Option<Arc<dyn lb_config::source::Source>>,
+) -> Running {
     let objects = MemorySource::new("objects");
     objects.set(first);
     let tasks = Tasks::new();
-    let options = ControlOptions::new(Box::<MemoryStore>::default())
+    let mut options = ControlOptions::new(Box::<MemoryStore>::default())
         .source(Arc::new(settings()))
-        .source(Arc::new(objects.clone()))
-        .node_name("node-1");
+        .source(Arc::new(objects.clone()));
+    if let Some(source) = extra {
+        options = options.source(source);
+    }
+    let options = options.node_name("node-1");
     let (control, loaded) = ControlPlane::load(options, tasks.child())
         .await
         .expect("first load");
@@ -260,31 +271,7 @@ fn one(name: &str) -> DesiredState {
 #[tokio::test]
 async fn a_source_stuck_in_a_read_does_not_hold_up_the_others() {
     let gated = Gated::new(one("slow-1"));
-    let objects = MemorySource::new("objects");
-    objects.set(services(1, false));
-    let tasks = Tasks::new();
-    let options = ControlOptions::new(Box::<MemoryStore>::default())
-        .source(Arc::new(settings()))
-        .source(Arc::new(objects.clone()))
-        .source(Arc::new(gated.clone()))
-        .node_name("node-1");
-    let (control, loaded) = ControlPlane::load(options, tasks.child())
-        .await
-        .expect("first load");
-    let dataplane = DataPlane::start_in(
-        &tasks,
-        ProxySettings::default(),
-        loaded.snapshot,
-        Default::default(),
-    )
-    .await;
-    control.serve(&dataplane);
-    let r = Running {
-        objects,
-        control,
-        dataplane,
-        tasks,
-    };
+    let r = running_with(services(1, false), Some(Arc::new(gated.clone()))).await;
     let has = |r: &Running, name: &str| {
         r.dataplane
             .table()
