@@ -69,7 +69,7 @@ fn read_settled_with(path: &Path, settle: Duration, tries: usize) -> Result<Stri
             std::thread::sleep(settle);
         }
         let before = std::fs::metadata(path).map_err(Unsettled::Io)?;
-        let text = std::fs::read_to_string(path).map_err(Unsettled::Io)?;
+        let text = read_at_most(path, before.len().saturating_add(1)).map_err(Unsettled::Io)?;
         let after = std::fs::metadata(path).map_err(Unsettled::Io)?;
         if !held_still(&before, &after, text.len()) {
             continue;
@@ -80,6 +80,19 @@ fn read_settled_with(path: &Path, settle: Duration, tries: usize) -> Result<Stri
         return Ok(text);
     }
     Err(Unsettled::Changing)
+}
+
+/// The text of `path`, but never more than `limit` bytes: a file that a
+/// writer keeps appending to (a log named by mistake) must not keep the
+/// reader reading, and holding, whatever the writer adds meanwhile. One
+/// byte past the size seen before the read is enough to know it grew.
+fn read_at_most(path: &Path, limit: u64) -> io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(limit)
+        .read_to_string(&mut text)?;
+    Ok(text)
 }
 
 /// Whether a read of `read` bytes between `before` and `after` saw one
@@ -117,7 +130,11 @@ mod tests {
             let (path, stop) = (path.clone(), stop.clone());
             std::thread::spawn(move || {
                 let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
-                while !stop.load(Ordering::Relaxed) {
+                // Bounded (64 MiB at most) whatever the reader does.
+                for _ in 0..1024 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
                     f.write_all(&[b'#'; 64 * 1024]).unwrap();
                     f.write_all(b"\n").unwrap();
                 }
