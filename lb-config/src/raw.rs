@@ -66,6 +66,8 @@ pub struct RawConfig {
     pub proxy: RawProxy,
     /// `[admin]`: the admin API listener.
     pub admin: RawAdmin,
+    /// `[log]`: what lb-proxy writes to its log besides its own events.
+    pub log: RawLog,
     /// `[dns]`: the optional cluster DNS responder.
     pub dns: Option<RawDns>,
     /// `[[ip_pools]]`: LoadBalancer address pools.
@@ -214,6 +216,18 @@ pub struct RawAdmin {
     /// rebinding) cannot read the API from a browser. Takes effect at the
     /// next restart. At most [`MAX_ALLOWED_HOSTS`].
     pub allowed_hosts: Option<Vec<String>>,
+}
+
+/// `[log]`: what lb-proxy logs besides its own events.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    /// One line per forwarded connection when it ends (client, frontend,
+    /// endpoint, pick reason, bytes each way, duration, close cause), as
+    /// nginx's stream module and HAProxy log them, in the format of
+    /// `--log-format`; default `false` (off, as in nginx stream and HAProxy:
+    /// a busy proxy writes a line per connection).
+    pub access: Option<bool>,
 }
 
 /// `[dns]`: the cluster DNS responder.

@@ -14,6 +14,13 @@ pub struct EndpointStats {
     pub connections: AtomicU64,
     /// Dials that failed or timed out.
     pub connect_errors: AtomicU64,
+    /// Client connections that moved on to another endpoint because the
+    /// dial to this one failed (HAProxy's per-server redispatches): a
+    /// failed dial that ended the connection instead is not counted.
+    pub failovers: AtomicU64,
+    /// Forwarded connections to this endpoint that ended, by why they ended
+    /// (the status page's resets per endpoint).
+    pub closed: ClosedCounters,
     /// Bytes from clients to the endpoint.
     pub bytes_rx: AtomicU64,
     /// Bytes from the endpoint to clients.
@@ -112,6 +119,10 @@ pub struct PortStats {
     /// Forwarded connections that ended, by why they ended
     /// (`lb_connections_closed_total{cause}`).
     pub closed: ClosedCounters,
+    /// Client connections (TCP) or new flows (UDP) that reached an endpoint
+    /// only after the dial to an earlier pick failed
+    /// (`lb_failovers_total`).
+    pub failovers: AtomicU64,
     /// UDP flows open now (`lb_udp_sessions`).
     pub udp_sessions: AtomicU64,
     /// UDP datagrams sent on to an endpoint.
