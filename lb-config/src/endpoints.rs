@@ -26,11 +26,15 @@ use crate::resolve::HostEndpoint;
 use crate::validation::{Endpoints, Pod, ServiceDraft};
 
 /// Fills every port's endpoints; returns the addresses given by DNS name,
-/// which the resolver adds later as an overlay (`crate::resolve`).
+/// which the resolver adds later as an overlay (`crate::resolve`). A
+/// selector that matches no pod, and a named `target_port` that no selected
+/// pod declares, leave a port without endpoints, as in Kubernetes; both are
+/// far more often a typo than a wish, so each gets a line in `warnings`.
 pub(crate) fn resolve(
     drafts: &mut [ServiceDraft],
     pods: &[Pod],
     endpoints: &[Endpoints],
+    warnings: &mut Vec<String>,
 ) -> Vec<HostEndpoint> {
     let mut hosts = Vec::new();
     for d in drafts.iter_mut() {
@@ -45,11 +49,29 @@ pub(crate) fn resolve(
                     .filter(|p| p.namespace == key.namespace)
                     .filter(|p| selector.iter().all(|(k, v)| p.labels.get(k) == Some(v)))
                     .collect();
-                for port in &mut d.spec.ports {
-                    let eps = chosen
+                if chosen.is_empty() && !selector.is_empty() {
+                    warnings.push(format!(
+                        "{}.selector: {} matches no pod in namespace {:?}; the service has no endpoints until one does",
+                        d.path,
+                        selector_text(selector),
+                        key.namespace
+                    ));
+                }
+                for (i, port) in d.spec.ports.iter_mut().enumerate() {
+                    let eps: Vec<EndpointSpec> = chosen
                         .iter()
                         .filter_map(|pod| from_pod(port, pod))
                         .collect();
+                    if let TargetPort::Name(name) = &port.target_port {
+                        if eps.is_empty() && !chosen.is_empty() {
+                            warnings.push(format!(
+                                "{}.ports[{i}].target_port: no pod selected by {} has a {} port named {name:?}; the port has no endpoints",
+                                d.path,
+                                selector_text(selector),
+                                port.protocol
+                            ));
+                        }
+                    }
                     port.endpoints = dedup(eps);
                 }
             }
@@ -68,6 +90,15 @@ pub(crate) fn resolve(
         }
     }
     hosts
+}
+
+/// A selector as kubectl prints it: `app=web,tier=front`.
+fn selector_text(selector: &std::collections::BTreeMap<String, String>) -> String {
+    selector
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn hosts_of(key: &ServiceKey, port: &PortSpec, manual: &Endpoints) -> Vec<HostEndpoint> {

@@ -117,7 +117,8 @@ impl Loader {
         if !errs.is_empty() {
             return Err(ConfigErrors { errors: errs.list });
         }
-        let mut host_endpoints = endpoints::resolve(&mut v.services, &v.pods, &v.endpoints);
+        let mut host_endpoints =
+            endpoints::resolve(&mut v.services, &v.pods, &v.endpoints, &mut v.warnings);
         // Services another proxy serves (by label) keep their allocations
         // and endpoints, but from here on are not ours: no listener, no
         // listener clash, no status.

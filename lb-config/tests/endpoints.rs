@@ -280,3 +280,41 @@ fn a_ready_address_stays_ready_when_it_says_terminating() {
     ));
     assert_eq!(picked(&c, "db"), vec![sa("127.0.244.1:3306")]);
 }
+
+#[test]
+fn a_selector_that_matches_no_pod_is_warned_about() {
+    let c = load(&format!(
+        "{PODS}[[services]]\nname = \"web\"\nselector = {{ app = \"wbe\" }}\nports = [{{ name = \"http\", port = 80, target_port = \"http\" }}]\n"
+    ));
+    assert!(port(&c, "web", "http").endpoints.is_empty());
+    assert_eq!(
+        c.warnings,
+        vec![
+            "services[web].selector: app=wbe matches no pod in namespace \"default\"; the service has no endpoints until one does"
+        ]
+    );
+}
+
+#[test]
+fn a_target_port_name_no_selected_pod_has_is_warned_about() {
+    let c = load(&format!(
+        "{PODS}[[services]]\nname = \"web\"\nselector = {{ app = \"web\" }}\nports = [{{ name = \"http\", port = 80, target_port = \"http\" }}, {{ name = \"admin\", port = 81, target_port = \"admin\" }}]\n"
+    ));
+    assert_eq!(port(&c, "web", "http").endpoints.len(), 2);
+    assert_eq!(
+        c.warnings,
+        vec![
+            "services[web].ports[1].target_port: no pod selected by app=web has a TCP port named \"admin\"; the port has no endpoints"
+        ]
+    );
+}
+
+#[test]
+fn a_target_port_some_selected_pods_have_is_not_warned_about() {
+    // web-2 lacks "metrics": it contributes nothing, web-1 serves.
+    let c = load(&format!(
+        "{PODS}[[services]]\nname = \"web\"\nselector = {{ app = \"web\" }}\nports = [{{ name = \"metrics\", port = 9090, target_port = \"metrics\" }}]\n"
+    ));
+    assert_eq!(port(&c, "web", "metrics").endpoints.len(), 1);
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}

@@ -5,6 +5,7 @@
 pub mod describe;
 mod etcd;
 pub mod get;
+mod host;
 
 use std::path::Path;
 
@@ -14,12 +15,15 @@ use lb_config::{Config, ConfigErrors, FileStore, Loader};
 use lb_core::alloc::{AllocationStore, MemoryStore};
 
 pub use etcd::{delete, put, WriteError};
+pub use host::host_warnings;
 
 /// `lb-proxy check --manifests --state-file`: the file and the manifests,
 /// validated with allocations in memory. With a state file, the
 /// allocations a running proxy holds there are the starting point (read,
 /// never written), so `check` refuses what the next reload would refuse: a
 /// cluster IP or node port another service holds, a changed cluster IP.
+/// Its warnings include this host's view ([`host_warnings`]): ports the
+/// process may not bind, addresses the host does not have.
 pub fn check(
     config: &Path,
     manifests: Option<&Path>,
@@ -43,5 +47,6 @@ pub fn check(
     let mut loader = Loader::new(Box::new(held));
     let mut config = load_merged(&mut loader, states)?;
     config.warnings.extend(unreadable);
+    config.warnings.extend(host_warnings(&config));
     Ok(config)
 }

@@ -24,6 +24,8 @@ mod admin_tables;
 #[cfg(feature = "cli")]
 mod allocations;
 #[cfg(feature = "cli")]
+mod check_warnings;
+#[cfg(feature = "cli")]
 mod cli;
 mod dataplane;
 #[cfg(all(feature = "admin", feature = "dns"))]
