@@ -163,6 +163,15 @@ async fn a_frontend_that_cannot_bind_makes_frontends_bound_false_until_it_binds(
         message.contains(&format!("127.0.173.30:{port}/TCP")) && message.contains("in use"),
         "{message}"
     );
+    // Not ready while a frontend serves no one, naming it and its owner.
+    let (status, reason) = app.get("/readyz").await;
+    assert_eq!(status, 503, "{reason}");
+    assert!(
+        reason.contains(&format!(
+            "service port default/blocked:{port}/TCP: cannot listen on 127.0.173.30:{port}/TCP"
+        )) && reason.contains("in use"),
+        "{reason}"
+    );
     drop(blocker);
     let rebound = eventually_async(WAIT, || async {
         condition(
@@ -174,6 +183,7 @@ async fn a_frontend_that_cannot_bind_makes_frontends_bound_false_until_it_binds(
     })
     .await;
     assert!(rebound, "FrontendsBound turns True once the port is free");
+    assert_eq!(app.get("/readyz").await.0, 200, "ready once bound");
     app.shutdown().await;
 }
 

@@ -66,6 +66,26 @@ impl ProxyView {
     }
 }
 
+/// `/readyz`'s words for frontends the data plane could not bind, one line
+/// each with the service port that owns it; `None` when every one is bound.
+fn unbound_frontends(dataplane: &DataPlane) -> Option<String> {
+    let errors = dataplane.bind_errors();
+    if errors.is_empty() {
+        return None;
+    }
+    let snapshot = dataplane.table().load();
+    let lines: Vec<String> = errors
+        .iter()
+        .map(
+            |(key, error)| match snapshot.frontend(key.addr, key.protocol) {
+                Some(entry) => format!("service port {}: {error}", entry.port.key()),
+                None => error.to_string(),
+            },
+        )
+        .collect();
+    Some(lines.join("\n"))
+}
+
 impl AdminSource for ProxyView {
     fn snapshot(&self) -> Arc<Snapshot> {
         self.dataplane.table().load()
@@ -82,8 +102,16 @@ impl AdminSource for ProxyView {
     fn readiness(&self) -> Option<String> {
         // The last good config is always current for the file and the
         // manifests (a reload that failed validation does not make us
-        // unready); etcd is stale while it cannot be reached.
-        self.control.as_ref().and_then(ControlPlane::readiness)
+        // unready); etcd is stale while it cannot be reached. A frontend
+        // that cannot be bound serves no one: not ready until it binds
+        // (the data plane retries), naming each one.
+        let control = self.control.as_ref().and_then(ControlPlane::readiness);
+        let unbound = unbound_frontends(&self.dataplane);
+        match (control, unbound) {
+            (None, None) => None,
+            (Some(r), None) | (None, Some(r)) => Some(r),
+            (Some(a), Some(b)) => Some(format!("{a}\n{b}")),
+        }
     }
 
     fn metrics(&self) -> String {
