@@ -248,7 +248,21 @@ impl Listeners {
             match spawned {
                 Ok(()) => {
                     self.bound.insert(key, part);
-                    info!(frontend = %key.addr, protocol = %key.protocol, "listening");
+                    // Who owns the port, in words another operator can
+                    // act on: two proxies sharing it (SO_REUSEPORT) each
+                    // say so in their log.
+                    let service = snapshot
+                        .frontend(key.addr, key.protocol)
+                        .map(|e| e.port.key().to_string())
+                        .unwrap_or_default();
+                    info!(
+                        frontend = %key.addr,
+                        protocol = %key.protocol,
+                        %service,
+                        node = %snapshot.node().name,
+                        pid = std::process::id(),
+                        "listening"
+                    );
                 }
                 Err(source) => {
                     let error = BindError {

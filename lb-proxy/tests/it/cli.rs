@@ -810,3 +810,44 @@ fn raises_the_soft_open_file_limit_to_the_hard_limit() -> Result<()> {
     assert_ne!(fields[3], "512", "{line}");
     Ok(())
 }
+
+// === who owns a frontend ===
+
+#[test]
+fn the_config_view_and_the_log_name_the_process_and_node_owning_each_frontend() -> Result<()> {
+    let admin = fresh_admin();
+    let backend = http_backend("127.0.0.1", "A");
+    let vip = fresh_ip();
+    let proxy = run(
+        admin,
+        &service_toml("owned", vip, 8080, &[backend.addr], ""),
+    )?;
+    let pid = proxy.pid();
+    let (status, body) = http_get(admin, "/api/v1/config")?;
+    assert_eq!(status, 200, "{body}");
+    let config: serde_json::Value = serde_json::from_str(&body)?;
+    assert_eq!(config["process"]["pid"], pid, "{body}");
+    assert_eq!(config["process"]["node"], "node-1", "{body}");
+    let frontend = config["frontends"]
+        .as_array()
+        .and_then(|f| {
+            f.iter()
+                .find(|f| f["address"] == format!("{vip}:8080").as_str())
+        })
+        .cloned()
+        .context("the cluster IP's frontend")?;
+    assert_eq!(frontend["protocol"], "TCP");
+    assert_eq!(frontend["service"], "default/owned:tcp/TCP");
+    assert_eq!(frontend["kind"], "cluster IP");
+    assert_eq!(
+        frontend["owner"],
+        format!("node node-1, pid {pid}").as_str()
+    );
+    assert!(
+        proxy.logged(&format!("pid={pid}"), WAIT)
+            && proxy.logs().contains("service=default/owned:tcp/TCP"),
+        "{}",
+        proxy.logs()
+    );
+    Ok(())
+}

@@ -24,11 +24,46 @@ pub struct ConfigView {
     pub proxy: BTreeMap<String, String>,
     /// Every service with its allocations, as `/api/v1/services` shows them.
     pub services: Vec<ServiceView>,
+    /// This process: who owns the frontends below.
+    pub process: ProcessView,
+    /// Every address this proxy listens on (or tries to), with the service
+    /// port and the owner, so two proxies that share a port by accident
+    /// (`SO_REUSEPORT`) can be told apart by asking each.
+    pub frontends: Vec<FrontendView>,
     /// The data plane's descriptor budget (limit, reserve, in use), so an
     /// operator sees how close clients are to being refused as
     /// `local_resources`; absent when the source has no data plane.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub descriptors: Option<crate::dataplane::DescriptorBudget>,
+}
+
+/// The process serving the config, in [`ConfigView`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessView {
+    /// Its process id.
+    pub pid: u32,
+    /// The node it serves as (`node.name`).
+    pub node: String,
+    /// `lb-proxy --version`'s version and git revision.
+    pub version: String,
+}
+
+/// One frontend in [`ConfigView`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FrontendView {
+    /// `IP:PORT`.
+    pub address: String,
+    /// `TCP` or `UDP`.
+    pub protocol: String,
+    /// The service port it serves, `NAMESPACE/NAME:PORT/PROTOCOL`.
+    pub service: String,
+    /// `cluster IP`, `node port`, `external IP` or `LoadBalancer address`.
+    pub kind: String,
+    /// Who owns it: `node NODE, pid PID`.
+    pub owner: String,
+    /// Why it is not bound, when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind_error: Option<String>,
 }
 
 /// `[node]` in [`ConfigView`].
@@ -82,7 +117,29 @@ pub fn config_view(
         proxy.insert("accept_mode".into(), s.accept_mode.as_str().into());
         proxy.insert("workers".into(), s.workers.to_string());
     }
+    let node = snapshot.node().name.clone();
+    let pid = std::process::id();
+    let owner = format!("node {node}, pid {pid}");
+    let mut bound: Vec<_> = snapshot.frontends().collect();
+    bound.sort_by_key(|(key, _)| **key);
+    let frontends: Vec<FrontendView> = bound
+        .into_iter()
+        .map(|(key, entry)| FrontendView {
+            address: key.addr.to_string(),
+            protocol: key.protocol.to_string(),
+            service: entry.port.key().to_string(),
+            kind: entry.kind.as_str().into(),
+            owner: owner.clone(),
+            bind_error: bind_errors.get(key).cloned(),
+        })
+        .collect();
     ConfigView {
+        process: ProcessView {
+            pid,
+            node,
+            version: format!("{} ({})", env!("CARGO_PKG_VERSION"), crate::BUILD_REVISION),
+        },
+        frontends,
         generation: snapshot.generation(),
         node: NodeView {
             name: snapshot.node().name.clone(),
