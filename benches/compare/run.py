@@ -160,14 +160,16 @@ class Harness:
 
         lb_conf = render("lb.toml.in", os.path.join(d, "lb.toml"), VIP=TARGETS["lb"],
                          HOLD_PORT=HOLD_PORTS["lb"], **sub)
-        env = dict(os.environ, RUST_LOG="warn")
+        # Each lb its own node lock directory: lb and lb-alt serve the same
+        # node name side by side.
+        env = dict(os.environ, RUST_LOG="warn", LB_RUNTIME_DIR=os.path.join(d, "run-lb"))
         if self.args.engine:
             env["LB_FORWARD_ENGINE"] = self.args.engine
         self.spawn("lb", [self.args.lb_bin, "--config", lb_conf], env=env, cpu=self.proxy_cpu)
         if "lb-alt" in TARGETS:
             alt_conf = render("lb.toml.in", os.path.join(d, "lb-alt.toml"), VIP=TARGETS["lb-alt"],
                               HOLD_PORT=HOLD_PORTS["lb-alt"], **sub)
-            alt_env = dict(env)
+            alt_env = dict(env, LB_RUNTIME_DIR=os.path.join(d, "run-lb-alt"))
             for kv in (self.args.alt_env or "").split(","):
                 if not kv.strip():
                     continue

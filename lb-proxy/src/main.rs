@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use clap::{Parser, Subcommand, ValueEnum};
 use lb_proxy::app::{App, AppOptions};
 use lb_proxy::cli::get::{GetKind, OutputFormat};
+use lb_proxy::cli::owner;
 use lb_proxy::control::ProxyOverrides;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
@@ -39,7 +40,8 @@ SIGNALS:\n  SIGHUP reloads the file (it is also watched); SIGTERM/SIGINT drain; 
 ENVIRONMENT:\n  RUST_LOG      log filter (default info; lb_proxy=debug logs one event per connection; \
 hickory_server stays at warn unless named: info,hickory_server=info logs each DNS question)\n  \
 NOTIFY_SOCKET set by systemd for Type=notify: READY=1 is sent once the proxy serves\n  \
-LB_FORWARD_ENGINE, LB_ACCEPT, LB_WORKERS  override [proxy] forward_engine, accept_mode, workers"
+LB_FORWARD_ENGINE, LB_ACCEPT, LB_WORKERS  override [proxy] forward_engine, accept_mode, workers\n  \
+LB_RUNTIME_DIR  where the node lock lives (as --runtime-dir)"
 )]
 struct Cli {
     /// The TOML config file (runs the proxy when no subcommand is given).
@@ -55,6 +57,11 @@ struct Cli {
     /// merged with the file's objects (run, check) and watched like it.
     #[arg(long, global = true, value_name = "PATH")]
     manifests: Option<PathBuf>,
+    /// Where `run` keeps its node lock (one lb-proxy per [node] name):
+    /// default /run/lb-proxy as root, else $XDG_RUNTIME_DIR/lb-proxy (also
+    /// LB_RUNTIME_DIR).
+    #[arg(long, global = true, value_name = "DIR")]
+    runtime_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -324,6 +331,25 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            // Before anything binds: one lb-proxy per node (its service
+            // listeners share ports through SO_REUSEPORT, so a second one
+            // would otherwise take connections silently).
+            let dir = cli
+                .runtime_dir
+                .or_else(|| {
+                    std::env::var_os("LB_RUNTIME_DIR")
+                        .filter(|d| !d.is_empty())
+                        .map(PathBuf::from)
+                })
+                .unwrap_or_else(owner::default_runtime_dir);
+            let node = owner::node_name_of(&config);
+            let lock = match owner::NodeLock::acquire(&dir, &node, owner::TAKEOVER_WAIT) {
+                Ok(lock) => lock,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(1);
+                }
+            };
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -331,12 +357,15 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            runtime.block_on(run(AppOptions {
-                config,
-                state_file: cli.state_file,
-                manifests: cli.manifests,
-                overrides,
-            }))
+            runtime.block_on(run(
+                AppOptions {
+                    config,
+                    state_file: cli.state_file,
+                    manifests: cli.manifests,
+                    overrides,
+                },
+                lock,
+            ))
         }
     }
 }
@@ -513,7 +542,7 @@ fn get(
     }
 }
 
-async fn run(options: AppOptions) -> ExitCode {
+async fn run(options: AppOptions, mut lock: owner::NodeLock) -> ExitCode {
     let (mut term, mut int, mut hup) = match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
@@ -525,7 +554,20 @@ async fn run(options: AppOptions) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let app = match App::start(options).await {
+    // The previous owner of the node may still be closing its admin and
+    // DNS listeners (they never share a port): a start that finds them
+    // taken tries again until the takeover wait is over.
+    let deadline = tokio::time::Instant::now() + owner::TAKEOVER_WAIT;
+    let started = loop {
+        let started = App::start(options.clone()).await;
+        match &started {
+            Err(e) if still_closing(e) && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            _ => break started,
+        }
+    };
+    let app = match started {
         Ok(app) => app,
         Err(lb_proxy::Error::Config(errors)) => {
             eprintln!("{errors}");
@@ -551,6 +593,9 @@ async fn run(options: AppOptions) -> ExitCode {
         }
     }
     sd_notify("STOPPING=1");
+    // A draining process lets go of its node at once: the next lb-proxy
+    // may start while this one finishes its connections.
+    lock.release();
     info!(
         open = app.dataplane().active_connections(),
         "draining: listeners closed, waiting for open connections"
@@ -568,6 +613,19 @@ async fn run(options: AppOptions) -> ExitCode {
             warn!("second signal: exiting at once");
             ExitCode::from(130)
         }
+    }
+}
+
+/// Whether a failed start found a port of its own (admin, DNS) in use,
+/// as it is while the node's previous owner drains.
+fn still_closing(error: &lb_proxy::Error) -> bool {
+    match error {
+        lb_proxy::Error::AdminBind { source, .. } => source.kind() == std::io::ErrorKind::AddrInUse,
+        #[cfg(feature = "dns")]
+        lb_proxy::Error::Dns(lb_proxy::ops::dns::DnsError::Bind { source, .. }) => {
+            source.kind() == std::io::ErrorKind::AddrInUse
+        }
+        _ => false,
     }
 }
 

@@ -6,6 +6,7 @@ pub mod describe;
 mod etcd;
 pub mod get;
 mod host;
+pub mod owner;
 
 use std::path::Path;
 

@@ -122,6 +122,11 @@ impl Run {
             }
             None => Command::new(bin()),
         };
+        // Each run its own node lock directory, so tests that share a
+        // node name run side by side; a test of the lock sets its own.
+        if !self.env.iter().any(|(k, _)| k == "LB_RUNTIME_DIR") {
+            cmd.env("LB_RUNTIME_DIR", self.dir.path());
+        }
         cmd.arg("run")
             .arg("--config")
             .arg(&self.config)

@@ -1,0 +1,251 @@
+//! One `lb-proxy run` per node: the node lock.
+//!
+//! Service listeners set `SO_REUSEPORT` (for the per-core accept modes), so
+//! a second lb-proxy started on the same addresses by mistake would bind
+//! beside the first and take a share of its connections without a word.
+//! Before it binds anything, `lb-proxy run` therefore takes an advisory
+//! lock (`flock(2)`) on `RUNTIME_DIR/NODE.lock`, keyed by its `[node] name`:
+//! a second process for the same node refuses to start and names the
+//! first's PID; processes for other nodes (a fleet on one host) are not
+//! affected. The kernel drops the lock when the process ends, however it
+//! ends, so a crash never leaves a node locked. A process that starts
+//! draining (SIGTERM) lets go at once, and a starting process waits a
+//! little ([`TAKEOVER_WAIT`]) for an owner that is about to let go, so
+//! "stop the old one, start the new one" works.
+
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+
+/// How long a starting process waits for the owner to let go.
+pub const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
+
+/// How often the lock is tried again while waiting.
+const RETRY: Duration = Duration::from_millis(50);
+
+/// Why the node lock could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum OwnerError {
+    /// The runtime directory could not be made or the lock file opened.
+    #[error(
+        "cannot use the runtime directory {dir}: {source} (choose another with --runtime-dir)"
+    )]
+    Dir {
+        /// The directory.
+        dir: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another process holds the node.
+    #[error(
+        "node {node:?} is already served by lb-proxy{} (lock {}); stop it first{}, or give this one another [node] name",
+        pid.map(|p| format!(" pid {p}")).unwrap_or_default(),
+        path.display(),
+        pid.map(|p| format!(" (kill -TERM {p}: it lets go as soon as it starts draining)")).unwrap_or_default()
+    )]
+    Held {
+        /// The node name.
+        node: String,
+        /// The owner's PID, as it wrote it in the lock file.
+        pid: Option<u32>,
+        /// The lock file.
+        path: PathBuf,
+    },
+}
+
+/// The node, held: dropping it (or [`NodeLock::release`]) lets go.
+#[derive(Debug)]
+pub struct NodeLock {
+    lock: Option<Flock<File>>,
+    path: PathBuf,
+}
+
+impl NodeLock {
+    /// Takes the lock of `node` in `dir` (made if missing), waiting up to
+    /// `wait` for a current owner to let go, and writes this process's PID
+    /// in it for the next one to name.
+    pub fn acquire(dir: &Path, node: &str, wait: Duration) -> Result<NodeLock, OwnerError> {
+        let dir_error = |source| OwnerError::Dir {
+            dir: dir.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(dir_error)?;
+        let path = dir.join(format!("{}.lock", file_stem(node)));
+        let deadline = Instant::now() + wait;
+        loop {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(dir_error)?;
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(mut lock) => {
+                    let pid = std::process::id().to_string();
+                    // The PID is a courtesy for the next process's message;
+                    // failing to write it does not lose the lock.
+                    let _ = lock
+                        .set_len(0)
+                        .and_then(|()| lock.rewind())
+                        .and_then(|()| lock.write_all(format!("{pid}\n").as_bytes()));
+                    return Ok(NodeLock {
+                        lock: Some(lock),
+                        path,
+                    });
+                }
+                Err((mut file, Errno::EWOULDBLOCK)) => {
+                    if Instant::now() >= deadline {
+                        let mut text = String::new();
+                        let _ = file.read_to_string(&mut text);
+                        return Err(OwnerError::Held {
+                            node: node.to_string(),
+                            pid: text.trim().parse().ok(),
+                            path,
+                        });
+                    }
+                    std::thread::sleep(RETRY);
+                }
+                Err((_, errno)) => return Err(dir_error(std::io::Error::from(errno))),
+            }
+        }
+    }
+
+    /// Lets go of the node now (a draining process: the next one may start
+    /// while this one finishes its connections). Idempotent.
+    pub fn release(&mut self) {
+        // Dropping the Flock unlocks; the file stays for the next owner.
+        self.lock = None;
+    }
+
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// A node name as a file name: node names are DNS subdomains, but the
+/// file's `[node] name` is read before validation, so anything that could
+/// leave the directory is replaced.
+fn file_stem(node: &str) -> String {
+    node.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect::<String>()
+        .trim_start_matches('.')
+        .to_string()
+}
+
+/// Where node locks live unless `--runtime-dir` says otherwise:
+/// `$RUNTIME_DIRECTORY` (systemd's `RuntimeDirectory=lb-proxy`), else
+/// `/run/lb-proxy` for root, else `$XDG_RUNTIME_DIR/lb-proxy`, else
+/// `lb-proxy-UID` in the temporary directory.
+pub fn default_runtime_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("RUNTIME_DIRECTORY").filter(|d| !d.is_empty()) {
+        // systemd may list several, separated by ':'; the first is ours.
+        let first = dir
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        if !first.is_empty() {
+            return PathBuf::from(first);
+        }
+    }
+    let uid = effective_uid();
+    if uid == Some(0) {
+        return PathBuf::from("/run/lb-proxy");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(dir) => PathBuf::from(dir).join("lb-proxy"),
+        None => std::env::temp_dir().join(format!(
+            "lb-proxy-{}",
+            uid.map_or("user".to_string(), |u| u.to_string())
+        )),
+    }
+}
+
+/// This process's effective user id (`Uid:`'s second field in
+/// /proc/self/status).
+fn effective_uid() -> Option<u32> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The node a config file serves as: its `[node] name`, else the hostname
+/// (as the loader decides). Read before anything is validated or bound; a
+/// file that cannot be read or parsed names the default node, and `run`
+/// reports the real error right after.
+pub fn node_name_of(config: &Path) -> String {
+    std::fs::read_to_string(config)
+        .ok()
+        .and_then(|text| lb_config::parse_str(&text).ok())
+        .and_then(|raw| raw.node.name)
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(lb_config::default_node_name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_owner_of_the_same_node_is_refused_with_the_first_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = NodeLock::acquire(dir.path(), "node-1", Duration::ZERO).unwrap();
+        let refused = NodeLock::acquire(dir.path(), "node-1", Duration::ZERO).unwrap_err();
+        match &refused {
+            OwnerError::Held { node, pid, path } => {
+                assert_eq!(node, "node-1");
+                assert_eq!(*pid, Some(std::process::id()));
+                assert_eq!(path, first.path());
+            }
+            other => panic!("{other}"),
+        }
+        assert!(refused
+            .to_string()
+            .contains("already served by lb-proxy pid"));
+        // Another node on the same host is not affected.
+        NodeLock::acquire(dir.path(), "node-2", Duration::ZERO).unwrap();
+    }
+
+    #[test]
+    fn a_released_node_can_be_taken_at_once_and_a_waiting_one_gets_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut first = NodeLock::acquire(dir.path(), "n", Duration::ZERO).unwrap();
+        first.release();
+        let second = NodeLock::acquire(dir.path(), "n", Duration::ZERO).unwrap();
+        let path = dir.path().to_path_buf();
+        let waiter = std::thread::spawn(move || NodeLock::acquire(&path, "n", TAKEOVER_WAIT));
+        std::thread::sleep(Duration::from_millis(100));
+        drop(second);
+        assert!(
+            waiter.join().unwrap().is_ok(),
+            "the waiting process takes over"
+        );
+    }
+
+    #[test]
+    fn node_names_never_leave_the_directory() {
+        assert_eq!(file_stem("node-1.example"), "node-1.example");
+        assert_eq!(file_stem("../../etc/x"), "_.._etc_x");
+        assert_eq!(file_stem(".hidden"), "hidden");
+    }
+}
