@@ -547,10 +547,8 @@ fn get(
             Ok(bodies) if last.as_ref() != Some(&bodies) => {
                 match render(&admin, request, &bodies, SystemTime::now()) {
                     Ok(out) => {
-                        let document = matches!(
-                            request.output,
-                            OutputFormat::Json | OutputFormat::Yaml
-                        );
+                        let document =
+                            matches!(request.output, OutputFormat::Json | OutputFormat::Yaml);
                         if printed > 0 && !document {
                             println!();
                         }

@@ -484,7 +484,10 @@ mod tests {
                 "env IN (a)",
                 "unable to parse requirement: found 'IN', expected: in, notin, =, ==, !=, gt, lt",
             ),
-            ("x in", "unable to parse requirement: found '' expected: '('"),
+            (
+                "x in",
+                "unable to parse requirement: found '' expected: '('",
+            ),
             ("a=b,", "found '', expected: identifier after ','"),
             (
                 "=a",

@@ -110,7 +110,8 @@ fn services_table_reads_like_kubectl_get_svc() {
     let list = ServiceList {
         items: vec![web, lb, pending, with_ext, headless, ext],
     };
-    let table = services_table(&list, created() + Duration::from_secs(330), false).render(&ALL_NAMESPACES);
+    let table =
+        services_table(&list, created() + Duration::from_secs(330), false).render(&ALL_NAMESPACES);
     assert_eq!(
         table,
         "\

@@ -475,7 +475,10 @@ fn get_prints_kubectl_style_tables_and_the_api_json() -> Result<()> {
     assert_eq!(printed["kind"], "List");
     assert_eq!(printed["items"][0]["kind"], "Service");
     assert_eq!(printed["items"][0]["name"], api["items"][0]["name"]);
-    assert_eq!(printed["items"][0]["cluster_ip"], api["items"][0]["cluster_ip"]);
+    assert_eq!(
+        printed["items"][0]["cluster_ip"],
+        api["items"][0]["cluster_ip"]
+    );
     Ok(())
 }
 

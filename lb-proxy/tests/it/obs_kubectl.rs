@@ -39,7 +39,12 @@ fn fixture(web_port: u16) -> String {
          [[pods]]\nnamespace = \"prod\"\nname = \"api-1\"\nip = \"127.0.188.13\"\n\
          labels = {{ app = \"api\" }}\n",
         base_toml(admin),
-        service("default", "web", "app = \"web\", tier = \"front\"", web_port),
+        service(
+            "default",
+            "web",
+            "app = \"web\", tier = \"front\"",
+            web_port
+        ),
         service("default", "db", "app = \"db\"", 5432),
         service("prod", "api", "app = \"api\", canary = \"true\"", 8080),
     )
@@ -138,7 +143,12 @@ async fn namespace_is_default_unless_n_or_all_namespaces() {
     }
     for flag in ["-A", "--all-namespaces"] {
         let text = ok(&app, &["svc", flag]).await;
-        let header: Vec<&str> = text.lines().next().unwrap_or("").split_whitespace().collect();
+        let header: Vec<&str> = text
+            .lines()
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
         assert_eq!(header[..2], ["NAMESPACE", "NAME"], "{text}");
         let rows: Vec<Vec<&str>> = text
             .lines()
@@ -204,9 +214,18 @@ async fn label_selectors_pick_objects_with_kubectls_syntax() {
 async fn output_formats_are_kubectls() {
     let (app, _backend) = start().await;
     // -o name
-    assert_eq!(ok(&app, &["svc", "-o", "name"]).await, "service/db\nservice/web\n");
-    assert_eq!(ok(&app, &["ep", "web", "-o", "name"]).await, "endpoints/web\n");
-    assert_eq!(ok(&app, &["po", "-n", "prod", "-o", "name"]).await, "pod/api-1\n");
+    assert_eq!(
+        ok(&app, &["svc", "-o", "name"]).await,
+        "service/db\nservice/web\n"
+    );
+    assert_eq!(
+        ok(&app, &["ep", "web", "-o", "name"]).await,
+        "endpoints/web\n"
+    );
+    assert_eq!(
+        ok(&app, &["po", "-n", "prod", "-o", "name"]).await,
+        "pod/api-1\n"
+    );
     // -o json: one object by name, else a List.
     let one: serde_json::Value =
         serde_json::from_str(&ok(&app, &["svc", "web", "-o", "json"]).await).expect("JSON");
@@ -233,7 +252,12 @@ async fn output_formats_are_kubectls() {
     assert!(yaml.contains("\nname: web\n"), "{yaml}");
     // -o wide: kubectl's SELECTOR column (lb's IP-POOL after it).
     let wide = ok(&app, &["svc", "web", "-o", "wide"]).await;
-    let header: Vec<&str> = wide.lines().next().unwrap_or("").split_whitespace().collect();
+    let header: Vec<&str> = wide
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
     assert_eq!(
         header,
         [
@@ -346,12 +370,20 @@ async fn get_pods_shows_readiness_as_the_probe_decides() {
             .unwrap_or_default()
     };
     let ready = eventually_async(WAIT, || async {
-        row(&ok(&app, &["pods"]).await, "web-1").get(1).map(String::as_str) == Some("1/1")
+        row(&ok(&app, &["pods"]).await, "web-1")
+            .get(1)
+            .map(String::as_str)
+            == Some("1/1")
     })
     .await;
     assert!(ready, "the probe passes: web-1 is 1/1");
     let text = ok(&app, &["pods", "-o", "wide"]).await;
-    let header: Vec<&str> = text.lines().next().unwrap_or("").split_whitespace().collect();
+    let header: Vec<&str> = text
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
     assert_eq!(
         header,
         [
@@ -376,7 +408,10 @@ async fn get_pods_shows_readiness_as_the_probe_decides() {
 
     backend.kill().await;
     let not_ready = eventually_async(WAIT, || async {
-        row(&ok(&app, &["pods"]).await, "web-1").get(1).map(String::as_str) == Some("0/1")
+        row(&ok(&app, &["pods"]).await, "web-1")
+            .get(1)
+            .map(String::as_str)
+            == Some("0/1")
     })
     .await;
     assert!(not_ready, "the probe fails: web-1 is 0/1");
@@ -397,7 +432,10 @@ async fn get_events_follows_the_namespace_and_output_flags() {
     assert!(text.contains("node/node-1"), "{text}");
     let text = ok(&app, &["ev", "-A"]).await;
     assert!(text.starts_with("NAMESPACE   LAST SEEN"), "{text}");
-    assert!(text.lines().skip(1).all(|l| l.starts_with("default ")), "{text}");
+    assert!(
+        text.lines().skip(1).all(|l| l.starts_with("default ")),
+        "{text}"
+    );
     let text = ok(&app, &["ev", "--no-headers"]).await;
     assert!(!text.contains("LAST SEEN"), "{text}");
     let out = get(&app, &["ev", "-n", "prod"]).await;
@@ -408,7 +446,11 @@ async fn get_events_follows_the_namespace_and_output_flags() {
         names.lines().any(|l| l.starts_with("event/node-1.")),
         "{names}"
     );
-    let first = names.lines().next().unwrap_or("").trim_start_matches("event/");
+    let first = names
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim_start_matches("event/");
     let one = ok(&app, &["ev", first, "-o", "json"]).await;
     let one: serde_json::Value = serde_json::from_str(&one).expect("JSON");
     assert_eq!(one["kind"], "Event");

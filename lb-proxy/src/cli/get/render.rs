@@ -134,12 +134,11 @@ pub fn render(
                 let wide = request.output == OutputFormat::Wide;
                 let mut narrowed = list.clone();
                 narrowed["items"] = Value::Array(values);
-                let table = table(*kind, narrowed, now, wide).map_err(|source| {
-                    AdminError::Json {
+                let table =
+                    table(*kind, narrowed, now, wide).map_err(|source| AdminError::Json {
                         url: url(admin, kind.path()),
                         source,
-                    }
-                })?;
+                    })?;
                 tables.push(table.render(&TableOptions {
                     namespace_column: request.namespace.is_none(),
                     kind_prefix: request.several_kinds().then(|| kind.prefix()),
@@ -298,7 +297,9 @@ fn table(
 ) -> Result<Table, serde_json::Error> {
     Ok(match kind {
         GetKind::Services => views::services_table(&typed::<ServiceList>(list)?, now, wide),
-        GetKind::Endpoints if wide => views::endpoints_wide_table(&typed::<EndpointsList>(list)?, now),
+        GetKind::Endpoints if wide => {
+            views::endpoints_wide_table(&typed::<EndpointsList>(list)?, now)
+        }
         GetKind::Endpoints => views::endpoints_table(&typed::<EndpointsList>(list)?, now),
         GetKind::Pods => views::pods_table(&typed::<PodList>(list)?, now, wide),
         GetKind::Connections => views::connections_table(&typed::<ConnectionList>(list)?, wide),
@@ -344,10 +345,12 @@ fn encode(document: &Value, output: OutputFormat) -> Result<String, AdminError> 
         let mut buf = Vec::new();
         let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
         let mut ser = serde_json::Serializer::with_formatter(&mut buf, formatter);
-        document.serialize(&mut ser).map_err(|e| AdminError::Encode {
-            format: "JSON",
-            message: e.to_string(),
-        })?;
+        document
+            .serialize(&mut ser)
+            .map_err(|e| AdminError::Encode {
+                format: "JSON",
+                message: e.to_string(),
+            })?;
         String::from_utf8_lossy(&buf).into_owned()
     };
     if !text.ends_with('\n') {

@@ -3,9 +3,7 @@
 //! refusals word for word.
 
 use crate::cli::selector::{Selector, SelectorError};
-use crate::ops::views::{
-    CONNECTIONS_PATH, ENDPOINTS_PATH, EVENTS_PATH, PODS_PATH, SERVICES_PATH,
-};
+use crate::ops::views::{CONNECTIONS_PATH, ENDPOINTS_PATH, EVENTS_PATH, PODS_PATH, SERVICES_PATH};
 
 /// A kind `lb-proxy get` lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -319,11 +319,7 @@ pub fn events_table(list: &EventList, now: SystemTime, wide: bool) -> Table {
         ];
         if wide {
             cells.extend([String::new(), EVENT_SOURCE.to_string(), message]);
-            cells.extend([
-                age(&e.first_seen, now),
-                e.count.to_string(),
-                event_name(e),
-            ]);
+            cells.extend([age(&e.first_seen, now), e.count.to_string(), event_name(e)]);
         } else {
             cells.push(message);
         }
