@@ -157,6 +157,35 @@ pub struct Config {
     /// without labels are absent.
     pub labels:
         std::collections::BTreeMap<lb_core::ServiceKey, std::collections::BTreeMap<String, String>>,
+    /// The pods of the file and the manifests, in file order, as declared:
+    /// for `/api/v1/pods` (`lb-proxy get pods`), which shows them with the
+    /// readiness their probes decide. Their endpoints are already in
+    /// `services`.
+    pub pods: Vec<PodObject>,
+}
+
+/// A pod as declared (`[[pods]]`, a manifest's Pod), kept so the operator
+/// can list the pods lb knows and see the readiness lb gives them; the
+/// endpoints controller has already turned them into endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodObject {
+    /// Kubernetes namespace.
+    pub namespace: String,
+    /// Pod name.
+    pub name: String,
+    /// The pod's address.
+    pub ip: std::net::IpAddr,
+    /// The node it runs on, empty when not said.
+    pub node: String,
+    /// `metadata.labels`, what service selectors and `get -l` read.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Ready as declared (`ready`, a manifest's `Ready` condition); a pod
+    /// with a readiness probe is ready when its probe says so instead.
+    pub ready: bool,
+    /// Being deleted (`terminating`, a manifest's `deletionTimestamp`).
+    pub terminating: bool,
+    /// Whether a readiness probe decides its readiness.
+    pub probed: bool,
 }
 
 /// A LoadBalancer service that got no address at this load. Not an error:

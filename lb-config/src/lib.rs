@@ -66,7 +66,7 @@ mod validation;
 #[cfg(feature = "watch")]
 pub mod watch;
 
-pub use config::{ClusterSettings, Config, DnsSettings, PendingAddress, VipMode};
+pub use config::{ClusterSettings, Config, DnsSettings, PendingAddress, PodObject, VipMode};
 #[cfg(feature = "watch")]
 pub use error::WatchError;
 pub use error::{ConfigErrors, FieldError};

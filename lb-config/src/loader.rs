@@ -161,6 +161,20 @@ impl Loader {
         warnings.extend(v.warnings);
         let s = v.settings;
         let probes = v.pods.iter().filter_map(|p| p.probe.clone()).collect();
+        let pods = v
+            .pods
+            .iter()
+            .map(|p| crate::config::PodObject {
+                namespace: p.namespace.clone(),
+                name: p.name.clone(),
+                ip: p.ip,
+                node: p.node.clone(),
+                labels: p.labels.clone(),
+                ready: p.ready,
+                terminating: p.terminating,
+                probed: p.probe.is_some(),
+            })
+            .collect();
         let selectors = v
             .services
             .iter()
@@ -190,6 +204,7 @@ impl Loader {
             pending_addresses,
             selectors,
             labels,
+            pods,
         })
     }
 

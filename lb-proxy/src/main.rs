@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use lb_proxy::app::{App, AppOptions};
-use lb_proxy::cli::get::{GetKind, OutputFormat};
+use lb_proxy::cli::get::{GetRequest, OutputFormat};
 use lb_proxy::cli::owner;
 use lb_proxy::control::ProxyOverrides;
 use tokio::signal::unix::{signal, SignalKind};
@@ -27,12 +27,14 @@ address and node port of the file, and forwards each TCP connection or UDP flow 
 endpoint (weighted round robin, ClientIP affinity, failover on dial errors).\n\n\
 With no subcommand it runs the proxy (same as `run`). The admin API (admin.listen, default \
 127.0.0.1:10249) serves /healthz, /readyz, /metrics, /api/v1/{services,endpoints,connections,\
-config,events} and a live status page at /.",
+config,events,pods} and a live status page at /.",
     after_help = "EXAMPLES:\n  \
 lb-proxy --config /etc/lb/lb.toml                 run the proxy\n  \
 lb-proxy check --config lb.toml                   validate a file\n  \
 lb-proxy get svc --config lb.toml                 list services of the running proxy\n  \
+lb-proxy get svc,ep -A -l app=web                 like kubectl: kinds, namespaces, selectors\n  \
 lb-proxy get ep -o wide --admin 127.0.0.1:10249   endpoints with state and reason\n  \
+lb-proxy get pods                                 pods and their readiness as lb sees it\n  \
 lb-proxy get connections -w                       watch open connections\n  \
 lb-proxy get events                               what happened (reloads, allocations, endpoints)\n  \
 lb-proxy describe svc web --config lb.toml        one service, its conditions and events\n\n\
@@ -110,30 +112,60 @@ reload would refuse it.",
 lb-proxy check --config lb.toml --state-file /var/lib/lb/state.json"
     )]
     Check,
-    /// Print the running proxy's services, endpoints, connections or events, like `kubectl get`.
+    /// Print the running proxy's services, endpoints, pods, connections or events, like `kubectl get`.
     #[command(
         long_about = "Asks the running proxy's admin API (at --admin, else at admin.listen of \
---config, else 127.0.0.1:10249) and prints a kubectl-style table:\n\n  \
-services     NAME TYPE CLUSTER-IP EXTERNAL-IP PORT(S) AGE\n  \
-endpoints    NAME ENDPOINTS AGE (ready endpoints; -o wide: one row each with STATE, REASON, SINCE)\n  \
-connections  NAME CLIENT ENDPOINT REASON RX TX AGE (REASON: why this endpoint was picked: \
-round_robin, affinity or failover; -o wide adds FRONTEND, PORT, STARTED)\n  \
-events       LAST SEEN TYPE REASON OBJECT MESSAGE (oldest first; a repeated event is one row, \
-LAST SEEN its last time; a NAMESPACE column first when an object is outside default)\n\n\
--o json prints the admin API's JSON unchanged. -w keeps watching and prints the table again \
-whenever it changes, until Ctrl-C.",
+--config, else 127.0.0.1:10249) and prints what it has as `kubectl get` does: the same \
+arguments, columns and messages.\n\n  \
+services (svc)     NAME TYPE CLUSTER-IP EXTERNAL-IP PORT(S) AGE (-o wide: SELECTOR, IP-POOL)\n  \
+endpoints (ep)     NAME ENDPOINTS AGE (ready endpoints; -o wide: one row each with STATE, \
+REASON, SINCE)\n  \
+pods (po)          NAME READY STATUS RESTARTS AGE (READY as lb sees it: the readiness probe's \
+verdict; -o wide: IP NODE NOMINATED NODE READINESS GATES)\n  \
+connections (conn) NAME CLIENT ENDPOINT REASON RX TX AGE (lb's own kind: NAME is the service; \
+REASON why this endpoint was picked: round_robin, affinity or failover; -o wide adds \
+FRONTEND, PORT, STARTED)\n  \
+events (ev)        LAST SEEN TYPE REASON OBJECT MESSAGE (oldest first; a repeated event is \
+one row; node events are in namespace default)\n  \
+all                pods and services\n\n\
+TYPE may be a comma-separated list (svc,ep: each kind's table, names printed service/web). \
+NAME (or TYPE/NAME) picks objects by name; a missing one is `Error from server (NotFound): \
+services \"web\" not found` and exit 1. Objects are listed in namespace `default` unless \
+-n says another; -A lists every namespace with a NAMESPACE column first. -l filters on \
+labels with kubectl's selector syntax (a=b, a!=b, a in (x,y), a notin (x), a, !a). \
+-o json|yaml print the object asked by name, else a `kind: List`; -o name prints \
+service/web. An empty answer prints `No resources found in default namespace.` on \
+stderr. -w keeps watching and prints again whenever the answer changes, until Ctrl-C.",
         after_help = "EXAMPLES:\n  lb-proxy get svc --config /etc/lb/lb.toml\n  \
+lb-proxy get svc web -o yaml\n  \
+lb-proxy get svc/web ep/web\n  \
+lb-proxy get svc,ep -n prod -l 'app in (web,api),!canary'\n  \
+lb-proxy get pods -A -o wide\n  \
+lb-proxy get all -o name\n  \
 lb-proxy get ep -o wide --admin 127.0.0.1:10249\n  \
-lb-proxy get connections -o json | jq '.items[] | select(.pick_reason == \"failover\")'\n  \
+lb-proxy get connections -A -o json | jq '.items[] | select(.pick_reason == \"failover\")'\n  \
 lb-proxy get ep -w"
     )]
     Get {
-        /// services (svc), endpoints (ep), connections (conn) or events (ev).
-        #[arg(value_enum)]
-        kind: GetKind,
-        /// table (default), wide (more columns) or json (exactly the admin API's JSON).
+        /// TYPE[,TYPE...] [NAME...] or TYPE/NAME...: services (svc), endpoints (ep), pods (po),
+        /// connections (conn), events (ev), all.
+        #[arg(required = true, value_name = "TYPE[,TYPE] [NAME] | TYPE/NAME")]
+        args: Vec<String>,
+        /// The namespace listed (default: default).
+        #[arg(short = 'n', long, value_name = "NAMESPACE")]
+        namespace: Option<String>,
+        /// List every namespace (a NAMESPACE column first).
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        /// Label selector, kubectl's syntax: a=b, a!=b, 'a in (x,y)', 'a notin (x)', a, '!a'.
+        #[arg(short = 'l', long, value_name = "SELECTOR")]
+        selector: Option<String>,
+        /// table (default), wide (more columns), json, yaml or name (service/web).
         #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
+        /// Print tables without their header line.
+        #[arg(long)]
+        no_headers: bool,
         /// The admin API address (HOST:PORT); default: `admin.listen` of --config.
         #[arg(long, value_name = "HOST:PORT")]
         admin: Option<String>,
@@ -255,18 +287,37 @@ fn main() -> ExitCode {
             cli.state_file.as_deref(),
         ),
         Some(Command::Get {
-            kind,
+            args,
+            namespace,
+            all_namespaces,
+            selector,
             output,
+            no_headers,
             admin,
             watch,
             watch_limit,
-        }) => get(
-            kind,
-            output,
-            admin,
-            cli.config.as_deref(),
-            watch.then_some(watch_limit),
-        ),
+        }) => {
+            let request = GetRequest::parse(
+                &args,
+                namespace.as_deref(),
+                all_namespaces,
+                selector.as_deref(),
+                output,
+                no_headers,
+            );
+            match request {
+                Ok(request) => get(
+                    &request,
+                    admin,
+                    cli.config.as_deref(),
+                    watch.then_some(watch_limit),
+                ),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Some(Command::Describe {
             kind: DescribeKind::Service,
             name,
@@ -472,12 +523,13 @@ fn describe(
 }
 
 fn get(
-    kind: GetKind,
-    output: OutputFormat,
+    request: &GetRequest,
     admin: Option<String>,
     config: Option<&Path>,
     watch: Option<u32>,
 ) -> ExitCode {
+    use lb_proxy::cli::get::{fetch_bodies, render};
+    use std::io::Write;
     let admin = match (admin, config) {
         (Some(a), _) => a,
         (None, Some(path)) => match lb_config::check_file(path) {
@@ -499,10 +551,15 @@ fn get(
         (None, None) => lb_config::config::DEFAULT_ADMIN_LISTEN.to_string(),
     };
     let Some(limit) = watch else {
-        return match lb_proxy::cli::get::get_command(&admin, kind, output, SystemTime::now()) {
-            Ok(text) => {
-                print!("{text}");
-                ExitCode::SUCCESS
+        return match lb_proxy::cli::get::get_command(&admin, request, SystemTime::now()) {
+            Ok(out) => {
+                print!("{}", out.stdout);
+                eprint!("{}", out.stderr);
+                if out.success {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
             }
             Err(e) => {
                 eprintln!("error: {e}");
@@ -510,27 +567,28 @@ fn get(
             }
         };
     };
-    // Watch: poll every second and print again when the answer changed
+    // Watch: poll every second and print again when an answer changed
     // (AGE alone ticking does not count); Ctrl-C ends it.
-    let mut last: Option<String> = None;
+    let mut last = None;
     let mut printed = 0u32;
     loop {
-        match lb_proxy::cli::get::fetch(&admin, kind.path()) {
-            Ok(body) if last.as_deref() != Some(body.as_str()) => {
-                match lb_proxy::cli::get::render_get(&admin, kind, output, &body, SystemTime::now())
-                {
-                    Ok(text) => {
-                        if printed > 0 && output != OutputFormat::Json {
+        match fetch_bodies(&admin, request) {
+            Ok(bodies) if last.as_ref() != Some(&bodies) => {
+                match render(&admin, request, &bodies, SystemTime::now()) {
+                    Ok(out) => {
+                        let document =
+                            matches!(request.output, OutputFormat::Json | OutputFormat::Yaml);
+                        if printed > 0 && !document {
                             println!();
                         }
-                        print!("{text}");
-                        use std::io::Write;
+                        print!("{}", out.stdout);
+                        eprint!("{}", out.stderr);
                         let _ = std::io::stdout().flush();
                         printed += 1;
                     }
                     Err(e) => eprintln!("error: {e}"),
                 }
-                last = Some(body);
+                last = Some(bodies);
                 if limit > 0 && printed >= limit {
                     return ExitCode::SUCCESS;
                 }

@@ -420,13 +420,21 @@ impl Follower for ConditionStamps {
             .map(|(k, e)| (k, e.to_string()))
             .collect();
         let config = self.control.config();
-        // The view is built for its stamps alone.
+        // The views are built for their stamps alone (a pod's AGE counts
+        // from the table that brought it, not from the first `get pods`).
+        let now = std::time::SystemTime::now();
         let _ = crate::ops::views::services_view_with(
             &snapshot,
             Some(&bind_errors),
             Some(&config),
             Some(&self.transitions),
-            std::time::SystemTime::now(),
+            now,
+        );
+        let _ = crate::ops::views::pods_view(
+            Some(&config),
+            &self.control.probes(),
+            Some(&self.transitions),
+            now,
         );
         if bind_errors.is_empty() {
             Reconciled::Done

@@ -1,12 +1,13 @@
 //! The commands of the `lb-proxy` binary that are more than wiring: `check`,
-//! `get` (the admin API's client), `describe` and, with an etcd source,
-//! `put` and `delete`.
+//! `get` (the admin API's client, with kubectl's label `selector`s),
+//! `describe` and, with an etcd source, `put` and `delete`.
 
 pub mod describe;
 mod etcd;
 pub mod get;
 mod host;
 pub mod owner;
+pub mod selector;
 
 use std::path::Path;
 

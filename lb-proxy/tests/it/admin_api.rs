@@ -13,7 +13,7 @@ use lb_core::{
     SessionAffinity, Snapshot, TargetPort,
 };
 #[cfg(feature = "cli")]
-use lb_proxy::cli::get::{self, AdminError, GetKind, OutputFormat};
+use lb_proxy::cli::get::{self, AdminError, OutputFormat};
 use lb_proxy::lifecycle::Tasks;
 use lb_proxy::ops::admin::{self, AdminServer, AdminSource};
 use serde_json::{json, Value};
@@ -326,28 +326,47 @@ fn metrics_are_served_as_prometheus_text() {
 fn unknown_paths_answer_404() {
     let server = Server::start(source());
     // "/" is the status page (issue 7); other unknown paths are 404.
-    for path in ["/index.html", "/api/v1/pods", "/healthz/extra"] {
+    for path in ["/index.html", "/api/v1/nodes", "/healthz/extra"] {
         assert_eq!(server.get(path).0, 404, "{path}");
     }
 }
 
+/// `lb-proxy get ARGS` (with `-A` when `all`), as the binary reads it.
+#[cfg(feature = "cli")]
+fn request(args: &[&str], all: bool, output: OutputFormat) -> get::GetRequest {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    get::GetRequest::parse(&args, None, all, None, output, false).unwrap()
+}
+
 #[cfg(feature = "cli")]
 #[test]
-fn get_json_prints_exactly_the_api_body() {
+fn get_json_is_a_kubectl_list_of_the_api_items() {
     let server = Server::start(source());
-    for (kind, path) in [
-        (GetKind::Services, "/api/v1/services"),
-        (GetKind::Endpoints, "/api/v1/endpoints"),
+    for (kind, path, object_kind) in [
+        ("services", "/api/v1/services", "Service"),
+        ("endpoints", "/api/v1/endpoints", "Endpoints"),
     ] {
         let printed = get::get_command(
             &server.admin(),
-            kind,
-            OutputFormat::Json,
+            &request(&[kind], true, OutputFormat::Json),
             std::time::SystemTime::now(),
         )
         .unwrap();
-        assert_eq!(printed, get::fetch(&server.admin(), path).unwrap());
-        assert!(printed.ends_with('\n'));
+        assert!(printed.success && printed.stderr.is_empty(), "{printed:?}");
+        assert!(printed.stdout.ends_with('\n'));
+        let printed: Value = serde_json::from_str(&printed.stdout).unwrap();
+        let api: Value = serde_json::from_str(&get::fetch(&server.admin(), path).unwrap()).unwrap();
+        assert_eq!(printed["kind"], "List");
+        assert_eq!(printed["apiVersion"], "v1");
+        let items = printed["items"].as_array().unwrap();
+        assert_eq!(items.len(), api["items"].as_array().unwrap().len());
+        for (item, api_item) in items.iter().zip(api["items"].as_array().unwrap()) {
+            let mut item = item.clone();
+            let fields = item.as_object_mut().unwrap();
+            assert_eq!(fields.remove("kind"), Some(json!(object_kind)));
+            assert_eq!(fields.remove("apiVersion"), Some(json!("v1")));
+            assert_eq!(&item, api_item);
+        }
     }
 }
 
@@ -356,16 +375,20 @@ fn get_json_prints_exactly_the_api_body() {
 fn get_services_prints_a_kubectl_table_of_the_live_proxy() {
     let server = Server::start(source());
     let now = created() + Duration::from_secs(45);
-    let table =
-        get::get_command(&server.admin(), GetKind::Services, OutputFormat::Table, now).unwrap();
+    let table = get::get_command(
+        &server.admin(),
+        &request(&["services"], true, OutputFormat::Table),
+        now,
+    )
+    .unwrap();
     assert_eq!(
-        table,
+        table.stdout,
         "\
-NAME        TYPE           CLUSTER-IP    EXTERNAL-IP           PORT(S)         AGE
-db          ClusterIP      None          <none>                5432/TCP        45s
-ext         ExternalName   <none>        db.example.internal   <none>          45s
-web         NodePort       127.96.0.10   <none>                80:30001/TCP    45s
-other/api   ClusterIP      127.96.0.12   <none>                53/UDP,53/TCP   45s
+NAMESPACE   NAME   TYPE           CLUSTER-IP    EXTERNAL-IP           PORT(S)         AGE
+default     db     ClusterIP      None          <none>                5432/TCP        45s
+default     ext    ExternalName   <none>        db.example.internal   <none>          45s
+default     web    NodePort       127.96.0.10   <none>                80:30001/TCP    45s
+other       api    ClusterIP      127.96.0.12   <none>                53/UDP,53/TCP   45s
 "
     );
 }
@@ -377,18 +400,16 @@ fn get_endpoints_prints_ready_endpoints_only() {
     let now = created() + Duration::from_secs(3 * 3600 + 600);
     let table = get::get_command(
         &server.admin(),
-        GetKind::Endpoints,
-        OutputFormat::Table,
+        &request(&["endpoints"], false, OutputFormat::Table),
         now,
     )
     .unwrap();
     assert_eq!(
-        table,
+        table.stdout,
         "\
-NAME        ENDPOINTS          AGE
-db          127.0.244.3:5432   3h10m
-web         127.0.244.1:8080   3h10m
-other/api   <none>             3h10m
+NAME   ENDPOINTS          AGE
+db     127.0.244.3:5432   3h10m
+web    127.0.244.1:8080   3h10m
 "
     );
 }
@@ -401,8 +422,7 @@ fn get_against_a_closed_port_is_an_http_error() {
     server.stop().unwrap();
     let err = get::get_command(
         &addr,
-        GetKind::Services,
-        OutputFormat::Table,
+        &request(&["services"], false, OutputFormat::Table),
         std::time::SystemTime::now(),
     )
     .unwrap_err();

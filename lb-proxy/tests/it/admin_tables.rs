@@ -6,10 +6,17 @@ use std::time::{Duration, SystemTime};
 use lb_core::{Protocol, TargetPort};
 use lb_proxy::ops::views::{
     endpoints_table, human_duration, services_table, EndpointView, EndpointsList, EndpointsView,
-    PortView, ServiceList, ServiceView,
+    PortView, ServiceList, ServiceView, TableOptions,
 };
 
 use crate::support::created;
+
+/// `-A`: a NAMESPACE column first.
+const ALL_NAMESPACES: TableOptions = TableOptions {
+    namespace_column: true,
+    kind_prefix: None,
+    headers: true,
+};
 
 const CREATED: &str = "2024-05-01T12:00:00Z";
 
@@ -103,17 +110,18 @@ fn services_table_reads_like_kubectl_get_svc() {
     let list = ServiceList {
         items: vec![web, lb, pending, with_ext, headless, ext],
     };
-    let table = services_table(&list, created() + Duration::from_secs(330));
+    let table =
+        services_table(&list, created() + Duration::from_secs(330), false).render(&ALL_NAMESPACES);
     assert_eq!(
         table,
         "\
-NAME       TYPE           CLUSTER-IP    EXTERNAL-IP                             PORT(S)                      AGE
-web        NodePort       127.96.0.10   <none>                                  80:30001/TCP,443:30443/TCP   5m30s
-lb         LoadBalancer   127.96.0.20   127.0.122.110,127.0.122.111,127.0.5.1   80:30002/TCP                 5m30s
-pending    LoadBalancer   127.96.0.21   <pending>                               53:30053/UDP                 5m30s
-prod/api   ClusterIP      127.96.0.30   127.0.6.1,127.0.6.2                     8080/TCP                     5m30s
-db         ClusterIP      None          <none>                                  5432/TCP                     5m30s
-ext        ExternalName   <none>        db.example.internal                     <none>                       5m30s
+NAMESPACE   NAME      TYPE           CLUSTER-IP    EXTERNAL-IP                             PORT(S)                      AGE
+default     web       NodePort       127.96.0.10   <none>                                  80:30001/TCP,443:30443/TCP   5m30s
+default     lb        LoadBalancer   127.96.0.20   127.0.122.110,127.0.122.111,127.0.5.1   80:30002/TCP                 5m30s
+default     pending   LoadBalancer   127.96.0.21   <pending>                               53:30053/UDP                 5m30s
+prod        api       ClusterIP      127.96.0.30   127.0.6.1,127.0.6.2                     8080/TCP                     5m30s
+default     db        ClusterIP      None          <none>                                  5432/TCP                     5m30s
+default     ext       ExternalName   <none>        db.example.internal                     <none>                       5m30s
 "
     );
 }
@@ -122,11 +130,11 @@ ext        ExternalName   <none>        db.example.internal                     
 fn empty_lists_print_only_the_header() {
     let now = created();
     assert_eq!(
-        services_table(&ServiceList::default(), now),
+        services_table(&ServiceList::default(), now, false).render(&TableOptions::default()),
         "NAME   TYPE   CLUSTER-IP   EXTERNAL-IP   PORT(S)   AGE\n"
     );
     assert_eq!(
-        endpoints_table(&EndpointsList::default(), now),
+        endpoints_table(&EndpointsList::default(), now).render(&TableOptions::default()),
         "NAME   ENDPOINTS   AGE\n"
     );
 }
@@ -177,17 +185,18 @@ fn endpoints_table_lists_three_ready_endpoints_then_counts_the_rest() {
     let table = endpoints_table(
         &list,
         created() + Duration::from_secs(3 * 86_400 + 4 * 3600),
-    );
+    )
+    .render(&ALL_NAMESPACES);
     assert_eq!(
         table,
         "\
-NAME               ENDPOINTS                                                  AGE
-web                127.0.244.1:8080,127.0.244.3:8080                          3d4h
-big                127.0.245.1:80,127.0.245.2:80,127.0.245.4:80 + 2 more...   3d4h
-three              127.0.246.1:80,127.0.246.2:80,127.0.246.3:80               3d4h
-kube-system/down   <none>                                                     3d4h
-empty              <none>                                                     3d4h
-v6                 [::1]:80                                                   3d4h
+NAMESPACE     NAME    ENDPOINTS                                                  AGE
+default       web     127.0.244.1:8080,127.0.244.3:8080                          3d4h
+default       big     127.0.245.1:80,127.0.245.2:80,127.0.245.4:80 + 2 more...   3d4h
+default       three   127.0.246.1:80,127.0.246.2:80,127.0.246.3:80               3d4h
+kube-system   down    <none>                                                     3d4h
+default       empty   <none>                                                     3d4h
+default       v6      [::1]:80                                                   3d4h
 "
     );
 }
@@ -227,7 +236,7 @@ fn age_tolerates_a_clock_slightly_behind_and_flags_one_far_behind() {
     s.ports = vec![port(80, 0, Protocol::Tcp)];
     let list = ServiceList { items: vec![s] };
     let age_at = |now: SystemTime| {
-        let table = services_table(&list, now);
+        let table = services_table(&list, now, false).render(&TableOptions::default());
         table
             .lines()
             .nth(1)
@@ -242,7 +251,9 @@ fn age_tolerates_a_clock_slightly_behind_and_flags_one_far_behind() {
 
     let mut unknown = list.clone();
     unknown.items[0].created = String::new();
-    assert!(services_table(&unknown, created()).ends_with("<unknown>\n"));
+    assert!(services_table(&unknown, created(), false)
+        .render(&TableOptions::default())
+        .ends_with("<unknown>\n"));
 }
 
 #[test]
@@ -257,5 +268,7 @@ fn a_cli_reads_json_from_a_proxy_without_the_added_fields() {
         list.items[0].ports[0].target_port,
         TargetPort::Name("http".into())
     );
-    assert!(services_table(&list, created()).contains("80:30001/TCP   <unknown>\n"));
+    assert!(services_table(&list, created(), false)
+        .render(&TableOptions::default())
+        .contains("80:30001/TCP   <unknown>\n"));
 }

@@ -202,7 +202,8 @@ async fn an_http_get_probe_answered_500_keeps_the_pod_out() {
     assert_eq!(bad_view.reason, "probe failing: HTTP 500");
     assert_eq!(bad_view.probe, "HTTP 500");
     assert!(lb_proxy::ops::views::parse_rfc3339(&bad_view.since).is_some());
-    let table = lb_proxy::ops::views::endpoints_wide_table(&view, std::time::SystemTime::now());
+    let table = lb_proxy::ops::views::endpoints_wide_table(&view, std::time::SystemTime::now())
+        .render(&Default::default());
     assert!(table.contains("probe failing: HTTP 500"), "{table}");
     for _ in 0..10 {
         assert!(try_fetch(vip).await.unwrap().ends_with("ok"));

@@ -68,6 +68,8 @@ mod obs_api;
 mod obs_browser;
 #[cfg(feature = "cli")]
 mod obs_get;
+#[cfg(feature = "cli")]
+mod obs_kubectl;
 #[cfg(feature = "admin")]
 mod obs_metrics;
 #[cfg(feature = "cli")]

@@ -2,13 +2,20 @@
 //! a running proxy (table, wide, json, watch), and a man-page-style `--help`
 //! for every subcommand.
 
-use lb_proxy::ops::views::connections_table;
+use lb_proxy::ops::views::{connections_table, TableOptions};
 use lb_proxy::ops::views::{ConnectionList, ConnectionView};
 
 use crate::support::app::TestApp;
 use crate::support::bin::lb;
 use crate::support::config::service_toml;
 use crate::support::*;
+
+/// `-A`: a NAMESPACE column first.
+const ALL_NAMESPACES: TableOptions = TableOptions {
+    namespace_column: true,
+    kind_prefix: None,
+    headers: true,
+};
 
 fn view(id: u64, ns: &str, client: &str, reason: &str, age: u64) -> ConnectionView {
     ConnectionView {
@@ -40,22 +47,25 @@ fn connections_table_is_golden() {
         total: 3,
     };
     assert_eq!(
-        connections_table(&list, false),
+        connections_table(&list, false).render(&ALL_NAMESPACES),
         "\
-NAME       CLIENT            ENDPOINT           REASON        RX     TX      AGE
-web        127.0.0.5:40001   127.0.244.1:8080   round_robin   1234   56789   5s
-prod/web   127.0.0.6:40002   127.0.244.1:8080   affinity      1234   56789   5m30s
-web        127.0.0.7:40003   127.0.244.1:8080   failover      1234   56789   66m
+NAMESPACE   NAME   CLIENT            ENDPOINT           REASON        RX     TX      AGE
+default     web    127.0.0.5:40001   127.0.244.1:8080   round_robin   1234   56789   5s
+prod        web    127.0.0.6:40002   127.0.244.1:8080   affinity      1234   56789   5m30s
+default     web    127.0.0.7:40003   127.0.244.1:8080   failover      1234   56789   66m
 "
     );
     assert_eq!(
-        connections_table(&list, true).lines().next(),
+        connections_table(&list, true)
+            .render(&ALL_NAMESPACES)
+            .lines()
+            .next(),
         Some(
-            "NAME       CLIENT            ENDPOINT           REASON        RX     TX      AGE     FRONTEND         PORT       STARTED"
+            "NAMESPACE   NAME   CLIENT            ENDPOINT           REASON        RX     TX      AGE     FRONTEND         PORT       STARTED"
         )
     );
     assert_eq!(
-        connections_table(&ConnectionList::default(), false),
+        connections_table(&ConnectionList::default(), false).render(&Default::default()),
         "NAME   CLIENT   ENDPOINT   REASON   RX    TX    AGE\n"
     );
 }

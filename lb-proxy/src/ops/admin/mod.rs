@@ -44,7 +44,7 @@ use crate::ops::http::{self, ConnectionOptions, ConnectionSlots};
 use crate::ops::views;
 
 pub use crate::ops::views::{
-    CONFIG_PATH, CONNECTIONS_PATH, ENDPOINTS_PATH, EVENTS_PATH, SERVICES_PATH,
+    CONFIG_PATH, CONNECTIONS_PATH, ENDPOINTS_PATH, EVENTS_PATH, PODS_PATH, SERVICES_PATH,
 };
 
 /// What the admin API reads; the binary implements it over the data plane.
@@ -160,6 +160,7 @@ pub fn router(source: Arc<dyn AdminSource>) -> Router {
         .route("/metrics", get(metrics))
         .route(SERVICES_PATH, get(services))
         .route(ENDPOINTS_PATH, get(endpoints))
+        .route(PODS_PATH, get(pods))
         .route(CONNECTIONS_PATH, get(connections))
         .route(CONFIG_PATH, get(config))
         .route(EVENTS_PATH, get(events))
@@ -355,6 +356,15 @@ async fn services(State(source): Source) -> Response {
 async fn endpoints(State(source): Source) -> Response {
     let snapshot = source.snapshot();
     json_response(&views::endpoints_view_with(&snapshot, &source.probes()))
+}
+
+async fn pods(State(source): Source) -> Response {
+    json_response(&views::pods_view(
+        source.config().as_deref(),
+        &source.probes(),
+        source.transitions(),
+        std::time::SystemTime::now(),
+    ))
 }
 
 /// The query of `/api/v1/connections`: Kubernetes' list pagination. Read as

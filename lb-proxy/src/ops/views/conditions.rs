@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
+use lb_core::health::PodKey;
 use lb_core::{ServiceEntry, ServiceKey, ServiceType};
 use serde::{Deserialize, Serialize};
 
@@ -169,15 +170,29 @@ pub(super) fn observe(
 /// with the status it had keeps its time, one seen with another status (or
 /// for the first time) takes the time it is seen. Services that are gone
 /// are forgotten.
+/// It also remembers when each pod was first seen, the AGE of `get pods`
+/// (lb learns pods from its sources and has no creation time for them).
 #[derive(Debug, Default)]
 pub struct Transitions {
     seen: Mutex<HashMap<ConditionKey, (&'static str, SystemTime)>>,
+    pods: Mutex<HashMap<PodKey, SystemTime>>,
 }
 
 /// A service's condition: (service, condition type).
 type ConditionKey = (ServiceKey, &'static str);
 
 impl Transitions {
+    /// When each pod of `pods` was first seen (`now` for a new one); pods
+    /// not in `pods` are forgotten.
+    pub(super) fn pods_seen(&self, pods: &[PodKey], now: SystemTime) -> Vec<SystemTime> {
+        let present: std::collections::HashSet<&PodKey> = pods.iter().collect();
+        let mut seen = self.pods.lock().unwrap_or_else(|e| e.into_inner());
+        seen.retain(|key, _| present.contains(key));
+        pods.iter()
+            .map(|key| *seen.entry(key.clone()).or_insert(now))
+            .collect()
+    }
+
     /// Stamps the conditions of every service in `observed` (seen at `now`)
     /// and forgets services not in it.
     pub(super) fn stamp(

@@ -1,16 +1,15 @@
-//! `lb-proxy describe service` and `lb-proxy get events`, printed from the
-//! admin API's views as kubectl prints a Service and its events
-//! (`describeService` and `DescribeEvents` in kubectl's
-//! pkg/describe/describe.go; the event columns of `kubectl get events`).
+//! `lb-proxy describe service`, printed from the admin API's views as
+//! kubectl prints a Service and its events (`describeService` and
+//! `DescribeEvents` in kubectl's pkg/describe/describe.go).
 
 use std::time::SystemTime;
 
 use super::conditions::Condition;
 use super::endpoints::EndpointsView;
 use super::services::ServiceView;
-use super::tables::{join_host_port, translate_timestamp_since, MAX_LISTED_ENDPOINTS};
+use super::tables::{join_host_port, one_line, translate_timestamp_since, MAX_LISTED_ENDPOINTS};
 use super::time::parse_rfc3339;
-use crate::control::events::{Event, EventList};
+use crate::control::events::Event;
 
 /// Who reports the events, kubectl's `From` column (`source.component`).
 pub const EVENT_SOURCE: &str = "lb-proxy";
@@ -220,59 +219,10 @@ fn events_block(events: &[&Event], now: SystemTime) -> String {
     format!("Events:\n{}", tabwrite(&lines))
 }
 
-/// `lb-proxy get events`: kubectl's columns (LAST SEEN, TYPE, REASON,
-/// OBJECT, MESSAGE), oldest first so the newest is at the bottom; a
-/// NAMESPACE column comes first, as with `kubectl get events -A`, when an
-/// event is about an object outside namespace `default`. A message of
-/// several lines (a reload's errors) shows its first line and how many
-/// more there are (`-o json` has them all).
-pub fn events_table(list: &EventList, now: SystemTime) -> String {
-    let mut items: Vec<&Event> = list.items.iter().collect();
-    items.sort_by(|a, b| a.last_seen.cmp(&b.last_seen));
-    let namespaced = items
-        .iter()
-        .any(|e| !e.object.namespace.is_empty() && e.object.namespace != "default");
-    let mut lines = Vec::new();
-    let header = "LAST SEEN\tTYPE\tREASON\tOBJECT\tMESSAGE";
-    lines.push(if namespaced {
-        format!("NAMESPACE\t{header}")
-    } else {
-        header.to_string()
-    });
-    for e in items {
-        let mut cells = Vec::new();
-        if namespaced {
-            cells.push(if e.object.namespace.is_empty() {
-                "<none>".to_string()
-            } else {
-                e.object.namespace.clone()
-            });
-        }
-        cells.push(since(&e.last_seen, now));
-        cells.push(e.event_type.as_str().to_string());
-        cells.push(e.reason.clone());
-        cells.push(e.object.display());
-        cells.push(one_line(e.message.trim()));
-        lines.push(cells.join("\t"));
-    }
-    // `kubectl get`'s tabwriter pads with three spaces.
-    tabwrite_with(&lines, 3)
-}
-
 fn since(time: &str, now: SystemTime) -> String {
     match parse_rfc3339(time) {
         Some(t) => translate_timestamp_since(t, now),
         None => "<unknown>".into(),
-    }
-}
-
-/// The first line of `message`, and how many more it has.
-fn one_line(message: &str) -> String {
-    let mut lines = message.lines();
-    let first = lines.next().unwrap_or_default().to_string();
-    match lines.count() {
-        0 => first,
-        n => format!("{first} (and {n} more lines)"),
     }
 }
 

@@ -10,7 +10,8 @@
 //! newer CLI still reads an older proxy.
 //!
 //! One file per job: `services`, `endpoints`, `connections` and `config`
-//! build the views from a snapshot (or the connection registry),
+//! build the views from a snapshot (or the connection registry), `pods`
+//! from the config and the probe verdicts,
 //! `conditions` the services' `status.conditions`, `describe` prints
 //! `describe service` and `get events`, `tables`
 //! prints them as kubectl would, `time` writes and reads their RFC 3339
@@ -21,6 +22,7 @@ mod config;
 mod connections;
 mod describe;
 mod endpoints;
+mod pods;
 mod services;
 mod tables;
 mod time;
@@ -31,16 +33,17 @@ pub use conditions::{
 };
 pub use config::{config_view, ConfigView, NodeView};
 pub use connections::{page, port_label, ConnectionList, ConnectionView, MAX_PAGE};
-pub use describe::{describe_service, events_table, EVENT_SOURCE};
+pub use describe::{describe_service, EVENT_SOURCE};
 pub use endpoints::{
     endpoints_view, endpoints_view_with, EndpointView, EndpointsList, EndpointsView,
 };
+pub use pods::{pods_view, PodList, PodView};
 pub use services::{
     services_view, services_view_with, BindErrorView, PortView, ServiceList, ServiceView,
 };
 pub use tables::{
-    connections_table, endpoints_table, endpoints_wide_table, human_duration, services_table,
-    services_wide_table,
+    connections_table, endpoints_table, endpoints_wide_table, event_name, event_namespace,
+    events_table, human_duration, pods_table, services_table, Table, TableOptions,
 };
 pub use time::{format_rfc3339, parse_rfc3339};
 
@@ -50,6 +53,8 @@ pub const SERVICES_PATH: &str = "/api/v1/services";
 pub const ENDPOINTS_PATH: &str = "/api/v1/endpoints";
 /// `/api/v1/connections`: a [`ConnectionList`], one page of it.
 pub const CONNECTIONS_PATH: &str = "/api/v1/connections";
+/// `/api/v1/pods`: a [`PodList`].
+pub const PODS_PATH: &str = "/api/v1/pods";
 /// `/api/v1/config`: a [`ConfigView`].
 pub const CONFIG_PATH: &str = "/api/v1/config";
 /// `/api/v1/events`: an [`EventList`](crate::control::events::EventList), most recently

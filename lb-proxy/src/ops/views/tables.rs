@@ -7,9 +7,12 @@
 use std::time::{Duration, SystemTime};
 
 use super::connections::ConnectionList;
+use super::describe::EVENT_SOURCE;
 use super::endpoints::EndpointsList;
+use super::pods::PodList;
 use super::services::{ServiceList, ServiceView};
 use super::time::parse_rfc3339;
+use crate::control::events::{Event, EventList};
 
 /// What kubectl prints for an empty cell.
 const NONE: &str = "<none>";
@@ -18,22 +21,101 @@ const NONE: &str = "<none>";
 /// kubectl.
 pub(super) const MAX_LISTED_ENDPOINTS: usize = 3;
 
-/// Renders `lb-proxy get services` like `kubectl get svc`
-/// (`NAME TYPE CLUSTER-IP EXTERNAL-IP PORT(S) AGE`), so operators read it
-/// without learning a new format. A service outside `default` is shown as
-/// `namespace/name`. `now` is a parameter so output is reproducible in tests.
-pub fn services_table(list: &ServiceList, now: SystemTime) -> String {
-    services_rows(list, now, false)
+/// A table before it is printed: kubectl's columns, and for each row its
+/// namespace and bare name, so one builder serves `get` in a namespace,
+/// `get -A` (a NAMESPACE column first) and several kinds at once (names
+/// printed `service/web`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Table {
+    header: Vec<String>,
+    rows: Vec<TableRow>,
+    /// The NAME column, prefixed with the kind when several kinds are
+    /// printed; `None` for a table without one (events).
+    name_column: Option<usize>,
 }
 
-/// Renders `lb-proxy get services -o wide`: the table above plus IP-POOL,
-/// the pool each LoadBalancer address came from (kubectl has no such column;
-/// MetalLB users look it up in the Service's events).
-pub fn services_wide_table(list: &ServiceList, now: SystemTime) -> String {
-    services_rows(list, now, true)
+/// One row of a [`Table`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TableRow {
+    namespace: String,
+    cells: Vec<String>,
 }
 
-fn services_rows(list: &ServiceList, now: SystemTime, wide: bool) -> String {
+/// How `lb-proxy get` prints a [`Table`], from its flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableOptions<'a> {
+    /// `-A`: a NAMESPACE column first.
+    pub namespace_column: bool,
+    /// Several kinds asked (`get svc,ep`): names are printed `service/web`.
+    pub kind_prefix: Option<&'a str>,
+    /// Print the header line (`--no-headers` turns it off).
+    pub headers: bool,
+}
+
+impl Default for TableOptions<'_> {
+    fn default() -> Self {
+        TableOptions {
+            namespace_column: false,
+            kind_prefix: None,
+            headers: true,
+        }
+    }
+}
+
+impl Table {
+    fn new(header: &[&str], name_column: Option<usize>) -> Table {
+        Table {
+            header: row(header),
+            rows: Vec::new(),
+            name_column,
+        }
+    }
+
+    fn push(&mut self, namespace: &str, cells: Vec<String>) {
+        self.rows.push(TableRow {
+            namespace: namespace.to_string(),
+            cells,
+        });
+    }
+
+    /// Whether it has no row (kubectl then says "No resources found").
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The table as kubectl prints it with `options`, final newline
+    /// included; empty when there is nothing to print.
+    pub fn render(&self, options: &TableOptions) -> String {
+        let mut rows = Vec::with_capacity(self.rows.len() + 1);
+        if options.headers {
+            let mut header = self.header.clone();
+            if options.namespace_column {
+                header.insert(0, "NAMESPACE".to_string());
+            }
+            rows.push(header);
+        }
+        for r in &self.rows {
+            let mut cells = r.cells.clone();
+            if let (Some(prefix), Some(c)) = (options.kind_prefix, self.name_column) {
+                if let Some(name) = cells.get_mut(c) {
+                    *name = format!("{prefix}/{name}");
+                }
+            }
+            if options.namespace_column {
+                cells.insert(0, r.namespace.clone());
+            }
+            rows.push(cells);
+        }
+        tabulate(&rows)
+    }
+}
+
+/// `lb-proxy get services` as kubectl's `get svc`
+/// (`NAME TYPE CLUSTER-IP EXTERNAL-IP PORT(S) AGE`); `wide` adds kubectl's
+/// SELECTOR, then IP-POOL, the pool each LoadBalancer address came from
+/// (kubectl has no such column; MetalLB users look it up in the Service's
+/// events). `now` is a parameter so output is reproducible in tests.
+pub fn services_table(list: &ServiceList, now: SystemTime, wide: bool) -> Table {
     let mut header = vec![
         "NAME",
         "TYPE",
@@ -43,12 +125,12 @@ fn services_rows(list: &ServiceList, now: SystemTime, wide: bool) -> String {
         "AGE",
     ];
     if wide {
-        header.push("IP-POOL");
+        header.extend(["SELECTOR", "IP-POOL"]);
     }
-    let mut rows = vec![row(&header)];
+    let mut table = Table::new(&header, Some(0));
     for s in &list.items {
         let mut cells = vec![
-            display_name(&s.namespace, &s.name),
+            s.name.clone(),
             s.service_type.clone(),
             or_none(s.cluster_ip.clone()),
             or_none(external_ip_column(s)),
@@ -68,17 +150,24 @@ fn services_rows(list: &ServiceList, now: SystemTime, wide: bool) -> String {
             age(&s.created, now),
         ];
         if wide {
+            cells.push(or_none(
+                s.selector
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ));
             cells.push(or_none(s.ip_pool.clone()));
         }
-        rows.push(cells);
+        table.push(&s.namespace, cells);
     }
-    tabulate(&rows)
+    table
 }
 
-/// Renders `lb-proxy get endpoints` like `kubectl get ep`
-/// (`NAME ENDPOINTS AGE`): ready endpoints only, at most three listed.
-pub fn endpoints_table(list: &EndpointsList, now: SystemTime) -> String {
-    let mut rows = vec![row(&["NAME", "ENDPOINTS", "AGE"])];
+/// `lb-proxy get endpoints` as kubectl's `get ep` (`NAME ENDPOINTS AGE`):
+/// ready endpoints only, at most three listed.
+pub fn endpoints_table(list: &EndpointsList, now: SystemTime) -> Table {
+    let mut table = Table::new(&["NAME", "ENDPOINTS", "AGE"], Some(0));
     for item in &list.items {
         let ready: Vec<String> = item
             .endpoints
@@ -95,50 +184,87 @@ pub fn endpoints_table(list: &EndpointsList, now: SystemTime) -> String {
         } else {
             ready.join(",")
         };
-        rows.push(vec![
-            display_name(&item.namespace, &item.name),
-            or_none(column),
-            age(&item.created, now),
-        ]);
+        table.push(
+            &item.namespace,
+            vec![item.name.clone(), or_none(column), age(&item.created, now)],
+        );
     }
-    tabulate(&rows)
+    table
 }
 
-/// Renders `lb-proxy get endpoints -o wide`: one row per endpoint with its
-/// state, why it is out of rotation and for how long
-/// (`NAME ENDPOINT NODE STATE REASON SINCE`).
-pub fn endpoints_wide_table(list: &EndpointsList, now: SystemTime) -> String {
-    let mut rows = vec![row(&[
-        "NAME", "ENDPOINT", "NODE", "STATE", "REASON", "SINCE",
-    ])];
+/// `lb-proxy get endpoints -o wide`: one row per endpoint with its state,
+/// why it is out of rotation and for how long
+/// (`NAME ENDPOINT NODE STATE REASON SINCE`). kubectl's `-o wide` adds no
+/// column to endpoints; lb uses it for what an operator asks next.
+pub fn endpoints_wide_table(list: &EndpointsList, now: SystemTime) -> Table {
+    let mut table = Table::new(
+        &["NAME", "ENDPOINT", "NODE", "STATE", "REASON", "SINCE"],
+        Some(0),
+    );
     for item in &list.items {
         for e in &item.endpoints {
-            rows.push(vec![
-                display_name(&item.namespace, &item.name),
-                join_host_port(&e.ip, e.port),
-                or_none(e.node.clone()),
-                or_none(e.state.clone()),
-                or_none(e.reason.clone()),
-                age(&e.since, now),
-            ]);
+            table.push(
+                &item.namespace,
+                vec![
+                    item.name.clone(),
+                    join_host_port(&e.ip, e.port),
+                    or_none(e.node.clone()),
+                    or_none(e.state.clone()),
+                    or_none(e.reason.clone()),
+                    age(&e.since, now),
+                ],
+            );
         }
     }
-    tabulate(&rows)
+    table
 }
 
-/// Renders `lb-proxy get connections`: one row per open connection
-/// (`NAME CLIENT ENDPOINT REASON RX TX AGE`; `-o wide` adds FRONTEND, PORT
-/// and STARTED). AGE comes from the proxy's clock (`age_seconds`), so a CLI
-/// on another host with a skewed clock still shows it right.
-pub fn connections_table(list: &ConnectionList, wide: bool) -> String {
+/// `lb-proxy get pods` as kubectl's `get po`
+/// (`NAME READY STATUS RESTARTS AGE`; `wide` adds `IP NODE NOMINATED NODE
+/// READINESS GATES`). READY is `1/1` when lb sends the pod traffic: its
+/// readiness probe passes (or it has none and is declared ready). lb
+/// restarts nothing, so RESTARTS is 0.
+pub fn pods_table(list: &PodList, now: SystemTime, wide: bool) -> Table {
+    let mut header = vec!["NAME", "READY", "STATUS", "RESTARTS", "AGE"];
+    if wide {
+        header.extend(["IP", "NODE", "NOMINATED NODE", "READINESS GATES"]);
+    }
+    let mut table = Table::new(&header, Some(0));
+    for p in &list.items {
+        let mut cells = vec![
+            p.name.clone(),
+            if p.ready { "1/1" } else { "0/1" }.to_string(),
+            p.status.clone(),
+            "0".to_string(),
+            age(&p.created, now),
+        ];
+        if wide {
+            cells.extend([
+                or_none(p.ip.clone()),
+                or_none(p.node.clone()),
+                NONE.to_string(),
+                NONE.to_string(),
+            ]);
+        }
+        table.push(&p.namespace, cells);
+    }
+    table
+}
+
+/// `lb-proxy get connections`: one row per open connection
+/// (`NAME CLIENT ENDPOINT REASON RX TX AGE`, NAME the service; `-o wide`
+/// adds FRONTEND, PORT and STARTED). AGE comes from the proxy's clock
+/// (`age_seconds`), so a CLI on another host with a skewed clock still
+/// shows it right.
+pub fn connections_table(list: &ConnectionList, wide: bool) -> Table {
     let mut header = vec!["NAME", "CLIENT", "ENDPOINT", "REASON", "RX", "TX", "AGE"];
     if wide {
         header.extend(["FRONTEND", "PORT", "STARTED"]);
     }
-    let mut rows = vec![row(&header)];
+    let mut table = Table::new(&header, Some(0));
     for c in &list.items {
         let mut r = vec![
-            display_name(&c.namespace, &c.service),
+            c.service.clone(),
             c.client.clone(),
             c.endpoint.clone(),
             c.pick_reason.clone(),
@@ -151,9 +277,85 @@ pub fn connections_table(list: &ConnectionList, wide: bool) -> String {
             r.push(format!("{}/{}", c.port, c.protocol));
             r.push(c.started.clone());
         }
-        rows.push(r);
+        table.push(&c.namespace, r);
     }
-    tabulate(&rows)
+    table
+}
+
+/// `lb-proxy get events` as kubectl's `get events`
+/// (`LAST SEEN TYPE REASON OBJECT MESSAGE`; `wide` adds kubectl's
+/// `SUBOBJECT SOURCE` before MESSAGE and `FIRST SEEN COUNT NAME` after),
+/// oldest first so the newest is at the bottom. An event about a node
+/// counts as namespace `default`, where Kubernetes records node events. A
+/// message of several lines (a reload's errors) shows its first line and
+/// how many more there are (`-o json` has them all).
+pub fn events_table(list: &EventList, now: SystemTime, wide: bool) -> Table {
+    let mut items: Vec<&Event> = list.items.iter().collect();
+    items.sort_by(|a, b| a.last_seen.cmp(&b.last_seen));
+    let header: &[&str] = if wide {
+        &[
+            "LAST SEEN",
+            "TYPE",
+            "REASON",
+            "OBJECT",
+            "SUBOBJECT",
+            "SOURCE",
+            "MESSAGE",
+            "FIRST SEEN",
+            "COUNT",
+            "NAME",
+        ]
+    } else {
+        &["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
+    };
+    let mut table = Table::new(header, None);
+    for e in items {
+        let message = one_line(e.message.trim());
+        let mut cells = vec![
+            age(&e.last_seen, now),
+            e.event_type.as_str().to_string(),
+            e.reason.clone(),
+            e.object.display(),
+        ];
+        if wide {
+            cells.extend([String::new(), EVENT_SOURCE.to_string(), message]);
+            cells.extend([age(&e.first_seen, now), e.count.to_string(), event_name(e)]);
+        } else {
+            cells.push(message);
+        }
+        table.push(event_namespace(e), cells);
+    }
+    table
+}
+
+/// The namespace an event is listed in: its object's, `default` for a
+/// node's (Kubernetes records node events there).
+pub fn event_namespace(e: &Event) -> &str {
+    if e.object.namespace.is_empty() {
+        "default"
+    } else {
+        &e.object.namespace
+    }
+}
+
+/// An event's name as Kubernetes' recorder makes it: the object's name, a
+/// dot, and the first time it happened in Unix nanoseconds, in hex
+/// (`web.17a8c1f2d3e4b5a6`).
+pub fn event_name(e: &Event) -> String {
+    let nanos = parse_rfc3339(&e.first_seen)
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    format!("{}.{nanos:x}", e.object.name)
+}
+
+/// The first line of `message`, and how many more it has.
+pub(super) fn one_line(message: &str) -> String {
+    let mut lines = message.lines();
+    let first = lines.next().unwrap_or_default().to_string();
+    match lines.count() {
+        0 => first,
+        n => format!("{first} (and {n} more lines)"),
+    }
 }
 
 /// kubectl's EXTERNAL-IP column (`getServiceExternalIP`): LoadBalancer
@@ -187,16 +389,6 @@ fn or_none(s: String) -> String {
         NONE.to_string()
     } else {
         s
-    }
-}
-
-/// `name` in namespace `default`, else `namespace/name` (the contract's naming
-/// of objects everywhere in the CLI).
-fn display_name(namespace: &str, name: &str) -> String {
-    if namespace == "default" || namespace.is_empty() {
-        name.to_string()
-    } else {
-        format!("{namespace}/{name}")
     }
 }
 
