@@ -10,6 +10,9 @@ use std::time::Duration;
 pub struct EndpointStats {
     /// Connections open to this endpoint now.
     pub active: AtomicU64,
+    /// The most connections ever open to it at once (the status page's
+    /// peak, beside HAProxy's `smax`), raised where `active` rises.
+    pub peak_active: AtomicU64,
     /// Connections ever established to this endpoint.
     pub connections: AtomicU64,
     /// Dials that failed or timed out.
@@ -101,6 +104,10 @@ impl DurationHistogram {
 pub struct PortStats {
     /// Connections open now (what `max_connections` bounds).
     pub active: AtomicU64,
+    /// The most connections ever open at once (HAProxy's `smax`), raised
+    /// where `active` rises, so the status page shows how close a port came
+    /// to `max_connections`.
+    pub peak_active: AtomicU64,
     /// Connections accepted from clients.
     pub accepted: AtomicU64,
     /// Connections refused because no endpoint could take them.
@@ -223,6 +230,14 @@ pub fn add(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
 }
 
+/// Raises a gauge by one and its peak to the new value if higher: one
+/// `fetch_add` and one `fetch_max`, so a peak costs the data path no lock.
+#[inline]
+pub fn raise(gauge: &AtomicU64, peak: &AtomicU64) {
+    let now = gauge.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+    peak.fetch_max(now, Ordering::Relaxed);
+}
+
 /// Subtracts from a gauge (one that `add` raised before).
 #[inline]
 pub fn sub(c: &AtomicU64, n: u64) {
@@ -260,6 +275,18 @@ mod tests {
         assert_eq!(r.buckets.last().map(|b| b.1), Some(2));
         assert_eq!(r.count, 3);
         assert!((r.sum - 10.0035).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_peak_keeps_the_highest_value_the_gauge_reached() {
+        let (gauge, peak) = (AtomicU64::new(0), AtomicU64::new(0));
+        raise(&gauge, &peak);
+        raise(&gauge, &peak);
+        sub(&gauge, 1);
+        raise(&gauge, &peak);
+        sub(&gauge, 2);
+        assert_eq!(read(&gauge), 0);
+        assert_eq!(read(&peak), 2);
     }
 
     #[test]

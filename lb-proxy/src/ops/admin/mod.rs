@@ -343,13 +343,16 @@ async fn metrics(State(source): Source) -> Response {
 
 async fn services(State(source): Source) -> Response {
     let snapshot = source.snapshot();
-    json_response(&views::services_view_with(
+    let mut list = views::services_view_with(
         &snapshot,
         Some(&source.bind_errors()),
         source.config().as_deref(),
         source.transitions(),
         std::time::SystemTime::now(),
-    ))
+    );
+    let limit = source.settings().map_or(0, |s| s.max_connections);
+    views::with_traffic(&mut list, &snapshot, limit);
+    json_response(&list)
 }
 
 async fn endpoints(State(source): Source) -> Response {
