@@ -38,6 +38,7 @@ use crate::ops::admin::{
     AdminServer, AdminSource, AllowedHosts, ProxyView, MAX_CONNECTIONS as MAX_ADMIN_CONNECTIONS,
 };
 use crate::ops::healthcheck::HealthChecks;
+use crate::ops::status::History;
 use crate::ops::views::Transitions;
 use ops_runtime::OpsRuntime;
 use parts::{vip_settings, DnsPart, VipPart};
@@ -190,9 +191,17 @@ impl App {
                 &control,
                 transitions.clone(),
             );
+            let history = Arc::new(History::default());
+            followers.spawn_on(
+                history
+                    .clone()
+                    .run(dataplane.table(), followers.token().clone()),
+                ops.handle(),
+            );
             let view = ProxyView::new(dataplane.clone())
                 .with_control(control.clone())
-                .with_transitions(transitions);
+                .with_transitions(transitions)
+                .with_history(history);
             #[cfg(feature = "dns")]
             let view = view.with_dns(dns.get().cloned());
             let source: Arc<dyn AdminSource> = Arc::new(view);

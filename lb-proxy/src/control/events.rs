@@ -599,8 +599,18 @@ mod tests {
         let web = ObjectRef::service(&ServiceKey::new("default", "web"));
         let pod = ObjectRef::pod(&PodKey::new("default", "web-1"));
         for _ in 0..50 {
-            events.record(EventType::Warning, "EndpointEjected", web.clone(), "ejected");
-            events.record(EventType::Normal, "EndpointReturned", web.clone(), "returned");
+            events.record(
+                EventType::Warning,
+                "EndpointEjected",
+                web.clone(),
+                "ejected",
+            );
+            events.record(
+                EventType::Normal,
+                "EndpointReturned",
+                web.clone(),
+                "returned",
+            );
             events.record(
                 EventType::Warning,
                 "Unhealthy",
@@ -646,9 +656,17 @@ mod tests {
             pod.clone(),
             "Readiness probe failed: new",
         );
-        assert_eq!(events.list().items[0].message, "Readiness probe failed: new");
+        assert_eq!(
+            events.list().items[0].message,
+            "Readiness probe failed: new"
+        );
         // Another reason on the same object is counted apart.
-        events.record(EventType::Normal, "Healthy", pod, "Readiness probe succeeded");
+        events.record(
+            EventType::Normal,
+            "Healthy",
+            pod,
+            "Readiness probe succeeded",
+        );
         assert_eq!(events.list().items[0].count, 1);
     }
 
@@ -659,7 +677,12 @@ mod tests {
         for i in 0..EVENT_CAPACITY + 5 {
             // Each on its own object, so none is combined with the others.
             let service = ObjectRef::service(&ServiceKey::new("default", format!("s{i}")));
-            events.record(EventType::Normal, "Reloaded", service, format!("reload {i}"));
+            events.record(
+                EventType::Normal,
+                "Reloaded",
+                service,
+                format!("reload {i}"),
+            );
             // A repeat keeps its entry alive: it is recent again.
             events.record(EventType::Normal, "Starting", node(), "first");
         }

@@ -54,7 +54,10 @@ pub(crate) async fn run(spec: &ProbeSpec) -> Outcome {
             match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
                 Ok(Ok(_)) => Outcome::ok("L4OK", "connected"),
                 Ok(Err(e)) => Outcome::fail("L4CON", format!("dial {addr}: {e}")),
-                Err(_) => Outcome::fail("L4TOUT", format!("dial {addr}: timed out after {timeout:?}")),
+                Err(_) => Outcome::fail(
+                    "L4TOUT",
+                    format!("dial {addr}: timed out after {timeout:?}"),
+                ),
             }
         }
         ProbeAction::HttpGet { path, port } => {
@@ -63,8 +66,13 @@ pub(crate) async fn run(spec: &ProbeSpec) -> Outcome {
                 Ok(Ok(status)) if (200..400).contains(&status) => {
                     Outcome::ok(format!("L7OK/{status}"), format!("HTTP {status}"))
                 }
-                Ok(Ok(status)) => Outcome::fail(format!("L7STS/{status}"), format!("HTTP {status}")),
-                Ok(Err(e)) => Outcome::fail(http_error_check(&e), format!("GET http://{addr}{path}: {e}")),
+                Ok(Ok(status)) => {
+                    Outcome::fail(format!("L7STS/{status}"), format!("HTTP {status}"))
+                }
+                Ok(Err(e)) => Outcome::fail(
+                    http_error_check(&e),
+                    format!("GET http://{addr}{path}: {e}"),
+                ),
                 Err(_) => Outcome::fail(
                     "L7TOUT",
                     format!("GET http://{addr}{path}: timed out after {timeout:?}"),
@@ -161,7 +169,10 @@ async fn exec(command: &[String], timeout: Duration) -> Outcome {
             // have been reused yet.
             group.kill();
             let _ = group.child.wait().await;
-            Outcome::fail("PROCTOUT", format!("{program}: timed out after {timeout:?}; killed"))
+            Outcome::fail(
+                "PROCTOUT",
+                format!("{program}: timed out after {timeout:?}; killed"),
+            )
         }
     }
     // `group` drops here: what the command left running goes with it.

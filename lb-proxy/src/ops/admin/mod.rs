@@ -98,6 +98,14 @@ pub trait AdminSource: Send + Sync + 'static {
     fn descriptors(&self) -> Option<crate::dataplane::DescriptorBudget> {
         None
     }
+    /// Each service's recent rates (the status page's sparklines,
+    /// `/api/v1/rates`); none by default (nothing samples the counters).
+    fn rates(&self) -> crate::ops::status::RatesList {
+        crate::ops::status::RatesList {
+            interval_seconds: crate::ops::status::history::SAMPLE_PERIOD.as_secs(),
+            items: Vec::new(),
+        }
+    }
 }
 
 /// Content type of Prometheus' text format, which scrapers check.
@@ -163,6 +171,7 @@ pub fn router(source: Arc<dyn AdminSource>) -> Router {
         .route(CONNECTIONS_PATH, get(connections))
         .route(CONFIG_PATH, get(config))
         .route(EVENTS_PATH, get(events))
+        .route(crate::ops::status::RATES_PATH, get(rates))
         .route("/", get(status_page))
         .fallback(not_found)
         .with_state(source)
@@ -452,6 +461,19 @@ async fn config(State(source): Source) -> Response {
         &source.bind_errors(),
         source.descriptors(),
     ))
+}
+
+/// Compact JSON: the rates are long arrays of numbers that nobody reads
+/// line by line, polled every five seconds.
+async fn rates(State(source): Source) -> Response {
+    match serde_json::to_string(&source.rates()) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode JSON: {e}\n"),
+        )
+            .into_response(),
+    }
 }
 
 async fn status_page() -> Response {

@@ -33,8 +33,7 @@ pub use config::{config_view, ConfigView, NodeView};
 pub use connections::{page, port_label, ConnectionList, ConnectionView, MAX_PAGE};
 pub use describe::{describe_service, events_table, EVENT_SOURCE};
 pub use endpoints::{
-    endpoints_view, endpoints_view_with, EndpointDetail, EndpointView, EndpointsList,
-    EndpointsView,
+    endpoints_view, endpoints_view_with, EndpointDetail, EndpointView, EndpointsList, EndpointsView,
 };
 pub use services::{
     services_view, services_view_with, with_traffic, BindErrorView, PortTraffic, PortView,
