@@ -66,6 +66,8 @@ mod obs_browser;
 mod obs_get;
 #[cfg(feature = "admin")]
 mod obs_metrics;
+#[cfg(feature = "admin")]
+mod obs_status;
 #[cfg(feature = "cli")]
 mod obs_systemd;
 mod perf_engines;
