@@ -230,12 +230,13 @@ pub fn add(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
 }
 
-/// Raises a gauge by one and its peak to the new value if higher: one
-/// `fetch_add` and one `fetch_max`, so a peak costs the data path no lock.
+/// Raises `peak` to what `gauge` reads now if that is higher: one load and
+/// one `fetch_max`, so a peak costs the data path no lock. Called once a
+/// connection is admitted, so a connection refused over the limit never
+/// makes the peak.
 #[inline]
-pub fn raise(gauge: &AtomicU64, peak: &AtomicU64) {
-    let now = gauge.fetch_add(1, Ordering::Relaxed).saturating_add(1);
-    peak.fetch_max(now, Ordering::Relaxed);
+pub fn peak(peak: &AtomicU64, gauge: &AtomicU64) {
+    peak.fetch_max(gauge.load(Ordering::Relaxed), Ordering::Relaxed);
 }
 
 /// Subtracts from a gauge (one that `add` raised before).
@@ -279,14 +280,17 @@ mod tests {
 
     #[test]
     fn a_peak_keeps_the_highest_value_the_gauge_reached() {
-        let (gauge, peak) = (AtomicU64::new(0), AtomicU64::new(0));
-        raise(&gauge, &peak);
-        raise(&gauge, &peak);
-        sub(&gauge, 1);
-        raise(&gauge, &peak);
-        sub(&gauge, 2);
+        let (gauge, high) = (AtomicU64::new(0), AtomicU64::new(0));
+        for step in [1i64, 1, -1, 1, -2] {
+            if step > 0 {
+                add(&gauge, 1);
+            } else {
+                sub(&gauge, step.unsigned_abs());
+            }
+            peak(&high, &gauge);
+        }
         assert_eq!(read(&gauge), 0);
-        assert_eq!(read(&peak), 2);
+        assert_eq!(read(&high), 2);
     }
 
     #[test]

@@ -47,8 +47,8 @@ impl Drop for Held<'_> {
     }
 }
 
-fn hold<'a>(counter: &'a AtomicU64, peak: &AtomicU64) -> Held<'a> {
-    stats::raise(counter, peak);
+fn hold(counter: &AtomicU64) -> Held<'_> {
+    counter.fetch_add(1, Ordering::Relaxed);
     Held(counter)
 }
 
@@ -132,7 +132,7 @@ async fn serve_in_span(
     }
     let settings = shared.settings().load();
     stats::add(&port_stats.accepted, 1);
-    let _port_active = hold(&port_stats.active, &port_stats.peak_active);
+    let _port_active = hold(&port_stats.active);
     let limit = u64::from(settings.max_connections);
     if limit > 0 && port_stats.active.load(Ordering::Relaxed) > limit {
         stats::add(&port_stats.rejected_limit, 1);
@@ -140,6 +140,7 @@ async fn serve_in_span(
         sys::reset(client);
         return;
     }
+    stats::peak(&port_stats.peak_active, &port_stats.active);
     let Some(pick) = entry.pick(peer.ip(), now()) else {
         stats::add(&port_stats.rejected_no_endpoints, 1);
         debug!("no endpoint; resetting client");
@@ -181,7 +182,8 @@ async fn serve_in_span(
     let endpoint_addr = endpoint.addr;
     let endpoint_stats = &*endpoint.stats;
     stats::add(&endpoint_stats.connections, 1);
-    let _endpoint_active = hold(&endpoint_stats.active, &endpoint_stats.peak_active);
+    let _endpoint_active = hold(&endpoint_stats.active);
+    stats::peak(&endpoint_stats.peak_active, &endpoint_stats.active);
     // A failover is the reason whenever the first pick's dial failed.
     let reason = if index == pick.index {
         pick.reason.as_str()

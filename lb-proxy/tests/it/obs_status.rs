@@ -262,8 +262,10 @@ async fn the_views_carry_the_status_page_columns_and_rates_leave_with_their_serv
         echo_msg(&mut c).await;
         held.push(c);
     }
-    let mut over = tokio::net::TcpStream::connect(busy).await.expect("connect");
-    let _ = read_until_closed(&mut over, Duration::from_secs(5)).await;
+    // Reset at once: the reset may already be there when the connect returns.
+    if let Ok(mut over) = tokio::net::TcpStream::connect(busy).await {
+        let _ = read_until_closed(&mut over, Duration::from_secs(5)).await;
+    }
 
     let counted = eventually_async(WAIT, || async {
         let services = app.json("/api/v1/services").await;
@@ -278,7 +280,8 @@ async fn the_views_carry_the_status_page_columns_and_rates_leave_with_their_serv
     assert_eq!(busy_t["max_connections"], 2);
     assert_eq!(busy_t["active"], 2);
     assert_eq!(busy_t["accepted"], 3);
-    assert!(busy_t["peak_active"].as_u64() >= Some(2), "{busy_t}");
+    // The connection refused over the limit never made the peak.
+    assert_eq!(busy_t["peak_active"], 2, "{busy_t}");
     assert_eq!(busy_t["rejected"]["no_endpoints"], 0);
     let flaky_t = traffic(&services, "flaky");
     assert!(flaky_t["connect_errors"].as_u64() >= Some(1), "{flaky_t}");
