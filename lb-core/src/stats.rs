@@ -10,6 +10,9 @@ use std::time::Duration;
 pub struct EndpointStats {
     /// Connections open to this endpoint now.
     pub active: AtomicU64,
+    /// The most connections ever open to it at once (the status page's
+    /// peak, beside HAProxy's `smax`), raised where `active` rises.
+    pub peak_active: AtomicU64,
     /// Connections ever established to this endpoint.
     pub connections: AtomicU64,
     /// Dials that failed or timed out.
@@ -101,6 +104,10 @@ impl DurationHistogram {
 pub struct PortStats {
     /// Connections open now (what `max_connections` bounds).
     pub active: AtomicU64,
+    /// The most connections ever open at once (HAProxy's `smax`), raised
+    /// where `active` rises, so the status page shows how close a port came
+    /// to `max_connections`.
+    pub peak_active: AtomicU64,
     /// Connections accepted from clients.
     pub accepted: AtomicU64,
     /// Connections refused because no endpoint could take them.
@@ -223,6 +230,15 @@ pub fn add(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
 }
 
+/// Raises `peak` to what `gauge` reads now if that is higher: one load and
+/// one `fetch_max`, so a peak costs the data path no lock. Called once a
+/// connection is admitted, so a connection refused over the limit never
+/// makes the peak.
+#[inline]
+pub fn peak(peak: &AtomicU64, gauge: &AtomicU64) {
+    peak.fetch_max(gauge.load(Ordering::Relaxed), Ordering::Relaxed);
+}
+
 /// Subtracts from a gauge (one that `add` raised before).
 #[inline]
 pub fn sub(c: &AtomicU64, n: u64) {
@@ -260,6 +276,21 @@ mod tests {
         assert_eq!(r.buckets.last().map(|b| b.1), Some(2));
         assert_eq!(r.count, 3);
         assert!((r.sum - 10.0035).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_peak_keeps_the_highest_value_the_gauge_reached() {
+        let (gauge, high) = (AtomicU64::new(0), AtomicU64::new(0));
+        for step in [1i64, 1, -1, 1, -2] {
+            if step > 0 {
+                add(&gauge, 1);
+            } else {
+                sub(&gauge, step.unsigned_abs());
+            }
+            peak(&high, &gauge);
+        }
+        assert_eq!(read(&gauge), 0);
+        assert_eq!(read(&high), 2);
     }
 
     #[test]

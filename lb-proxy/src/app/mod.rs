@@ -28,7 +28,7 @@ use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::control::events::{EndpointStates, EventType, Events, ObjectRef};
+use crate::control::events::{EjectionEvents, EndpointStates, EventType, Events, ObjectRef};
 use crate::control::follow::{follow, Follower, Reconciled};
 use crate::control::{ControlPlane, ProxyOverrides, ReloadCounters};
 use crate::dataplane::DataPlane;
@@ -38,6 +38,7 @@ use crate::ops::admin::{
     AdminServer, AdminSource, AllowedHosts, ProxyView, MAX_CONNECTIONS as MAX_ADMIN_CONNECTIONS,
 };
 use crate::ops::healthcheck::HealthChecks;
+use crate::ops::status::History;
 use crate::ops::views::Transitions;
 use ops_runtime::OpsRuntime;
 use parts::{vip_settings, DnsPart, VipPart};
@@ -190,9 +191,17 @@ impl App {
                 &control,
                 transitions.clone(),
             );
+            let history = Arc::new(History::default());
+            followers.spawn_on(
+                history
+                    .clone()
+                    .run(dataplane.table(), followers.token().clone()),
+                ops.handle(),
+            );
             let view = ProxyView::new(dataplane.clone())
                 .with_control(control.clone())
-                .with_transitions(transitions);
+                .with_transitions(transitions)
+                .with_history(history);
             #[cfg(feature = "dns")]
             let view = view.with_dns(dns.get().cloned());
             let source: Arc<dyn AdminSource> = Arc::new(view);
@@ -342,27 +351,15 @@ impl Started {
     }
 }
 
-/// Records the data plane's endpoint ejections as events, on the ops
-/// runtime, until `tasks` stop.
+/// Records the data plane's endpoint ejections, and their ends, as events,
+/// on the ops runtime, until `tasks` stop.
 fn record_ejections(tasks: &Tasks, ops: &Handle, dataplane: &DataPlane, events: Arc<Events>) {
-    let Some(mut ejections) = dataplane.take_ejections() else {
+    let Some(ejections) = dataplane.take_ejections() else {
         return;
     };
     let stop = tasks.token().clone();
-    tasks.spawn_on(
-        async move {
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    ejected = ejections.recv() => match ejected {
-                        Some(e) => crate::control::events::record_ejection(&events, &e),
-                        None => return,
-                    },
-                }
-            }
-        },
-        ops,
-    );
+    let watch = EjectionEvents::new(events, dataplane.table());
+    tasks.spawn_on(watch.run(ejections, stop), ops);
 }
 
 /// Records endpoint state changes as events, following the table, on the

@@ -2,7 +2,12 @@
 //! `type` (`Normal` or `Warning`), a `reason`, a `message` and the object it
 //! is about, and the same reason and message on the same object raise a
 //! `count` (with `first_seen` kept and `last_seen` moved) instead of adding
-//! an entry, as Kubernetes' event correlator does. At most
+//! an entry, as Kubernetes' event correlator does; and, as its aggregator,
+//! the same reason on the same object with [`AGGREGATE_MAX_EVENTS`]
+//! different messages within [`AGGREGATE_INTERVAL`] becomes one entry whose
+//! message is the latest, prefixed `(combined from similar events): `. So a
+//! flapping endpoint or a failing probe is a few entries with rising counts,
+//! never a flood. At most
 //! [`EVENT_CAPACITY`] are kept (the least recently seen are dropped). The
 //! status page, `/api/v1/events`, `lb-proxy get events` and
 //! `lb-proxy describe service` show them.
@@ -22,13 +27,18 @@
 //! | Service | Normal | `EndpointTerminating`, `EndpointDraining` | an endpoint leaves |
 //! | Service | Normal | `EndpointAdded`, `EndpointRemoved` | an endpoint joined or left |
 //! | Service | Warning | `EndpointEjected` | consecutive dial failures ejected an endpoint |
+//! | Service | Normal | `EndpointReturned` | its ejection ran out: it takes connections again |
+//! | Pod | Warning | `Unhealthy` | a readiness probe failed (the kubelet's reason and words) |
+//! | Pod | Normal | `Healthy` | a readiness probe made its pod ready again |
 //!
 //! Per-connection outcomes are counters (`/metrics`), never events.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
+use lb_core::health::PodKey;
 use lb_core::{ServiceKey, Snapshot};
 use serde::{Deserialize, Serialize};
 use tracing::info;
@@ -39,6 +49,18 @@ use crate::control::follow::{Follower, Reconciled};
 /// aggregate into one entry, so this is a thousand distinct happenings,
 /// bounded like everything else.
 pub const EVENT_CAPACITY: usize = 1000;
+
+/// Different messages with the same reason on the same object within
+/// [`AGGREGATE_INTERVAL`] from which on they are combined into one entry
+/// (client-go's `defaultAggregateMaxEvents`).
+pub const AGGREGATE_MAX_EVENTS: usize = 10;
+
+/// How far back similar events count towards [`AGGREGATE_MAX_EVENTS`]
+/// (client-go's `defaultAggregateIntervalInSeconds`, 600).
+pub const AGGREGATE_INTERVAL: Duration = Duration::from_secs(600);
+
+/// What Kubernetes' aggregator puts before the message of a combined event.
+pub const COMBINED_PREFIX: &str = "(combined from similar events): ";
 
 /// Kubernetes' event types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -62,7 +84,7 @@ impl EventType {
 /// The object an event is about, as Kubernetes' `involvedObject` names it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ObjectRef {
-    /// `Service` or `Node`.
+    /// `Service`, `Pod` or `Node`.
     pub kind: String,
     /// The object's namespace; empty for a Node.
     pub namespace: String,
@@ -75,6 +97,16 @@ impl ObjectRef {
     pub fn service(key: &ServiceKey) -> ObjectRef {
         ObjectRef {
             kind: "Service".to_string(),
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+        }
+    }
+
+    /// A pod (`namespace/name`), for its readiness probe's events, as the
+    /// kubelet records them on the Pod.
+    pub fn pod(key: &PodKey) -> ObjectRef {
+        ObjectRef {
+            kind: "Pod".to_string(),
             namespace: key.namespace.clone(),
             name: key.name.clone(),
         }
@@ -148,6 +180,15 @@ struct Entry {
     count: u64,
     first: SystemTime,
     last: SystemTime,
+    /// Holds every similar event since [`AGGREGATE_MAX_EVENTS`] of them
+    /// came (its message is the latest, prefixed).
+    combined: bool,
+}
+
+impl Entry {
+    fn similar(&self, event_type: EventType, reason: &str, object: &ObjectRef) -> bool {
+        self.event_type == event_type && self.reason == reason && self.object == *object
+    }
 }
 
 /// The recent events, shared by the parts that record (control plane,
@@ -174,8 +215,10 @@ impl Events {
 
     /// Records an event seen at `at`: a repeat of a kept one (same object,
     /// type, reason and message) raises its count and moves its last time;
-    /// anything else is a new entry, and the least recently seen entry goes
-    /// when [`EVENT_CAPACITY`] are kept.
+    /// a message that would be the [`AGGREGATE_MAX_EVENTS`]th different one
+    /// with this reason on this object within [`AGGREGATE_INTERVAL`] goes to
+    /// their combined entry; anything else is a new entry, and the least
+    /// recently seen entry goes when [`EVENT_CAPACITY`] are kept.
     pub fn record_at(
         &self,
         at: SystemTime,
@@ -186,18 +229,44 @@ impl Events {
     ) {
         let message = message.into();
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let same = entries.iter().rposition(|e| {
-            e.event_type == event_type
-                && e.reason == reason
-                && e.message == message
-                && e.object == object
+        let similar = |e: &Entry| e.similar(event_type, reason, &object);
+        let same = entries
+            .iter()
+            .rposition(|e| !e.combined && e.message == message && similar(e));
+        let mut combine = false;
+        let same = same.or_else(|| {
+            let recent = entries
+                .iter()
+                .filter(|e| {
+                    similar(e) && at.duration_since(e.last).unwrap_or_default() < AGGREGATE_INTERVAL
+                })
+                .count();
+            combine = recent + 1 >= AGGREGATE_MAX_EVENTS;
+            if combine {
+                entries.iter().rposition(|e| e.combined && similar(e))
+            } else {
+                None
+            }
         });
         let entry = match same.and_then(|i| entries.remove(i)) {
             Some(mut e) => {
                 e.count = e.count.saturating_add(1);
                 e.last = at.max(e.last);
+                if e.combined {
+                    e.message = format!("{COMBINED_PREFIX}{message}");
+                }
                 e
             }
+            None if combine => Entry {
+                event_type,
+                reason: reason.to_string(),
+                message: format!("{COMBINED_PREFIX}{message}"),
+                object,
+                count: 1,
+                first: at,
+                last: at,
+                combined: true,
+            },
             None => Entry {
                 event_type,
                 reason: reason.to_string(),
@@ -206,6 +275,7 @@ impl Events {
                 count: 1,
                 first: at,
                 last: at,
+                combined: false,
             },
         };
         while entries.len() >= EVENT_CAPACITY {
@@ -285,6 +355,116 @@ pub fn record_ejection(events: &Events, ejected: &crate::dataplane::Ejected) {
             ejected.endpoint
         ),
     );
+}
+
+/// Records `returned` as a Normal `EndpointReturned` on its Service: its
+/// ejection ran out (or a dial to it succeeded), so it takes new
+/// connections again. The message is the same each time, so an endpoint
+/// ejected and returned again and again is two events whose counts rise.
+pub fn record_return(events: &Events, port: &lb_core::ServicePortKey, endpoint: SocketAddr) {
+    info!(service = %port, %endpoint, "endpoint returned to rotation after its ejection");
+    events.record(
+        EventType::Normal,
+        "EndpointReturned",
+        ObjectRef::service(&port.service),
+        format!(
+            "Endpoint {}/{} {endpoint} returned to rotation after its ejection",
+            port_label(port),
+            port.protocol,
+        ),
+    );
+}
+
+/// Turns the data plane's ejection notices into events: each notice is an
+/// `EndpointEjected`, and when its ejection has run out, an endpoint still
+/// in the table and no longer ejected is an `EndpointReturned`. It runs off
+/// the data path (the App runs it on the operator runtime); the ejections
+/// waiting to run out are at most one per ejected endpoint.
+#[derive(Debug)]
+pub struct EjectionEvents {
+    events: Arc<Events>,
+    table: Arc<lb_core::Table>,
+    /// When each ejection runs out, in order (a sequence number keeps two
+    /// due at the same instant apart).
+    due: BTreeMap<(tokio::time::Instant, u64), (lb_core::ServicePortKey, SocketAddr)>,
+    seq: u64,
+}
+
+impl EjectionEvents {
+    /// Records into `events`, looking endpoints up in `table` when their
+    /// ejections run out.
+    pub fn new(events: Arc<Events>, table: Arc<lb_core::Table>) -> Self {
+        EjectionEvents {
+            events,
+            table,
+            due: BTreeMap::new(),
+            seq: 0,
+        }
+    }
+
+    /// Follows `notices` until `stop` is cancelled (or the notices end and
+    /// no ejection is left to run out).
+    pub async fn run(
+        mut self,
+        mut notices: tokio::sync::mpsc::Receiver<crate::dataplane::Ejected>,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        let mut open = true;
+        loop {
+            let next = self.due.keys().next().map(|(at, _)| *at);
+            if !open && next.is_none() {
+                return;
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                notice = notices.recv(), if open => match notice {
+                    Some(ejected) => self.ejected(&ejected, tokio::time::Instant::now()),
+                    None => open = false,
+                },
+                () = sleep_until_some(next) => self.run_out(tokio::time::Instant::now()),
+            }
+        }
+    }
+
+    /// Records an ejection and when it runs out (its length from now: the
+    /// notice comes after the ejection began, so never too early).
+    fn ejected(&mut self, ejected: &crate::dataplane::Ejected, now: tokio::time::Instant) {
+        record_ejection(&self.events, ejected);
+        self.seq = self.seq.wrapping_add(1);
+        self.due.insert(
+            (now + ejected.length, self.seq),
+            (ejected.port.clone(), ejected.endpoint),
+        );
+    }
+
+    /// Records a return for every ejection run out by `now` whose endpoint
+    /// is still in the table and not ejected again.
+    fn run_out(&mut self, now: tokio::time::Instant) {
+        let later = self.due.split_off(&(now, u64::MAX));
+        let run_out = std::mem::replace(&mut self.due, later);
+        if run_out.is_empty() {
+            return;
+        }
+        let snapshot = self.table.load();
+        let std_now = now.into_std();
+        for (port_key, endpoint) in run_out.into_values() {
+            let back = snapshot.port(&port_key).is_some_and(|port| {
+                port.index_of(endpoint)
+                    .is_some_and(|i| port.endpoint(i).health.ejection(std_now).is_none())
+            });
+            if back {
+                record_return(&self.events, &port_key, endpoint);
+            }
+        }
+    }
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// A service port as events name it: its name, else its number.
@@ -414,11 +594,95 @@ mod tests {
     }
 
     #[test]
+    fn a_flapping_endpoint_is_a_few_entries_whose_counts_rise() {
+        let events = Events::default();
+        let web = ObjectRef::service(&ServiceKey::new("default", "web"));
+        let pod = ObjectRef::pod(&PodKey::new("default", "web-1"));
+        for _ in 0..50 {
+            events.record(
+                EventType::Warning,
+                "EndpointEjected",
+                web.clone(),
+                "ejected",
+            );
+            events.record(
+                EventType::Normal,
+                "EndpointReturned",
+                web.clone(),
+                "returned",
+            );
+            events.record(
+                EventType::Warning,
+                "Unhealthy",
+                pod.clone(),
+                "Readiness probe failed: HTTP 500",
+            );
+        }
+        let list = events.list();
+        assert_eq!(list.items.len(), 3, "{list:?}");
+        assert!(list.items.iter().all(|e| e.count == 50), "{list:?}");
+        assert_eq!(list.about("Pod", "default", "web-1").len(), 1);
+    }
+
+    #[test]
+    fn ten_different_messages_of_one_reason_are_combined_as_kubernetes_does() {
+        let events = Events::default();
+        let pod = ObjectRef::pod(&PodKey::new("default", "web-1"));
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        for i in 0..30u64 {
+            events.record_at(
+                t0 + Duration::from_secs(i),
+                EventType::Warning,
+                "Unhealthy",
+                pod.clone(),
+                format!("Readiness probe failed: attempt {i}"),
+            );
+        }
+        let list = events.list();
+        // Nine on their own, then one combined entry for the other 21.
+        assert_eq!(list.items.len(), AGGREGATE_MAX_EVENTS, "{list:?}");
+        let combined = &list.items[0];
+        assert_eq!(combined.count, 21);
+        assert_eq!(
+            combined.message,
+            "(combined from similar events): Readiness probe failed: attempt 29"
+        );
+        // Similar events older than the interval start over.
+        let later = t0 + AGGREGATE_INTERVAL + Duration::from_secs(60);
+        events.record_at(
+            later,
+            EventType::Warning,
+            "Unhealthy",
+            pod.clone(),
+            "Readiness probe failed: new",
+        );
+        assert_eq!(
+            events.list().items[0].message,
+            "Readiness probe failed: new"
+        );
+        // Another reason on the same object is counted apart.
+        events.record(
+            EventType::Normal,
+            "Healthy",
+            pod,
+            "Readiness probe succeeded",
+        );
+        assert_eq!(events.list().items[0].count, 1);
+    }
+
+    #[test]
     fn at_most_a_thousand_events_are_kept_the_least_recently_seen_dropped() {
         let events = Events::default();
         events.record(EventType::Normal, "Starting", node(), "first");
         for i in 0..EVENT_CAPACITY + 5 {
-            events.record(EventType::Normal, "Reloaded", node(), format!("reload {i}"));
+            // Each on its own object, so none is combined with the others.
+            let service = ObjectRef::service(&ServiceKey::new("default", format!("s{i}")));
+            events.record(
+                EventType::Normal,
+                "Reloaded",
+                service,
+                format!("reload {i}"),
+            );
             // A repeat keeps its entry alive: it is recent again.
             events.record(EventType::Normal, "Starting", node(), "first");
         }

@@ -368,7 +368,8 @@ impl ControlPlane {
         let config = Arc::new(config);
         let overlay_tasks = tasks.child();
         let overlays = Changed::new(parts.wake.clone());
-        let probes = Probes::new(overlay_tasks.child(), overlays.clone());
+        let events = Arc::new(Events::default());
+        let probes = Probes::new(overlay_tasks.child(), overlays.clone(), events.clone());
         let hosts = Hosts::start(&overlay_tasks, overlays.clone());
         hosts
             .set(&config.host_endpoints, rebuild::dns_upstreams(&config))
@@ -382,7 +383,7 @@ impl ControlPlane {
         let (configs_tx, configs) = watch::channel(config.clone());
         let shared = Arc::new(Shared {
             reloads: ReloadCounters::default(),
-            events: Arc::new(Events::default()),
+            events,
             node: Mutex::new(config.node.name.clone()),
             state_file: Mutex::new(None),
             store_failures_seen: AtomicU64::new(0),

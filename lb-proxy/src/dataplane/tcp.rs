@@ -140,6 +140,7 @@ async fn serve_in_span(
         sys::reset(client);
         return;
     }
+    stats::peak(&port_stats.peak_active, &port_stats.active);
     let Some(pick) = entry.pick(peer.ip(), now()) else {
         stats::add(&port_stats.rejected_no_endpoints, 1);
         debug!("no endpoint; resetting client");
@@ -182,6 +183,7 @@ async fn serve_in_span(
     let endpoint_stats = &*endpoint.stats;
     stats::add(&endpoint_stats.connections, 1);
     let _endpoint_active = hold(&endpoint_stats.active);
+    stats::peak(&endpoint_stats.peak_active, &endpoint_stats.active);
     // A failover is the reason whenever the first pick's dial failed.
     let reason = if index == pick.index {
         pick.reason.as_str()

@@ -52,6 +52,7 @@ fn port(port: u16, node_port: u16, protocol: Protocol) -> PortView {
         target_port: TargetPort::Number(port),
         node_port,
         app_protocol: None,
+        traffic: None,
     }
 }
 
@@ -75,6 +76,7 @@ fn endpoint(ip: &str, port: u16, ready: bool) -> EndpointView {
         connections_total: 0,
         bytes_rx: 0,
         bytes_tx: 0,
+        detail: Default::default(),
     }
 }
 

@@ -72,6 +72,8 @@ mod obs_get;
 mod obs_kubectl;
 #[cfg(feature = "admin")]
 mod obs_metrics;
+#[cfg(feature = "admin")]
+mod obs_status;
 #[cfg(feature = "cli")]
 mod obs_systemd;
 mod perf_engines;

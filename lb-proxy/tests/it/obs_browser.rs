@@ -1,7 +1,10 @@
 //! The status page in a real browser: headless Chromium driven over
 //! WebDriver (chromedriver) loads the admin listener's `/`, shows the
 //! services of the test config, and an endpoint whose backend the test kills
-//! turns not ready on the page within a few seconds, without a reload. The
+//! turns not ready on the page within a few seconds, without a reload. It
+//! checks every column of the traffic and endpoint tables (peaks against
+//! the limit, dial errors, resets, failovers, rejected by reason, the last
+//! check, time in state, sparklines, `8081/TCP` for an unnamed port). The
 //! test writes a screenshot to `target/status.png` and prints its path.
 //!
 //! Skipped (with a message) only where `chromium` or `chromedriver` is not
@@ -143,6 +146,31 @@ target_port = "http"
 const RATES_JS: &str = "return [...document.querySelectorAll('#endpoints tr[data-endpoint]')]\
     .map(r => r.lastElementChild.textContent).join('|');";
 
+/// The cells of the row of `#table` whose data attribute `attr` is
+/// `value` (the first such row), joined by `|`.
+fn row_js(table: &str, attr: &str, value: &str) -> String {
+    format!(
+        "const r = [...document.querySelectorAll('#{table} tr')].find(r => r.getAttribute('{attr}') === '{value}'); \
+         return r ? [...r.children].map(c => c.textContent).join('|') : '';"
+    )
+}
+
+/// A service with one unnamed port over an endpoint that resets and one
+/// that refuses (nothing listens there).
+fn flaky_service(
+    vip: std::net::IpAddr,
+    resetting: SocketAddr,
+    refusing: std::net::IpAddr,
+) -> String {
+    format!(
+        "[[services]]\nname = \"flaky\"\ncluster_ip = \"{vip}\"\nports = [{{ port = 8081 }}]\n\
+         [[endpoints]]\nname = \"flaky\"\n[[endpoints.subsets]]\n\
+         addresses = [{{ ip = \"{}\" }}, {{ ip = \"{refusing}\" }}]\nports = [{{ port = {} }}]\n",
+        resetting.ip(),
+        resetting.port()
+    )
+}
+
 /// The `data-endpoint=state` pairs the page shows now.
 const STATES_JS: &str = "return [...document.querySelectorAll('#endpoints tr[data-endpoint]')]\
     .map(r => r.dataset.endpoint + '=' + r.dataset.state).join(' ');";
@@ -150,6 +178,12 @@ const STATES_JS: &str = "return [...document.querySelectorAll('#endpoints tr[dat
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_shows_services_and_an_endpoint_turning_not_ready() {
     let (Some(chromium), Some(chromedriver)) = (which("chromium"), which("chromedriver")) else {
+        // CI installs both: there a missing browser is a failure, not a skip.
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "CI=true and no chromium/chromedriver: the status page browser test cannot run"
+        );
         eprintln!(
             "SKIPPED: the status page browser test needs chromium and chromedriver \
              (Debian: apt-get install chromium chromium-driver)"
@@ -160,10 +194,19 @@ async fn the_status_page_shows_services_and_an_endpoint_turning_not_ready() {
     let web = web_backend.addr;
     let api_backend = echo_backend(fresh_ip());
     let api = api_backend.addr;
-    let (vip1, vip2) = (fresh_ip(), fresh_ip());
+    let resetter = reset_backend(fresh_ip());
+    let refusing = fresh_ip();
+    let (vip1, vip2, vip3) = (fresh_ip(), fresh_ip(), fresh_ip());
     let config = probed_service("web", vip1, 8080, web)
-        + &service_toml("api", vip2, 9090, &[api], "session_affinity = \"ClientIP\"");
-    let proxy = TestApp::start(&config).await;
+        + &service_toml("api", vip2, 9090, &[api], "session_affinity = \"ClientIP\"")
+        + &flaky_service(vip3, resetter.addr, refusing);
+    // At most two connections per service port, so a third is rejected.
+    let admin_ip = fresh_ip();
+    let admin_addr = SocketAddr::new(admin_ip, free_port(admin_ip));
+    let text = crate::support::config::base_toml(admin_addr)
+        .replace("[proxy]\n", "[proxy]\nmax_connections = 2\n")
+        + &config;
+    let proxy = TestApp::from_text(&text).await;
     // A little traffic, so the byte columns are not all zero.
     let ready = eventually_async(WAIT, || async {
         let (_, body) = proxy.get("/api/v1/endpoints").await;
@@ -177,6 +220,44 @@ async fn the_status_page_shows_services_and_an_endpoint_turning_not_ready() {
             .expect("connect");
         echo(&mut c, &[b'x'; 2048]).await;
     }
+    // Two held open and a third over the limit; dial errors, failovers and
+    // resets on the flaky service.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut c = tokio::net::TcpStream::connect((vip2, 9090))
+            .await
+            .expect("connect");
+        echo(&mut c, b"hold").await;
+        held.push(c);
+    }
+    // Reset at once: the reset may already be there when the connect returns.
+    if let Ok(mut over) = tokio::net::TcpStream::connect((vip2, 9090)).await {
+        let _ = read_until_closed(&mut over, Duration::from_secs(5)).await;
+    }
+    for _ in 0..4 {
+        let mut c = tokio::net::TcpStream::connect((vip3, 8081))
+            .await
+            .expect("connect");
+        tokio::io::AsyncWriteExt::write_all(&mut c, b"x")
+            .await
+            .expect("write");
+        let _ = read_until_closed(&mut c, Duration::from_secs(5)).await;
+    }
+    let api_row = row_js("traffic", "data-port", "tcp/TCP");
+    let flaky_total = "const r = [...document.querySelectorAll('#traffic tr.total')]\
+        .find(r => r.dataset.service === 'flaky'); \
+        return r ? [...r.children].map(c => c.textContent).join('|') : '';";
+    let api_spark = "const r = [...document.querySelectorAll('#traffic tr.total')]\
+        .find(r => r.dataset.service === 'api'); \
+        const s = r && r.querySelector('td[data-spark=connections] svg'); \
+        return s ? s.dataset.points : '';";
+    let refusing_row = row_js(
+        "endpoints",
+        "data-endpoint",
+        &format!("{refusing}:{}", resetter.addr.port()),
+    );
+    let resetting_row = row_js("endpoints", "data-endpoint", &resetter.addr.to_string());
+    let web_row = row_js("endpoints", "data-endpoint", &web.to_string());
     // A reload that fails validation shows up among the events.
     std::fs::write(&proxy.path, "[[services]]\nname = \"Bad_Name\"\n").expect("write");
     assert!(!proxy.app.reload(true).await);
@@ -252,6 +333,78 @@ async fn the_status_page_shows_services_and_an_endpoint_turning_not_ready() {
             &|t| t.contains(&format!("{web_addr}=ready")),
             STATES_JS,
         );
+        // Traffic: service, port, active, peak, limit, conns, dial errors,
+        // resets, failovers, rejected (+ why), conn/s, bytes/s.
+        let api_cells = wait_for(
+            "the api port's traffic",
+            &|t| t.split('|').nth(9).is_some_and(|r| r.starts_with('1')),
+            &api_row,
+        );
+        let api_cells: Vec<&str> = api_cells.split('|').collect();
+        assert_eq!(
+            &api_cells[..6],
+            ["api", "tcp/TCP", "2", "2", "2", "6"],
+            "{api_cells:?}"
+        );
+        assert_eq!(api_cells[9], "1limit 1", "{api_cells:?}");
+        let flaky_cells = wait_for(
+            "the flaky service's totals",
+            &|t| t.split('|').nth(7).is_some_and(|r| r != "0"),
+            flaky_total,
+        );
+        let flaky_cells: Vec<&str> = flaky_cells.split('|').collect();
+        assert_eq!(&flaky_cells[..2], ["flaky", "total"], "{flaky_cells:?}");
+        assert_eq!(
+            flaky_cells[4], "2",
+            "limit per port times ports: {flaky_cells:?}"
+        );
+        assert_eq!(flaky_cells[5], "4", "conns: {flaky_cells:?}");
+        assert_ne!(flaky_cells[6], "0", "dial errors: {flaky_cells:?}");
+        assert_eq!(flaky_cells[7], "4", "resets: {flaky_cells:?}");
+        assert!(
+            flaky_cells[8].parse::<u64>().is_ok(),
+            "failovers: {flaky_cells:?}"
+        );
+        let points = wait_for(
+            "a sparkline with a point",
+            &|t| t.parse::<u32>().is_ok_and(|n| n >= 1),
+            api_spark,
+        );
+        // Endpoints: service, endpoint, port, node, state, in state, last
+        // check, weight, active, peak, conns, dial errors, resets,
+        // failovers, rx, tx, rate.
+        let refusing_cells = script(&refusing_row);
+        let refusing_cells: Vec<&str> = refusing_cells.split('|').collect();
+        assert_eq!(refusing_cells[2], "8081/TCP", "{refusing_cells:?}");
+        assert_ne!(refusing_cells[11], "0", "dial errors: {refusing_cells:?}");
+        assert!(
+            refusing_cells[13].parse::<u64>().is_ok(),
+            "{refusing_cells:?}"
+        );
+        let resetting_cells = script(&resetting_row);
+        let resetting_cells: Vec<&str> = resetting_cells.split('|').collect();
+        // Sequential connections, but one may still be closing on the
+        // proxy's side when the next comes.
+        assert!(
+            resetting_cells[9].parse::<u64>().is_ok_and(|n| n >= 1),
+            "peak: {resetting_cells:?}"
+        );
+        assert!(
+            resetting_cells[12].parse::<u64>().is_ok(),
+            "resets: {resetting_cells:?}"
+        );
+        let web_cells = wait_for(
+            "the web endpoint's last check",
+            &|t| {
+                t.split('|')
+                    .nth(6)
+                    .is_some_and(|c| c.starts_with("L4OK in "))
+            },
+            &web_row,
+        );
+        let web_cells: Vec<&str> = web_cells.split('|').collect();
+        assert_eq!(web_cells[2], "http/TCP", "{web_cells:?}");
+        assert!(web_cells[5].ends_with('s'), "in state: {web_cells:?}");
         let _ = kill_tx.send(());
         let killed_at = Instant::now();
         let states = wait_for(
@@ -260,6 +413,16 @@ async fn the_status_page_shows_services_and_an_endpoint_turning_not_ready() {
             STATES_JS,
         );
         let took = killed_at.elapsed();
+        wait_for(
+            "the web endpoint's failed check",
+            &|t| {
+                t.split('|')
+                    .nth(6)
+                    .is_some_and(|c| c.starts_with("L4CON in "))
+            },
+            &web_row,
+        );
+        let draw_ms = script("return String(window.lbDrawMs);");
         // Once a second poll has drawn every rate, take the picture.
         wait_for(
             "byte rates drawn",
@@ -269,18 +432,20 @@ async fn the_status_page_shows_services_and_an_endpoint_turning_not_ready() {
         let png = driver.call("GET", &s("/screenshot"), None);
         let bytes = base64_decode(png["value"].as_str().unwrap_or_default());
         driver.call("DELETE", &s(""), None);
-        (services, states, took, bytes)
+        (services, states, took, bytes, points, draw_ms)
     })
     .await;
     let _ = killer.await;
-    let (services, states, took, png) = result.expect("the browser part ran");
+    let (services, states, took, png, points, draw_ms) = result.expect("the browser part ran");
+    drop(held);
     assert!(services.contains("ClusterIP"), "{services}");
     assert!(states.contains(&format!("{api}=ready")), "{states}");
     assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
     std::fs::create_dir_all(shot.parent().expect("target dir")).expect("target dir");
     std::fs::write(&shot, &png).expect("write the screenshot");
     println!(
-        "status page screenshot: {} (not ready shown {:.1}s after the kill)",
+        "status page screenshot: {} (not ready shown {:.1}s after the kill, \
+         {points} sparkline points, last draw {draw_ms} ms)",
         shot.canonicalize().unwrap_or(shot.clone()).display(),
         took.as_secs_f64()
     );

@@ -29,6 +29,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, info};
 
+use crate::control::events::{EventType, Events, ObjectRef};
 use crate::lifecycle::Tasks;
 
 /// Probes running at the same moment, all pods together; more wait their
@@ -48,6 +49,26 @@ pub struct ProbeStatus {
     pub since: SystemTime,
     /// Probes run so far.
     pub probes: u64,
+    /// The last probe's result as HAProxy's check status words it (`L4OK`,
+    /// `L4CON`, `L4TOUT`, `L7OK/200`, `L7STS/500`, `L7RSP`, `L7TOUT`,
+    /// `PROCOK`, `PROCERR`, `PROCTOUT`); empty before the first probe.
+    pub check: String,
+    /// How long the last probe took (HAProxy's `in 0ms`); `None` before the
+    /// first probe.
+    pub latency: Option<Duration>,
+}
+
+impl ProbeStatus {
+    /// The last result as HAProxy's status page shows it: `L4OK in 0ms`,
+    /// `L4CON in 1ms`; empty before the first probe.
+    pub fn last_check(&self) -> String {
+        match self.latency {
+            Some(latency) if !self.check.is_empty() => {
+                format!("{} in {}ms", self.check, latency.as_millis())
+            }
+            _ => String::new(),
+        }
+    }
 }
 
 /// One running probe: its spec, and the guard that stops it when dropped.
@@ -63,6 +84,8 @@ struct Inner {
     limit: Arc<Semaphore>,
     /// Wakes the rebuild when a verdict changes.
     changed: Changed,
+    /// Where failed probes and verdicts that turn ready are recorded.
+    events: Arc<Events>,
     tasks: Tasks,
 }
 
@@ -86,15 +109,16 @@ impl std::fmt::Debug for Probes {
 }
 
 impl Probes {
-    /// No probe yet; probe tasks will run on `tasks`, and a changed verdict
-    /// notifies `changed`.
-    pub(crate) fn new(tasks: Tasks, changed: Changed) -> Probes {
+    /// No probe yet; probe tasks will run on `tasks`, a changed verdict
+    /// notifies `changed`, and failed probes are recorded in `events`.
+    pub(crate) fn new(tasks: Tasks, changed: Changed, events: Arc<Events>) -> Probes {
         Probes {
             inner: Arc::new(Inner {
                 overlay: Mutex::new(BTreeMap::new()),
                 workers: Mutex::new(HashMap::new()),
                 limit: Arc::new(Semaphore::new(MAX_CONCURRENT_PROBES)),
                 changed,
+                events,
                 tasks,
             }),
         }
@@ -118,6 +142,8 @@ impl Probes {
                 message: "not probed yet".into(),
                 since: SystemTime::now(),
                 probes: 0,
+                check: String::new(),
+                latency: None,
             });
             let stop = self.inner.tasks.token().child_token();
             self.inner.tasks.spawn(probe_loop(
@@ -185,11 +211,13 @@ async fn probe_loop(inner: Arc<Inner>, spec: ProbeSpec, mut ready: bool, stop: C
                 p = inner.limit.acquire() => p,
             };
             let Ok(_permit) = permit else { return };
+            let started = tokio::time::Instant::now();
             tokio::select! {
                 () = stop.cancelled() => return,
-                outcome = run::run(&spec) => outcome,
+                outcome = run::run(&spec) => (outcome, started.elapsed()),
             }
         };
+        let (outcome, latency) = outcome;
         if outcome.success {
             successes = successes.saturating_add(1);
             failures = 0;
@@ -213,16 +241,43 @@ async fn probe_loop(inner: Arc<Inner>, spec: ProbeSpec, mut ready: bool, stop: C
             };
             status.probes += 1;
             status.message = outcome.message.clone();
+            status.check = outcome.check.clone();
+            status.latency = Some(latency);
             if changed {
                 status.ready = ready;
                 status.since = SystemTime::now();
             }
         }
+        record_probe(&inner.events, &spec.pod, &outcome, changed && ready);
         if changed {
             info!(pod = %spec.pod, ready, result = %outcome.message, "readiness changed");
             inner.changed.notify();
         } else {
             debug!(pod = %spec.pod, ready, result = %outcome.message, "probed");
         }
+    }
+}
+
+/// What a probe is an event of: every failed probe is a Warning `Unhealthy`
+/// on its Pod, worded as the kubelet's (`Readiness probe failed: ...`), so
+/// a pod that fails again and again is one event whose count rises; a pod
+/// that turns ready is a Normal `Healthy` (lb's: the kubelet records no
+/// event when a probe passes).
+fn record_probe(events: &Events, pod: &PodKey, outcome: &run::Outcome, turned_ready: bool) {
+    let object = ObjectRef::pod(pod);
+    if !outcome.success {
+        events.record(
+            EventType::Warning,
+            "Unhealthy",
+            object,
+            format!("Readiness probe failed: {}", outcome.message),
+        );
+    } else if turned_ready {
+        events.record(
+            EventType::Normal,
+            "Healthy",
+            object,
+            format!("Readiness probe succeeded: {}", outcome.message),
+        );
     }
 }

@@ -21,19 +21,25 @@ pub(crate) struct Outcome {
     pub(crate) success: bool,
     /// Why, in a few words (`HTTP 500`, `connection refused`, `exit status 1`).
     pub(crate) message: String,
+    /// The result as HAProxy's check status words it (`L4OK`, `L4CON`,
+    /// `L4TOUT`, `L7OK/200`, `L7STS/500`, `L7RSP`, `L7TOUT`, `PROCOK`,
+    /// `PROCERR`, `PROCTOUT`), which operators of load balancers already read.
+    pub(crate) check: String,
 }
 
 impl Outcome {
-    fn ok(message: impl Into<String>) -> Self {
+    fn ok(check: impl Into<String>, message: impl Into<String>) -> Self {
         Outcome {
             success: true,
             message: message.into(),
+            check: check.into(),
         }
     }
-    fn fail(message: impl Into<String>) -> Self {
+    fn fail(check: impl Into<String>, message: impl Into<String>) -> Self {
         Outcome {
             success: false,
             message: message.into(),
+            check: check.into(),
         }
     }
 }
@@ -46,25 +52,44 @@ pub(crate) async fn run(spec: &ProbeSpec) -> Outcome {
         ProbeAction::TcpSocket { port } => {
             let addr = SocketAddr::new(spec.ip, *port);
             match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-                Ok(Ok(_)) => Outcome::ok("connected"),
-                Ok(Err(e)) => Outcome::fail(format!("dial {addr}: {e}")),
-                Err(_) => Outcome::fail(format!("dial {addr}: timed out after {timeout:?}")),
+                Ok(Ok(_)) => Outcome::ok("L4OK", "connected"),
+                Ok(Err(e)) => Outcome::fail("L4CON", format!("dial {addr}: {e}")),
+                Err(_) => Outcome::fail(
+                    "L4TOUT",
+                    format!("dial {addr}: timed out after {timeout:?}"),
+                ),
             }
         }
         ProbeAction::HttpGet { path, port } => {
             let addr = SocketAddr::new(spec.ip, *port);
             match tokio::time::timeout(timeout, http_get(addr, path)).await {
                 Ok(Ok(status)) if (200..400).contains(&status) => {
-                    Outcome::ok(format!("HTTP {status}"))
+                    Outcome::ok(format!("L7OK/{status}"), format!("HTTP {status}"))
                 }
-                Ok(Ok(status)) => Outcome::fail(format!("HTTP {status}")),
-                Ok(Err(e)) => Outcome::fail(format!("GET http://{addr}{path}: {e}")),
-                Err(_) => Outcome::fail(format!(
-                    "GET http://{addr}{path}: timed out after {timeout:?}"
-                )),
+                Ok(Ok(status)) => {
+                    Outcome::fail(format!("L7STS/{status}"), format!("HTTP {status}"))
+                }
+                Ok(Err(e)) => Outcome::fail(
+                    http_error_check(&e),
+                    format!("GET http://{addr}{path}: {e}"),
+                ),
+                Err(_) => Outcome::fail(
+                    "L7TOUT",
+                    format!("GET http://{addr}{path}: timed out after {timeout:?}"),
+                ),
             }
         }
         ProbeAction::Exec { command } => exec(command, timeout).await,
+    }
+}
+
+/// HAProxy's word for an HTTP check that got no status: `L4CON` when the
+/// connection failed, `L7RSP` when the answer was not HTTP.
+fn http_error_check(e: &std::io::Error) -> &'static str {
+    if e.kind() == std::io::ErrorKind::InvalidData {
+        "L7RSP"
+    } else {
+        "L4CON"
     }
 }
 
@@ -118,7 +143,7 @@ fn parse_status(line: &[u8]) -> std::io::Result<u16> {
 /// stopping), so a probe never leaves a process behind.
 async fn exec(command: &[String], timeout: Duration) -> Outcome {
     let Some((program, args)) = command.split_first() else {
-        return Outcome::fail("empty command");
+        return Outcome::fail("PROCERR", "empty command");
     };
     let child = match tokio::process::Command::new(program)
         .args(args)
@@ -132,19 +157,22 @@ async fn exec(command: &[String], timeout: Duration) -> Outcome {
         .spawn()
     {
         Ok(c) => c,
-        Err(e) => return Outcome::fail(format!("cannot run {program}: {e}")),
+        Err(e) => return Outcome::fail("PROCERR", format!("cannot run {program}: {e}")),
     };
     let mut group = Group::new(child);
     match tokio::time::timeout(timeout, group.child.wait()).await {
-        Ok(Ok(status)) if status.success() => Outcome::ok("exit status 0"),
-        Ok(Ok(status)) => Outcome::fail(status.to_string()),
-        Ok(Err(e)) => Outcome::fail(format!("waiting for {program}: {e}")),
+        Ok(Ok(status)) if status.success() => Outcome::ok("PROCOK", "exit status 0"),
+        Ok(Ok(status)) => Outcome::fail("PROCERR", status.to_string()),
+        Ok(Err(e)) => Outcome::fail("PROCERR", format!("waiting for {program}: {e}")),
         Err(_) => {
             // Killed before it is reaped: its pid, the group's id, cannot
             // have been reused yet.
             group.kill();
             let _ = group.child.wait().await;
-            Outcome::fail(format!("{program}: timed out after {timeout:?}; killed"))
+            Outcome::fail(
+                "PROCTOUT",
+                format!("{program}: timed out after {timeout:?}; killed"),
+            )
         }
     }
     // `group` drops here: what the command left running goes with it.

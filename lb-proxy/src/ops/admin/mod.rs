@@ -98,6 +98,14 @@ pub trait AdminSource: Send + Sync + 'static {
     fn descriptors(&self) -> Option<crate::dataplane::DescriptorBudget> {
         None
     }
+    /// Each service's recent rates (the status page's sparklines,
+    /// `/api/v1/rates`); none by default (nothing samples the counters).
+    fn rates(&self) -> crate::ops::status::RatesList {
+        crate::ops::status::RatesList {
+            interval_seconds: crate::ops::status::history::SAMPLE_PERIOD.as_secs(),
+            items: Vec::new(),
+        }
+    }
 }
 
 /// Content type of Prometheus' text format, which scrapers check.
@@ -164,6 +172,7 @@ pub fn router(source: Arc<dyn AdminSource>) -> Router {
         .route(CONNECTIONS_PATH, get(connections))
         .route(CONFIG_PATH, get(config))
         .route(EVENTS_PATH, get(events))
+        .route(crate::ops::status::RATES_PATH, get(rates))
         .route("/", get(status_page))
         .fallback(not_found)
         .with_state(source)
@@ -344,13 +353,16 @@ async fn metrics(State(source): Source) -> Response {
 
 async fn services(State(source): Source) -> Response {
     let snapshot = source.snapshot();
-    json_response(&views::services_view_with(
+    let mut list = views::services_view_with(
         &snapshot,
         Some(&source.bind_errors()),
         source.config().as_deref(),
         source.transitions(),
         std::time::SystemTime::now(),
-    ))
+    );
+    let limit = source.settings().map_or(0, |s| s.max_connections);
+    views::with_traffic(&mut list, &snapshot, limit);
+    json_response(&list)
 }
 
 async fn endpoints(State(source): Source) -> Response {
@@ -459,6 +471,19 @@ async fn config(State(source): Source) -> Response {
         &source.bind_errors(),
         source.descriptors(),
     ))
+}
+
+/// Compact JSON: the rates are long arrays of numbers that nobody reads
+/// line by line, polled every five seconds.
+async fn rates(State(source): Source) -> Response {
+    match serde_json::to_string(&source.rates()) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode JSON: {e}\n"),
+        )
+            .into_response(),
+    }
 }
 
 async fn status_page() -> Response {

@@ -14,7 +14,7 @@ use crate::dataplane::connections::OpenConnection;
 use crate::dataplane::DataPlane;
 use crate::ops::admin::AdminSource;
 use crate::ops::metrics::{Metrics, Sources};
-use crate::ops::status::EventList;
+use crate::ops::status::{EventList, History, RatesList};
 use crate::ops::views::Transitions;
 
 /// What the admin API reads of a running proxy: its data plane and, when
@@ -29,6 +29,7 @@ pub struct ProxyView {
     dns: Option<crate::ops::dns::Dns>,
     metrics: Metrics,
     transitions: Arc<Transitions>,
+    history: Option<Arc<History>>,
 }
 
 impl ProxyView {
@@ -41,7 +42,15 @@ impl ProxyView {
             dns: None,
             metrics: Metrics::new(),
             transitions: Arc::default(),
+            history: None,
         }
+    }
+
+    /// Reads the services' recent rates from `history` (which its owner
+    /// samples; the App runs [`History::run`]).
+    pub fn with_history(mut self, history: Arc<History>) -> Self {
+        self.history = Some(history);
+        self
     }
 
     /// Shares `transitions` with whoever else stamps the conditions (the
@@ -177,5 +186,15 @@ impl AdminSource for ProxyView {
 
     fn descriptors(&self) -> Option<crate::dataplane::DescriptorBudget> {
         Some(self.dataplane.descriptors())
+    }
+
+    fn rates(&self) -> RatesList {
+        match &self.history {
+            Some(history) => history.list(),
+            None => RatesList {
+                interval_seconds: crate::ops::status::history::SAMPLE_PERIOD.as_secs(),
+                items: Vec::new(),
+            },
+        }
     }
 }

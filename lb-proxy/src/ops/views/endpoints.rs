@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime};
 
 use lb_core::health::PodKey;
+use lb_core::stats::CloseCause;
 use lb_core::{Protocol, ServicePort, ServiceType, Snapshot};
 use serde::{Deserialize, Serialize};
 
@@ -87,6 +88,42 @@ pub struct EndpointView {
     /// Bytes from it to clients so far.
     #[serde(default)]
     pub bytes_tx: u64,
+    /// Its dial failures, resets, failovers, peak and last probe result
+    /// (flattened: the fields sit beside the ones above).
+    #[serde(flatten)]
+    pub detail: EndpointDetail,
+}
+
+/// The figures of an endpoint the status page shows beyond its connections
+/// and bytes: what went wrong with it, how busy it got, and what its probe
+/// last found. Every field defaults, so a newer CLI reads an older proxy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct EndpointDetail {
+    /// The service port's number (on the cluster IP), so an unnamed port
+    /// can be shown as `80/TCP`.
+    #[serde(default)]
+    pub service_port: u16,
+    /// Dials to it that failed or timed out.
+    #[serde(default)]
+    pub connect_errors: u64,
+    /// Forwarded connections to it that ended in a reset (a leg failed).
+    #[serde(default)]
+    pub resets: u64,
+    /// Client connections that moved on to another endpoint after a dial
+    /// to this one failed.
+    #[serde(default)]
+    pub failovers: u64,
+    /// The most connections open to it at once.
+    #[serde(default)]
+    pub peak_active: u64,
+    /// The last readiness probe's result as HAProxy words it (`L4OK`,
+    /// `L4CON`, `L7STS/500`, ...); empty without a probe or before the first.
+    #[serde(default)]
+    pub probe_check: String,
+    /// How long the last readiness probe took, in milliseconds; absent
+    /// without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_latency_ms: Option<u64>,
 }
 
 /// Builds the `/api/v1/endpoints` body from the snapshot's resolved endpoints
@@ -138,6 +175,17 @@ pub fn endpoints_view_with(
                             connections_total: lb_core::stats::read(&e.stats.connections),
                             bytes_rx: lb_core::stats::read(&e.stats.bytes_rx),
                             bytes_tx: lb_core::stats::read(&e.stats.bytes_tx),
+                            detail: EndpointDetail {
+                                service_port: key.port,
+                                connect_errors: lb_core::stats::read(&e.stats.connect_errors),
+                                resets: e.stats.closed.get(CloseCause::Reset),
+                                failovers: lb_core::stats::read(&e.stats.failovers),
+                                peak_active: lb_core::stats::read(&e.stats.peak_active),
+                                probe_check: probe.map(|p| p.check.clone()).unwrap_or_default(),
+                                probe_latency_ms: probe
+                                    .and_then(|p| p.latency)
+                                    .map(|l| u64::try_from(l.as_millis()).unwrap_or(u64::MAX)),
+                            },
                         }
                     })
                 })

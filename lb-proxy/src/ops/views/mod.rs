@@ -35,11 +35,12 @@ pub use config::{config_view, ConfigView, NodeView};
 pub use connections::{page, port_label, ConnectionList, ConnectionView, MAX_PAGE};
 pub use describe::{describe_service, EVENT_SOURCE};
 pub use endpoints::{
-    endpoints_view, endpoints_view_with, EndpointView, EndpointsList, EndpointsView,
+    endpoints_view, endpoints_view_with, EndpointDetail, EndpointView, EndpointsList, EndpointsView,
 };
 pub use pods::{pods_view, PodList, PodView};
 pub use services::{
-    services_view, services_view_with, BindErrorView, PortView, ServiceList, ServiceView,
+    services_view, services_view_with, with_traffic, BindErrorView, PortTraffic, PortView,
+    RejectedView, ServiceList, ServiceView,
 };
 pub use tables::{
     connections_table, endpoints_table, endpoints_wide_table, event_name, event_namespace,

@@ -97,6 +97,112 @@ pub struct PortView {
     /// whatever it is); absent when not set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_protocol: Option<String>,
+    /// Its live counters (`/api/v1/services` only: [`with_traffic`]);
+    /// absent where a view shows the configuration alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<PortTraffic>,
+}
+
+/// The live counters of one service port as the status page shows them:
+/// load against its limit, connections that went wrong and why, and its
+/// endpoints' figures summed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct PortTraffic {
+    /// Connections open now.
+    pub active: u64,
+    /// The most connections open at once.
+    pub peak_active: u64,
+    /// `[proxy] max_connections` (open connections per service port), 0
+    /// for no limit.
+    pub max_connections: u64,
+    /// Connections accepted from clients.
+    pub accepted: u64,
+    /// Connections that reached an endpoint only after the dial to an
+    /// earlier pick failed.
+    pub failovers: u64,
+    /// Forwarded connections that ended in a reset (a leg failed).
+    pub resets: u64,
+    /// Connections refused, by why (the `reason` label of
+    /// `lb_rejected_connections_total`).
+    pub rejected: RejectedView,
+    /// Its endpoints' dial failures, summed.
+    pub connect_errors: u64,
+    /// Bytes from clients to its endpoints, summed.
+    pub bytes_rx: u64,
+    /// Bytes from its endpoints to clients, summed.
+    pub bytes_tx: u64,
+}
+
+/// Refused connections of a service port by reason, named as the `reason`
+/// label of `lb_rejected_connections_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct RejectedView {
+    /// No endpoint could take it.
+    pub no_endpoints: u64,
+    /// `max_connections` was reached.
+    pub limit: u64,
+    /// Outside `load_balancer_source_ranges`.
+    pub source_range: u64,
+    /// The proxy was short of descriptors or local ports.
+    pub local_resources: u64,
+    /// Every endpoint left was one of lb's own frontends.
+    pub self_loop: u64,
+}
+
+impl RejectedView {
+    /// All of them.
+    pub fn total(&self) -> u64 {
+        self.no_endpoints
+            .saturating_add(self.limit)
+            .saturating_add(self.source_range)
+            .saturating_add(self.local_resources)
+            .saturating_add(self.self_loop)
+    }
+}
+
+/// Adds each port's live counters ([`PortTraffic`]) to a services view
+/// built from `snapshot`, with `max_connections` the limit in force: what
+/// `/api/v1/services` shows and the configuration views leave out.
+pub fn with_traffic(list: &mut ServiceList, snapshot: &Snapshot, max_connections: u32) {
+    use lb_core::stats::{read, CloseCause};
+    for item in &mut list.items {
+        let key = lb_core::ServiceKey::new(item.namespace.clone(), item.name.clone());
+        let Some(entry) = snapshot.service(&key) else {
+            continue;
+        };
+        for view in &mut item.ports {
+            let Some(port) = entry
+                .ports
+                .iter()
+                .find(|p| p.key().port == view.port && p.key().protocol == view.protocol)
+            else {
+                continue;
+            };
+            let st = port.stats();
+            let mut traffic = PortTraffic {
+                active: read(&st.active),
+                peak_active: read(&st.peak_active),
+                max_connections: u64::from(max_connections),
+                accepted: read(&st.accepted),
+                failovers: read(&st.failovers),
+                resets: st.closed.get(CloseCause::Reset),
+                rejected: RejectedView {
+                    no_endpoints: read(&st.rejected_no_endpoints),
+                    limit: read(&st.rejected_limit),
+                    source_range: read(&st.rejected_source_range),
+                    local_resources: read(&st.rejected_local_resources),
+                    self_loop: read(&st.rejected_self_loop),
+                },
+                ..PortTraffic::default()
+            };
+            for e in port.endpoints() {
+                traffic.connect_errors += read(&e.stats.connect_errors);
+                traffic.bytes_rx += read(&e.stats.bytes_rx);
+                traffic.bytes_tx += read(&e.stats.bytes_tx);
+            }
+            view.traffic = Some(traffic);
+        }
+    }
 }
 
 /// A frontend that failed to bind, so an operator can see why an address does
@@ -191,6 +297,7 @@ pub fn services_view_with(
                         target_port: p.target_port.clone(),
                         node_port: p.node_port.unwrap_or(0),
                         app_protocol: p.app_protocol.clone(),
+                        traffic: None,
                     })
                     .collect(),
                 bind_errors: errors_by_service.remove(&spec.key).unwrap_or_default(),
