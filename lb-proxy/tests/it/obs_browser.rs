@@ -220,6 +220,16 @@ async fn the_status_page_shows_services_and_an_endpoint_turning_not_ready() {
             .expect("connect");
         echo(&mut c, &[b'x'; 2048]).await;
     }
+    // Those three close in the proxy a moment after the client drops them;
+    // until then they count against max_connections.
+    let closed = eventually_async(WAIT, || async {
+        proxy
+            .metric("lb_active_connections{namespace=\"default\",service=\"api\",port=\"tcp\",protocol=\"TCP\"}")
+            .await
+            == Some(0.0)
+    })
+    .await;
+    assert!(closed, "the first connections close in the proxy");
     // Two held open and a third over the limit; dial errors, failovers and
     // resets on the flaky service.
     let mut held = Vec::new();

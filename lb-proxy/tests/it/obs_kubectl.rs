@@ -478,3 +478,40 @@ fn manifest_pods_are_listed_with_their_ready_condition() {
     assert_eq!(pod.node, "node-1");
     assert_eq!(pod.labels["app"], "nginx-deployment");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frontend_that_cannot_bind_is_a_warning_under_get_services() {
+    // Something else holds the external IP's port.
+    let backend = echo_backend("127.0.188.31");
+    let port = free_port("127.0.188.30");
+    let blocker = std::net::TcpListener::bind(("127.0.188.30", port)).expect("bind the blocker");
+    let admin_ip = fresh_ip();
+    let admin = std::net::SocketAddr::new(admin_ip, free_port(admin_ip));
+    let text = format!(
+        "{}[[services]]\nname = \"blocked\"\ncluster_ip = \"{}\"\nexternal_ips = [\"127.0.188.30\"]\n\
+         ports = [{{ port = {port} }}]\n\
+         [[endpoints]]\nname = \"blocked\"\n[[endpoints.subsets]]\naddresses = [{{ ip = \"127.0.188.31\" }}]\n\
+         ports = [{{ port = {} }}]\n",
+        base_toml(admin),
+        vip().ip(),
+        backend.addr.port()
+    );
+    let app = TestApp::from_text(&text).await;
+    let out = get(&app, &["svc", "blocked"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("blocked"), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "Warning: service default/blocked: cannot listen on 127.0.188.30:{port}/TCP: "
+        )) && stderr(&out).contains("in use"),
+        "{}",
+        stderr(&out)
+    );
+    drop(blocker);
+    let bound = eventually_async(WAIT, || async {
+        !stderr(&get(&app, &["svc", "blocked"]).await).contains("Warning")
+    })
+    .await;
+    assert!(bound, "the warning goes once the port binds");
+    app.shutdown().await;
+}

@@ -131,6 +131,9 @@ pub fn render(
         let values: Vec<Value> = chosen.iter().map(|(_, v)| v.clone()).collect();
         match request.output {
             OutputFormat::Table | OutputFormat::Wide => {
+                if *kind == GetKind::Services {
+                    out.stderr.push_str(&bind_warnings(&chosen));
+                }
                 let wide = request.output == OutputFormat::Wide;
                 let mut narrowed = list.clone();
                 narrowed["items"] = Value::Array(values);
@@ -190,6 +193,26 @@ pub fn render(
         });
     }
     Ok(out)
+}
+
+/// A frontend that cannot be bound serves no one, and kubectl's table has
+/// no column for it: one `Warning:` line on stderr per such frontend, as
+/// kubectl prints the API server's warnings.
+fn bind_warnings(chosen: &[(Identity, Value)]) -> String {
+    let mut out = String::new();
+    for (id, service) in chosen {
+        for e in service["bind_errors"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "Warning: service {}/{}: cannot listen on {}/{}: {}\n",
+                id.namespace,
+                id.name,
+                text(&e["address"]),
+                text(&e["protocol"]),
+                text(&e["error"])
+            ));
+        }
+    }
+    out
 }
 
 /// Where an object is and what it is called, for the filters.
