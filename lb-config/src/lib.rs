@@ -26,6 +26,8 @@
 //! - [`store`]: [`FileStore`], allocations in a state file across restarts.
 //! - [`watch`]: [`watch::FileWatch`], reload triggers for edits, renames and
 //!   ConfigMap symlink swaps.
+//! - [`effective`]: the config in force in the file's shape (`config dump`).
+//! - `schema` (feature `schema`): the file's JSON Schema and reference.
 //! - [`error`]: [`FieldError`] and [`ConfigErrors`], one line per error.
 //!
 //! Cargo features (both in `default`): `manifests` (Kubernetes manifests as
@@ -50,6 +52,7 @@
 
 mod allocate;
 pub mod config;
+pub mod effective;
 mod endpoints;
 pub mod error;
 pub mod loader;
@@ -59,6 +62,8 @@ mod parse;
 mod pools;
 pub mod raw;
 pub mod resolve;
+#[cfg(feature = "schema")]
+pub mod schema;
 pub mod selection;
 pub mod source;
 pub mod store;

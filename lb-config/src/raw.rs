@@ -56,6 +56,7 @@ pub const MAX_POOL_ADDRESSES: usize = 256;
 
 /// The whole file. An empty file is valid: every section has defaults.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RawConfig {
     /// `[node]`: who this proxy is.
@@ -84,12 +85,14 @@ pub struct RawConfig {
 
 /// `[node]`: kube-proxy's node.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RawNode {
     /// Node name; default: the hostname.
     pub name: Option<String>,
     /// Addresses where node ports (and health-check node ports) listen;
     /// default `["0.0.0.0"]`. At most [`MAX_NODE_ADDRESSES`].
+    #[cfg_attr(feature = "schema", schemars(length(max = MAX_NODE_ADDRESSES)))]
     pub addresses: Option<Vec<String>>,
     /// CIDRs that external IPs and LoadBalancer addresses must lie in, from
     /// every source (this file, manifests, etcd), e.g.
@@ -102,6 +105,7 @@ pub struct RawNode {
     /// of CVE-2020-8554); the admin, DNS and health-check addresses are
     /// refused to every service whatever this says. At most
     /// [`MAX_ALLOWED_EXTERNAL_CIDRS`].
+    #[cfg_attr(feature = "schema", schemars(length(max = MAX_ALLOWED_EXTERNAL_CIDRS)))]
     pub allowed_external_cidrs: Option<Vec<String>>,
     /// `bind` (default), `freebind` or `interface`.
     pub vip_mode: Option<String>,
@@ -136,6 +140,7 @@ pub struct RawNode {
 
 /// `[cluster]`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RawCluster {
     /// ClusterIP allocation range; default `10.96.0.0/12`.
@@ -158,10 +163,12 @@ pub struct RawCluster {
 
 /// `[proxy]`: data-plane settings (durations are humantime strings).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RawProxy {
     /// One dial per entry (milliseconds), each to the next endpoint. At most
     /// [`MAX_CONNECT_TIMEOUTS`].
+    #[cfg_attr(feature = "schema", schemars(length(max = MAX_CONNECT_TIMEOUTS)))]
     pub connect_timeouts_ms: Option<Vec<i64>>,
     /// Idle timeout of a TCP connection (nothing moved either way; both
     /// legs then get a FIN); `"0"` = none.
@@ -201,6 +208,7 @@ pub struct RawProxy {
 /// head within 10 s, 60 s idle between requests, 256 connections at once
 /// (README, "The admin API").
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RawAdmin {
     /// `IP:PORT` of the admin API; `""` disables it; default `127.0.0.1:10249`.
@@ -215,11 +223,13 @@ pub struct RawAdmin {
     /// whose name an attacker re-points at the admin address (DNS
     /// rebinding) cannot read the API from a browser. Takes effect at the
     /// next restart. At most [`MAX_ALLOWED_HOSTS`].
+    #[cfg_attr(feature = "schema", schemars(length(max = MAX_ALLOWED_HOSTS)))]
     pub allowed_hosts: Option<Vec<String>>,
 }
 
 /// `[log]`: what lb-proxy logs besides its own events.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RawLog {
     /// One line per forwarded connection when it ends (client, frontend,
@@ -232,6 +242,7 @@ pub struct RawLog {
 
 /// `[dns]`: the cluster DNS responder.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RawDns {
     /// `IP:PORT` to answer on, over UDP and TCP. It must not be
@@ -243,11 +254,13 @@ pub struct RawDns {
     pub ttl: Option<i64>,
     /// Where other names go (`IP` or `IP:PORT`). At most
     /// [`MAX_DNS_UPSTREAMS`].
+    #[cfg_attr(feature = "schema", schemars(length(max = MAX_DNS_UPSTREAMS)))]
     pub upstreams: Option<Vec<String>>,
 }
 
 /// `[[ip_pools]]`: a MetalLB-style IPAddressPool.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RawIpPool {
     /// Pool name (DNS-1123 subdomain).
@@ -255,6 +268,7 @@ pub struct RawIpPool {
     /// Ranges `A-B` or CIDRs; each wholly inside
     /// `node.allowed_external_cidrs` when that is set. At most
     /// [`MAX_POOL_ADDRESSES`].
+    #[cfg_attr(feature = "schema", schemars(length(max = MAX_POOL_ADDRESSES)))]
     pub addresses: Vec<String>,
     /// Whether services without `ip_pool` may take addresses from it.
     pub auto_assign: Option<bool>,
@@ -262,6 +276,7 @@ pub struct RawIpPool {
 
 /// `[[pods]]`: a backend instance.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RawPod {
     /// Pod name (DNS-1123 subdomain).
@@ -295,6 +310,7 @@ pub struct RawPod {
 
 /// One container port of a pod.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RawContainerPort {
     /// Port name (IANA_SVC_NAME), what a service's `target_port` may name.
@@ -307,6 +323,7 @@ pub struct RawContainerPort {
 
 /// A readiness probe: one of `tcp_socket`, `http_get`, `exec`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RawProbe {
     /// Connect to a port.
@@ -329,6 +346,7 @@ pub struct RawProbe {
 
 /// `tcp_socket` probe action.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawTcpSocketAction {
     /// Port number or container port name.
@@ -337,6 +355,7 @@ pub struct RawTcpSocketAction {
 
 /// `http_get` probe action.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawHttpGetAction {
     /// Request path; default `/`.
@@ -355,6 +374,7 @@ pub struct RawHttpGetAction {
 /// `[source.manifests] allow_exec_probes = true`, from etcd `[source.etcd]
 /// allow_exec_probes = true`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawExecAction {
     /// Program and arguments (`["sh", "-c", "..."]` for a shell).
@@ -363,6 +383,7 @@ pub struct RawExecAction {
 
 /// `[[services]]`: a Kubernetes Service.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RawService {
     /// Service name (DNS-1035 label).
@@ -393,6 +414,7 @@ pub struct RawService {
     /// More addresses the ports listen on; each inside
     /// `node.allowed_external_cidrs` when that is set. At most
     /// [`MAX_EXTERNAL_IPS`].
+    #[cfg_attr(feature = "schema", schemars(length(max = MAX_EXTERNAL_IPS)))]
     pub external_ips: Option<Vec<String>>,
     /// LoadBalancer: requested address (inside `node.allowed_external_cidrs`
     /// when that is set). Outside every `ip_pool`, taken, or outside the
@@ -402,6 +424,7 @@ pub struct RawService {
     pub load_balancer_ip: Option<String>,
     /// LoadBalancer: allowed client CIDRs. At most
     /// [`MAX_SOURCE_RANGES`].
+    #[cfg_attr(feature = "schema", schemars(length(max = MAX_SOURCE_RANGES)))]
     pub load_balancer_source_ranges: Option<Vec<String>>,
     /// LoadBalancer: which pool (MetalLB's `metallb.io/address-pool`); an
     /// unknown or full pool leaves the service `<pending>`.
@@ -427,6 +450,7 @@ pub struct RawService {
     /// Default none: every ready endpoint.
     pub traffic_distribution: Option<String>,
     /// `[[services.ports]]`. At most [`MAX_SERVICE_PORTS`].
+    #[cfg_attr(feature = "schema", schemars(length(max = MAX_SERVICE_PORTS)))]
     pub ports: Vec<RawServicePort>,
     /// The service's labels (`metadata.labels`), validated as Kubernetes
     /// labels. lb reads `service.kubernetes.io/service-proxy-name` (served
@@ -443,6 +467,7 @@ pub struct RawService {
 
 /// `session_affinity_config`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RawSessionAffinityConfig {
     /// `client_ip = { timeout_seconds = N }`.
@@ -451,6 +476,7 @@ pub struct RawSessionAffinityConfig {
 
 /// `session_affinity_config.client_ip`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RawClientIpConfig {
     /// Sliding affinity timeout, 1..=86400 seconds; default 10800.
@@ -459,6 +485,7 @@ pub struct RawClientIpConfig {
 
 /// `[[services.ports]]`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RawServicePort {
     /// Port name; required when the service has more than one port.
@@ -479,6 +506,7 @@ pub struct RawServicePort {
 
 /// `[[endpoints]]`: manual endpoints of a selector-less service.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RawEndpoints {
     /// Same name as the service.
@@ -492,6 +520,7 @@ pub struct RawEndpoints {
 /// One subset: addresses crossed with ports. It needs at least one address
 /// (`addresses` or `not_ready_addresses`), as in Kubernetes.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RawEndpointSubset {
     /// Ready addresses: EndpointSlice `ready = true`.
@@ -505,6 +534,7 @@ pub struct RawEndpointSubset {
 
 /// One endpoint address.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RawEndpointAddress {
     /// Address.
@@ -523,10 +553,12 @@ pub struct RawEndpointAddress {
     /// one names `node.zone`; otherwise every hint of the port is ignored.
     /// When no address states hints, the service's `traffic_distribution`
     /// derives them from `zone`.
+    #[cfg_attr(feature = "schema", schemars(length(max = MAX_ZONE_HINTS)))]
     pub for_zones: Option<Vec<String>>,
     /// EndpointSlice `hints.forNodes`: the nodes that should send it
     /// cluster traffic (at most 8), honoured like `for_zones` (every ready
     /// endpoint has them and one names this node), before zone hints.
+    #[cfg_attr(feature = "schema", schemars(length(max = MAX_ZONE_HINTS)))]
     pub for_nodes: Option<Vec<String>>,
     /// Relative share of new connections; default 1, 0 = drain.
     pub weight: Option<i64>,
@@ -545,6 +577,7 @@ pub struct RawEndpointAddress {
 
 /// One endpoint port.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RawEndpointPort {
     /// Must equal the service port's name to serve it.
@@ -557,6 +590,7 @@ pub struct RawEndpointPort {
 
 /// `[source]`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RawSource {
     /// `[source.etcd]`.
@@ -568,6 +602,7 @@ pub struct RawSource {
 /// `[source.manifests]`: settings of the manifests source. Its path is the
 /// `--manifests` flag; this table only says what the manifests may hold.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RawManifests {
     /// Accept `exec` readiness probes from the manifests; default false: a
@@ -583,6 +618,7 @@ pub struct RawManifests {
 
 /// `[source.etcd]`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RawEtcd {
     /// etcd client URLs.
@@ -646,5 +682,24 @@ impl<'de> Deserialize<'de> for IntOrString {
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+/// A number or a name, as Kubernetes' `IntOrString` schema says it: either
+/// JSON type, nothing narrower (range and name syntax are validation's).
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for IntOrString {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "IntOrString".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A port number (1-65535) or a port name (IANA_SVC_NAME, e.g. `http`).",
+            "oneOf": [
+                { "type": "integer" },
+                { "type": "string" }
+            ]
+        })
     }
 }

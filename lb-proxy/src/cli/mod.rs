@@ -1,7 +1,8 @@
 //! The commands of the `lb-proxy` binary that are more than wiring: `check`,
-//! `get` (the admin API's client), `describe` and, with an etcd source,
-//! `put` and `delete`.
+//! `get` (the admin API's client), `describe`, `config` (schema and dump)
+//! and, with an etcd source, `put` and `delete`.
 
+pub mod config;
 pub mod describe;
 mod etcd;
 pub mod get;
@@ -9,7 +10,8 @@ pub mod get;
 use std::path::Path;
 
 use lb_config::error::FieldError;
-use lb_config::source::{load_merged, FileSource, Source};
+use lb_config::raw::RawConfig;
+use lb_config::source::{load_merged, merge_states, FileSource, Source};
 use lb_config::{Config, ConfigErrors, FileStore, Loader};
 use lb_core::alloc::{AllocationStore, MemoryStore};
 
@@ -25,6 +27,16 @@ pub fn check(
     manifests: Option<&Path>,
     state_file: Option<&Path>,
 ) -> Result<Config, ConfigErrors> {
+    load(config, manifests, state_file).map(|(_, config)| config)
+}
+
+/// [`check`], also returning the raw objects and settings it validated (the
+/// file's merged with the manifests'), for `config dump`.
+pub(crate) fn load(
+    config: &Path,
+    manifests: Option<&Path>,
+    state_file: Option<&Path>,
+) -> Result<(RawConfig, Config), ConfigErrors> {
     let mut states = vec![FileSource::new(config).desired()?];
     if let Some(path) = manifests {
         states.push(lb_config::manifests::ManifestSource::new(path).desired()?);
@@ -40,8 +52,9 @@ pub fn check(
             Err(e) => unreadable = Some(format!("allocations: starting afresh: {e}")),
         }
     }
+    let raw = merge_states(states.clone())?.raw;
     let mut loader = Loader::new(Box::new(held));
     let mut config = load_merged(&mut loader, states)?;
     config.warnings.extend(unreadable);
-    Ok(config)
+    Ok((raw, config))
 }
