@@ -138,7 +138,9 @@ pub struct RawNode {
     pub zone: Option<String>,
 }
 
-/// `[cluster]`.
+/// `[cluster]`: the ranges cluster IPs and node ports are allocated from
+/// (kube-apiserver's `--service-cluster-ip-range` and
+/// `--service-node-port-range`) and the DNS zone.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
@@ -161,7 +163,8 @@ pub struct RawCluster {
     pub allocation_seed: Option<u64>,
 }
 
-/// `[proxy]`: data-plane settings (durations are humantime strings).
+/// `[proxy]`: data-plane settings. Durations are strings such as
+/// `"250ms"`, `"30s"`, `"1h"`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
@@ -179,7 +182,9 @@ pub struct RawProxy {
     /// later: a client that half-closes its request and downloads for an
     /// hour is never cut while the download moves.
     pub half_close_timeout: Option<String>,
-    /// Idle timeout of a UDP flow.
+    /// Idle timeout of a UDP flow (no datagram either way): the flow and
+    /// its socket to the endpoint are dropped, and the client's next
+    /// datagram starts a new flow (it may pick another endpoint).
     pub udp_idle_timeout: Option<String>,
     /// How long connections may drain at shutdown or endpoint removal;
     /// those still open then are reset on both legs (a cut, not an EOF).
@@ -188,7 +193,9 @@ pub struct RawProxy {
     pub max_connections: Option<i64>,
     /// Dial failures in a row that eject an endpoint; 0 = off.
     pub outlier_consecutive_failures: Option<i64>,
-    /// First ejection period.
+    /// How long an endpoint stays ejected the first time
+    /// `outlier_consecutive_failures` eject it; each ejection in a row
+    /// doubles it.
     pub outlier_base_ejection: Option<String>,
     /// UDP flows, all services together; also bounds the flows' open
     /// sockets (a flow's socket closes when it is evicted).
@@ -244,16 +251,19 @@ pub struct RawLog {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
+#[cfg_attr(feature = "schema", schemars(extend("required" = ["listen"])))]
 pub struct RawDns {
     /// `IP:PORT` to answer on, over UDP and TCP. It must not be
     /// `admin.listen`, a service frontend or a health-check node port of the
     /// same port and protocol (on a `0.0.0.0`/`::` address, at any address
     /// of that port).
     pub listen: Option<String>,
-    /// TTL of answers, seconds.
+    /// TTL of the answers for the cluster zone, seconds (CoreDNS's
+    /// `kubernetes` plugin default, short because endpoints come and go).
     pub ttl: Option<i64>,
-    /// Where other names go (`IP` or `IP:PORT`). At most
-    /// [`MAX_DNS_UPSTREAMS`].
+    /// Where names outside the cluster zone go (`IP`, port 53, or
+    /// `IP:PORT`), tried in order; none: such questions are answered
+    /// REFUSED. At most [`MAX_DNS_UPSTREAMS`].
     #[cfg_attr(feature = "schema", schemars(length(max = MAX_DNS_UPSTREAMS)))]
     pub upstreams: Option<Vec<String>>,
 }
@@ -262,6 +272,7 @@ pub struct RawDns {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
+#[cfg_attr(feature = "schema", schemars(extend("required" = ["name"])))]
 pub struct RawIpPool {
     /// Pool name (DNS-1123 subdomain).
     pub name: String,
@@ -270,7 +281,8 @@ pub struct RawIpPool {
     /// [`MAX_POOL_ADDRESSES`].
     #[cfg_attr(feature = "schema", schemars(length(max = MAX_POOL_ADDRESSES)))]
     pub addresses: Vec<String>,
-    /// Whether services without `ip_pool` may take addresses from it.
+    /// Whether services without `ip_pool` may take addresses from it;
+    /// default true (MetalLB's `autoAssign`).
     pub auto_assign: Option<bool>,
 }
 
@@ -278,12 +290,13 @@ pub struct RawIpPool {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
+#[cfg_attr(feature = "schema", schemars(extend("required" = ["name", "ip"])))]
 pub struct RawPod {
     /// Pod name (DNS-1123 subdomain).
     pub name: String,
     /// Namespace; default `default`.
     pub namespace: Option<String>,
-    /// Pod address.
+    /// Pod address (its `status.podIP`): where connections to it go.
     pub ip: String,
     /// Node it runs on; file default: this node.
     pub node: Option<String>,
@@ -312,6 +325,7 @@ pub struct RawPod {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
+#[cfg_attr(feature = "schema", schemars(extend("required" = ["container_port"])))]
 pub struct RawContainerPort {
     /// Port name (IANA_SVC_NAME), what a service's `target_port` may name.
     pub name: Option<String>,
@@ -332,15 +346,15 @@ pub struct RawProbe {
     pub http_get: Option<RawHttpGetAction>,
     /// Run a command.
     pub exec: Option<RawExecAction>,
-    /// Seconds before the first probe.
+    /// Seconds after the pod appears before the first probe; default 0.
     pub initial_delay_seconds: Option<i64>,
-    /// Seconds between probes.
+    /// Seconds between probes; default 10.
     pub period_seconds: Option<i64>,
-    /// Seconds before a probe counts as failed.
+    /// Seconds before a probe counts as failed; default 1.
     pub timeout_seconds: Option<i64>,
-    /// Successes in a row that make the pod ready.
+    /// Successes in a row that make the pod ready; default 1.
     pub success_threshold: Option<i64>,
-    /// Failures in a row that make the pod not ready.
+    /// Failures in a row that make the pod not ready; default 3.
     pub failure_threshold: Option<i64>,
 }
 
@@ -385,6 +399,7 @@ pub struct RawExecAction {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
+#[cfg_attr(feature = "schema", schemars(extend("required" = ["name"])))]
 pub struct RawService {
     /// Service name (DNS-1035 label).
     pub name: String,
@@ -429,14 +444,18 @@ pub struct RawService {
     /// LoadBalancer: which pool (MetalLB's `metallb.io/address-pool`); an
     /// unknown or full pool leaves the service `<pending>`.
     pub ip_pool: Option<String>,
-    /// LoadBalancer: sharing key.
+    /// LoadBalancer: sharing key (MetalLB's `allow-shared-ip`): services
+    /// with the same key may share one address when their ports do not clash.
     pub allow_shared_ip: Option<String>,
     /// LoadBalancer: whether node ports are allocated too (default true).
     /// Set on another type, either value is `Forbidden`, as in Kubernetes.
     pub allocate_load_balancer_node_ports: Option<bool>,
-    /// LoadBalancer + Local: health-check node port; 0 = allocate.
+    /// LoadBalancer with `external_traffic_policy = "Local"`: the node port
+    /// that answers whether this node has a local endpoint (for the
+    /// external load balancer's health checks); omitted or 0 = allocated.
     pub health_check_node_port: Option<i64>,
-    /// Not-ready endpoints count as ready.
+    /// Not-ready endpoints count as ready (DNS of headless services, as
+    /// in Kubernetes); default false.
     pub publish_not_ready_addresses: Option<bool>,
     /// ExternalName target (DNS-1123 subdomain). On another type it is
     /// ignored with Kubernetes' warning.
@@ -487,12 +506,14 @@ pub struct RawClientIpConfig {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
+#[cfg_attr(feature = "schema", schemars(extend("required" = ["port"])))]
 pub struct RawServicePort {
     /// Port name; required when the service has more than one port.
     pub name: Option<String>,
     /// `TCP` (default) or `UDP`.
     pub protocol: Option<String>,
-    /// Port on the cluster IP.
+    /// Port on the cluster IP (and on external and LoadBalancer
+    /// addresses), 1-65535.
     pub port: i64,
     /// Number or pod port name; default = `port`.
     pub target_port: Option<IntOrString>,
@@ -508,6 +529,7 @@ pub struct RawServicePort {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
+#[cfg_attr(feature = "schema", schemars(extend("required" = ["name"])))]
 pub struct RawEndpoints {
     /// Same name as the service.
     pub name: String,
@@ -537,7 +559,7 @@ pub struct RawEndpointSubset {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RawEndpointAddress {
-    /// Address.
+    /// Address where connections to it go; either `ip` or `host`.
     pub ip: Option<String>,
     /// A DNS name instead of an address, re-resolved at its TTL.
     pub host: Option<String>,
@@ -579,6 +601,7 @@ pub struct RawEndpointAddress {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
+#[cfg_attr(feature = "schema", schemars(extend("required" = ["port"])))]
 pub struct RawEndpointPort {
     /// Must equal the service port's name to serve it.
     pub name: Option<String>,
@@ -620,8 +643,10 @@ pub struct RawManifests {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
+#[cfg_attr(feature = "schema", schemars(extend("required" = ["endpoints"])))]
 pub struct RawEtcd {
-    /// etcd client URLs.
+    /// etcd client URLs (`http://` or `https://`), e.g.
+    /// `["https://10.0.0.1:2379"]`.
     pub endpoints: Vec<String>,
     /// Key prefix; default `/lb`.
     pub prefix: Option<String>,

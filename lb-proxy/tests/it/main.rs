@@ -25,6 +25,8 @@ mod admin_tables;
 mod allocations;
 #[cfg(feature = "cli")]
 mod cli;
+#[cfg(feature = "cli")]
+mod config_reference;
 mod dataplane;
 #[cfg(all(feature = "admin", feature = "dns"))]
 mod dns_app;

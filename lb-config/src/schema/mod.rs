@@ -4,6 +4,8 @@
 //! against exactly what lb parses. The doc comments of `raw` are its
 //! descriptions; [`reference`] renders the same into `docs/configuration.md`.
 
+pub mod reference;
+
 use schemars::generate::SchemaSettings;
 use serde_json::{Map, Value};
 
@@ -129,16 +131,16 @@ fn drop_null(map: &mut Map<String, Value>) {
     // schemars' defaults are `Default::default()`'s (an empty name, port
     // 0), not lb's: the real ones are added by `add_defaults`.
     map.remove("default");
-    // `int64` and friends say nothing to a TOML editor.
-    if map.get("type") == Some(&Value::String("integer".into())) {
-        map.remove("format");
-    }
     if let Some(Value::Array(types)) = map.get_mut("type") {
         types.retain(|t| t != "null");
         if types.len() == 1 {
             let only = types.remove(0);
             map.insert("type".into(), only);
         }
+    }
+    // `int64` and friends say nothing to a TOML editor.
+    if map.get("type") == Some(&Value::String("integer".into())) {
+        map.remove("format");
     }
     for key in ["anyOf", "oneOf"] {
         let Some(Value::Array(alts)) = map.get_mut(key) else {
