@@ -56,6 +56,7 @@ pub mod effective;
 mod endpoints;
 pub mod error;
 pub mod loader;
+pub mod locate;
 #[cfg(feature = "manifests")]
 pub mod manifests;
 mod parse;
@@ -74,6 +75,6 @@ pub mod watch;
 pub use config::{ClusterSettings, Config, DnsSettings, PendingAddress, VipMode};
 #[cfg(feature = "watch")]
 pub use error::WatchError;
-pub use error::{ConfigErrors, FieldError};
+pub use error::{ConfigErrors, FieldError, Location};
 pub use loader::{check_file, check_str, default_node_name, parse_str, Loader, StoreHealth};
 pub use store::FileStore;

@@ -54,7 +54,14 @@ pub(crate) fn load(
     }
     let raw = merge_states(states.clone())?.raw;
     let mut loader = Loader::new(Box::new(held));
-    let mut config = load_merged(&mut loader, states)?;
-    config.warnings.extend(unreadable);
-    Ok((raw, config))
+    let mut loaded = load_merged(&mut loader, states).map_err(|mut errors| {
+        // Validation errors of the file's own keys, located in it.
+        if let Ok(text) = lb_config::source::read_settled(config) {
+            let file = config.display().to_string();
+            lb_config::locate::locate_toml(&mut errors.errors, &text, &file);
+        }
+        errors
+    })?;
+    loaded.warnings.extend(unreadable);
+    Ok((raw, loaded))
 }
