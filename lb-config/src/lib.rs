@@ -5,7 +5,7 @@
 //! them all at once.
 //!
 //! Map of the crate:
-//! - [`raw`]: serde structs mirroring the contract's TOML one to one.
+//! - [`raw`]: serde structs mirroring the TOML file one to one.
 //! - `parse` (private): text to [`raw::RawConfig`], parse errors with paths.
 //! - `validation` (private): raw values to typed ones, after Kubernetes'
 //!   `ValidateService` and friends.

@@ -1,5 +1,7 @@
-//! The file as written: serde structs mirroring the contract's TOML tables one
-//! to one, before any validation.
+//! The file as written: serde structs mirroring the TOML tables one to one,
+//! before any validation. Their doc comments are the file's reference:
+//! `docs/configuration.md` and the JSON Schema (`docs/lb.schema.json`) are
+//! generated from them.
 //!
 //! Every struct denies unknown fields (a typo is an error, never a silently
 //! ignored setting). Numbers are `i64` and addresses, durations and enums are
