@@ -100,10 +100,31 @@ pub enum ErrorKind {
     Parse,
 }
 
+/// Where in a file an error is: what an editor jumps to (`FILE:LINE:COLUMN`,
+/// as compilers print it), besides the field's path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// The file, as given on the command line.
+    pub file: String,
+    /// Line, from 1.
+    pub line: usize,
+    /// Column (characters), from 1.
+    pub column: usize,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
 /// One error: where (a path such as `services[web].ports[0].node_port`), what
 /// kind, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
+    /// Where in its file, when the error comes from a file and the path
+    /// could be found in it; printed first.
+    pub location: Option<Location>,
     /// Path of the field, objects named `kind[NAME]` or `kind[NAMESPACE/NAME]`.
     pub path: String,
     /// The error type, with the bad value where it has one.
@@ -120,6 +141,7 @@ impl FieldError {
         detail: impl Into<String>,
     ) -> Self {
         FieldError {
+            location: None,
             path: path.into(),
             kind: ErrorKind::Invalid(value.into()),
             detail: detail.into(),
@@ -129,6 +151,7 @@ impl FieldError {
     /// `Required value[: <detail>]`.
     pub fn required(path: impl Into<String>, detail: impl Into<String>) -> Self {
         FieldError {
+            location: None,
             path: path.into(),
             kind: ErrorKind::Required,
             detail: detail.into(),
@@ -138,6 +161,7 @@ impl FieldError {
     /// `Duplicate value: <value>`.
     pub fn duplicate(path: impl Into<String>, value: impl Into<BadValue>) -> Self {
         FieldError {
+            location: None,
             path: path.into(),
             kind: ErrorKind::Duplicate(value.into()),
             detail: String::new(),
@@ -152,6 +176,7 @@ impl FieldError {
     ) -> Self {
         let list: Vec<String> = supported.iter().map(|s| go_quote(s)).collect();
         FieldError {
+            location: None,
             path: path.into(),
             kind: ErrorKind::NotSupported(value.into()),
             detail: format!("supported values: {}", list.join(", ")),
@@ -166,6 +191,7 @@ impl FieldError {
         detail: impl Into<String>,
     ) -> Self {
         FieldError {
+            location: None,
             path: path.into(),
             kind: ErrorKind::NotSupported(value.into()),
             detail: detail.into(),
@@ -175,6 +201,7 @@ impl FieldError {
     /// `Forbidden: <detail>`.
     pub fn forbidden(path: impl Into<String>, detail: impl Into<String>) -> Self {
         FieldError {
+            location: None,
             path: path.into(),
             kind: ErrorKind::Forbidden,
             detail: detail.into(),
@@ -185,6 +212,7 @@ impl FieldError {
     /// `field.TooMany` for a list longer than its bound.
     pub fn too_many(path: impl Into<String>, actual: usize, max: usize) -> Self {
         FieldError {
+            location: None,
             path: path.into(),
             kind: ErrorKind::TooMany(i64::try_from(actual).unwrap_or(i64::MAX)),
             detail: format!("must have at most {max} items"),
@@ -194,6 +222,7 @@ impl FieldError {
     /// `Internal error: <detail>`.
     pub fn internal(path: impl Into<String>, detail: impl Into<String>) -> Self {
         FieldError {
+            location: None,
             path: path.into(),
             kind: ErrorKind::Internal,
             detail: detail.into(),
@@ -203,6 +232,7 @@ impl FieldError {
     /// A parse error: `<path>: <detail>`.
     pub fn parse(path: impl Into<String>, detail: impl Into<String>) -> Self {
         FieldError {
+            location: None,
             path: path.into(),
             kind: ErrorKind::Parse,
             detail: detail.into(),
@@ -210,9 +240,22 @@ impl FieldError {
     }
 }
 
+impl FieldError {
+    /// The same error, located at `location` in its file.
+    pub fn at(mut self, location: Location) -> Self {
+        self.location = Some(location);
+        self
+    }
+}
+
 impl fmt::Display for FieldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: ", self.path)?;
+        if let Some(l) = &self.location {
+            write!(f, "{l}: ")?;
+        }
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
         match &self.kind {
             ErrorKind::Invalid(v) => write!(f, "Invalid value: {v}")?,
             ErrorKind::Required => f.write_str("Required value")?,

@@ -5,7 +5,7 @@
 //! them all at once.
 //!
 //! Map of the crate:
-//! - [`raw`]: serde structs mirroring the contract's TOML one to one.
+//! - [`raw`]: serde structs mirroring the TOML file one to one.
 //! - `parse` (private): text to [`raw::RawConfig`], parse errors with paths.
 //! - `validation` (private): raw values to typed ones, after Kubernetes'
 //!   `ValidateService` and friends.
@@ -26,6 +26,8 @@
 //! - [`store`]: [`FileStore`], allocations in a state file across restarts.
 //! - [`watch`]: [`watch::FileWatch`], reload triggers for edits, renames and
 //!   ConfigMap symlink swaps.
+//! - [`effective`]: the config in force in the file's shape (`config dump`).
+//! - `schema` (feature `schema`): the file's JSON Schema and reference.
 //! - [`error`]: [`FieldError`] and [`ConfigErrors`], one line per error.
 //!
 //! Cargo features (both in `default`): `manifests` (Kubernetes manifests as
@@ -50,15 +52,19 @@
 
 mod allocate;
 pub mod config;
+pub mod effective;
 mod endpoints;
 pub mod error;
 pub mod loader;
+pub mod locate;
 #[cfg(feature = "manifests")]
 pub mod manifests;
 mod parse;
 mod pools;
 pub mod raw;
 pub mod resolve;
+#[cfg(feature = "schema")]
+pub mod schema;
 pub mod selection;
 pub mod source;
 pub mod store;
@@ -69,6 +75,6 @@ pub mod watch;
 pub use config::{ClusterSettings, Config, DnsSettings, PendingAddress, PodObject, VipMode};
 #[cfg(feature = "watch")]
 pub use error::WatchError;
-pub use error::{ConfigErrors, FieldError};
+pub use error::{ConfigErrors, FieldError, Location};
 pub use loader::{check_file, check_str, default_node_name, parse_str, Loader, StoreHealth};
 pub use store::FileStore;

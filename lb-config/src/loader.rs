@@ -81,9 +81,11 @@ impl Loader {
     }
 
     /// [`Loader::load_str`] on the contents of `path`.
+    /// Errors are located in the file (`FILE:LINE:COLUMN: path: ...`)
+    /// where their path can be found in it.
     pub fn load_file(&mut self, path: &Path) -> Result<Config, ConfigErrors> {
         let text = read_file(path)?;
-        self.load_str(&text)
+        self.load_str(&text).map_err(|e| located(e, &text, path))
     }
 
     /// Validates an already parsed file (e.g. objects from another source
@@ -244,9 +246,17 @@ pub fn check_str(text: &str) -> Result<Config, ConfigErrors> {
     Loader::new(Box::<MemoryStore>::default()).load_str(text)
 }
 
-/// [`check_str`] on the contents of `path`.
+/// [`check_str`] on the contents of `path`, errors located in it.
 pub fn check_file(path: &Path) -> Result<Config, ConfigErrors> {
-    check_str(&read_file(path)?)
+    let text = read_file(path)?;
+    check_str(&text).map_err(|e| located(e, &text, path))
+}
+
+/// `errors` located in `text`, the contents of `path`
+/// ([`crate::locate::locate_toml`]).
+fn located(mut errors: ConfigErrors, text: &str, path: &Path) -> ConfigErrors {
+    crate::locate::locate_toml(&mut errors.errors, text, &path.display().to_string());
+    errors
 }
 
 /// Parses `text` into the raw file structs without validating values (for

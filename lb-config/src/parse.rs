@@ -59,7 +59,7 @@ fn list<T: DeserializeOwned>(kind: &str, value: Value, errors: &mut Vec<FieldErr
             errors.push(FieldError::parse(
                 kind,
                 format!(
-                    "invalid type: {}, expected an array of tables ([[{kind}]])",
+                    "expected an array of tables ([[{kind}]]), found {}",
                     other.type_str()
                 ),
             ));
@@ -102,7 +102,10 @@ fn deserialize<T: DeserializeOwned>(value: Value) -> Result<T, (Option<String>, 
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let path = (path != ".").then_some(path);
-        (path, one_line(e.inner().message()))
+        (
+            path,
+            crate::locate::in_words(&one_line(e.inner().message()), false),
+        )
     })
 }
 
@@ -163,7 +166,7 @@ mod tests {
             "{l:?}"
         );
         assert!(
-            l[1].starts_with("services[x/b].cluster_ip: invalid type"),
+            l[1].starts_with("services[x/b].cluster_ip: expected a string, found an integer 5"),
             "{l:?}"
         );
     }

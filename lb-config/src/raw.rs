@@ -1,5 +1,7 @@
-//! The file as written: serde structs mirroring the contract's TOML tables one
-//! to one, before any validation.
+//! The file as written: serde structs mirroring the TOML tables one to one,
+//! before any validation. Their doc comments are the file's reference:
+//! `docs/configuration.md` and the JSON Schema (`docs/lb.schema.json`) are
+//! generated from them.
 //!
 //! Every struct denies unknown fields (a typo is an error, never a silently
 //! ignored setting). Numbers are `i64` and addresses, durations and enums are
@@ -56,6 +58,7 @@ pub const MAX_POOL_ADDRESSES: usize = 256;
 
 /// The whole file. An empty file is valid: every section has defaults.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RawConfig {
     /// `[node]`: who this proxy is.
@@ -84,12 +87,14 @@ pub struct RawConfig {
 
 /// `[node]`: kube-proxy's node.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RawNode {
     /// Node name; default: the hostname.
     pub name: Option<String>,
     /// Addresses where node ports (and health-check node ports) listen;
     /// default `["0.0.0.0"]`. At most [`MAX_NODE_ADDRESSES`].
+    #[cfg_attr(feature = "schema", schemars(length(max = MAX_NODE_ADDRESSES)))]
     pub addresses: Option<Vec<String>>,
     /// CIDRs that external IPs and LoadBalancer addresses must lie in, from
     /// every source (this file, manifests, etcd), e.g.
@@ -102,6 +107,7 @@ pub struct RawNode {
     /// of CVE-2020-8554); the admin, DNS and health-check addresses are
     /// refused to every service whatever this says. At most
     /// [`MAX_ALLOWED_EXTERNAL_CIDRS`].
+    #[cfg_attr(feature = "schema", schemars(length(max = MAX_ALLOWED_EXTERNAL_CIDRS)))]
     pub allowed_external_cidrs: Option<Vec<String>>,
     /// `bind` (default), `freebind` or `interface`.
     pub vip_mode: Option<String>,
@@ -134,8 +140,11 @@ pub struct RawNode {
     pub zone: Option<String>,
 }
 
-/// `[cluster]`.
+/// `[cluster]`: the ranges cluster IPs and node ports are allocated from
+/// (kube-apiserver's `--service-cluster-ip-range` and
+/// `--service-node-port-range`) and the DNS zone.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RawCluster {
     /// ClusterIP allocation range; default `10.96.0.0/12`.
@@ -156,12 +165,15 @@ pub struct RawCluster {
     pub allocation_seed: Option<u64>,
 }
 
-/// `[proxy]`: data-plane settings (durations are humantime strings).
+/// `[proxy]`: data-plane settings. Durations are strings such as
+/// `"250ms"`, `"30s"`, `"1h"`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RawProxy {
     /// One dial per entry (milliseconds), each to the next endpoint. At most
     /// [`MAX_CONNECT_TIMEOUTS`].
+    #[cfg_attr(feature = "schema", schemars(length(max = MAX_CONNECT_TIMEOUTS)))]
     pub connect_timeouts_ms: Option<Vec<i64>>,
     /// Idle timeout of a TCP connection (nothing moved either way; both
     /// legs then get a FIN); `"0"` = none.
@@ -172,7 +184,9 @@ pub struct RawProxy {
     /// later: a client that half-closes its request and downloads for an
     /// hour is never cut while the download moves.
     pub half_close_timeout: Option<String>,
-    /// Idle timeout of a UDP flow.
+    /// Idle timeout of a UDP flow (no datagram either way): the flow and
+    /// its socket to the endpoint are dropped, and the client's next
+    /// datagram starts a new flow (it may pick another endpoint).
     pub udp_idle_timeout: Option<String>,
     /// How long connections may drain at shutdown or endpoint removal;
     /// those still open then are reset on both legs (a cut, not an EOF).
@@ -181,7 +195,9 @@ pub struct RawProxy {
     pub max_connections: Option<i64>,
     /// Dial failures in a row that eject an endpoint; 0 = off.
     pub outlier_consecutive_failures: Option<i64>,
-    /// First ejection period.
+    /// How long an endpoint stays ejected the first time
+    /// `outlier_consecutive_failures` eject it; each ejection in a row
+    /// doubles it.
     pub outlier_base_ejection: Option<String>,
     /// UDP flows, all services together; also bounds the flows' open
     /// sockets (a flow's socket closes when it is evicted).
@@ -201,6 +217,7 @@ pub struct RawProxy {
 /// head within 10 s, 60 s idle between requests, 256 connections at once
 /// (README, "The admin API").
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RawAdmin {
     /// `IP:PORT` of the admin API; `""` disables it; default `127.0.0.1:10249`.
@@ -215,11 +232,13 @@ pub struct RawAdmin {
     /// whose name an attacker re-points at the admin address (DNS
     /// rebinding) cannot read the API from a browser. Takes effect at the
     /// next restart. At most [`MAX_ALLOWED_HOSTS`].
+    #[cfg_attr(feature = "schema", schemars(length(max = MAX_ALLOWED_HOSTS)))]
     pub allowed_hosts: Option<Vec<String>>,
 }
 
 /// `[log]`: what lb-proxy logs besides its own events.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RawLog {
     /// One line per forwarded connection when it ends (client, frontend,
@@ -232,43 +251,54 @@ pub struct RawLog {
 
 /// `[dns]`: the cluster DNS responder.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
+#[cfg_attr(feature = "schema", schemars(extend("required" = ["listen"])))]
 pub struct RawDns {
     /// `IP:PORT` to answer on, over UDP and TCP. It must not be
     /// `admin.listen`, a service frontend or a health-check node port of the
     /// same port and protocol (on a `0.0.0.0`/`::` address, at any address
     /// of that port).
     pub listen: Option<String>,
-    /// TTL of answers, seconds.
+    /// TTL of the answers for the cluster zone, seconds (CoreDNS's
+    /// `kubernetes` plugin default, short because endpoints come and go).
     pub ttl: Option<i64>,
-    /// Where other names go (`IP` or `IP:PORT`). At most
-    /// [`MAX_DNS_UPSTREAMS`].
+    /// Where names outside the cluster zone go (`IP`, port 53, or
+    /// `IP:PORT`), tried in order; none: such questions are answered
+    /// REFUSED. At most [`MAX_DNS_UPSTREAMS`].
+    #[cfg_attr(feature = "schema", schemars(length(max = MAX_DNS_UPSTREAMS)))]
     pub upstreams: Option<Vec<String>>,
 }
 
 /// `[[ip_pools]]`: a MetalLB-style IPAddressPool.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
+#[cfg_attr(feature = "schema", schemars(extend("required" = ["name"])))]
 pub struct RawIpPool {
     /// Pool name (DNS-1123 subdomain).
     pub name: String,
     /// Ranges `A-B` or CIDRs; each wholly inside
     /// `node.allowed_external_cidrs` when that is set. At most
     /// [`MAX_POOL_ADDRESSES`].
+    #[cfg_attr(feature = "schema", schemars(length(max = MAX_POOL_ADDRESSES)))]
     pub addresses: Vec<String>,
-    /// Whether services without `ip_pool` may take addresses from it.
+    /// Whether services without `ip_pool` may take addresses from it;
+    /// default true (MetalLB's `autoAssign`).
     pub auto_assign: Option<bool>,
 }
 
 /// `[[pods]]`: a backend instance.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
+#[cfg_attr(feature = "schema", schemars(extend("required" = ["name", "ip"])))]
 pub struct RawPod {
     /// Pod name (DNS-1123 subdomain).
     pub name: String,
     /// Namespace; default `default`.
     pub namespace: Option<String>,
-    /// Pod address.
+    /// Pod address (its `status.podIP`): where connections to it go.
     pub ip: String,
     /// Node it runs on; file default: this node.
     pub node: Option<String>,
@@ -295,7 +325,9 @@ pub struct RawPod {
 
 /// One container port of a pod.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
+#[cfg_attr(feature = "schema", schemars(extend("required" = ["container_port"])))]
 pub struct RawContainerPort {
     /// Port name (IANA_SVC_NAME), what a service's `target_port` may name.
     pub name: Option<String>,
@@ -307,6 +339,7 @@ pub struct RawContainerPort {
 
 /// A readiness probe: one of `tcp_socket`, `http_get`, `exec`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RawProbe {
     /// Connect to a port.
@@ -315,20 +348,21 @@ pub struct RawProbe {
     pub http_get: Option<RawHttpGetAction>,
     /// Run a command.
     pub exec: Option<RawExecAction>,
-    /// Seconds before the first probe.
+    /// Seconds after the pod appears before the first probe; default 0.
     pub initial_delay_seconds: Option<i64>,
-    /// Seconds between probes.
+    /// Seconds between probes; default 10.
     pub period_seconds: Option<i64>,
-    /// Seconds before a probe counts as failed.
+    /// Seconds before a probe counts as failed; default 1.
     pub timeout_seconds: Option<i64>,
-    /// Successes in a row that make the pod ready.
+    /// Successes in a row that make the pod ready; default 1.
     pub success_threshold: Option<i64>,
-    /// Failures in a row that make the pod not ready.
+    /// Failures in a row that make the pod not ready; default 3.
     pub failure_threshold: Option<i64>,
 }
 
 /// `tcp_socket` probe action.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawTcpSocketAction {
     /// Port number or container port name.
@@ -337,6 +371,7 @@ pub struct RawTcpSocketAction {
 
 /// `http_get` probe action.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawHttpGetAction {
     /// Request path; default `/`.
@@ -355,6 +390,7 @@ pub struct RawHttpGetAction {
 /// `[source.manifests] allow_exec_probes = true`, from etcd `[source.etcd]
 /// allow_exec_probes = true`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RawExecAction {
     /// Program and arguments (`["sh", "-c", "..."]` for a shell).
@@ -363,7 +399,9 @@ pub struct RawExecAction {
 
 /// `[[services]]`: a Kubernetes Service.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
+#[cfg_attr(feature = "schema", schemars(extend("required" = ["name"])))]
 pub struct RawService {
     /// Service name (DNS-1035 label).
     pub name: String,
@@ -393,6 +431,7 @@ pub struct RawService {
     /// More addresses the ports listen on; each inside
     /// `node.allowed_external_cidrs` when that is set. At most
     /// [`MAX_EXTERNAL_IPS`].
+    #[cfg_attr(feature = "schema", schemars(length(max = MAX_EXTERNAL_IPS)))]
     pub external_ips: Option<Vec<String>>,
     /// LoadBalancer: requested address (inside `node.allowed_external_cidrs`
     /// when that is set). Outside every `ip_pool`, taken, or outside the
@@ -402,18 +441,23 @@ pub struct RawService {
     pub load_balancer_ip: Option<String>,
     /// LoadBalancer: allowed client CIDRs. At most
     /// [`MAX_SOURCE_RANGES`].
+    #[cfg_attr(feature = "schema", schemars(length(max = MAX_SOURCE_RANGES)))]
     pub load_balancer_source_ranges: Option<Vec<String>>,
     /// LoadBalancer: which pool (MetalLB's `metallb.io/address-pool`); an
     /// unknown or full pool leaves the service `<pending>`.
     pub ip_pool: Option<String>,
-    /// LoadBalancer: sharing key.
+    /// LoadBalancer: sharing key (MetalLB's `allow-shared-ip`): services
+    /// with the same key may share one address when their ports do not clash.
     pub allow_shared_ip: Option<String>,
     /// LoadBalancer: whether node ports are allocated too (default true).
     /// Set on another type, either value is `Forbidden`, as in Kubernetes.
     pub allocate_load_balancer_node_ports: Option<bool>,
-    /// LoadBalancer + Local: health-check node port; 0 = allocate.
+    /// LoadBalancer with `external_traffic_policy = "Local"`: the node port
+    /// that answers whether this node has a local endpoint (for the
+    /// external load balancer's health checks); omitted or 0 = allocated.
     pub health_check_node_port: Option<i64>,
-    /// Not-ready endpoints count as ready.
+    /// Not-ready endpoints count as ready (DNS of headless services, as
+    /// in Kubernetes); default false.
     pub publish_not_ready_addresses: Option<bool>,
     /// ExternalName target (DNS-1123 subdomain). On another type it is
     /// ignored with Kubernetes' warning.
@@ -427,6 +471,7 @@ pub struct RawService {
     /// Default none: every ready endpoint.
     pub traffic_distribution: Option<String>,
     /// `[[services.ports]]`. At most [`MAX_SERVICE_PORTS`].
+    #[cfg_attr(feature = "schema", schemars(length(max = MAX_SERVICE_PORTS)))]
     pub ports: Vec<RawServicePort>,
     /// The service's labels (`metadata.labels`), validated as Kubernetes
     /// labels. lb reads `service.kubernetes.io/service-proxy-name` (served
@@ -443,6 +488,7 @@ pub struct RawService {
 
 /// `session_affinity_config`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RawSessionAffinityConfig {
     /// `client_ip = { timeout_seconds = N }`.
@@ -451,6 +497,7 @@ pub struct RawSessionAffinityConfig {
 
 /// `session_affinity_config.client_ip`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RawClientIpConfig {
     /// Sliding affinity timeout, 1..=86400 seconds; default 10800.
@@ -459,13 +506,16 @@ pub struct RawClientIpConfig {
 
 /// `[[services.ports]]`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
+#[cfg_attr(feature = "schema", schemars(extend("required" = ["port"])))]
 pub struct RawServicePort {
     /// Port name; required when the service has more than one port.
     pub name: Option<String>,
     /// `TCP` (default) or `UDP`.
     pub protocol: Option<String>,
-    /// Port on the cluster IP.
+    /// Port on the cluster IP (and on external and LoadBalancer
+    /// addresses), 1-65535.
     pub port: i64,
     /// Number or pod port name; default = `port`.
     pub target_port: Option<IntOrString>,
@@ -479,7 +529,9 @@ pub struct RawServicePort {
 
 /// `[[endpoints]]`: manual endpoints of a selector-less service.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
+#[cfg_attr(feature = "schema", schemars(extend("required" = ["name"])))]
 pub struct RawEndpoints {
     /// Same name as the service.
     pub name: String,
@@ -492,6 +544,7 @@ pub struct RawEndpoints {
 /// One subset: addresses crossed with ports. It needs at least one address
 /// (`addresses` or `not_ready_addresses`), as in Kubernetes.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RawEndpointSubset {
     /// Ready addresses: EndpointSlice `ready = true`.
@@ -505,9 +558,10 @@ pub struct RawEndpointSubset {
 
 /// One endpoint address.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RawEndpointAddress {
-    /// Address.
+    /// Address where connections to it go; either `ip` or `host`.
     pub ip: Option<String>,
     /// A DNS name instead of an address, re-resolved at its TTL.
     pub host: Option<String>,
@@ -523,10 +577,12 @@ pub struct RawEndpointAddress {
     /// one names `node.zone`; otherwise every hint of the port is ignored.
     /// When no address states hints, the service's `traffic_distribution`
     /// derives them from `zone`.
+    #[cfg_attr(feature = "schema", schemars(length(max = MAX_ZONE_HINTS)))]
     pub for_zones: Option<Vec<String>>,
     /// EndpointSlice `hints.forNodes`: the nodes that should send it
     /// cluster traffic (at most 8), honoured like `for_zones` (every ready
     /// endpoint has them and one names this node), before zone hints.
+    #[cfg_attr(feature = "schema", schemars(length(max = MAX_ZONE_HINTS)))]
     pub for_nodes: Option<Vec<String>>,
     /// Relative share of new connections; default 1, 0 = drain.
     pub weight: Option<i64>,
@@ -545,7 +601,9 @@ pub struct RawEndpointAddress {
 
 /// One endpoint port.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
+#[cfg_attr(feature = "schema", schemars(extend("required" = ["port"])))]
 pub struct RawEndpointPort {
     /// Must equal the service port's name to serve it.
     pub name: Option<String>,
@@ -557,6 +615,7 @@ pub struct RawEndpointPort {
 
 /// `[source]`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RawSource {
     /// `[source.etcd]`.
@@ -568,6 +627,7 @@ pub struct RawSource {
 /// `[source.manifests]`: settings of the manifests source. Its path is the
 /// `--manifests` flag; this table only says what the manifests may hold.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RawManifests {
     /// Accept `exec` readiness probes from the manifests; default false: a
@@ -583,9 +643,12 @@ pub struct RawManifests {
 
 /// `[source.etcd]`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, default)]
+#[cfg_attr(feature = "schema", schemars(extend("required" = ["endpoints"])))]
 pub struct RawEtcd {
-    /// etcd client URLs.
+    /// etcd client URLs (`http://` or `https://`), e.g.
+    /// `["https://10.0.0.1:2379"]`.
     pub endpoints: Vec<String>,
     /// Key prefix; default `/lb`.
     pub prefix: Option<String>,
@@ -646,5 +709,24 @@ impl<'de> Deserialize<'de> for IntOrString {
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+/// A number or a name, as Kubernetes' `IntOrString` schema says it: either
+/// JSON type, nothing narrower (range and name syntax are validation's).
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for IntOrString {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "IntOrString".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A port number (1-65535) or a port name (IANA_SVC_NAME, e.g. `http`).",
+            "oneOf": [
+                { "type": "integer" },
+                { "type": "string" }
+            ]
+        })
     }
 }

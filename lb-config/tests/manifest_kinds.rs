@@ -217,7 +217,9 @@ spec:
     .unwrap_err();
     let text = err.to_string();
     assert!(
-        text.contains("bad.yaml: document 2 (Service shop/web).spec.ports[0].port: invalid type"),
+        text.contains(
+            "bad.yaml:12:11: document 2 (Service shop/web).spec.ports[0].port: expected an integer, found a string \"eighty\""
+        ),
         "{text}"
     );
 }

@@ -65,7 +65,7 @@ fn wrong_types_are_refused_with_their_path() {
     let lines = errors("[[services]]\nname = \"web\"\nports = [{ port = \"eighty\" }]\n");
     assert_eq!(
         lines,
-        vec!["services[web].ports[0].port: invalid type: string \"eighty\", expected i64"]
+        vec!["services[web].ports[0].port: expected an integer, found a string \"eighty\""]
     );
 }
 

@@ -37,7 +37,9 @@ lb-proxy get ep -o wide --admin 127.0.0.1:10249   endpoints with state and reaso
 lb-proxy get pods                                 pods and their readiness as lb sees it\n  \
 lb-proxy get connections -w                       watch open connections\n  \
 lb-proxy get events                               what happened (reloads, allocations, endpoints)\n  \
-lb-proxy describe svc web --config lb.toml        one service, its conditions and events\n\n\
+lb-proxy describe svc web --config lb.toml        one service, its conditions and events\n  \
+lb-proxy config dump --config lb.toml             the config in force: defaults, allocations\n  \
+lb-proxy config schema > lb.schema.json           the file's JSON Schema, for editors\n\n\
 SIGNALS:\n  SIGHUP reloads the file (it is also watched); SIGTERM/SIGINT drain; a second one exits at once.\n\n\
 ENVIRONMENT:\n  RUST_LOG      log filter (default info; lb_proxy=debug logs one event per connection; \
 hickory_server stays at warn unless named: info,hickory_server=info logs each DNS question)\n  \
@@ -218,6 +220,11 @@ lb-proxy put -f deployment.yaml --config /etc/lb/lb.toml"
         #[arg(short = 'f', value_name = "FILE")]
         file: PathBuf,
     },
+    /// The config file's JSON Schema (`schema`), or the config in force as TOML (`dump`).
+    Config {
+        #[command(subcommand)]
+        action: lb_proxy::cli::config::ConfigCommand,
+    },
     /// Delete an object from the etcd source of --config ([source.etcd]).
     #[command(
         long_about = "Deletes one object from the etcd source named by --config's \
@@ -325,6 +332,12 @@ fn main() -> ExitCode {
         }) => describe(
             &name,
             admin,
+            cli.config.as_deref(),
+            cli.manifests.as_deref(),
+            cli.state_file.as_deref(),
+        ),
+        Some(Command::Config { action }) => config_command(
+            action,
             cli.config.as_deref(),
             cli.manifests.as_deref(),
             cli.state_file.as_deref(),
@@ -487,6 +500,36 @@ fn check(config: Option<&Path>, manifests: Option<&Path>, state_file: Option<&Pa
                 path.display(),
                 config.services.len()
             );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn config_command(
+    action: lb_proxy::cli::config::ConfigCommand,
+    config: Option<&Path>,
+    manifests: Option<&Path>,
+    state_file: Option<&Path>,
+) -> ExitCode {
+    use lb_proxy::cli::config::{dump, schema, ConfigCommand};
+    let path = match (action, config) {
+        (ConfigCommand::Schema, _) => {
+            print!("{}", schema());
+            return ExitCode::SUCCESS;
+        }
+        (ConfigCommand::Dump, Some(path)) => path,
+        (ConfigCommand::Dump, None) => {
+            eprintln!("error: --config FILE is required");
+            return ExitCode::from(2);
+        }
+    };
+    match dump(path, manifests, state_file) {
+        Ok(text) => {
+            print!("{text}");
             ExitCode::SUCCESS
         }
         Err(errors) => {

@@ -81,6 +81,8 @@ pub(super) struct Acc {
 /// One document being read: where it is, and what it adds to.
 pub(super) struct Doc<'a> {
     pub(super) file: &'a str,
+    /// The whole file's text, where errors are located.
+    pub(super) text: &'a str,
     pub(super) document: usize,
     pub(super) acc: &'a mut Acc,
     pub(super) errors: &'a mut Vec<FieldError>,
@@ -135,10 +137,9 @@ impl Doc<'_> {
             return;
         }
         if kind.is_empty() {
-            self.errors.push(FieldError::required(
-                format!("{at}.kind"),
-                "kind is required",
-            ));
+            let error = FieldError::required(format!("{at}.kind"), "kind is required");
+            let error = self.located(error, item, "kind");
+            self.errors.push(error);
             return;
         }
         let expect = |want: &[&str]| want.contains(&api.as_str());
@@ -160,27 +161,27 @@ impl Doc<'_> {
                 }
             }
             "Service" if expect(&["v1"]) => {
-                if let Some(s) = self.typed::<types::Service>(value, &at) {
+                if let Some(s) = self.typed::<types::Service>(value, &at, item) {
                     self.service(s, &at);
                 }
             }
             "Endpoints" if expect(&["v1"]) => {
-                if let Some(e) = self.typed::<types::Endpoints>(value, &at) {
+                if let Some(e) = self.typed::<types::Endpoints>(value, &at, item) {
                     self.endpoints(e);
                 }
             }
             "EndpointSlice" if expect(&["discovery.k8s.io/v1"]) => {
-                if let Some(e) = self.typed::<types::EndpointSlice>(value, &at) {
+                if let Some(e) = self.typed::<types::EndpointSlice>(value, &at, item) {
                     self.endpoint_slice(e, &at);
                 }
             }
             "Pod" if expect(&["v1"]) => {
-                if let Some(p) = self.typed::<types::Pod>(value, &at) {
+                if let Some(p) = self.typed::<types::Pod>(value, &at, item) {
                     self.pod(p, &at);
                 }
             }
             "IPAddressPool" if expect(&["metallb.io/v1beta1", "metallb.io/v1beta2"]) => {
-                if let Some(p) = self.typed::<types::IpAddressPool>(value, &at) {
+                if let Some(p) = self.typed::<types::IpAddressPool>(value, &at, item) {
                     let origin = self.origin();
                     self.acc.state.ip_pools.push(Sourced::new(
                         RawIpPool {
@@ -193,7 +194,7 @@ impl Doc<'_> {
                 }
             }
             "L2Advertisement" if expect(&["metallb.io/v1beta1", "metallb.io/v1beta2"]) => {
-                if let Some(a) = self.typed::<types::L2Advertisement>(value, &at) {
+                if let Some(a) = self.typed::<types::L2Advertisement>(value, &at, item) {
                     // Addresses of every pool are served on this node's
                     // addresses already; the advertisement is noted so a
                     // reader sees which pools it names.
@@ -214,9 +215,28 @@ impl Doc<'_> {
         }
     }
 
+    /// `error` at `path` of this document (inside list item `item`, e.g.
+    /// `.items[2]`), located in the file: `FILE:LINE:COLUMN: document N
+    /// (Kind NAME).path: ...`. Left as it is when the path is not found.
+    fn located(&self, mut error: FieldError, item: &str, path: &str) -> FieldError {
+        let full = format!("{item}.{path}");
+        let Some((line, column)) = crate::locate::yaml_position(self.text, self.document, &full)
+        else {
+            return error;
+        };
+        if let Some(rest) = error.path.strip_prefix(&format!("{}: ", self.file)) {
+            error.path = rest.to_string();
+        }
+        error.at(crate::Location {
+            file: self.file.to_string(),
+            line,
+            column,
+        })
+    }
+
     /// Deserializes into `T`, reporting ignored fields as one warning and a
     /// wrong type as an error with its path.
-    fn typed<T: DeserializeOwned>(&mut self, value: Value, at: &str) -> Option<T> {
+    fn typed<T: DeserializeOwned>(&mut self, value: Value, at: &str, item: &str) -> Option<T> {
         let mut ignored = Vec::new();
         let mut note = |p: serde_ignored::Path| ignored.push(p.to_string());
         let de = serde_ignored::Deserializer::new(value, &mut note);
@@ -239,10 +259,9 @@ impl Doc<'_> {
             }
             Err(e) => {
                 let path = e.path().to_string();
-                self.errors.push(FieldError::parse(
-                    format!("{at}.{path}"),
-                    e.into_inner().to_string(),
-                ));
+                let message = crate::locate::in_words(&e.into_inner().to_string(), true);
+                let error = FieldError::parse(format!("{at}.{path}"), message);
+                self.errors.push(self.located(error, item, &path));
                 None
             }
         }

@@ -153,16 +153,29 @@ fn load_text(text: &str, file: &str, acc: &mut Acc) -> Result<(), ConfigErrors> 
         let value = match Value::deserialize(doc) {
             Ok(v) => v,
             Err(e) => {
-                errors.push(FieldError::parse(
-                    format!("{file}: document {document}"),
-                    format!("not valid YAML: {e}"),
-                ));
+                let error = match e.location() {
+                    Some(at) => FieldError::parse(
+                        format!("document {document}"),
+                        format!("not valid YAML: {e}"),
+                    )
+                    .at(crate::Location {
+                        file: file.to_string(),
+                        line: at.line(),
+                        column: at.column(),
+                    }),
+                    None => FieldError::parse(
+                        format!("{file}: document {document}"),
+                        format!("not valid YAML: {e}"),
+                    ),
+                };
+                errors.push(error);
                 // The parser cannot resynchronise after a syntax error.
                 break;
             }
         };
         let mut cx = Doc {
             file,
+            text,
             document,
             acc,
             errors: &mut errors,

@@ -42,8 +42,13 @@ impl Source for FileSource {
 
     fn desired(&self) -> Result<DesiredState, ConfigErrors> {
         let text = crate::loader::read_file(&self.path)?;
+        let file = crate::parse_str(&text).map_err(|mut e| {
+            let name = self.path.display().to_string();
+            crate::locate::locate_toml(&mut e.errors, &text, &name);
+            e
+        })?;
         Ok(DesiredState {
-            file: Some(crate::parse_str(&text)?),
+            file: Some(file),
             ..DesiredState::default()
         })
     }

@@ -1,7 +1,10 @@
 //! The commands of the `lb-proxy` binary that are more than wiring: `check`,
 //! `get` (the admin API's client, with kubectl's label `selector`s),
-//! `describe` and, with an etcd source, `put` and `delete`.
+//! `describe`, `config` (schema and dump) and, with an etcd source, `put`
+//! and `delete`; `run`'s node lock (`owner`) and `check`'s look at this
+//! host (`host`).
 
+pub mod config;
 pub mod describe;
 mod etcd;
 pub mod get;
@@ -12,7 +15,8 @@ pub mod selector;
 use std::path::Path;
 
 use lb_config::error::FieldError;
-use lb_config::source::{load_merged, FileSource, Source};
+use lb_config::raw::RawConfig;
+use lb_config::source::{load_merged, merge_states, FileSource, Source};
 use lb_config::{Config, ConfigErrors, FileStore, Loader};
 use lb_core::alloc::{AllocationStore, MemoryStore};
 
@@ -31,6 +35,16 @@ pub fn check(
     manifests: Option<&Path>,
     state_file: Option<&Path>,
 ) -> Result<Config, ConfigErrors> {
+    load(config, manifests, state_file).map(|(_, config)| config)
+}
+
+/// [`check`], also returning the raw objects and settings it validated (the
+/// file's merged with the manifests'), for `config dump`.
+pub(crate) fn load(
+    config: &Path,
+    manifests: Option<&Path>,
+    state_file: Option<&Path>,
+) -> Result<(RawConfig, Config), ConfigErrors> {
     let mut states = vec![FileSource::new(config).desired()?];
     if let Some(path) = manifests {
         states.push(lb_config::manifests::ManifestSource::new(path).desired()?);
@@ -46,9 +60,17 @@ pub fn check(
             Err(e) => unreadable = Some(format!("allocations: starting afresh: {e}")),
         }
     }
+    let raw = merge_states(states.clone())?.raw;
     let mut loader = Loader::new(Box::new(held));
-    let mut config = load_merged(&mut loader, states)?;
-    config.warnings.extend(unreadable);
-    config.warnings.extend(host_warnings(&config));
-    Ok(config)
+    let mut loaded = load_merged(&mut loader, states).map_err(|mut errors| {
+        // Validation errors of the file's own keys, located in it.
+        if let Ok(text) = lb_config::source::read_settled(config) {
+            let file = config.display().to_string();
+            lb_config::locate::locate_toml(&mut errors.errors, &text, &file);
+        }
+        errors
+    })?;
+    loaded.warnings.extend(unreadable);
+    loaded.warnings.extend(host_warnings(&loaded));
+    Ok((raw, loaded))
 }

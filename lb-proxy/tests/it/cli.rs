@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::support::bin::{check, combined, lb, Run, Running};
+use crate::support::bin::{check, combined, lb, unlocated, Run, Running};
 use crate::support::config::{base_toml, service_toml};
 use crate::support::*;
 
@@ -134,8 +134,18 @@ target_port = "Bad_Port"
         "services[shop/web].ports[0].node_port: Forbidden: may not be used when `type` is 'ClusterIP'",
         "services[shop/web].ports[1].target_port: Invalid value: \"Bad_Port\": must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)",
     ] {
-        assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
+        assert!(
+            unlocated(&text).iter().any(|l| l == line),
+            "missing {line:?} in:\n{text}"
+        );
     }
+    // Each error starts with where it is in the file.
+    assert!(
+        text.lines().any(|l| l.ends_with(
+            "lb.toml:11:15: services[shop/web].ports[1].target_port: Invalid value: \"Bad_Port\": must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)"
+        )),
+        "{text}"
+    );
 }
 
 #[test]
@@ -574,7 +584,7 @@ fn check_prints_each_validation_rule_in_kubernetes_words_and_exits_1() {
     for (rule, file, line) in RULES {
         let out = check(file);
         let text = combined(&out);
-        if out.status.code() != Some(1) || !text.lines().any(|l| l.starts_with(line)) {
+        if out.status.code() != Some(1) || !unlocated(&text).iter().any(|l| l.starts_with(line)) {
             failures.push(format!(
                 "{rule}: want {line:?}, exit 1; got exit {:?}:\n{text}",
                 out.status.code()

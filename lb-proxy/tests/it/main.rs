@@ -27,6 +27,8 @@ mod allocations;
 mod check_warnings;
 #[cfg(feature = "cli")]
 mod cli;
+#[cfg(feature = "cli")]
+mod config_reference;
 mod dataplane;
 #[cfg(all(feature = "admin", feature = "dns"))]
 mod dns_app;

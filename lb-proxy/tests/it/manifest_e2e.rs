@@ -60,7 +60,9 @@ fn check_reports_a_wrong_type_with_its_document_and_exits_1() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("svc.yml: document 1 (Service web).spec.ports[0].port: invalid type"),
+        stderr.contains(
+            "svc.yml:6:11: document 1 (Service web).spec.ports[0].port: expected an integer, found a sequence"
+        ),
         "{stderr}"
     );
 }

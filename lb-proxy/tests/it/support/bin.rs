@@ -42,6 +42,27 @@ pub fn check(text: &str) -> Output {
     lb([OsString::from("check"), "--config".into(), path.into()])
 }
 
+/// The lines of `text`, each without the `FILE:LINE:COLUMN: ` that starts
+/// an error located in its file: the error as `check_str` words it.
+pub fn unlocated(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|l| {
+            let Some((head, rest)) = l.split_once(": ") else {
+                return l.to_string();
+            };
+            let mut parts = head.rsplitn(3, ':');
+            let numbers = parts.next().is_some_and(|c| c.parse::<u32>().is_ok())
+                && parts.next().is_some_and(|c| c.parse::<u32>().is_ok())
+                && parts.next().is_some();
+            if numbers {
+                rest.to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect()
+}
+
 /// What a command printed, stdout then stderr.
 pub fn combined(out: &Output) -> String {
     format!(

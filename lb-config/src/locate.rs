@@ -1,0 +1,392 @@
+//! Errors that come from a file, located in it: `FILE:LINE:COLUMN` found
+//! from the error's path (`services[web].ports[0].port`), in the TOML file
+//! through toml's spans, in a YAML manifest by walking the document to the
+//! path; and serde's type errors said in words (`expected an integer, found
+//! a string "x"`) rather than in Rust's types (`expected i64`).
+
+use std::borrow::Cow;
+
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+use crate::error::{FieldError, Location};
+
+/// One step of an error path: a key, a list index, or an object of a list
+/// by name (`[NAME]` or `[NAMESPACE/NAME]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Step {
+    Key(String),
+    Index(usize),
+    Named { namespace: String, name: String },
+}
+
+/// An error path as steps: `services[prod/web].ports[0].port`. Names in
+/// brackets may hold dots.
+pub(crate) fn steps(path: &str) -> Vec<Step> {
+    let mut out = Vec::new();
+    let mut key = String::new();
+    let mut chars = path.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '.' => {
+                if !key.is_empty() {
+                    out.push(Step::Key(std::mem::take(&mut key)));
+                }
+            }
+            '[' => {
+                if !key.is_empty() {
+                    out.push(Step::Key(std::mem::take(&mut key)));
+                }
+                let inner: String = chars.by_ref().take_while(|c| *c != ']').collect();
+                out.push(match inner.parse::<usize>() {
+                    Ok(i) => Step::Index(i),
+                    Err(_) => match inner.split_once('/') {
+                        Some((ns, name)) => Step::Named {
+                            namespace: ns.to_string(),
+                            name: name.to_string(),
+                        },
+                        None => Step::Named {
+                            namespace: "default".to_string(),
+                            name: inner,
+                        },
+                    },
+                });
+            }
+            c => key.push(c),
+        }
+    }
+    if !key.is_empty() {
+        out.push(Step::Key(key));
+    }
+    out
+}
+
+/// The byte offset in `text` of the deepest value on `path` that the TOML
+/// document holds (the field itself, else the object that lacks it).
+pub(crate) fn toml_offset(text: &str, path: &str) -> Option<usize> {
+    let root = DeTable::parse(text).ok()?;
+    let mut here: Spanned<DeValue<'_>> =
+        Spanned::new(root.span(), DeValue::Table(root.into_inner()));
+    let mut found = None;
+    for step in steps(path) {
+        let next = match (step, here.get_ref()) {
+            (Step::Key(k), DeValue::Table(t)) => t
+                .iter()
+                .find(|(key, _)| key.get_ref().as_ref() == k.as_str())
+                .map(|(key, v)| {
+                    // A table header's value spans its whole body: the key
+                    // is where the reader looks.
+                    let at = if matches!(v.get_ref(), DeValue::Table(_)) {
+                        key.span().start
+                    } else {
+                        v.span().start
+                    };
+                    (at, v.clone())
+                }),
+            (Step::Index(i), DeValue::Array(a)) => a.get(i).map(|v| (v.span().start, v.clone())),
+            (Step::Named { namespace, name }, DeValue::Array(a)) => a
+                .iter()
+                .find(|v| {
+                    let DeValue::Table(t) = v.get_ref() else {
+                        return false;
+                    };
+                    let field = |f: &str| {
+                        t.iter()
+                            .find(|(k, _)| k.get_ref().as_ref() == f)
+                            .and_then(|(_, v)| match v.get_ref() {
+                                DeValue::String(s) => Some(s.to_string()),
+                                _ => None,
+                            })
+                    };
+                    field("name").as_deref() == Some(name.as_str())
+                        && field("namespace").unwrap_or_else(|| "default".into()) == namespace
+                })
+                .map(|v| (v.span().start, v.clone())),
+            _ => None,
+        };
+        match next {
+            Some((at, v)) => {
+                found = Some(at);
+                here = v;
+            }
+            None => break,
+        }
+    }
+    found
+}
+
+/// Line and column (from 1, in characters) of a byte offset.
+pub(crate) fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let mut at = offset.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    let before = &text[..at];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// Locates, in the TOML `text` of `file`, every error that has no location
+/// yet and whose path (or, for an unknown key, the key itself) the document
+/// holds. A syntax error (`line L, column C`) takes its place in the file.
+pub fn locate_toml(errors: &mut [FieldError], text: &str, file: &str) {
+    for e in errors.iter_mut().filter(|e| e.location.is_none()) {
+        if let Some((line, column)) = syntax_position(&e.path) {
+            e.location = Some(Location {
+                file: file.to_string(),
+                line,
+                column,
+            });
+            e.path.clear();
+            continue;
+        }
+        let unknown = unknown_key(&e.detail).map(|k| format!("{}.{k}", e.path));
+        let offset = unknown
+            .as_deref()
+            .and_then(|p| toml_offset(text, p))
+            .or_else(|| toml_offset(text, &e.path));
+        if let Some(offset) = offset {
+            let (line, column) = line_column(text, offset);
+            e.location = Some(Location {
+                file: file.to_string(),
+                line,
+                column,
+            });
+        }
+    }
+}
+
+/// `line L, column C`, the path of a syntax error read without a file.
+fn syntax_position(path: &str) -> Option<(usize, usize)> {
+    let rest = path.strip_prefix("line ")?;
+    let (line, column) = rest.split_once(", column ")?;
+    Some((line.parse().ok()?, column.parse().ok()?))
+}
+
+/// The key named by serde's `unknown field `KEY`, expected ...`.
+fn unknown_key(detail: &str) -> Option<&str> {
+    let rest = detail.strip_prefix("unknown field `")?;
+    rest.split_once('`').map(|(k, _)| k)
+}
+
+/// serde's `invalid type: string "x", expected i64` in words: `expected an
+/// integer, found a string "x"`; other messages unchanged. `yaml` names
+/// mappings and sequences as YAML does, else as TOML does (tables, arrays).
+pub(crate) fn in_words(message: &str, yaml: bool) -> String {
+    let Some(rest) = message
+        .strip_prefix("invalid type: ")
+        .or_else(|| message.strip_prefix("invalid value: "))
+    else {
+        return message.to_string();
+    };
+    let Some((found, expected)) = rest.rsplit_once(", expected ") else {
+        return message.to_string();
+    };
+    format!(
+        "expected {}, found {}",
+        expected_words(expected, yaml),
+        found_words(found, yaml)
+    )
+}
+
+fn expected_words(expected: &str, yaml: bool) -> Cow<'_, str> {
+    let (table, array) = if yaml {
+        ("a mapping", "a sequence")
+    } else {
+        ("a table", "an array")
+    };
+    match expected {
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "an integer".into(),
+        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "an integer of 0 or more".into(),
+        "f32" | "f64" => "a number".into(),
+        "a sequence" => array.into(),
+        "a map" => table.into(),
+        e if e.starts_with("struct ") => table.into(),
+        e => e.into(),
+    }
+}
+
+fn found_words(found: &str, yaml: bool) -> String {
+    let (table, array) = if yaml {
+        ("a mapping", "a sequence")
+    } else {
+        ("a table", "an array")
+    };
+    let unquote = |s: &str| s.trim_matches('`').to_string();
+    if let Some(s) = found.strip_prefix("string ") {
+        format!("a string {s}")
+    } else if let Some(n) = found.strip_prefix("integer ") {
+        format!("an integer {}", unquote(n))
+    } else if let Some(n) = found.strip_prefix("floating point ") {
+        format!("a float {}", unquote(n))
+    } else if let Some(b) = found.strip_prefix("boolean ") {
+        format!("a boolean {}", unquote(b))
+    } else {
+        match found {
+            "sequence" => array.to_string(),
+            "map" => table.to_string(),
+            "unit value" | "null" => "nothing (null)".to_string(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// Line and column (from 1) of `path` (or of the deepest part of it the
+/// document holds) in YAML document `document` (from 1) of `text`: the
+/// document is walked down to the path, and the parser's position there is
+/// where the walk stops.
+#[cfg(feature = "manifests")]
+pub(crate) fn yaml_position(text: &str, document: usize, path: &str) -> Option<(usize, usize)> {
+    use serde::de::DeserializeSeed;
+    let doc = serde_yaml_ng::Deserializer::from_str(text).nth(document.checked_sub(1)?)?;
+    let steps = steps(path);
+    let stopped = yaml::Seek(&steps).deserialize(doc).err()?;
+    let at = stopped.location()?;
+    Some((at.line(), at.column()))
+}
+
+#[cfg(feature = "manifests")]
+mod yaml {
+    use std::fmt;
+
+    use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+    use super::Step;
+
+    /// Walks to the end of its steps and stops there with an error, which
+    /// the YAML parser marks with the position it is at.
+    pub(super) struct Seek<'p>(pub(super) &'p [Step]);
+
+    const HERE: &str = "here";
+
+    impl<'de> de::DeserializeSeed<'de> for Seek<'_> {
+        type Value = ();
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Seek<'_> {
+        type Value = ();
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("any value")
+        }
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+            Err(E::custom(HERE))
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+            Err(E::custom(HERE))
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+            Err(E::custom(HERE))
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+            Err(E::custom(HERE))
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+            Err(E::custom(HERE))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+            Err(E::custom(HERE))
+        }
+        fn visit_none<E: de::Error>(self) -> Result<(), E> {
+            Err(E::custom(HERE))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let Some((Step::Key(key), rest)) = self.0.split_first() else {
+                return Err(de::Error::custom(HERE));
+            };
+            while let Some(k) = map.next_key::<String>()? {
+                if k == *key {
+                    return map.next_value_seed(Seek(rest));
+                }
+                map.next_value::<IgnoredAny>()?;
+            }
+            Err(de::Error::custom(HERE))
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            let Some((Step::Index(index), rest)) = self.0.split_first() else {
+                return Err(de::Error::custom(HERE));
+            };
+            for _ in 0..*index {
+                if seq.next_element::<IgnoredAny>()?.is_none() {
+                    return Err(de::Error::custom(HERE));
+                }
+            }
+            seq.next_element_seed(Seek(rest))?;
+            Err(de::Error::custom(HERE))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_split_into_keys_indexes_and_names_with_dots() {
+        assert_eq!(
+            steps("pods[prod/a.b].ports[0].name"),
+            vec![
+                Step::Key("pods".into()),
+                Step::Named {
+                    namespace: "prod".into(),
+                    name: "a.b".into()
+                },
+                Step::Key("ports".into()),
+                Step::Index(0),
+                Step::Key("name".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_path_is_found_at_its_value_else_at_its_object() {
+        let text = "[proxy]\nmax_connections = \"x\"\n\n[[services]]\nname = \"web\"\n[[services.ports]]\nport = 80\n";
+        let at = |p: &str| toml_offset(text, p).map(|o| line_column(text, o));
+        assert_eq!(at("proxy.max_connections"), Some((2, 19)));
+        assert_eq!(at("services[web].ports[0].port"), Some((7, 8)));
+        assert_eq!(at("services[web].ports[0].node_port"), Some((6, 1)));
+        assert_eq!(at("proxy"), Some((1, 2)));
+        assert_eq!(at("services[other]"), Some((4, 1)));
+    }
+
+    #[cfg(feature = "manifests")]
+    #[test]
+    fn a_yaml_path_is_found_in_its_document() {
+        let text = "kind: A\n---\nkind: Service\nspec:\n  ports:\n  - name: a\n    port: x\n";
+        assert_eq!(yaml_position(text, 2, "spec.ports[0].port"), Some((7, 11)));
+        assert_eq!(
+            yaml_position(text, 2, "spec.ports[0].nodePort"),
+            Some((6, 5))
+        );
+        assert_eq!(yaml_position(text, 2, "kind"), Some((3, 7)));
+    }
+
+    #[test]
+    fn type_errors_are_said_in_words() {
+        assert_eq!(
+            in_words("invalid type: string \"x\", expected i64", false),
+            "expected an integer, found a string \"x\""
+        );
+        assert_eq!(
+            in_words("invalid type: integer `5`, expected a boolean", false),
+            "expected a boolean, found an integer 5"
+        );
+        assert_eq!(
+            in_words("invalid type: map, expected a sequence", false),
+            "expected an array, found a table"
+        );
+        assert_eq!(
+            in_words("invalid type: sequence, expected struct RawProxy", true),
+            "expected a mapping, found a sequence"
+        );
+        assert_eq!(
+            in_words("invalid value: integer `-1`, expected u64", false),
+            "expected an integer of 0 or more, found an integer -1"
+        );
+        assert_eq!(in_words("unknown field `x`", false), "unknown field `x`");
+    }
+}
