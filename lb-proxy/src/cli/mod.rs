@@ -1,8 +1,9 @@
 //! The commands of the `lb-proxy` binary that are more than wiring: `check`,
-//! `get` (the admin API's client), `describe` and, with an etcd source,
-//! `put` and `delete`.
+//! `get` (the admin API's client), `describe`, with an etcd source `put`
+//! and `delete`, and the packaging's `completions` and `man`.
 
 pub mod describe;
+pub mod docs;
 mod etcd;
 pub mod get;
 

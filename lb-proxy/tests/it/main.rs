@@ -26,6 +26,8 @@ mod allocations;
 #[cfg(feature = "cli")]
 mod cli;
 mod dataplane;
+#[cfg(feature = "cli")]
+mod deploy;
 #[cfg(all(feature = "admin", feature = "dns"))]
 mod dns_app;
 #[cfg(feature = "cli")]
