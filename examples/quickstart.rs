@@ -1,8 +1,8 @@
 //! The quickstart: the classic three-nginx demo, on loopback.
 //!
 //! ```text
-//! cargo run --release --example quickstart                      # demo, then serve until Ctrl-C
-//! cargo run --release --example quickstart -- --exit-after-demo # demo only
+//! cargo run --release -p lb-examples --example quickstart                      # demo, then serve until Ctrl-C
+//! cargo run --release -p lb-examples --example quickstart -- --exit-after-demo # demo only
 //! cargo build --release -p lb-proxy                             # the binary its hints run
 //! ```
 //!
