@@ -4,8 +4,8 @@
 //! someone to forward to.
 //!
 //! ```text
-//! cargo run --release --example backends -- --config examples/quickstart.toml
-//! cargo run --release --example backends -- --config examples/manifests/node.toml --manifests examples/manifests
+//! cargo run --release -p lb-examples --example backends -- --config examples/quickstart.toml
+//! cargo run --release -p lb-examples --example backends -- --config examples/manifests/node.toml --manifests examples/manifests
 //! ```
 //!
 //! Each backend answers with the name of its pod (or its address, for an

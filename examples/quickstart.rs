@@ -1,9 +1,14 @@
 //! The quickstart: the classic three-nginx demo, on loopback.
 //!
 //! ```text
-//! cargo run --release --example quickstart                      # demo, then serve until Ctrl-C
-//! cargo run --release --example quickstart -- --exit-after-demo # demo only
+//! cargo run --release -p lb-examples --example quickstart                      # demo, then serve until Ctrl-C
+//! cargo run --release -p lb-examples --example quickstart -- --exit-after-demo # demo only
+//! cargo build --release -p lb-proxy                             # the binary its hints run
 //! ```
+//!
+//! The example shares the binary's release build (same dependency features,
+//! see `examples/Cargo.toml`): building one after the other compiles only
+//! what is new.
 //!
 //! It starts three in-process HTTP backends ("pods") answering `111`, `222`
 //! and `333`, runs lb-proxy exactly as the binary does from
@@ -175,12 +180,12 @@ async fn main() -> Result<()> {
         return Ok(());
     }
     println!(
-        "\nServing until Ctrl-C. Try:\n\
+        "\nServing until Ctrl-C. Try (the binary: cargo build --release -p lb-proxy):\n\
          \x20 curl http://127.96.0.10:8080/\n\
          \x20 curl http://127.0.0.1:30080/\n\
          \x20 curl --interface 127.0.0.21 http://127.96.0.12:8080/   # sticky: same answer every time\n\
-         \x20 cargo run -p lb-proxy -- get services --admin 127.0.0.1:10249\n\
-         \x20 cargo run -p lb-proxy -- get endpoints --admin 127.0.0.1:10249\n\
+         \x20 ./target/release/lb-proxy get services --admin 127.0.0.1:10249\n\
+         \x20 ./target/release/lb-proxy get endpoints -o wide --admin 127.0.0.1:10249\n\
          \x20 curl http://127.0.0.1:10249/api/v1/services"
     );
     tokio::signal::ctrl_c().await?;

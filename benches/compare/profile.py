@@ -21,6 +21,9 @@ machine is, unlike run.py's wall-clock rates.
         resident memory added per idle proxied connection (RSS of the
         proxy's processes before and after --idle connections are held).
 
+lb-proxy is target/profiling/lb-proxy (`cargo build --profile profiling -p
+lb-proxy`: the release build with debug info) unless --lb-bin says otherwise.
+
 Addresses: backends on 127.0.60.1, lb on 127.0.61.1, HAProxy on 127.0.62.1,
 nginx on 127.0.63.1 (run.py uses 127.0.50-53, so both can coexist). Every
 step is bounded in time and every address is on loopback.
@@ -347,7 +350,10 @@ def main():
     ap.add_argument("--idle", type=int, default=4000)
     ap.add_argument("--threads", type=int, default=2, help="proxy threads/workers (tokio workers for lb)")
     ap.add_argument("--engine", choices=["copy", "splice", "auto"])
-    ap.add_argument("--lb-bin", default=os.path.join(HERE, "..", "..", "target", "release", "lb-proxy"))
+    # The release build with debug info (the release profile ships without it), so
+    # callgrind_annotate and heaptrack name functions and lines.
+    ap.add_argument("--lb-bin", default=os.path.join(HERE, "..", "..", "target", "profiling", "lb-proxy"),
+                    help="cargo build --profile profiling -p lb-proxy")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
     args.targets = [t for t in args.targets.split(",") if t]

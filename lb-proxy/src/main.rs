@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use lb_proxy::app::{App, AppOptions};
 use lb_proxy::cli::get::{GetRequest, OutputFormat};
 use lb_proxy::cli::owner;
@@ -240,6 +240,22 @@ lb-proxy delete ip_pools lb-ip-pool --config /etc/lb/lb.toml"
         /// NAMESPACE/NAME (ip_pools: NAME).
         name: String,
     },
+    /// Print the shell completion script for bash, zsh or fish.
+    #[command(after_help = "EXAMPLES:\n  \
+lb-proxy completions bash > /usr/share/bash-completion/completions/lb-proxy\n  \
+lb-proxy completions zsh > /usr/share/zsh/vendor-completions/_lb-proxy\n  \
+lb-proxy completions fish > /usr/share/fish/vendor_completions.d/lb-proxy.fish")]
+    Completions {
+        /// bash, zsh or fish.
+        #[arg(value_enum)]
+        shell: lb_proxy::cli::docs::Shell,
+    },
+    /// Print the man page (roff).
+    #[command(
+        after_help = "EXAMPLES:\n  lb-proxy man > /usr/share/man/man1/lb-proxy.1\n  \
+lb-proxy man | man -l -"
+    )]
+    Man,
 }
 
 /// Libraries whose info level is a per-request log, not an operator's log:
@@ -382,6 +398,15 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some(Command::Completions { shell }) => printed(lb_proxy::cli::docs::completions(
+            shell,
+            Cli::command(),
+            &mut std::io::stdout(),
+        )),
+        Some(Command::Man) => printed(lb_proxy::cli::docs::man(
+            Cli::command(),
+            &mut std::io::stdout(),
+        )),
         Some(Command::Run) | None => {
             let Some(config) = cli.config else {
                 eprintln!("error: --config FILE is required");
@@ -459,6 +484,17 @@ fn overrides_from_env() -> Result<ProxyOverrides, String> {
         );
     }
     Ok(overrides)
+}
+
+/// The exit code of a command that printed to stdout (`completions`, `man`).
+fn printed(written: std::io::Result<()>) -> ExitCode {
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// Runs a one-shot command (`put`, `delete`) on a runtime of its own, one

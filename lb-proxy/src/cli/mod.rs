@@ -1,11 +1,12 @@
 //! The commands of the `lb-proxy` binary that are more than wiring: `check`,
 //! `get` (the admin API's client, with kubectl's label `selector`s),
-//! `describe`, `config` (schema and dump) and, with an etcd source, `put`
-//! and `delete`; `run`'s node lock (`owner`) and `check`'s look at this
-//! host (`host`).
+//! `describe`, `config` (schema and dump), with an etcd source `put` and
+//! `delete`, and the packaging's `completions` and `man`; `run`'s node
+//! lock (`owner`) and `check`'s look at this host (`host`).
 
 pub mod config;
 pub mod describe;
+pub mod docs;
 mod etcd;
 pub mod get;
 mod host;

@@ -30,6 +30,8 @@ mod cli;
 #[cfg(feature = "cli")]
 mod config_reference;
 mod dataplane;
+#[cfg(feature = "cli")]
+mod deploy;
 #[cfg(all(feature = "admin", feature = "dns"))]
 mod dns_app;
 #[cfg(feature = "cli")]

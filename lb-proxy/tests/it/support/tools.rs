@@ -28,6 +28,22 @@ pub fn have(program: &str) -> bool {
     which(program).is_some()
 }
 
+/// Whether a test that needs `program` runs: `true` when it is on PATH.
+/// Without it the test says `SKIPPED` (with `install`, the Debian command
+/// that brings it) and passes on a developer's machine, but fails under CI
+/// (`CI=true`), where `.ci/run` installs every tool: there a missing tool
+/// is a broken install step, not a reason to pass untested.
+pub fn required(program: &str, install: &str) -> bool {
+    if have(program) {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{program} is not installed and CI=true: .ci/run must install it ({install})");
+    }
+    eprintln!("SKIPPED: {program} is not installed ({install})");
+    false
+}
+
 /// `dig -p PORT @IP ARGS +time=2 +tries=1` against `server`: what it
 /// printed on stdout (empty when it could not run or timed out).
 pub async fn dig(server: SocketAddr, args: &[&str]) -> String {
