@@ -2,6 +2,7 @@
 //! `get` (the admin API's client), `describe` and, with an etcd source,
 //! `put` and `delete`.
 
+pub mod access_text;
 pub mod describe;
 mod etcd;
 pub mod get;

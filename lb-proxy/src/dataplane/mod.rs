@@ -20,6 +20,7 @@
 //! `own` tells a destination that is lb itself (a self-loop), `throttle`
 //! keeps warnings that come with every connection to one a second.
 
+pub mod access;
 mod accept;
 pub mod connections;
 pub mod descriptors;
@@ -29,6 +30,7 @@ mod own;
 mod shared;
 mod tcp;
 mod throttle;
+pub mod turned_away;
 pub mod udp;
 mod workers;
 
