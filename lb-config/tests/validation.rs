@@ -348,8 +348,18 @@ fn proxy_settings_are_typed() {
 #[test]
 fn the_access_log_is_off_unless_the_log_table_turns_it_on() {
     assert!(!check_str("").unwrap().proxy.access_log);
-    assert!(!check_str("[log]\naccess = false\n").unwrap().proxy.access_log);
-    assert!(check_str("[log]\naccess = true\n").unwrap().proxy.access_log);
+    assert!(
+        !check_str("[log]\naccess = false\n")
+            .unwrap()
+            .proxy
+            .access_log
+    );
+    assert!(
+        check_str("[log]\naccess = true\n")
+            .unwrap()
+            .proxy
+            .access_log
+    );
 }
 
 #[test]

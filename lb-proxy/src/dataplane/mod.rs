@@ -20,8 +20,8 @@
 //! `own` tells a destination that is lb itself (a self-loop), `throttle`
 //! keeps warnings that come with every connection to one a second.
 
-pub mod access;
 mod accept;
+pub mod access;
 pub mod connections;
 pub mod descriptors;
 pub mod forward;

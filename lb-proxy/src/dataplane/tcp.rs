@@ -375,8 +375,9 @@ async fn dial(
         }
         match entry.failover(index, client, now()) {
             Some(next) => {
-                if blamed {
-                    // This endpoint's dial failed and the connection moves on.
+                if blamed && next != index {
+                    // This endpoint's dial failed and the connection moves
+                    // on to another one.
                     stats::add(&endpoint.stats.failovers, 1);
                 }
                 index = next;

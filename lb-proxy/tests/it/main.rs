@@ -57,6 +57,8 @@ mod lb_vip_netns;
 mod manifest_e2e;
 #[cfg(feature = "cli")]
 mod manifest_k8s;
+#[cfg(feature = "cli")]
+mod obs_access;
 #[cfg(feature = "admin")]
 mod obs_api;
 // The WebDriver client is ureq, which comes with `cli`.

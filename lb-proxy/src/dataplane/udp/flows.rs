@@ -592,7 +592,14 @@ impl<T> FlowTable<T> {
             match entry.pick(key.client.ip(), now) {
                 Some(pick) => {
                     let change = Change::Moved { from };
-                    self.repoint(&key, entry, (pick.index, pick.reason), change, generation, now);
+                    self.repoint(
+                        &key,
+                        entry,
+                        (pick.index, pick.reason),
+                        change,
+                        generation,
+                        now,
+                    );
                 }
                 None => {
                     self.end(&key, FlowEnd::Drained);
@@ -642,8 +649,8 @@ impl<T> FlowTable<T> {
 
     /// Points flow `key` at endpoint `index` (chosen for `reason`) at
     /// `now`: for the access log, the flow to the endpoint it leaves ends
-    /// and one to the new endpoint begins. A failover is counted on the
-    /// port and on the endpoint left.
+    /// and one to the new endpoint begins. A failover to another endpoint
+    /// is counted on the port and on the endpoint left.
     fn repoint(
         &mut self,
         key: &FlowKey,
@@ -657,17 +664,19 @@ impl<T> FlowTable<T> {
         let Some(flow) = self.flows.get_mut(key) else {
             return;
         };
+        let endpoint = entry.port.endpoint(index);
         let end = match change {
-            Change::FailedOver { .. } => {
-                stats::add(&flow.gauge.endpoint.failovers, 1);
-                stats::add(&entry.port.stats().failovers, 1);
+            Change::FailedOver { from } => {
+                if from != endpoint.addr {
+                    stats::add(&flow.gauge.endpoint.failovers, 1);
+                    stats::add(&entry.port.stats().failovers, 1);
+                }
                 FlowEnd::Reset
             }
             Change::Moved { .. } | Change::Kept | Change::New => FlowEnd::Drained,
         };
         flow.log_end(key, end);
         flow.log = log;
-        let endpoint = entry.port.endpoint(index);
         flow.endpoint = endpoint.addr;
         flow.generation = generation;
         flow.failed = false;

@@ -34,9 +34,9 @@ use super::flows::{DropReason, FlowKey, Verdict};
 use super::table::{now, FlowIo, FlowSocket, Watch};
 use crate::dataplane::descriptors::{self, Descriptors};
 use crate::dataplane::forward::ConnBytes;
-use crate::dataplane::turned_away;
 use crate::dataplane::shared::Shared;
 use crate::dataplane::throttle::once_a_second;
+use crate::dataplane::turned_away;
 use crate::sys;
 
 /// Largest UDP payload over IPv4 (65,535 − 8 UDP − 20 IP header bytes). The
