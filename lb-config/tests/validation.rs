@@ -346,6 +346,23 @@ fn proxy_settings_are_typed() {
 }
 
 #[test]
+fn the_access_log_is_off_unless_the_log_table_turns_it_on() {
+    assert!(!check_str("").unwrap().proxy.access_log);
+    assert!(
+        !check_str("[log]\naccess = false\n")
+            .unwrap()
+            .proxy
+            .access_log
+    );
+    assert!(
+        check_str("[log]\naccess = true\n")
+            .unwrap()
+            .proxy
+            .access_log
+    );
+}
+
+#[test]
 fn forwarding_engine_accept_mode_and_workers_are_proxy_settings() {
     let c =
         check_str("[proxy]\nforward_engine = \"copy\"\naccept_mode = \"percore\"\nworkers = 2\n")

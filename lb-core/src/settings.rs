@@ -39,6 +39,12 @@ pub struct ProxySettings {
     /// Worker threads of [`AcceptMode::PerCore`]; 0 = one per CPU the process
     /// may run on. Fixed when the data plane starts.
     pub workers: u32,
+    /// `[log] access`: one log line per TCP connection and UDP flow when it
+    /// ends (target `lb_proxy::access`). Off by default, as in nginx stream
+    /// and HAProxy: a busy proxy would write a line per connection. Read
+    /// once per new connection or flow, so a reload turns it on or off for
+    /// those from then on.
+    pub access_log: bool,
 }
 
 impl Default for ProxySettings {
@@ -59,6 +65,7 @@ impl Default for ProxySettings {
             forward_engine: ForwardEngine::default(),
             accept_mode: AcceptMode::default(),
             workers: 0,
+            access_log: false,
         }
     }
 }

@@ -148,6 +148,46 @@ pub struct PortStats {
     pub udp_dropped_self_loop: AtomicU64,
     /// UDP flows evicted (idle longest first) to make room under `udp_max_flows`.
     pub udp_evicted: AtomicU64,
+    /// Paces the warning that clients of this port are turned away because
+    /// no endpoint answered or there is none: one line per interval, however
+    /// many clients.
+    pub turned_away: WarnThrottle,
+}
+
+/// Lets one warning through per interval and counts the ones held back, so
+/// an event that comes with every client (a port without endpoints) is
+/// said once in a while with how often it happened, at the cost of two
+/// relaxed atomics per event and no lock. Time is a parameter (milliseconds
+/// on any clock that does not go back), so lb-core reads no clock.
+#[derive(Debug, Default)]
+pub struct WarnThrottle {
+    /// When the last warning went out, in milliseconds plus one (0: never).
+    last: AtomicU64,
+    /// Events since the last warning that were not logged.
+    suppressed: AtomicU64,
+}
+
+impl WarnThrottle {
+    /// Records one event at `now_ms`. `Some(n)` when it may be logged now
+    /// (`n`: events held back since the previous line); `None` when a line
+    /// went out less than `interval_ms` ago (the event is counted as held
+    /// back). Of events racing at the interval's end, one wins.
+    #[inline]
+    pub fn event(&self, now_ms: u64, interval_ms: u64) -> Option<u64> {
+        let stamp = now_ms.saturating_add(1);
+        let last = self.last.load(Ordering::Relaxed);
+        let due = last == 0 || stamp.saturating_sub(last) >= interval_ms;
+        if due
+            && self
+                .last
+                .compare_exchange(last, stamp, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Some(self.suppressed.swap(0, Ordering::Relaxed));
+        }
+        add(&self.suppressed, 1);
+        None
+    }
 }
 
 /// Why a forwarded TCP connection ended: the `cause` label of
@@ -291,6 +331,18 @@ mod tests {
         }
         assert_eq!(read(&gauge), 0);
         assert_eq!(read(&high), 2);
+    }
+
+    #[test]
+    fn a_throttle_lets_one_warning_through_per_interval_and_counts_the_rest() {
+        let t = WarnThrottle::default();
+        assert_eq!(t.event(0, 10_000), Some(0));
+        assert_eq!(t.event(1, 10_000), None);
+        assert_eq!(t.event(9_999, 10_000), None);
+        assert_eq!(t.event(10_000, 10_000), Some(2));
+        assert_eq!(t.event(10_001, 10_000), None);
+        assert_eq!(t.event(25_000, 10_000), Some(1));
+        assert_eq!(t.event(25_000, 10_000), None);
     }
 
     #[test]

@@ -296,7 +296,11 @@ fn init_logging(format: LogFormat) {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Text => builder.init(),
+        LogFormat::Text => builder
+            .event_format(lb_proxy::cli::access_text::AccessText(
+                tracing_subscriber::fmt::format(),
+            ))
+            .init(),
         LogFormat::Json => builder.json().init(),
     }
 }

@@ -319,6 +319,7 @@ fn proxy(raw: &RawConfig, errs: &mut Errors) -> ProxySettings {
             ));
         }
     }
+    s.access_log = raw.log.access.unwrap_or(false);
     s
 }
 

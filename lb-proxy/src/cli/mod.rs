@@ -5,6 +5,7 @@
 //! lock (`owner`) and `check`'s look at this host (`host`).
 
 pub mod config;
+pub mod access_text;
 pub mod describe;
 pub mod docs;
 mod etcd;

@@ -10,12 +10,12 @@
 //! Every bound frontend is a part of the listeners' [`Tasks`]: its accept
 //! loops (or UDP relay) are its tasks, and closing it is stopping that part.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use lb_core::{AcceptMode, FrontendKey, Protocol, Snapshot};
+use lb_core::{AcceptMode, FrontendKey, Protocol, ServicePortKey, Snapshot};
 use tokio::runtime::Handle;
 use tracing::{debug, info, warn};
 
@@ -98,6 +98,9 @@ pub(crate) struct Listeners {
     tasks: Tasks,
     /// The per-core runtimes (`percore` only).
     workers: Option<Workers>,
+    /// TCP service ports whose frontends are kept closed because they have
+    /// no endpoint to pick: each is warned about once when that starts.
+    without_endpoints: HashSet<ServicePortKey>,
 }
 
 impl std::fmt::Debug for Listeners {
@@ -144,6 +147,7 @@ impl Listeners {
             freebind,
             tasks,
             workers,
+            without_endpoints: HashSet::new(),
         }
     }
 
@@ -209,6 +213,7 @@ impl Listeners {
         accepting: bool,
         errors: &BindErrors,
     ) {
+        self.warn_without_endpoints(snapshot, accepting);
         let mut desired: Vec<FrontendKey> = if accepting {
             snapshot
                 .frontends()
@@ -280,6 +285,27 @@ impl Listeners {
             }
         }
         errors.replace(failed);
+    }
+
+    /// Warns once for each TCP service port whose frontends start being
+    /// kept closed because it has no endpoint to pick: its clients get
+    /// "connection refused" from the kernel, which lb never sees, so this
+    /// is the one line that says why (naming one of its frontends).
+    fn warn_without_endpoints(&mut self, snapshot: &Snapshot, accepting: bool) {
+        let mut now = HashSet::new();
+        if accepting {
+            for (k, e) in snapshot.frontends() {
+                if k.protocol != Protocol::Tcp || e.has_endpoints() || now.contains(e.port.key()) {
+                    continue;
+                }
+                if !self.without_endpoints.contains(e.port.key()) {
+                    warn!(service = %e.port.key(), frontend = %k.addr,
+                        "no endpoints: listener closed, clients get connection refused");
+                }
+                now.insert(e.port.key().clone());
+            }
+        }
+        self.without_endpoints = now;
     }
 
     /// Closes every listener (a drain: new connections are refused at once)

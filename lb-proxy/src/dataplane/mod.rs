@@ -21,6 +21,7 @@
 //! keeps warnings that come with every connection to one a second.
 
 mod accept;
+pub mod access;
 pub mod connections;
 pub mod descriptors;
 pub mod forward;
@@ -29,6 +30,7 @@ mod own;
 mod shared;
 mod tcp;
 mod throttle;
+pub mod turned_away;
 pub mod udp;
 mod workers;
 

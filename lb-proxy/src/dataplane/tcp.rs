@@ -30,11 +30,13 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, debug_span, info, Instrument};
 
+use crate::dataplane::access::{self, Rejected};
 use crate::dataplane::connections::OpenConnection;
 use crate::dataplane::descriptors::{self, Held as HeldFds};
 use crate::dataplane::forward::{self, Counters, Drain, Limits};
 use crate::dataplane::shared::Shared;
 use crate::dataplane::throttle::once_a_second;
+use crate::dataplane::turned_away;
 use crate::sys;
 
 /// Decrements a counter when dropped, so every exit path gives back what an
@@ -122,29 +124,38 @@ async fn serve_in_span(
         return;
     };
     let port_stats = entry.port.stats().clone();
+    let settings = shared.settings().load();
+    // The access log's clock: read only when the log is on.
+    let accepted = settings.access_log.then(Instant::now);
+    let turn_away = |client: TcpStream, why: Rejected| {
+        if let Some(accepted) = accepted {
+            log_rejected(&entry, frontend, peer, accepted, why);
+        }
+        sys::reset(client);
+    };
     if !entry.admits(peer.ip()) {
         // `load_balancer_source_ranges`: reset before any endpoint is chosen,
         // and not counted as an accepted connection.
         stats::add(&port_stats.rejected_source_range, 1);
         debug!("outside load_balancer_source_ranges; resetting client");
-        sys::reset(client);
+        turn_away(client, Rejected::SourceRange);
         return;
     }
-    let settings = shared.settings().load();
     stats::add(&port_stats.accepted, 1);
     let _port_active = hold(&port_stats.active);
     let limit = u64::from(settings.max_connections);
     if limit > 0 && port_stats.active.load(Ordering::Relaxed) > limit {
         stats::add(&port_stats.rejected_limit, 1);
         debug!(limit, "over max_connections; resetting client");
-        sys::reset(client);
+        turn_away(client, Rejected::Limit);
         return;
     }
     stats::peak(&port_stats.peak_active, &port_stats.active);
     let Some(pick) = entry.pick(peer.ip(), now()) else {
         stats::add(&port_stats.rejected_no_endpoints, 1);
         debug!("no endpoint; resetting client");
-        sys::reset(client);
+        turned_away::warn(&entry.port, frontend.addr, &"no endpoints");
+        turn_away(client, Rejected::NoEndpoints);
         return;
     };
     // Linux copies TCP_NODELAY from the listener (`listener::accept_on`).
@@ -163,18 +174,24 @@ async fn serve_in_span(
     let (upstream, index) = match dialed {
         Ok(ok) => ok,
         Err(e) => {
-            match e.last {
+            let why = match e.last() {
                 AttemptFailed::Local(_) => {
                     stats::add(&port_stats.rejected_local_resources, 1);
                     descriptors::local_shortage("client reset", &e);
+                    Rejected::LocalResources
                 }
                 AttemptFailed::SelfLoop(_) => {
                     stats::add(&port_stats.rejected_self_loop, 1);
                     self_loop(&e);
+                    Rejected::SelfLoop
                 }
-                AttemptFailed::Endpoint(_) => debug!(error = %e, "resetting client"),
-            }
-            sys::reset(client);
+                AttemptFailed::Endpoint(_) => {
+                    debug!(error = %e, "resetting client");
+                    turned_away::warn(&entry.port, frontend.addr, &e.tried());
+                    Rejected::ConnectFailed
+                }
+            };
+            turn_away(client, why);
             return;
         }
     };
@@ -188,6 +205,7 @@ async fn serve_in_span(
     let reason = if index == pick.index {
         pick.reason.as_str()
     } else {
+        stats::add(&port_stats.failovers, 1);
         lb_core::PickReason::Failover.as_str()
     };
     let started = Instant::now();
@@ -226,6 +244,7 @@ async fn serve_in_span(
     let engine = settings.forward_engine;
     let outcome = forward::forward(engine, client, upstream, &limits, counters, &mut drain).await;
     port_stats.closed.count(outcome.cause());
+    endpoint_stats.closed.count(outcome.cause());
     // One event per connection: the answer to "why did this connection go to
     // that backend, and how did it end" (and whether the peers saw a FIN or
     // a reset). A cut is this line and a counter, never a control-plane event.
@@ -234,8 +253,48 @@ async fn serve_in_span(
         duration_ms = started.elapsed().as_millis() as u64,
         cause = outcome.as_str(), ended = if outcome.cuts() { "reset" } else { "fin" },
         "connection closed");
+    if let Some(accepted) = accepted {
+        access::log(&access::Entry {
+            protocol: Protocol::Tcp,
+            client: peer,
+            frontend: frontend.addr,
+            service: entry.port.key(),
+            endpoint: Some(endpoint_addr),
+            reason: Some(reason),
+            bytes_rx: stats::read(&conn_bytes.rx),
+            bytes_tx: stats::read(&conn_bytes.tx),
+            duration: accepted.elapsed(),
+            cause: outcome.as_str(),
+            rejected: None,
+        });
+    }
     drop(registered);
     drop(open);
+}
+
+/// The access log's line for a connection turned away before it reached
+/// an endpoint (out of line: the connection future stays small).
+#[inline(never)]
+fn log_rejected(
+    entry: &FrontendEntry,
+    frontend: FrontendKey,
+    peer: SocketAddr,
+    accepted: Instant,
+    why: Rejected,
+) {
+    access::log(&access::Entry {
+        protocol: Protocol::Tcp,
+        client: peer,
+        frontend: frontend.addr,
+        service: entry.port.key(),
+        endpoint: None,
+        reason: None,
+        bytes_rx: 0,
+        bytes_tx: 0,
+        duration: accepted.elapsed(),
+        cause: access::REJECTED,
+        rejected: Some(why),
+    });
 }
 
 /// Dials `first`, then on each failure the next endpoint by failover, one
@@ -264,7 +323,8 @@ async fn dial(
     // An endpoint that is lb itself is never dialed, so skipping it costs no
     // entry of `connect_timeouts`; skips are bounded by the endpoint count.
     let mut skips = entry.port.endpoints().len();
-    let mut last = AttemptFailed::Endpoint(io::Error::other("no dial attempted"));
+    // Allocated only once a dial fails: the failure path.
+    let mut tried = Vec::new();
     while let Some(timeout) = timeouts.get(attempts) {
         let endpoint = entry.port.endpoint(index);
         let failed = if shared.is_own_frontend(endpoint.addr, Protocol::Tcp) {
@@ -310,19 +370,31 @@ async fn dial(
             // The proxy is short of something: every other dial would fail alike.
             AttemptFailed::Local(_) => false,
         };
-        last = failed;
+        let blamed = matches!(failed, AttemptFailed::Endpoint(_));
+        tried.push((endpoint.addr, failed));
         if !more {
             break;
         }
         match entry.failover(index, client, now()) {
-            Some(next) => index = next,
+            Some(next) => {
+                if blamed && next != index {
+                    // This endpoint's dial failed and the connection moves
+                    // on to another one.
+                    stats::add(&endpoint.stats.failovers, 1);
+                }
+                index = next;
+            }
             None => break,
         }
+    }
+    if tried.is_empty() {
+        let none = AttemptFailed::Endpoint(io::Error::other("no dial attempted"));
+        tried.push((entry.port.endpoint(first).addr, none));
     }
     Err(DialFailed {
         service: entry.port.key().to_string(),
         attempts,
-        last,
+        tried,
     })
 }
 
@@ -363,15 +435,46 @@ impl AttemptFailed {
 /// connection's failure, so it is logged at debug and counted, never
 /// returned to the data plane's owner.
 #[derive(Debug, thiserror::Error)]
-#[error("no endpoint of {service} answered after {attempts} dial(s); last error: {last}")]
+#[error("no endpoint of {service} answered after {attempts} dial(s); last error: {}", self.last())]
 struct DialFailed {
     /// The service port (`namespace/name:port/TCP`).
     service: String,
     /// How many dials were made.
     attempts: usize,
-    /// The last attempt's failure.
-    #[source]
-    last: AttemptFailed,
+    /// Each endpoint tried and why it gave no connection, in order (never
+    /// empty).
+    tried: Vec<(SocketAddr, AttemptFailed)>,
+}
+
+impl DialFailed {
+    /// The last attempt's failure, which says who is to blame.
+    fn last(&self) -> &AttemptFailed {
+        // `dial` never returns an empty list; a self-loop stands in.
+        static NONE: AttemptFailed = AttemptFailed::SelfLoop(SocketAddr::V4(
+            std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0),
+        ));
+        self.tried.last().map_or(&NONE, |(_, e)| e)
+    }
+
+    /// Every endpoint tried with its error, as the turned-away warning
+    /// names them (formatted only when the warning is logged).
+    fn tried(&self) -> impl std::fmt::Display + '_ {
+        Tried(&self.tried)
+    }
+}
+
+/// `every dial failed: 127.0.0.1:9 Connection refused (os error 111); ...`
+struct Tried<'a>(&'a [(SocketAddr, AttemptFailed)]);
+
+impl std::fmt::Display for Tried<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("every dial failed:")?;
+        for (i, (addr, e)) in self.0.iter().enumerate() {
+            let sep = if i == 0 { " " } else { "; " };
+            write!(f, "{sep}{addr} {e}")?;
+        }
+        Ok(())
+    }
 }
 
 /// Connects to `addr` with `TCP_NODELAY` set (the proxy forwards whatever it

@@ -211,6 +211,12 @@ async fn dials_fail_over_from_a_closed_port(mode: Mode) {
         read(&endpoint_stats(&plane, vip, good.addr).connections),
         10
     );
+    // Five clients reached the good endpoint only after the closed one
+    // refused: counted on the port and on the endpoint they moved away from.
+    let port = port_stats(&plane, vip, Protocol::Tcp);
+    assert_eq!(read(&port.failovers), 5);
+    assert_eq!(read(&endpoint_stats(&plane, vip, closed).failovers), 5);
+    assert_eq!(read(&endpoint_stats(&plane, vip, good.addr).failovers), 0);
 }
 
 async fn dials_fail_over_from_an_endpoint_that_never_answers(mode: Mode) {
@@ -235,10 +241,15 @@ async fn dials_fail_over_from_an_endpoint_that_never_answers(mode: Mode) {
 async fn client_is_reset_when_every_dial_fails(mode: Mode) {
     let vip = vip();
     let closed = closed_port("127.0.244.14");
-    let _plane = mode
+    let plane = mode
         .start(settings(), vec![service("dead", vip, &[closed])])
         .await;
     assert_reset(vip, WAIT).await;
+    // Every dial went to the one endpoint: nothing failed over.
+    let dead = endpoint_stats(&plane, vip, closed);
+    assert!(eventually(WAIT, || read(&dead.connect_errors) == 3).await);
+    assert_eq!(read(&dead.failovers), 0);
+    assert_eq!(read(&port_stats(&plane, vip, Protocol::Tcp).failovers), 0);
 }
 
 // === the byte stream ===
@@ -421,13 +432,19 @@ async fn bytes_are_counted_while_the_connection_runs(mode: Mode) {
 async fn a_reset_from_the_backend_reaches_the_client_as_a_reset(mode: Mode) {
     let backend = reset_backend("127.0.244.19");
     let vip = vip();
-    let _plane = mode
+    let plane = mode
         .start(settings(), vec![service("rst", vip, &[backend.addr])])
         .await;
     let mut client = TcpStream::connect(vip).await.unwrap();
     client.write_all(b"x").await.unwrap();
     let end = read_until_closed(&mut client, WAIT).await;
     assert_eq!(end.expect_err("reset").kind(), ErrorKind::ConnectionReset);
+    // Counted as a reset, on the port and on its endpoint.
+    let port = port_stats(&plane, vip, Protocol::Tcp);
+    let endpoint = endpoint_stats(&plane, vip, backend.addr);
+    assert!(eventually(WAIT, || port.closed.get(CloseCause::Reset) == 1).await);
+    assert!(eventually(WAIT, || endpoint.closed.get(CloseCause::Reset) == 1).await);
+    assert_eq!(port.closed.get(CloseCause::Closed), 0);
 }
 
 async fn a_reset_from_the_client_reaches_the_backend_as_a_reset(mode: Mode) {

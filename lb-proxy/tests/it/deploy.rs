@@ -53,13 +53,8 @@ fn deploy_dir() -> PathBuf {
 }
 
 /// Metric names the dashboard or the alerts query that this test's proxy
-/// cannot export yet, each with why. `lb_failovers_total` comes with the
-/// failover counters of another branch (issue 18): remove it here when that
-/// branch is merged, and this test then requires it like every other name.
-const NOT_YET_EXPORTED: &[(&str, &str)] = &[(
-    "lb_failovers_total",
-    "the failover counters are not merged yet",
-)];
+/// cannot export yet, each with why: none, every name is required.
+const NOT_YET_EXPORTED: &[(&str, &str)] = &[];
 
 #[test]
 fn promtool_accepts_the_alerting_rules_and_their_unit_tests_pass() {

@@ -65,6 +65,8 @@ mod manifest_e2e;
 mod manifest_k8s;
 #[cfg(feature = "cli")]
 mod node_owner;
+#[cfg(feature = "cli")]
+mod obs_access;
 #[cfg(feature = "admin")]
 mod obs_api;
 // The WebDriver client is ureq, which comes with `cli`.

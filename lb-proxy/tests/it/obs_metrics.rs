@@ -125,6 +125,32 @@ async fn metrics_count_the_connections_made_with_the_contract_labels() {
             Some(0.0)
         );
     }
+    // Every close cause has its series from the start; each connection
+    // ended for one of them.
+    let causes = [
+        "closed",
+        "reset",
+        "idle_timeout",
+        "half_close_timeout",
+        "drained",
+        "stopped",
+    ];
+    let closed: Vec<Option<f64>> = causes
+        .iter()
+        .map(|c| {
+            sample(
+                &text,
+                &format!("lb_connections_closed_total{{{labels},cause=\"{c}\"}}"),
+            )
+        })
+        .collect();
+    assert!(closed.iter().all(Option::is_some), "{text}");
+    assert_eq!(closed.iter().flatten().sum::<f64>(), N as f64, "{text}");
+    assert_eq!(
+        sample(&text, &format!("lb_failovers_total{{{labels}}}")),
+        Some(0.0),
+        "{text}"
+    );
     assert_eq!(
         sample(&text, "lb_config_reloads_total{result=\"success\"}"),
         Some(0.0)
@@ -142,6 +168,10 @@ async fn metrics_count_the_connections_made_with_the_contract_labels() {
                 "lb_udp_datagrams_total{{{udp_labels},result=\"dropped\",reason=\"flow_limit\"}}"
             )
         ),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&text, &format!("lb_failovers_total{{{udp_labels}}}")),
         Some(0.0)
     );
     // A UDP port has no connection series: its drops, a source range's
@@ -164,6 +194,8 @@ async fn metrics_count_the_connections_made_with_the_contract_labels() {
         "lb_bytes_total counter",
         "lb_connect_errors_total counter",
         "lb_rejected_connections_total counter",
+        "lb_connections_closed_total counter",
+        "lb_failovers_total counter",
         "lb_udp_sessions gauge",
         "lb_udp_datagrams_total counter",
         "lb_endpoint_ready gauge",

@@ -417,6 +417,23 @@ async fn an_unreachable_endpoint_is_counted_and_the_flow_fails_over(mode: Mode) 
     assert_eq!(reply, "live|q");
     assert_eq!(read(&stats.udp_dropped_send_error), 1);
     assert_eq!(live.received(), 1);
+    // One flow failed over: counted on the port and on the endpoint it left.
+    assert_eq!(read(&stats.failovers), 1);
+    let snapshot = plane.table().load();
+    let port = &snapshot
+        .frontend(vip, Protocol::Udp)
+        .expect("frontend")
+        .port;
+    let left = |addr| {
+        read(
+            &port
+                .endpoint(port.index_of(addr).expect("endpoint"))
+                .stats
+                .failovers,
+        )
+    };
+    assert_eq!((left(dead), left(live.addr)), (1, 0));
+    drop(snapshot);
     plane.shutdown().await;
 }
 

@@ -27,7 +27,9 @@ use std::time::{Duration, Instant};
 use lb_core::stats::{self, EndpointStats, PortStats};
 
 use super::gauge::Gauge;
-use lb_core::{FrontendEntry, Protocol, ServicePortKey, Snapshot};
+use crate::dataplane::access::{self, Rejected};
+use crate::dataplane::forward::ConnBytes;
+use lb_core::{FrontendEntry, PickReason, Protocol, ServicePortKey, Snapshot};
 
 /// A flow's identity: the frontend a client sent to, the address it sent to,
 /// and the client's address and port. Two sockets of one client are two flows
@@ -124,6 +126,9 @@ pub struct Flow<T> {
     generation: u64,
     failed: bool,
     gauge: Gauge,
+    /// What the access log says when the flow ends; `None` unless the log
+    /// was on when the flow (or its move to this endpoint) began.
+    log: Option<Box<FlowLog>>,
     /// The shell's resources for this flow. `None` when the flow is new or has
     /// just moved: the shell opens a socket toward [`Flow::endpoint`] then.
     /// Dropping it (eviction, expiry, move) must release them.
@@ -140,6 +145,46 @@ impl<T> fmt::Debug for Flow<T> {
             .field("failed", &self.failed)
             .field("has_io", &self.io.is_some())
             .finish()
+    }
+}
+
+/// A flow's access log record: since when it goes to its endpoint, why
+/// there, and its bytes (counted by the shell, read when it ends).
+#[derive(Debug)]
+struct FlowLog {
+    started: Instant,
+    reason: &'static str,
+    bytes: Arc<ConnBytes>,
+}
+
+/// Why a flow ended (or left its endpoint), as the access log says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FlowEnd {
+    /// Idle past `udp_idle_timeout`.
+    IdleTimeout,
+    /// Evicted, idle longest, to make room under `udp_max_flows`.
+    Evicted,
+    /// Its endpoint (or port, or frontend) left the table.
+    Drained,
+    /// A send to its endpoint failed (ICMP unreachable): the UDP reset.
+    Reset,
+    /// Its frontend closed or the data plane stopped.
+    Stopped,
+    /// Never forwarded: turned away before its first datagram left.
+    Rejected(Rejected),
+}
+
+impl FlowEnd {
+    fn cause(self) -> &'static str {
+        use lb_core::stats::CloseCause;
+        match self {
+            FlowEnd::IdleTimeout => CloseCause::IdleTimeout.as_str(),
+            FlowEnd::Evicted => "evicted",
+            FlowEnd::Drained => CloseCause::Drained.as_str(),
+            FlowEnd::Reset => CloseCause::Reset.as_str(),
+            FlowEnd::Stopped => CloseCause::Stopped.as_str(),
+            FlowEnd::Rejected(_) => access::REJECTED,
+        }
     }
 }
 
@@ -173,6 +218,37 @@ impl<T> Flow<T> {
     pub fn endpoint_stats(&self) -> &Arc<EndpointStats> {
         &self.gauge.endpoint
     }
+
+    /// The flow's own byte counters, for the shell to count into, when the
+    /// access log records the flow.
+    pub fn log_bytes(&self) -> Option<&Arc<ConnBytes>> {
+        self.log.as_ref().map(|l| &l.bytes)
+    }
+
+    /// Logs the flow's end (or its leaving its endpoint) for `end`, if it
+    /// is recorded: duration from its first datagram to its last.
+    fn log_end(&mut self, key: &FlowKey, end: FlowEnd) {
+        let Some(log) = self.log.take() else {
+            return;
+        };
+        let rejected = match end {
+            FlowEnd::Rejected(why) => Some(why),
+            _ => None,
+        };
+        access::log(&access::Entry {
+            protocol: Protocol::Udp,
+            client: key.client,
+            frontend: key.frontend,
+            service: &self.port,
+            endpoint: rejected.is_none().then_some(self.endpoint),
+            reason: rejected.is_none().then_some(log.reason),
+            bytes_rx: stats::read(&log.bytes.rx),
+            bytes_tx: stats::read(&log.bytes.tx),
+            duration: self.last_seen.saturating_duration_since(log.started),
+            cause: end.cause(),
+            rejected,
+        });
+    }
 }
 
 /// Every UDP flow of the data plane, all services together (the bound is
@@ -191,6 +267,8 @@ pub struct FlowTable<T> {
     idle_timeout: Duration,
     max_flows: usize,
     counters: Counters,
+    /// `[log] access`: new flows are recorded for the access log.
+    access_log: bool,
 }
 
 impl<T> fmt::Debug for FlowTable<T> {
@@ -225,7 +303,25 @@ impl<T> FlowTable<T> {
             idle_timeout,
             max_flows: max_flows.max(1),
             counters: Counters::default(),
+            access_log: false,
         }
+    }
+
+    /// Turns the access log on or off for flows that begin from now on
+    /// (flows recorded already are logged when they end).
+    pub fn set_access_log(&mut self, on: bool) {
+        self.access_log = on;
+    }
+
+    /// A new record for a flow beginning at `now`, when the log is on.
+    fn new_log(&self, now: Instant, reason: &'static str) -> Option<Box<FlowLog>> {
+        self.access_log.then(|| {
+            Box::new(FlowLog {
+                started: now,
+                reason,
+                bytes: Arc::default(),
+            })
+        })
     }
 
     /// New settings from a reload. A shorter timeout applies to existing flows
@@ -295,7 +391,7 @@ impl<T> FlowTable<T> {
             if now.saturating_duration_since(seen) <= self.idle_timeout {
                 break;
             }
-            self.remove(&key);
+            self.end(&key, FlowEnd::IdleTimeout);
             self.counters.expired += 1;
             n += 1;
         }
@@ -309,8 +405,18 @@ impl<T> FlowTable<T> {
         Some(flow)
     }
 
+    /// Removes flow `key` because of `end`, logging it if it is recorded.
+    fn end(&mut self, key: &FlowKey, end: FlowEnd) -> Option<Flow<T>> {
+        let mut flow = self.remove(key)?;
+        flow.log_end(key, end);
+        Some(flow)
+    }
+
     /// Removes every flow, e.g. when the data plane stops.
     pub fn clear(&mut self) {
+        for (key, flow) in &mut self.flows {
+            flow.log_end(key, FlowEnd::Stopped);
+        }
         self.flows.clear();
         self.idle.clear();
     }
@@ -325,7 +431,7 @@ impl<T> FlowTable<T> {
             .copied()
             .collect();
         for key in gone {
-            self.remove(&key);
+            self.end(&key, FlowEnd::Stopped);
         }
     }
 
@@ -336,7 +442,7 @@ impl<T> FlowTable<T> {
     pub fn client_datagram(&mut self, snapshot: &Snapshot, key: FlowKey, now: Instant) -> Verdict {
         self.expire(now);
         let Some(entry) = snapshot.frontend(key.frontend, Protocol::Udp) else {
-            if self.remove(&key).is_some() {
+            if self.end(&key, FlowEnd::Drained).is_some() {
                 self.counters.closed += 1;
             }
             self.counters.dropped_no_frontend += 1;
@@ -356,13 +462,13 @@ impl<T> FlowTable<T> {
                         Some(i) => entry.failover(i, key.client.ip(), now),
                         None => entry.pick(key.client.ip(), now).map(|p| p.index),
                     };
-                    next.map(|i| (Some(i), Change::FailedOver { from }))
+                    next.map(|i| (Some((i, PickReason::Failover)), Change::FailedOver { from }))
                 } else if flow.generation == generation || candidate(entry, from).is_some() {
                     Some((None, Change::Kept))
                 } else {
                     entry
                         .pick(key.client.ip(), now)
-                        .map(|p| (Some(p.index), Change::Moved { from }))
+                        .map(|p| (Some((p.index, p.reason)), Change::Moved { from }))
                 };
                 return match chosen {
                     Some((index, change)) => {
@@ -373,14 +479,14 @@ impl<T> FlowTable<T> {
                         }
                     }
                     None => {
-                        self.remove(&key);
+                        self.end(&key, FlowEnd::Drained);
                         self.counters.closed += 1;
                         self.no_endpoints(entry)
                     }
                 };
             }
             // The frontend now serves another service port: a new flow.
-            self.remove(&key);
+            self.end(&key, FlowEnd::Drained);
             self.counters.closed += 1;
         }
         let Some(pick) = entry.pick(key.client.ip(), now) else {
@@ -402,6 +508,7 @@ impl<T> FlowTable<T> {
                 generation,
                 failed: false,
                 gauge: Gauge::new(entry.port.stats().clone(), endpoint.stats.clone()),
+                log: self.new_log(now, pick.reason.as_str()),
                 io: None,
             },
         );
@@ -448,7 +555,7 @@ impl<T> FlowTable<T> {
     /// through lb. The client's next datagram makes a new flow with the next
     /// pick.
     pub fn self_loop(&mut self, key: &FlowKey) {
-        if let Some(flow) = self.remove(key) {
+        if let Some(flow) = self.end(key, FlowEnd::Rejected(Rejected::SelfLoop)) {
             stats::add(&flow.gauge.port.udp_dropped_self_loop, 1);
         }
     }
@@ -456,7 +563,7 @@ impl<T> FlowTable<T> {
     /// The shell could not open a socket for flow `key` (out of descriptors or
     /// ports): the datagram is dropped and counted, the flow forgotten.
     pub fn socket_failed(&mut self, key: &FlowKey) {
-        if let Some(flow) = self.remove(key) {
+        if let Some(flow) = self.end(key, FlowEnd::Rejected(Rejected::LocalResources)) {
             stats::add(&flow.gauge.port.udp_dropped_flow_limit, 1);
         }
     }
@@ -473,7 +580,7 @@ impl<T> FlowTable<T> {
             let entry = snapshot.frontend(key.frontend, Protocol::Udp);
             let flow = &self.flows[&key];
             let Some(entry) = entry.filter(|e| *e.port.key() == flow.port) else {
-                self.remove(&key);
+                self.end(&key, FlowEnd::Drained);
                 self.counters.closed += 1;
                 continue;
             };
@@ -485,10 +592,17 @@ impl<T> FlowTable<T> {
             match entry.pick(key.client.ip(), now) {
                 Some(pick) => {
                     let change = Change::Moved { from };
-                    self.repoint(&key, entry, pick.index, change, generation);
+                    self.repoint(
+                        &key,
+                        entry,
+                        (pick.index, pick.reason),
+                        change,
+                        generation,
+                        now,
+                    );
                 }
                 None => {
-                    self.remove(&key);
+                    self.end(&key, FlowEnd::Drained);
                     self.counters.closed += 1;
                 }
             }
@@ -507,13 +621,13 @@ impl<T> FlowTable<T> {
         &mut self,
         key: &FlowKey,
         entry: &FrontendEntry,
-        index: Option<usize>,
+        index: Option<(usize, PickReason)>,
         change: Change,
         generation: u64,
         now: Instant,
     ) {
         match index {
-            Some(index) => self.repoint(key, entry, index, change, generation),
+            Some(index) => self.repoint(key, entry, index, change, generation, now),
             None => self.keep(key, entry, generation),
         }
         self.touch(key, now);
@@ -533,18 +647,36 @@ impl<T> FlowTable<T> {
         }
     }
 
+    /// Points flow `key` at endpoint `index` (chosen for `reason`) at
+    /// `now`: for the access log, the flow to the endpoint it leaves ends
+    /// and one to the new endpoint begins. A failover to another endpoint
+    /// is counted on the port and on the endpoint left.
     fn repoint(
         &mut self,
         key: &FlowKey,
         entry: &FrontendEntry,
-        index: usize,
+        (index, reason): (usize, PickReason),
         change: Change,
         generation: u64,
+        now: Instant,
     ) {
+        let log = self.new_log(now, reason.as_str());
         let Some(flow) = self.flows.get_mut(key) else {
             return;
         };
         let endpoint = entry.port.endpoint(index);
+        let end = match change {
+            Change::FailedOver { from } => {
+                if from != endpoint.addr {
+                    stats::add(&flow.gauge.endpoint.failovers, 1);
+                    stats::add(&entry.port.stats().failovers, 1);
+                }
+                FlowEnd::Reset
+            }
+            Change::Moved { .. } | Change::Kept | Change::New => FlowEnd::Drained,
+        };
+        flow.log_end(key, end);
+        flow.log = log;
         flow.endpoint = endpoint.addr;
         flow.generation = generation;
         flow.failed = false;
@@ -575,7 +707,7 @@ impl<T> FlowTable<T> {
         let Some((_, &key)) = self.idle.iter().next() else {
             return;
         };
-        if let Some(flow) = self.remove(&key) {
+        if let Some(flow) = self.end(&key, FlowEnd::Evicted) {
             stats::add(&flow.gauge.port.udp_evicted, 1);
             self.counters.evicted += 1;
         }

@@ -30,11 +30,13 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tracing::{debug, debug_span, trace, warn, Span};
 
-use super::flows::{FlowKey, Verdict};
+use super::flows::{DropReason, FlowKey, Verdict};
 use super::table::{now, FlowIo, FlowSocket, Watch};
 use crate::dataplane::descriptors::{self, Descriptors};
+use crate::dataplane::forward::ConnBytes;
 use crate::dataplane::shared::Shared;
 use crate::dataplane::throttle::once_a_second;
+use crate::dataplane::turned_away;
 use crate::sys;
 
 /// Largest UDP payload over IPv4 (65,535 − 8 UDP − 20 IP header bytes). The
@@ -194,6 +196,8 @@ struct Route {
     span: Span,
     port_stats: Arc<lb_core::stats::PortStats>,
     endpoint_stats: Arc<lb_core::stats::EndpointStats>,
+    /// The flow's own bytes, when the access log records it.
+    log_bytes: Option<Arc<ConnBytes>>,
 }
 
 /// One datagram from a client (`len` bytes): decides under the lock where it
@@ -215,6 +219,11 @@ fn route_to_endpoint(
             }
             Verdict::Drop(reason) => {
                 trace!(client = %key.client, len, ?reason, "UDP datagram dropped");
+                if reason == DropReason::NoEndpoints {
+                    if let Some(entry) = snapshot.frontend(key.frontend, Protocol::Udp) {
+                        turned_away::warn(&entry.port, key.frontend, &"no endpoints");
+                    }
+                }
                 return None;
             }
         };
@@ -262,6 +271,7 @@ fn route_to_endpoint(
         }
         let port_stats = flow.port_stats().clone();
         let endpoint_stats = flow.endpoint_stats().clone();
+        let log_bytes = flow.log_bytes().cloned();
         let io = flow.io.as_mut()?;
         Some(Route {
             key,
@@ -270,6 +280,7 @@ fn route_to_endpoint(
             span: io.span.clone(),
             port_stats,
             endpoint_stats,
+            log_bytes,
         })
     }
 }
@@ -320,6 +331,9 @@ fn send_routed(shared: &Arc<Shared>, batch: &sys::RecvBatch, routes: &mut Vec<(u
                     let bytes: usize = msgs[i..i + k].iter().map(|m| m.data.len()).sum();
                     stats::add(&route.port_stats.udp_forwarded, k as u64);
                     stats::add(&route.endpoint_stats.bytes_rx, bytes as u64);
+                    if let Some(log) = &route.log_bytes {
+                        stats::add(&log.rx, bytes as u64);
+                    }
                     i += k;
                 }
                 Ok(_) => i += 1,
@@ -368,7 +382,7 @@ fn from_endpoint(
             }
         };
         if !batch.is_empty() {
-            let (reply_from, port_stats, endpoint_stats) = {
+            let (reply_from, port_stats, endpoint_stats, log_bytes) = {
                 let mut table = shared.udp().lock();
                 let Some(flow) = table.endpoint_datagram(&w.key, w.endpoint, now()) else {
                     return false;
@@ -379,6 +393,7 @@ fn from_endpoint(
                     w.key.frontend.ip().is_unspecified().then_some(w.key.local),
                     flow.port_stats().clone(),
                     flow.endpoint_stats().clone(),
+                    flow.log_bytes().cloned(),
                 )
             };
             let empty = sys::Outgoing {
@@ -401,6 +416,9 @@ fn from_endpoint(
             let (sent, bytes) = send_all(frontend, &msgs[..n], &w.span);
             stats::add(&port_stats.udp_replied, sent);
             stats::add(&endpoint_stats.bytes_tx, bytes);
+            if let Some(log) = &log_bytes {
+                stats::add(&log.tx, bytes);
+            }
         }
         if !more {
             break;

@@ -155,11 +155,10 @@ impl std::fmt::Debug for Flows {
 impl Flows {
     /// An empty table with the limits of `settings`.
     pub(crate) fn new(settings: &ProxySettings) -> Self {
+        let mut table = FlowTable::new(settings.udp_idle_timeout, settings.udp_max_flows as usize);
+        table.set_access_log(settings.access_log);
         Flows {
-            table: Mutex::new(FlowTable::new(
-                settings.udp_idle_timeout,
-                settings.udp_max_flows as usize,
-            )),
+            table: Mutex::new(table),
         }
     }
 
@@ -174,13 +173,16 @@ impl Flows {
         self.lock().apply(snapshot, now());
     }
 
-    /// New `udp_idle_timeout` / `udp_max_flows` from a reload.
+    /// New `udp_idle_timeout` / `udp_max_flows` / `[log] access` from a
+    /// reload.
     pub(crate) fn set_limits(&self, settings: &ProxySettings) {
-        self.lock().set_limits(
+        let mut table = self.lock();
+        table.set_limits(
             settings.udp_idle_timeout,
             settings.udp_max_flows as usize,
             now(),
         );
+        table.set_access_log(settings.access_log);
     }
 
     /// Frees the resources of flows idle past the timeout.

@@ -117,6 +117,11 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
         "Forwarded client connections that ended, by cause.",
     ),
     (
+        "lb_failovers_total",
+        Kind::Counter,
+        "Client connections (TCP) and new flows (UDP) that reached an endpoint only after the dial to an earlier pick failed.",
+    ),
+    (
         "lb_bytes_total",
         Kind::Counter,
         "Bytes proxied (rx: from clients, tx: to clients).",

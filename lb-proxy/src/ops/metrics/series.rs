@@ -59,6 +59,8 @@ pub(super) struct PortSeries {
     /// connection series that would always read 0 or count datagrams twice.
     tcp: Option<TcpSeries>,
     udp: Option<UdpSeries>,
+    /// `lb_failovers_total`: TCP connections and UDP flows alike.
+    failovers: Counter,
     pub(super) endpoints: Vec<EndpointSeries>,
 }
 
@@ -188,6 +190,7 @@ impl State {
         let now = tokio::time::Instant::now().into_std();
         for (s, p) in self.ports.iter().zip(ports) {
             let st = p.stats();
+            s.failovers.absolute(read(&st.failovers));
             if let Some(t) = &s.tcp {
                 t.accepted.absolute(read(&st.accepted));
                 t.active.set(read(&st.active) as f64);
@@ -382,6 +385,7 @@ impl PortSeries {
                 }),
             }),
             udp,
+            failovers: plain("lb_failovers_total"),
             endpoints: Vec::new(),
             text,
             labels,

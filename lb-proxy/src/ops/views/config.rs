@@ -116,6 +116,8 @@ pub fn config_view(
         proxy.insert("forward_engine".into(), s.forward_engine.as_str().into());
         proxy.insert("accept_mode".into(), s.accept_mode.as_str().into());
         proxy.insert("workers".into(), s.workers.to_string());
+        // `[log] access`, kept with the data plane's settings.
+        proxy.insert("access_log".into(), s.access_log.to_string());
     }
     let node = snapshot.node().name.clone();
     let pid = std::process::id();
