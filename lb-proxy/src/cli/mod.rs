@@ -4,8 +4,8 @@
 //! `delete`, and the packaging's `completions` and `man`; `run`'s node
 //! lock (`owner`) and `check`'s look at this host (`host`).
 
-pub mod config;
 pub mod access_text;
+pub mod config;
 pub mod describe;
 pub mod docs;
 mod etcd;
