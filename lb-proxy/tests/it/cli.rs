@@ -859,6 +859,20 @@ fn the_config_view_and_the_log_name_the_process_and_node_owning_each_frontend() 
         frontend["owner"],
         format!("node node-1, pid {pid}").as_str()
     );
+    let (status, body) = http_get(admin, "/api/v1/process")?;
+    assert_eq!(status, 200, "{body}");
+    let process: serde_json::Value = serde_json::from_str(&body)?;
+    assert_eq!(process["pid"], pid, "{body}");
+    assert_eq!(process["node"], "node-1", "{body}");
+    assert!(
+        process["version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with(env!("CARGO_PKG_VERSION")))
+            && process["started"]
+                .as_str()
+                .is_some_and(|s| s.ends_with('Z')),
+        "{body}"
+    );
     assert!(
         proxy.logged(&format!("pid={pid}"), WAIT)
             && proxy.logs().contains("service=default/owned:tcp/TCP"),

@@ -333,6 +333,16 @@ async fn the_status_page_shows_services_and_an_endpoint_turning_not_ready() {
             &|t| t.contains("web") && t.contains("api"),
             "return document.querySelector('#services tbody').innerText;",
         );
+        let pid = std::process::id();
+        wait_for(
+            "the process in the header",
+            &|t| {
+                t.contains("node node-1")
+                    && t.contains(&format!("pid {pid}"))
+                    && t.contains("started")
+            },
+            "return document.getElementById('process').innerText;",
+        );
         wait_for(
             "the failed reload among the events",
             &|t| t.contains("ReloadFailed") && t.contains("node/node-1"),

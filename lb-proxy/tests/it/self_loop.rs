@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 
 use anyhow::Result;
 
-use crate::support::bin::{check, combined, Run, Running};
+use crate::support::bin::{check, combined, unlocated, Run, Running};
 use crate::support::config::base_toml;
 use crate::support::tools::{have, Dnsmasq};
 use crate::support::*;
@@ -172,7 +172,7 @@ labels = { app = "api" }
     let text = combined(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(
-        text.lines().any(|l| l == "pods[api-1]: Invalid value: \"127.0.91.1:30000\": must not be a frontend of this proxy: it is the node port 127.0.91.1:30000 of services[web], so connections to it would loop back into lb"),
+        unlocated(&text).iter().any(|l| l == "pods[api-1]: Invalid value: \"127.0.91.1:30000\": must not be a frontend of this proxy: it is the node port 127.0.91.1:30000 of services[web], so connections to it would loop back into lb"),
         "{text}"
     );
 }
@@ -195,7 +195,7 @@ ports = [{ name = "http", port = 80 }]
     let text = combined(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(
-        text.lines().any(|l| l == "endpoints[web].subsets[0].addresses[0]: Invalid value: \"10.96.0.10:80\": must not be a frontend of this proxy: it is the cluster IP 10.96.0.10:80 of services[web], so connections to it would loop back into lb"),
+        unlocated(&text).iter().any(|l| l == "endpoints[web].subsets[0].addresses[0]: Invalid value: \"10.96.0.10:80\": must not be a frontend of this proxy: it is the cluster IP 10.96.0.10:80 of services[web], so connections to it would loop back into lb"),
         "{text}"
     );
 }

@@ -171,6 +171,7 @@ pub fn router(source: Arc<dyn AdminSource>) -> Router {
         .route(PODS_PATH, get(pods))
         .route(CONNECTIONS_PATH, get(connections))
         .route(CONFIG_PATH, get(config))
+        .route(views::PROCESS_PATH, get(process))
         .route(EVENTS_PATH, get(events))
         .route(crate::ops::status::RATES_PATH, get(rates))
         .route("/", get(status_page))
@@ -471,6 +472,13 @@ async fn config(State(source): Source) -> Response {
         &source.bind_errors(),
         source.descriptors(),
     ))
+}
+
+/// Who serves: the status page's header, and an operator telling two
+/// processes apart (a restart, a second one by mistake).
+async fn process(State(source): Source) -> Response {
+    let snapshot = source.snapshot();
+    json_response(&views::ProcessView::this(&snapshot.node().name))
 }
 
 /// Compact JSON: the rates are long arrays of numbers that nobody reads

@@ -46,6 +46,29 @@ pub struct ProcessView {
     pub node: String,
     /// `lb-proxy --version`'s version and git revision.
     pub version: String,
+    /// When the process started (RFC 3339, UTC); empty where /proc cannot
+    /// tell.
+    #[serde(default)]
+    pub started: String,
+}
+
+impl ProcessView {
+    /// This process: its pid, the node it serves as, its version and start.
+    pub fn this(node: &str) -> ProcessView {
+        let started = crate::ops::metrics::process_start_unix_seconds()
+            .map(|secs| {
+                super::time::format_rfc3339(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(secs),
+                )
+            })
+            .unwrap_or_default();
+        ProcessView {
+            pid: std::process::id(),
+            node: node.to_string(),
+            version: format!("{} ({})", env!("CARGO_PKG_VERSION"), crate::BUILD_REVISION),
+            started,
+        }
+    }
 }
 
 /// One frontend in [`ConfigView`].
@@ -136,11 +159,7 @@ pub fn config_view(
         })
         .collect();
     ConfigView {
-        process: ProcessView {
-            pid,
-            node,
-            version: format!("{} ({})", env!("CARGO_PKG_VERSION"), crate::BUILD_REVISION),
-        },
+        process: ProcessView::this(&node),
         frontends,
         generation: snapshot.generation(),
         node: NodeView {

@@ -31,7 +31,7 @@ pub use conditions::{
     Condition, ServiceStatus, Transitions, ENDPOINTS_AVAILABLE, FRONTENDS_BOUND,
     LOAD_BALANCER_ASSIGNED,
 };
-pub use config::{config_view, ConfigView, NodeView};
+pub use config::{config_view, ConfigView, FrontendView, NodeView, ProcessView};
 pub use connections::{page, port_label, ConnectionList, ConnectionView, MAX_PAGE};
 pub use describe::{describe_service, EVENT_SOURCE};
 pub use endpoints::{
@@ -58,6 +58,9 @@ pub const CONNECTIONS_PATH: &str = "/api/v1/connections";
 pub const PODS_PATH: &str = "/api/v1/pods";
 /// `/api/v1/config`: a [`ConfigView`].
 pub const CONFIG_PATH: &str = "/api/v1/config";
+/// `GET` path of this process (pid, node, version, start), small enough for
+/// the status page to ask at every poll.
+pub const PROCESS_PATH: &str = "/api/v1/process";
 /// `/api/v1/events`: an [`EventList`](crate::control::events::EventList), most recently
 /// seen first (Kubernetes-shaped, aggregated).
 pub const EVENTS_PATH: &str = "/api/v1/events";
