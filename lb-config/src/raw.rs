@@ -15,6 +15,14 @@ use std::fmt;
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+mod endpoints;
+mod pod;
+
+pub use endpoints::{RawEndpointAddress, RawEndpointPort, RawEndpointSubset, RawEndpoints};
+pub use pod::{
+    RawContainerPort, RawExecAction, RawHttpGetAction, RawPod, RawProbe, RawTcpSocketAction,
+};
+
 /// Most `node.addresses`: each node port binds once per address, so the
 /// list multiplies every node port's listeners; a node has a handful.
 pub const MAX_NODE_ADDRESSES: usize = 64;
@@ -288,115 +296,6 @@ pub struct RawIpPool {
     pub auto_assign: Option<bool>,
 }
 
-/// `[[pods]]`: a backend instance.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(deny_unknown_fields, default)]
-#[cfg_attr(feature = "schema", schemars(extend("required" = ["name", "ip"])))]
-pub struct RawPod {
-    /// Pod name (DNS-1123 subdomain).
-    pub name: String,
-    /// Namespace; default `default`.
-    pub namespace: Option<String>,
-    /// Pod address (its `status.podIP`): where connections to it go.
-    pub ip: String,
-    /// Node it runs on; file default: this node.
-    pub node: Option<String>,
-    /// Zone it runs in (a label value); default: `node.zone` when the pod
-    /// runs on this node, else none. What an EndpointSlice's `zone` says.
-    pub zone: Option<String>,
-    /// Hostname, for DNS of headless services.
-    pub hostname: Option<String>,
-    /// Labels that service selectors match.
-    pub labels: BTreeMap<String, String>,
-    /// Container ports (named ports are what `target_port` names).
-    pub ports: Vec<RawContainerPort>,
-    /// Relative share of new connections; default 1, 0 = drain.
-    pub weight: Option<i64>,
-    /// Static readiness when there is no probe; default true: a pod in the
-    /// file is what it says. (A manifest Pod's is its `Ready` condition, and
-    /// false while it has none, as the EndpointSlice controller reads it.)
-    pub ready: Option<bool>,
-    /// The pod is shutting down; default false.
-    pub terminating: Option<bool>,
-    /// Readiness probe, as in Kubernetes.
-    pub readiness_probe: Option<RawProbe>,
-}
-
-/// One container port of a pod.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(deny_unknown_fields, default)]
-#[cfg_attr(feature = "schema", schemars(extend("required" = ["container_port"])))]
-pub struct RawContainerPort {
-    /// Port name (IANA_SVC_NAME), what a service's `target_port` may name.
-    pub name: Option<String>,
-    /// Port number on the pod.
-    pub container_port: i64,
-    /// `TCP` (default) or `UDP`.
-    pub protocol: Option<String>,
-}
-
-/// A readiness probe: one of `tcp_socket`, `http_get`, `exec`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(deny_unknown_fields, default)]
-pub struct RawProbe {
-    /// Connect to a port.
-    pub tcp_socket: Option<RawTcpSocketAction>,
-    /// Send an HTTP GET.
-    pub http_get: Option<RawHttpGetAction>,
-    /// Run a command.
-    pub exec: Option<RawExecAction>,
-    /// Seconds after the pod appears before the first probe; default 0.
-    pub initial_delay_seconds: Option<i64>,
-    /// Seconds between probes; default 10.
-    pub period_seconds: Option<i64>,
-    /// Seconds before a probe counts as failed; default 1.
-    pub timeout_seconds: Option<i64>,
-    /// Successes in a row that make the pod ready; default 1.
-    pub success_threshold: Option<i64>,
-    /// Failures in a row that make the pod not ready; default 3.
-    pub failure_threshold: Option<i64>,
-}
-
-/// `tcp_socket` probe action.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(deny_unknown_fields)]
-pub struct RawTcpSocketAction {
-    /// Port number or container port name.
-    pub port: IntOrString,
-}
-
-/// `http_get` probe action.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(deny_unknown_fields)]
-pub struct RawHttpGetAction {
-    /// Request path; default `/`.
-    #[serde(default)]
-    pub path: Option<String>,
-    /// Port number or container port name.
-    pub port: IntOrString,
-}
-
-/// `exec` probe action: the command runs on this node as lb-proxy's user
-/// (not in a container), with no shell, its standard streams closed, in a
-/// process group of its own. It passes on exit 0. When the probe ends (the
-/// command exits or `timeout_seconds` passes) the whole group is killed
-/// (`SIGKILL`), so nothing the command forked outlives it; the same when its
-/// pod goes or lb-proxy stops. From the manifests it needs
-/// `[source.manifests] allow_exec_probes = true`, from etcd `[source.etcd]
-/// allow_exec_probes = true`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(deny_unknown_fields)]
-pub struct RawExecAction {
-    /// Program and arguments (`["sh", "-c", "..."]` for a shell).
-    pub command: Vec<String>,
-}
-
 /// `[[services]]`: a Kubernetes Service.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -525,92 +424,6 @@ pub struct RawServicePort {
     /// qualified name, as Kubernetes validates it. lb moves bytes whatever it
     /// says; it is shown in the admin API's service view.
     pub app_protocol: Option<String>,
-}
-
-/// `[[endpoints]]`: manual endpoints of a selector-less service.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(deny_unknown_fields, default)]
-#[cfg_attr(feature = "schema", schemars(extend("required" = ["name"])))]
-pub struct RawEndpoints {
-    /// Same name as the service.
-    pub name: String,
-    /// Same namespace as the service; default `default`.
-    pub namespace: Option<String>,
-    /// `[[endpoints.subsets]]`.
-    pub subsets: Vec<RawEndpointSubset>,
-}
-
-/// One subset: addresses crossed with ports. It needs at least one address
-/// (`addresses` or `not_ready_addresses`), as in Kubernetes.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(deny_unknown_fields, default)]
-pub struct RawEndpointSubset {
-    /// Ready addresses: EndpointSlice `ready = true`.
-    pub addresses: Vec<RawEndpointAddress>,
-    /// Not-ready addresses: `ready = false` (and, unless they say otherwise,
-    /// not serving).
-    pub not_ready_addresses: Vec<RawEndpointAddress>,
-    /// Ports; each serves the service port of the same name.
-    pub ports: Vec<RawEndpointPort>,
-}
-
-/// One endpoint address.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(deny_unknown_fields, default)]
-pub struct RawEndpointAddress {
-    /// Address where connections to it go; either `ip` or `host`.
-    pub ip: Option<String>,
-    /// A DNS name instead of an address, re-resolved at its TTL.
-    pub host: Option<String>,
-    /// Hostname, for DNS of headless services.
-    pub hostname: Option<String>,
-    /// Node it runs on (no default).
-    pub node_name: Option<String>,
-    /// EndpointSlice `zone`: the zone it runs in (a label value; no default).
-    pub zone: Option<String>,
-    /// EndpointSlice `hints.forZones`: the zones whose nodes should send it
-    /// cluster traffic, e.g. `["zone-a"]` (at most 8). Honoured as kube-proxy
-    /// does: only when every ready endpoint of the port has zone hints and
-    /// one names `node.zone`; otherwise every hint of the port is ignored.
-    /// When no address states hints, the service's `traffic_distribution`
-    /// derives them from `zone`.
-    #[cfg_attr(feature = "schema", schemars(length(max = MAX_ZONE_HINTS)))]
-    pub for_zones: Option<Vec<String>>,
-    /// EndpointSlice `hints.forNodes`: the nodes that should send it
-    /// cluster traffic (at most 8), honoured like `for_zones` (every ready
-    /// endpoint has them and one names this node), before zone hints.
-    #[cfg_attr(feature = "schema", schemars(length(max = MAX_ZONE_HINTS)))]
-    pub for_nodes: Option<Vec<String>>,
-    /// Relative share of new connections; default 1, 0 = drain.
-    pub weight: Option<i64>,
-    /// EndpointSlice `serving`: the address can take connections; default
-    /// true in `addresses`, false in `not_ready_addresses`. Which list an
-    /// address is in is its `ready`.
-    pub serving: Option<bool>,
-    /// EndpointSlice `terminating`: the address is shutting down; default
-    /// false. As in kube-proxy, a not-ready address that is `serving` and
-    /// `terminating` takes new connections only while the port has no ready
-    /// endpoint (the terminating fallback), e.g.
-    /// `not_ready_addresses = [{ ip = "10.0.0.5", serving = true,
-    /// terminating = true }]`; a ready address stays ready whatever this says.
-    pub terminating: Option<bool>,
-}
-
-/// One endpoint port.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(deny_unknown_fields, default)]
-#[cfg_attr(feature = "schema", schemars(extend("required" = ["port"])))]
-pub struct RawEndpointPort {
-    /// Must equal the service port's name to serve it.
-    pub name: Option<String>,
-    /// Port number on the addresses.
-    pub port: i64,
-    /// `TCP` (default) or `UDP`.
-    pub protocol: Option<String>,
 }
 
 /// `[source]`.

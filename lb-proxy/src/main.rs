@@ -5,15 +5,13 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
-use lb_proxy::app::{App, AppOptions};
+use lb_proxy::app::AppOptions;
 use lb_proxy::cli::get::{GetRequest, OutputFormat};
 use lb_proxy::cli::owner;
 use lb_proxy::control::ProxyOverrides;
-use tokio::signal::unix::{signal, SignalKind};
-use tracing::{info, warn};
 
 /// A userspace L4 load balancer with Kubernetes Service semantics.
 #[derive(Debug, Parser)]
@@ -333,7 +331,7 @@ fn main() -> ExitCode {
                 no_headers,
             );
             match request {
-                Ok(request) => get(
+                Ok(request) => lb_proxy::cli::get::command(
                     &request,
                     admin,
                     cli.config.as_deref(),
@@ -450,7 +448,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            runtime.block_on(run(
+            runtime.block_on(lb_proxy::cli::serve::run(
                 AppOptions {
                     config,
                     state_file: cli.state_file,
@@ -602,196 +600,5 @@ fn describe(
             eprintln!("{e}");
             ExitCode::from(1)
         }
-    }
-}
-
-fn get(
-    request: &GetRequest,
-    admin: Option<String>,
-    config: Option<&Path>,
-    watch: Option<u32>,
-) -> ExitCode {
-    use lb_proxy::cli::get::{fetch_bodies, render};
-    use std::io::Write;
-    let admin = match (admin, config) {
-        (Some(a), _) => a,
-        (None, Some(path)) => match lb_config::check_file(path) {
-            Ok(c) => match c.admin_listen {
-                Some(a) => a.to_string(),
-                None => {
-                    eprintln!(
-                        "error: {} disables the admin API (admin.listen = \"\")",
-                        path.display()
-                    );
-                    return ExitCode::from(1);
-                }
-            },
-            Err(errors) => {
-                eprintln!("{errors}");
-                return ExitCode::from(1);
-            }
-        },
-        (None, None) => lb_config::config::DEFAULT_ADMIN_LISTEN.to_string(),
-    };
-    let Some(limit) = watch else {
-        return match lb_proxy::cli::get::get_command(&admin, request, SystemTime::now()) {
-            Ok(out) => {
-                print!("{}", out.stdout);
-                eprint!("{}", out.stderr);
-                if out.success {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(1)
-                }
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(1)
-            }
-        };
-    };
-    // Watch: poll every second and print again when an answer changed
-    // (AGE alone ticking does not count); Ctrl-C ends it.
-    let mut last = None;
-    let mut printed = 0u32;
-    loop {
-        match fetch_bodies(&admin, request) {
-            Ok(bodies) if last.as_ref() != Some(&bodies) => {
-                match render(&admin, request, &bodies, SystemTime::now()) {
-                    Ok(out) => {
-                        let document =
-                            matches!(request.output, OutputFormat::Json | OutputFormat::Yaml);
-                        if printed > 0 && !document {
-                            println!();
-                        }
-                        print!("{}", out.stdout);
-                        eprint!("{}", out.stderr);
-                        let _ = std::io::stdout().flush();
-                        printed += 1;
-                    }
-                    Err(e) => eprintln!("error: {e}"),
-                }
-                last = Some(bodies);
-                if limit > 0 && printed >= limit {
-                    return ExitCode::SUCCESS;
-                }
-            }
-            Ok(_) => {}
-            Err(e) => eprintln!("error: {e}"),
-        }
-        std::thread::sleep(Duration::from_secs(1));
-    }
-}
-
-async fn run(options: AppOptions, mut lock: owner::NodeLock) -> ExitCode {
-    let (mut term, mut int, mut hup) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) {
-        (Ok(t), Ok(i), Ok(h)) => (t, i, h),
-        _ => {
-            eprintln!("error: cannot install signal handlers");
-            return ExitCode::from(1);
-        }
-    };
-    // The previous owner of the node may still be closing its admin and
-    // DNS listeners (they never share a port): a start that finds them
-    // taken tries again until the takeover wait is over.
-    let deadline = tokio::time::Instant::now() + owner::TAKEOVER_WAIT;
-    let started = loop {
-        let started = App::start(options.clone()).await;
-        match &started {
-            Err(e) if still_closing(e) && tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            _ => break started,
-        }
-    };
-    let app = match started {
-        Ok(app) => app,
-        Err(lb_proxy::Error::Config(errors)) => {
-            eprintln!("{errors}");
-            return ExitCode::from(1);
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    sd_notify("READY=1");
-    // The config file and the manifests are watched by the control plane;
-    // SIGHUP reads every source again even when nothing seems to have
-    // changed.
-    loop {
-        tokio::select! {
-            _ = hup.recv() => {
-                info!("SIGHUP: reloading");
-                app.reload(true).await;
-            }
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-        }
-    }
-    sd_notify("STOPPING=1");
-    // A draining process lets go of its node at once: the next lb-proxy
-    // may start while this one finishes its connections.
-    lock.release();
-    info!(
-        open = app.dataplane().active_connections(),
-        "draining: listeners closed, waiting for open connections"
-    );
-    tokio::select! {
-        _ = app.shutdown() => {
-            info!("drained; exiting");
-            ExitCode::SUCCESS
-        }
-        _ = term.recv() => {
-            warn!("second signal: exiting at once");
-            ExitCode::from(130)
-        }
-        _ = int.recv() => {
-            warn!("second signal: exiting at once");
-            ExitCode::from(130)
-        }
-    }
-}
-
-/// Whether a failed start found a port of its own (admin, DNS) in use,
-/// as it is while the node's previous owner drains.
-fn still_closing(error: &lb_proxy::Error) -> bool {
-    match error {
-        lb_proxy::Error::AdminBind { source, .. } => source.kind() == std::io::ErrorKind::AddrInUse,
-        #[cfg(feature = "dns")]
-        lb_proxy::Error::Dns(lb_proxy::ops::dns::DnsError::Bind { source, .. }) => {
-            source.kind() == std::io::ErrorKind::AddrInUse
-        }
-        _ => false,
-    }
-}
-
-/// Tells systemd (`Type=notify`) about our state on `$NOTIFY_SOCKET`, as
-/// sd_notify(3) does, with a plain datagram (no libsystemd). Without the
-/// variable (not under systemd, or `Type=simple`) it does nothing; a failure
-/// is logged, never fatal.
-fn sd_notify(state: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    let sent = (|| -> std::io::Result<()> {
-        let socket = std::os::unix::net::UnixDatagram::unbound()?;
-        let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
-        if let Some(name) = bytes.strip_prefix(b"@") {
-            // An abstract socket (systemd's default for services).
-            use std::os::linux::net::SocketAddrExt;
-            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
-            socket.send_to_addr(state.as_bytes(), &addr)?;
-        } else {
-            socket.send_to(state.as_bytes(), Path::new(&path))?;
-        }
-        Ok(())
-    })();
-    if let Err(e) = sent {
-        warn!("cannot notify systemd ({state}): {e}");
     }
 }

@@ -2,7 +2,7 @@
 //! `schema`): what `lb-proxy config schema` prints and `docs/lb.schema.json`
 //! holds, so an editor (taplo, Even Better TOML) completes and checks a file
 //! against exactly what lb parses. The doc comments of `raw` are its
-//! descriptions; [`reference`] renders the same into `docs/configuration.md`.
+//! descriptions; [`mod@reference`] renders the same into `docs/configuration.md`.
 
 pub mod reference;
 

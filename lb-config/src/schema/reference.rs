@@ -67,7 +67,7 @@ Conventions:
   `services[NAMESPACE/NAME]`) for an object in a list, then its keys.
 "#;
 
-/// The reference: [`INTRO`], one section per table of `schema` (from
+/// The reference: an introduction (the conventions), one section per table of `schema` (from
 /// [`super::schema`]), and `example` (the annotated file,
 /// `examples/complete.toml`) at the end.
 pub fn reference(schema: &Value, example: &str) -> String {

@@ -13,6 +13,7 @@ pub mod get;
 mod host;
 pub mod owner;
 pub mod selector;
+pub mod serve;
 
 use std::path::Path;
 

@@ -11,11 +11,13 @@
 //! from the API's JSON with the view types of [`crate::ops::views`], so the
 //! CLI and the server can never disagree about a column.
 
+mod command;
 mod render;
 mod request;
 
 use std::time::Duration;
 
+pub use command::command;
 pub use render::{fetch_bodies, get_command, render, Bodies, GetOutput};
 pub use request::{GetError, GetKind, GetRequest, OutputFormat, DEFAULT_NAMESPACE};
 

@@ -26,8 +26,10 @@ use std::time::{Duration, Instant};
 
 use lb_core::stats::{self, EndpointStats, PortStats};
 
+use super::flow_log::{FlowEnd, FlowLog};
+pub use super::gauge::Counters;
 use super::gauge::Gauge;
-use crate::dataplane::access::{self, Rejected};
+use crate::dataplane::access::Rejected;
 use crate::dataplane::forward::ConnBytes;
 use lb_core::{FrontendEntry, PickReason, Protocol, ServicePortKey, Snapshot};
 
@@ -93,29 +95,6 @@ pub enum DropReason {
     SourceRange,
 }
 
-/// Totals of the table's own events, for tests and debugging (the per-port
-/// figures that metrics show live in [`PortStats`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counters {
-    /// Flows created.
-    pub created: u64,
-    /// Flows removed because they were idle past the timeout.
-    pub expired: u64,
-    /// Flows evicted to make room under the bound.
-    pub evicted: u64,
-    /// Flows re-pointed because their endpoint left or stopped being a candidate.
-    pub moved: u64,
-    /// Flows failed over after a send error.
-    pub failed_over: u64,
-    /// Flows closed because their service port (or frontend) lost every
-    /// endpoint or went away.
-    pub closed: u64,
-    /// Datagrams dropped because their frontend is gone.
-    pub dropped_no_frontend: u64,
-    /// Datagrams dropped because their port has no endpoint.
-    pub dropped_no_endpoints: u64,
-}
-
 /// One flow: where its datagrams go, since when it is idle, and the shell's
 /// resources for it (`io`: the connected socket and its reply task).
 pub struct Flow<T> {
@@ -145,46 +124,6 @@ impl<T> fmt::Debug for Flow<T> {
             .field("failed", &self.failed)
             .field("has_io", &self.io.is_some())
             .finish()
-    }
-}
-
-/// A flow's access log record: since when it goes to its endpoint, why
-/// there, and its bytes (counted by the shell, read when it ends).
-#[derive(Debug)]
-struct FlowLog {
-    started: Instant,
-    reason: &'static str,
-    bytes: Arc<ConnBytes>,
-}
-
-/// Why a flow ended (or left its endpoint), as the access log says it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum FlowEnd {
-    /// Idle past `udp_idle_timeout`.
-    IdleTimeout,
-    /// Evicted, idle longest, to make room under `udp_max_flows`.
-    Evicted,
-    /// Its endpoint (or port, or frontend) left the table.
-    Drained,
-    /// A send to its endpoint failed (ICMP unreachable): the UDP reset.
-    Reset,
-    /// Its frontend closed or the data plane stopped.
-    Stopped,
-    /// Never forwarded: turned away before its first datagram left.
-    Rejected(Rejected),
-}
-
-impl FlowEnd {
-    fn cause(self) -> &'static str {
-        use lb_core::stats::CloseCause;
-        match self {
-            FlowEnd::IdleTimeout => CloseCause::IdleTimeout.as_str(),
-            FlowEnd::Evicted => "evicted",
-            FlowEnd::Drained => CloseCause::Drained.as_str(),
-            FlowEnd::Reset => CloseCause::Reset.as_str(),
-            FlowEnd::Stopped => CloseCause::Stopped.as_str(),
-            FlowEnd::Rejected(_) => access::REJECTED,
-        }
     }
 }
 
@@ -226,28 +165,11 @@ impl<T> Flow<T> {
     }
 
     /// Logs the flow's end (or its leaving its endpoint) for `end`, if it
-    /// is recorded: duration from its first datagram to its last.
+    /// is recorded.
     fn log_end(&mut self, key: &FlowKey, end: FlowEnd) {
-        let Some(log) = self.log.take() else {
-            return;
-        };
-        let rejected = match end {
-            FlowEnd::Rejected(why) => Some(why),
-            _ => None,
-        };
-        access::log(&access::Entry {
-            protocol: Protocol::Udp,
-            client: key.client,
-            frontend: key.frontend,
-            service: &self.port,
-            endpoint: rejected.is_none().then_some(self.endpoint),
-            reason: rejected.is_none().then_some(log.reason),
-            bytes_rx: stats::read(&log.bytes.rx),
-            bytes_tx: stats::read(&log.bytes.tx),
-            duration: self.last_seen.saturating_duration_since(log.started),
-            cause: end.cause(),
-            rejected,
-        });
+        if let Some(log) = self.log.take() {
+            log.write(key, &self.port, self.endpoint, self.last_seen, end);
+        }
     }
 }
 
@@ -315,13 +237,7 @@ impl<T> FlowTable<T> {
 
     /// A new record for a flow beginning at `now`, when the log is on.
     fn new_log(&self, now: Instant, reason: &'static str) -> Option<Box<FlowLog>> {
-        self.access_log.then(|| {
-            Box::new(FlowLog {
-                started: now,
-                reason,
-                bytes: Arc::default(),
-            })
-        })
+        self.access_log.then(|| FlowLog::new(now, reason))
     }
 
     /// New settings from a reload. A shorter timeout applies to existing flows

@@ -1,5 +1,6 @@
-//! A UDP flow's share of the live gauges (the port's sessions, the
-//! endpoint's active flows), given back when dropped.
+//! The flow table's counts: a UDP flow's share of the live gauges (the
+//! port's sessions, the endpoint's active flows), given back when dropped,
+//! and the table's own event totals.
 
 use std::sync::Arc;
 
@@ -48,4 +49,27 @@ impl Drop for Gauge {
         stats::sub(&self.port.udp_sessions, 1);
         stats::sub(&self.endpoint.active, 1);
     }
+}
+
+/// Totals of the table's own events, for tests and debugging (the per-port
+/// figures that metrics show live in [`PortStats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Flows created.
+    pub created: u64,
+    /// Flows removed because they were idle past the timeout.
+    pub expired: u64,
+    /// Flows evicted to make room under the bound.
+    pub evicted: u64,
+    /// Flows re-pointed because their endpoint left or stopped being a candidate.
+    pub moved: u64,
+    /// Flows failed over after a send error.
+    pub failed_over: u64,
+    /// Flows closed because their service port (or frontend) lost every
+    /// endpoint or went away.
+    pub closed: u64,
+    /// Datagrams dropped because their frontend is gone.
+    pub dropped_no_frontend: u64,
+    /// Datagrams dropped because their port has no endpoint.
+    pub dropped_no_endpoints: u64,
 }

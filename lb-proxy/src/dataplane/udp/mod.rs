@@ -10,6 +10,7 @@
 //! (`recvmmsg`/`sendmmsg`). `LIFECYCLE.md` beside this file tells a flow's
 //! life.
 
+mod flow_log;
 pub mod flows;
 mod gauge;
 mod relay;

@@ -47,8 +47,6 @@
 mod series;
 mod text;
 
-pub(crate) use text::process_start_unix_seconds;
-
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 

@@ -63,7 +63,7 @@ pub(super) fn process_metrics(out: &mut String) {
         if let Some(rest) = stat.rfind(')').and_then(|i| stat.get(i + 2..)) {
             let fields: Vec<&str> = rest.split_whitespace().collect();
             let tick = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
-            if let Some(started) = process_start_unix_seconds() {
+            if let Some(started) = crate::ops::views::process_start_unix_seconds() {
                 header(
                     out,
                     "process_start_time_seconds",
@@ -168,23 +168,6 @@ pub(super) fn source_stats(out: &mut String, sources: &[(&str, SourceStats)]) {
             );
         }
     }
-}
-
-/// When this process started, in seconds since the Unix epoch: starttime
-/// (field 22 of /proc/self/stat, clock ticks after boot) dated by
-/// /proc/stat's btime. `None` off Linux or when /proc cannot be read.
-pub(crate) fn process_start_unix_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let rest = stat.get(stat.rfind(')')? + 2..)?;
-    let started: f64 = rest.split_whitespace().nth(19)?.parse().ok()?;
-    let boot: f64 = std::fs::read_to_string("/proc/stat")
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("btime "))?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(boot + started / USER_HZ)
 }
 
 #[cfg(test)]

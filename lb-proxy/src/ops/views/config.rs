@@ -55,7 +55,7 @@ pub struct ProcessView {
 impl ProcessView {
     /// This process: its pid, the node it serves as, its version and start.
     pub fn this(node: &str) -> ProcessView {
-        let started = crate::ops::metrics::process_start_unix_seconds()
+        let started = process_start_unix_seconds()
             .map(|secs| {
                 super::time::format_rfc3339(
                     std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(secs),
@@ -175,4 +175,25 @@ pub fn config_view(
         services: services_view(snapshot, bind_errors).items,
         descriptors,
     }
+}
+
+/// Clock ticks per second of `/proc/<pid>/stat` times (`USER_HZ`, 100 on
+/// every Linux architecture lb runs on).
+const USER_HZ: f64 = 100.0;
+
+/// When this process started, in seconds since the Unix epoch: starttime
+/// (field 22 of /proc/self/stat, clock ticks after boot) dated by
+/// /proc/stat's btime. `None` off Linux or when /proc cannot be read.
+pub fn process_start_unix_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let started: f64 = rest.split_whitespace().nth(19)?.parse().ok()?;
+    let boot: f64 = std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(boot + started / USER_HZ)
 }

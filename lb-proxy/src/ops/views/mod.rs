@@ -31,7 +31,9 @@ pub use conditions::{
     Condition, ServiceStatus, Transitions, ENDPOINTS_AVAILABLE, FRONTENDS_BOUND,
     LOAD_BALANCER_ASSIGNED,
 };
-pub use config::{config_view, ConfigView, FrontendView, NodeView, ProcessView};
+pub use config::{
+    config_view, process_start_unix_seconds, ConfigView, FrontendView, NodeView, ProcessView,
+};
 pub use connections::{page, port_label, ConnectionList, ConnectionView, MAX_PAGE};
 pub use describe::{describe_service, EVENT_SOURCE};
 pub use endpoints::{
