@@ -83,3 +83,76 @@ pub fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     let rank = ((p / 100.0) * (samples.len() - 1) as f64).round() as usize;
     samples[rank.min(samples.len() - 1)]
 }
+
+/// Short connections through a proxy: a backend that answers 256 bytes and
+/// closes, and timed rounds of connections that read the answer, so a bench
+/// compares the per-connection cost of two settings (`access_log`,
+/// `metrics_overhead`).
+pub mod short {
+    use std::net::SocketAddr;
+    use std::time::{Duration, Instant};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::runtime::Runtime;
+
+    /// Concurrent clients of a round.
+    pub const CONCURRENCY: u64 = 8;
+    const ANSWER: &[u8] = &[b'x'; 256];
+
+    /// A backend on `ip` (an ephemeral port) that answers every connection
+    /// with 256 bytes, then closes its side.
+    pub async fn answer_backend(ip: &str) -> SocketAddr {
+        let listener = TcpListener::bind((ip, 0)).await.expect("bind backend");
+        let addr = listener.local_addr().expect("backend address");
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let _ = s.write_all(ANSWER).await;
+                    let _ = s.shutdown().await;
+                    let mut sink = [0u8; 64];
+                    let _ = tokio::time::timeout(Duration::from_secs(5), s.read(&mut sink)).await;
+                });
+            }
+        });
+        addr
+    }
+
+    /// A free `IP:PORT` on `ip`, for a frontend.
+    pub fn free(ip: &str) -> SocketAddr {
+        let probe = std::net::TcpListener::bind((ip, 0)).expect("probe a free port");
+        probe.local_addr().expect("probe address")
+    }
+
+    async fn one_connection(vip: SocketAddr) {
+        let Ok(mut s) = TcpStream::connect(vip).await else {
+            return;
+        };
+        let mut buf = [0u8; 512];
+        while let Ok(n) = s.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    }
+
+    /// How long `iters` connections to `vip` take, [`CONCURRENCY`] at a time.
+    pub fn connections(rt: &Runtime, vip: SocketAddr, iters: u64) -> Duration {
+        rt.block_on(async {
+            let start = Instant::now();
+            let mut tasks = Vec::new();
+            for k in 0..CONCURRENCY {
+                let share = iters / CONCURRENCY + u64::from(k < iters % CONCURRENCY);
+                tasks.push(tokio::spawn(async move {
+                    for _ in 0..share {
+                        one_connection(vip).await;
+                    }
+                }));
+            }
+            for t in tasks {
+                let _ = t.await;
+            }
+            start.elapsed()
+        })
+    }
+}

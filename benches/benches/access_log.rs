@@ -13,76 +13,18 @@
 // criterion_group! generates undocumented functions.
 #![allow(missing_docs)]
 
-use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use lb_benches::node;
+use lb_benches::short::{answer_backend, connections, free};
 use lb_core::{EndpointSpec, PortSpec, ProxySettings, ServiceSpec, Snapshot};
 use lb_proxy::DataPlane;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::runtime::Runtime;
 
-/// Concurrent clients.
-const CONCURRENCY: u64 = 8;
 /// Connections per timed round.
 const ROUND: u64 = 2000;
 /// Interleaved rounds of (off, on) for the summary.
 const ROUNDS: usize = 7;
-const ANSWER: &[u8] = &[b'x'; 256];
-
-async fn answer_backend(ip: &str) -> SocketAddr {
-    let listener = TcpListener::bind((ip, 0)).await.expect("bind backend");
-    let addr = listener.local_addr().expect("backend address");
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let _ = s.write_all(ANSWER).await;
-                let _ = s.shutdown().await;
-                let mut sink = [0u8; 64];
-                let _ = tokio::time::timeout(Duration::from_secs(5), s.read(&mut sink)).await;
-            });
-        }
-    });
-    addr
-}
-
-fn free(ip: &str) -> SocketAddr {
-    let probe = std::net::TcpListener::bind((ip, 0)).expect("probe a free port");
-    probe.local_addr().expect("probe address")
-}
-
-async fn one_connection(vip: SocketAddr) {
-    let Ok(mut s) = TcpStream::connect(vip).await else {
-        return;
-    };
-    let mut buf = [0u8; 512];
-    while let Ok(n) = s.read(&mut buf).await {
-        if n == 0 {
-            break;
-        }
-    }
-}
-
-fn connections(rt: &Runtime, vip: SocketAddr, iters: u64) -> Duration {
-    rt.block_on(async {
-        let start = Instant::now();
-        let mut tasks = Vec::new();
-        for k in 0..CONCURRENCY {
-            let share = iters / CONCURRENCY + u64::from(k < iters % CONCURRENCY);
-            tasks.push(tokio::spawn(async move {
-                for _ in 0..share {
-                    one_connection(vip).await;
-                }
-            }));
-        }
-        for t in tasks {
-            let _ = t.await;
-        }
-        start.elapsed()
-    })
-}
 
 fn access_log(c: &mut Criterion) {
     let log = std::env::temp_dir().join(format!("lb-access-bench-{}.log", std::process::id()));
