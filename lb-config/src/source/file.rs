@@ -57,4 +57,13 @@ impl Source for FileSource {
     fn watch(self: Arc<Self>, changed: Changed, stop: CancellationToken) -> WatchFuture {
         source_watch(WatchTarget::File(self.path.clone()), changed, stop)
     }
+
+    /// Locates in the file as it is now: a writer that changed it since the
+    /// failed load may shift a line, never the message.
+    fn locate(&self, errors: &mut [crate::FieldError]) {
+        if let Ok(text) = super::read_settled(&self.path) {
+            let name = self.path.display().to_string();
+            crate::locate::locate_toml(errors, &text, &name);
+        }
+    }
 }

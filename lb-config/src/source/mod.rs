@@ -231,6 +231,12 @@ pub trait Source: Send + Sync + fmt::Debug {
     fn stats(&self) -> Option<SourceStats> {
         None
     }
+    /// Gives the validation errors of the merged state that name keys this
+    /// source holds their place in it (`FILE:LINE:COLUMN`), so a failed
+    /// reload says where as `check` does. Nothing by default.
+    fn locate(&self, errors: &mut [FieldError]) {
+        let _ = errors;
+    }
 }
 
 /// The merged raw state, and for each etcd object the error-path prefix that

@@ -140,7 +140,12 @@ pub(crate) fn load(work: &Mutex<Work>, fresh: Vec<Option<Read>>, force: bool) ->
             work.overrides.apply(&mut config.proxy);
             Outcome::Loaded(Box::new(config))
         }
-        Err(errors) => Outcome::Failed(errors),
+        Err(mut errors) => {
+            for input in &work.inputs {
+                input.source.locate(&mut errors.errors);
+            }
+            Outcome::Failed(errors)
+        }
     }
 }
 

@@ -146,6 +146,13 @@ async fn config_shows_allocations_and_events_show_reloads() {
     assert!(newest["message"]
         .as_str()
         .is_some_and(|m| m.contains("services[Bad].name")));
+    // Where in the file, as `check` says it.
+    assert!(
+        newest["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("lb.toml:2:") && m.contains(": services[Bad].name")),
+        "{newest}"
+    );
 
     let (status, page) = proxy.get("/").await;
     assert_eq!(status, 200);
