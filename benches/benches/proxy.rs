@@ -8,41 +8,19 @@
 #![allow(missing_docs)]
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use lb_benches::node;
+use lb_benches::short::{answer_backend, connections, free};
 use lb_core::{EndpointSpec, PortSpec, ProxySettings, ServiceSpec, Snapshot};
 use lb_proxy::dataplane::forward::ForwardEngine as Engine;
 use lb_proxy::DataPlane;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::runtime::Runtime;
 
-/// Concurrent clients in the connections-per-second bench.
-const CONCURRENCY: u64 = 8;
 /// Bytes sent through one connection per iteration of the throughput bench.
 const BULK: usize = 16 << 20;
-/// Answer of the small-response backend (an HTTP response's size).
-const ANSWER: &[u8] = &[b'x'; 256];
-
-/// A backend that answers [`ANSWER`] and closes, waiting for the client's FIN
-/// so the close is clean.
-async fn answer_backend(ip: &str) -> SocketAddr {
-    let listener = TcpListener::bind((ip, 0)).await.expect("bind backend");
-    let addr = listener.local_addr().expect("backend address");
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let _ = s.write_all(ANSWER).await;
-                let _ = s.shutdown().await;
-                let mut sink = [0u8; 64];
-                let _ = tokio::time::timeout(Duration::from_secs(5), s.read(&mut sink)).await;
-            });
-        }
-    });
-    addr
-}
 
 /// A backend that reads to EOF and answers one byte.
 async fn sink_backend(ip: &str) -> SocketAddr {
@@ -74,26 +52,6 @@ async fn plane(engine: Engine, vip: SocketAddr, backend: SocketAddr) -> DataPlan
         ..ProxySettings::default()
     };
     DataPlane::start(settings, snapshot).await
-}
-
-fn free(ip: &str) -> SocketAddr {
-    let probe = std::net::TcpListener::bind((ip, 0)).expect("probe a free port");
-    probe.local_addr().expect("probe address")
-}
-
-async fn one_connection(vip: SocketAddr) {
-    let Ok(mut s) = TcpStream::connect(vip).await else {
-        return;
-    };
-    let mut buf = [0u8; 512];
-    let mut got = 0;
-    while let Ok(n) = s.read(&mut buf).await {
-        if n == 0 {
-            break;
-        }
-        got += n;
-    }
-    assert_eq!(got, ANSWER.len());
 }
 
 async fn one_bulk(vip: SocketAddr, payload: &[u8]) {
@@ -131,7 +89,7 @@ fn proxy(c: &mut Criterion) {
         let mut group = c.benchmark_group(format!("proxy_{}", engine.as_str()));
         group.throughput(Throughput::Elements(1));
         group.bench_function("connections", |b| {
-            b.iter_custom(|iters| run_connections(&rt, vip_conn, iters))
+            b.iter_custom(|iters| connections(&rt, vip_conn, iters))
         });
         group.throughput(Throughput::Bytes(BULK as u64));
         group.sample_size(20);
@@ -155,25 +113,6 @@ fn proxy(c: &mut Criterion) {
             );
         }
     }
-}
-
-fn run_connections(rt: &Runtime, vip: SocketAddr, iters: u64) -> Duration {
-    rt.block_on(async {
-        let start = Instant::now();
-        let mut tasks = Vec::new();
-        for k in 0..CONCURRENCY {
-            let share = iters / CONCURRENCY + u64::from(k < iters % CONCURRENCY);
-            tasks.push(tokio::spawn(async move {
-                for _ in 0..share {
-                    one_connection(vip).await;
-                }
-            }));
-        }
-        for t in tasks {
-            let _ = t.await;
-        }
-        start.elapsed()
-    })
 }
 
 criterion_group!(benches, proxy);
