@@ -7,7 +7,6 @@
 use std::borrow::Cow;
 
 use toml::de::{DeTable, DeValue};
-use toml::Spanned;
 
 use crate::error::{FieldError, Location};
 
@@ -63,13 +62,19 @@ pub(crate) fn steps(path: &str) -> Vec<Step> {
 
 /// The byte offset in `text` of the deepest value on `path` that the TOML
 /// document holds (the field itself, else the object that lacks it).
+#[cfg(test)]
 pub(crate) fn toml_offset(text: &str, path: &str) -> Option<usize> {
-    let root = DeTable::parse(text).ok()?;
-    let mut here: Spanned<DeValue<'_>> =
-        Spanned::new(root.span(), DeValue::Table(root.into_inner()));
+    let root = DeValue::Table(DeTable::parse(text).ok()?.into_inner());
+    offset_in(&root, path)
+}
+
+/// [`toml_offset`] in a document parsed once: a file with thousands of
+/// errors is parsed once, not once per error, and walked without copies.
+fn offset_in(root: &DeValue<'_>, path: &str) -> Option<usize> {
+    let mut here = root;
     let mut found = None;
     for step in steps(path) {
-        let next = match (step, here.get_ref()) {
+        let next: Option<(usize, &DeValue<'_>)> = match (step, here) {
             (Step::Key(k), DeValue::Table(t)) => t
                 .iter()
                 .find(|(key, _)| key.get_ref().as_ref() == k.as_str())
@@ -81,9 +86,9 @@ pub(crate) fn toml_offset(text: &str, path: &str) -> Option<usize> {
                     } else {
                         v.span().start
                     };
-                    (at, v.clone())
+                    (at, v.get_ref())
                 }),
-            (Step::Index(i), DeValue::Array(a)) => a.get(i).map(|v| (v.span().start, v.clone())),
+            (Step::Index(i), DeValue::Array(a)) => a.get(i).map(|v| (v.span().start, v.get_ref())),
             (Step::Named { namespace, name }, DeValue::Array(a)) => a
                 .iter()
                 .find(|v| {
@@ -101,7 +106,7 @@ pub(crate) fn toml_offset(text: &str, path: &str) -> Option<usize> {
                     field("name").as_deref() == Some(name.as_str())
                         && field("namespace").unwrap_or_else(|| "default".into()) == namespace
                 })
-                .map(|v| (v.span().start, v.clone())),
+                .map(|v| (v.span().start, v.get_ref())),
             _ => None,
         };
         match next {
@@ -131,6 +136,9 @@ pub(crate) fn line_column(text: &str, offset: usize) -> (usize, usize) {
 /// yet and whose path (or, for an unknown key, the key itself) the document
 /// holds. A syntax error (`line L, column C`) takes its place in the file.
 pub fn locate_toml(errors: &mut [FieldError], text: &str, file: &str) {
+    let root = DeTable::parse(text)
+        .ok()
+        .map(|t| DeValue::Table(t.into_inner()));
     for e in errors.iter_mut().filter(|e| e.location.is_none()) {
         if let Some((line, column)) = syntax_position(&e.path) {
             e.location = Some(Location {
@@ -142,10 +150,13 @@ pub fn locate_toml(errors: &mut [FieldError], text: &str, file: &str) {
             continue;
         }
         let unknown = unknown_key(&e.detail).map(|k| format!("{}.{k}", e.path));
+        let Some(root) = &root else {
+            continue;
+        };
         let offset = unknown
             .as_deref()
-            .and_then(|p| toml_offset(text, p))
-            .or_else(|| toml_offset(text, &e.path));
+            .and_then(|p| offset_in(root, p))
+            .or_else(|| offset_in(root, &e.path));
         if let Some(offset) = offset {
             let (line, column) = line_column(text, offset);
             e.location = Some(Location {
@@ -321,6 +332,98 @@ mod yaml {
     }
 }
 
+/// Locates validation errors of objects that came from manifests:
+/// `paths` maps an object's path (`services[web]`) to its file and
+/// document. The rest of the error's path, in the file's snake_case
+/// (`.ports[0].node_port`), is looked up under the manifest's names
+/// (`spec.ports[0].nodePort`); where the manifest has no such key (a
+/// default, a field the kinds name differently) the error points at the
+/// deepest part it has. lb's path stays in the message.
+#[cfg(feature = "manifests")]
+pub(crate) fn locate_manifest_objects(
+    errors: &mut [FieldError],
+    paths: &std::collections::BTreeMap<String, (String, usize)>,
+) {
+    let mut texts: std::collections::BTreeMap<String, Option<String>> = Default::default();
+    for e in errors.iter_mut().filter(|e| e.location.is_none()) {
+        let Some((object, (file, document))) = paths.iter().find(|(p, _)| {
+            e.path == **p
+                || e.path.starts_with(&format!("{p}."))
+                || e.path.starts_with(&format!("{p}["))
+        }) else {
+            continue;
+        };
+        let kind = object.split('[').next().unwrap_or_default();
+        let rest = &e.path[object.len()..];
+        let text = texts
+            .entry(file.clone())
+            .or_insert_with(|| crate::source::read_settled(std::path::Path::new(file)).ok());
+        let Some(text) = text.as_deref() else {
+            continue;
+        };
+        if let Some((line, column)) = yaml_position(text, *document, &manifest_path(kind, rest)) {
+            e.location = Some(Location {
+                file: file.clone(),
+                line,
+                column,
+            });
+        }
+    }
+}
+
+/// The manifest's path for the rest of an lb path (`.ports[0].node_port`)
+/// of an object of `kind`: names and labels under `metadata`, a pod's
+/// address at `status.podIP`, an Endpoints' subsets at the top, the rest
+/// under `spec`, each key in the API's camelCase.
+#[cfg(feature = "manifests")]
+fn manifest_path(kind: &str, rest: &str) -> String {
+    let rest = rest.trim_start_matches('.');
+    let first = rest.split(['.', '[']).next().unwrap_or_default();
+    let camel = camel_path(rest);
+    match (kind, first) {
+        (_, "" | "name") => "metadata.name".to_string(),
+        (_, "namespace" | "labels") => format!("metadata.{camel}"),
+        ("pods", "ip") => "status.podIP".to_string(),
+        ("endpoints", _) => camel,
+        _ => format!("spec.{camel}"),
+    }
+}
+
+/// `ports[0].node_port` → `ports[0].nodePort`, with Kubernetes' acronyms
+/// (`cluster_ip` → `clusterIP`, `external_ips` → `externalIPs`).
+#[cfg(feature = "manifests")]
+fn camel_path(path: &str) -> String {
+    let mut out = String::new();
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        for (i, part) in word.split('_').enumerate() {
+            match (i, part) {
+                (0, p) => out.push_str(p),
+                (_, "ip") => out.push_str("IP"),
+                (_, "ips") => out.push_str("IPs"),
+                (_, p) => {
+                    let mut c = p.chars();
+                    if let Some(f) = c.next() {
+                        out.extend(f.to_uppercase());
+                        out.push_str(c.as_str());
+                    }
+                }
+            }
+        }
+        word.clear();
+    };
+    for c in path.chars() {
+        if c == '.' || c == '[' || c == ']' {
+            flush(&mut word, &mut out);
+            out.push(c);
+        } else {
+            word.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,5 +491,29 @@ mod tests {
             "expected an integer of 0 or more, found an integer -1"
         );
         assert_eq!(in_words("unknown field `x`", false), "unknown field `x`");
+    }
+
+    #[cfg(feature = "manifests")]
+    #[test]
+    fn lb_paths_become_the_manifests_names() {
+        assert_eq!(
+            super::manifest_path("services", ".ports[0].node_port"),
+            "spec.ports[0].nodePort"
+        );
+        assert_eq!(
+            super::manifest_path("services", ".cluster_ip"),
+            "spec.clusterIP"
+        );
+        assert_eq!(
+            super::manifest_path("services", ".external_ips[1]"),
+            "spec.externalIPs[1]"
+        );
+        assert_eq!(super::manifest_path("services", ".name"), "metadata.name");
+        assert_eq!(super::manifest_path("services", ""), "metadata.name");
+        assert_eq!(super::manifest_path("pods", ".ip"), "status.podIP");
+        assert_eq!(
+            super::manifest_path("endpoints", ".subsets[0].addresses[0]"),
+            "subsets[0].addresses[0]"
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! Every error that comes from a file says where: `FILE:LINE:COLUMN: path:
 //! message`, for the TOML file (syntax, unknown keys, wrong types, and
 //! validation errors of keys the file holds) and for manifests (YAML
-//! syntax and wrong types, inside a `List` too); and a wrong type is said
+//! syntax and wrong types, inside a `List` too, and validation errors of
+//! the objects they hold); and a wrong type is said
 //! in words (`expected an integer, found a string "x"`), not in Rust's.
 
 use std::path::{Path, PathBuf};
@@ -144,6 +145,41 @@ fn a_yaml_syntax_error_is_located_in_the_file() {
     assert_eq!(lines.len(), 1);
     assert!(
         lines[0].starts_with("DIR/m.yaml:3:1: document 1: not valid YAML"),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn a_validation_error_of_a_manifest_object_is_located_in_its_document() {
+    use lb_config::source::{load_merged, FileSource, Source};
+    let dir = tempfile::tempdir().unwrap();
+    let toml = write(dir.path(), "lb.toml", "# objects come from the manifests\n");
+    let manifests = write(
+        dir.path(),
+        "m.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: other\nspec:\n  ports:\n  - port: 80\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  type: NodePort\n  ports:\n  - port: 80\n    nodePort: 80\n",
+    );
+    let states = vec![
+        FileSource::new(&toml).desired().unwrap(),
+        lb_config::manifests::ManifestSource::new(&manifests)
+            .desired()
+            .unwrap(),
+    ];
+    let mut loader = lb_config::Loader::new(Box::<lb_core::alloc::MemoryStore>::default());
+    let errors = load_merged(&mut loader, states).unwrap_err();
+    let shown = dir.path().display().to_string();
+    let lines: Vec<String> = errors
+        .lines()
+        .iter()
+        .map(|l| l.replace(&shown, "DIR"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    // Document 2, line 17 of the file: the value of `nodePort: 80`; lb's
+    // path stays.
+    assert!(
+        lines[0]
+            .starts_with("DIR/m.yaml:17:15: services[web].ports[0].node_port: Invalid value: 80"),
         "{lines:?}"
     );
 }

@@ -249,6 +249,9 @@ pub struct Merged {
     pub warnings: Vec<String>,
     /// Object path (`services[NS/NAME]`) → etcd key, for the etcd objects.
     pub etcd_paths: BTreeMap<String, String>,
+    /// Object path → the manifest file and document (from 1) it came from,
+    /// so validation errors of manifest objects are located there.
+    pub manifest_paths: BTreeMap<String, (String, usize)>,
 }
 
 type Id = (String, String);
@@ -270,7 +273,7 @@ fn merge_kind<T: Clone>(
     key: impl Fn(&T) -> Id,
     errors: &mut Vec<FieldError>,
     warnings: &mut Vec<String>,
-) -> (Vec<T>, Vec<Option<String>>) {
+) -> (Vec<T>, Vec<Origin>) {
     let mut out: Vec<Sourced<T>> = file
         .iter()
         .map(|o| Sourced::new(o.clone(), Origin::File))
@@ -314,14 +317,7 @@ fn merge_kind<T: Clone>(
             }
         }
     }
-    let keys = out
-        .iter()
-        .map(|o| match &o.origin {
-            Origin::Etcd { key, .. } => Some(key.clone()),
-            _ => None,
-        })
-        .collect();
-    (out.into_iter().map(|o| o.object).collect(), keys)
+    out.into_iter().map(|o| (o.object, o.origin)).unzip()
 }
 
 /// Merges the file's settings and objects with other sources' objects under
@@ -344,16 +340,15 @@ pub fn merge(file: &RawConfig, others: Vec<DesiredState>) -> Result<Merged, Conf
         merged.warnings.extend(s.warnings);
     }
     errors.extend(exec_probes::refused(file, &pods));
-    let w = &mut merged.warnings;
     let (v, keys) = merge_kind(
         "services",
         &file.services,
         services,
         |o: &RawService| id(&o.namespace, &o.name),
         &mut errors,
-        w,
+        &mut merged.warnings,
     );
-    record(&mut merged.etcd_paths, "services", &v, &keys, |o| {
+    record(&mut merged, "services", &v, &keys, |o| {
         id(&o.namespace, &o.name)
     });
     merged.raw.services = v;
@@ -363,9 +358,9 @@ pub fn merge(file: &RawConfig, others: Vec<DesiredState>) -> Result<Merged, Conf
         pods,
         |o: &RawPod| id(&o.namespace, &o.name),
         &mut errors,
-        w,
+        &mut merged.warnings,
     );
-    record(&mut merged.etcd_paths, "pods", &v, &keys, |o| {
+    record(&mut merged, "pods", &v, &keys, |o| {
         id(&o.namespace, &o.name)
     });
     merged.raw.pods = v;
@@ -375,9 +370,9 @@ pub fn merge(file: &RawConfig, others: Vec<DesiredState>) -> Result<Merged, Conf
         endpoints,
         |o: &RawEndpoints| id(&o.namespace, &o.name),
         &mut errors,
-        w,
+        &mut merged.warnings,
     );
-    record(&mut merged.etcd_paths, "endpoints", &v, &keys, |o| {
+    record(&mut merged, "endpoints", &v, &keys, |o| {
         id(&o.namespace, &o.name)
     });
     merged.raw.endpoints = v;
@@ -387,9 +382,9 @@ pub fn merge(file: &RawConfig, others: Vec<DesiredState>) -> Result<Merged, Conf
         ip_pools,
         |o: &RawIpPool| (String::new(), o.name.clone()),
         &mut errors,
-        w,
+        &mut merged.warnings,
     );
-    record(&mut merged.etcd_paths, "ip_pools", &v, &keys, |o| {
+    record(&mut merged, "ip_pools", &v, &keys, |o| {
         (String::new(), o.name.clone())
     });
     merged.raw.ip_pools = v;
@@ -400,17 +395,31 @@ pub fn merge(file: &RawConfig, others: Vec<DesiredState>) -> Result<Merged, Conf
     }
 }
 
+/// Remembers where each etcd and manifest object of `kind` came from, by
+/// the path validation names it with.
 fn record<T>(
-    paths: &mut BTreeMap<String, String>,
+    merged: &mut Merged,
     kind: &str,
     objects: &[T],
-    keys: &[Option<String>],
+    origins: &[Origin],
     id: impl Fn(&T) -> Id,
 ) {
-    for (i, (o, k)) in objects.iter().zip(keys).enumerate() {
-        if let Some(k) = k {
-            let (ns, name) = id(o);
-            paths.insert(object_path(kind, &ns, &name, i), k.clone());
+    for (i, (o, origin)) in objects.iter().zip(origins).enumerate() {
+        let (ns, name) = id(o);
+        let path = object_path(kind, &ns, &name, i);
+        match origin {
+            Origin::Etcd { key, .. } => {
+                merged.etcd_paths.insert(path, key.clone());
+            }
+            Origin::Manifest {
+                path: file,
+                document,
+            } => {
+                merged
+                    .manifest_paths
+                    .insert(path, (file.clone(), *document));
+            }
+            _ => {}
         }
     }
 }
@@ -443,6 +452,17 @@ pub fn merge_states(states: Vec<DesiredState>) -> Result<Merged, ConfigErrors> {
 /// a bad file does.
 pub fn load_merged(loader: &mut Loader, states: Vec<DesiredState>) -> Result<Config, ConfigErrors> {
     let merged = merge_states(states)?;
+    let manifest_paths = merged.manifest_paths;
+    #[cfg(feature = "manifests")]
+    let located = |mut errors: ConfigErrors| {
+        crate::locate::locate_manifest_objects(&mut errors.errors, &manifest_paths);
+        errors
+    };
+    #[cfg(not(feature = "manifests"))]
+    let located = |errors: ConfigErrors| {
+        let _ = &manifest_paths;
+        errors
+    };
     let mut raw = merged.raw;
     let mut warnings = merged.warnings;
     let mut etcd_paths = merged.etcd_paths;
@@ -473,7 +493,7 @@ pub fn load_merged(loader: &mut Loader, states: Vec<DesiredState>) -> Result<Con
                     }
                 }
                 if !local.is_empty() || bad.is_empty() {
-                    return Err(errors);
+                    return Err(located(errors));
                 }
                 for (path, lines) in &bad {
                     for l in lines {
@@ -488,7 +508,7 @@ pub fn load_merged(loader: &mut Loader, states: Vec<DesiredState>) -> Result<Con
             }
         }
     }
-    loader.load_raw(&raw)
+    loader.load_raw(&raw).map_err(located)
 }
 
 fn drop_paths(raw: &RawConfig, bad: &BTreeMap<String, Vec<String>>) -> RawConfig {
