@@ -12,10 +12,10 @@ use lb_core::ProxySettings;
 use crate::support::tools::{dig, have, Dnsmasq};
 use crate::support::{free_udp_port, start, udp_service};
 
-/// `dig +short +notcp svc.test A` through `server`: the answer lines, or
-/// `None` when dig timed out.
-async fn ask(server: SocketAddr) -> Option<Vec<String>> {
-    let text = dig(server, &["svc.test", "A", "+short", "+notcp"]).await;
+/// `dig +short +notcp svc.test A` through `server` from source address
+/// `from`: the answer lines, or `None` when dig timed out.
+async fn ask(server: SocketAddr, from: &str) -> Option<Vec<String>> {
+    let text = dig(server, &["-b", from, "svc.test", "A", "+short", "+notcp"]).await;
     (!text.is_empty()).then(|| text.lines().map(str::to_owned).collect())
 }
 
@@ -34,10 +34,15 @@ async fn dig_through_the_proxy_gets_answers_from_both_dnsmasq_backends() {
         vec![udp_service("dns", vip, &[a.addr, b.addr])],
     )
     .await;
-    // Each dig is a new client port, so a new flow: round robin alternates.
+    // Each dig is a new client, so a new flow: round robin alternates. Each
+    // asks from its own source address: two digs on one random source port
+    // would be one flow, sent to one backend.
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-    for _ in 0..10 {
-        let answer = ask(vip).await.expect("dig through the proxy timed out");
+    for i in 0..10 {
+        let from = format!("127.0.64.{}", i + 1);
+        let answer = ask(vip, &from)
+            .await
+            .expect("dig through the proxy timed out");
         assert_eq!(answer.len(), 1, "{answer:?}");
         *seen.entry(answer[0].clone()).or_default() += 1;
     }
