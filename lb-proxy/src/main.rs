@@ -40,7 +40,8 @@ lb-proxy get events                               what happened (reloads, alloca
 lb-proxy describe svc web --config lb.toml        one service, its conditions and events\n  \
 lb-proxy config dump --config lb.toml             the config in force: defaults, allocations\n  \
 lb-proxy config schema > lb.schema.json           the file's JSON Schema, for editors\n\n\
-SIGNALS:\n  SIGHUP reloads the file (it is also watched); SIGTERM/SIGINT drain; a second one exits at once.\n\n\
+SIGNALS:\n  SIGHUP reloads the file (it is also watched); SIGTERM/SIGINT drain; a second one exits at once; \
+SIGUSR2 starts the binary again with --takeover (a hot upgrade).\n\n\
 ENVIRONMENT:\n  RUST_LOG      log filter (default info; lb_proxy=debug logs one event per connection; \
 hickory_server stays at warn unless named: info,hickory_server=info logs each DNS question)\n  \
 NOTIFY_SOCKET set by systemd for Type=notify: READY=1 is sent once the proxy serves\n  \
@@ -100,11 +101,19 @@ reloaded on change (in-place writes, renames, ConfigMap symlink swaps) and on SI
 that fails validation changes nothing (logged, counted in lb_config_reloads_total{result=\"failure\"}). \
 On SIGTERM/SIGINT every service listener closes at once, open connections finish within \
 proxy.drain_timeout, and the process exits 0; a second signal exits at once with 130.\n\n\
+With --takeover, the lb-proxy already running for the same [node] name hands every \
+listening socket (frontends, admin, DNS, health-check ports) over on its control socket \
+(RUNTIME_DIR/NODE.sock); this process serves on them and the old one drains and exits 0, so \
+no connection is refused. If this process cannot start, it exits 1 and the old one keeps \
+serving. SIGUSR2 makes a running lb-proxy start its own program again with --takeover \
+(a new binary installed at the same path is the one that runs).\n\n\
 Under systemd with Type=notify, READY=1 is sent on $NOTIFY_SOCKET once the proxy serves, \
-and STOPPING=1 when the drain starts.",
+and STOPPING=1 when the drain starts; a takeover sends MAINPID= and READY=1 \
+(NotifyAccess=all).",
         after_help = "EXAMPLES:\n  lb-proxy run --config lb.toml\n  \
 RUST_LOG=lb_proxy=debug lb-proxy run --config lb.toml --log-format json\n  \
-lb-proxy run --config lb.toml --state-file /var/lib/lb/state.json"
+lb-proxy run --config lb.toml --state-file /var/lib/lb/state.json\n  \
+lb-proxy run --config lb.toml --takeover      # replace the running one, refusing nothing"
     )]
     Run,
     /// Validate the config file; print every error, one per line; exit 1 if invalid.

@@ -68,12 +68,13 @@ pub async fn run(start: Start) -> ExitCode {
         node,
         ownership,
     } = start;
-    let (mut term, mut int, mut hup) = match (
+    let (mut term, mut int, mut hup, mut usr2) = match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::hangup()),
+        signal(SignalKind::user_defined2()),
     ) {
-        (Ok(t), Ok(i), Ok(h)) => (t, i, h),
+        (Ok(t), Ok(i), Ok(h), Ok(u)) => (t, i, h, u),
         _ => {
             eprintln!("error: cannot install signal handlers");
             return ExitCode::from(1);
@@ -170,6 +171,7 @@ pub async fn run(start: Start) -> ExitCode {
     // The config file and the manifests are watched by the control plane;
     // SIGHUP reads every source again even when nothing seems to have
     // changed.
+    let mut successor: Option<tokio::process::Child> = None;
     let ending = loop {
         tokio::select! {
             _ = hup.recv() => {
@@ -178,6 +180,22 @@ pub async fn run(start: Start) -> ExitCode {
             }
             _ = term.recv() => break Ending::Signal,
             _ = int.recv() => break Ending::Signal,
+            _ = usr2.recv() => {
+                if control.is_none() {
+                    warn!("SIGUSR2: no control socket, so no takeover; ignored");
+                } else if successor.is_some() {
+                    warn!("SIGUSR2: a new lb-proxy is starting already; ignored");
+                } else {
+                    successor = start_successor();
+                }
+            }
+            status = reap(successor.as_mut()) => {
+                successor = None;
+                match status {
+                    Ok(status) => warn!(%status, "the new lb-proxy exited; still serving"),
+                    Err(e) => warn!(error = %e, "cannot wait for the new lb-proxy"),
+                }
+            }
             conn = accept(control.as_ref()) => match conn {
                 Ok(conn) => match give::give(conn, app.sockets()).await {
                     Ok(successor) => {
@@ -235,6 +253,55 @@ pub async fn run(start: Start) -> ExitCode {
             warn!("second signal: exiting at once");
             ExitCode::from(130)
         }
+    }
+}
+
+/// SIGUSR2 (nginx's binary upgrade signal; systemd's `ExecReload=` in the
+/// upgrade recipe): starts the program at the path this process was
+/// started by (a new binary installed there is the one that runs), with
+/// this process's arguments and `--takeover`; it takes every socket over
+/// through the control socket, and this process then drains and exits. Its
+/// output goes where ours goes; the caller reaps it if it fails.
+fn start_successor() -> Option<tokio::process::Child> {
+    let mut args = std::env::args_os();
+    let Some(program) = args.next() else {
+        warn!("SIGUSR2: cannot tell which program this is; no takeover");
+        return None;
+    };
+    let args: Vec<_> = args.filter(|a| a != "--takeover").collect();
+    let spawned = tokio::process::Command::new(&program)
+        .args(&args)
+        .arg("--takeover")
+        .stdin(std::process::Stdio::null())
+        .spawn();
+    match spawned {
+        Ok(child) => {
+            info!(
+                program = %Path::new(&program).display(),
+                pid = child.id(),
+                "SIGUSR2: started a new lb-proxy to take over"
+            );
+            Some(child)
+        }
+        Err(e) => {
+            warn!(
+                program = %Path::new(&program).display(),
+                error = %e,
+                "SIGUSR2: cannot start a new lb-proxy; still serving"
+            );
+            None
+        }
+    }
+}
+
+/// The exit of a successor that failed before taking over (never, without
+/// one).
+async fn reap(
+    successor: Option<&mut tokio::process::Child>,
+) -> std::io::Result<std::process::ExitStatus> {
+    match successor {
+        Some(child) => child.wait().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -164,6 +164,12 @@ fn takeover_under_a_client_loop(accept: &str) -> Result<()> {
         new.logs(),
         old.logs()
     );
+    // Everything handed over was claimed: the control socket too.
+    assert!(
+        !new.logs().contains("closed a handed-over socket"),
+        "{}",
+        new.logs()
+    );
     // The admin port was handed over with the rest: the new process answers.
     assert_eq!(admin_pid(admin), Some(u64::from(new.pid())));
     assert_eq!(new.readyz().0, 200, "{}", new.logs());
@@ -209,6 +215,81 @@ fn a_takeover_under_a_client_loop_fails_no_request_and_the_old_process_exits_0()
 #[test]
 fn a_takeover_with_per_core_accept_loops_fails_no_request() -> Result<()> {
     takeover_under_a_client_loop("percore")
+}
+
+#[test]
+fn dns_and_health_check_ports_are_handed_over_with_the_frontends() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let backend = echo_backend("127.0.0.1");
+    let admin = fresh_admin();
+    let dns_ip = fresh_ip();
+    let dns = SocketAddr::new(dns_ip, free_udp_port(dns_ip));
+    let hc = free_port("127.0.0.1");
+    let pool = fresh_ip();
+    let config = base_toml(admin).replace(
+        "service_cidr = \"127.77.0.0/16\"",
+        "service_cidr = \"127.77.0.0/16\"\nnode_port_range = \"1024-65535\"",
+    ) + &format!(
+        r#"
+[dns]
+listen = "{dns}"
+
+[[ip_pools]]
+name = "p"
+addresses = ["{pool}/32"]
+
+[[services]]
+name = "web"
+type = "LoadBalancer"
+external_traffic_policy = "Local"
+health_check_node_port = {hc}
+allocate_load_balancer_node_ports = false
+ports = [{{ port = 8080 }}]
+
+[[endpoints]]
+name = "web"
+[[endpoints.subsets]]
+addresses = [{{ ip = "127.0.0.1", node_name = "node-1" }}]
+ports = [{{ port = {port} }}]
+"#,
+        port = backend.addr.port()
+    );
+    let health = SocketAddr::new(ip("127.0.0.1"), hc);
+    let mut old = Run::text(&config)
+        .env("LB_RUNTIME_DIR", dir.path())
+        .admin(admin)
+        .start()?;
+    assert!(eventually_blocking(WAIT, || http_get(health, "/").is_ok()));
+    let new = Run::text(&config)
+        .env("LB_RUNTIME_DIR", dir.path())
+        .arg("--takeover")
+        .admin(admin)
+        .spawn()?;
+    // Neither port allows a second socket while the old process holds it:
+    // the new one serves them only because they were handed over.
+    assert!(
+        new.logged("took over from lb-proxy pid", WAIT),
+        "{}",
+        new.logs()
+    );
+    assert!(!new.logs().contains("cannot bind"), "{}", new.logs());
+    assert_eq!(old.wait_exit(WAIT), Some(0), "{}", old.logs());
+    let (status, body) = http_get(health, "/")?;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"localEndpoints\":1"), "{body}");
+    let runtime = tokio::runtime::Runtime::new()?;
+    let answer = runtime.block_on(crate::support::dns::query(
+        dns,
+        "web.default.svc.cluster.local.",
+        hickory_proto::rr::RecordType::A,
+    ));
+    assert_eq!(answer.answers().len(), 1, "{answer:?}");
+    assert_eq!(
+        round_trip(SocketAddr::new(pool, 8080), b"lb\n")?,
+        b"lb\n",
+        "the LoadBalancer address is served too"
+    );
+    Ok(())
 }
 
 #[test]
@@ -498,4 +579,92 @@ ports = [{{ name = "udp", port = {port}, protocol = "UDP" }}]
     // its 20 s drain timeout.
     assert_eq!(old.wait_exit(WAIT), Some(0), "{}", old.logs());
     Ok(())
+}
+
+#[test]
+fn under_systemd_the_new_process_names_itself_the_main_pid_and_the_old_one_never_says_stopping(
+) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let socket_path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&socket_path)?;
+    notify.set_read_timeout(Some(WAIT))?;
+    let admin = fresh_admin();
+    let mut buf = [0u8; 256];
+    let mut next = || -> Option<String> {
+        let n = notify.recv(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+    let mut old = Run::text(&base_toml(admin))
+        .env("LB_RUNTIME_DIR", dir.path())
+        .env("NOTIFY_SOCKET", &socket_path)
+        .admin(admin)
+        .spawn()?;
+    assert_eq!(next().as_deref(), Some("READY=1"));
+    let new = Run::text(&base_toml(admin))
+        .env("LB_RUNTIME_DIR", dir.path())
+        .env("NOTIFY_SOCKET", &socket_path)
+        .arg("--takeover")
+        .admin(admin)
+        .spawn()?;
+    assert_eq!(
+        next(),
+        Some(format!("MAINPID={}\nREADY=1", new.pid())),
+        "{}",
+        new.logs()
+    );
+    assert_eq!(old.wait_exit(WAIT), Some(0), "{}", old.logs());
+    notify.set_read_timeout(Some(Duration::from_millis(200)))?;
+    let mut more = [0u8; 256];
+    assert!(
+        notify.recv(&mut more).is_err(),
+        "nothing else, no STOPPING=1 from the old process: {:?}",
+        String::from_utf8_lossy(&more)
+    );
+    Ok(())
+}
+
+#[test]
+fn sigusr2_starts_the_binary_again_and_it_takes_over() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let backend = echo_backend("127.0.0.1");
+    let vip = fresh_ip();
+    let admin = fresh_admin();
+    let services = service_toml("web", vip, 8080, &[backend.addr], "");
+    let mut old = Run::text(&(base_toml(admin) + &services))
+        .env("LB_RUNTIME_DIR", dir.path())
+        .admin(admin)
+        .start()?;
+    let clients = ClientLoop::start(SocketAddr::new(vip, 8080), 2);
+    let_clients_run(&clients, 20);
+    old.signal("USR2");
+    assert_eq!(old.wait_exit(WAIT), Some(0), "{}", old.logs());
+    let successor = admin_pid(admin);
+    // The successor is not the test's child: stop it however the test ends.
+    let _stop = successor.map(|pid| KillOnDrop(pid as i32));
+    assert!(
+        successor.is_some_and(|p| p != u64::from(old.pid())),
+        "{}",
+        old.logs()
+    );
+    let_clients_run(&clients, 20);
+    let (ok, failures) = clients.finish();
+    assert!(failures.is_empty(), "{ok} ok, failures: {failures:?}");
+    assert!(
+        old.logs()
+            .contains("SIGUSR2: started a new lb-proxy to take over"),
+        "{}",
+        old.logs()
+    );
+    Ok(())
+}
+
+/// Sends SIGKILL to a process that is not the test's child when dropped.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &self.0.to_string()])
+            .status();
+    }
 }
