@@ -118,10 +118,10 @@ fn give_blocking(conn: &OwnedFd, sockets: &Sockets) -> Result<Successor, Handove
         }
     };
     info!(pid, %version, "takeover requested; handing over the listening sockets");
-    let serving = sockets.serving();
-    let count = serving.len();
+    let ids = sockets.serving_ids();
     let me = std::process::id();
-    let mut batches = serving.chunks(fdpass::MAX_FDS_PER_MESSAGE).peekable();
+    let mut batches = ids.chunks(fdpass::MAX_FDS_PER_MESSAGE).peekable();
+    let mut count = 0;
     if batches.peek().is_none() {
         let empty = Message::Sockets {
             pid: me,
@@ -132,24 +132,17 @@ fn give_blocking(conn: &OwnedFd, sockets: &Sockets) -> Result<Successor, Handove
         wire::send(conn, &empty, &[]).map_err(broke(pid, "sending the sockets"))?;
     }
     while let Some(batch) = batches.next() {
+        let copies = sockets.copy(batch);
+        count += copies.len();
         let message = Message::Sockets {
             pid: me,
             version: wire::version(),
-            keys: batch.iter().map(|(k, _)| *k).collect(),
+            keys: copies.iter().map(|(k, _)| *k).collect(),
             last: batches.peek().is_none(),
         };
-        let fds: Vec<OwnedFd> = batch
-            .iter()
-            .filter_map(|(_, fd)| fd.try_clone().ok())
-            .collect();
-        if fds.len() != batch.len() {
-            return Err(broke(pid, "copying the sockets")(io::Error::other(
-                "a socket could not be copied",
-            )));
-        }
+        let fds: Vec<OwnedFd> = copies.into_iter().map(|(_, fd)| fd).collect();
         wire::send(conn, &message, &fds).map_err(broke(pid, "sending the sockets"))?;
     }
-    drop(serving);
     fdpass::set_timeouts(conn, START_TIMEOUT).map_err(broke(pid, "setting timeouts"))?;
     match wire::recv(conn).map_err(broke(pid, "waiting for the new process to start"))? {
         (Message::Ready, _) => {}

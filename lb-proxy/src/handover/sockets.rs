@@ -115,14 +115,25 @@ impl Sockets {
         }
     }
 
-    /// Copies (`dup(2)`) of every socket served now, with their keys: what
-    /// a hand-over sends. Copies, so that no lock is held while they are
-    /// sent and no descriptor number can be reused under the sender; a
-    /// listener closed meanwhile lives on only until the copies are dropped.
-    pub fn serving(&self) -> Vec<(SocketKey, OwnedFd)> {
+    /// The registrations of every socket served now, in order: what a
+    /// hand-over sends, copied a batch at a time with [`Sockets::copy`].
+    pub fn serving_ids(&self) -> Vec<u64> {
+        lock(&self.inner.serving).keys().copied().collect()
+    }
+
+    /// Copies (`dup(2)`) of the sockets registered under `ids` that are
+    /// still served, with their keys. Copies, so that no lock is held while
+    /// they are sent and no descriptor number can be reused under the
+    /// sender; a listener closed meanwhile lives on only until its copy is
+    /// dropped. A batch at a time, so a hand-over of 10,000 listeners never
+    /// holds 10,000 more descriptors.
+    pub fn copy(&self, ids: &[u64]) -> Vec<(SocketKey, OwnedFd)> {
         let serving = lock(&self.inner.serving);
-        let mut copies = Vec::with_capacity(serving.len());
-        for (key, raw) in serving.values() {
+        let mut copies = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some((key, raw)) = serving.get(id) else {
+                continue;
+            };
             // A registered descriptor is open while registered (the
             // registration drops before the socket closes), and holding the
             // lock keeps registrations from dropping while we copy.
@@ -237,5 +248,84 @@ impl Sockets {
     /// How many inherited sockets wait to be claimed.
     pub fn unclaimed_count(&self) -> usize {
         lock(&self.inner.inherited).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    fn listener() -> (std::net::TcpListener, SocketAddr) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        (l, addr)
+    }
+
+    #[test]
+    fn a_claim_takes_the_listeners_at_its_address_and_closes_what_is_not_what_its_key_says() {
+        let (a, a_addr) = listener();
+        let (b, b_addr) = listener();
+        let connected = std::net::TcpStream::connect(b_addr).unwrap();
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let udp_addr = udp.local_addr().unwrap();
+        let sockets = Sockets::inherit(vec![
+            (SocketKey::tcp(Role::Service, a_addr), a.into()),
+            // A connection under a listener's key: refused.
+            (SocketKey::tcp(Role::Service, b_addr), connected.into()),
+            (SocketKey::udp(Role::Dns, udp_addr), udp.into()),
+        ]);
+        assert!(sockets.took_over());
+        assert!(
+            sockets.take_tcp(Role::Admin, a_addr).is_empty(),
+            "another role"
+        );
+        let claimed = sockets.take_tcp(Role::Service, a_addr);
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].local_addr().unwrap(), a_addr);
+        assert!(sockets.take_tcp(Role::Service, b_addr).is_empty());
+        // Port 0 asks for whatever port the role had on that address.
+        let any_port = SocketAddr::new(udp_addr.ip(), 0);
+        assert_eq!(sockets.take_udp(Role::Dns, any_port).len(), 1);
+        assert_eq!(sockets.unclaimed_count(), 0);
+        drop(b);
+    }
+
+    #[test]
+    fn unclaimed_sockets_close_by_role_and_others_wait_for_their_owner() {
+        let (a, a_addr) = listener();
+        let lock = tempfile::tempfile().unwrap();
+        let sockets = Sockets::inherit(vec![
+            (SocketKey::tcp(Role::Service, a_addr), a.into()),
+            (SocketKey::node_lock(), lock.into()),
+        ]);
+        let closed = sockets.close_unclaimed(&[Role::Service, Role::Admin]);
+        assert_eq!(closed, vec![SocketKey::tcp(Role::Service, a_addr)]);
+        assert!(
+            std::net::TcpStream::connect(a_addr).is_err(),
+            "the listener closed"
+        );
+        assert!(sockets.take_unaddressed(Role::NodeLock).is_some());
+    }
+
+    #[test]
+    fn only_registered_sockets_are_copied_and_a_dropped_registration_is_skipped() {
+        let sockets = Sockets::new();
+        assert!(!sockets.took_over());
+        let (a, a_addr) = listener();
+        let (b, b_addr) = listener();
+        let ra = sockets.register(SocketKey::tcp(Role::Service, a_addr), a.as_fd());
+        let rb = sockets.register(SocketKey::tcp(Role::Admin, b_addr), b.as_fd());
+        let ids = sockets.serving_ids();
+        assert_eq!(ids.len(), 2);
+        drop(rb);
+        drop(b);
+        let copies = sockets.copy(&ids);
+        assert_eq!(copies.len(), 1);
+        assert_eq!(copies[0].0, SocketKey::tcp(Role::Service, a_addr));
+        let copy = std::net::TcpListener::from(copies.into_iter().next().unwrap().1);
+        assert_eq!(copy.local_addr().unwrap(), a_addr, "the same socket");
+        drop(ra);
+        assert_eq!(sockets.serving_count(), 0);
     }
 }
