@@ -51,7 +51,7 @@ root (nginx's `user root`). Every step is bounded in time, every address is
 on loopback, and every process it started is killed when it ends (also on
 Ctrl-C). Not part of .ci/run: this is a benchmark.
 """
-import argparse, json, os, re, shutil, signal, socket, subprocess, sys, tempfile, time
+import argparse, json, os, re, shutil, signal, socket, subprocess, sys, tempfile, threading, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.dont_write_bytecode = True  # no __pycache__ in the tree for this import
@@ -172,6 +172,72 @@ def parse_wrk(out):
     if m:
         res["non2xx"] = int(m.group(1))
     return res
+
+
+class Probe(threading.Thread):
+    """One `Connection: close` request every `every` seconds to a VIP, each
+    timed and stamped, so that a failure or a stall can be placed against
+    the upgrades' phases (wrk only counts errors)."""
+
+    def __init__(self, ip, t0, every=0.01):
+        super().__init__(daemon=True)
+        self.ip, self.t0, self.every = ip, t0, every
+        self.samples = []  # (start s since t0, latency ms, error or "")
+        self.halt = threading.Event()
+
+    def run(self):
+        nxt = time.monotonic()
+        while not self.halt.is_set():
+            start = time.monotonic()
+            err = ""
+            try:
+                with socket.create_connection((self.ip, 80), timeout=5.0) as s:
+                    s.sendall(b"GET /index.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    got = b""
+                    while True:
+                        b = s.recv(65536)
+                        if not b:
+                            break
+                        got += b
+                if not got.startswith(b"HTTP/1.1 200") or len(got) < 1024:
+                    err = "short answer (%d bytes)" % len(got)
+            except OSError as e:
+                err = "%s: %s" % (type(e).__name__, e)
+            self.samples.append((start - self.t0, (time.monotonic() - start) * 1000, err))
+            nxt += self.every
+            self.halt.wait(max(0.0, nxt - time.monotonic()))
+
+    def stop(self):
+        self.halt.set()
+        self.join(timeout=10)
+
+
+def place(t, steps):
+    """Where `t` falls against the upgrades: "upgrade K +X ms" after the
+    start of the last upgrade begun before t, or "before any upgrade"."""
+    last = None
+    for k, st in enumerate(steps):
+        if st["start"] <= t:
+            last = (k, st)
+    if last is None:
+        return "before any upgrade"
+    k, st = last
+    phase = "during" if t <= st["at"] else "after"
+    return "upgrade %d +%.0f ms (%s its hand-over of %.0f ms)" % (
+        k + 1, (t - st["start"]) * 1000, phase, (st["at"] - st["start"]) * 1000)
+
+
+def probe_summary(samples, steps):
+    lat = sorted(x[1] for x in samples if not x[2])
+    fails = [x for x in samples if x[2]]
+    worst = sorted((x for x in samples if not x[2]), key=lambda x: -x[1])[:5]
+    return {
+        "count": len(samples), "failures": len(fails),
+        "p99_ms": lat[int(len(lat) * 0.99)] if lat else float("nan"),
+        "max_ms": lat[-1] if lat else float("nan"),
+        "failed": [{"t": t, "error": e, "where": place(t, steps)} for t, _, e in fails[:20]],
+        "slowest": [{"t": t, "ms": ms, "where": place(t, steps)} for t, ms, _ in worst],
+    }
 
 
 class Bench:
@@ -423,6 +489,8 @@ class Bench:
         d = self.args.duration
         t0 = time.monotonic()
         wrk, out = self.wrk(name, load, d)
+        probe = Probe(VIPS[name], t0)
+        probe.start()
         steps = []
         snapshot = None
         for i in range(upgrades):
@@ -434,7 +502,9 @@ class Bench:
                 print("    %s: %d of %d upgrades done when the load ended"
                       % (name, i, upgrades), flush=True)
                 break
+            start = time.monotonic() - t0
             step = self.upgrade(name)
+            step["start"] = start
             step["at"] = time.monotonic() - t0
             steps.append(step)
             if not step["ok"]:
@@ -447,8 +517,10 @@ class Bench:
         except subprocess.TimeoutExpired:
             os.killpg(wrk.pid, signal.SIGKILL)
             wrk.wait(timeout=10)
+        probe.stop()
         text = open(out).read()
         res = parse_wrk(text)
+        res["probe"] = probe_summary(probe.samples, steps)
         res["wrk"] = text
         res["upgrades"] = steps
         if snapshot:
@@ -493,6 +565,16 @@ class Bench:
                         extra = "; %d/%d upgrades ok, slowest %.2f s" % (ok, n, worst)
                     print("  %-7s %-5s %-8s %9.0f req/s  p99 %7.2f ms  errors: %s%s"
                           % (name, load, kind, r["rps"], r["p99_ms"], errs, extra), flush=True)
+                    pr = r["probe"]
+                    print("          probe: %d connections, %d failed, p99 %.1f ms, max %.1f ms"
+                          % (pr["count"], pr["failures"], pr["p99_ms"], pr["max_ms"]), flush=True)
+                    for f in pr["failed"][:5]:
+                        print("            failed at %.2f s, %s: %s" % (f["t"], f["where"], f["error"]),
+                              flush=True)
+                    if n:
+                        for w in pr["slowest"][:3]:
+                            print("            slow %.0f ms at %.2f s, %s" % (w["ms"], w["t"], w["where"]),
+                                  flush=True)
                     time.sleep(0.5)
         return results
 
