@@ -536,6 +536,29 @@ class Bench:
                   % (name, len(left), self.args.drain + 10, expected, left), flush=True)
         return res
 
+    def aftermath(self):
+        """Exit codes of the proxies' processes that ended, and the warning
+        and error lines of lb's logs (printed: they are what to look at)."""
+        exits = {}
+        for p in self.popens:
+            if p.poll() is not None and p.args[0] == "prlimit":
+                exits.setdefault(os.path.basename(p.args[2]), []).append(p.returncode)
+        for prog, codes in sorted(exits.items()):
+            odd = [c for c in codes if c != 0]
+            print("  %s: %d processes ended, exit codes other than 0: %s"
+                  % (prog, len(codes), odd or "none"), flush=True)
+        lines = []
+        for f in sorted(os.listdir(self.dir)):
+            if f.startswith("lb-") and f.endswith(".log"):
+                for line in open(os.path.join(self.dir, f), errors="replace"):
+                    if re.search(r"\b(WARN|ERROR)\b", line):
+                        lines.append("%s: %s" % (f, line.rstrip()))
+        if lines:
+            print("  lb's logs: %d warning or error lines; the first ones:" % len(lines))
+            for line in lines[:10]:
+                print("    " + line)
+        return exits, lines
+
     def expected_processes(self, name):
         return 1 + (self.sub["THREADS"] if name == "nginx" else 0)
 
@@ -637,10 +660,12 @@ def main():
         b.start()
         print("work dir %s" % b.dir, flush=True)
         results = b.all_runs()
+        exits, lines = b.aftermath()
         print(report(results, args))
         if args.json:
             with open(args.json, "w") as f:
-                json.dump({"results": results, "args": vars(args)}, f, indent=1)
+                json.dump({"results": results, "exits": exits, "log_lines": lines,
+                           "args": vars(args)}, f, indent=1)
     finally:
         b.close()
 
