@@ -17,6 +17,8 @@
 //! - [`error`]: [`Error`], what the library reports.
 //! - [`lifecycle`]: [`lifecycle::Tasks`], the one way lb spawns and stops
 //!   tasks.
+//! - [`handover`]: hot upgrade: the inventory of listening sockets
+//!   ([`handover::Sockets`]) and handing them to a successor process.
 //! - `sys` (private): system calls and socket options, the only place
 //!   `unsafe` may live.
 //!
@@ -198,6 +200,7 @@ pub mod cli;
 pub mod control;
 pub mod dataplane;
 pub mod error;
+pub mod handover;
 pub mod lifecycle;
 pub mod ops;
 #[allow(unsafe_code)]

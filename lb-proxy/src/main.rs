@@ -11,7 +11,9 @@ use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use lb_proxy::app::AppOptions;
 use lb_proxy::cli::get::{GetRequest, OutputFormat};
 use lb_proxy::cli::owner;
+use lb_proxy::cli::serve::{Ownership, Start};
 use lb_proxy::control::ProxyOverrides;
+use lb_proxy::handover::HandoverError;
 
 /// A userspace L4 load balancer with Kubernetes Service semantics.
 #[derive(Debug, Parser)]
@@ -64,6 +66,12 @@ struct Cli {
     /// LB_RUNTIME_DIR).
     #[arg(long, global = true, value_name = "DIR")]
     runtime_dir: Option<PathBuf>,
+    /// `run`: take over from the lb-proxy running for the same [node] name
+    /// (and runtime directory): receive its listening sockets, serve on
+    /// them, and let it drain and exit; no connection is refused. With none
+    /// running, start as usual.
+    #[arg(long, global = true)]
+    takeover: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -434,12 +442,32 @@ fn main() -> ExitCode {
                 })
                 .unwrap_or_else(owner::default_runtime_dir);
             let node = owner::node_name_of(&config);
-            let lock = match owner::NodeLock::acquire(&dir, &node, owner::TAKEOVER_WAIT) {
-                Ok(lock) => lock,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(1);
+            let mut ownership = None;
+            if cli.takeover {
+                // Ask the running owner of the node for its sockets; with
+                // none running, this is a plain start.
+                match lb_proxy::handover::take::request(&owner::control_path(&dir, &node)) {
+                    Ok(offer) => ownership = Some(Ownership::Takeover(offer)),
+                    Err(HandoverError::NoOwner { path, source }) => tracing::info!(
+                        path = %path.display(),
+                        error = %source,
+                        "no running lb-proxy for node {node} to take over; starting anew"
+                    ),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(1);
+                    }
                 }
+            }
+            let ownership = match ownership {
+                Some(o) => o,
+                None => match owner::NodeLock::acquire(&dir, &node, owner::TAKEOVER_WAIT) {
+                    Ok(lock) => Ownership::Fresh(lock),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(1);
+                    }
+                },
             };
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
@@ -448,15 +476,18 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            runtime.block_on(lb_proxy::cli::serve::run(
-                AppOptions {
+            runtime.block_on(lb_proxy::cli::serve::run(Start {
+                options: AppOptions {
                     config,
                     state_file: cli.state_file,
                     manifests: cli.manifests,
                     overrides,
+                    sockets: Default::default(),
                 },
-                lock,
-            ))
+                runtime_dir: dir,
+                node,
+                ownership,
+            }))
         }
     }
 }

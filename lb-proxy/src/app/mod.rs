@@ -33,6 +33,7 @@ use crate::control::follow::{follow, Follower, Reconciled};
 use crate::control::{ControlPlane, ProxyOverrides, ReloadCounters};
 use crate::dataplane::DataPlane;
 use crate::error::Error;
+use crate::handover::{Registration, Role, SocketKey, Sockets};
 use crate::lifecycle::Tasks;
 use crate::ops::admin::{
     AdminServer, AdminSource, AllowedHosts, ProxyView, MAX_CONNECTIONS as MAX_ADMIN_CONNECTIONS,
@@ -58,6 +59,11 @@ pub struct AppOptions {
     /// `[proxy]` settings that win over the file's (the binary's
     /// `LB_FORWARD_ENGINE`, `LB_ACCEPT`, `LB_WORKERS`).
     pub overrides: ProxyOverrides,
+    /// The process's listening sockets: what a previous owner handed over
+    /// (`lb-proxy run --takeover`), claimed by each part before it binds,
+    /// and where every part registers what it serves, for the next
+    /// takeover. Empty by default: everything is bound.
+    pub sockets: Sockets,
 }
 
 impl AppOptions {
@@ -92,6 +98,10 @@ struct Inner {
     followers: Tasks,
     /// The admin API, stopped last so a drain can be watched.
     admin: Option<AdminServer>,
+    /// The admin listener's place in `sockets`, dropped before it closes.
+    admin_registration: std::sync::Mutex<Option<Registration>>,
+    /// The listening sockets every part registered.
+    sockets: Sockets,
     /// Everything above.
     tasks: Tasks,
     /// The runtime the admin API, DNS and the followers run on; its thread
@@ -123,11 +133,13 @@ impl App {
             }
         };
         check_open_file_limit(&config);
+        let sockets = options.sockets.clone();
         let bind = crate::dataplane::BindOptions {
             freebind: matches!(
                 config.vip_mode,
                 lb_config::VipMode::Freebind | lb_config::VipMode::Interface
             ),
+            sockets: sockets.clone(),
         };
         let dataplane = DataPlane::start_in(&tasks, config.proxy.clone(), snapshot, bind).await;
         control.serve(&dataplane);
@@ -137,8 +149,8 @@ impl App {
             tasks: tasks.clone(),
             ops: ops.clone(),
         };
-        let health_checks = HealthChecks::start(&dataplane, tasks.child());
-        let vips = match VipPart::start(&config, &dataplane, &tasks).await {
+        let health_checks = HealthChecks::start_in(&dataplane, tasks.child(), &sockets).await;
+        let vips = match VipPart::start(&config, &dataplane, &tasks, sockets.took_over()).await {
             Ok(v) => v,
             Err(e) => {
                 started.abort().await;
@@ -147,7 +159,8 @@ impl App {
         };
         let dns = {
             let (config, dataplane, tasks) = (config.clone(), dataplane.clone(), tasks.clone());
-            ops.run(async move { DnsPart::start(&config, &dataplane, &tasks).await })
+            let sockets = sockets.clone();
+            ops.run(async move { DnsPart::start(&config, &dataplane, &tasks, &sockets).await })
                 .await
                 .and_then(|started| started)
         };
@@ -182,6 +195,7 @@ impl App {
         );
         let mut admin = None;
         let mut admin_addr = None;
+        let mut admin_registration = None;
         if let Some(addr) = config.admin_listen {
             let transitions = Arc::new(Transitions::default());
             follow_conditions(
@@ -208,19 +222,31 @@ impl App {
             let hosts = AllowedHosts::new(config.admin_allowed_hosts.iter().cloned());
             let max_connections = admin_connections(&dataplane.descriptors());
             let admin_tasks = tasks.child();
-            // Bound inside the ops runtime, so its reactor serves the
-            // listener and every connection.
+            // Bound (or claimed from a previous owner) inside the ops
+            // runtime, so its reactor serves the listener and every
+            // connection.
+            let claimed = sockets.take_tcp(Role::Admin, addr).into_iter().next();
+            let registry = sockets.clone();
             let server = ops
                 .run(async move {
-                    let listener = tokio::net::TcpListener::bind(addr).await?;
+                    let listener = match claimed {
+                        Some(listener) => tokio::net::TcpListener::from_std(listener)?,
+                        None => tokio::net::TcpListener::bind(addr).await?,
+                    };
+                    let registration = registry.register(
+                        SocketKey::tcp(Role::Admin, listener.local_addr()?),
+                        std::os::fd::AsFd::as_fd(&listener),
+                    );
                     AdminServer::builder(listener, source)
                         .allowed_hosts(hosts)
                         .max_connections(max_connections)
                         .start(admin_tasks)
+                        .map(|server| (server, registration))
                 })
                 .await;
             let failed = match server {
-                Ok(Ok(server)) => {
+                Ok(Ok((server, registration))) => {
+                    admin_registration = Some(registration);
                     admin_addr = Some(server.local_addr());
                     admin = Some(server);
                     None
@@ -235,10 +261,17 @@ impl App {
                 return Err(e);
             }
         }
+        // What the App serves and this config does not; the binary's own
+        // (the control socket, the node lock) are its to claim.
+        let own = [Role::Service, Role::Admin, Role::Dns, Role::HealthCheck];
+        for key in sockets.close_unclaimed(&own) {
+            info!(socket = %key, "closed a handed-over socket this config does not serve");
+        }
         info!(
             config = %options.config.display(),
             services = dataplane.table().load().services().count(),
             admin = ?admin_addr,
+            took_over = sockets.took_over(),
             "lb-proxy running"
         );
         Ok(App {
@@ -252,10 +285,18 @@ impl App {
                 vips,
                 followers,
                 admin,
+                admin_registration: std::sync::Mutex::new(admin_registration),
+                sockets,
                 tasks,
                 ops,
             }),
         })
+    }
+
+    /// The listening sockets every part registered: what a takeover hands
+    /// over ([`crate::handover::give`]).
+    pub fn sockets(&self) -> &Sockets {
+        &self.inner.sockets
     }
 
     /// The control plane (sources, reloads, probes, host names, events).
@@ -326,11 +367,45 @@ impl App {
         inner.vips.stop().await;
         inner.dns.stop().await;
         inner.followers.stop().await;
-        if let Some(admin) = &inner.admin {
-            admin.stop().await;
-        }
+        self.stop_admin().await;
         inner.tasks.stop().await;
         inner.ops.stop().await;
+    }
+
+    /// Stops after a successor took every listening socket over
+    /// ([`crate::handover`]): the admin API, DNS and health-check ports stop
+    /// at once (the successor answers on the same sockets), the data plane
+    /// drains as [`DataPlane::hand_over`] says (TCP listeners closed here
+    /// and open in the successor, UDP flows answered until they idle out,
+    /// connections finished within `drain_timeout`), interface VIPs stay on
+    /// the device for the successor, and the rest stops as in
+    /// [`App::shutdown`].
+    pub async fn hand_over(&self) {
+        let inner = &self.inner;
+        self.stop_admin().await;
+        inner.dns.stop().await;
+        inner.health_checks.stop().await;
+        inner.dataplane.hand_over().await;
+        inner.control.stop().await;
+        inner.vips.hand_over().await;
+        inner.followers.stop().await;
+        inner.tasks.stop().await;
+        inner.ops.stop().await;
+    }
+
+    async fn stop_admin(&self) {
+        // Unregistered before it closes: a takeover never copies a closed
+        // descriptor.
+        drop(
+            self.inner
+                .admin_registration
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
+        if let Some(admin) = &self.inner.admin {
+            admin.stop().await;
+        }
     }
 }
 

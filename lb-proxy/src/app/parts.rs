@@ -18,11 +18,13 @@ pub(crate) struct DnsPart {
 }
 
 impl DnsPart {
-    /// Starts the responder on `tasks` if `config` has `[dns]`.
+    /// Starts the responder on `tasks` if `config` has `[dns]`, on the
+    /// sockets handed over in `sockets` if there are.
     pub(crate) async fn start(
         config: &Config,
         dataplane: &DataPlane,
         tasks: &Tasks,
+        sockets: &crate::handover::Sockets,
     ) -> Result<DnsPart, Error> {
         #[cfg(feature = "dns")]
         {
@@ -31,15 +33,21 @@ impl DnsPart {
             else {
                 return Ok(DnsPart::default());
             };
-            let dns = Dns::start(settings.listen, dataplane.table(), options, tasks.child())
-                .await
-                .map_err(Error::Dns)?;
+            let dns = Dns::start_in(
+                settings.listen,
+                dataplane.table(),
+                options,
+                tasks.child(),
+                sockets,
+            )
+            .await
+            .map_err(Error::Dns)?;
             dns.set_not_proxied(config.node.clone(), config.not_proxied.clone());
             Ok(DnsPart { dns: Some(dns) })
         }
         #[cfg(not(feature = "dns"))]
         {
-            let _ = (dataplane, tasks);
+            let _ = (dataplane, tasks, sockets);
             match config.dns {
                 Some(_) => Err(Error::Unsupported {
                     what: "[dns] (the cluster DNS responder)",
@@ -95,10 +103,13 @@ pub(crate) struct VipPart {
 impl VipPart {
     /// Takes hold of the VIP interface on `tasks` if `config` asks for
     /// interface mode.
+    /// With `adopt` (a takeover), the addresses the previous owner added
+    /// are kept rather than removed and added again.
     pub(crate) async fn start(
         config: &Config,
         dataplane: &DataPlane,
         tasks: &Tasks,
+        adopt: bool,
     ) -> Result<VipPart, Error> {
         if config.vip_mode != lb_config::VipMode::Interface {
             return Ok(VipPart::default());
@@ -108,6 +119,7 @@ impl VipPart {
             let options = crate::control::vip::VipOptions {
                 interface: config.vip_interface.clone(),
                 announce_interface: config.announce_interface.clone(),
+                adopt,
             };
             crate::control::vip::Vips::start(dataplane, options, tasks.child())
                 .await
@@ -116,7 +128,7 @@ impl VipPart {
         }
         #[cfg(not(feature = "vip"))]
         {
-            let _ = (dataplane, tasks);
+            let _ = (dataplane, tasks, adopt);
             Err(Error::Unsupported {
                 what: "vip_mode = \"interface\"",
                 feature: "vip",
@@ -135,6 +147,14 @@ impl VipPart {
         #[cfg(feature = "vip")]
         if let Some(vips) = &self.vips {
             vips.stop().await;
+        }
+    }
+
+    /// Stops, leaving the addresses to the process that took over.
+    pub(crate) async fn hand_over(&self) {
+        #[cfg(feature = "vip")]
+        if let Some(vips) = &self.vips {
+            vips.hand_over().await;
         }
     }
 }

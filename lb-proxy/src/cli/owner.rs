@@ -15,11 +15,15 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
+
+use crate::handover::{Registration, SocketKey, Sockets};
 
 /// How long a starting process waits for the owner to let go.
 pub const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
@@ -43,7 +47,7 @@ pub enum OwnerError {
     },
     /// Another process holds the node.
     #[error(
-        "node {node:?} is already served by lb-proxy{} (lock {}); stop it first{}, or give this one another [node] name",
+        "node {node:?} is already served by lb-proxy{} (lock {}); take it over with `lb-proxy run --takeover` (no connection refused), stop it first{}, or give this one another [node] name",
         pid.map(|p| format!(" pid {p}")).unwrap_or_default(),
         path.display(),
         pid.map(|p| format!(" (kill -TERM {p}: it lets go as soon as it starts draining)")).unwrap_or_default()
@@ -56,13 +60,85 @@ pub enum OwnerError {
         /// The lock file.
         path: PathBuf,
     },
+    /// What a previous owner handed over as the node lock is not this
+    /// node's lock file.
+    #[error("the lock handed over is not {path}")]
+    NotTheLock {
+        /// The lock file of this node.
+        path: PathBuf,
+    },
 }
 
 /// The node, held: dropping it (or [`NodeLock::release`]) lets go.
 #[derive(Debug)]
 pub struct NodeLock {
+    /// Dropped before the lock (a hand-over never sends a closed file).
+    registration: Option<Registration>,
     lock: Option<Flock<File>>,
     path: PathBuf,
+}
+
+/// The node lock a previous owner handed over, checked to be this node's
+/// lock file but not yet taken as this process's: until
+/// [`HandedLock::take`], dropping it leaves the owner's lock as it is.
+#[derive(Debug)]
+pub struct HandedLock {
+    file: File,
+    path: PathBuf,
+}
+
+impl HandedLock {
+    /// Checks that `fd` is the lock file of `node` in `dir` (the same
+    /// inode).
+    pub fn check(fd: OwnedFd, dir: &Path, node: &str) -> Result<HandedLock, OwnerError> {
+        let path = lock_path(dir, node);
+        let file = File::from(fd);
+        let same = match (file.metadata(), std::fs::metadata(&path)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        };
+        if !same {
+            return Err(OwnerError::NotTheLock { path });
+        }
+        Ok(HandedLock { file, path })
+    }
+
+    /// Takes the lock as this process's: the same open file, so the same
+    /// lock (`flock(2)` locks belong to the open file, which both processes
+    /// now share); the previous owner lets go of its copy without
+    /// unlocking ([`NodeLock::hand_over`]).
+    pub fn take(self) -> Result<NodeLock, OwnerError> {
+        match Flock::lock(self.file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => {
+                let mut held = NodeLock {
+                    registration: None,
+                    lock: Some(lock),
+                    path: self.path,
+                };
+                held.write_pid();
+                Ok(held)
+            }
+            Err((_, errno)) => Err(OwnerError::Dir {
+                dir: self
+                    .path
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_default(),
+                source: std::io::Error::from(errno),
+            }),
+        }
+    }
+}
+
+/// The lock file of `node` in `dir`.
+fn lock_path(dir: &Path, node: &str) -> PathBuf {
+    dir.join(format!("{}.lock", file_stem(node)))
+}
+
+/// Where the owner of `node` listens for a takeover
+/// (`RUNTIME_DIR/NODE.sock`).
+pub fn control_path(dir: &Path, node: &str) -> PathBuf {
+    dir.join(format!("{}.sock", file_stem(node)))
 }
 
 impl NodeLock {
@@ -75,7 +151,7 @@ impl NodeLock {
             source,
         };
         std::fs::create_dir_all(dir).map_err(dir_error)?;
-        let path = dir.join(format!("{}.lock", file_stem(node)));
+        let path = lock_path(dir, node);
         let deadline = Instant::now() + wait;
         loop {
             let file = std::fs::OpenOptions::new()
@@ -86,18 +162,14 @@ impl NodeLock {
                 .open(&path)
                 .map_err(dir_error)?;
             match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-                Ok(mut lock) => {
-                    let pid = std::process::id().to_string();
-                    // The PID is a courtesy for the next process's message;
-                    // failing to write it does not lose the lock.
-                    let _ = lock
-                        .set_len(0)
-                        .and_then(|()| lock.rewind())
-                        .and_then(|()| lock.write_all(format!("{pid}\n").as_bytes()));
-                    return Ok(NodeLock {
+                Ok(lock) => {
+                    let mut held = NodeLock {
+                        registration: None,
                         lock: Some(lock),
                         path,
-                    });
+                    };
+                    held.write_pid();
+                    return Ok(held);
                 }
                 Err((mut file, Errno::EWOULDBLOCK)) => {
                     if Instant::now() >= deadline {
@@ -116,11 +188,44 @@ impl NodeLock {
         }
     }
 
+    /// Writes this process's PID in the lock file, for the next process's
+    /// message. A courtesy: failing to write it does not lose the lock.
+    fn write_pid(&mut self) {
+        if let Some(lock) = self.lock.as_mut() {
+            let pid = std::process::id().to_string();
+            let _ = lock
+                .set_len(0)
+                .and_then(|()| lock.rewind())
+                .and_then(|()| lock.write_all(format!("{pid}\n").as_bytes()));
+        }
+    }
+
+    /// Registers the lock file in `sockets`, so a takeover hands the lock
+    /// on with the listening sockets.
+    pub fn register(&mut self, sockets: &Sockets) {
+        self.registration = None;
+        if let Some(lock) = &self.lock {
+            self.registration = Some(sockets.register(SocketKey::node_lock(), lock.as_fd()));
+        }
+    }
+
     /// Lets go of the node now (a draining process: the next one may start
     /// while this one finishes its connections). Idempotent.
     pub fn release(&mut self) {
+        self.registration = None;
         // Dropping the Flock unlocks; the file stays for the next owner.
         self.lock = None;
+    }
+
+    /// Leaves the node to the process the lock was handed to: the lock
+    /// belongs to the open file both processes share, so unlocking here
+    /// would unlock it for the successor too. The descriptor is kept open,
+    /// not unlocked, until this process exits.
+    pub fn hand_over(&mut self) {
+        self.registration = None;
+        if let Some(lock) = self.lock.take() {
+            std::mem::forget(lock);
+        }
     }
 
     /// The lock file.

@@ -1,22 +1,73 @@
 //! `lb-proxy run`'s life once started: signals, systemd notifications, the
-//! drain, and the hand-over of the node to the next process.
+//! drain, and the hand-over of the node to the next process: a restart (the
+//! node lock let go as the drain starts) or a takeover (every listening
+//! socket handed over on the control socket, see [`crate::handover`]).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
 
-use super::owner::{self, NodeLock};
+use super::owner::{self, HandedLock, NodeLock};
 use crate::app::{App, AppOptions};
+use crate::handover::give::{self, ControlSocket};
+use crate::handover::take::Offer;
+use crate::handover::{Role, Sockets};
 
-/// `lb-proxy run` once the node is held: starts the [`App`] (trying again
-/// while the node's previous owner still closes its admin and DNS ports),
-/// tells systemd it is ready, reloads on SIGHUP, and drains on SIGTERM or
-/// SIGINT, letting go of the node as the drain starts; a second signal exits
-/// at once (130).
-pub async fn run(options: AppOptions, mut lock: NodeLock) -> ExitCode {
+/// How `lb-proxy run` came to own its node.
+#[derive(Debug)]
+pub enum Ownership {
+    /// It took the node lock: everything is bound anew.
+    Fresh(NodeLock),
+    /// `--takeover`: the running owner handed its sockets (and its lock)
+    /// over; it serves on until this process says it serves.
+    Takeover(Offer),
+}
+
+/// What `lb-proxy run` starts with.
+#[derive(Debug)]
+pub struct Start {
+    /// The App's options (the handed-over sockets are added here).
+    pub options: AppOptions,
+    /// Where the node lock and the control socket live.
+    pub runtime_dir: PathBuf,
+    /// The node served.
+    pub node: String,
+    /// How the node is owned.
+    pub ownership: Ownership,
+}
+
+/// The node lock while starting.
+enum Lock {
+    /// Ours already.
+    Fresh(NodeLock),
+    /// The previous owner's, ours once we serve.
+    Handed(HandedLock),
+}
+
+/// Why the main loop ended.
+enum Ending {
+    /// SIGTERM or SIGINT: drain and let go of the node.
+    Signal,
+    /// A successor took every socket over: stop accepting, drain, exit.
+    HandedOver,
+}
+
+/// `lb-proxy run` once the node is held (or handed over): starts the
+/// [`App`] (trying again while the node's previous owner still closes its
+/// admin and DNS ports), tells systemd it is ready, reloads on SIGHUP,
+/// hands everything to a successor that asks on the control socket, and
+/// drains on SIGTERM or SIGINT, letting go of the node as the drain starts;
+/// a second signal exits at once (130).
+pub async fn run(start: Start) -> ExitCode {
+    let Start {
+        mut options,
+        runtime_dir,
+        node,
+        ownership,
+    } = start;
     let (mut term, mut int, mut hup) = match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
@@ -28,54 +79,151 @@ pub async fn run(options: AppOptions, mut lock: NodeLock) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    // The previous owner of the node may still be closing its admin and
-    // DNS listeners (they never share a port): a start that finds them
-    // taken tries again until the takeover wait is over.
-    let deadline = tokio::time::Instant::now() + owner::TAKEOVER_WAIT;
-    let started = loop {
-        let started = App::start(options.clone()).await;
-        match &started {
-            Err(e) if still_closing(e) && tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
+    // A lock handed over is checked before anything starts; it becomes
+    // ours only once we serve.
+    let (lock, offer) = match ownership {
+        Ownership::Fresh(lock) => (Lock::Fresh(lock), None),
+        Ownership::Takeover(offer) => {
+            let checked = match offer.sockets().take_unaddressed(Role::NodeLock) {
+                Some(fd) => HandedLock::check(fd, &runtime_dir, &node),
+                None => Err(owner::OwnerError::NotTheLock {
+                    path: runtime_dir.clone(),
+                }),
+            };
+            match checked {
+                Ok(lock) => (Lock::Handed(lock), Some(offer)),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return give_up(Some(offer), e.to_string()).await;
+                }
             }
-            _ => break started,
+        }
+    };
+    options.sockets = offer
+        .as_ref()
+        .map_or_else(Sockets::new, |o| o.sockets().clone());
+    let started = if offer.is_some() {
+        App::start(options.clone()).await
+    } else {
+        // The previous owner of the node may still be closing its admin and
+        // DNS listeners (they never share a port): a start that finds them
+        // taken tries again until the takeover wait is over.
+        let deadline = tokio::time::Instant::now() + owner::TAKEOVER_WAIT;
+        loop {
+            let started = App::start(options.clone()).await;
+            match &started {
+                Err(e) if still_closing(e) && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                _ => break started,
+            }
         }
     };
     let app = match started {
         Ok(app) => app,
         Err(crate::Error::Config(errors)) => {
             eprintln!("{errors}");
-            return ExitCode::from(1);
+            return give_up(offer, format!("invalid config:\n{errors}")).await;
         }
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::from(1);
+            return give_up(offer, e.to_string()).await;
         }
     };
-    sd_notify("READY=1");
+    let mut lock = match lock {
+        Lock::Fresh(lock) => lock,
+        Lock::Handed(handed) => match handed.take() {
+            Ok(lock) => lock,
+            Err(e) => {
+                eprintln!("error: {e}");
+                app.shutdown().await;
+                return give_up(offer, e.to_string()).await;
+            }
+        },
+    };
+    lock.register(app.sockets());
+    let control_path = owner::control_path(&runtime_dir, &node);
+    let mut control = match ControlSocket::open(&control_path, app.sockets()) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            warn!(path = %control_path.display(), error = %e,
+                "cannot open the control socket; `lb-proxy run --takeover` cannot take this process over");
+            None
+        }
+    };
+    match offer {
+        Some(offer) => {
+            let (from, received) = (offer.owner_pid, offer.received);
+            match tokio::task::spawn_blocking(move || offer.commit()).await {
+                Ok(Ok(pid)) => info!(
+                    from = pid,
+                    sockets = received,
+                    "took over from lb-proxy pid {pid}; it drains its open connections"
+                ),
+                Ok(Err(e)) => warn!(from, "{e}; serving alone"),
+                Err(e) => warn!(from, error = %e, "took over; serving alone"),
+            }
+            sd_notify(&format!("MAINPID={}\nREADY=1", std::process::id()));
+        }
+        None => sd_notify("READY=1"),
+    }
     // The config file and the manifests are watched by the control plane;
     // SIGHUP reads every source again even when nothing seems to have
     // changed.
-    loop {
+    let ending = loop {
         tokio::select! {
             _ = hup.recv() => {
                 info!("SIGHUP: reloading");
                 app.reload(true).await;
             }
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+            _ = term.recv() => break Ending::Signal,
+            _ = int.recv() => break Ending::Signal,
+            conn = accept(control.as_ref()) => match conn {
+                Ok(conn) => match give::give(conn, app.sockets()).await {
+                    Ok(successor) => {
+                        info!(
+                            successor = successor.pid,
+                            version = %successor.version,
+                            sockets = successor.sockets,
+                            "handed every listening socket over to lb-proxy pid {}; draining",
+                            successor.pid
+                        );
+                        break Ending::HandedOver;
+                    }
+                    Err(e) => warn!("takeover failed: {e}; still serving"),
+                },
+                Err(e) => {
+                    warn!(error = %e, "control socket failed; takeovers are off");
+                    control = None;
+                }
+            },
         }
-    }
-    sd_notify("STOPPING=1");
-    // A draining process lets go of its node at once: the next lb-proxy
-    // may start while this one finishes its connections.
-    lock.release();
-    info!(
-        open = app.dataplane().active_connections(),
-        "draining: listeners closed, waiting for open connections"
-    );
+    };
+    let draining = match ending {
+        Ending::Signal => {
+            sd_notify("STOPPING=1");
+            // A draining process lets go of its node at once: the next
+            // lb-proxy may start while this one finishes its connections.
+            if let Some(control) = control.take() {
+                control.close_and_remove();
+            }
+            lock.release();
+            info!(
+                open = app.dataplane().active_connections(),
+                "draining: listeners closed, waiting for open connections"
+            );
+            futures_util::future::Either::Left(app.shutdown())
+        }
+        Ending::HandedOver => {
+            // The successor holds the control socket, its file and the
+            // lock now: ours close without removing or unlocking anything.
+            drop(control.take());
+            lock.hand_over();
+            futures_util::future::Either::Right(app.hand_over())
+        }
+    };
     tokio::select! {
-        _ = app.shutdown() => {
+        _ = draining => {
             info!("drained; exiting");
             ExitCode::SUCCESS
         }
@@ -88,6 +236,25 @@ pub async fn run(options: AppOptions, mut lock: NodeLock) -> ExitCode {
             ExitCode::from(130)
         }
     }
+}
+
+/// The next successor on the control socket (never, without one).
+async fn accept(control: Option<&ControlSocket>) -> std::io::Result<std::os::fd::OwnedFd> {
+    match control {
+        Some(c) => c.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A start that failed: a takeover tells the running owner, which keeps
+/// serving; exit 1.
+async fn give_up(offer: Option<Offer>, reason: String) -> ExitCode {
+    if let Some(offer) = offer {
+        let pid = offer.owner_pid;
+        let _ = tokio::task::spawn_blocking(move || offer.abort(&reason)).await;
+        eprintln!("error: takeover abandoned; lb-proxy pid {pid} keeps serving");
+    }
+    ExitCode::from(1)
 }
 
 /// Whether a failed start found a port of its own (admin, DNS) in use,

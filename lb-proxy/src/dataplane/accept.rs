@@ -14,24 +14,42 @@ use tracing::{debug, debug_span, warn, Instrument};
 
 use crate::dataplane::shared::Shared;
 use crate::dataplane::{tcp, udp};
+use crate::handover::{Role, SocketKey, Sockets};
 
 /// Pause after an accept error that is not about one connection (out of file
 /// descriptors, memory), so the loop does not spin.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
-/// A UDP frontend's relay until `stop`, in the frontend's span.
+/// When a UDP relay ends: `stop` ends it at once; `handed_over` (a
+/// successor reads the frontend now) ends its reading of clients, and it
+/// ends once its open flows are gone.
+pub(crate) struct RelayStops {
+    /// Stop now.
+    pub(crate) stop: CancellationToken,
+    /// Answer open flows only.
+    pub(crate) handed_over: CancellationToken,
+}
+
+/// A UDP frontend's relay until `stops` end it, in the frontend's span,
+/// registered in `sockets` while it reads the socket.
 pub(crate) async fn serve_udp(
     shared: Arc<Shared>,
     key: FrontendKey,
     socket: std::net::UdpSocket,
-    stop: CancellationToken,
+    sockets: Sockets,
+    stops: RelayStops,
 ) {
     let span = debug_span!("udp", frontend = %key.addr);
     // The frontend's socket, counted as long as it is served.
     let _fd = shared.descriptors().take_fixed(1);
     match tokio::net::UdpSocket::from_std(socket) {
         Ok(socket) => {
-            udp::serve_frontend(shared, key, socket, stop)
+            // Dropped before the socket closes (declared after it).
+            let registered = sockets.register(
+                SocketKey::udp(Role::Service, key.addr),
+                std::os::fd::AsFd::as_fd(&socket),
+            );
+            udp::serve_frontend(shared, key, socket, registered, stops)
                 .instrument(span)
                 .await
         }
@@ -39,11 +57,13 @@ pub(crate) async fn serve_udp(
     }
 }
 
-/// An accept loop on one socket until `stop`.
+/// An accept loop on one socket until `stop`, the socket registered in
+/// `sockets` meanwhile.
 pub(crate) async fn accept_loop(
     shared: Arc<Shared>,
     key: FrontendKey,
     socket: std::net::TcpListener,
+    sockets: Sockets,
     stop: CancellationToken,
 ) {
     // The listener's socket, counted as long as it accepts.
@@ -55,6 +75,12 @@ pub(crate) async fn accept_loop(
             return;
         }
     };
+    // Declared after the listener, so it is dropped first: a hand-over never
+    // copies a descriptor that was closed.
+    let _registered = sockets.register(
+        SocketKey::tcp(Role::Service, key.addr),
+        std::os::fd::AsFd::as_fd(&listener),
+    );
     // Accepted sockets inherit TCP_NODELAY from the listener on Linux, which
     // saves the proxy one setsockopt(2) per connection (`tcp::serve`).
     if let Err(e) = socket2::SockRef::from(&listener).set_tcp_nodelay(true) {

@@ -19,9 +19,13 @@ use lb_core::{AcceptMode, FrontendKey, Protocol, ServicePortKey, Snapshot};
 use tokio::runtime::Handle;
 use tracing::{debug, info, warn};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::dataplane::accept;
 use crate::dataplane::shared::Shared;
 use crate::dataplane::workers::Workers;
+use crate::dataplane::BindOptions;
+use crate::handover::{Role, Sockets};
 use crate::lifecycle::Tasks;
 use crate::sys;
 
@@ -93,6 +97,13 @@ pub(crate) struct Listeners {
     bound: HashMap<FrontendKey, Tasks>,
     mode: AcceptMode,
     freebind: bool,
+    /// Where frontends are claimed from (a hand-over) and registered.
+    sockets: Sockets,
+    /// Cancelled when a successor took the sockets over: UDP relays stop
+    /// reading clients and answer their open flows only.
+    handed_over: CancellationToken,
+    /// Set once every listener was closed (a drain): nothing binds again.
+    closed: bool,
     /// The listeners' part of the data plane (the maintenance loop runs
     /// here too); cancelled when dropped.
     tasks: Tasks,
@@ -120,14 +131,15 @@ impl Drop for Listeners {
 }
 
 impl Listeners {
-    /// No listener yet; `mode` says how TCP frontends will accept, `freebind`
-    /// whether they bind with `IP_FREEBIND`. For `percore` the `workers`
-    /// threads start here (counted by `plane`, the data plane's part); if
-    /// they cannot, frontends accept as with `single`.
+    /// No listener yet; `mode` says how TCP frontends will accept, `bind`
+    /// whether they bind with `IP_FREEBIND` and where they are claimed from
+    /// and registered. For `percore` the `workers` threads start here
+    /// (counted by `plane`, the data plane's part); if they cannot,
+    /// frontends accept as with `single`.
     pub(crate) fn new(
         mode: AcceptMode,
         workers: u32,
-        freebind: bool,
+        bind: BindOptions,
         tasks: Tasks,
         plane: &Tasks,
     ) -> Listeners {
@@ -144,7 +156,10 @@ impl Listeners {
         Listeners {
             bound: HashMap::new(),
             mode,
-            freebind,
+            freebind: bind.freebind,
+            sockets: bind.sockets,
+            handed_over: CancellationToken::new(),
+            closed: false,
             tasks,
             workers,
             without_endpoints: HashSet::new(),
@@ -156,14 +171,28 @@ impl Listeners {
         &self.tasks
     }
 
+    /// Whether reconciling may bind: not once a drain closed everything.
+    pub(crate) fn is_accepting(&self) -> bool {
+        !self.closed && !self.tasks.is_stopping()
+    }
+
     /// Binds a TCP frontend: one socket (`single`) or one `SO_REUSEPORT`
     /// socket per runtime worker or per-core worker, each with its accept
     /// loop on that worker. Every socket is bound (and listening) before this
     /// returns, so the frontend is reachable at once, before the loops run;
     /// a sibling that cannot be bound only means fewer accept loops.
-    fn spawn_tcp(&self, shared: &Arc<Shared>, key: FrontendKey, part: &Tasks) -> io::Result<()> {
+    ///
+    /// Sockets a previous owner handed over for this address are used
+    /// first, all of them (closing one would reset the connections in its
+    /// queue), and only the missing siblings are bound. Returns whether any
+    /// was handed over.
+    fn spawn_tcp(&self, shared: &Arc<Shared>, key: FrontendKey, part: &Tasks) -> io::Result<bool> {
         let bind = || sys::bind_service_listener(key.addr, self.freebind);
-        let first = bind()?;
+        let mut sockets = self.sockets.take_tcp(Role::Service, key.addr);
+        let inherited = !sockets.is_empty();
+        if sockets.is_empty() {
+            sockets.push(bind()?);
+        }
         let targets: Vec<Handle> = match (&self.workers, self.mode) {
             (Some(workers), _) => workers.handles().to_vec(),
             (None, AcceptMode::Reuseport) => {
@@ -173,7 +202,6 @@ impl Listeners {
             }
             (None, _) => vec![Handle::current()],
         };
-        let mut sockets = vec![first];
         while sockets.len() < targets.len() {
             match bind() {
                 Ok(sibling) => sockets.push(sibling),
@@ -183,24 +211,47 @@ impl Listeners {
                 }
             }
         }
-        for (socket, handle) in sockets.into_iter().zip(targets) {
-            let accepting = accept::accept_loop(shared.clone(), key, socket, part.token().clone());
-            part.spawn_on(accepting, &handle);
+        for (socket, handle) in sockets.into_iter().zip(targets.iter().cycle()) {
+            let accepting = accept::accept_loop(
+                shared.clone(),
+                key,
+                socket,
+                self.sockets.clone(),
+                part.token().clone(),
+            );
+            part.spawn_on(accepting, handle);
         }
-        Ok(())
+        Ok(inherited)
     }
 
-    /// Binds a UDP frontend: one socket and its relay task, on a per-core
-    /// worker in turn (`percore`) or the caller's runtime.
-    fn spawn_udp(&self, shared: &Arc<Shared>, key: FrontendKey, part: &Tasks) -> io::Result<()> {
-        let socket = sys::bind_udp_frontend(key.addr, self.freebind)?;
-        let handle = match &self.workers {
-            Some(workers) => workers.next().clone(),
-            None => Handle::current(),
-        };
-        let relay = accept::serve_udp(shared.clone(), key, socket, part.token().clone());
-        part.spawn_on(relay, &handle);
-        Ok(())
+    /// Binds a UDP frontend: one socket (or the ones handed over for its
+    /// address) and its relay task, on a per-core worker in turn
+    /// (`percore`) or the caller's runtime. Returns whether the socket was
+    /// handed over.
+    fn spawn_udp(&self, shared: &Arc<Shared>, key: FrontendKey, part: &Tasks) -> io::Result<bool> {
+        let mut sockets = self.sockets.take_udp(Role::Service, key.addr);
+        let inherited = !sockets.is_empty();
+        if sockets.is_empty() {
+            sockets.push(sys::bind_udp_frontend(key.addr, self.freebind)?);
+        }
+        for socket in sockets {
+            let handle = match &self.workers {
+                Some(workers) => workers.next().clone(),
+                None => Handle::current(),
+            };
+            let relay = accept::serve_udp(
+                shared.clone(),
+                key,
+                socket,
+                self.sockets.clone(),
+                accept::RelayStops {
+                    stop: part.token().clone(),
+                    handed_over: self.handed_over.clone(),
+                },
+            );
+            part.spawn_on(relay, &handle);
+        }
+        Ok(inherited)
     }
 
     /// Makes the bound listeners match `snapshot` (nothing at all when
@@ -251,7 +302,7 @@ impl Listeners {
                 Protocol::Udp => self.spawn_udp(shared, key, &part),
             };
             match spawned {
-                Ok(()) => {
+                Ok(inherited) => {
                     self.bound.insert(key, part);
                     // Who owns the port, in words another operator can
                     // act on: two proxies sharing it (SO_REUSEPORT) each
@@ -266,6 +317,7 @@ impl Listeners {
                         %service,
                         node = %snapshot.node().name,
                         pid = std::process::id(),
+                        inherited,
                         "listening"
                     );
                 }
@@ -310,13 +362,33 @@ impl Listeners {
 
     /// Closes every listener (a drain: new connections are refused at once)
     /// and stops the listeners' part (the maintenance loop included).
-    pub(crate) async fn close_all(&mut self) {
-        self.tasks.cancel();
-        for (key, part) in self.bound.drain() {
-            part.stop().await;
-            info!(frontend = %key.addr, protocol = %key.protocol, "closed listener");
+    ///
+    /// After a hand-over (`handed_over`), the successor holds the same
+    /// sockets, so closing ours refuses nothing; UDP relays stop reading
+    /// clients but keep answering their open flows, and are returned (still
+    /// running) for the drain to wait on, with the maintenance loop that
+    /// expires those flows.
+    pub(crate) async fn close_all(&mut self, handed_over: bool) -> Vec<Tasks> {
+        self.closed = true;
+        if !handed_over {
+            self.tasks.cancel();
         }
-        self.tasks.stop().await;
+        self.handed_over.cancel();
+        let mut answering = Vec::new();
+        for (key, part) in self.bound.drain() {
+            if handed_over && key.protocol == Protocol::Udp {
+                info!(frontend = %key.addr, protocol = %key.protocol,
+                    "handed over; answering open flows until they idle out");
+                answering.push(part);
+                continue;
+            }
+            part.stop().await;
+            info!(frontend = %key.addr, protocol = %key.protocol, handed_over, "closed listener");
+        }
+        if !handed_over {
+            self.tasks.stop().await;
+        }
+        answering
     }
 
     /// The per-core workers, for the end of a shutdown to join.

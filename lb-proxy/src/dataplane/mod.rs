@@ -62,12 +62,17 @@ const KILL_GRACE: Duration = Duration::from_secs(1);
 
 /// How service listeners bind (the accept mode and worker count are
 /// [`ProxySettings`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BindOptions {
     /// Set `IP_FREEBIND`, so a listener binds before its address is local
     /// (`vip_mode` "freebind", and "interface", where lb-proxy adds the
     /// address itself and must not race it).
     pub freebind: bool,
+    /// The process's listening sockets: frontends are claimed from what a
+    /// previous owner handed over before anything is bound, and every
+    /// frontend is registered there, so a successor can take it over
+    /// ([`crate::handover`]).
+    pub sockets: crate::handover::Sockets,
 }
 
 struct Inner {
@@ -160,13 +165,7 @@ impl DataPlane {
     ) -> DataPlane {
         let tasks = parent.child();
         let (accept_mode, workers) = (settings.accept_mode, settings.workers);
-        let listeners = Listeners::new(
-            accept_mode,
-            workers,
-            options.freebind,
-            tasks.child(),
-            &tasks,
-        );
+        let listeners = Listeners::new(accept_mode, workers, options, tasks.child(), &tasks);
         let descriptors = descriptors::Descriptors::new(start_limit());
         let shared = Arc::new(Shared::new(settings, snapshot, tasks.child(), descriptors));
         let maintenance_tasks = listeners.tasks().clone();
@@ -336,35 +335,66 @@ impl DataPlane {
     /// refused), lets open connections finish, and returns when the last one
     /// ends or `drain_timeout` has passed (then the rest are closed). When it
     /// returns, no task or thread of the data plane is left. Idempotent:
-    /// later and concurrent calls wait for the same drain.
+    /// later and concurrent calls wait for the same drain (as does
+    /// [`DataPlane::hand_over`]).
     pub async fn shutdown(&self) {
+        self.drain(false).await;
+    }
+
+    /// Drains after a successor process took the listening sockets over
+    /// ([`crate::handover`]): this process stops accepting and closes its
+    /// copies of the TCP listeners (which closes nothing: the successor
+    /// holds them, and their accept queues with them); UDP frontends stop
+    /// reading clients' datagrams (the successor reads them now) but keep
+    /// relaying the replies of their open flows until those idle out. Open
+    /// connections and flows finish within `drain_timeout`, as in
+    /// [`DataPlane::shutdown`].
+    pub async fn hand_over(&self) {
+        self.drain(true).await;
+    }
+
+    async fn drain(&self, handed_over: bool) {
         let inner = &self.inner;
         inner
             .drained
             .get_or_init(|| async {
-                let workers = {
+                let (workers, answering) = {
                     let mut listeners = inner.listeners.lock().await;
-                    listeners.close_all().await;
-                    listeners.take_workers()
+                    let answering = listeners.close_all(handed_over).await;
+                    (listeners.take_workers(), answering)
                 };
-                inner.shared.udp().clear();
+                if !handed_over {
+                    inner.shared.udp().clear();
+                }
                 inner.bind_errors.clear();
                 let tcp = inner.shared.tcp();
                 let drain_timeout = inner.shared.settings().drain_timeout();
                 info!(
                     open = tcp.active(),
+                    udp_flows = inner.shared.udp().len(),
                     ?drain_timeout,
+                    handed_over,
                     "draining: listeners closed"
                 );
-                if tokio::time::timeout(drain_timeout, tcp.tasks().wait())
+                let everything = async {
+                    tcp.tasks().wait().await;
+                    for relay in &answering {
+                        relay.wait().await;
+                    }
+                };
+                if tokio::time::timeout(drain_timeout, everything)
                     .await
                     .is_err()
                 {
                     warn!(
                         open = tcp.active(),
+                        udp_flows = inner.shared.udp().len(),
                         "drain timeout passed; closing remaining connections"
                     );
                     tcp.tasks().cancel();
+                    for relay in &answering {
+                        relay.cancel();
+                    }
                     if tokio::time::timeout(KILL_GRACE, tcp.tasks().wait())
                         .await
                         .is_err()
@@ -375,6 +405,7 @@ impl DataPlane {
                         );
                     }
                 }
+                inner.shared.udp().clear();
                 inner.tasks.cancel();
                 if let Some(workers) = workers {
                     workers.stop(&inner.tasks).await;
@@ -401,7 +432,7 @@ impl DataPlane {
     async fn reconcile_locked(&self, listeners: &mut Listeners) {
         let inner = &self.inner;
         let snapshot = inner.shared.table().load();
-        let accepting = !listeners.tasks().is_stopping();
+        let accepting = listeners.is_accepting();
         listeners
             .reconcile(&inner.shared, &snapshot, accepting, &inner.bind_errors)
             .await;

@@ -39,6 +39,7 @@ use tracing::{info, warn};
 
 use crate::control::follow::{follow, Follower, Reconciled};
 use crate::dataplane::DataPlane;
+use crate::handover::{Role, SocketKey, Sockets};
 use crate::lifecycle::Tasks;
 use crate::ops::http::{self, ConnectionOptions, ConnectionSlots};
 
@@ -75,25 +76,47 @@ impl HealthChecks {
     /// Serves the health-check node ports of `dataplane`'s table, following
     /// every snapshot it publishes, with every task spawned on `tasks`.
     pub fn start(dataplane: &DataPlane, tasks: Tasks) -> HealthChecks {
-        HealthChecks::start_with(dataplane, tasks, CONNECTIONS, MAX_CONNECTIONS)
+        let listeners = Listeners::new(
+            dataplane,
+            &tasks,
+            CONNECTIONS,
+            MAX_CONNECTIONS,
+            Sockets::new(),
+        );
+        HealthChecks::follow(dataplane, tasks, listeners)
+    }
+
+    /// [`HealthChecks::start`] that first claims the ports a previous owner
+    /// handed over in `sockets` (a takeover) and registers every port
+    /// there; the ports of the current table are bound (or claimed) before
+    /// it returns, so that what was handed over and not claimed can then
+    /// be closed.
+    pub async fn start_in(dataplane: &DataPlane, tasks: Tasks, sockets: &Sockets) -> HealthChecks {
+        let mut listeners = Listeners::new(
+            dataplane,
+            &tasks,
+            CONNECTIONS,
+            MAX_CONNECTIONS,
+            sockets.clone(),
+        );
+        listeners.reconcile(dataplane.table().load()).await;
+        HealthChecks::follow(dataplane, tasks, listeners)
     }
 
     /// [`HealthChecks::start`] with other connection bounds (tests, which
     /// cannot wait the real ones out).
+    #[cfg(test)]
     fn start_with(
         dataplane: &DataPlane,
         tasks: Tasks,
         options: ConnectionOptions,
         max_connections: usize,
     ) -> HealthChecks {
-        let mut listeners = Listeners {
-            table: dataplane.table(),
-            tasks: tasks.clone(),
-            options,
-            slots: ConnectionSlots::new(max_connections),
-            bound: BTreeMap::new(),
-            failing: BTreeMap::new(),
-        };
+        let listeners = Listeners::new(dataplane, &tasks, options, max_connections, Sockets::new());
+        HealthChecks::follow(dataplane, tasks, listeners)
+    }
+
+    fn follow(dataplane: &DataPlane, tasks: Tasks, mut listeners: Listeners) -> HealthChecks {
         let dataplane = dataplane.clone();
         let following = tasks.clone();
         tasks.spawn(async move { follow(&dataplane, following.token(), &mut listeners).await });
@@ -218,6 +241,39 @@ struct Bound {
     tasks: Tasks,
 }
 
+impl Listeners {
+    fn new(
+        dataplane: &DataPlane,
+        tasks: &Tasks,
+        options: ConnectionOptions,
+        max_connections: usize,
+        sockets: Sockets,
+    ) -> Listeners {
+        Listeners {
+            table: dataplane.table(),
+            tasks: tasks.clone(),
+            options,
+            slots: ConnectionSlots::new(max_connections),
+            bound: BTreeMap::new(),
+            failing: BTreeMap::new(),
+            sockets,
+        }
+    }
+
+    /// The port at `addr`: the one handed over if there is, else bound.
+    async fn claim_or_bind(&self, addr: SocketAddr) -> std::io::Result<TcpListener> {
+        match self
+            .sockets
+            .take_tcp(Role::HealthCheck, addr)
+            .into_iter()
+            .next()
+        {
+            Some(listener) => TcpListener::from_std(listener),
+            None => TcpListener::bind(addr).await,
+        }
+    }
+}
+
 /// The health-check listeners, kept in step with the table.
 struct Listeners {
     table: Arc<Table>,
@@ -231,6 +287,8 @@ struct Listeners {
     /// Addresses that could not be bound, with the last error (logged once
     /// per distinct error).
     failing: BTreeMap<SocketAddr, String>,
+    /// Where ports are claimed from (a takeover) and registered.
+    sockets: Sockets,
 }
 
 impl Follower for Listeners {
@@ -253,9 +311,13 @@ impl Follower for Listeners {
             if self.bound.contains_key(&addr) {
                 continue;
             }
-            match TcpListener::bind(addr).await {
+            match self.claim_or_bind(addr).await {
                 Ok(listener) => {
                     let tasks = self.tasks.child();
+                    let registration = self.sockets.register(
+                        SocketKey::tcp(Role::HealthCheck, addr),
+                        std::os::fd::AsFd::as_fd(&listener),
+                    );
                     let router = Router::new()
                         .fallback(respond)
                         .with_state(Arc::new(Answering {
@@ -265,6 +327,11 @@ impl Follower for Listeners {
                     let serving = tasks.clone();
                     let (options, slots) = (self.options, self.slots.clone());
                     tasks.spawn(async move {
+                        // Dropped when serving ends, just after the listener
+                        // closed: a takeover in between copies a closed or
+                        // reused descriptor at worst, and the taker checks
+                        // each one (a listening socket at the address).
+                        let _registration = registration;
                         http::serve(listener, router, options, slots, &serving).await
                     });
                     self.failing.remove(&addr);

@@ -15,8 +15,11 @@
 //! - [`pipe`]: pipes and `splice(2)` for the splice engine, through `nix`.
 //! - [`packet`]: one raw Ethernet frame out of an `AF_PACKET` socket (the
 //!   gratuitous ARP of interface mode).
+//! - [`fdpass`]: descriptors passed between processes (`SCM_RIGHTS` over a
+//!   `SOCK_SEQPACKET` Unix socket), for hot upgrades.
 //! - [`process`]: `killpg(2)`, so an exec probe's whole process group goes.
 
+pub(crate) mod fdpass;
 mod ifaddrs;
 #[cfg(feature = "vip")]
 mod packet;
@@ -26,6 +29,7 @@ mod process;
 mod sockopt;
 mod udp;
 
+pub(crate) use fdpass::dup_registered;
 pub(crate) use ifaddrs::local_addresses;
 #[cfg(feature = "vip")]
 pub(crate) use packet::send_ethernet_frame;

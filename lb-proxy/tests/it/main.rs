@@ -97,6 +97,8 @@ mod source_etcd_security;
 mod status_cli;
 #[cfg(feature = "admin")]
 mod status_conditions;
+#[cfg(feature = "cli")]
+mod takeover;
 #[cfg(feature = "admin")]
 mod topology;
 mod udp_dataplane;

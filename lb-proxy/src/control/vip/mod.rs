@@ -39,6 +39,11 @@ pub struct VipOptions {
     /// `node.announce_interface`: where LoadBalancer addresses are announced;
     /// empty = no announcement.
     pub announce_interface: String,
+    /// Take over the marked addresses already on the device instead of
+    /// removing them first: a process that took the sockets over from a
+    /// running one ([`crate::handover`]) keeps its addresses in place, so
+    /// no packet finds the address gone.
+    pub adopt: bool,
 }
 
 /// Interface mode could not start.
@@ -279,10 +284,12 @@ impl Vips {
             owned: Mutex::new(BTreeSet::new()),
             announced: std::sync::atomic::AtomicU64::new(0),
         });
-        match state.remove_all().await {
-            Ok(0) => {}
-            Ok(n) => info!(count = n, "removed VIPs left by an earlier run"),
-            Err(e) => warn!(error = %e, "cannot clean up VIPs of an earlier run"),
+        if !state.options.adopt {
+            match state.remove_all().await {
+                Ok(0) => {}
+                Ok(n) => info!(count = n, "removed VIPs left by an earlier run"),
+                Err(e) => warn!(error = %e, "cannot clean up VIPs of an earlier run"),
+            }
         }
         let mut follower = Reconciler(state.clone());
         // The first reconcile runs now, so the addresses are in place when
@@ -306,6 +313,13 @@ impl Vips {
         self.state
             .announced
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stops following the table and leaves the addresses in place, for the
+    /// process that took the sockets over to adopt.
+    pub async fn hand_over(&self) {
+        self.state.following.stop().await;
+        self.state.tasks.stop().await;
     }
 
     /// Stops following the table and removes every address lb-proxy added

@@ -111,20 +111,36 @@ type Watches = FuturesUnordered<FlowWatch>;
 /// address and port the client sent to. Per-datagram errors are logged and
 /// skipped; the loop never ends because of one. The caller runs it in the
 /// frontend's span.
+///
+/// Once `stops.handed_over` fires (a successor process reads the frontend
+/// socket now), it stops reading clients, drops its registration in the
+/// socket inventory, and only relays the replies of its open flows, ending
+/// when the last of them is gone (idled out, or cut by the drain).
 pub(crate) async fn serve_frontend(
     shared: Arc<Shared>,
     key: FrontendKey,
     socket: UdpSocket,
-    stop: CancellationToken,
+    registered: crate::handover::Registration,
+    stops: crate::dataplane::accept::RelayStops,
 ) {
     let mut batch = sys::RecvBatch::new(RECV_SLOTS, RECV_BUFFER);
     let mut routes = Vec::with_capacity(RECV_SLOTS);
     let mut watches = Watches::new();
+    let stop = stops.stop;
+    let handed_over = stops.handed_over;
+    let mut registered = Some(registered);
     loop {
+        if registered.is_none() && watches.is_empty() {
+            break;
+        }
         // Not `biased`: under a flood on one side the other still gets turns.
         tokio::select! {
             () = stop.cancelled() => break,
-            r = socket.readable() => {
+            () = handed_over.cancelled(), if registered.is_some() => {
+                registered = None;
+                debug!(flows = watches.len(), "handed over: answering open flows only");
+            }
+            r = socket.readable(), if registered.is_some() => {
                 if let Err(e) = r {
                     warn!(error = %e, "UDP frontend failed");
                     break;

@@ -19,6 +19,7 @@ mod records;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -36,6 +37,7 @@ use lb_core::{NodeSpec, ServiceSpec, Snapshot, Table};
 use tokio::net::{TcpListener, UdpSocket};
 use tracing::{info, warn};
 
+use crate::handover::{Role, SocketKey, Sockets};
 use crate::lifecycle::Tasks;
 
 use records::{Lookup, Zone, MAX_CNAME_CHAIN};
@@ -135,8 +137,28 @@ impl Dns {
         options: DnsOptions,
         tasks: Tasks,
     ) -> Result<Dns, DnsError> {
-        let (udp, tcp) = bind(listen).await?;
+        Dns::start_in(listen, table, options, tasks, &Sockets::new()).await
+    }
+
+    /// [`Dns::start`] on the sockets a previous owner handed over in
+    /// `sockets` for `listen` when there are (a takeover), and registered
+    /// there so that the next one can take them.
+    pub async fn start_in(
+        listen: SocketAddr,
+        table: Arc<Table>,
+        options: DnsOptions,
+        tasks: Tasks,
+        sockets: &Sockets,
+    ) -> Result<Dns, DnsError> {
+        let (udp, tcp) = match claim(sockets, listen)? {
+            Some(pair) => pair,
+            None => bind(listen).await?,
+        };
         let local_addr = udp.local_addr().unwrap_or(listen);
+        let registrations = [
+            sockets.register(SocketKey::udp(Role::Dns, local_addr), udp.as_fd()),
+            sockets.register(SocketKey::tcp(Role::Dns, local_addr), tcp.as_fd()),
+        ];
         let zone = options.zone()?;
         let shared = Arc::new(ArcSwap::from_pointee((options, zone)));
         let counters = Arc::new(DnsCounters::default());
@@ -148,7 +170,15 @@ impl Dns {
             others: others.clone(),
         };
         let stop = tasks.token().clone();
-        tasks.spawn(async move { run(udp, tcp, handler, stop.cancelled()).await });
+        tasks.spawn(async move {
+            let shutdown = async move {
+                stop.cancelled().await;
+                // Before hickory closes the sockets: a hand-over never
+                // copies a closed descriptor.
+                drop(registrations);
+            };
+            run(udp, tcp, handler, shutdown).await
+        });
         info!(%local_addr, "dns responder listening (udp, tcp)");
         Ok(Dns {
             options: shared,
@@ -236,6 +266,44 @@ async fn run(
     if let Err(e) = server.shutdown_gracefully().await {
         warn!("dns responder stopped with an error: {e}");
     }
+}
+
+/// The UDP and TCP sockets a previous owner handed over for `listen`, the
+/// one missing bound on the other's port; `None` when nothing was handed
+/// over.
+fn claim(
+    sockets: &Sockets,
+    listen: SocketAddr,
+) -> Result<Option<(UdpSocket, TcpListener)>, DnsError> {
+    let err = |source| DnsError::Bind {
+        addr: listen,
+        source,
+    };
+    let udp = sockets.take_udp(Role::Dns, listen).into_iter().next();
+    let addr = match &udp {
+        Some(u) => u.local_addr().map_err(err)?,
+        None => listen,
+    };
+    let tcp = sockets.take_tcp(Role::Dns, addr).into_iter().next();
+    let (udp, tcp) = match (udp, tcp) {
+        (None, None) => return Ok(None),
+        (Some(udp), Some(tcp)) => (udp, tcp),
+        (Some(udp), None) => {
+            let tcp = std::net::TcpListener::bind(addr).map_err(err)?;
+            tcp.set_nonblocking(true).map_err(err)?;
+            (udp, tcp)
+        }
+        (None, Some(tcp)) => {
+            let at = tcp.local_addr().map_err(err)?;
+            let udp = std::net::UdpSocket::bind(at).map_err(err)?;
+            udp.set_nonblocking(true).map_err(err)?;
+            (udp, tcp)
+        }
+    };
+    Ok(Some((
+        UdpSocket::from_std(udp).map_err(err)?,
+        TcpListener::from_std(tcp).map_err(err)?,
+    )))
 }
 
 /// Binds UDP and TCP on the same address; with port 0, the port UDP got is

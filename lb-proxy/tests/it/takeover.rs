@@ -1,0 +1,501 @@
+//! Hot upgrade: `lb-proxy run --takeover` receives every listening socket of
+//! the running lb-proxy for its node (service frontends, admin, DNS), serves
+//! on them, and the old process drains and exits 0; clients meanwhile see
+//! no refused, reset or failed connection. A takeover that fails leaves one
+//! process serving.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::support::bin::Run;
+use crate::support::config::{base_toml, service_toml};
+use crate::support::*;
+
+/// An admin address of the test's own.
+fn fresh_admin() -> SocketAddr {
+    let ip = fresh_ip();
+    SocketAddr::new(ip, free_port(ip))
+}
+
+/// What a client loop saw: answers right, and every failure in words.
+#[derive(Debug, Default)]
+struct Tally {
+    ok: AtomicU64,
+    failures: Mutex<Vec<String>>,
+}
+
+/// Clients that connect, send a line, read it back and close, in a loop,
+/// until stopped.
+struct ClientLoop {
+    stop: Arc<AtomicBool>,
+    tally: Arc<Tally>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl ClientLoop {
+    fn start(to: SocketAddr, clients: usize) -> ClientLoop {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tally = Arc::new(Tally::default());
+        let threads = (0..clients)
+            .map(|c| {
+                let (stop, tally) = (stop.clone(), tally.clone());
+                std::thread::spawn(move || {
+                    let mut i = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        i += 1;
+                        let line = format!("client {c} request {i}\n");
+                        match round_trip(to, line.as_bytes()) {
+                            Ok(back) if back == line.as_bytes() => {
+                                tally.ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(back) => tally.failures.lock().unwrap().push(format!(
+                                "request {i}: answered {:?}",
+                                String::from_utf8_lossy(&back)
+                            )),
+                            Err(e) => tally
+                                .failures
+                                .lock()
+                                .unwrap()
+                                .push(format!("request {i}: {e} ({:?})", e.kind())),
+                        }
+                    }
+                })
+            })
+            .collect();
+        ClientLoop {
+            stop,
+            tally,
+            threads,
+        }
+    }
+
+    fn ok(&self) -> u64 {
+        self.tally.ok.load(Ordering::Relaxed)
+    }
+
+    /// Stops the clients and returns (answers right, failures).
+    fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+        let failures = std::mem::take(&mut *self.tally.failures.lock().unwrap());
+        (self.tally.ok.load(Ordering::Relaxed), failures)
+    }
+}
+
+/// One connection: send `line`, half-close, read everything back.
+fn round_trip(to: SocketAddr, line: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut s = TcpStream::connect_timeout(&to, WAIT)?;
+    s.set_read_timeout(Some(WAIT))?;
+    s.write_all(line)?;
+    s.shutdown(std::net::Shutdown::Write)?;
+    let mut back = Vec::new();
+    s.read_to_end(&mut back)?;
+    Ok(back)
+}
+
+/// Waits until the client loop has `more` answers beyond what it has now.
+fn let_clients_run(clients: &ClientLoop, more: u64) {
+    let target = clients.ok() + more;
+    assert!(
+        eventually_blocking(WAIT, || clients.ok() >= target),
+        "clients stalled at {}",
+        clients.ok()
+    );
+}
+
+/// The PID `/api/v1/process` names at `admin`.
+fn admin_pid(admin: SocketAddr) -> Option<u64> {
+    let (_, body) = http_get(admin, "/api/v1/process").ok()?;
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    v["pid"].as_u64()
+}
+
+fn takeover_under_a_client_loop(accept: &str) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let backend = echo_backend("127.0.0.1");
+    let vip = fresh_ip();
+    let admin = fresh_admin();
+    let services = service_toml("web", vip, 8080, &[backend.addr], "");
+    let mut old = Run::text(&(base_toml(admin) + &services))
+        .env("LB_RUNTIME_DIR", dir.path())
+        .env("LB_ACCEPT", accept)
+        .admin(admin)
+        .start()?;
+    let clients = ClientLoop::start(SocketAddr::new(vip, 8080), 4);
+    let_clients_run(&clients, 50);
+
+    // The new process serves a changed config: one more service.
+    let added_vip = fresh_ip();
+    let added = service_toml("added", added_vip, 8081, &[backend.addr], "");
+    let mut new = Run::text(&(base_toml(admin) + &services + &added))
+        .env("LB_RUNTIME_DIR", dir.path())
+        .env("LB_ACCEPT", accept)
+        .arg("--takeover")
+        .admin(admin)
+        .spawn()?;
+    assert!(
+        new.logged("took over from lb-proxy pid", WAIT),
+        "new: {}\nold: {}",
+        new.logs(),
+        old.logs()
+    );
+    assert_eq!(
+        old.wait_exit(WAIT),
+        Some(0),
+        "the old process drains and exits 0: {}",
+        old.logs()
+    );
+    let_clients_run(&clients, 50);
+    let (ok, failures) = clients.finish();
+    assert!(
+        failures.is_empty(),
+        "{} failures of {}: {:?}\nnew: {}\nold: {}",
+        failures.len(),
+        ok + failures.len() as u64,
+        &failures[..failures.len().min(10)],
+        new.logs(),
+        old.logs()
+    );
+    // The admin port was handed over with the rest: the new process answers.
+    assert_eq!(admin_pid(admin), Some(u64::from(new.pid())));
+    assert_eq!(new.readyz().0, 200, "{}", new.logs());
+    // And the new config is in force.
+    assert_eq!(
+        round_trip(SocketAddr::new(added_vip, 8081), b"added\n")?,
+        b"added\n"
+    );
+    let old_logs = old.logs();
+    assert!(
+        old_logs.contains(&format!(
+            "handed every listening socket over to lb-proxy pid {}",
+            new.pid()
+        )),
+        "{old_logs}"
+    );
+    // The next takeover works the same way (the control socket and the
+    // lock were handed over too).
+    let newer = Run::text(&(base_toml(admin) + &services))
+        .env("LB_RUNTIME_DIR", dir.path())
+        .env("LB_ACCEPT", accept)
+        .arg("--takeover")
+        .admin(admin)
+        .spawn()?;
+    assert!(
+        newer.logged("took over from lb-proxy pid", WAIT),
+        "{}",
+        newer.logs()
+    );
+    assert_eq!(new.wait_exit(WAIT), Some(0), "{}", new.logs());
+    assert_eq!(
+        round_trip(SocketAddr::new(vip, 8080), b"again\n")?,
+        b"again\n"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_takeover_under_a_client_loop_fails_no_request_and_the_old_process_exits_0() -> Result<()> {
+    takeover_under_a_client_loop("single")
+}
+
+#[test]
+fn a_takeover_with_per_core_accept_loops_fails_no_request() -> Result<()> {
+    takeover_under_a_client_loop("percore")
+}
+
+#[test]
+fn a_takeover_with_a_bad_config_leaves_the_old_process_serving() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let backend = echo_backend("127.0.0.1");
+    let vip = fresh_ip();
+    let admin = fresh_admin();
+    let services = service_toml("web", vip, 8080, &[backend.addr], "");
+    let old = Run::text(&(base_toml(admin) + &services))
+        .env("LB_RUNTIME_DIR", dir.path())
+        .admin(admin)
+        .start()?;
+    let clients = ClientLoop::start(SocketAddr::new(vip, 8080), 2);
+    let_clients_run(&clients, 20);
+    let bad = base_toml(admin) + &services.replace(&vip.to_string(), "not-an-ip");
+    let mut new = Run::text(&bad)
+        .env("LB_RUNTIME_DIR", dir.path())
+        .arg("--takeover")
+        .spawn()?;
+    assert_eq!(new.wait_exit(WAIT), Some(1), "{}", new.logs());
+    let said = new.logs();
+    assert!(
+        said.contains(&format!(
+            "takeover abandoned; lb-proxy pid {} keeps serving",
+            old.pid()
+        )),
+        "{said}"
+    );
+    assert!(said.contains("cluster_ip"), "the reason is given: {said}");
+    assert!(
+        old.logged("takeover failed", WAIT),
+        "the old one says so: {}",
+        old.logs()
+    );
+    let_clients_run(&clients, 20);
+    let (ok, failures) = clients.finish();
+    assert!(failures.is_empty(), "{ok} ok, failures: {failures:?}");
+    assert_eq!(admin_pid(admin), Some(u64::from(old.pid())));
+    assert_eq!(old.readyz().0, 200);
+    Ok(())
+}
+
+#[test]
+fn a_takeover_of_an_owner_that_does_not_answer_gives_up_and_the_owner_serves_on() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let backend = echo_backend("127.0.0.1");
+    let vip = fresh_ip();
+    let admin = fresh_admin();
+    let services = service_toml("web", vip, 8080, &[backend.addr], "");
+    let old = Run::text(&(base_toml(admin) + &services))
+        .env("LB_RUNTIME_DIR", dir.path())
+        .admin(admin)
+        .start()?;
+    old.signal("STOP");
+    let mut new = Run::text(&(base_toml(admin) + &services))
+        .env("LB_RUNTIME_DIR", dir.path())
+        .arg("--takeover")
+        .spawn()?;
+    let code = new.wait_exit(Duration::from_secs(20));
+    old.signal("CONT");
+    assert_eq!(code, Some(1), "{}", new.logs());
+    assert!(
+        new.logs().contains("receiving the sockets"),
+        "{}",
+        new.logs()
+    );
+    // The owner, woken, finds a successor that is gone and serves on.
+    assert!(old.logged("takeover failed", WAIT), "{}", old.logs());
+    assert_eq!(
+        round_trip(SocketAddr::new(vip, 8080), b"still\n")?,
+        b"still\n"
+    );
+    assert_eq!(admin_pid(admin), Some(u64::from(old.pid())));
+    Ok(())
+}
+
+#[test]
+fn the_new_process_serves_alone_when_the_old_one_dies_during_the_takeover() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let backend = echo_backend("127.0.0.1");
+    let vip = fresh_ip();
+    let admin = fresh_admin();
+    let services = service_toml("web", vip, 8080, &[backend.addr], "");
+    let mut old = Run::text(&(base_toml(admin) + &services))
+        .env("LB_RUNTIME_DIR", dir.path())
+        .admin(admin)
+        .start()?;
+    let new = Run::text(&(base_toml(admin) + &services))
+        .env("LB_RUNTIME_DIR", dir.path())
+        .arg("--takeover")
+        .admin(admin)
+        .spawn()?;
+    assert!(
+        new.logged("received the listening sockets", WAIT),
+        "{}",
+        new.logs()
+    );
+    old.kill();
+    assert!(
+        eventually_blocking(WAIT, || admin_pid(admin) == Some(u64::from(new.pid()))),
+        "{}",
+        new.logs()
+    );
+    assert_eq!(
+        round_trip(SocketAddr::new(vip, 8080), b"alone\n")?,
+        b"alone\n"
+    );
+    // It owns the node: a plain second start is refused, naming it.
+    let mut third = Run::text(&(base_toml(fresh_admin()) + &services))
+        .env("LB_RUNTIME_DIR", dir.path())
+        .spawn()?;
+    assert_eq!(third.wait_exit(Duration::from_secs(20)), Some(1));
+    assert!(
+        third
+            .logs()
+            .contains(&format!("already served by lb-proxy pid {}", new.pid())),
+        "{}",
+        third.logs()
+    );
+    Ok(())
+}
+
+#[test]
+fn a_takeover_with_no_running_owner_is_a_plain_start() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let backend = echo_backend("127.0.0.1");
+    let vip = fresh_ip();
+    let admin = fresh_admin();
+    let services = service_toml("web", vip, 8080, &[backend.addr], "");
+    let new = Run::text(&(base_toml(admin) + &services))
+        .env("LB_RUNTIME_DIR", dir.path())
+        .arg("--takeover")
+        .admin(admin)
+        .start()?;
+    assert!(
+        new.logs().contains("to take over; starting anew"),
+        "{}",
+        new.logs()
+    );
+    assert_eq!(
+        round_trip(SocketAddr::new(vip, 8080), b"fresh\n")?,
+        b"fresh\n"
+    );
+    Ok(())
+}
+
+/// A UDP endpoint that answers each datagram at once with `now|payload`,
+/// and once more with `late|payload` when the test says so: a reply that
+/// reaches the flow after the hand-over.
+struct LateUdpBackend {
+    addr: SocketAddr,
+    socket: UdpSocket,
+    seen: Seen,
+}
+
+/// Each datagram's source and payload, as the backend received them.
+type Seen = Arc<Mutex<Vec<(SocketAddr, Vec<u8>)>>>;
+
+impl LateUdpBackend {
+    fn start(ip: IpAddr) -> LateUdpBackend {
+        let socket = UdpSocket::bind((ip, 0)).expect("bind");
+        let addr = socket.local_addr().expect("addr");
+        let seen: Seen = Arc::new(Mutex::new(Vec::new()));
+        let (s, remember) = (socket.try_clone().expect("clone"), seen.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while let Ok((n, from)) = s.recv_from(&mut buf) {
+                if &buf[..n] == b"quit" {
+                    return;
+                }
+                let mut reply = b"now|".to_vec();
+                reply.extend_from_slice(&buf[..n]);
+                let _ = s.send_to(&reply, from);
+                remember.lock().unwrap().push((from, buf[..n].to_vec()));
+            }
+        });
+        LateUdpBackend { addr, socket, seen }
+    }
+
+    /// Sends every late reply.
+    fn answer_late(&self) {
+        for (to, payload) in self.seen.lock().unwrap().iter() {
+            let mut reply = b"late|".to_vec();
+            reply.extend_from_slice(payload);
+            let _ = self.socket.send_to(&reply, to);
+        }
+    }
+}
+
+impl Drop for LateUdpBackend {
+    fn drop(&mut self) {
+        let _ = UdpSocket::bind("127.0.0.1:0").and_then(|s| s.send_to(b"quit", self.addr));
+    }
+}
+
+fn udp_ask(client: &UdpSocket, to: SocketAddr, msg: &[u8]) -> Option<String> {
+    client.send_to(msg, to).ok()?;
+    udp_read(client)
+}
+
+fn udp_read(client: &UdpSocket) -> Option<String> {
+    let mut buf = [0u8; 2048];
+    let (n, _) = client.recv_from(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+#[test]
+fn udp_flows_of_the_old_process_answer_until_they_idle_out_and_new_flows_go_to_the_new_one(
+) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let backend = LateUdpBackend::start(ip("127.0.0.1"));
+    let vip = fresh_ip();
+    let admin = fresh_admin();
+    let config = base_toml(admin).replace(
+        "drain_timeout = \"2s\"",
+        "drain_timeout = \"20s\"\nudp_idle_timeout = \"2s\"",
+    ) + &format!(
+        r#"
+[[services]]
+name = "dns"
+cluster_ip = "{vip}"
+
+[[services.ports]]
+name = "udp"
+port = 5300
+protocol = "UDP"
+target_port = {port}
+
+[[endpoints]]
+name = "dns"
+[[endpoints.subsets]]
+addresses = [{{ ip = "127.0.0.1" }}]
+ports = [{{ name = "udp", port = {port}, protocol = "UDP" }}]
+"#,
+        port = backend.addr.port()
+    );
+    let frontend = SocketAddr::new(vip, 5300);
+    let mut old = Run::text(&config)
+        .env("LB_RUNTIME_DIR", dir.path())
+        .admin(admin)
+        .start()?;
+    let before = UdpSocket::bind((fresh_ip(), 0))?;
+    before.set_read_timeout(Some(WAIT))?;
+    assert_eq!(udp_ask(&before, frontend, b"a").as_deref(), Some("now|a"));
+
+    let new = Run::text(&config)
+        .env("LB_RUNTIME_DIR", dir.path())
+        .arg("--takeover")
+        .admin(admin)
+        .spawn()?;
+    assert!(
+        new.logged("took over from lb-proxy pid", WAIT),
+        "{}",
+        new.logs()
+    );
+    assert!(
+        old.logged("answering open flows until they idle out", WAIT),
+        "{}",
+        old.logs()
+    );
+    // The old flow's endpoint answers after the hand-over: the old process
+    // still relays it.
+    backend.answer_late();
+    assert_eq!(
+        udp_read(&before).as_deref(),
+        Some("late|a"),
+        "{}",
+        old.logs()
+    );
+    // A new client is the new process's flow.
+    let after = UdpSocket::bind((fresh_ip(), 0))?;
+    after.set_read_timeout(Some(WAIT))?;
+    assert_eq!(udp_ask(&after, frontend, b"b").as_deref(), Some("now|b"));
+    assert!(
+        eventually_blocking(WAIT, || {
+            new.metric(
+            "lb_udp_sessions{namespace=\"default\",service=\"dns\",port=\"udp\",protocol=\"UDP\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+        }),
+        "{}",
+        new.logs()
+    );
+    // Once its flow idled out (2 s), the old process is done, well before
+    // its 20 s drain timeout.
+    assert_eq!(old.wait_exit(WAIT), Some(0), "{}", old.logs());
+    Ok(())
+}
