@@ -121,7 +121,7 @@ def http_get(addr, path, bound=2.0):
     """(status, body) of a plain HTTP/1.0 GET, or (None, error)."""
     try:
         with socket.create_connection(addr, timeout=bound) as s:
-            s.sendall(("GET %s HTTP/1.0\r\nHost: x\r\n\r\n" % path).encode())
+            s.sendall(("GET %s HTTP/1.0\r\nHost: %s\r\n\r\n" % (path, addr[0])).encode())
             data = b""
             while True:
                 b = s.recv(65536)
@@ -586,6 +586,10 @@ class Bench:
                         ok = sum(1 for s in r["upgrades"] if s["ok"])
                         worst = max((s["seconds"] for s in r["upgrades"]), default=0)
                         extra = "; %d/%d upgrades ok, slowest %.2f s" % (ok, n, worst)
+                        if name == "lb":
+                            other = [s for s in r["upgrades"] if s.get("admin_pid") != s["new"]]
+                            if other:
+                                extra += "; /api/v1/process named another pid after %d" % len(other)
                     print("  %-7s %-5s %-8s %9.0f req/s  p99 %7.2f ms  errors: %s%s"
                           % (name, load, kind, r["rps"], r["p99_ms"], errs, extra), flush=True)
                     pr = r["probe"]
