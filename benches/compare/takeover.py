@@ -40,8 +40,11 @@ It reports per proxy and load: requests/s, wrk's errors (Socket errors:
 connect/read/write/timeout, and Non-2xx), p99 latency, the ratio
 p99(upgrades)/p99(none), and the resident memory and number of all the
 proxy's processes right after the last upgrade (old processes still
-draining), and any process still alive --drain + 10 s after the run. With
---json, the raw figures (wrk's output, each upgrade's duration) go there.
+draining), and any process still alive --drain + 10 s after the run. Beside
+wrk, a probe opens one new connection every 10 ms and times it, so that a
+failed or slow connection is placed against the upgrades' phases ("upgrade 3
++40 ms, during its hand-over"). With --json, the raw figures (wrk's output,
+each upgrade's timing, the probe's failures and slowest connections) go there.
 
     benches/compare/takeover.py [--upgrades 20] [--duration 20] [--drain 2] \\
         [--lb-bin PATH] [--proxies lb,haproxy,nginx] [--json out.json] [--keep]
@@ -630,6 +633,16 @@ def report(results, args):
                              name, load, none["rps"], up["rps"], errors_cell(none), errors_cell(up),
                              none["p99_ms"], up["p99_ms"], ratio, ok, args.upgrades,
                              snap["rss_kib"] / 1024, snap["processes"]))
+    lines += ["", "The probe: one new connection every 10 ms beside wrk, each timed.", "",
+              "| proxy | load | probe connections (none / upgrades) | failed | p99 ms | max ms |",
+              "|---|---|---|---|---|---|"]
+    for name in args.proxies:
+        for load in LOADS:
+            n = results[name][load]["none"]["probe"]
+            u = results[name][load]["upgrades"]["probe"]
+            lines.append("| %s | %s | %d / %d | %d / %d | %.1f / %.1f | %.1f / %.1f |" % (
+                name, load, n["count"], u["count"], n["failures"], u["failures"], n["p99_ms"],
+                u["p99_ms"], n["max_ms"], u["max_ms"]))
     return "\n".join(lines)
 
 
