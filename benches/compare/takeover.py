@@ -683,6 +683,9 @@ def main():
             with open(args.json, "w") as f:
                 json.dump({"results": results, "exits": exits, "log_lines": lines,
                            "args": vars(args)}, f, indent=1)
+    except KeyboardInterrupt:
+        print("interrupted: stopping every process started", file=sys.stderr)
+        sys.exit(130)
     finally:
         b.close()
 
