@@ -252,6 +252,7 @@ class Bench:
         self.current = {}  # proxy -> pid of the process (master) serving now
         self.generation = {p: 0 for p in PROXIES}
         self.nginx_draining = None  # nginx's last old master
+        self.ng_pid = os.path.join(self.dir, "nginx-stream.pid")  # as the template says
         self.sub = dict(DIR=self.dir, BACKEND=BACKEND, THREADS=os.cpu_count() or 1,
                         NOFILE=run.NOFILE, MAXCONN=(run.NOFILE - 1000) // 2, HOLD_PORT=9000)
 
@@ -272,8 +273,12 @@ class Bench:
     def kill_all(self):
         """Every process started here, and everything in their sessions
         (nginx's daemon, its masters of later generations, workers)."""
-        sessions = set(p.pid for p in self.popens) | self.sessions.get("nginx", set())
-        for sid in self.sessions.get("nginx", set()):
+        daemon = set(self.sessions.get("nginx", set()))
+        master = self.nginx_master(None)  # interrupted before it was recorded
+        if master is not None and session_of(master) == master:
+            daemon.add(master)
+        sessions = set(p.pid for p in self.popens) | daemon
+        for sid in daemon:
             for pid in processes_in({sid}):
                 try:
                     os.kill(pid, signal.SIGTERM)
@@ -334,7 +339,6 @@ class Bench:
         # binary), so nginx runs as a daemon here, as in production.
         ng = ng.replace("daemon off;\n", "daemon on;\nworker_shutdown_timeout %gs;\n" % drain, 1)
         self.ng_conf = os.path.join(d, "nginx-stream.conf")
-        self.ng_pid = os.path.join(d, "nginx-stream.pid")
         open(self.ng_conf, "w").write(ng)
 
     def lb_env(self):
