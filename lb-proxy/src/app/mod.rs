@@ -379,13 +379,14 @@ impl App {
     /// and open in the successor, UDP flows answered until they idle out,
     /// connections finished within `drain_timeout`), interface VIPs stay on
     /// the device for the successor, and the rest stops as in
-    /// [`App::shutdown`].
-    pub async fn hand_over(&self) {
+    /// [`App::shutdown`]. `closed` runs once nothing here accepts any more
+    /// (before the drain's wait).
+    pub async fn hand_over(&self, closed: impl FnOnce() + Send + 'static) {
         let inner = &self.inner;
         self.stop_admin().await;
         inner.dns.stop().await;
         inner.health_checks.stop().await;
-        inner.dataplane.hand_over().await;
+        inner.dataplane.hand_over(closed).await;
         inner.control.stop().await;
         inner.vips.hand_over().await;
         inner.followers.stop().await;

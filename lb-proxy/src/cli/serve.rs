@@ -51,8 +51,9 @@ enum Lock {
 enum Ending {
     /// SIGTERM or SIGINT: drain and let go of the node.
     Signal,
-    /// A successor took every socket over: stop accepting, drain, exit.
-    HandedOver,
+    /// A successor took every socket over: stop accepting, tell it, drain,
+    /// exit.
+    HandedOver(give::Successor),
 }
 
 /// `lb-proxy run` once the node is held (or handed over): starts the
@@ -206,7 +207,7 @@ pub async fn run(start: Start) -> ExitCode {
                             "handed every listening socket over to lb-proxy pid {}; draining",
                             successor.pid
                         );
-                        break Ending::HandedOver;
+                        break Ending::HandedOver(successor);
                     }
                     Err(e) => warn!("takeover failed: {e}; still serving"),
                 },
@@ -232,12 +233,13 @@ pub async fn run(start: Start) -> ExitCode {
             );
             futures_util::future::Either::Left(app.shutdown())
         }
-        Ending::HandedOver => {
+        Ending::HandedOver(successor) => {
             // The successor holds the control socket, its file and the
             // lock now: ours close without removing or unlocking anything.
             drop(control.take());
             lock.hand_over();
-            futures_util::future::Either::Right(app.hand_over())
+            // Once nothing here accepts any more, the successor hears it.
+            futures_util::future::Either::Right(app.hand_over(move || successor.confirm()))
         }
     };
     tokio::select! {

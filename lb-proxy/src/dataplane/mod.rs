@@ -338,7 +338,7 @@ impl DataPlane {
     /// later and concurrent calls wait for the same drain (as does
     /// [`DataPlane::hand_over`]).
     pub async fn shutdown(&self) {
-        self.drain(false).await;
+        self.drain(None).await;
     }
 
     /// Drains after a successor process took the listening sockets over
@@ -348,20 +348,30 @@ impl DataPlane {
     /// reading clients' datagrams (the successor reads them now) but keep
     /// relaying the replies of their open flows until those idle out. Open
     /// connections and flows finish within `drain_timeout`, as in
-    /// [`DataPlane::shutdown`].
-    pub async fn hand_over(&self) {
-        self.drain(true).await;
+    /// [`DataPlane::shutdown`]. `closed` runs once no listener accepts here
+    /// any more, before the wait.
+    pub async fn hand_over(&self, closed: impl FnOnce() + Send + 'static) {
+        self.drain(Some(Box::new(closed))).await;
     }
 
-    async fn drain(&self, handed_over: bool) {
+    /// Drains; `handed_over` says a successor took the sockets over and is
+    /// called once the listeners are closed.
+    async fn drain(&self, handed_over: Option<Box<dyn FnOnce() + Send>>) {
         let inner = &self.inner;
         inner
             .drained
             .get_or_init(|| async {
                 let (workers, answering) = {
                     let mut listeners = inner.listeners.lock().await;
-                    let answering = listeners.close_all(handed_over).await;
+                    let answering = listeners.close_all(handed_over.is_some()).await;
                     (listeners.take_workers(), answering)
+                };
+                let handed_over = match handed_over {
+                    Some(closed) => {
+                        closed();
+                        true
+                    }
+                    None => false,
                 };
                 if !handed_over {
                     inner.shared.udp().clear();

@@ -80,8 +80,9 @@ impl ControlSocket {
     }
 }
 
-/// A successor that serves now: the owner drains.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A successor that serves now: the owner stops accepting, then
+/// [`Successor::confirm`]s, then drains.
+#[derive(Debug)]
 pub struct Successor {
     /// Its PID.
     pub pid: u32,
@@ -89,16 +90,29 @@ pub struct Successor {
     pub version: String,
     /// How many sockets it was given.
     pub sockets: usize,
+    conn: OwnedFd,
+}
+
+impl Successor {
+    /// Tells the successor this process no longer accepts (it logs "took
+    /// over" on this word, so the log never claims more than is true). A
+    /// successor that went away meanwhile changes nothing: this process
+    /// drains anyway.
+    pub fn confirm(self) {
+        if let Err(e) = wire::send(&self.conn, &Message::Draining, &[]) {
+            warn!(pid = self.pid, error = %e, "cannot tell the new process we drain; draining anyway");
+        }
+    }
 }
 
 /// Hands every socket `sockets` serves to the successor on `conn` and waits
 /// (up to [`START_TIMEOUT`]) for it to serve. `Ok` means it serves and this
-/// process must stop accepting and drain; an error means this process keeps
-/// serving (its sockets were never touched). The conversation runs on a
-/// blocking thread.
+/// process must stop accepting, [`Successor::confirm`], and drain; an error
+/// means this process keeps serving (its sockets were never touched). The
+/// conversation runs on a blocking thread.
 pub async fn give(conn: OwnedFd, sockets: &Sockets) -> Result<Successor, HandoverError> {
     let sockets = sockets.clone();
-    match tokio::task::spawn_blocking(move || give_blocking(&conn, &sockets)).await {
+    match tokio::task::spawn_blocking(move || give_blocking(conn, &sockets)).await {
         Ok(outcome) => outcome,
         Err(e) => Err(HandoverError::Conversation {
             pid: 0,
@@ -108,7 +122,19 @@ pub async fn give(conn: OwnedFd, sockets: &Sockets) -> Result<Successor, Handove
     }
 }
 
-fn give_blocking(conn: &OwnedFd, sockets: &Sockets) -> Result<Successor, HandoverError> {
+fn give_blocking(conn: OwnedFd, sockets: &Sockets) -> Result<Successor, HandoverError> {
+    let (pid, version, sockets) = converse(&conn, sockets)?;
+    Ok(Successor {
+        pid,
+        version,
+        sockets,
+        conn,
+    })
+}
+
+/// The conversation up to the successor's `Ready`: its PID, its version and
+/// how many sockets it was given.
+fn converse(conn: &OwnedFd, sockets: &Sockets) -> Result<(u32, String, usize), HandoverError> {
     let broke = |pid, stage| move |source| HandoverError::Conversation { pid, stage, source };
     fdpass::set_timeouts(conn, MESSAGE_TIMEOUT).map_err(broke(0, "setting timeouts"))?;
     let (pid, version) = match wire::recv(conn).map_err(broke(0, "reading the request"))? {
@@ -153,15 +179,7 @@ fn give_blocking(conn: &OwnedFd, sockets: &Sockets) -> Result<Successor, Handove
             ))
         }
     }
-    // The successor serves; whether it hears this or not, we drain.
-    if let Err(e) = wire::send(conn, &Message::Draining, &[]) {
-        warn!(pid, error = %e, "cannot tell the new process we drain; draining anyway");
-    }
-    Ok(Successor {
-        pid,
-        version,
-        sockets: count,
-    })
+    Ok((pid, version, count))
 }
 
 /// Refuses the successor on `conn` (this process drains already).

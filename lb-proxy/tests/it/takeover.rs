@@ -147,6 +147,11 @@ fn takeover_under_a_client_loop(accept: &str) -> Result<()> {
         new.logs(),
         old.logs()
     );
+    // "took over" is said once the old process no longer accepts: from
+    // then on only the new one answers.
+    for _ in 0..5 {
+        assert_eq!(admin_pid(admin), Some(u64::from(new.pid())));
+    }
     assert_eq!(
         old.wait_exit(WAIT),
         Some(0),
