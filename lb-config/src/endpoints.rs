@@ -17,7 +17,7 @@
 //! live beside this desired state (lb-proxy's overlay) and are folded in when
 //! the snapshot is built.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
 use lb_core::{EndpointHints, EndpointSpec, PortSpec, ServiceKey, ServiceType, TargetPort};
@@ -37,6 +37,13 @@ pub(crate) fn resolve(
     warnings: &mut Vec<String>,
 ) -> Vec<HostEndpoint> {
     let mut hosts = Vec::new();
+    // Indexes, so that resolving N services is not N scans of every pod and
+    // every `[[endpoints]]` (10,000 services took seconds that way).
+    let manual_by_name: HashMap<(&str, &str), &Endpoints> = endpoints
+        .iter()
+        .map(|e| ((e.namespace.as_str(), e.name.as_str()), e))
+        .collect();
+    let pods_by_label = PodIndex::new(pods);
     for d in drafts.iter_mut() {
         if d.spec.service_type == ServiceType::ExternalName {
             continue;
@@ -44,9 +51,9 @@ pub(crate) fn resolve(
         let key = d.spec.key.clone();
         match &d.selector {
             Some(selector) => {
-                let chosen: Vec<&Pod> = pods
-                    .iter()
-                    .filter(|p| p.namespace == key.namespace)
+                let chosen: Vec<&Pod> = pods_by_label
+                    .candidates(&key.namespace, selector)
+                    .into_iter()
                     .filter(|p| selector.iter().all(|(k, v)| p.labels.get(k) == Some(v)))
                     .collect();
                 if chosen.is_empty() && !selector.is_empty() {
@@ -76,9 +83,9 @@ pub(crate) fn resolve(
                 }
             }
             None => {
-                let manual = endpoints
-                    .iter()
-                    .find(|e| e.namespace == key.namespace && e.name == key.name);
+                let manual = manual_by_name
+                    .get(&(key.namespace.as_str(), key.name.as_str()))
+                    .copied();
                 for port in &mut d.spec.ports {
                     port.endpoints =
                         dedup(manual.map(|m| from_manual(port, m)).unwrap_or_default());
@@ -93,6 +100,58 @@ pub(crate) fn resolve(
 }
 
 /// A selector as kubectl prints it: `app=web,tier=front`.
+/// Pods by namespace and by each of their labels, in the order they came:
+/// a selector's candidates are the pods carrying its rarest pair, so a
+/// service selects among a few pods rather than scanning all of them.
+struct PodIndex<'a> {
+    by_namespace: HashMap<&'a str, Vec<&'a Pod>>,
+    by_label: HashMap<(&'a str, &'a str, &'a str), Vec<&'a Pod>>,
+}
+
+impl<'a> PodIndex<'a> {
+    fn new(pods: &'a [Pod]) -> PodIndex<'a> {
+        let mut by_namespace: HashMap<&str, Vec<&Pod>> = HashMap::new();
+        let mut by_label: HashMap<(&str, &str, &str), Vec<&Pod>> = HashMap::new();
+        for p in pods {
+            by_namespace.entry(p.namespace.as_str()).or_default().push(p);
+            for (k, v) in &p.labels {
+                by_label
+                    .entry((p.namespace.as_str(), k.as_str(), v.as_str()))
+                    .or_default()
+                    .push(p);
+            }
+        }
+        PodIndex {
+            by_namespace,
+            by_label,
+        }
+    }
+
+    /// The pods of `namespace` that may match `selector`, in their order:
+    /// those with its rarest pair (all of the namespace for an empty one).
+    fn candidates(
+        &self,
+        namespace: &str,
+        selector: &std::collections::BTreeMap<String, String>,
+    ) -> Vec<&'a Pod> {
+        let none = Vec::new();
+        let list = if selector.is_empty() {
+            self.by_namespace.get(namespace).unwrap_or(&none)
+        } else {
+            selector
+                .iter()
+                .map(|(k, v)| {
+                    self.by_label
+                        .get(&(namespace, k.as_str(), v.as_str()))
+                        .unwrap_or(&none)
+                })
+                .min_by_key(|l| l.len())
+                .unwrap_or(&none)
+        };
+        list.clone()
+    }
+}
+
 fn selector_text(selector: &std::collections::BTreeMap<String, String>) -> String {
     selector
         .iter()

@@ -74,6 +74,19 @@ pub(crate) fn validate(raw: &RawConfig, hostname: &str, errs: &mut Errors) -> Va
 
     let mut endpoints = Vec::new();
     let mut seen = HashSet::new();
+    // Services with a selector, by namespace and name: one lookup per
+    // `[[endpoints]]` object instead of a scan of every service.
+    let selected: HashSet<(&str, &str)> = raw
+        .services
+        .iter()
+        .filter(|s| s.selector.as_ref().is_some_and(|sel| !sel.is_empty()))
+        .map(|s| {
+            (
+                s.namespace.as_deref().unwrap_or("default"),
+                s.name.as_str(),
+            )
+        })
+        .collect();
     for (i, e) in raw.endpoints.iter().enumerate() {
         let ns = e.namespace.as_deref().unwrap_or("default");
         let path = object_path("endpoints", ns, &e.name, i);
@@ -81,12 +94,7 @@ pub(crate) fn validate(raw: &RawConfig, hostname: &str, errs: &mut Errors) -> Va
             errs.push(FieldError::duplicate(format!("{path}.name"), &e.name));
             continue;
         }
-        let has_selector = raw.services.iter().any(|s| {
-            s.name == e.name
-                && s.namespace.as_deref().unwrap_or("default") == ns
-                && s.selector.as_ref().is_some_and(|sel| !sel.is_empty())
-        });
-        if has_selector {
+        if selected.contains(&(ns, e.name.as_str())) {
             warnings.push(format!(
                 "{path}: ignored: the service of the same name has a selector, so its endpoints come from [[pods]]"
             ));
