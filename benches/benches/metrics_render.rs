@@ -26,7 +26,7 @@ use lb_benches::{cluster_ip, node, service, services, snapshot};
 use lb_core::stats::add;
 use lb_core::{ServiceSpec, Snapshot};
 use lb_proxy::control::ReloadCounters;
-use lb_proxy::ops::metrics::{Metrics, Sources};
+use lb_proxy::ops::metrics::{Exposition, Sources};
 
 const SERVICES: usize = 10_000;
 const ENDPOINTS: usize = 10;
@@ -110,8 +110,9 @@ fn traffic(snapshot: &Snapshot) {
     }
 }
 
-/// One scrape: renders everything and drops it; returns the bytes of text.
-fn render(metrics: &Metrics, snapshot: &Snapshot, reloads: &ReloadCounters) -> usize {
+/// One scrape: writes every chunk and drops it, as the admin API sends
+/// them; returns the bytes of text.
+fn render(snapshot: &Snapshot, reloads: &ReloadCounters) -> usize {
     let sources = Sources {
         reloads,
         dns: None,
@@ -119,17 +120,19 @@ fn render(metrics: &Metrics, snapshot: &Snapshot, reloads: &ReloadCounters) -> u
         process: true,
         source_stats: &[],
     };
-    black_box(metrics.render(snapshot, &sources)).len()
+    Exposition::new(snapshot, &sources)
+        .map(|chunk| black_box(chunk).len())
+        .sum()
 }
 
 /// (wall time, bytes of text, bytes allocated, most held at once above
 /// what was live before) of one scrape.
-fn measured(metrics: &Metrics, snapshot: &Snapshot, reloads: &ReloadCounters) -> Measured {
+fn measured(snapshot: &Snapshot, reloads: &ReloadCounters) -> Measured {
     let live = LIVE.load(Ordering::Relaxed);
     PEAK.store(live, Ordering::Relaxed);
     let allocated = ALLOCATED.load(Ordering::Relaxed);
     let start = Instant::now();
-    let bytes = render(metrics, snapshot, reloads);
+    let bytes = render(snapshot, reloads);
     Measured {
         time: start.elapsed(),
         bytes,
@@ -156,12 +159,9 @@ fn summary() {
     let endpoints = (SERVICES * ENDPOINTS) as f64;
 
     let before = LIVE.load(Ordering::Relaxed);
-    let metrics = Metrics::new();
-    let first = measured(&metrics, &first_table, &reloads);
+    let first = measured(&first_table, &reloads);
     let kept_first = LIVE.load(Ordering::Relaxed).saturating_sub(before);
-    let mut steady: Vec<Measured> = (0..5)
-        .map(|_| measured(&metrics, &first_table, &reloads))
-        .collect();
+    let mut steady: Vec<Measured> = (0..5).map(|_| measured(&first_table, &reloads)).collect();
     steady.sort_by_key(|m| m.time);
     let median = &steady[steady.len() / 2];
 
@@ -176,10 +176,9 @@ fn summary() {
     );
     let second_size = LIVE.load(Ordering::Relaxed) - live_tables;
     drop(first_table);
-    let after_reload = measured(&metrics, &second_table, &reloads);
-    let held = LIVE.load(Ordering::Relaxed);
-    drop(metrics);
-    let kept_reload = held.saturating_sub(LIVE.load(Ordering::Relaxed));
+    let before = LIVE.load(Ordering::Relaxed);
+    let after_reload = measured(&second_table, &reloads);
+    let kept_reload = LIVE.load(Ordering::Relaxed).saturating_sub(before);
 
     println!(
         "metrics render: {SERVICES} services x {ENDPOINTS} endpoints, {:.1} MB of text",
@@ -212,13 +211,10 @@ fn bench(c: &mut Criterion) {
     let reloads = ReloadCounters::default();
     let table = snapshot(table_specs(1));
     traffic(&table);
-    let metrics = Metrics::new();
     let mut group = c.benchmark_group("metrics_render_10k_services_x_10_endpoints");
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(10));
-    group.bench_function("render", |b| {
-        b.iter(|| render(&metrics, &table, &reloads))
-    });
+    group.bench_function("render", |b| b.iter(|| render(&table, &reloads)));
     group.finish();
 }
 
