@@ -60,7 +60,9 @@ pub trait AdminSource: Send + Sync + 'static {
     /// `None` = ready; `Some(reason)` = not ready (`/readyz` answers 503 with the
     /// reason).
     fn readiness(&self) -> Option<String>;
-    /// Prometheus text exposition for `/metrics` (may be empty).
+    /// Prometheus text exposition for `/metrics`, whole (may be empty):
+    /// what a test or a small source implements; the server sends
+    /// [`AdminSource::metrics_chunks`].
     fn metrics(&self) -> String;
     /// The same text as chunks, each written when the answer asks for it:
     /// what `/metrics` sends, so a large table's text (hundreds of
