@@ -1,13 +1,12 @@
 //! What metrics cost the data path: proxied connections per second, in
-//! process over loopback, without and with the Prometheus recorder scraped
-//! ten times a second (`lb_proxy::ops::metrics::Metrics`: handles resolved per
-//! snapshot, set from the atomics, rendered by `metrics-exporter-prometheus`),
-//! interleaved round by round (the machine is busy and small, so only medians
-//! and ratios mean anything); plus the per-event costs in isolation:
-//! recording one connect duration in the bucket atomics (the only metric work
-//! a connection does beyond the counters the views need anyway) against
-//! recording it through the exporter's own `metrics::Histogram` (why the
-//! histogram stays in atomics), and rendering `/metrics` for 100 services.
+//! process over loopback, without and with `/metrics` scraped ten times a
+//! second (`lb_proxy::ops::metrics::Exposition`: the text written from the
+//! snapshot's atomics), interleaved round by round (the machine is busy and
+//! small, so only medians and ratios mean anything); plus the per-event
+//! costs in isolation: recording one connect duration in the bucket atomics
+//! (the only metric work a connection does beyond the counters the views
+//! need anyway), and rendering `/metrics` for 100 services (10,000:
+//! `metrics_render`).
 //!
 //! `cargo bench -p lb-benches --bench metrics_overhead`; the summary line
 //! `metrics overhead: ...` gives the median ratio.
@@ -17,7 +16,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use lb_benches::node;
@@ -25,7 +24,7 @@ use lb_benches::short::{answer_backend, connections, free};
 use lb_core::stats::DurationHistogram;
 use lb_core::{EndpointSpec, PortSpec, ProxySettings, ServiceSpec, Snapshot};
 use lb_proxy::control::ReloadCounters;
-use lb_proxy::ops::metrics::{Metrics, Sources};
+use lb_proxy::ops::metrics::{Exposition, Sources};
 use lb_proxy::DataPlane;
 
 /// Connections per timed round.
@@ -42,10 +41,9 @@ fn scraper(
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let reloads = ReloadCounters::default();
-        let metrics = Metrics::new();
         while !stop.load(Ordering::Relaxed) {
             if on.load(Ordering::Relaxed) {
-                let text = metrics.render(
+                let scrape = Exposition::new(
                     &plane.table().load(),
                     &Sources {
                         reloads: &reloads,
@@ -55,7 +53,9 @@ fn scraper(
                         source_stats: &[],
                     },
                 );
-                std::hint::black_box(text);
+                for chunk in scrape {
+                    std::hint::black_box(chunk);
+                }
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -117,42 +117,8 @@ fn metrics_overhead(c: &mut Criterion) {
     c.bench_function("metrics_overhead/record_connect_duration", |b| {
         b.iter(|| histogram.record(std::hint::black_box(Duration::from_micros(180))))
     });
-    // The alternative: the exporter's histogram, resolved once like a
-    // per-endpoint handle would be. Its samples pile up until a render or
-    // upkeep drains them, so drain (untimed) every CHUNK samples.
-    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .set_buckets(&lb_core::stats::CONNECT_DURATION_BUCKETS)
-        .expect("buckets")
-        .build_recorder();
-    let exporter = recorder.handle();
-    let key = metrics::Key::from_parts(
-        "lb_connect_duration_seconds",
-        vec![metrics::Label::new("endpoint", "127.78.1.1:80")],
-    );
-    static META: metrics::Metadata<'static> =
-        metrics::Metadata::new(module_path!(), metrics::Level::INFO, None);
-    let handle = metrics::Recorder::register_histogram(&recorder, &key, &META);
-    c.bench_function("metrics_overhead/record_connect_duration_exporter", |b| {
-        const CHUNK: u64 = 1 << 16;
-        b.iter_custom(|iters| {
-            let mut spent = Duration::ZERO;
-            let mut left = iters;
-            while left > 0 {
-                let n = left.min(CHUNK);
-                let start = Instant::now();
-                for _ in 0..n {
-                    handle.record(std::hint::black_box(Duration::from_micros(180)));
-                }
-                spent += start.elapsed();
-                exporter.run_upkeep();
-                left -= n;
-            }
-            spent
-        })
-    });
     let big = lb_benches::snapshot(lb_benches::services(100, 3));
     let reloads = ReloadCounters::default();
-    let metrics = Metrics::new();
     let sources = Sources {
         reloads: &reloads,
         dns: None,
@@ -161,12 +127,11 @@ fn metrics_overhead(c: &mut Criterion) {
         source_stats: &[],
     };
     c.bench_function("metrics_overhead/render_100_services", |b| {
-        b.iter(|| metrics.render(&big, &sources))
-    });
-
-    // The first scrape of a new table: every series registered, then rendered.
-    c.bench_function("metrics_overhead/render_100_services_first_scrape", |b| {
-        b.iter(|| Metrics::new().render(&big, &sources))
+        b.iter(|| {
+            Exposition::new(&big, &sources)
+                .map(|c| c.len())
+                .sum::<usize>()
+        })
     });
 
     stop.store(true, Ordering::Relaxed);

@@ -376,3 +376,37 @@ async fn build_info_start_time_and_the_last_reload_read_as_prometheus_exports_it
     );
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_answer_is_streamed_as_it_is_written() {
+    // Forty endpoints (never dialed): about 120 kB of text, two chunks or more.
+    let endpoints: Vec<SocketAddr> = (1..=40)
+        .map(|i| SocketAddr::from(([127, 0, 253, i], 8080)))
+        .collect();
+    let vip = fresh_ip();
+    let proxy = TestApp::start(&service_toml("wide", vip, free_port(vip), &endpoints, "")).await;
+    let admin = proxy.admin();
+    let (status, head, text) =
+        tokio::task::spawn_blocking(move || http_get_with(admin, "/metrics", &[]))
+            .await
+            .expect("join")
+            .expect("GET /metrics");
+    assert_eq!(status, 200);
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    assert!(!head.contains("content-length"), "{head}");
+    assert!(
+        head.contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    assert!(text.len() > 100_000, "{} bytes", text.len());
+    // Whole: every endpoint's histogram, and the process metrics written last.
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("lb_connect_duration_seconds_count{"))
+            .count(),
+        40
+    );
+    assert!(text.contains("\nprocess_max_fds "), "{text}");
+    proxy.app.shutdown().await;
+}

@@ -28,6 +28,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
@@ -59,8 +60,18 @@ pub trait AdminSource: Send + Sync + 'static {
     /// `None` = ready; `Some(reason)` = not ready (`/readyz` answers 503 with the
     /// reason).
     fn readiness(&self) -> Option<String>;
-    /// Prometheus text exposition for `/metrics` (may be empty).
+    /// Prometheus text exposition for `/metrics`, whole (may be empty):
+    /// what a test or a small source implements; the server sends
+    /// [`AdminSource::metrics_chunks`].
     fn metrics(&self) -> String;
+    /// The same text as chunks, each written when the answer asks for it:
+    /// what `/metrics` sends, so a large table's text (hundreds of
+    /// megabytes at 10,000 services) is never held whole. By default
+    /// [`AdminSource::metrics`] in one chunk; the proxy's
+    /// ([`ProxyView`]) is a [`crate::ops::metrics::Exposition`].
+    fn metrics_chunks(&self) -> Box<dyn Iterator<Item = Vec<u8>> + Send> {
+        Box::new(std::iter::once(self.metrics().into_bytes()))
+    }
     /// Readiness probe verdicts by pod, so `/api/v1/endpoints` can say why an
     /// endpoint is out of rotation; none by default (no probes).
     fn probes(&self) -> BTreeMap<lb_core::health::PodKey, crate::control::probe::ProbeStatus> {
@@ -344,10 +355,17 @@ async fn readyz(State(source): Source) -> Response {
     }
 }
 
+/// `/metrics`, streamed: each chunk is written when hyper asks for the next
+/// part of the body, on the thread serving this connection (the App's
+/// `lb-ops` thread), so the text is never held whole and other tasks there
+/// (DNS) run between chunks.
 async fn metrics(State(source): Source) -> Response {
+    let chunks = source
+        .metrics_chunks()
+        .map(Ok::<_, std::convert::Infallible>);
     (
         [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
-        source.metrics(),
+        Body::from_stream(futures_util::stream::iter(chunks)),
     )
         .into_response()
 }

@@ -13,21 +13,19 @@ use crate::control::ControlPlane;
 use crate::dataplane::connections::OpenConnection;
 use crate::dataplane::DataPlane;
 use crate::ops::admin::AdminSource;
-use crate::ops::metrics::{Metrics, Sources};
+use crate::ops::metrics::{Exposition, Sources};
 use crate::ops::status::{EventList, History, RatesList};
 use crate::ops::views::Transitions;
 
 /// What the admin API reads of a running proxy: its data plane and, when
 /// there is one, its control plane (readiness of the sources, probe
-/// verdicts, reloads, events) and DNS responder (its answer counts). It owns
-/// the `/metrics` recorder, so keep one per router.
+/// verdicts, reloads, events) and DNS responder (its answer counts).
 #[derive(Debug)]
 pub struct ProxyView {
     dataplane: DataPlane,
     control: Option<ControlPlane>,
     #[cfg(feature = "dns")]
     dns: Option<crate::ops::dns::Dns>,
-    metrics: Metrics,
     transitions: Arc<Transitions>,
     history: Option<Arc<History>>,
 }
@@ -40,7 +38,6 @@ impl ProxyView {
             control: None,
             #[cfg(feature = "dns")]
             dns: None,
-            metrics: Metrics::new(),
             transitions: Arc::default(),
             history: None,
         }
@@ -72,6 +69,41 @@ impl ProxyView {
     pub fn with_dns(mut self, dns: Option<crate::ops::dns::Dns>) -> Self {
         self.dns = dns;
         self
+    }
+}
+
+impl ProxyView {
+    /// A scrape of `/metrics` as things are now: the table's ports, reload
+    /// and source counters, DNS answers, host resolutions, `/proc/self`.
+    fn exposition(&self) -> Exposition {
+        let default_reloads = crate::control::ReloadCounters::default();
+        let (reloads, lookups, stats) = match &self.control {
+            Some(control) => {
+                let hosts = control.hosts();
+                (
+                    control.reloads(),
+                    (hosts.lookups(), hosts.failures()),
+                    control.source_stats(),
+                )
+            }
+            None => (&default_reloads, (0, 0), Vec::new()),
+        };
+        let source_stats: Vec<(&str, SourceStats)> =
+            stats.iter().map(|(name, s)| (name.as_str(), *s)).collect();
+        #[cfg(feature = "dns")]
+        let dns = self.dns.as_ref().map(|d| d.counters());
+        #[cfg(not(feature = "dns"))]
+        let dns = None;
+        Exposition::new(
+            &self.dataplane.table().load(),
+            &Sources {
+                reloads,
+                dns,
+                host_lookups: (lookups.0 > 0).then_some(lookups),
+                process: true,
+                source_stats: &source_stats,
+            },
+        )
     }
 }
 
@@ -124,34 +156,11 @@ impl AdminSource for ProxyView {
     }
 
     fn metrics(&self) -> String {
-        let default_reloads = crate::control::ReloadCounters::default();
-        let (reloads, lookups, stats) = match &self.control {
-            Some(control) => {
-                let hosts = control.hosts();
-                (
-                    control.reloads(),
-                    (hosts.lookups(), hosts.failures()),
-                    control.source_stats(),
-                )
-            }
-            None => (&default_reloads, (0, 0), Vec::new()),
-        };
-        let source_stats: Vec<(&str, SourceStats)> =
-            stats.iter().map(|(name, s)| (name.as_str(), *s)).collect();
-        #[cfg(feature = "dns")]
-        let dns = self.dns.as_ref().map(|d| d.counters());
-        #[cfg(not(feature = "dns"))]
-        let dns = None;
-        self.metrics.render(
-            &self.dataplane.table().load(),
-            &Sources {
-                reloads,
-                dns,
-                host_lookups: (lookups.0 > 0).then_some(lookups),
-                process: true,
-                source_stats: &source_stats,
-            },
-        )
+        self.exposition().into_string()
+    }
+
+    fn metrics_chunks(&self) -> Box<dyn Iterator<Item = Vec<u8>> + Send> {
+        Box::new(self.exposition())
     }
 
     fn probes(&self) -> BTreeMap<PodKey, ProbeStatus> {

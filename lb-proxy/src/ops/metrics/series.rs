@@ -1,420 +1,302 @@
-//! The mirror of the snapshot's atomics into the exporter's handles: which
-//! handles a snapshot's series have (resolved once per snapshot, carried
-//! over by the identity of their counters), and the copy of every figure
-//! into them before a render.
+//! The series read from the table: every family whose samples come from the
+//! service ports' and endpoints' atomics, in the order they are written,
+//! and what each writes for one service port.
+//!
+//! A family is written whole before the next starts (the text format wants
+//! a family's samples together), so a scrape walks the table once per
+//! family; a walk only follows the ports' `Arc`s and reads relaxed atomics.
 
-use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::time::Instant;
 
-use lb_core::stats::{read, CloseCause, EndpointStats, PortStats};
-use lb_core::{Protocol, ServicePort, ServicePortKey};
-use metrics::{Counter, Gauge, Key, Label, Level, Metadata, Recorder};
-use metrics_exporter_prometheus::PrometheusRecorder;
+use lb_core::stats::{read, CloseCause};
+use lb_core::{Protocol, ServicePort};
 
-use super::escape;
-use super::Sources;
-use crate::ops::views::port_label;
+use super::text::{address, escaped, histogram, put, sample};
 
-/// Where the metadata of every handle points: this module.
-static META: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+/// One family of the table: its name, type and help, which ports have
+/// samples in it, and the samples of one port.
+pub(super) struct Family {
+    pub(super) name: &'static str,
+    pub(super) kind: &'static str,
+    pub(super) help: &'static str,
+    /// Whether `port` has at least one sample in the family (the family's
+    /// header is written before its first sample, so a family with no
+    /// sample does not show).
+    pub(super) has: fn(&ServicePort) -> bool,
+    /// Writes the samples of `port`.
+    pub(super) write: fn(&mut Vec<u8>, &ServicePort, &mut Labels, &Scrape),
+}
 
-/// The handles of the series of one rendered snapshot, in its port order.
+/// What every port's samples of one scrape share.
+pub(super) struct Scrape {
+    /// The moment ejections are judged at.
+    pub(super) now: Instant,
+    /// `le` values of the histogram's buckets.
+    pub(super) bounds: Vec<String>,
+}
+
+/// The label text of the port being written (`namespace`, `service`,
+/// `port`, `protocol`) and, after it, of one of its endpoints: written
+/// once per port and endpoint per family, then copied into every sample.
 #[derive(Default)]
-pub(super) struct State {
-    pub(super) ports: Vec<PortSeries>,
-    globals: Option<Globals>,
+pub(super) struct Labels {
+    text: Vec<u8>,
+    port_len: usize,
 }
 
-/// Series that do not belong to a service port.
-struct Globals {
-    /// `lb_config_reloads_total{result="success|failure"}`.
-    reloads: [Counter; 2],
-    /// `lb_state_file_errors_total`.
-    state_file_errors: Counter,
-    /// `lb_config_last_reload_successful`, and
-    /// `lb_config_last_reload_success_timestamp_seconds`.
-    last_reload: [Gauge; 2],
-    /// `lb_build_info{version,revision}`, always 1.
-    build_info: Gauge,
-    /// `lb_dns_answers_total{result=...}`, while the DNS responder runs.
-    dns: Option<[Counter; 4]>,
-    /// `lb_host_resolutions_total{result="success|failure"}`, once any.
-    hosts: Option<[Counter; 2]>,
-}
-
-/// The series of one service port and its endpoints.
-pub(super) struct PortSeries {
-    /// The counters these handles mirror; held so a new object for the same
-    /// key (counts restarted) is told apart from the old one.
-    stats: Arc<PortStats>,
-    pub(super) key: ServicePortKey,
-    /// `namespace`, `service`, `port`, `protocol`.
-    labels: Vec<Label>,
-    /// The same labels in text form, for the hand-rendered histogram.
-    text: String,
-    /// TCP ports only: a UDP port has no connections to count, and its drops
-    /// (a source range's too) are `lb_udp_datagrams_total`, so it shows no
-    /// connection series that would always read 0 or count datagrams twice.
-    tcp: Option<TcpSeries>,
-    udp: Option<UdpSeries>,
-    /// `lb_failovers_total`: TCP connections and UDP flows alike.
-    failovers: Counter,
-    pub(super) endpoints: Vec<EndpointSeries>,
-}
-
-/// The connection series of a TCP service port.
-struct TcpSeries {
-    accepted: Counter,
-    active: Gauge,
-    /// `reason="no_endpoints|source_range|limit|local_resources|self_loop"`.
-    rejected: [Counter; 5],
-    /// `lb_connections_closed_total{cause}`, in `CloseCause::ALL` order.
-    closed: [Counter; 6],
-}
-
-/// The UDP-only series of a service port.
-struct UdpSeries {
-    sessions: Gauge,
-    /// forwarded, replied, then dropped by no_endpoints, source_range,
-    /// flow_limit, send_error, self_loop.
-    datagrams: [Counter; 7],
-    evicted: Counter,
-}
-
-/// The series of one endpoint of one service port.
-pub(super) struct EndpointSeries {
-    stats: Arc<EndpointStats>,
-    addr: SocketAddr,
-    /// Port labels plus `endpoint="IP:PORT"` in text form (histogram).
-    pub(super) text: String,
-    /// `direction="rx|tx"`.
-    bytes: [Counter; 2],
-    connect_errors: Counter,
-    ready: Gauge,
-    /// TCP ports only.
-    ejected: Option<Gauge>,
-}
-
-// === impl State ===
-
-impl State {
-    /// Whether the handles are those of `ports`: the same counter objects in
-    /// the same order (the usual case: the snapshot did not change).
-    pub(super) fn matches(&self, ports: &[&ServicePort]) -> bool {
-        self.ports.len() == ports.len()
-            && self.ports.iter().zip(ports).all(|(s, p)| {
-                Arc::ptr_eq(&s.stats, p.stats())
-                    && s.endpoints.len() == p.endpoints().len()
-                    && s.endpoints
-                        .iter()
-                        .zip(p.endpoints())
-                        .all(|(se, e)| Arc::ptr_eq(&se.stats, &e.stats))
-            })
-    }
-
-    /// Takes the handles of the series still in `ports` and registers the
-    /// new ones; the handles of series that left are dropped (the exporter
-    /// forgets them at the next render). Returns `true`, changing nothing,
-    /// when a series is in `ports` with counters other than the ones its
-    /// handle mirrors (its counts restarted): the caller must start over.
-    pub(super) fn resolve(
-        &mut self,
-        recorder: &PrometheusRecorder,
-        ports: &[&ServicePort],
-    ) -> bool {
-        let id = |p: &Arc<PortStats>| Arc::as_ptr(p) as usize;
-        let eid = |e: &Arc<EndpointStats>| Arc::as_ptr(e) as usize;
-        let old_ports: HashMap<usize, &PortSeries> =
-            self.ports.iter().map(|s| (id(&s.stats), s)).collect();
-        let old_endpoints: HashMap<usize, &EndpointSeries> = self
-            .ports
-            .iter()
-            .flat_map(|s| &s.endpoints)
-            .map(|e| (eid(&e.stats), e))
-            .collect();
-        let old_keys: HashSet<&ServicePortKey> = self.ports.iter().map(|s| &s.key).collect();
-        let old_endpoint_keys: HashSet<(&ServicePortKey, SocketAddr)> = self
-            .ports
-            .iter()
-            .flat_map(|s| s.endpoints.iter().map(move |e| (&s.key, e.addr)))
-            .collect();
-        let restarted = ports.iter().any(|p| {
-            (!old_ports.contains_key(&id(p.stats())) && old_keys.contains(p.key()))
-                || p.endpoints().iter().any(|e| {
-                    !old_endpoints.contains_key(&eid(&e.stats))
-                        && old_endpoint_keys.contains(&(p.key(), e.addr))
-                })
-        });
-        if restarted {
-            return true;
-        }
-        drop((old_ports, old_endpoints, old_keys, old_endpoint_keys));
-
-        let mut old: HashMap<usize, PortSeries> = HashMap::new();
-        let mut old_eps: HashMap<usize, EndpointSeries> = HashMap::new();
-        for mut s in std::mem::take(&mut self.ports) {
-            old_eps.extend(s.endpoints.drain(..).map(|e| (eid(&e.stats), e)));
-            old.insert(id(&s.stats), s);
-        }
-        self.ports = ports
-            .iter()
-            .map(|p| {
-                let mut s = old
-                    .remove(&id(p.stats()))
-                    .unwrap_or_else(|| PortSeries::register(recorder, p));
-                s.endpoints = p
-                    .endpoints()
-                    .iter()
-                    .map(|e| {
-                        old_eps
-                            .remove(&eid(&e.stats))
-                            .unwrap_or_else(|| EndpointSeries::register(recorder, &s, e))
-                    })
-                    .collect();
-                s
-            })
-            .collect();
-        false
-    }
-
-    /// Copies every live figure into its handle. Each write moves the
-    /// series' generation, which is what keeps it through the render.
-    pub(super) fn write(
-        &mut self,
-        recorder: &PrometheusRecorder,
-        ports: &[&ServicePort],
-        src: &Sources<'_>,
-    ) {
-        let now = tokio::time::Instant::now().into_std();
-        for (s, p) in self.ports.iter().zip(ports) {
-            let st = p.stats();
-            s.failovers.absolute(read(&st.failovers));
-            if let Some(t) = &s.tcp {
-                t.accepted.absolute(read(&st.accepted));
-                t.active.set(read(&st.active) as f64);
-                let rejected = [
-                    &st.rejected_no_endpoints,
-                    &st.rejected_source_range,
-                    &st.rejected_limit,
-                    &st.rejected_local_resources,
-                    &st.rejected_self_loop,
-                ];
-                for (c, v) in t.rejected.iter().zip(rejected) {
-                    c.absolute(read(v));
-                }
-                for (c, cause) in t.closed.iter().zip(CloseCause::ALL) {
-                    c.absolute(st.closed.get(cause));
-                }
-            }
-            if let Some(u) = &s.udp {
-                u.sessions.set(read(&st.udp_sessions) as f64);
-                let datagrams = [
-                    &st.udp_forwarded,
-                    &st.udp_replied,
-                    &st.udp_dropped_no_endpoints,
-                    &st.rejected_source_range,
-                    &st.udp_dropped_flow_limit,
-                    &st.udp_dropped_send_error,
-                    &st.udp_dropped_self_loop,
-                ];
-                for (c, v) in u.datagrams.iter().zip(datagrams) {
-                    c.absolute(read(v));
-                }
-                u.evicted.absolute(read(&st.udp_evicted));
-            }
-            for (i, (es, e)) in s.endpoints.iter().zip(p.endpoints()).enumerate() {
-                es.bytes[0].absolute(read(&e.stats.bytes_rx));
-                es.bytes[1].absolute(read(&e.stats.bytes_tx));
-                es.connect_errors.absolute(read(&e.stats.connect_errors));
-                es.ready.set(f64::from(u8::from(e.ready)));
-                if let Some(g) = &es.ejected {
-                    let ejected =
-                        e.health.ejection(now).is_some() && p.ejection_in_force(false, i, now);
-                    g.set(f64::from(u8::from(ejected)));
-                }
-            }
-        }
-
-        let globals = self.globals.get_or_insert_with(|| Globals {
-            reloads: ["success", "failure"]
-                .map(|r| counter(recorder, "lb_config_reloads_total", &[], ("result", r))),
-            state_file_errors: recorder
-                .register_counter(&Key::from_name("lb_state_file_errors_total"), &META),
-            last_reload: [
-                "lb_config_last_reload_successful",
-                "lb_config_last_reload_success_timestamp_seconds",
-            ]
-            .map(|name| recorder.register_gauge(&Key::from_name(name), &META)),
-            build_info: recorder.register_gauge(
-                &Key::from_parts(
-                    "lb_build_info",
-                    vec![
-                        Label::new("version", env!("CARGO_PKG_VERSION")),
-                        Label::new("revision", crate::BUILD_REVISION),
-                    ],
-                ),
-                &META,
-            ),
-            dns: None,
-            hosts: None,
-        });
-        globals.reloads[0].absolute(src.reloads.success.load(Ordering::Relaxed));
-        globals.reloads[1].absolute(src.reloads.failure.load(Ordering::Relaxed));
-        globals
-            .state_file_errors
-            .absolute(src.reloads.state_file_errors.load(Ordering::Relaxed));
-        let failed = src.reloads.last_failed.load(Ordering::Relaxed);
-        globals.last_reload[0].set(if failed { 0.0 } else { 1.0 });
-        // Seconds since the epoch fit a float's 53 bits exactly.
-        #[allow(clippy::cast_precision_loss)]
-        let at = src
-            .reloads
-            .last_success_unix_seconds
-            .load(Ordering::Relaxed) as f64;
-        globals.last_reload[1].set(at);
-        globals.build_info.set(1.0);
-        match src.dns {
-            Some(dns) => {
-                let handles = globals.dns.get_or_insert_with(|| {
-                    ["local", "forwarded", "refused", "failed"]
-                        .map(|r| counter(recorder, "lb_dns_answers_total", &[], ("result", r)))
-                });
-                let values = [&dns.local, &dns.forwarded, &dns.refused, &dns.failed];
-                for (c, v) in handles.iter().zip(values) {
-                    c.absolute(read(v));
-                }
-            }
-            None => globals.dns = None,
-        }
-        match src.host_lookups {
-            Some((lookups, failures)) => {
-                let handles = globals.hosts.get_or_insert_with(|| {
-                    ["success", "failure"]
-                        .map(|r| counter(recorder, "lb_host_resolutions_total", &[], ("result", r)))
-                });
-                handles[0].absolute(lookups.saturating_sub(failures));
-                handles[1].absolute(failures);
-            }
-            None => globals.hosts = None,
-        }
-    }
-}
-
-/// Registers the counter `name` with `labels` plus `extra`.
-fn counter(
-    recorder: &PrometheusRecorder,
-    name: &'static str,
-    labels: &[Label],
-    extra: (&'static str, &'static str),
-) -> Counter {
-    let mut l = labels.to_vec();
-    l.push(Label::new(extra.0, extra.1));
-    recorder.register_counter(&Key::from_parts(name, l), &META)
-}
-
-// === impl PortSeries ===
-
-impl PortSeries {
-    /// Resolves the handles of `port`'s own series (not its endpoints').
-    fn register(recorder: &PrometheusRecorder, port: &ServicePort) -> PortSeries {
+impl Labels {
+    /// Starts over with `port`'s labels.
+    pub(super) fn port(&mut self, port: &ServicePort) -> &[u8] {
         let key = port.key();
-        let labels = vec![
-            Label::new("namespace", key.service.namespace.clone()),
-            Label::new("service", key.service.name.clone()),
-            Label::new("port", port_label(key)),
-            Label::new("protocol", key.protocol.to_string()),
-        ];
-        let text = labels
-            .iter()
-            .map(|l| format!("{}=\"{}\"", l.key(), escape(l.value())))
-            .collect::<Vec<_>>()
-            .join(",");
-        let plain = |name| recorder.register_counter(&Key::from_parts(name, labels.clone()), &META);
-        let gauge = |name| recorder.register_gauge(&Key::from_parts(name, labels.clone()), &META);
-        let udp = (key.protocol == Protocol::Udp).then(|| UdpSeries {
-            sessions: gauge("lb_udp_sessions"),
-            datagrams: [
-                ("forwarded", None),
-                ("replied", None),
-                ("dropped", Some("no_endpoints")),
-                ("dropped", Some("source_range")),
-                ("dropped", Some("flow_limit")),
-                ("dropped", Some("send_error")),
-                ("dropped", Some("self_loop")),
-            ]
-            .map(|(result, reason)| {
-                let mut l = labels.clone();
-                l.push(Label::new("result", result));
-                if let Some(reason) = reason {
-                    l.push(Label::new("reason", reason));
-                }
-                recorder.register_counter(&Key::from_parts("lb_udp_datagrams_total", l), &META)
-            }),
-            evicted: plain("lb_udp_flows_evicted_total"),
-        });
-        PortSeries {
-            stats: port.stats().clone(),
-            key: key.clone(),
-            tcp: (key.protocol == Protocol::Tcp).then(|| TcpSeries {
-                accepted: plain("lb_connections_total"),
-                active: gauge("lb_active_connections"),
-                rejected: [
-                    "no_endpoints",
-                    "source_range",
-                    "limit",
-                    "local_resources",
-                    "self_loop",
-                ]
-                .map(|r| {
-                    counter(
-                        recorder,
-                        "lb_rejected_connections_total",
-                        &labels,
-                        ("reason", r),
-                    )
-                }),
-                closed: CloseCause::ALL.map(|c| {
-                    counter(
-                        recorder,
-                        "lb_connections_closed_total",
-                        &labels,
-                        ("cause", c.as_str()),
-                    )
-                }),
-            }),
-            udp,
-            failovers: plain("lb_failovers_total"),
-            endpoints: Vec::new(),
-            text,
-            labels,
+        self.text.clear();
+        put(&mut self.text, &["namespace=\""]);
+        escaped(&mut self.text, &key.service.namespace);
+        put(&mut self.text, &["\",service=\""]);
+        escaped(&mut self.text, &key.service.name);
+        put(&mut self.text, &["\",port=\""]);
+        if key.port_name.is_empty() {
+            super::text::uint(&mut self.text, u64::from(key.port));
+        } else {
+            escaped(&mut self.text, &key.port_name);
         }
+        put(
+            &mut self.text,
+            &["\",protocol=\"", key.protocol.as_str(), "\""],
+        );
+        self.port_len = self.text.len();
+        &self.text
+    }
+
+    /// The port's labels followed by `endpoint="ADDR"`.
+    fn endpoint(&mut self, addr: std::net::SocketAddr) -> &[u8] {
+        self.text.truncate(self.port_len);
+        put(&mut self.text, &[",endpoint=\""]);
+        address(&mut self.text, addr);
+        self.text.push(b'"');
+        &self.text
+    }
+
+    /// The port's labels alone.
+    fn of_port(&self) -> &[u8] {
+        &self.text[..self.port_len]
     }
 }
 
-// === impl EndpointSeries ===
+fn tcp(p: &ServicePort) -> bool {
+    p.key().protocol == Protocol::Tcp
+}
 
-impl EndpointSeries {
-    /// Resolves the handles of endpoint `e` of the port whose series are `port`.
-    fn register(
-        recorder: &PrometheusRecorder,
-        port: &PortSeries,
-        e: &lb_core::Endpoint,
-    ) -> EndpointSeries {
-        let mut labels = port.labels.clone();
-        labels.push(Label::new("endpoint", e.addr.to_string()));
-        let key = |name| Key::from_parts(name, labels.clone());
-        EndpointSeries {
-            stats: e.stats.clone(),
-            addr: e.addr,
-            text: format!("{},endpoint=\"{}\"", port.text, e.addr),
-            bytes: ["rx", "tx"]
-                .map(|d| counter(recorder, "lb_bytes_total", &labels, ("direction", d))),
-            connect_errors: recorder.register_counter(&key("lb_connect_errors_total"), &META),
-            ready: recorder.register_gauge(&key("lb_endpoint_ready"), &META),
-            ejected: (port.key.protocol == Protocol::Tcp)
-                .then(|| recorder.register_gauge(&key("lb_endpoint_ejected"), &META)),
-        }
+fn udp(p: &ServicePort) -> bool {
+    p.key().protocol == Protocol::Udp
+}
+
+fn any(_: &ServicePort) -> bool {
+    true
+}
+
+fn endpoints(p: &ServicePort) -> bool {
+    !p.endpoints().is_empty()
+}
+
+fn tcp_endpoints(p: &ServicePort) -> bool {
+    tcp(p) && endpoints(p)
+}
+
+/// Writes one sample per endpoint of `p`: `value` of it, with `extra`.
+fn per_endpoint(
+    out: &mut Vec<u8>,
+    p: &ServicePort,
+    labels: &mut Labels,
+    name: &str,
+    extra: &[(&str, &str)],
+    value: impl Fn(usize, &lb_core::Endpoint) -> u64,
+) {
+    for (i, e) in p.endpoints().iter().enumerate() {
+        sample(out, name, labels.endpoint(e.addr), extra, value(i, e));
     }
 }
+
+/// The table's families, in the order a scrape writes them. A UDP port
+/// has no connections to count, and its drops (a source range's too) are
+/// `lb_udp_datagrams_total`, so it shows no connection series that would
+/// always read 0 or count datagrams twice.
+pub(super) const FAMILIES: &[Family] = &[
+    Family {
+        name: "lb_connections_total",
+        kind: "counter",
+        help: "Connections accepted from clients.",
+        has: tcp,
+        write: |out, p, l, _| {
+            sample(out, "lb_connections_total", l.of_port(), &[], read(&p.stats().accepted));
+        },
+    },
+    Family {
+        name: "lb_active_connections",
+        kind: "gauge",
+        help: "Client connections open now.",
+        has: tcp,
+        write: |out, p, l, _| {
+            sample(out, "lb_active_connections", l.of_port(), &[], read(&p.stats().active));
+        },
+    },
+    Family {
+        name: "lb_rejected_connections_total",
+        kind: "counter",
+        help: "Client connections refused before reaching an endpoint.",
+        has: tcp,
+        write: |out, p, l, _| {
+            let st = p.stats();
+            for (reason, v) in [
+                ("no_endpoints", &st.rejected_no_endpoints),
+                ("source_range", &st.rejected_source_range),
+                ("limit", &st.rejected_limit),
+                ("local_resources", &st.rejected_local_resources),
+                ("self_loop", &st.rejected_self_loop),
+            ] {
+                sample(
+                    out,
+                    "lb_rejected_connections_total",
+                    l.of_port(),
+                    &[("reason", reason)],
+                    read(v),
+                );
+            }
+        },
+    },
+    Family {
+        name: "lb_connections_closed_total",
+        kind: "counter",
+        help: "Forwarded client connections that ended, by cause.",
+        has: tcp,
+        write: |out, p, l, _| {
+            for cause in CloseCause::ALL {
+                sample(
+                    out,
+                    "lb_connections_closed_total",
+                    l.of_port(),
+                    &[("cause", cause.as_str())],
+                    p.stats().closed.get(cause),
+                );
+            }
+        },
+    },
+    Family {
+        name: "lb_failovers_total",
+        kind: "counter",
+        help: "Client connections (TCP) and new flows (UDP) that reached an endpoint only after the dial to an earlier pick failed.",
+        has: any,
+        write: |out, p, l, _| {
+            sample(out, "lb_failovers_total", l.of_port(), &[], read(&p.stats().failovers));
+        },
+    },
+    Family {
+        name: "lb_bytes_total",
+        kind: "counter",
+        help: "Bytes proxied (rx: from clients, tx: to clients).",
+        has: endpoints,
+        write: |out, p, l, _| {
+            for e in p.endpoints() {
+                let labels = l.endpoint(e.addr);
+                sample(out, "lb_bytes_total", labels, &[("direction", "rx")], read(&e.stats.bytes_rx));
+                sample(out, "lb_bytes_total", labels, &[("direction", "tx")], read(&e.stats.bytes_tx));
+            }
+        },
+    },
+    Family {
+        name: "lb_connect_errors_total",
+        kind: "counter",
+        help: "Dials to endpoints that failed or timed out.",
+        has: endpoints,
+        write: |out, p, l, _| {
+            per_endpoint(out, p, l, "lb_connect_errors_total", &[], |_, e| {
+                read(&e.stats.connect_errors)
+            });
+        },
+    },
+    Family {
+        name: "lb_udp_sessions",
+        kind: "gauge",
+        help: "UDP flows open now.",
+        has: udp,
+        write: |out, p, l, _| {
+            sample(out, "lb_udp_sessions", l.of_port(), &[], read(&p.stats().udp_sessions));
+        },
+    },
+    Family {
+        name: "lb_udp_datagrams_total",
+        kind: "counter",
+        help: "UDP datagrams: forwarded to endpoints, replied to clients, or dropped (by reason).",
+        has: udp,
+        write: |out, p, l, _| {
+            let st = p.stats();
+            let name = "lb_udp_datagrams_total";
+            sample(out, name, l.of_port(), &[("result", "forwarded")], read(&st.udp_forwarded));
+            sample(out, name, l.of_port(), &[("result", "replied")], read(&st.udp_replied));
+            for (reason, v) in [
+                ("no_endpoints", &st.udp_dropped_no_endpoints),
+                ("source_range", &st.rejected_source_range),
+                ("flow_limit", &st.udp_dropped_flow_limit),
+                ("send_error", &st.udp_dropped_send_error),
+                ("self_loop", &st.udp_dropped_self_loop),
+            ] {
+                sample(
+                    out,
+                    name,
+                    l.of_port(),
+                    &[("result", "dropped"), ("reason", reason)],
+                    read(v),
+                );
+            }
+        },
+    },
+    Family {
+        name: "lb_udp_flows_evicted_total",
+        kind: "counter",
+        help: "UDP flows evicted (idle longest first) to stay within udp_max_flows.",
+        has: udp,
+        write: |out, p, l, _| {
+            sample(out, "lb_udp_flows_evicted_total", l.of_port(), &[], read(&p.stats().udp_evicted));
+        },
+    },
+    Family {
+        name: "lb_endpoint_ready",
+        kind: "gauge",
+        help: "1 when the endpoint is ready (EndpointSlice conditions).",
+        has: endpoints,
+        write: |out, p, l, _| {
+            per_endpoint(out, p, l, "lb_endpoint_ready", &[], |_, e| u64::from(e.ready));
+        },
+    },
+    Family {
+        name: "lb_endpoint_ejected",
+        kind: "gauge",
+        help: "1 while outlier ejection keeps the endpoint out of new connections.",
+        has: tcp_endpoints,
+        write: |out, p, l, s| {
+            per_endpoint(out, p, l, "lb_endpoint_ejected", &[], |i, e| {
+                // One relaxed load each while the endpoint is not ejected.
+                let ejected = e.health.ejection(s.now).is_some()
+                    && p.ejection_in_force(false, i, s.now);
+                u64::from(ejected)
+            });
+        },
+    },
+    Family {
+        name: "lb_connect_duration_seconds",
+        kind: "histogram",
+        help: "How long successful dials to endpoints took.",
+        has: tcp_endpoints,
+        write: |out, p, l, s| {
+            for e in p.endpoints() {
+                let reading = e.stats.connect_duration.reading();
+                histogram(
+                    out,
+                    "lb_connect_duration_seconds",
+                    l.endpoint(e.addr),
+                    &s.bounds,
+                    &reading,
+                );
+            }
+        },
+    },
+];
