@@ -113,7 +113,10 @@ impl<'a> PodIndex<'a> {
         let mut by_namespace: HashMap<&str, Vec<&Pod>> = HashMap::new();
         let mut by_label: HashMap<(&str, &str, &str), Vec<&Pod>> = HashMap::new();
         for p in pods {
-            by_namespace.entry(p.namespace.as_str()).or_default().push(p);
+            by_namespace
+                .entry(p.namespace.as_str())
+                .or_default()
+                .push(p);
             for (k, v) in &p.labels {
                 by_label
                     .entry((p.namespace.as_str(), k.as_str(), v.as_str()))

@@ -80,12 +80,7 @@ pub(crate) fn validate(raw: &RawConfig, hostname: &str, errs: &mut Errors) -> Va
         .services
         .iter()
         .filter(|s| s.selector.as_ref().is_some_and(|sel| !sel.is_empty()))
-        .map(|s| {
-            (
-                s.namespace.as_deref().unwrap_or("default"),
-                s.name.as_str(),
-            )
-        })
+        .map(|s| (s.namespace.as_deref().unwrap_or("default"), s.name.as_str()))
         .collect();
     for (i, e) in raw.endpoints.iter().enumerate() {
         let ns = e.namespace.as_deref().unwrap_or("default");

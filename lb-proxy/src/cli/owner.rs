@@ -297,14 +297,77 @@ fn effective_uid() -> Option<u32> {
 /// The node a config file serves as: its `[node] name`, else the hostname
 /// (as the loader decides). Read before anything is validated or bound; a
 /// file that cannot be read or parsed names the default node, and `run`
-/// reports the real error right after.
+/// reports the real error right after. The usual form (`name = "..."` under
+/// a `[node]` header) is found by reading lines, so a 10,000-service file is
+/// not parsed once more just for its node's name; anything unusual is left
+/// to the TOML parser.
 pub fn node_name_of(config: &Path) -> String {
-    std::fs::read_to_string(config)
-        .ok()
-        .and_then(|text| lb_config::parse_str(&text).ok())
-        .and_then(|raw| raw.node.name)
+    let Ok(text) = std::fs::read_to_string(config) else {
+        return lb_config::default_node_name();
+    };
+    let named = match scan_node_name(&text) {
+        Some(found) => found,
+        None => lb_config::parse_str(&text)
+            .ok()
+            .and_then(|raw| raw.node.name),
+    };
+    named
         .filter(|n| !n.is_empty())
         .unwrap_or_else(lb_config::default_node_name)
+}
+
+/// `[node] name` read line by line: `Some(name)` (or `Some(None)`: the file
+/// has no node name) when every line is in the plain form, `None` when a
+/// form the scan does not follow (a multi-line string, an inline or dotted
+/// `node`, a quoted key, an escaped value) means the parser must decide.
+fn scan_node_name(text: &str) -> Option<Option<String>> {
+    let mut in_node = false;
+    let mut found = None;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.contains("\"\"\"") || line.contains("'''") {
+            return None;
+        }
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if line.starts_with('[') {
+            let header: String = line
+                .split('#')
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .filter(|c| !c.is_whitespace())
+                .collect();
+            in_node = header == "[node]";
+            if header.starts_with("[node.") || header.starts_with("[\"node") {
+                return None;
+            }
+            continue;
+        }
+        let key = line.split(['=', ' ', '\t', '.']).next().unwrap_or_default();
+        if key.starts_with('"') || key.starts_with('\'') {
+            return None;
+        }
+        if !in_node {
+            // Before any header, `node = {...}` or `node.name = ...`.
+            if key == "node" {
+                return None;
+            }
+            continue;
+        }
+        if key != "name" {
+            continue;
+        }
+        let value = line.split_once('=')?.1.trim();
+        let value = value.split_once(" #").map_or(value, |(v, _)| v).trim();
+        let inner = value.strip_prefix('"')?.strip_suffix('"')?;
+        if inner.contains(['\\', '"']) || found.is_some() {
+            return None;
+        }
+        found = Some(inner.to_string());
+    }
+    Some(found)
 }
 
 #[cfg(test)]
@@ -345,6 +408,33 @@ mod tests {
             waiter.join().unwrap().is_ok(),
             "the waiting process takes over"
         );
+    }
+
+    #[test]
+    fn the_node_name_is_read_by_lines_as_the_parser_reads_it_or_left_to_the_parser() {
+        let cases = [
+            "[node]\nname = \"node-1\"\naddresses = [\"127.0.0.1\"]\n",
+            "# a comment\n[proxy]\nworkers = 1\n[ node ]  # here\n  name=\"n2\" # why\n",
+            "[proxy]\ndrain_timeout = \"1s\"\n",
+            "[[services]]\nname = \"web\"\n[node]\naddresses = []\n",
+        ];
+        for text in cases {
+            let parsed = lb_config::parse_str(text).unwrap().node.name;
+            assert_eq!(scan_node_name(text), Some(parsed), "{text}");
+        }
+        for unusual in [
+            "node = { name = \"x\" }\n",
+            "node.name = \"x\"\n",
+            "[node]\nname = \"a\\u0062\"\n",
+            "[node]\n\"name\" = \"x\"\n",
+            "x = \"\"\"\n[node]\nname = \"fake\"\n\"\"\"\n",
+        ] {
+            assert_eq!(scan_node_name(unusual), None, "{unusual}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lb.toml");
+        std::fs::write(&path, "node = { name = \"inline\" }\n").unwrap();
+        assert_eq!(node_name_of(&path), "inline", "the parser decides");
     }
 
     #[test]
