@@ -267,6 +267,8 @@ impl App {
         for key in sockets.close_unclaimed(&own) {
             info!(socket = %key, "closed a handed-over socket this config does not serve");
         }
+        // The first load's document tree is freed by now: give it back.
+        let _ = tasks.spawn_blocking(crate::sys::release_free_memory).await;
         info!(
             config = %options.config.display(),
             services = dataplane.table().load().services().count(),

@@ -252,6 +252,14 @@ impl Rebuild {
         if applied || overlays {
             self.publish().await;
         }
+        if applied {
+            // A load frees its document tree at once (hundreds of MB for
+            // 10,000 services); give it back rather than keep it resident.
+            let _ = self
+                .tasks
+                .spawn_blocking(crate::sys::release_free_memory)
+                .await;
+        }
         applied
     }
 

@@ -17,10 +17,13 @@
 //!   gratuitous ARP of interface mode).
 //! - [`fdpass`]: descriptors passed between processes (`SCM_RIGHTS` over a
 //!   `SOCK_SEQPACKET` Unix socket), for hot upgrades.
+//! - [`memory`]: `malloc_trim(3)`, giving what a large load freed back to
+//!   the system.
 //! - [`process`]: `killpg(2)`, so an exec probe's whole process group goes.
 
 pub(crate) mod fdpass;
 mod ifaddrs;
+mod memory;
 #[cfg(feature = "vip")]
 mod packet;
 #[cfg(target_os = "linux")]
@@ -31,6 +34,7 @@ mod udp;
 
 pub(crate) use fdpass::dup_registered;
 pub(crate) use ifaddrs::local_addresses;
+pub(crate) use memory::release_free_memory;
 #[cfg(feature = "vip")]
 pub(crate) use packet::send_ethernet_frame;
 #[cfg(target_os = "linux")]

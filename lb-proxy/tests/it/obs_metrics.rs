@@ -291,9 +291,12 @@ async fn series_of_a_deleted_service_and_endpoint_are_removed_and_the_others_kee
         ),
         Some(2.0)
     );
-    assert_eq!(
-        sample(&after, "lb_config_reloads_total{result=\"success\"}"),
-        Some(1.0)
+    // The rewrite is applied by a forced reload and, when the file watch
+    // sees the write first, also by the watch's own reload: one or two.
+    let reloads = sample(&after, "lb_config_reloads_total{result=\"success\"}");
+    assert!(
+        matches!(reloads, Some(n) if n == 1.0 || n == 2.0),
+        "{reloads:?}"
     );
     proxy.app.shutdown().await;
 }
