@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
+use crate::support::backend::Backend;
 use crate::support::bin::Run;
 use crate::support::config::{base_toml, service_toml};
 use crate::support::*;
@@ -21,6 +22,54 @@ use crate::support::*;
 fn fresh_admin() -> SocketAddr {
     let ip = fresh_ip();
     SocketAddr::new(ip, free_port(ip))
+}
+
+/// A node's runtime directory and one echo service at a VIP, with a fixed
+/// admin address: what every takeover test starts from. Processes started
+/// through it share the directory, so they are owners of the same node.
+struct Node {
+    dir: tempfile::TempDir,
+    backend: Backend,
+    vip: IpAddr,
+    admin: SocketAddr,
+    services: String,
+}
+
+impl Node {
+    fn new() -> Result<Node> {
+        let backend = echo_backend("127.0.0.1");
+        let vip = fresh_ip();
+        let services = service_toml("web", vip, 8080, &[backend.addr], "");
+        Ok(Node {
+            dir: tempfile::tempdir()?,
+            backend,
+            vip,
+            admin: fresh_admin(),
+            services,
+        })
+    }
+
+    /// The service's frontend.
+    fn frontend(&self) -> SocketAddr {
+        SocketAddr::new(self.vip, 8080)
+    }
+
+    /// The base config with the service.
+    fn config(&self) -> String {
+        base_toml(self.admin) + &self.services
+    }
+
+    /// `lb-proxy run` of this node with `config`.
+    fn run(&self, config: &str) -> Run {
+        Run::text(config)
+            .env("LB_RUNTIME_DIR", self.dir.path())
+            .admin(self.admin)
+    }
+
+    /// `lb-proxy run --takeover` of this node with `config`.
+    fn takeover(&self, config: &str) -> Run {
+        self.run(config).arg("--takeover")
+    }
 }
 
 /// What a client loop saw: answers right, and every failure in words.
@@ -119,27 +168,18 @@ fn admin_pid(admin: SocketAddr) -> Option<u64> {
 }
 
 fn takeover_under_a_client_loop(accept: &str) -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let backend = echo_backend("127.0.0.1");
-    let vip = fresh_ip();
-    let admin = fresh_admin();
-    let services = service_toml("web", vip, 8080, &[backend.addr], "");
-    let mut old = Run::text(&(base_toml(admin) + &services))
-        .env("LB_RUNTIME_DIR", dir.path())
-        .env("LB_ACCEPT", accept)
-        .admin(admin)
-        .start()?;
-    let clients = ClientLoop::start(SocketAddr::new(vip, 8080), 4);
+    let node = Node::new()?;
+    let admin = node.admin;
+    let mut old = node.run(&node.config()).env("LB_ACCEPT", accept).start()?;
+    let clients = ClientLoop::start(node.frontend(), 4);
     let_clients_run(&clients, 50);
 
     // The new process serves a changed config: one more service.
     let added_vip = fresh_ip();
-    let added = service_toml("added", added_vip, 8081, &[backend.addr], "");
-    let mut new = Run::text(&(base_toml(admin) + &services + &added))
-        .env("LB_RUNTIME_DIR", dir.path())
+    let added = service_toml("added", added_vip, 8081, &[node.backend.addr], "");
+    let mut new = node
+        .takeover(&(node.config() + &added))
         .env("LB_ACCEPT", accept)
-        .arg("--takeover")
-        .admin(admin)
         .spawn()?;
     assert!(
         new.logged("took over from lb-proxy pid", WAIT),
@@ -193,11 +233,9 @@ fn takeover_under_a_client_loop(accept: &str) -> Result<()> {
     );
     // The next takeover works the same way (the control socket and the
     // lock were handed over too).
-    let newer = Run::text(&(base_toml(admin) + &services))
-        .env("LB_RUNTIME_DIR", dir.path())
+    let newer = node
+        .takeover(&node.config())
         .env("LB_ACCEPT", accept)
-        .arg("--takeover")
-        .admin(admin)
         .spawn()?;
     assert!(
         newer.logged("took over from lb-proxy pid", WAIT),
@@ -205,10 +243,7 @@ fn takeover_under_a_client_loop(accept: &str) -> Result<()> {
         newer.logs()
     );
     assert_eq!(new.wait_exit(WAIT), Some(0), "{}", new.logs());
-    assert_eq!(
-        round_trip(SocketAddr::new(vip, 8080), b"again\n")?,
-        b"again\n"
-    );
+    assert_eq!(round_trip(node.frontend(), b"again\n")?, b"again\n");
     Ok(())
 }
 
@@ -224,9 +259,8 @@ fn a_takeover_with_per_core_accept_loops_fails_no_request() -> Result<()> {
 
 #[test]
 fn dns_and_health_check_ports_are_handed_over_with_the_frontends() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let backend = echo_backend("127.0.0.1");
-    let admin = fresh_admin();
+    let node = Node::new()?;
+    let admin = node.admin;
     let dns_ip = fresh_ip();
     let dns = SocketAddr::new(dns_ip, free_udp_port(dns_ip));
     let hc = free_port("127.0.0.1");
@@ -257,19 +291,12 @@ name = "web"
 addresses = [{{ ip = "127.0.0.1", node_name = "node-1" }}]
 ports = [{{ port = {port} }}]
 "#,
-        port = backend.addr.port()
+        port = node.backend.addr.port()
     );
     let health = SocketAddr::new(ip("127.0.0.1"), hc);
-    let mut old = Run::text(&config)
-        .env("LB_RUNTIME_DIR", dir.path())
-        .admin(admin)
-        .start()?;
+    let mut old = node.run(&config).start()?;
     assert!(eventually_blocking(WAIT, || http_get(health, "/").is_ok()));
-    let new = Run::text(&config)
-        .env("LB_RUNTIME_DIR", dir.path())
-        .arg("--takeover")
-        .admin(admin)
-        .spawn()?;
+    let new = node.takeover(&config).spawn()?;
     // Neither port allows a second socket while the old process holds it:
     // the new one serves them only because they were handed over.
     assert!(
@@ -299,22 +326,13 @@ ports = [{{ port = {port} }}]
 
 #[test]
 fn a_takeover_with_a_bad_config_leaves_the_old_process_serving() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let backend = echo_backend("127.0.0.1");
-    let vip = fresh_ip();
-    let admin = fresh_admin();
-    let services = service_toml("web", vip, 8080, &[backend.addr], "");
-    let old = Run::text(&(base_toml(admin) + &services))
-        .env("LB_RUNTIME_DIR", dir.path())
-        .admin(admin)
-        .start()?;
-    let clients = ClientLoop::start(SocketAddr::new(vip, 8080), 2);
+    let node = Node::new()?;
+    let admin = node.admin;
+    let old = node.run(&node.config()).start()?;
+    let clients = ClientLoop::start(node.frontend(), 2);
     let_clients_run(&clients, 20);
-    let bad = base_toml(admin) + &services.replace(&vip.to_string(), "not-an-ip");
-    let mut new = Run::text(&bad)
-        .env("LB_RUNTIME_DIR", dir.path())
-        .arg("--takeover")
-        .spawn()?;
+    let bad = node.config().replace(&node.vip.to_string(), "not-an-ip");
+    let mut new = node.takeover(&bad).spawn()?;
     assert_eq!(new.wait_exit(WAIT), Some(1), "{}", new.logs());
     let said = new.logs();
     assert!(
@@ -340,20 +358,11 @@ fn a_takeover_with_a_bad_config_leaves_the_old_process_serving() -> Result<()> {
 
 #[test]
 fn a_takeover_of_an_owner_that_does_not_answer_gives_up_and_the_owner_serves_on() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let backend = echo_backend("127.0.0.1");
-    let vip = fresh_ip();
-    let admin = fresh_admin();
-    let services = service_toml("web", vip, 8080, &[backend.addr], "");
-    let old = Run::text(&(base_toml(admin) + &services))
-        .env("LB_RUNTIME_DIR", dir.path())
-        .admin(admin)
-        .start()?;
+    let node = Node::new()?;
+    let admin = node.admin;
+    let old = node.run(&node.config()).start()?;
     old.signal("STOP");
-    let mut new = Run::text(&(base_toml(admin) + &services))
-        .env("LB_RUNTIME_DIR", dir.path())
-        .arg("--takeover")
-        .spawn()?;
+    let mut new = node.takeover(&node.config()).spawn()?;
     let code = new.wait_exit(Duration::from_secs(20));
     old.signal("CONT");
     assert_eq!(code, Some(1), "{}", new.logs());
@@ -364,30 +373,17 @@ fn a_takeover_of_an_owner_that_does_not_answer_gives_up_and_the_owner_serves_on(
     );
     // The owner, woken, finds a successor that is gone and serves on.
     assert!(old.logged("takeover failed", WAIT), "{}", old.logs());
-    assert_eq!(
-        round_trip(SocketAddr::new(vip, 8080), b"still\n")?,
-        b"still\n"
-    );
+    assert_eq!(round_trip(node.frontend(), b"still\n")?, b"still\n");
     assert_eq!(admin_pid(admin), Some(u64::from(old.pid())));
     Ok(())
 }
 
 #[test]
 fn the_new_process_serves_alone_when_the_old_one_dies_during_the_takeover() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let backend = echo_backend("127.0.0.1");
-    let vip = fresh_ip();
-    let admin = fresh_admin();
-    let services = service_toml("web", vip, 8080, &[backend.addr], "");
-    let mut old = Run::text(&(base_toml(admin) + &services))
-        .env("LB_RUNTIME_DIR", dir.path())
-        .admin(admin)
-        .start()?;
-    let new = Run::text(&(base_toml(admin) + &services))
-        .env("LB_RUNTIME_DIR", dir.path())
-        .arg("--takeover")
-        .admin(admin)
-        .spawn()?;
+    let node = Node::new()?;
+    let admin = node.admin;
+    let mut old = node.run(&node.config()).start()?;
+    let new = node.takeover(&node.config()).spawn()?;
     assert!(
         new.logged("received the listening sockets", WAIT),
         "{}",
@@ -399,13 +395,10 @@ fn the_new_process_serves_alone_when_the_old_one_dies_during_the_takeover() -> R
         "{}",
         new.logs()
     );
-    assert_eq!(
-        round_trip(SocketAddr::new(vip, 8080), b"alone\n")?,
-        b"alone\n"
-    );
+    assert_eq!(round_trip(node.frontend(), b"alone\n")?, b"alone\n");
     // It owns the node: a plain second start is refused, naming it.
-    let mut third = Run::text(&(base_toml(fresh_admin()) + &services))
-        .env("LB_RUNTIME_DIR", dir.path())
+    let mut third = Run::text(&(base_toml(fresh_admin()) + &node.services))
+        .env("LB_RUNTIME_DIR", node.dir.path())
         .spawn()?;
     assert_eq!(third.wait_exit(Duration::from_secs(20)), Some(1));
     assert!(
@@ -420,25 +413,14 @@ fn the_new_process_serves_alone_when_the_old_one_dies_during_the_takeover() -> R
 
 #[test]
 fn a_takeover_with_no_running_owner_is_a_plain_start() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let backend = echo_backend("127.0.0.1");
-    let vip = fresh_ip();
-    let admin = fresh_admin();
-    let services = service_toml("web", vip, 8080, &[backend.addr], "");
-    let new = Run::text(&(base_toml(admin) + &services))
-        .env("LB_RUNTIME_DIR", dir.path())
-        .arg("--takeover")
-        .admin(admin)
-        .start()?;
+    let node = Node::new()?;
+    let new = node.takeover(&node.config()).start()?;
     assert!(
         new.logs().contains("to take over; starting anew"),
         "{}",
         new.logs()
     );
-    assert_eq!(
-        round_trip(SocketAddr::new(vip, 8080), b"fresh\n")?,
-        b"fresh\n"
-    );
+    assert_eq!(round_trip(node.frontend(), b"fresh\n")?, b"fresh\n");
     Ok(())
 }
 
@@ -505,10 +487,9 @@ fn udp_read(client: &UdpSocket) -> Option<String> {
 #[test]
 fn udp_flows_of_the_old_process_answer_until_they_idle_out_and_new_flows_go_to_the_new_one(
 ) -> Result<()> {
-    let dir = tempfile::tempdir()?;
+    let node = Node::new()?;
     let backend = LateUdpBackend::start(ip("127.0.0.1"));
-    let vip = fresh_ip();
-    let admin = fresh_admin();
+    let (vip, admin) = (node.vip, node.admin);
     let config = base_toml(admin).replace(
         "drain_timeout = \"2s\"",
         "drain_timeout = \"20s\"\nudp_idle_timeout = \"2s\"",
@@ -533,19 +514,12 @@ ports = [{{ name = "udp", port = {port}, protocol = "UDP" }}]
         port = backend.addr.port()
     );
     let frontend = SocketAddr::new(vip, 5300);
-    let mut old = Run::text(&config)
-        .env("LB_RUNTIME_DIR", dir.path())
-        .admin(admin)
-        .start()?;
+    let mut old = node.run(&config).start()?;
     let before = UdpSocket::bind((fresh_ip(), 0))?;
     before.set_read_timeout(Some(WAIT))?;
     assert_eq!(udp_ask(&before, frontend, b"a").as_deref(), Some("now|a"));
 
-    let new = Run::text(&config)
-        .env("LB_RUNTIME_DIR", dir.path())
-        .arg("--takeover")
-        .admin(admin)
-        .spawn()?;
+    let new = node.takeover(&config).spawn()?;
     assert!(
         new.logged("took over from lb-proxy pid", WAIT),
         "{}",
@@ -589,27 +563,24 @@ ports = [{{ name = "udp", port = {port}, protocol = "UDP" }}]
 #[test]
 fn under_systemd_the_new_process_names_itself_the_main_pid_and_the_old_one_never_says_stopping(
 ) -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let socket_path = dir.path().join("notify.sock");
+    let node = Node::new()?;
+    let socket_path = node.dir.path().join("notify.sock");
     let notify = std::os::unix::net::UnixDatagram::bind(&socket_path)?;
     notify.set_read_timeout(Some(WAIT))?;
-    let admin = fresh_admin();
+    let admin = node.admin;
     let mut buf = [0u8; 256];
     let mut next = || -> Option<String> {
         let n = notify.recv(&mut buf).ok()?;
         Some(String::from_utf8_lossy(&buf[..n]).into_owned())
     };
-    let mut old = Run::text(&base_toml(admin))
-        .env("LB_RUNTIME_DIR", dir.path())
+    let mut old = node
+        .run(&base_toml(admin))
         .env("NOTIFY_SOCKET", &socket_path)
-        .admin(admin)
         .spawn()?;
     assert_eq!(next().as_deref(), Some("READY=1"));
-    let new = Run::text(&base_toml(admin))
-        .env("LB_RUNTIME_DIR", dir.path())
+    let new = node
+        .takeover(&base_toml(admin))
         .env("NOTIFY_SOCKET", &socket_path)
-        .arg("--takeover")
-        .admin(admin)
         .spawn()?;
     assert_eq!(
         next(),
@@ -630,16 +601,10 @@ fn under_systemd_the_new_process_names_itself_the_main_pid_and_the_old_one_never
 
 #[test]
 fn sigusr2_starts_the_binary_again_and_it_takes_over() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let backend = echo_backend("127.0.0.1");
-    let vip = fresh_ip();
-    let admin = fresh_admin();
-    let services = service_toml("web", vip, 8080, &[backend.addr], "");
-    let mut old = Run::text(&(base_toml(admin) + &services))
-        .env("LB_RUNTIME_DIR", dir.path())
-        .admin(admin)
-        .start()?;
-    let clients = ClientLoop::start(SocketAddr::new(vip, 8080), 2);
+    let node = Node::new()?;
+    let admin = node.admin;
+    let mut old = node.run(&node.config()).start()?;
+    let clients = ClientLoop::start(node.frontend(), 2);
     let_clients_run(&clients, 20);
     old.signal("USR2");
     assert_eq!(old.wait_exit(WAIT), Some(0), "{}", old.logs());
