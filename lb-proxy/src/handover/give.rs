@@ -182,20 +182,6 @@ fn converse(conn: &OwnedFd, sockets: &Sockets) -> Result<(u32, String, usize), H
     Ok((pid, version, count))
 }
 
-/// Refuses the successor on `conn` (this process drains already).
-pub async fn refuse(conn: OwnedFd, reason: String) {
-    let _ = tokio::task::spawn_blocking(move || {
-        let _ = fdpass::set_timeouts(&conn, MESSAGE_TIMEOUT);
-        let _ = wire::recv(&conn);
-        let refused = Message::Refused {
-            pid: std::process::id(),
-            reason,
-        };
-        let _ = wire::send(&conn, &refused, &[]);
-    })
-    .await;
-}
-
 pub(super) fn unexpected(message: &Message) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidData,

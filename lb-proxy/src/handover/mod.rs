@@ -183,14 +183,6 @@ pub enum HandoverError {
         #[source]
         source: std::io::Error,
     },
-    /// The owner refused (it is draining, or busy with another successor).
-    #[error("lb-proxy pid {pid} refused the takeover: {reason}")]
-    Refused {
-        /// The owner.
-        pid: u32,
-        /// Its words.
-        reason: String,
-    },
     /// The successor gave up after the sockets were handed over.
     #[error("the new lb-proxy (pid {pid}) could not start: {reason}")]
     Aborted {

@@ -70,9 +70,6 @@ pub fn request(path: &Path) -> Result<Offer, HandoverError> {
                     });
                 }
             }
-            Message::Refused { pid, reason } => {
-                return Err(HandoverError::Refused { pid, reason });
-            }
             other => return Err(broke(0, "receiving the sockets")(unexpected(&other))),
         }
     }

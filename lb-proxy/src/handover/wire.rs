@@ -45,13 +45,6 @@ pub(super) enum Message {
     },
     /// Owner → successor: draining now.
     Draining,
-    /// Owner → successor: no takeover now.
-    Refused {
-        /// The owner.
-        pid: u32,
-        /// Why.
-        reason: String,
-    },
 }
 
 /// Sends `message` with `fds` attached.
