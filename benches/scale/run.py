@@ -478,25 +478,37 @@ def measure_wide(args, work, form, count):
     return r
 
 
+def perf_rows(data, extra, top):
+    r = subprocess.run(["perf", "report", "-i", data, "--stdio", "--fields", "overhead,dso,sym",
+                        "-g", "none", "--percent-limit", "0.1"] + extra,
+                       capture_output=True, text=True, timeout=900)
+    return [l.rstrip() for l in r.stdout.splitlines() if l.strip() and not l.startswith("#")][:top]
+
+
 def profile(args, work, n):
-    """One load of n services (file form) under perf; the top functions."""
+    """One load of n services (file form) under perf: the top functions by
+    self time (all, and lb-proxy's own code), and with a usable call graph
+    (--perf-call-graph dwarf) lb-proxy's functions by time spent under them."""
     data = os.path.join(work, "perf.data")
-    wrap = ["perf", "record", "-e", "cpu-clock", "-F", "999", "-g", "-o", data, "--"]
-    lb = Lb(args, work, "file", range(n), binary=args.perf_bin or args.lb_bin, wrap=wrap)
+    cg = ["-g"] if args.perf_call_graph == "fp" else ["--call-graph", "dwarf,16384"]
+    wrap = ["perf", "record", "-e", "cpu-clock", "-F", "999"] + cg + ["-o", data, "--"]
+    binary = args.perf_bin or args.lb_bin
+    lb = Lb(args, work, "file", range(n), binary=binary, wrap=wrap)
     try:
         vip_s, load_s = lb.start()
-        # perf is the process we started: stop it (SIGINT to the group ends
-        # lb-proxy, and perf then writes its data).
+        # perf is the process we started: SIGINT to the group ends lb-proxy
+        # (it drains and exits), and perf then writes its data.
         os.killpg(lb.proc.pid, signal.SIGINT)
         lb.proc.wait(timeout=args.bound)
     finally:
         lb.stop()
-    r = subprocess.run(["perf", "report", "-i", data, "--no-children", "--stdio", "--sort", "symbol",
-                        "-g", "none", "--percent-limit", "0.5"],
-                       capture_output=True, text=True, timeout=600)
-    rows = [l for l in r.stdout.splitlines() if l.strip() and not l.startswith("#")]
-    return {"n": n, "load_s": load_s, "vip_s": vip_s, "top": rows[:args.perf_top],
-            "perf_data": data if args.keep else None}
+    own = ["--dsos", os.path.basename(binary)]
+    out = {"n": n, "load_s": load_s, "vip_s": vip_s, "call_graph": args.perf_call_graph,
+           "top": perf_rows(data, ["--no-children"], args.perf_top),
+           "top_own": perf_rows(data, ["--no-children"] + own, args.perf_top)}
+    if args.perf_call_graph == "dwarf":
+        out["top_inclusive"] = perf_rows(data, ["--children"] + own, args.perf_top * 3)
+    return out
 
 
 # --- peers ---------------------------------------------------------------------
@@ -667,54 +679,80 @@ def report(res):
         p("```")
         lines.extend(pr["top"])
         p("```")
+        p("lb-proxy's own code, by self time:")
+        p("```")
+        lines.extend(pr["top_own"])
+        p("```")
+        if pr.get("top_inclusive"):
+            p("lb-proxy's functions by time spent in them and under them (DWARF call graph):")
+            p("```")
+            lines.extend(pr["top_inclusive"])
+            p("```")
     return "\n".join(lines)
 
 
 def draw(res, path):
+    """Three log-log panels against N: times through the file, times through
+    the manifests (each with the peers' start and reload), and memory."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(13, 5.5))
-    colors = {"load_s": "C0", "metrics_s": "C1", "get_s": "C2", "change_s": "C3",
-              "rss_mb": "C0", "rss_after_reloads_mb": "C3"}
-    labels = {"load_s": "load", "metrics_s": "/metrics", "get_s": "get services",
-              "change_s": "one change", "rss_mb": "RSS after load",
-              "rss_after_reloads_mb": "RSS after 20 reloads"}
+    fig, axes = plt.subplots(1, 3, figsize=(18, 6))
+    ax_m = axes[2]
+    lb_figs = [("load_s", "load", "C0"), ("metrics_s", "/metrics", "C1"), ("get_s", "get services", "C2"),
+               ("change_s", "one change", "C3")]
+    targets = {"load_s": 1.0, "metrics_s": 0.3, "get_s": 0.2}
+    change_target = {"file": 1.0, "manifests": 0.05}
+    peer_figs = [("haproxy", "start_s", "start", "C4", "^"), ("haproxy", "reload_s", "reload", "C5", "^"),
+                 ("nginx", "start_s", "start", "C6", "x"), ("nginx", "reload_s", "reload", "C7", "x")]
+    peers = sorted(((int(n), pr) for n, pr in res["peers"].items()), key=lambda t: t[0])
+    sizes = sorted({r["n"] for r in res["lb"]} | {n for n, _ in peers})
     markers = {"file": "o", "manifests": "s"}
-    for form in ("file", "manifests"):
+    for ax, form in zip(axes[:2], ("file", "manifests")):
         rows = [r for r in res["lb"] if r["form"] == form]
-        for key, ax in (("load_s", ax_t), ("metrics_s", ax_t), ("get_s", ax_t), ("change_s", ax_t),
-                        ("rss_mb", ax_m), ("rss_after_reloads_mb", ax_m)):
+        for key, label, color in lb_figs:
             pts = [(r["n"], r[key]) for r in rows if r.get(key)]
             if pts:
-                ax.plot(*zip(*pts), color=colors[key], marker=markers[form], linestyle="-",
-                        label="lb %s, %s" % (labels[key], form))
-    peer_style = {"haproxy": ("^", "--"), "nginx": ("x", "--")}
-    for name, (marker, ls) in peer_style.items():
-        rows = sorted(((int(n), pr[name]) for n, pr in res["peers"].items()), key=lambda t: t[0])
-        for key, ax, color, label in (("start_s", ax_t, "C4", "start"), ("reload_s", ax_t, "C5", "reload"),
-                                      ("rss_mb", ax_m, "C4", "RSS after start")):
-            pts = [(n, x[key]) for n, x in rows if x.get(key)]
+                ax.plot(*zip(*pts), color=color, marker="o", linestyle="-", label="lb " + label)
+            y = change_target[form] if key == "change_s" else targets[key]
+            x = 10600 if key == "change_s" else 10000  # beside load's star when both are 1 s
+            ax.plot([x], [y], marker="*", markersize=15, color=color, linestyle="none")
+        for name, key, label, color, marker in peer_figs:
+            pts = [(n, pr[name][key]) for n, pr in peers if pr[name].get(key)]
             if pts:
-                ax.plot(*zip(*pts), color=color, marker=marker, linestyle=ls, alpha=0.8,
-                        label="%s %s" % (name, label))
-    # lb's targets at 10,000 services
-    for key, ax, y in (("load_s", ax_t, 1.0), ("metrics_s", ax_t, 0.3), ("get_s", ax_t, 0.2),
-                       ("change_s", ax_t, 0.05), ("rss_mb", ax_m, 100)):
-        ax.plot([10000], [y], marker="*", markersize=14, color=colors[key], linestyle="none")
-    ax_t.plot([], [], marker="*", color="gray", linestyle="none", label="target at 10,000 (star)")
-    for ax, title, unit in ((ax_t, "time against services", "seconds"),
-                            (ax_m, "memory against services", "MB (VmRSS)")):
+                ax.plot(*zip(*pts), color=color, marker=marker, linestyle="--", label="%s %s" % (name, label))
+        ax.plot([], [], marker="*", markersize=10, color="gray", linestyle="none", label="lb's target at 10,000")
+        ax.set_title("time, lb through %s" % ("the single TOML file" if form == "file"
+                                               else "a manifests directory"))
+        ax.set_ylabel("seconds")
+    for form in ("file", "manifests"):
+        rows = [r for r in res["lb"] if r["form"] == form]
+        for key, label, color in (("rss_mb", "after load", "C0"), ("rss_after_reloads_mb", "after 20 reloads", "C3")):
+            pts = [(r["n"], r[key]) for r in rows if r.get(key)]
+            if pts:
+                ax_m.plot(*zip(*pts), color=color, marker=markers[form], linestyle="-",
+                          label="lb %s, %s" % (label, form))
+    for name, color, marker in (("haproxy", "C4", "^"), ("nginx", "C6", "x")):
+        pts = [(n, pr[name]["rss_mb"]) for n, pr in peers if pr[name].get("rss_mb")]
+        if pts:
+            ax_m.plot(*zip(*pts), color=color, marker=marker, linestyle="--", label="%s after start" % name)
+    ax_m.plot([10000], [100], marker="*", markersize=15, color="C0", linestyle="none",
+              label="lb's target at 10,000")
+    ax_m.set_title("memory (VmRSS, all processes)")
+    ax_m.set_ylabel("MB")
+    for ax in axes:
         ax.set_xscale("log")
         ax.set_yscale("log")
+        if sizes:
+            ax.set_xticks(sizes)
+            ax.set_xticklabels(["{:,}".format(n) for n in sizes])
+            ax.minorticks_off()
         ax.set_xlabel("services (10 endpoints each)")
-        ax.set_ylabel(unit)
-        ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7, loc="upper left")
-    fig.suptitle("lb-proxy cost against the number of services (solid), HAProxy and nginx (dashed)")
+    fig.suptitle("cost against the number of services: lb-proxy solid, HAProxy and nginx dashed")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
 
 
 def main():
@@ -733,6 +771,8 @@ def main():
     ap.add_argument("--perf", type=int, help="also profile one load of this many services")
     ap.add_argument("--perf-bin", help="binary for --perf (one with symbols: the profiling profile)")
     ap.add_argument("--perf-top", type=int, default=10)
+    ap.add_argument("--perf-call-graph", choices=["fp", "dwarf"], default="fp",
+                    help="perf's call graphs: frame pointers (-g) or DWARF (callers of malloc named)")
     ap.add_argument("--json", help="write the raw figures here")
     ap.add_argument("--png", help="draw the figures against N here (matplotlib)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs)")
