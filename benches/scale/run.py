@@ -824,7 +824,10 @@ def main():
                 print("  lb one service, %d endpoints, %s: %s" % (args.wide, form, json.dumps(
                     {k: v for k, v in r.items() if not k.endswith("runs_s")})), flush=True)
         if args.perf:
-            res["profile"] = profile(args, work, args.perf)
+            try:
+                res["profile"] = profile(args, work, args.perf)
+            except Exception as e:  # the figures above still get reported
+                print("perf failed: %s" % e, flush=True)
         print()
         print(report(res))
         if args.json:
