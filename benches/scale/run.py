@@ -311,8 +311,7 @@ class Lb:
         self.args, self.form, self.count = args, form, count
         self.binary = binary or args.lb_bin
         self.wrap = wrap or []
-        self.dir = os.path.join(work, "lb-%s-%d-%d" % (form, len(services), count))
-        os.makedirs(self.dir)
+        self.dir = tempfile.mkdtemp(prefix="lb-%s-%d-%d-" % (form, len(services), count), dir=work)
         self.admin_port = free_port()
         self.admin = "%s:%d" % (ADMIN_HOST, self.admin_port)
         self.services = list(services)
