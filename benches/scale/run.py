@@ -506,7 +506,14 @@ def profile(args, work, n):
            "top": perf_rows(data, ["--no-children"], args.perf_top),
            "top_own": perf_rows(data, ["--no-children"] + own, args.perf_top)}
     if args.perf_call_graph == "dwarf":
-        out["top_inclusive"] = perf_rows(data, ["--children"] + own, args.perf_top * 3)
+        # Time in and under each of lb's own functions (the workspace crates),
+        # not inlined frames; the runtime's and std's frames left out.
+        r = subprocess.run(["perf", "report", "-i", data, "--children", "--stdio", "--sort", "sym",
+                            "--percent-limit", "0.5"], capture_output=True, text=True, timeout=900)
+        rows = [l.rstrip() for l in r.stdout.splitlines()
+                if re.match(r"^ +[0-9.]+% +[0-9.]+% ", l) and re.search(r"\] <?lb_(config|core|proxy)::", l)
+                and "(inlined)" not in l]
+        out["top_inclusive"] = rows[:args.perf_top * 2]
     return out
 
 
@@ -683,7 +690,7 @@ def report(res):
         lines.extend(pr["top_own"])
         p("```")
         if pr.get("top_inclusive"):
-            p("lb-proxy's functions by time spent in them and under them (DWARF call graph):")
+            p("lb's own functions by time in and under them (children, self; DWARF call graph):")
             p("```")
             lines.extend(pr["top_inclusive"])
             p("```")
