@@ -57,9 +57,16 @@ this is a benchmark.
 matplotlib: `apt-get install python3-matplotlib`, and run the script with
 /usr/bin/python3 when `python3` is another interpreter (pyenv). --perf N
 records one more load of N services (file form) under
-`perf record -e cpu-clock -g` and prints the top 10 functions by self time;
-it wants a binary with symbols (`cargo build --profile profiling -p lb-proxy`,
-then --perf-bin target/profiling/lb-proxy).
+`perf record -e cpu-clock -g` and prints the top 10 functions by self time,
+and those of lb-proxy's own code; with --perf-call-graph dwarf also lb's
+functions by time in and under them (the release build has no frame
+pointers, so -g alone names no callers). It wants a binary with symbols
+(`cargo build --profile profiling -p lb-proxy`, then --perf-bin
+target/profiling/lb-proxy). The baseline in BENCHMARKS.md ("Scale (issue
+20)") was taken with:
+
+    /usr/bin/python3 benches/scale/run.py --json benches/scale/baseline.json \
+        --png benches/scale/baseline.png
 """
 import argparse, atexit, http.client, ipaddress, json, os, re, resource, shutil, signal, socket
 import statistics, subprocess, sys, tempfile, time
