@@ -72,6 +72,8 @@ import argparse, atexit, http.client, ipaddress, json, os, re, resource, shutil,
 import statistics, subprocess, sys, tempfile, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "compare"))
+import run as compare_run  # noqa: E402  (the process-tree RSS the comparison uses)
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
 SERVICE_CIDR = "127.64.0.0/10"
 SVC_BASE = int(ipaddress.IPv4Address("127.64.0.0"))
@@ -145,31 +147,9 @@ def on_signal(signum, _frame):
     sys.exit(128 + signum)
 
 
-def pids_of(pid):
-    """pid and all its descendants (nginx workers)."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        try:
-            for t in os.listdir("/proc/%d/task" % p):
-                with open("/proc/%d/task/%s/children" % (p, t)) as f:
-                    todo.extend(int(c) for c in f.read().split())
-        except OSError:
-            pass
-    return out
-
-
-def rss_mb(pids):
-    total = 0
-    for p in pids:
-        try:
-            with open("/proc/%d/status" % p) as f:
-                m = re.search(r"VmRSS:\s+(\d+) kB", f.read())
-            total += int(m.group(1)) if m else 0
-        except OSError:
-            pass
-    return total / 1024
+def rss_mb(pid):
+    """Resident memory of `pid` and its descendants (nginx workers), in MB."""
+    return compare_run.rss_kib(pid) / 1024
 
 
 # --- probes --------------------------------------------------------------------
@@ -378,7 +358,7 @@ class Lb:
         return vip_s, time.monotonic() - t0
 
     def rss(self):
-        return rss_mb(pids_of(self.proc.pid))
+        return rss_mb(self.proc.pid)
 
     def metrics(self, times=3):
         runs = [get(self.admin_port, "/metrics", self.args.bound) for _ in range(times)]
@@ -547,7 +527,7 @@ def measure_haproxy(args, work, n):
             raise RuntimeError("haproxy did not start; see %s" % log.name)
         r["start_s"] = time.monotonic() - t0
         time.sleep(2)
-        r["rss_mb"] = rss_mb(pids_of(p.pid))
+        r["rss_mb"] = rss_mb(p.pid)
         services.append(n)
         cfg2 = os.path.join(d, "haproxy2.cfg")
         with open(cfg2, "w") as f:
@@ -561,7 +541,7 @@ def measure_haproxy(args, work, n):
         r["reload_s"] = time.monotonic() - t0
         p.wait(timeout=args.bound)  # the old one leaves once its listeners are handed over
         time.sleep(2)
-        r["rss_after_reload_mb"] = rss_mb(pids_of(p2.pid))
+        r["rss_after_reload_mb"] = rss_mb(p2.pid)
     except Exception as e:
         r["error"] = str(e)
     finally:
@@ -592,7 +572,7 @@ def measure_nginx(args, work, n):
             raise RuntimeError("nginx did not start; see %s" % d)
         r["start_s"] = time.monotonic() - t0
         time.sleep(2)
-        r["rss_mb"] = rss_mb(pids_of(p.pid))
+        r["rss_mb"] = rss_mb(p.pid)
         services.append(n)
         text = nginx_conf(d, services)
         tmp = os.path.join(d, ".nginx.conf.tmp")
@@ -608,7 +588,7 @@ def measure_nginx(args, work, n):
             raise RuntimeError("nginx reload did not serve s%d; see %s" % (n, d))
         r["reload_s"] = time.monotonic() - t0
         time.sleep(2)
-        r["rss_after_reload_mb"] = rss_mb(pids_of(p.pid))
+        r["rss_after_reload_mb"] = rss_mb(p.pid)
     except Exception as e:
         r["error"] = str(e)
     finally:
