@@ -121,15 +121,39 @@ fn offset_in(root: &DeValue<'_>, path: &str) -> Option<usize> {
 }
 
 /// Line and column (from 1, in characters) of a byte offset.
+#[cfg(test)]
 pub(crate) fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let mut at = offset.min(text.len());
-    while !text.is_char_boundary(at) {
-        at -= 1;
+    line_columns(text, &[offset])[0]
+}
+
+/// Line and column of each of `offsets` (in any order), in one pass over
+/// the text up to the furthest one: a file with thousands of errors on one
+/// long line (an inline list of 100,000 addresses) took half a minute to
+/// report when each error counted its line again from the start.
+pub(crate) fn line_columns(text: &str, offsets: &[usize]) -> Vec<(usize, usize)> {
+    let mut order: Vec<usize> = (0..offsets.len()).collect();
+    order.sort_by_key(|&i| offsets[i]);
+    let mut found = vec![(1, 1); offsets.len()];
+    let (mut pos, mut line, mut column) = (0, 1, 1);
+    for i in order {
+        let mut at = offsets[i].min(text.len());
+        while !text.is_char_boundary(at) {
+            at -= 1;
+        }
+        if at > pos {
+            for c in text[pos..at].chars() {
+                if c == '\n' {
+                    line += 1;
+                    column = 1;
+                } else {
+                    column += 1;
+                }
+            }
+            pos = at;
+        }
+        found[i] = (line, column);
     }
-    let before = &text[..at];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
+    found
 }
 
 /// Locates, in the TOML `text` of `file`, every error that has no location
@@ -139,7 +163,12 @@ pub fn locate_toml(errors: &mut [FieldError], text: &str, file: &str) {
     let root = DeTable::parse(text)
         .ok()
         .map(|t| DeValue::Table(t.into_inner()));
-    for e in errors.iter_mut().filter(|e| e.location.is_none()) {
+    // Offsets first, then every line and column in one pass.
+    let mut located = Vec::new();
+    for (i, e) in errors.iter_mut().enumerate() {
+        if e.location.is_some() {
+            continue;
+        }
         if let Some((line, column)) = syntax_position(&e.path) {
             e.location = Some(Location {
                 file: file.to_string(),
@@ -158,7 +187,12 @@ pub fn locate_toml(errors: &mut [FieldError], text: &str, file: &str) {
             .and_then(|p| offset_in(root, p))
             .or_else(|| offset_in(root, &e.path));
         if let Some(offset) = offset {
-            let (line, column) = line_column(text, offset);
+            located.push((i, offset));
+        }
+    }
+    let offsets: Vec<usize> = located.iter().map(|(_, o)| *o).collect();
+    for ((i, _), (line, column)) in located.into_iter().zip(line_columns(text, &offsets)) {
+        if let Some(e) = errors.get_mut(i) {
             e.location = Some(Location {
                 file: file.to_string(),
                 line,
@@ -443,6 +477,26 @@ mod tests {
                 Step::Key("name".into()),
             ]
         );
+    }
+
+    #[test]
+    fn positions_found_in_one_pass_are_those_counted_one_by_one() {
+        let text = "a = 1\nb = \"é\" # ü\n\nc = [1, 2, 3]\n";
+        let offsets: Vec<usize> = vec![30, 0, 9, 5, 13, 6, 100, 22];
+        let one_by_one: Vec<(usize, usize)> = offsets
+            .iter()
+            .map(|&o| {
+                let mut at = o.min(text.len());
+                while !text.is_char_boundary(at) {
+                    at -= 1;
+                }
+                let before = &text[..at];
+                let line = before.matches('\n').count() + 1;
+                let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                (line, column)
+            })
+            .collect();
+        assert_eq!(line_columns(text, &offsets), one_by_one);
     }
 
     #[test]
