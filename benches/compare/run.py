@@ -86,8 +86,14 @@ def cpu_seconds(pid):
 
 
 def rss_kib(pid):
+    """Resident memory of `pid` and its descendants, in KiB."""
+    return rss_kib_of(pids_of(pid))
+
+
+def rss_kib_of(pids):
+    """Resident memory of the processes `pids`, in KiB."""
     total = 0
-    for p in pids_of(pid):
+    for p in pids:
         try:
             with open("/proc/%d/status" % p) as f:
                 m = re.search(r"VmRSS:\s+(\d+) kB", f.read())

@@ -98,18 +98,6 @@ def processes_in(sessions):
     return sorted(out)
 
 
-def rss_of(pids):
-    total = 0
-    for p in pids:
-        try:
-            with open("/proc/%d/status" % p) as f:
-                m = re.search(r"VmRSS:\s+(\d+) kB", f.read())
-            total += int(m.group(1)) if m else 0
-        except OSError:
-            pass
-    return total
-
-
 def wait_for(cond, bound, step=0.02):
     end = time.monotonic() + bound
     while time.monotonic() < end:
@@ -518,7 +506,7 @@ class Bench:
                 print("    upgrade %d of %s failed: %s" % (i + 1, name, step["how"]), flush=True)
         if upgrades:
             pids = processes_in(self.sessions[name])
-            snapshot = {"processes": len(pids), "rss_kib": rss_of(pids)}
+            snapshot = {"processes": len(pids), "rss_kib": run.rss_kib_of(pids)}
         try:
             wrk.wait(timeout=d + 30)
         except subprocess.TimeoutExpired:
