@@ -130,13 +130,17 @@ mod tests {
             let (path, stop) = (path.clone(), stop.clone());
             std::thread::spawn(move || {
                 let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+                // One line per write: a writer paused between two writes
+                // of one line would leave a file that holds still while
+                // half-written, which no reader can tell from a whole one.
+                let mut line = vec![b'#'; 64 * 1024];
+                line.push(b'\n');
                 // Bounded (64 MiB at most) whatever the reader does.
                 for _ in 0..1024 {
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    f.write_all(&[b'#'; 64 * 1024]).unwrap();
-                    f.write_all(b"\n").unwrap();
+                    f.write_all(&line).unwrap();
                 }
             })
         };
