@@ -96,15 +96,14 @@ fn traffic(snapshot: &Snapshot) {
             let st = port.stats();
             add(&st.accepted, 1_000 + i as u64);
             add(&st.failovers, 3);
+            for k in 0..4 {
+                st.connect_duration
+                    .record(Duration::from_micros(300 << (2 * k)));
+            }
             for (j, e) in port.endpoints().iter().enumerate() {
                 add(&e.stats.bytes_rx, 123_456 + j as u64);
                 add(&e.stats.bytes_tx, 7_654_321 + j as u64);
                 add(&e.stats.connect_errors, j as u64);
-                for k in 0..4 {
-                    e.stats
-                        .connect_duration
-                        .record(Duration::from_micros(300 << (2 * k)));
-                }
             }
         }
     }

@@ -335,7 +335,11 @@ async fn dial(
             let dial_start = Instant::now();
             match tokio::time::timeout(*timeout, connect(endpoint.addr)).await {
                 Ok(Ok(stream)) => {
-                    endpoint.stats.connect_duration.record(dial_start.elapsed());
+                    entry
+                        .port
+                        .stats()
+                        .connect_duration
+                        .record(dial_start.elapsed());
                     endpoint.health.record_success();
                     return Ok((stream, index));
                 }

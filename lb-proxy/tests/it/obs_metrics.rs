@@ -97,14 +97,14 @@ async fn metrics_count_the_connections_made_with_the_contract_labels() {
     assert_eq!(
         sample(
             &text,
-            &format!("lb_connect_duration_seconds_count{{{endpoint}}}")
+            &format!("lb_connect_duration_seconds_count{{{labels}}}")
         ),
         Some(N as f64)
     );
     assert_eq!(
         sample(
             &text,
-            &format!("lb_connect_duration_seconds_bucket{{{endpoint},le=\"+Inf\"}}")
+            &format!("lb_connect_duration_seconds_bucket{{{labels},le=\"+Inf\"}}")
         ),
         Some(N as f64)
     );
@@ -382,8 +382,8 @@ async fn build_info_start_time_and_the_last_reload_read_as_prometheus_exports_it
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_answer_is_streamed_as_it_is_written() {
-    // Forty endpoints (never dialed): about 120 kB of text, two chunks or more.
-    let endpoints: Vec<SocketAddr> = (1..=40)
+    // 200 endpoints (never dialed): about 130 kB of text, two chunks or more.
+    let endpoints: Vec<SocketAddr> = (1..=200)
         .map(|i| SocketAddr::from(([127, 0, 253, i], 8080)))
         .collect();
     let vip = fresh_ip();
@@ -403,12 +403,19 @@ async fn a_large_answer_is_streamed_as_it_is_written() {
         "{head}"
     );
     assert!(text.len() > 100_000, "{} bytes", text.len());
-    // Whole: every endpoint's histogram, and the process metrics written last.
+    // Whole: every endpoint's series, the port's one histogram, and the
+    // process metrics written last.
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("lb_endpoint_ready{"))
+            .count(),
+        200
+    );
     assert_eq!(
         text.lines()
             .filter(|l| l.starts_with("lb_connect_duration_seconds_count{"))
             .count(),
-        40
+        1
     );
     assert!(text.contains("\nprocess_max_fds "), "{text}");
     proxy.app.shutdown().await;

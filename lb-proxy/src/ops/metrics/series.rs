@@ -284,19 +284,17 @@ pub(super) const FAMILIES: &[Family] = &[
     Family {
         name: "lb_connect_duration_seconds",
         kind: "histogram",
-        help: "How long successful dials to endpoints took.",
+        help: "How long successful dials to the port's endpoints took.",
         has: tcp_endpoints,
         write: |out, p, l, s| {
-            for e in p.endpoints() {
-                let reading = e.stats.connect_duration.reading();
-                histogram(
-                    out,
-                    "lb_connect_duration_seconds",
-                    l.endpoint(e.addr),
-                    &s.bounds,
-                    &reading,
-                );
-            }
+            let reading = p.stats().connect_duration.reading();
+            histogram(
+                out,
+                "lb_connect_duration_seconds",
+                l.of_port(),
+                &s.bounds,
+                &reading,
+            );
         },
     },
 ];
