@@ -45,7 +45,12 @@ pub(crate) fn wanted(config: &Path, manifests: Option<&Path>) -> Result<Vec<Want
     let config = lb_proxy::cli::check(config, manifests, None)
         .map_err(|e| anyhow!("invalid config:\n{e}"))?;
     let mut out = BTreeMap::new();
-    for service in config.services.iter().chain(&config.not_proxied) {
+    for service in config
+        .services
+        .iter()
+        .map(|s| &**s)
+        .chain(&config.not_proxied)
+    {
         for port in &service.ports {
             for ep in &port.endpoints {
                 let name = ep.pod.clone().unwrap_or_else(|| ep.addr.to_string());

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use lb_core::health::ProbeSpec;
@@ -121,8 +122,9 @@ pub struct Config {
     /// The DNS responder, when the file has a `[dns]` section.
     pub dns: Option<DnsSettings>,
     /// Services with cluster IPs and node ports allocated and endpoints resolved,
-    /// in file order.
-    pub services: Vec<ServiceSpec>,
+    /// in file order. Shared (`Arc`) with the snapshots built from them, so a
+    /// service is held once, not once here and once in the table.
+    pub services: Vec<Arc<ServiceSpec>>,
     /// Services that are not this proxy's (`selection`: labelled for
     /// another proxy through `service.kubernetes.io/service-proxy-name`,
     /// or `service.kubernetes.io/headless`), allocated and resolved like

@@ -3,6 +3,7 @@
 //! [`FileStore`](crate::FileStore)) restarts.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use lb_core::alloc::{AllocationStore, Allocations, MemoryStore, StoreError};
 
@@ -128,7 +129,9 @@ impl Loader {
             .into_iter()
             .partition(|d| selection::is_ours(&d.labels, &v.settings.service_proxy_name));
         v.services = services;
-        let ours = |key: &lb_core::ServiceKey| v.services.iter().any(|d| &d.spec.key == key);
+        let ours: std::collections::HashSet<&lb_core::ServiceKey> =
+            v.services.iter().map(|d| &d.spec.key).collect();
+        let ours = |key: &lb_core::ServiceKey| ours.contains(key);
         host_endpoints.retain(|h| ours(&h.service));
         let mut pending_addresses = pending_addresses;
         pending_addresses.retain(|p| ours(&p.key));
@@ -198,7 +201,7 @@ impl Loader {
             admin_listen: s.admin_listen,
             admin_allowed_hosts: s.admin_allowed_hosts,
             dns: s.dns,
-            services: v.services.into_iter().map(|d| d.spec).collect(),
+            services: v.services.into_iter().map(|d| Arc::new(d.spec)).collect(),
             not_proxied: not_proxied.into_iter().map(|d| d.spec).collect(),
             probes,
             host_endpoints,

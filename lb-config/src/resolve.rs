@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use lb_core::{EndpointHints, EndpointSpec, Protocol, ServiceKey, ServiceSpec};
@@ -61,16 +62,20 @@ pub fn host_names(hosts: &[HostEndpoint]) -> BTreeSet<String> {
 /// name not (yet) resolved adds nothing; an address already listed by IP (or
 /// by an earlier name) keeps its first entry, as duplicate addresses do in
 /// the endpoints controller.
+///
+/// Only the services that have host endpoints are copied (`Arc::make_mut`);
+/// the others stay the desired state's own `Arc`s.
 pub fn apply(
-    mut services: Vec<ServiceSpec>,
+    mut services: Vec<Arc<ServiceSpec>>,
     hosts: &[HostEndpoint],
     resolved: &BTreeMap<String, Vec<IpAddr>>,
-) -> Vec<ServiceSpec> {
+) -> Vec<Arc<ServiceSpec>> {
     if hosts.is_empty() {
         return services;
     }
-    let out = &mut services;
-    for service in out.iter_mut() {
+    let named: HashSet<&ServiceKey> = hosts.iter().map(|h| &h.service).collect();
+    for service in services.iter_mut().filter(|s| named.contains(&s.key)) {
+        let service = Arc::make_mut(service);
         for port in &mut service.ports {
             let mine = hosts.iter().filter(|h| {
                 h.service == service.key && h.port_name == port.name && h.protocol == port.protocol
@@ -151,7 +156,11 @@ mod tests {
                 "127.0.244.9".parse().unwrap(),
             ],
         )]);
-        let out = apply(vec![db()], &[host("db1.example.test", false)], &resolved);
+        let out = apply(
+            vec![Arc::new(db())],
+            &[host("db1.example.test", false)],
+            &resolved,
+        );
         let eps = &out[0].ports[0].endpoints;
         assert_eq!(eps.len(), 2);
         assert_eq!(eps[0].addr, "127.0.244.2:3306".parse().unwrap());
@@ -162,11 +171,11 @@ mod tests {
     #[test]
     fn an_unresolved_name_adds_nothing() {
         let out = apply(
-            vec![db()],
+            vec![Arc::new(db())],
             &[host("db1.example.test", true)],
             &BTreeMap::new(),
         );
-        assert_eq!(out, vec![db()]);
+        assert_eq!(out, vec![Arc::new(db())]);
     }
 
     #[test]

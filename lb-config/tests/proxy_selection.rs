@@ -23,7 +23,7 @@ fn names(specs: &[lb_core::ServiceSpec]) -> Vec<&str> {
 }
 
 fn served(c: &Config) -> Vec<&str> {
-    names(&c.services)
+    c.services.iter().map(|s| s.key.name.as_str()).collect()
 }
 
 const PROXY_LABELLED: &str =

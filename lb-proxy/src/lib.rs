@@ -164,7 +164,7 @@ use lb_proxy::DataPlane;
 
 # #[tokio::main(flavor = "current_thread")]
 # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-let snapshot = Snapshot::build(NodeSpec::default(), Vec::new(), None, std::time::SystemTime::now());
+let snapshot = Snapshot::empty(NodeSpec::default());
 let dataplane = DataPlane::start(ProxySettings::default(), snapshot).await;
 
 let app = axum::Router::new()

@@ -24,9 +24,13 @@ impl Snapshot {
     ///
     /// When two frontends collide (validation should prevent it), the service
     /// that sorts first by namespace/name keeps the address.
-    pub fn build(
+    ///
+    /// `services` may be owned specs or `Arc`s: a spec handed in as an `Arc`
+    /// is kept as that `Arc`, so the desired state and the snapshot share one
+    /// copy of every service the overlays did not change.
+    pub fn build<S: Into<Arc<ServiceSpec>>>(
         node: NodeSpec,
-        services: Vec<ServiceSpec>,
+        services: impl IntoIterator<Item = S>,
         previous: Option<&Snapshot>,
         now: SystemTime,
     ) -> Self {
@@ -40,7 +44,7 @@ impl Snapshot {
             ),
         };
         let same_node = previous.is_some_and(|p| p.node == out.node);
-        let mut specs = services;
+        let mut specs: Vec<Arc<ServiceSpec>> = services.into_iter().map(Into::into).collect();
         specs.sort_by(|a, b| a.key.cmp(&b.key));
         // Both sides are in key order: walk the previous services beside the
         // new ones (a merge, not 10,000 tree searches), and bulk-build the
@@ -59,9 +63,21 @@ impl Snapshot {
             // whole), but would cost the writer 10 allocations per endpoint
             // and make readers miss the cache on memory they had warm. A
             // reload that changes one service of 10,000 rebuilds one.
-            if let Some(prev) = prev_service.filter(|p| same_node && *p.spec == spec) {
-                out.add_frontends(&prev.spec, &prev.ports);
-                entries.push((spec.key, prev.clone()));
+            // The entry takes the new spec's `Arc` (equal to the old one), so
+            // the old copy is freed with the old snapshot rather than kept
+            // beside the desired state's.
+            if let Some(prev) = prev_service
+                .filter(|p| same_node && (Arc::ptr_eq(&p.spec, &spec) || *p.spec == *spec))
+            {
+                out.add_frontends(&spec, &prev.ports);
+                entries.push((
+                    spec.key.clone(),
+                    ServiceEntry {
+                        spec,
+                        created: prev.created,
+                        ports: prev.ports.clone(),
+                    },
+                ));
                 continue;
             }
             let created = prev_service.map_or(now, |s| s.created);
@@ -90,7 +106,7 @@ impl Snapshot {
             entries.push((
                 spec.key.clone(),
                 ServiceEntry {
-                    spec: Arc::new(spec),
+                    spec,
                     created,
                     ports,
                 },
@@ -494,6 +510,37 @@ mod tests {
             SystemTime::now(),
         );
         assert!(!Arc::ptr_eq(&port(&b, "web"), &port(&c, "web")));
+    }
+
+    #[test]
+    fn a_spec_handed_in_as_an_arc_is_shared_not_copied() {
+        let first = Arc::new(web(&["127.0.0.1:1"], SessionAffinity::None));
+        let a = Snapshot::build(node(), vec![first.clone()], None, SystemTime::now());
+        let spec = |s: &Snapshot| {
+            s.service(&ServiceKey::new("default", "web"))
+                .unwrap()
+                .spec
+                .clone()
+        };
+        assert!(
+            Arc::ptr_eq(&spec(&a), &first),
+            "the snapshot holds the caller's Arc"
+        );
+        // The next desired state is a new, equal Arc: the ports are carried
+        // over and the entry takes the new Arc, so the old copy goes with
+        // the old snapshot instead of living beside the new desired state.
+        let second = Arc::new(web(&["127.0.0.1:1"], SessionAffinity::None));
+        let b = Snapshot::build(node(), vec![second.clone()], Some(&a), SystemTime::now());
+        assert!(Arc::ptr_eq(&spec(&b), &second));
+        let port =
+            |s: &Snapshot| s.service(&ServiceKey::new("default", "web")).unwrap().ports[0].clone();
+        assert!(Arc::ptr_eq(&port(&a), &port(&b)));
+        drop(a);
+        assert_eq!(
+            Arc::strong_count(&first),
+            1,
+            "only the caller holds the old spec"
+        );
     }
 
     #[test]

@@ -76,7 +76,12 @@ impl Table {
 
     /// Builds the next snapshot from `services` with state carried over from the
     /// current one, and publishes it. Returns the new generation.
-    pub fn rebuild(&self, node: NodeSpec, services: Vec<ServiceSpec>, now: SystemTime) -> u64 {
+    pub fn rebuild<S: Into<Arc<ServiceSpec>>>(
+        &self,
+        node: NodeSpec,
+        services: impl IntoIterator<Item = S>,
+        now: SystemTime,
+    ) -> u64 {
         let next = {
             let prev = self.load();
             Snapshot::build(node, services, Some(&prev), now)
@@ -110,7 +115,7 @@ mod tests {
         drop(held);
         assert_eq!(table.collect(), 0);
         // Nobody held the previous one this time: the store freed it.
-        table.rebuild(node(), vec![], SystemTime::now());
+        table.rebuild(node(), Vec::<ServiceSpec>::new(), SystemTime::now());
         assert_eq!(table.collect(), 0);
     }
 }

@@ -114,7 +114,7 @@ impl Hosts {
     }
 
     /// `services` with the resolved addresses added as endpoints.
-    pub(crate) fn apply(&self, services: Vec<ServiceSpec>) -> Vec<ServiceSpec> {
+    pub(crate) fn apply(&self, services: Vec<Arc<ServiceSpec>>) -> Vec<Arc<ServiceSpec>> {
         let hosts = lock(&self.inner.hosts);
         if hosts.is_empty() {
             return services;

@@ -569,12 +569,7 @@ mod tests {
     /// is part of the memory per connection (BENCHMARKS.md, "TCP").
     #[tokio::test]
     async fn the_connection_future_stays_small() {
-        let snapshot = Snapshot::build(
-            NodeSpec::default(),
-            Vec::new(),
-            None,
-            std::time::SystemTime::now(),
-        );
+        let snapshot = Snapshot::empty(NodeSpec::default());
         let plane = crate::DataPlane::start(ProxySettings::default(), snapshot).await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -29,7 +29,12 @@ struct Counting {
 
 impl AdminSource for Counting {
     fn snapshot(&self) -> Arc<Snapshot> {
-        Arc::new(Snapshot::build(node(), Vec::new(), None, created()))
+        Arc::new(Snapshot::build(
+            node(),
+            Vec::<lb_core::ServiceSpec>::new(),
+            None,
+            created(),
+        ))
     }
     fn bind_errors(&self) -> std::collections::BTreeMap<lb_core::FrontendKey, String> {
         Default::default()

@@ -107,7 +107,9 @@ async fn an_ipv6_cluster_ip_is_an_aaaa_record_and_an_ipv4_one_has_no_aaaa() {
     let mut dns = responder(CLUSTER, vec![]).await;
     let mut services = dns.config.services.clone();
     services.push(
-        ServiceSpec::cluster_ip("default", "six", ip("::1")).with_port(PortSpec::tcp("http", 80)),
+        ServiceSpec::cluster_ip("default", "six", ip("::1"))
+            .with_port(PortSpec::tcp("http", 80))
+            .into(),
     );
     dns.table
         .rebuild(dns.config.node.clone(), services, SystemTime::now());
@@ -378,7 +380,7 @@ async fn a_readiness_change_shows_in_the_next_headless_answer() {
     assert_eq!(ips(&m).len(), 2);
     let mut services = dns.config.services.clone();
     for s in services.iter_mut().filter(|s| s.key.name == "web-headless") {
-        for p in &mut s.ports {
+        for p in &mut std::sync::Arc::make_mut(s).ports {
             for e in p
                 .endpoints
                 .iter_mut()
@@ -406,7 +408,7 @@ async fn a_readiness_change_shows_in_the_next_headless_answer() {
     assert_eq!(m.response_code(), ResponseCode::NXDomain);
     // Every endpoint gone: NXDOMAIN for the service name.
     for s in services.iter_mut().filter(|s| s.key.name == "web-headless") {
-        for p in &mut s.ports {
+        for p in &mut std::sync::Arc::make_mut(s).ports {
             p.endpoints.clear();
         }
     }

@@ -162,7 +162,7 @@ impl Sim {
         ];
         let snapshot = Snapshot::build(
             node(),
-            services.iter().map(ModelService::spec).collect(),
+            services.iter().map(ModelService::spec),
             None,
             SystemTime::now(),
         );
@@ -380,8 +380,7 @@ impl Sim {
             .services
             .iter()
             .filter(|s| s.present)
-            .map(ModelService::spec)
-            .collect();
+            .map(ModelService::spec);
         self.snapshot = Snapshot::build(node(), specs, Some(&self.snapshot), SystemTime::now());
         // Usually the data plane applies the snapshot to the flows at once; now
         // and then a datagram races the apply and must catch up on its own.
@@ -547,7 +546,7 @@ fn the_affinity_client_keeps_its_endpoint_across_client_ports() {
     }
     sim.snapshot = Snapshot::build(
         node(),
-        sim.services.iter().map(ModelService::spec).collect(),
+        sim.services.iter().map(ModelService::spec),
         Some(&sim.snapshot),
         SystemTime::now(),
     );

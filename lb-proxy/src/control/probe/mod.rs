@@ -171,18 +171,41 @@ impl Probes {
     /// verdict (not serving until a first success). The endpoint's pod is
     /// `namespace/pod` in the service's namespace, as selectors only match
     /// pods of their own namespace.
-    pub(crate) fn apply(&self, services: &mut [ServiceSpec]) {
+    ///
+    /// A service is copied (`Arc::make_mut`) only when a verdict changes one
+    /// of its endpoints; the others stay the desired state's own `Arc`s.
+    pub(crate) fn apply(&self, services: &mut [Arc<ServiceSpec>]) {
         let overlay = lock(&self.inner.overlay);
         if overlay.is_empty() {
             return;
         }
+        let verdict = |service: &ServiceSpec, endpoint: &lb_core::EndpointSpec| {
+            let pod = endpoint.pod.as_ref()?;
+            let key = PodKey::new(service.key.namespace.clone(), pod.clone());
+            overlay
+                .get(&key)
+                .map(|status| status.ready)
+                .filter(|ready| *ready != endpoint.serving)
+        };
         for service in services {
-            for port in &mut service.ports {
-                for endpoint in &mut port.endpoints {
-                    let Some(pod) = &endpoint.pod else { continue };
-                    let key = PodKey::new(service.key.namespace.clone(), pod.clone());
-                    if let Some(status) = overlay.get(&key) {
-                        endpoint.serving = status.ready;
+            let changes = service
+                .ports
+                .iter()
+                .flat_map(|p| &p.endpoints)
+                .any(|e| verdict(service, e).is_some());
+            if !changes {
+                continue;
+            }
+            let service = Arc::make_mut(service);
+            let verdicts: Vec<Vec<Option<bool>>> = service
+                .ports
+                .iter()
+                .map(|p| p.endpoints.iter().map(|e| verdict(service, e)).collect())
+                .collect();
+            for (port, verdicts) in service.ports.iter_mut().zip(verdicts) {
+                for (endpoint, ready) in port.endpoints.iter_mut().zip(verdicts) {
+                    if let Some(ready) = ready {
+                        endpoint.serving = ready;
                     }
                 }
             }

@@ -321,7 +321,7 @@ pub async fn start_probed(
     start_config(lb_config::Config {
         node: node(),
         proxy: settings,
-        services,
+        services: services.into_iter().map(std::sync::Arc::new).collect(),
         probes,
         ..lb_config::Config::default()
     })
