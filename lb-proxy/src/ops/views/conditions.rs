@@ -295,4 +295,32 @@ mod tests {
         assert_ne!(turned, first);
         assert_eq!(at("True", t0 + Duration::from_secs(30)), turned);
     }
+
+    #[test]
+    fn a_service_gone_and_back_starts_its_conditions_afresh() {
+        let t = Transitions::default();
+        let (web, db) = (
+            ServiceKey::new("default", "web"),
+            ServiceKey::new("default", "db"),
+        );
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let t1 = t0 + Duration::from_secs(10);
+        let t2 = t0 + Duration::from_secs(20);
+        let both = |when| {
+            let out = t.stamp(
+                vec![
+                    (&web, vec![endpoints("True")]),
+                    (&db, vec![endpoints("True")]),
+                ],
+                when,
+            );
+            out.into_iter()
+                .map(|s| s.conditions[0].last_transition_time.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(both(t0), [format_rfc3339(t0), format_rfc3339(t0)]);
+        // db is gone for one stamp: forgotten, then new again.
+        t.stamp(vec![(&web, vec![endpoints("True")])], t1);
+        assert_eq!(both(t2), [format_rfc3339(t0), format_rfc3339(t2)]);
+    }
 }
