@@ -4,7 +4,7 @@
 //! with a reason, a message and a `lastTransitionTime` that moves only when
 //! the status does ([`Transitions`] remembers it).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
@@ -174,18 +174,19 @@ pub(super) fn observe(
 /// (lb learns pods from its sources and has no creation time for them).
 #[derive(Debug, Default)]
 pub struct Transitions {
-    seen: Mutex<HashMap<ConditionKey, (&'static str, SystemTime)>>,
+    seen: Mutex<HashMap<ServiceKey, Vec<Slot>>>,
     pods: Mutex<HashMap<PodKey, SystemTime>>,
 }
 
-/// A service's condition: (service, condition type).
-type ConditionKey = (ServiceKey, &'static str);
+/// One condition of a service as last seen: its type, its status, since
+/// when.
+type Slot = (&'static str, &'static str, SystemTime);
 
 impl Transitions {
     /// When each pod of `pods` was first seen (`now` for a new one); pods
     /// not in `pods` are forgotten.
     pub(super) fn pods_seen(&self, pods: &[PodKey], now: SystemTime) -> Vec<SystemTime> {
-        let present: std::collections::HashSet<&PodKey> = pods.iter().collect();
+        let present: HashSet<&PodKey> = pods.iter().collect();
         let mut seen = self.pods.lock().unwrap_or_else(|e| e.into_inner());
         seen.retain(|key, _| present.contains(key));
         pods.iter()
@@ -193,34 +194,64 @@ impl Transitions {
             .collect()
     }
 
-    /// Stamps the conditions of every service in `observed` (seen at `now`)
-    /// and forgets services not in it.
+    /// Stamps the conditions of every service in `observed` (seen at `now`),
+    /// in its order, and forgets services not in it. A service's key is
+    /// looked up, not copied, unless it is new: `/api/v1/services` stamps
+    /// every service at each request.
     pub(super) fn stamp(
         &self,
-        observed: BTreeMap<ServiceKey, Vec<Observed>>,
+        observed: Vec<(&ServiceKey, Vec<Observed>)>,
         now: SystemTime,
-    ) -> BTreeMap<ServiceKey, ServiceStatus> {
+    ) -> Vec<ServiceStatus> {
+        let keys: Vec<&ServiceKey> = observed.iter().map(|(key, _)| *key).collect();
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        seen.retain(|(key, _), _| observed.contains_key(key));
-        observed
+        let statuses = observed
             .into_iter()
-            .map(|(key, conditions)| {
-                let conditions = conditions
-                    .into_iter()
-                    .map(|o| {
-                        let slot = seen
-                            .entry((key.clone(), o.condition_type))
-                            .or_insert((o.status, now));
-                        if slot.0 != o.status {
-                            *slot = (o.status, now);
-                        }
-                        stamped(o, slot.1)
-                    })
-                    .collect();
-                (key, ServiceStatus { conditions })
+            .map(|(key, conditions)| match seen.get_mut(key) {
+                Some(slots) => stamp_service(slots, conditions, now),
+                None => {
+                    let mut slots = Vec::new();
+                    let status = stamp_service(&mut slots, conditions, now);
+                    seen.insert(key.clone(), slots);
+                    status
+                }
             })
-            .collect()
+            .collect();
+        // Every key observed is in `seen` now: more means some are gone.
+        if seen.len() > keys.len() {
+            let present: HashSet<&ServiceKey> = keys.into_iter().collect();
+            seen.retain(|key, _| present.contains(key));
+        }
+        statuses
     }
+}
+
+/// Stamps one service's `conditions` against its `slots` (updated: a
+/// condition with another status than before, or new, takes `now`).
+fn stamp_service(
+    slots: &mut Vec<Slot>,
+    conditions: Vec<Observed>,
+    now: SystemTime,
+) -> ServiceStatus {
+    let conditions = conditions
+        .into_iter()
+        .map(|o| {
+            let since = match slots.iter_mut().find(|s| s.0 == o.condition_type) {
+                Some(slot) => {
+                    if slot.1 != o.status {
+                        *slot = (o.condition_type, o.status, now);
+                    }
+                    slot.2
+                }
+                None => {
+                    slots.push((o.condition_type, o.status, now));
+                    now
+                }
+            };
+            stamped(o, since)
+        })
+        .collect();
+    ServiceStatus { conditions }
 }
 
 /// `o` with its time.
@@ -255,16 +286,41 @@ mod tests {
         let key = ServiceKey::new("default", "web");
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let at = |status, when| {
-            let out = t.stamp(
-                BTreeMap::from([(key.clone(), vec![endpoints(status)])]),
-                when,
-            );
-            out[&key].conditions[0].last_transition_time.clone()
+            let out = t.stamp(vec![(&key, vec![endpoints(status)])], when);
+            out[0].conditions[0].last_transition_time.clone()
         };
         let first = at("False", t0);
         assert_eq!(at("False", t0 + Duration::from_secs(10)), first);
         let turned = at("True", t0 + Duration::from_secs(20));
         assert_ne!(turned, first);
         assert_eq!(at("True", t0 + Duration::from_secs(30)), turned);
+    }
+
+    #[test]
+    fn a_service_gone_and_back_starts_its_conditions_afresh() {
+        let t = Transitions::default();
+        let (web, db) = (
+            ServiceKey::new("default", "web"),
+            ServiceKey::new("default", "db"),
+        );
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let t1 = t0 + Duration::from_secs(10);
+        let t2 = t0 + Duration::from_secs(20);
+        let both = |when| {
+            let out = t.stamp(
+                vec![
+                    (&web, vec![endpoints("True")]),
+                    (&db, vec![endpoints("True")]),
+                ],
+                when,
+            );
+            out.into_iter()
+                .map(|s| s.conditions[0].last_transition_time.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(both(t0), [format_rfc3339(t0), format_rfc3339(t0)]);
+        // db is gone for one stamp: forgotten, then new again.
+        t.stamp(vec![(&web, vec![endpoints("True")])], t1);
+        assert_eq!(both(t2), [format_rfc3339(t0), format_rfc3339(t2)]);
     }
 }

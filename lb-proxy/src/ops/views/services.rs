@@ -263,7 +263,7 @@ pub fn services_view_with(
         .iter()
         .map(|p| (&p.key, p.message.as_str()))
         .collect();
-    let mut observed = BTreeMap::new();
+    let mut observed = Vec::new();
     let mut items: Vec<ServiceView> = snapshot
         .services()
         .map(|entry| {
@@ -325,26 +325,25 @@ pub fn services_view_with(
             } else {
                 Frontends::Unknown
             };
-            observed.insert(
-                spec.key.clone(),
+            observed.push((
+                &spec.key,
                 observe(entry, pending.get(&spec.key).copied(), frontends),
-            );
+            ));
             view
         })
         .collect();
-    let mut statuses = match transitions {
+    let statuses: Vec<ServiceStatus> = match transitions {
         Some(t) => t.stamp(observed, now),
         None => observed
             .into_iter()
-            .map(|(key, o)| {
-                let conditions = o.into_iter().map(|o| stamped(o, now)).collect();
-                (key, ServiceStatus { conditions })
+            .map(|(_, o)| ServiceStatus {
+                conditions: o.into_iter().map(|o| stamped(o, now)).collect(),
             })
             .collect(),
     };
-    for item in &mut items {
-        let key = lb_core::ServiceKey::new(item.namespace.clone(), item.name.clone());
-        item.status = statuses.remove(&key).unwrap_or_default();
+    // `observed` was filled in the order of `items`.
+    for (item, status) in items.iter_mut().zip(statuses) {
+        item.status = status;
     }
     ServiceList { items }
 }
