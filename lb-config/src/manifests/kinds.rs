@@ -2,7 +2,7 @@
 //! Endpoints, EndpointSlice, Pod, and MetalLB's IPAddressPool and
 //! L2Advertisement, alone or in a `List`; then the steps across documents.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::de::DeserializeOwned;
 use serde_yaml_ng::Value;
@@ -30,12 +30,26 @@ pub(super) fn finish(acc: Acc) -> DesiredState {
     for (k, s) in acc.slices {
         by_service.entry(k).or_default().push(s);
     }
+    // One pass over the Endpoints objects, not one per sliced service
+    // (10,000 services with slices made 10,000 passes over 10,000 objects).
+    let mut replaced = BTreeSet::new();
+    state.endpoints.retain(|e| {
+        let key = (
+            e.object
+                .namespace
+                .as_deref()
+                .unwrap_or("default")
+                .to_string(),
+            e.object.name.clone(),
+        );
+        let sliced = by_service.contains_key(&key);
+        if sliced {
+            replaced.insert(key);
+        }
+        !sliced
+    });
     for ((ns, name), subsets) in by_service {
-        let before = state.endpoints.len();
-        state.endpoints.retain(|e| {
-            !(e.object.name == name && e.object.namespace.as_deref().unwrap_or("default") == ns)
-        });
-        if state.endpoints.len() != before {
+        if replaced.contains(&(ns.clone(), name.clone())) {
             state.warnings.push(format!(
                 "endpoints[{ns}/{name}]: the Endpoints object is ignored: EndpointSlices of the same service take its place"
             ));
