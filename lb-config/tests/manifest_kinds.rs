@@ -334,6 +334,51 @@ endpoints: []
 }
 
 #[test]
+fn endpoint_slices_replace_their_services_endpoints_object_and_no_other() {
+    let doc = |kind: &str, name: &str, ip: &str| match kind {
+        "Endpoints" => format!(
+            "apiVersion: v1\nkind: Endpoints\nmetadata: {{name: {name}}}\n\
+             subsets: [{{addresses: [{{ip: {ip}}}], ports: [{{port: 80}}]}}]\n---\n"
+        ),
+        _ => format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+             metadata: {{name: {name}-x, labels: {{kubernetes.io/service-name: {name}}}}}\n\
+             addressType: IPv4\nendpoints: [{{addresses: [{ip}]}}]\nports: [{{port: 80}}]\n---\n"
+        ),
+    };
+    let text = [
+        doc("Endpoints", "a", "127.0.244.1"),
+        doc("EndpointSlice", "a", "127.0.244.2"),
+        doc("Endpoints", "b", "127.0.244.3"),
+        doc("EndpointSlice", "c", "127.0.244.4"),
+    ]
+    .concat();
+    let state = load_str(&text, "mixed.yaml").unwrap();
+    let ip_of = |name: &str| {
+        let e: Vec<_> = state
+            .endpoints
+            .iter()
+            .filter(|e| e.object.name == name)
+            .collect();
+        assert_eq!(e.len(), 1, "one Endpoints object for {name}");
+        e[0].object.subsets[0].addresses[0].ip.clone()
+    };
+    assert_eq!(ip_of("a").as_deref(), Some("127.0.244.2"), "the slice wins");
+    assert_eq!(ip_of("b").as_deref(), Some("127.0.244.3"), "no slice: kept");
+    assert_eq!(ip_of("c").as_deref(), Some("127.0.244.4"));
+    let ignored: Vec<_> = state
+        .warnings
+        .iter()
+        .filter(|w| w.contains("the Endpoints object is ignored"))
+        .collect();
+    assert_eq!(ignored.len(), 1, "{ignored:?}");
+    assert!(
+        ignored[0].starts_with("endpoints[default/a]"),
+        "{ignored:?}"
+    );
+}
+
+#[test]
 fn the_same_object_in_the_file_and_the_manifests_is_an_error() {
     let state = load_str(
         "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec: {ports: [{port: 80}]}\n",
