@@ -125,7 +125,12 @@ pub(crate) fn load(work: &Mutex<Work>, fresh: Vec<Option<Read>>, force: bool) ->
     if !errors.is_empty() {
         return Outcome::Failed(ConfigErrors { errors });
     }
-    let mut result = load_merged(&mut work.loader, states.clone());
+    // The states are copied again only where a retry may need them: a
+    // store shared with other nodes.
+    let mut result = match &work.conflicts {
+        Some(_) => load_merged(&mut work.loader, states.clone()),
+        None => load_merged(&mut work.loader, std::mem::take(&mut states)),
+    };
     if let Some(conflicts) = &work.conflicts {
         for _ in 0..CONFLICT_RETRIES {
             if !conflicts() {
