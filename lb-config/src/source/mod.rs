@@ -205,6 +205,14 @@ pub trait Source: Send + Sync + fmt::Debug {
     /// applies. May block on the file system; the control plane calls it off
     /// the async runtime, once per source per rebuild.
     fn desired(&self) -> Result<DesiredState, ConfigErrors>;
+    /// [`Source::desired`], or `None` when the source can tell cheaply that
+    /// it holds what its last read returned (the config file: the same
+    /// bytes), so a watch event that changed nothing costs no parse: a
+    /// 5 MB file of 10,000 services takes a third of a second to parse.
+    /// Reads every time by default.
+    fn desired_if_changed(&self) -> Option<Result<DesiredState, ConfigErrors>> {
+        Some(self.desired())
+    }
     /// `Some(reason)` while the source cannot confirm that its state is
     /// current (etcd unreachable): the last good state keeps serving.
     fn stale(&self) -> Option<String> {

@@ -59,7 +59,7 @@ use crate::control::events::{EventType, Events, ObjectRef};
 use crate::control::hosts::Hosts;
 use crate::control::probe::{ProbeStatus, Probes};
 use crate::control::reads::Reader;
-use crate::control::rebuild::{read_and_load, Outcome, Rebuild, Work};
+use crate::control::rebuild::{first_load, Outcome, Rebuild, Work};
 pub use crate::control::rebuild::{ConflictCheck, COALESCE};
 use crate::dataplane::DataPlane;
 use crate::lifecycle::Tasks;
@@ -308,7 +308,7 @@ impl ControlPlane {
         }));
         let w = work.clone();
         let outcome = tasks
-            .spawn_blocking(move || read_and_load(&w, &[], true))
+            .spawn_blocking(move || first_load(&w))
             .await
             .unwrap_or_else(|e| {
                 Outcome::Failed(ConfigErrors::single(lb_config::FieldError::internal(

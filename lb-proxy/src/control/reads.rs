@@ -64,6 +64,7 @@ impl Reader {
         self: &Arc<Self>,
         tasks: &Tasks,
         arrived: &Changed,
+        force: bool,
     ) -> Option<JoinHandle<()>> {
         {
             let mut state = self.state();
@@ -77,9 +78,17 @@ impl Reader {
         let arrived = arrived.clone();
         Some(tasks.spawn_blocking(move || {
             loop {
-                let read = reader.source.desired();
+                // Unforced, a source that can tell it holds what it gave
+                // last time (the same file bytes) is not parsed again.
+                let read = if force {
+                    Some(reader.source.desired())
+                } else {
+                    reader.source.desired_if_changed()
+                };
                 let mut state = reader.state();
-                state.fresh = Some(read);
+                if read.is_some() {
+                    state.fresh = read;
+                }
                 if !std::mem::take(&mut state.again) {
                     state.busy = false;
                     break;
@@ -133,9 +142,9 @@ mod tests {
         let tasks = Tasks::new();
         let wake = Arc::new(tokio::sync::Notify::new());
         let arrived = Changed::new(wake.clone());
-        let first = reader.start(&tasks, &arrived).expect("a read starts");
+        let first = reader.start(&tasks, &arrived, true).expect("a read starts");
         assert!(
-            reader.start(&tasks, &arrived).is_none(),
+            reader.start(&tasks, &arrived, true).is_none(),
             "one read at a time"
         );
         assert!(reader.take().is_none());

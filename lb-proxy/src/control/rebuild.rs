@@ -74,23 +74,19 @@ pub(crate) fn lock(work: &Mutex<Work>) -> MutexGuard<'_, Work> {
     work.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Reads every input that changed (all of them when `force`) once, in turn,
-/// and validates the whole desired state when something did change: the
-/// first load, which must wait for every source. Blocking: runs on a
-/// blocking thread.
-pub(crate) fn read_and_load(work: &Mutex<Work>, dirty: &[bool], force: bool) -> Outcome {
+/// The first load: reads every input not read yet (the caller may have
+/// read the file already, to find `[source.etcd]`: it is not read twice)
+/// and validates the whole desired state. Blocking: runs on a blocking
+/// thread.
+pub(crate) fn first_load(work: &Mutex<Work>) -> Outcome {
     let fresh: Vec<Option<Read>> = {
         let work = lock(work);
         work.inputs
             .iter()
-            .enumerate()
-            .map(|(i, input)| {
-                let read = force || input.last.is_none() || dirty.get(i).copied().unwrap_or(true);
-                read.then(|| input.source.desired())
-            })
+            .map(|input| input.last.is_none().then(|| input.source.desired()))
             .collect()
     };
-    load(work, fresh, force)
+    load(work, fresh, true)
 }
 
 /// Takes in the reads that landed (`fresh`, one slot per input) and
@@ -277,7 +273,7 @@ impl Rebuild {
         let mut reading = Vec::new();
         for (reader, dirty) in self.readers.iter().zip(&dirty) {
             if force || *dirty {
-                reading.extend(reader.start(&self.tasks, &self.arrived));
+                reading.extend(reader.start(&self.tasks, &self.arrived, force));
             }
         }
         // Wait for the reads, but a slow source does not hold up the others:
