@@ -86,6 +86,8 @@ mod perf_engines;
 #[cfg(feature = "cli")]
 mod self_loop;
 #[cfg(feature = "cli")]
+mod shutdown;
+#[cfg(feature = "cli")]
 mod source_etcd;
 #[cfg(feature = "cli")]
 mod source_etcd_fleet;

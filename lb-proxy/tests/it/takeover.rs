@@ -628,6 +628,55 @@ fn sigusr2_starts_the_binary_again_and_it_takes_over() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn the_old_process_cuts_connections_left_open_at_its_drain_timeout_after_a_takeover() -> Result<()>
+{
+    let node = Node::new()?;
+    let one_second = node
+        .config()
+        .replace("drain_timeout = \"2s\"", "drain_timeout = \"1s\"");
+    let mut old = node.run(&one_second).start()?;
+    // Two idle clients of the old process that never close.
+    let mut idle = Vec::new();
+    for _ in 0..2 {
+        let mut c = TcpStream::connect_timeout(&node.frontend(), WAIT)?;
+        c.write_all(b"hello\n")?;
+        c.set_read_timeout(Some(WAIT))?;
+        let mut back = [0u8; 6];
+        c.read_exact(&mut back)?;
+        idle.push(c);
+    }
+    let new = node.takeover(&one_second).spawn()?;
+    assert!(
+        new.logged("took over from lb-proxy pid", WAIT),
+        "new: {}\nold: {}",
+        new.logs(),
+        old.logs()
+    );
+    let start = std::time::Instant::now();
+    // The drain timeout, the one-second grace for cut connections, and
+    // room for a loaded machine.
+    let code = old.wait_exit(Duration::from_secs(8));
+    assert_eq!(
+        code,
+        Some(0),
+        "old process still running {:?} after the takeover: {}",
+        start.elapsed(),
+        old.logs()
+    );
+    for c in &mut idle {
+        let end = c.read(&mut [0u8; 16]);
+        assert_eq!(
+            end.map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::ConnectionReset),
+            "a connection the drain timeout cut sees a reset"
+        );
+    }
+    // The new process serves on.
+    assert_eq!(round_trip(node.frontend(), b"after\n")?, b"after\n");
+    Ok(())
+}
+
 /// Sends SIGKILL to a process that is not the test's child when dropped.
 struct KillOnDrop(i32);
 
