@@ -12,6 +12,50 @@ use std::sync::Arc;
 /// Longest sequence kept; larger weight sums are scaled down proportionally.
 pub const MAX_SEQUENCE: u64 = 8192;
 
+/// The most steps (sequence length × candidates) spent on nginx's smooth
+/// weighted round robin; a larger table is interleaved by [`stride`].
+const SMOOTH_STEPS: u64 = 1 << 24;
+
+/// nginx's smooth weighted round robin: each step every candidate gains its
+/// weight and the richest is picked and pays the total; `total` steps.
+fn smooth(candidates: &[u32], weights: &[u64], total: u64) -> Vec<u32> {
+    let total = total as i64;
+    let mut current = vec![0i64; weights.len()];
+    let mut sequence = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        let mut best = 0;
+        for (k, w) in weights.iter().enumerate() {
+            current[k] += *w as i64;
+            if current[k] > current[best] {
+                best = k;
+            }
+        }
+        current[best] -= total;
+        sequence.push(candidates[best]);
+    }
+    sequence
+}
+
+/// Stride scheduling, for tables too large for [`smooth`]: candidate `k`'s
+/// `j`-th pick falls at time `(j + φₖ) / wₖ` of the cycle, where the phase
+/// `φₖ` in [0, 1) spreads the candidates (a golden-ratio step, so equal
+/// weights do not all fall at once), and the picks are sorted by time (ties
+/// in candidate order). Every candidate gets exactly its weight's share of
+/// the cycle, evenly spaced; sorting costs `total · log total` rather than
+/// `total × candidates`.
+fn stride(candidates: &[u32], weights: &[u64]) -> Vec<u32> {
+    const ONE: u64 = 1 << 16;
+    let mut picks: Vec<(u64, u64, usize)> = Vec::new();
+    for (k, w) in weights.iter().enumerate() {
+        let phase = (k as u64).wrapping_mul(40_503) % ONE;
+        picks.extend((0..*w).map(|j| (j * ONE + phase, w * ONE, k)));
+    }
+    // a/b < c/d ⇔ a·d < c·b: weights are at most MAX_SEQUENCE (2¹³), so the
+    // products stay under 2⁵⁸.
+    picks.sort_by(|x, y| (x.0 * y.1).cmp(&(y.0 * x.1)).then(x.2.cmp(&y.2)));
+    picks.into_iter().map(|(_, _, k)| candidates[k]).collect()
+}
+
 /// The prebuilt weighted sequence over candidate endpoints.
 #[derive(Debug, Clone)]
 pub struct WeightedTable {
@@ -55,20 +99,17 @@ impl WeightedTable {
                 *w = ((*w * MAX_SEQUENCE) / sum).max(1);
             }
         }
-        let total: i64 = weights.iter().map(|w| *w as i64).sum();
-        let mut current = vec![0i64; weights.len()];
-        let mut sequence = Vec::with_capacity(total as usize);
-        for _ in 0..total {
-            let mut best = 0;
-            for (k, w) in weights.iter().enumerate() {
-                current[k] += *w as i64;
-                if current[k] > current[best] {
-                    best = k;
-                }
-            }
-            current[best] -= total;
-            sequence.push(candidates[best]);
-        }
+        let total: u64 = weights.iter().sum();
+        let sequence = if weights.windows(2).all(|w| w[0] == w[1]) {
+            // Equal weights: smooth weighted round robin visits the
+            // candidates once each, in order; this is that sequence without
+            // its n² steps (100,000 endpoints took 6 s to build).
+            candidates.clone()
+        } else if total.saturating_mul(weights.len() as u64) > SMOOTH_STEPS {
+            stride(&candidates, &weights)
+        } else {
+            smooth(&candidates, &weights, total)
+        };
         let small = candidates
             .iter()
             .filter(|&&i| i < 64)
@@ -182,6 +223,51 @@ mod tests {
         assert_eq!(a.next(), Some(0));
         let b = WeightedTable::new(&[(0, 1), (1, 1), (2, 1)], Some(a.cursor()));
         assert_eq!(b.next(), Some(1));
+    }
+
+    #[test]
+    fn equal_weights_give_every_candidate_one_turn_in_order() {
+        let pairs: Vec<(u32, u32)> = (0..100_000).map(|i| (i, 3)).collect();
+        let t = WeightedTable::new(&pairs, None);
+        let expected: Vec<u32> = (0..100_000).collect();
+        assert_eq!(t.sequence, expected);
+        // The same as smooth weighted round robin gives, on a small table.
+        let small = [2u64; 5];
+        assert_eq!(smooth(&[0, 1, 2, 3, 4], &small, 10)[..5], [0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_table_too_large_for_smooth_round_robin_keeps_every_share_spread() {
+        // 5,000 endpoints of weights 1 and 2: 7,500 picks (under
+        // MAX_SEQUENCE, so not scaled), 37.5 million smooth steps: strided.
+        let n = 5_000usize;
+        let pairs: Vec<(u32, u32)> = (0..n as u32).map(|i| (i, 1 + i % 2)).collect();
+        let t = WeightedTable::new(&pairs, None);
+        assert_eq!(t.sequence.len(), 7_500);
+        let mut seen = vec![Vec::new(); n];
+        for (pos, e) in t.sequence.iter().enumerate() {
+            seen[*e as usize].push(pos);
+        }
+        for (i, picks) in seen.iter().enumerate() {
+            assert_eq!(picks.len(), 1 + i % 2, "endpoint {i}: its weight's share");
+            if let [a, b] = picks[..] {
+                // Half a cycle apart, give or take the endpoints whose
+                // picks fall between (a fraction of a pick each).
+                let gap = b - a;
+                assert!((3_000..=4_500).contains(&gap), "endpoint {i}: gap {gap}");
+            }
+        }
+        // The light endpoints are spread among the heavy ones, not sent as
+        // one block: about 4/9 of neighbours are two heavy ones when mixed.
+        let heavy_pairs = t
+            .sequence
+            .windows(2)
+            .filter(|w| w[0] % 2 == 1 && w[1] % 2 == 1)
+            .count();
+        assert!(
+            heavy_pairs < t.sequence.len() * 6 / 10,
+            "{heavy_pairs} heavy pairs"
+        );
     }
 
     proptest! {
