@@ -6,7 +6,7 @@
 //! pages, so the process stayed above its live heap after every load.
 //! Trimming after a load returns them (10,000 services: 471 MB resident
 //! after the first load instead of 545 MB, 434 MB after a reload). The
-//! `lb-proxy` binary allocates with jemalloc instead (see `main.rs`), which
+//! `lb-proxy` binary allocates with jemalloc instead (see `allocator.rs`), which
 //! returns freed pages by itself; this serves embedders on glibc's malloc.
 
 /// Returns the allocator's free memory to the system, where the allocator

@@ -85,6 +85,19 @@ fn is_reset(s: &mut TcpStream) -> bool {
     }
 }
 
+/// Sends SIGTERM and checks that the process exits 0, and not before the
+/// drain timeout.
+fn terminate_after_the_drain(proxy: &mut Running) {
+    let (code, took) = terminate(proxy);
+    assert_eq!(
+        code,
+        Some(0),
+        "still running {took:?} after SIGTERM: {}",
+        proxy.logs()
+    );
+    assert!(took >= DRAIN - Duration::from_millis(100), "{took:?}");
+}
+
 fn idle_clients_are_cut_at_the_drain_timeout(accept: &str) -> Result<()> {
     let (mut proxy, fronts, _backend) = two_services("1s", accept)?;
     // Two clients that connect and never send a byte.
@@ -93,14 +106,7 @@ fn idle_clients_are_cut_at_the_drain_timeout(accept: &str) -> Result<()> {
         .map(|f| TcpStream::connect_timeout(f, WAIT))
         .collect::<std::io::Result<Vec<_>>>()?;
     assert!(forwarded(&proxy, 2), "{}", proxy.logs());
-    let (code, took) = terminate(&mut proxy);
-    assert_eq!(
-        code,
-        Some(0),
-        "still running {took:?} after SIGTERM: {}",
-        proxy.logs()
-    );
-    assert!(took >= DRAIN - Duration::from_millis(100), "{took:?}");
+    terminate_after_the_drain(&mut proxy);
     for c in &mut clients {
         assert!(is_reset(c), "an idle client cut by the drain sees a reset");
     }
@@ -149,14 +155,7 @@ fn sigterm_cuts_clients_stuck_mid_transfer_at_the_drain_timeout() -> Result<()> 
             }
         }
     }
-    let (code, took) = terminate(&mut proxy);
-    assert_eq!(
-        code,
-        Some(0),
-        "still running {took:?} after SIGTERM: {}",
-        proxy.logs()
-    );
-    assert!(took >= DRAIN - Duration::from_millis(100), "{took:?}");
+    terminate_after_the_drain(&mut proxy);
     for c in &mut clients {
         c.set_nonblocking(false)?;
         assert!(is_reset(c), "a client cut mid-transfer sees a reset");
