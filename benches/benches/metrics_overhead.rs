@@ -119,13 +119,7 @@ fn metrics_overhead(c: &mut Criterion) {
     });
     let big = lb_benches::snapshot(lb_benches::services(100, 3));
     let reloads = ReloadCounters::default();
-    let sources = Sources {
-        reloads: &reloads,
-        dns: None,
-        host_lookups: None,
-        process: false,
-        source_stats: &[],
-    };
+    let sources = Sources::table_only(&reloads);
     c.bench_function("metrics_overhead/render_100_services", |b| {
         b.iter(|| {
             Exposition::new(&big, &sources)

@@ -96,17 +96,21 @@ pub struct Sources<'a> {
 /// (no DNS or process metrics), whole: for a look at a table in a test or a
 /// tool; a server sends an [`Exposition`] as it is written.
 pub fn render(snapshot: &Snapshot, reloads: &ReloadCounters) -> String {
-    Exposition::new(
-        snapshot,
-        &Sources {
+    Exposition::new(snapshot, &Sources::table_only(reloads)).into_string()
+}
+
+impl<'a> Sources<'a> {
+    /// The table's figures and the reload counts only: no DNS, host-name,
+    /// process or source metrics.
+    pub fn table_only(reloads: &'a ReloadCounters) -> Self {
+        Sources {
             reloads,
             dns: None,
             host_lookups: None,
             process: false,
             source_stats: &[],
-        },
-    )
-    .into_string()
+        }
+    }
 }
 
 /// One scrape of `/metrics`: an iterator of chunks of text, each written
@@ -565,17 +569,8 @@ lb_connect_duration_seconds_count{namespace="default",service="web",port="http",
             })
             .collect();
         let t = table(services, None);
-        let chunks: Vec<Vec<u8>> = Exposition::new(
-            &t,
-            &Sources {
-                reloads: &ReloadCounters::default(),
-                dns: None,
-                host_lookups: None,
-                process: false,
-                source_stats: &[],
-            },
-        )
-        .collect();
+        let chunks: Vec<Vec<u8>> =
+            Exposition::new(&t, &Sources::table_only(&ReloadCounters::default())).collect();
         assert!(chunks.len() > 10, "{} chunks", chunks.len());
         let (last, full) = chunks.split_last().expect("chunks");
         for chunk in full {
@@ -607,16 +602,7 @@ lb_connect_duration_seconds_count{namespace="default",service="web",port="http",
         let t = table(vec![web("web", &["127.0.244.1:80"])], None);
         let ports = t.services().next().expect("svc").ports[0].clone();
         let before = Arc::strong_count(&ports);
-        let mut scrape = Exposition::new(
-            &t,
-            &Sources {
-                reloads: &ReloadCounters::default(),
-                dns: None,
-                host_lookups: None,
-                process: false,
-                source_stats: &[],
-            },
-        );
+        let mut scrape = Exposition::new(&t, &Sources::table_only(&ReloadCounters::default()));
         assert_eq!(
             Arc::strong_count(&ports),
             before + 1,
