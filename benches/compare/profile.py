@@ -132,12 +132,7 @@ class Bench:
             for port in (80, 8080, 9000):
                 if run.wait_port(ip, port, 0.2):
                     sys.exit("%s:%d is already in use: stop what listens there first" % (ip, port))
-        os.makedirs(os.path.join(d, "www"))
-        os.makedirs(os.path.join(d, "tmp"))
-        with open(os.path.join(d, "www", "index.html"), "w") as f:
-            f.write("x" * 1023 + "\n")
-        run.render("nginx-backend.conf.in", os.path.join(d, "nginx-backend.conf"), **self.sub)
-        self.spawn("backend", ["nginx", "-p", d, "-c", os.path.join(d, "nginx-backend.conf")])
+        run.nginx_backend(d, self.sub, self.spawn)
         self.spawn("hold", [sys.executable, os.path.join(HERE, "hold.py"), "serve", BACKEND]
                    + [str(p) for p in HOLD_PORTS.values()])
         for port in (8080, HOLD_PORTS["lb"]):

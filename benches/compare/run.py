@@ -103,6 +103,27 @@ def rss_kib_of(pids):
     return total
 
 
+def recv_all(s):
+    """Everything the peer sends on socket `s` until it closes."""
+    data = b""
+    while True:
+        b = s.recv(65536)
+        if not b:
+            return data
+        data += b
+
+
+def nginx_backend(d, sub, spawn):
+    """The 1 KiB-page nginx backend of the comparisons, in work dir `d`
+    (`sub`: the template's substitutions; `spawn(name, argv)` starts it)."""
+    os.makedirs(os.path.join(d, "www"))
+    os.makedirs(os.path.join(d, "tmp"))
+    with open(os.path.join(d, "www", "index.html"), "w") as f:
+        f.write("x" * 1023 + "\n")
+    render("nginx-backend.conf.in", os.path.join(d, "nginx-backend.conf"), **sub)
+    spawn("backend", ["nginx", "-p", d, "-c", os.path.join(d, "nginx-backend.conf")])
+
+
 def wait_port(addr, port, bound=10.0):
     import socket
     end = time.monotonic() + bound

@@ -113,12 +113,7 @@ def http_get(addr, path, bound=2.0):
     try:
         with socket.create_connection(addr, timeout=bound) as s:
             s.sendall(("GET %s HTTP/1.0\r\nHost: %s\r\n\r\n" % (path, addr[0])).encode())
-            data = b""
-            while True:
-                b = s.recv(65536)
-                if not b:
-                    break
-                data += b
+            data = run.recv_all(s)
         head, _, body = data.partition(b"\r\n\r\n")
         return int(head.split()[1]), body.decode(errors="replace")
     except (OSError, ValueError, IndexError) as e:
@@ -131,12 +126,7 @@ def haproxy_pid(sock):
             s.settimeout(1.0)
             s.connect(sock)
             s.sendall(b"show info\n")
-            data = b""
-            while True:
-                b = s.recv(65536)
-                if not b:
-                    break
-                data += b
+            data = run.recv_all(s)
         m = re.search(rb"^Pid: (\d+)", data, re.M)
         return int(m.group(1)) if m else None
     except OSError:
@@ -184,12 +174,7 @@ class Probe(threading.Thread):
             try:
                 with socket.create_connection((self.ip, 80), timeout=5.0) as s:
                     s.sendall(b"GET /index.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                    got = b""
-                    while True:
-                        b = s.recv(65536)
-                        if not b:
-                            break
-                        got += b
+                    got = run.recv_all(s)
                 if not got.startswith(b"HTTP/1.1 200") or len(got) < 1024:
                     err = "short answer (%d bytes)" % len(got)
             except OSError as e:
@@ -341,12 +326,7 @@ class Bench:
         for ip, port in [(BACKEND, 8080)] + [(VIPS[p], 80) for p in PROXIES] + [LB_ADMIN]:
             if run.wait_port(ip, port, 0.2):
                 sys.exit("%s:%d is already in use: stop what listens there first" % (ip, port))
-        os.makedirs(os.path.join(d, "www"))
-        os.makedirs(os.path.join(d, "tmp"))
-        with open(os.path.join(d, "www", "index.html"), "w") as f:
-            f.write("x" * 1023 + "\n")
-        run.render("nginx-backend.conf.in", os.path.join(d, "nginx-backend.conf"), **self.sub)
-        self.spawn("backend", ["nginx", "-p", d, "-c", os.path.join(d, "nginx-backend.conf")])
+        run.nginx_backend(d, self.sub, self.spawn)
         if not run.wait_port(BACKEND, 8080):
             sys.exit("backend on %s:8080 did not come up; see %s/backend.log" % (BACKEND, d))
         self.configs()
