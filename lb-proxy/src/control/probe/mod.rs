@@ -179,32 +179,23 @@ impl Probes {
         if overlay.is_empty() {
             return;
         }
-        let verdict = |service: &ServiceSpec, endpoint: &lb_core::EndpointSpec| {
+        // A verdict that changes an endpoint: `Some(ready)`.
+        let verdict = |namespace: &str, endpoint: &lb_core::EndpointSpec| {
             let pod = endpoint.pod.as_ref()?;
-            let key = PodKey::new(service.key.namespace.clone(), pod.clone());
             overlay
-                .get(&key)
+                .get(&PodKey::new(namespace.to_string(), pod.clone()))
                 .map(|status| status.ready)
                 .filter(|ready| *ready != endpoint.serving)
         };
         for service in services {
-            let changes = service
-                .ports
-                .iter()
-                .flat_map(|p| &p.endpoints)
-                .any(|e| verdict(service, e).is_some());
-            if !changes {
+            let namespace = service.key.namespace.clone();
+            let mut endpoints = service.ports.iter().flat_map(|p| &p.endpoints);
+            if !endpoints.any(|e| verdict(&namespace, e).is_some()) {
                 continue;
             }
-            let service = Arc::make_mut(service);
-            let verdicts: Vec<Vec<Option<bool>>> = service
-                .ports
-                .iter()
-                .map(|p| p.endpoints.iter().map(|e| verdict(service, e)).collect())
-                .collect();
-            for (port, verdicts) in service.ports.iter_mut().zip(verdicts) {
-                for (endpoint, ready) in port.endpoints.iter_mut().zip(verdicts) {
-                    if let Some(ready) = ready {
+            for port in &mut Arc::make_mut(service).ports {
+                for endpoint in &mut port.endpoints {
+                    if let Some(ready) = verdict(&namespace, endpoint) {
                         endpoint.serving = ready;
                     }
                 }
