@@ -63,7 +63,7 @@ pub(super) fn finish(acc: Acc) -> DesiredState {
                 // pods); it adds no subset, which must hold an address.
                 subsets: subsets
                     .into_iter()
-                    .map(|s| s.object)
+                    .map(|s| std::sync::Arc::unwrap_or_clone(s.object))
                     .filter(|s| !s.addresses.is_empty() || !s.not_ready_addresses.is_empty())
                     .collect(),
             },
@@ -83,13 +83,27 @@ pub(super) fn finish(acc: Acc) -> DesiredState {
 }
 
 /// What the documents of one load add up to before [`finish`].
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 pub(super) struct Acc {
     state: DesiredState,
     /// EndpointSlices as subsets, by (namespace, service name).
     slices: Vec<((String, String), Sourced<RawEndpointSubset>)>,
     /// L2Advertisements: name and the pools they name.
     l2: Vec<(String, Vec<String>)>,
+}
+
+impl Acc {
+    /// Adds what `other` holds (one file's documents), sharing its objects.
+    pub(super) fn extend_from(&mut self, other: &Acc) {
+        let (to, from) = (&mut self.state, &other.state);
+        to.services.extend(from.services.iter().cloned());
+        to.pods.extend(from.pods.iter().cloned());
+        to.endpoints.extend(from.endpoints.iter().cloned());
+        to.ip_pools.extend(from.ip_pools.iter().cloned());
+        to.warnings.extend(from.warnings.iter().cloned());
+        self.slices.extend(other.slices.iter().cloned());
+        self.l2.extend(other.l2.iter().cloned());
+    }
 }
 
 /// One document being read: where it is, and what it adds to.

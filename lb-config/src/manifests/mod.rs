@@ -12,14 +12,17 @@
 //! same, unless the file says `[source.manifests] allow_exec_probes = true`
 //! (see `source`).
 //!
+//! - `files` (private): the files of a directory, each parsed once per version.
 //! - `kinds` (private): each document's YAML onto the raw structs, by kind.
 //! - `types` (private): the Kubernetes objects in their own shape.
 
 pub mod depth;
+mod files;
 mod kinds;
 mod types;
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use serde::Deserialize;
 use serde_yaml_ng::Value;
@@ -38,16 +41,35 @@ pub const ANNOTATION_LOAD_BALANCER_IPS: &str = "metallb.universe.tf/loadBalancer
 pub const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
 
 /// `--manifests PATH`: a YAML file, or a directory whose `.yaml`/`.yml` files
-/// are read in name order. Reads the files on every call (level-triggered).
-#[derive(Debug, Clone)]
+/// are read in name order. Every read yields the whole state
+/// (level-triggered); an unforced one parses only the files that changed
+/// since the last (see `files`), so one file added to a directory of
+/// 10,000 costs one parse.
+#[derive(Debug)]
 pub struct ManifestSource {
     path: PathBuf,
+    files: Mutex<files::Files>,
+}
+
+impl Clone for ManifestSource {
+    /// A source of the same path that has read nothing yet.
+    fn clone(&self) -> Self {
+        ManifestSource::new(self.path.clone())
+    }
 }
 
 impl ManifestSource {
     /// A source reading `path` (file or directory).
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        ManifestSource { path: path.into() }
+        ManifestSource {
+            path: path.into(),
+            files: Mutex::default(),
+        }
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, files::Files> {
+        // A panic in a parse leaves the cache as it was: still usable.
+        self.files.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The file or directory.
@@ -65,8 +87,14 @@ impl Source for ManifestSource {
     fn name(&self) -> &str {
         "manifests"
     }
+    /// Parses every file again (a forced reload, the first load).
     fn desired(&self) -> Result<DesiredState, ConfigErrors> {
-        load_path(&self.path)
+        self.cache().read_all(&self.path)
+    }
+    /// `None` when no file was added, removed or changed since the last
+    /// read; else the whole state, parsing only the files that changed.
+    fn desired_if_changed(&self) -> Option<Result<DesiredState, ConfigErrors>> {
+        self.cache().read_changed(&self.path)
     }
     /// A file is watched like the config file (edits, renames, ConfigMap
     /// swaps); a directory for its files being added, changed or removed.
@@ -88,9 +116,20 @@ fn read_error(path: &Path, e: impl std::fmt::Display) -> ConfigErrors {
 }
 
 fn manifest_files(path: &Path) -> Result<Vec<PathBuf>, ConfigErrors> {
+    Ok(manifest_files_with_meta(path)?
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect())
+}
+
+/// The files [`ManifestSource::files`] lists, each with what `stat` says of
+/// it (through symlinks, as a ConfigMap volume's files are).
+fn manifest_files_with_meta(
+    path: &Path,
+) -> Result<Vec<(PathBuf, std::fs::Metadata)>, ConfigErrors> {
     let meta = std::fs::metadata(path).map_err(|e| read_error(path, e))?;
     if !meta.is_dir() {
-        return Ok(vec![path.to_path_buf()]);
+        return Ok(vec![(path.to_path_buf(), meta)]);
     }
     let mut files = Vec::new();
     for entry in std::fs::read_dir(path).map_err(|e| read_error(path, e))? {
@@ -104,29 +143,23 @@ fn manifest_files(path: &Path) -> Result<Vec<PathBuf>, ConfigErrors> {
             .file_name()
             .and_then(|n| n.to_str())
             .is_some_and(|n| n.starts_with('.'));
-        if yaml && !hidden && p.is_file() {
-            files.push(p);
+        if !yaml || hidden {
+            continue;
+        }
+        // A file gone since the listing (or a dangling link) is not a file.
+        if let Ok(meta) = std::fs::metadata(&p) {
+            if meta.is_file() {
+                files.push((p, meta));
+            }
         }
     }
-    files.sort();
+    files.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(files)
 }
 
 /// Reads a manifest file or directory into one desired state.
 pub fn load_path(path: &Path) -> Result<DesiredState, ConfigErrors> {
-    let mut acc = Acc::default();
-    let mut errors = Vec::new();
-    for f in manifest_files(path)? {
-        let text = crate::source::read_settled(&f).map_err(|e| read_error(&f, e))?;
-        if let Err(mut e) = load_text(&text, &f.display().to_string(), &mut acc) {
-            errors.append(&mut e.errors);
-        }
-    }
-    if errors.is_empty() {
-        Ok(finish(acc))
-    } else {
-        Err(ConfigErrors { errors })
-    }
+    files::Files::default().read_all(path)
 }
 
 /// Parses the YAML documents of one file (named `file` in messages) into

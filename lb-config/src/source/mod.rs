@@ -88,11 +88,15 @@ impl fmt::Display for Origin {
     }
 }
 
-/// One object and its origin.
-#[derive(Debug, Clone, PartialEq)]
+/// One object and its origin. The object is shared: a source that keeps
+/// what it read (the manifests, each file parsed once per version) hands
+/// out the same objects in every state it yields, so the control plane's
+/// copy of the last state costs pointers, not a second copy of the objects,
+/// and comparing two states skips the objects they share.
+#[derive(Debug, Clone)]
 pub struct Sourced<T> {
     /// The object, in the file's raw shape.
-    pub object: T,
+    pub object: Arc<T>,
     /// Where it came from.
     pub origin: Origin,
 }
@@ -100,7 +104,17 @@ pub struct Sourced<T> {
 impl<T> Sourced<T> {
     /// Wraps `object` from `origin`.
     pub fn new(object: T, origin: Origin) -> Self {
-        Sourced { object, origin }
+        Sourced {
+            object: Arc::new(object),
+            origin,
+        }
+    }
+}
+
+impl<T: PartialEq> PartialEq for Sourced<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.origin == other.origin
+            && (Arc::ptr_eq(&self.object, &other.object) || self.object == other.object)
     }
 }
 
@@ -274,7 +288,7 @@ fn id(namespace: &Option<String>, name: &str) -> Id {
 /// Merges one kind: local objects (file, manifests) must be unique; etcd
 /// objects lose to local ones and among themselves the older mod_revision
 /// wins.
-fn merge_kind<T>(
+fn merge_kind<T: Clone>(
     kind: &str,
     file: Vec<T>,
     others: Vec<Sourced<T>>,
@@ -325,7 +339,9 @@ fn merge_kind<T>(
             }
         }
     }
-    out.into_iter().map(|o| (o.object, o.origin)).unzip()
+    out.into_iter()
+        .map(|o| (Arc::unwrap_or_clone(o.object), o.origin))
+        .unzip()
 }
 
 /// Merges the file's settings and objects with other sources' objects under

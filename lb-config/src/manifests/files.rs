@@ -1,0 +1,305 @@
+//! The manifests' files, each parsed once per version.
+//!
+//! A directory of one file per service is 10,000 files at 10,000 services,
+//! and parsing them all takes over half a second; one file added should
+//! cost one parse. So a read lists the files, looks at each one's identity
+//! (device, inode, size, modification and change times: what `stat` says,
+//! following symlinks as ConfigMap volumes need) and parses only the files
+//! whose identity is new. The objects of a file that did not change are the
+//! very ones (shared, see [`Sourced`](crate::source::Sourced)) the last
+//! read gave.
+//!
+//! Identity is trusted only once a file is older than [`RACY`]: a file
+//! rewritten in place, to the same size, within the file system clock's
+//! tick would keep its times ("racy git"), so a file read while that young
+//! is parsed again at the next read, and trusted from then on only when it
+//! has aged. A parse that gives what the file gave before is no change.
+//!
+//! A forced read (SIGHUP, the first load) parses every file.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use super::kinds::{finish, Acc};
+use super::{load_text, read_error};
+use crate::error::{ConfigErrors, FieldError};
+use crate::source::DesiredState;
+
+/// How old a file must be before its `stat` identity stands for its
+/// contents: well past the coarse clock file times are taken from (a few
+/// milliseconds) and most file systems' granularity.
+pub(super) const RACY: Duration = Duration::from_secs(2);
+
+/// What `stat` says of a file, enough to tell that it changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Stamp {
+        Stamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+}
+
+/// One file as last parsed.
+#[derive(Debug)]
+struct Entry {
+    stamp: Stamp,
+    /// The file was old enough, when read, for `stamp` to stand for what
+    /// was read.
+    trusted: bool,
+    /// Bumped whenever a parse gives something else than the last one.
+    version: u64,
+    parsed: Result<Acc, Vec<FieldError>>,
+}
+
+/// The files of one manifests path, as last read.
+#[derive(Debug, Default)]
+pub(super) struct Files {
+    entries: HashMap<PathBuf, Entry>,
+    /// The files (and their versions) the last state was made of; `None`
+    /// before a read, and after a read failed.
+    last: Option<Vec<(PathBuf, u64)>>,
+    versions: u64,
+}
+
+impl Files {
+    /// The whole state of `path` (a file or a directory), every file parsed
+    /// again.
+    pub(super) fn read_all(&mut self, path: &Path) -> Result<DesiredState, ConfigErrors> {
+        let made_of = self.refresh(path, true).inspect_err(|_| self.last = None)?;
+        let state = self.state(&made_of);
+        self.last = Some(made_of);
+        state
+    }
+
+    /// The whole state of `path`, parsing only the files that changed; `None`
+    /// when it is the state the last read gave.
+    pub(super) fn read_changed(
+        &mut self,
+        path: &Path,
+    ) -> Option<Result<DesiredState, ConfigErrors>> {
+        let made_of = match self.refresh(path, false) {
+            Ok(made_of) => made_of,
+            Err(e) => {
+                // Say so again at the next read.
+                self.last = None;
+                return Some(Err(e));
+            }
+        };
+        if self.last.as_ref() == Some(&made_of) {
+            return None;
+        }
+        let state = self.state(&made_of);
+        self.last = Some(made_of);
+        Some(state)
+    }
+
+    /// Lists the files and parses those that changed (all of them with
+    /// `all`); returns each listed file with its version.
+    fn refresh(&mut self, path: &Path, all: bool) -> Result<Vec<(PathBuf, u64)>, ConfigErrors> {
+        let listed = super::manifest_files_with_meta(path)?;
+        let now = SystemTime::now();
+        let mut made_of = Vec::with_capacity(listed.len());
+        for (file, meta) in listed {
+            let stamp = Stamp::of(&meta);
+            let known = self
+                .entries
+                .get(&file)
+                .filter(|e| !all && e.trusted && e.stamp == stamp);
+            let version = match known {
+                Some(e) => e.version,
+                None => self.parse(&file, stamp, &meta, now)?,
+            };
+            made_of.push((file, version));
+        }
+        if self.entries.len() > made_of.len() {
+            let listed: std::collections::HashSet<&PathBuf> =
+                made_of.iter().map(|(f, _)| f).collect();
+            self.entries.retain(|f, _| listed.contains(f));
+        }
+        Ok(made_of)
+    }
+
+    /// Reads and parses one file into the cache; returns its version (the
+    /// last one when it parses to the same objects).
+    fn parse(
+        &mut self,
+        file: &Path,
+        stamp: Stamp,
+        meta: &std::fs::Metadata,
+        now: SystemTime,
+    ) -> Result<u64, ConfigErrors> {
+        let text = crate::source::read_settled(file).map_err(|e| {
+            // Read again next time.
+            self.entries.remove(file);
+            read_error(file, e)
+        })?;
+        let mut acc = Acc::default();
+        let parsed = load_text(&text, &file.display().to_string(), &mut acc)
+            .map(|()| acc)
+            .map_err(|e| e.errors);
+        let trusted = meta
+            .modified()
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .is_some_and(|age| age > RACY);
+        let version = match self.entries.get(file) {
+            Some(e) if e.parsed == parsed => e.version,
+            _ => {
+                self.versions += 1;
+                self.versions
+            }
+        };
+        self.entries.insert(
+            file.to_path_buf(),
+            Entry {
+                stamp,
+                trusted,
+                version,
+                parsed,
+            },
+        );
+        Ok(version)
+    }
+
+    /// The state the files in `made_of` add up to (their objects shared
+    /// with the cache), or every error they hold.
+    fn state(&self, made_of: &[(PathBuf, u64)]) -> Result<DesiredState, ConfigErrors> {
+        let mut acc = Acc::default();
+        let mut errors = Vec::new();
+        for (file, _) in made_of {
+            match self.entries.get(file).map(|e| &e.parsed) {
+                Some(Ok(parsed)) => acc.extend_from(parsed),
+                Some(Err(e)) => errors.extend(e.iter().cloned()),
+                None => {}
+            }
+        }
+        if errors.is_empty() {
+            Ok(finish(acc))
+        } else {
+            Err(ConfigErrors { errors })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(name: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  ports:\n  - port: 80\n"
+        )
+    }
+
+    /// Sets a file's modification time `ago` into the past, as a file
+    /// written long before the read.
+    fn age(path: &Path, ago: Duration) {
+        let file = std::fs::File::options()
+            .write(true)
+            .open(path)
+            .expect("open");
+        file.set_modified(SystemTime::now() - ago).expect("set mtime");
+    }
+
+    fn names(state: &DesiredState) -> Vec<String> {
+        state.services.iter().map(|s| s.object.name.clone()).collect()
+    }
+
+    #[test]
+    fn an_unchanged_directory_is_no_new_state_and_keeps_its_objects() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for name in ["a", "b"] {
+            let path = dir.path().join(format!("{name}.yaml"));
+            std::fs::write(&path, service(name)).expect("write");
+            age(&path, Duration::from_secs(60));
+        }
+        let mut files = Files::default();
+        let first = files.read_changed(dir.path()).expect("first read").expect("valid");
+        assert_eq!(names(&first), ["a", "b"]);
+        assert!(files.read_changed(dir.path()).is_none(), "nothing changed");
+
+        std::fs::write(dir.path().join("c.yaml"), service("c")).expect("write");
+        let second = files.read_changed(dir.path()).expect("a new file").expect("valid");
+        assert_eq!(names(&second), ["a", "b", "c"]);
+        assert!(
+            std::sync::Arc::ptr_eq(&first.services[0].object, &second.services[0].object),
+            "an unchanged file is not parsed again: its objects are the same ones"
+        );
+    }
+
+    #[test]
+    fn a_young_file_rewritten_to_the_same_size_is_still_seen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.yaml");
+        std::fs::write(&path, service("a")).expect("write");
+        let mut files = Files::default();
+        let first = files.read_changed(dir.path()).expect("read").expect("valid");
+        assert_eq!(names(&first), ["a"]);
+        // Same size, same second, possibly the same clock tick: only its
+        // youth makes the next read look inside.
+        std::fs::write(&path, service("b")).expect("rewrite");
+        let second = files.read_changed(dir.path()).expect("changed").expect("valid");
+        assert_eq!(names(&second), ["b"]);
+        // Parsed again while young, but the same objects: no new state.
+        assert!(files.read_changed(dir.path()).is_none());
+    }
+
+    #[test]
+    fn a_removed_file_takes_its_objects_away() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for name in ["a", "b"] {
+            std::fs::write(dir.path().join(format!("{name}.yaml")), service(name)).expect("write");
+        }
+        let mut files = Files::default();
+        files.read_changed(dir.path()).expect("read").expect("valid");
+        std::fs::remove_file(dir.path().join("a.yaml")).expect("remove");
+        let state = files.read_changed(dir.path()).expect("changed").expect("valid");
+        assert_eq!(names(&state), ["b"]);
+    }
+
+    #[test]
+    fn a_broken_file_fails_every_read_until_it_is_mended() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("a.yaml"), service("a")).expect("write");
+        std::fs::write(dir.path().join("b.yaml"), "kind: [unclosed").expect("write");
+        let mut files = Files::default();
+        assert!(matches!(files.read_changed(dir.path()), Some(Err(_))));
+        // Level-triggered: the error is the state until the file changes.
+        assert!(files.read_changed(dir.path()).is_none());
+        assert!(matches!(Some(files.read_all(dir.path())), Some(Err(_))));
+        std::fs::write(dir.path().join("b.yaml"), service("b")).expect("mend");
+        let state = files.read_changed(dir.path()).expect("mended").expect("valid");
+        assert_eq!(names(&state), ["a", "b"]);
+    }
+
+    #[test]
+    fn a_forced_read_parses_every_file_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.yaml");
+        std::fs::write(&path, service("a")).expect("write");
+        age(&path, Duration::from_secs(60));
+        let mut files = Files::default();
+        let first = files.read_changed(dir.path()).expect("read").expect("valid");
+        let again = files.read_all(dir.path()).expect("valid");
+        assert_eq!(first, again);
+        assert!(!std::sync::Arc::ptr_eq(
+            &first.services[0].object,
+            &again.services[0].object
+        ));
+    }
+}
