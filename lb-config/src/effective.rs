@@ -39,8 +39,8 @@ pub fn effective(raw: &RawConfig, config: &Config) -> RawConfig {
         .collect();
     for service in &mut out.services {
         let namespace = service.namespace.as_deref().unwrap_or("default");
-        if let Some(spec) = specs.get(&(namespace, service.name.as_str())) {
-            allocated(service, spec);
+        if let Some(spec) = specs.get(&(namespace, service.name.as_str())).copied() {
+            allocated(std::sync::Arc::make_mut(service), spec);
         }
     }
     out

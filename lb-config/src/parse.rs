@@ -65,7 +65,9 @@ pub(crate) fn parse(text: &str) -> Result<RawConfig, Vec<FieldError>> {
 /// 16 slots (11 MB for 10,000 endpoint lists), and the raw state is kept
 /// until the next read.
 fn fit(config: &mut RawConfig) {
+    // Just read: each object is held once, so `make_mut` copies nothing.
     for endpoints in &mut config.endpoints {
+        let endpoints = std::sync::Arc::make_mut(endpoints);
         for subset in &mut endpoints.subsets {
             subset.addresses.shrink_to_fit();
             subset.not_ready_addresses.shrink_to_fit();
@@ -74,7 +76,7 @@ fn fit(config: &mut RawConfig) {
         endpoints.subsets.shrink_to_fit();
     }
     for service in &mut config.services {
-        service.ports.shrink_to_fit();
+        std::sync::Arc::make_mut(service).ports.shrink_to_fit();
     }
 }
 

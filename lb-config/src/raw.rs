@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -82,13 +83,13 @@ pub struct RawConfig {
     /// `[dns]`: the optional cluster DNS responder.
     pub dns: Option<RawDns>,
     /// `[[ip_pools]]`: LoadBalancer address pools.
-    pub ip_pools: Vec<RawIpPool>,
+    pub ip_pools: Vec<Arc<RawIpPool>>,
     /// `[[pods]]`: backend instances.
-    pub pods: Vec<RawPod>,
+    pub pods: Vec<Arc<RawPod>>,
     /// `[[services]]`: the services to proxy.
-    pub services: Vec<RawService>,
+    pub services: Vec<Arc<RawService>>,
     /// `[[endpoints]]`: manual endpoints of selector-less services.
-    pub endpoints: Vec<RawEndpoints>,
+    pub endpoints: Vec<Arc<RawEndpoints>>,
     /// `[source]`: other sources of objects (etcd) and what the manifests may hold.
     pub source: Option<RawSource>,
 }

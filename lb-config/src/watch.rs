@@ -14,7 +14,12 @@
 //! The watch is one async task (the caller's future): notify's own thread
 //! only hands events over, and the debounce runs on tokio's clock, so a burst
 //! of writes gives one notification [`DEBOUNCE`] after it went quiet, and a
-//! change waits at most [`MAX_DELAY`] however long the burst lasts. (The
+//! change waits at most [`MAX_DELAY`] however long the burst lasts. A burst
+//! whose every write has visibly ended (the file closed after writing,
+//! renamed into place, removed) waits only [`SETTLED`]: a file renamed into
+//! a manifests directory is read at once, not 150 ms later. A write with no
+//! visible end (a writer that keeps the file open, a platform without
+//! close events) keeps the whole debounce. (The
 //! notify-debouncer crates run a thread of their own that wakes every quarter
 //! debounce whether or not anything happened, and cannot run on a paused
 //! test clock; what they add over this is rename bookkeeping a level-
@@ -24,6 +29,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{Event, EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -35,6 +41,10 @@ use crate::source::Changed;
 /// How long changes must be quiet before they count: one write is often
 /// several events (truncate, write, close), and editors write twice.
 pub const DEBOUNCE: Duration = Duration::from_millis(150);
+
+/// How long a burst whose writes have all ended waits for more events (the
+/// other files of one `kubectl`-style apply, a rename's second half).
+pub const SETTLED: Duration = Duration::from_millis(10);
 
 /// The longest a change waits for the burst it is part of to end.
 pub const MAX_DELAY: Duration = Duration::from_secs(1);
@@ -113,19 +123,28 @@ impl FileWatch {
         } = self;
         // When the pending burst started and when it last saw an event.
         let mut pending: Option<(Instant, Instant)> = None;
+        // Files of the burst being written (a write seen, its end not yet).
+        let mut writing: HashSet<PathBuf> = HashSet::new();
         loop {
-            let due = pending.map(|(first, last)| (last + DEBOUNCE).min(first + MAX_DELAY));
+            let quiet = if writing.is_empty() {
+                SETTLED
+            } else {
+                DEBOUNCE
+            };
+            let due = pending.map(|(first, last)| (last + quiet).min(first + MAX_DELAY));
             tokio::select! {
                 () = stop.cancelled() => return,
                 event = events.recv() => {
                     let Some(event) = event else { return };
                     if state.relevant(&event) {
+                        track_writes(&event, &mut writing);
                         let now = Instant::now();
                         pending = Some(pending.map_or((now, now), |(first, _)| (first, now)));
                     }
                 }
                 () = sleep_until(due) => {
                     pending = None;
+                    writing.clear();
                     state.rewatch(&mut watcher);
                     changed.notify();
                 }
@@ -163,6 +182,25 @@ pub async fn watch(
 ) -> Result<(), WatchError> {
     FileWatch::new(target)?.run(changed, stop).await;
     Ok(())
+}
+
+/// Notes which files an event leaves being written (created, written to)
+/// and which it leaves done (closed after writing, renamed, removed).
+fn track_writes(event: &notify::Result<Event>, writing: &mut HashSet<PathBuf>) {
+    let Ok(event) = event else { return };
+    match event.kind {
+        EventKind::Create(_) | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any) => {
+            writing.extend(event.paths.iter().cloned());
+        }
+        EventKind::Access(AccessKind::Close(AccessMode::Write))
+        | EventKind::Remove(_)
+        | EventKind::Modify(ModifyKind::Name(RenameMode::From | RenameMode::Both)) => {
+            for p in &event.paths {
+                writing.remove(p);
+            }
+        }
+        _ => {}
+    }
 }
 
 async fn sleep_until(due: Option<Instant>) {
@@ -269,7 +307,11 @@ impl State {
                 return true;
             }
         };
-        if matches!(event.kind, EventKind::Access(_)) {
+        // A file closed after writing ends its write (see `track_writes`);
+        // reads and opens change nothing.
+        if matches!(event.kind, EventKind::Access(_))
+            && event.kind != EventKind::Access(AccessKind::Close(AccessMode::Write))
+        {
             return false;
         }
         if event.paths.is_empty() || event.need_rescan() {
@@ -308,5 +350,79 @@ fn absolute(path: &Path) -> PathBuf {
         std::env::current_dir()
             .map(|d| d.join(path))
             .unwrap_or_else(|_| path.to_path_buf())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{CreateKind, DataChange, RemoveKind};
+
+    fn event(kind: EventKind, path: &str) -> notify::Result<Event> {
+        Ok(Event::new(kind).add_path(PathBuf::from(path)))
+    }
+
+    fn after(events: &[notify::Result<Event>]) -> HashSet<PathBuf> {
+        let mut writing = HashSet::new();
+        for e in events {
+            track_writes(e, &mut writing);
+        }
+        writing
+    }
+
+    #[test]
+    fn a_file_written_and_closed_is_done() {
+        let writing = after(&[
+            event(EventKind::Create(CreateKind::File), "/m/web.yaml"),
+            event(
+                EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+                "/m/web.yaml",
+            ),
+            event(
+                EventKind::Access(AccessKind::Close(AccessMode::Write)),
+                "/m/web.yaml",
+            ),
+        ]);
+        assert!(writing.is_empty(), "closed after writing: settled at once");
+    }
+
+    #[test]
+    fn a_file_renamed_into_place_or_removed_is_done() {
+        let writing = after(&[
+            event(
+                EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+                "/m/web.yaml",
+            ),
+            event(EventKind::Remove(RemoveKind::File), "/m/old.yaml"),
+        ]);
+        assert!(writing.is_empty());
+    }
+
+    #[test]
+    fn a_write_without_its_end_keeps_the_whole_debounce() {
+        let writing = after(&[
+            event(
+                EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+                "/m/web.yaml",
+            ),
+            event(
+                EventKind::Access(AccessKind::Close(AccessMode::Write)),
+                "/m/db.yaml",
+            ),
+        ]);
+        assert_eq!(writing, HashSet::from([PathBuf::from("/m/web.yaml")]));
+    }
+
+    #[test]
+    fn a_close_after_writing_is_relevant_and_a_read_is_not() {
+        let state = State::new(WatchTarget::Dir(PathBuf::from("/m"))).expect("state");
+        assert!(state.relevant(&event(
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            "/m/web.yaml"
+        )));
+        assert!(!state.relevant(&event(
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+            "/m/web.yaml"
+        )));
     }
 }

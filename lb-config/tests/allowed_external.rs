@@ -151,16 +151,16 @@ addresses = ["127.0.0.0/8"]
     let from_etcd = DesiredState {
         services: vec![
             Sourced::new(
-                objects.services[0].clone(),
+                (*objects.services[0]).clone(),
                 etcd_origin("/lb/services/default/grab", 5),
             ),
             Sourced::new(
-                objects.services[1].clone(),
+                (*objects.services[1]).clone(),
                 etcd_origin("/lb/services/default/fine", 6),
             ),
         ],
         ip_pools: vec![Sourced::new(
-            objects.ip_pools[0].clone(),
+            (*objects.ip_pools[0]).clone(),
             etcd_origin("/lb/ip_pools/everything", 7),
         )],
         ..DesiredState::default()

@@ -194,11 +194,11 @@ ports = [{ port = 81 }]
     let etcd = DesiredState {
         services: vec![
             Sourced::new(
-                from_etcd.services[0].clone(),
+                (*from_etcd.services[0]).clone(),
                 etcd_origin("/lb/services/default/grab", 5),
             ),
             Sourced::new(
-                from_etcd.services[1].clone(),
+                (*from_etcd.services[1]).clone(),
                 etcd_origin("/lb/services/default/fine", 6),
             ),
         ],

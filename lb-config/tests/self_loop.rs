@@ -166,11 +166,11 @@ ports = [{ name = "http", port = 80 }]
     .unwrap();
     let etcd = DesiredState {
         services: vec![Sourced::new(
-            from_etcd.services[0].clone(),
+            (*from_etcd.services[0]).clone(),
             etcd_origin("/lb/services/default/loop", 5),
         )],
         endpoints: vec![Sourced::new(
-            from_etcd.endpoints[0].clone(),
+            (*from_etcd.endpoints[0]).clone(),
             etcd_origin("/lb/endpoints/default/loop", 6),
         )],
         ..DesiredState::default()

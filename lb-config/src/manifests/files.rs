@@ -213,11 +213,16 @@ mod tests {
             .write(true)
             .open(path)
             .expect("open");
-        file.set_modified(SystemTime::now() - ago).expect("set mtime");
+        file.set_modified(SystemTime::now() - ago)
+            .expect("set mtime");
     }
 
     fn names(state: &DesiredState) -> Vec<String> {
-        state.services.iter().map(|s| s.object.name.clone()).collect()
+        state
+            .services
+            .iter()
+            .map(|s| s.object.name.clone())
+            .collect()
     }
 
     #[test]
@@ -229,12 +234,18 @@ mod tests {
             age(&path, Duration::from_secs(60));
         }
         let mut files = Files::default();
-        let first = files.read_changed(dir.path()).expect("first read").expect("valid");
+        let first = files
+            .read_changed(dir.path())
+            .expect("first read")
+            .expect("valid");
         assert_eq!(names(&first), ["a", "b"]);
         assert!(files.read_changed(dir.path()).is_none(), "nothing changed");
 
         std::fs::write(dir.path().join("c.yaml"), service("c")).expect("write");
-        let second = files.read_changed(dir.path()).expect("a new file").expect("valid");
+        let second = files
+            .read_changed(dir.path())
+            .expect("a new file")
+            .expect("valid");
         assert_eq!(names(&second), ["a", "b", "c"]);
         assert!(
             std::sync::Arc::ptr_eq(&first.services[0].object, &second.services[0].object),
@@ -248,12 +259,18 @@ mod tests {
         let path = dir.path().join("s.yaml");
         std::fs::write(&path, service("a")).expect("write");
         let mut files = Files::default();
-        let first = files.read_changed(dir.path()).expect("read").expect("valid");
+        let first = files
+            .read_changed(dir.path())
+            .expect("read")
+            .expect("valid");
         assert_eq!(names(&first), ["a"]);
         // Same size, same second, possibly the same clock tick: only its
         // youth makes the next read look inside.
         std::fs::write(&path, service("b")).expect("rewrite");
-        let second = files.read_changed(dir.path()).expect("changed").expect("valid");
+        let second = files
+            .read_changed(dir.path())
+            .expect("changed")
+            .expect("valid");
         assert_eq!(names(&second), ["b"]);
         // Parsed again while young, but the same objects: no new state.
         assert!(files.read_changed(dir.path()).is_none());
@@ -266,9 +283,15 @@ mod tests {
             std::fs::write(dir.path().join(format!("{name}.yaml")), service(name)).expect("write");
         }
         let mut files = Files::default();
-        files.read_changed(dir.path()).expect("read").expect("valid");
+        files
+            .read_changed(dir.path())
+            .expect("read")
+            .expect("valid");
         std::fs::remove_file(dir.path().join("a.yaml")).expect("remove");
-        let state = files.read_changed(dir.path()).expect("changed").expect("valid");
+        let state = files
+            .read_changed(dir.path())
+            .expect("changed")
+            .expect("valid");
         assert_eq!(names(&state), ["b"]);
     }
 
@@ -283,7 +306,10 @@ mod tests {
         assert!(files.read_changed(dir.path()).is_none());
         assert!(matches!(Some(files.read_all(dir.path())), Some(Err(_))));
         std::fs::write(dir.path().join("b.yaml"), service("b")).expect("mend");
-        let state = files.read_changed(dir.path()).expect("mended").expect("valid");
+        let state = files
+            .read_changed(dir.path())
+            .expect("mended")
+            .expect("valid");
         assert_eq!(names(&state), ["a", "b"]);
     }
 
@@ -294,7 +320,10 @@ mod tests {
         std::fs::write(&path, service("a")).expect("write");
         age(&path, Duration::from_secs(60));
         let mut files = Files::default();
-        let first = files.read_changed(dir.path()).expect("read").expect("valid");
+        let first = files
+            .read_changed(dir.path())
+            .expect("read")
+            .expect("valid");
         let again = files.read_all(dir.path()).expect("valid");
         assert_eq!(first, again);
         assert!(!std::sync::Arc::ptr_eq(

@@ -168,6 +168,12 @@ impl Changed {
         self.wake.notify_one();
     }
 
+    /// Whether the source was notified since the last [`Changed::take`],
+    /// leaving the mark in place.
+    pub fn is_set(&self) -> bool {
+        self.dirty.load(Ordering::Acquire)
+    }
+
     /// Whether the source was notified since the last call (the rebuild
     /// calls this once per source per pass).
     pub fn take(&self) -> bool {
@@ -191,10 +197,13 @@ impl DesiredState {
     /// file's shape, e.g. deserialized from a program's own discovery), all
     /// from `origin`; `raw`'s settings are not part of it.
     pub fn from_objects(raw: RawConfig, origin: &Origin) -> DesiredState {
-        fn from<T>(objects: Vec<T>, origin: &Origin) -> Vec<Sourced<T>> {
+        fn from<T>(objects: Vec<Arc<T>>, origin: &Origin) -> Vec<Sourced<T>> {
             objects
                 .into_iter()
-                .map(|o| Sourced::new(o, origin.clone()))
+                .map(|object| Sourced {
+                    object,
+                    origin: origin.clone(),
+                })
                 .collect()
         }
         DesiredState {
@@ -288,17 +297,20 @@ fn id(namespace: &Option<String>, name: &str) -> Id {
 /// Merges one kind: local objects (file, manifests) must be unique; etcd
 /// objects lose to local ones and among themselves the older mod_revision
 /// wins.
-fn merge_kind<T: Clone>(
+fn merge_kind<T>(
     kind: &str,
-    file: Vec<T>,
+    file: Vec<Arc<T>>,
     others: Vec<Sourced<T>>,
     key: impl Fn(&T) -> Id,
     errors: &mut Vec<FieldError>,
     warnings: &mut Vec<String>,
-) -> (Vec<T>, Vec<Origin>) {
+) -> (Vec<Arc<T>>, Vec<Origin>) {
     let mut out: Vec<Sourced<T>> = file
         .into_iter()
-        .map(|o| Sourced::new(o, Origin::File))
+        .map(|object| Sourced {
+            object,
+            origin: Origin::File,
+        })
         .collect();
     let mut index: BTreeMap<Id, usize> = BTreeMap::new();
     for (i, o) in out.iter().enumerate() {
@@ -339,9 +351,7 @@ fn merge_kind<T: Clone>(
             }
         }
     }
-    out.into_iter()
-        .map(|o| (Arc::unwrap_or_clone(o.object), o.origin))
-        .unzip()
+    out.into_iter().map(|o| (o.object, o.origin)).unzip()
 }
 
 /// Merges the file's settings and objects with other sources' objects under

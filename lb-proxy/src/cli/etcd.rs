@@ -58,10 +58,10 @@ pub async fn put(config: &Path, file: &Path) -> Result<Vec<String>, WriteError> 
             tracing::warn!("{w}");
         }
         lb_config::raw::RawConfig {
-            services: state.services.into_iter().map(|o| std::sync::Arc::unwrap_or_clone(o.object)).collect(),
-            pods: state.pods.into_iter().map(|o| std::sync::Arc::unwrap_or_clone(o.object)).collect(),
-            endpoints: state.endpoints.into_iter().map(|o| std::sync::Arc::unwrap_or_clone(o.object)).collect(),
-            ip_pools: state.ip_pools.into_iter().map(|o| std::sync::Arc::unwrap_or_clone(o.object)).collect(),
+            services: state.services.into_iter().map(|o| o.object).collect(),
+            pods: state.pods.into_iter().map(|o| o.object).collect(),
+            endpoints: state.endpoints.into_iter().map(|o| o.object).collect(),
+            ip_pools: state.ip_pools.into_iter().map(|o| o.object).collect(),
             ..Default::default()
         }
     } else {

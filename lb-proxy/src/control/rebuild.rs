@@ -3,7 +3,8 @@
 //! It owns the desired state (the last good [`Config`]) and the loader that
 //! keeps allocations stable; the overlays ([`Probes`], [`Hosts`]) live beside
 //! it. It wakes on a source's change, an overlay's change or a reload
-//! request, lets the burst settle for [`COALESCE`], then runs one pass: read
+//! request, lets the burst settle for [`COALESCE`] (a source's change, settled
+//! by the source, for [`SOURCE_COALESCE`]), then runs one pass: read
 //! each changed source once and validate the whole desired state (off the
 //! async runtime), hand new settings to the data plane and new probes and
 //! names to the overlays, and build one snapshot from desired + overlays.
@@ -26,9 +27,15 @@ use crate::dataplane::DataPlane;
 use crate::lifecycle::Tasks;
 
 /// How long the rebuild waits after a first change for the rest of its
-/// burst, so a burst of changes (probe verdicts, watch events, a reload
-/// during a probe storm) gives one snapshot.
+/// burst, so a burst of changes (probe verdicts, a reload during a probe
+/// storm) gives one snapshot.
 pub const COALESCE: Duration = Duration::from_millis(50);
+
+/// The same wait when a source woke the rebuild: sources settle their own
+/// bursts (the file watch's debounce, etcd's watch batches), so a change
+/// written to a file is not held up a second time; the short pause still
+/// lets two sources changed together make one pass.
+pub(crate) const SOURCE_COALESCE: Duration = Duration::from_millis(5);
 
 /// How many errors of a failed reload are logged and kept in its event
 /// (then "... and N more"): a file with 10,000 errors and 50 SIGHUPs must
@@ -207,9 +214,14 @@ impl Rebuild {
                 },
                 () = wake.notified() => {}
             }
+            let settle = if replies.is_empty() && self.changes.iter().any(Changed::is_set) {
+                SOURCE_COALESCE
+            } else {
+                COALESCE
+            };
             tokio::select! {
                 () = stop.cancelled() => return,
-                () = tokio::time::sleep(COALESCE) => {}
+                () = tokio::time::sleep(settle) => {}
             }
             while let Ok(r) = requests.try_recv() {
                 replies.push(r);
