@@ -32,6 +32,9 @@ pub struct Loader {
     /// a LoadBalancer (the controller that gave it its address would keep
     /// it). Held in memory only: a restart forgets it.
     lb_classes: std::collections::BTreeMap<lb_core::ServiceKey, Option<String>>,
+    /// The objects the last load validated, not validated again while a
+    /// source hands over the same ones.
+    memo: validation::Memo,
 }
 
 /// Whether allocations are durable: the last save's error, if it failed, and
@@ -56,6 +59,7 @@ impl Loader {
             shared: false,
             health: StoreHealth::default(),
             lb_classes: Default::default(),
+            memo: validation::Memo::default(),
         }
     }
 
@@ -101,7 +105,7 @@ impl Loader {
             }),
         };
         let mut errs = Errors::default();
-        let mut v = validation::validate(raw, &self.hostname, &mut errs);
+        let mut v = validation::validate(raw, &self.hostname, &mut self.memo, &mut errs);
         if !v.settings.ranges_ok {
             // Allocation would run on default ranges standing in for the bad
             // ones and report misleading errors.

@@ -7,6 +7,7 @@ mod external;
 mod fields;
 mod ip_pools;
 mod listeners;
+mod memo;
 mod names;
 mod objects;
 mod self_loop;
@@ -15,8 +16,10 @@ mod settings;
 mod topology;
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 pub(crate) use listeners::{check_services as check_listeners, reserved_node_ports};
+pub(crate) use memo::Memo;
 pub(crate) use objects::{Endpoints, Pod};
 pub(crate) use self_loop::check as check_self_loops;
 pub(crate) use service::{IpRequest, ServiceDraft};
@@ -31,7 +34,8 @@ pub(crate) struct Validated {
     pub(crate) settings: Settings,
     pub(crate) services: Vec<ServiceDraft>,
     pub(crate) pods: Vec<Pod>,
-    pub(crate) endpoints: Vec<Endpoints>,
+    /// Shared with the [`Memo`] that keeps them for the next load.
+    pub(crate) endpoints: Vec<Arc<Endpoints>>,
     /// `[[ip_pools]]`, valid ones only.
     pub(crate) pools: Vec<lb_core::pool::IpPool>,
     pub(crate) warnings: Vec<String>,
@@ -39,7 +43,14 @@ pub(crate) struct Validated {
 
 /// Validates the whole file. Objects with errors are left out of the result;
 /// the caller refuses the config when `errs` is not empty.
-pub(crate) fn validate(raw: &RawConfig, hostname: &str, errs: &mut Errors) -> Validated {
+/// Objects `memo` validated at the last load are not validated again.
+pub(crate) fn validate(
+    raw: &RawConfig,
+    hostname: &str,
+    memo: &mut Memo,
+    errs: &mut Errors,
+) -> Validated {
+    let mut memo = memo.pass();
     let settings = settings::settings(raw, hostname, errs);
     listeners::check_own(&settings, errs);
     let mut warnings = settings::warnings(&settings);
@@ -55,7 +66,7 @@ pub(crate) fn validate(raw: &RawConfig, hostname: &str, errs: &mut Errors) -> Va
             ));
             continue;
         }
-        services.extend(service::service(s, i, errs, &mut warnings));
+        services.extend(memo.service(s, i, errs, &mut warnings));
     }
 
     let mut pods = Vec::new();
@@ -94,7 +105,7 @@ pub(crate) fn validate(raw: &RawConfig, hostname: &str, errs: &mut Errors) -> Va
                 "{path}: ignored: the service of the same name has a selector, so its endpoints come from [[pods]]"
             ));
         }
-        endpoints.extend(objects::endpoints(e, i, errs));
+        endpoints.extend(memo.endpoints(e, i, errs));
     }
 
     let pools = ip_pools::pools(raw, &settings.allowed_external, errs);
