@@ -18,11 +18,12 @@
 //! A forced read (SIGHUP, the first load) parses every file.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use super::kinds::{finish, Acc};
+use super::kinds::{finish, Acc, FileObjects};
 use super::{load_text, read_error};
 use crate::error::{ConfigErrors, FieldError};
 use crate::source::DesiredState;
@@ -63,16 +64,20 @@ struct Entry {
     trusted: bool,
     /// Bumped whenever a parse gives something else than the last one.
     version: u64,
-    parsed: Result<Acc, Vec<FieldError>>,
+    parsed: Result<FileObjects, Box<[FieldError]>>,
 }
 
 /// The files of one manifests path, as last read.
+///
+/// Files are named by their paths as bytes (`OsString`): `Path`'s own
+/// comparisons and hashing go component by component, and were most of an
+/// unchanged read of 10,000 files.
 #[derive(Debug, Default)]
 pub(super) struct Files {
-    entries: HashMap<PathBuf, Entry>,
+    entries: HashMap<OsString, Entry>,
     /// The files (and their versions) the last state was made of; `None`
     /// before a read, and after a read failed.
-    last: Option<Vec<(PathBuf, u64)>>,
+    last: Option<Vec<(OsString, u64)>>,
     versions: u64,
 }
 
@@ -110,11 +115,12 @@ impl Files {
 
     /// Lists the files and parses those that changed (all of them with
     /// `all`); returns each listed file with its version.
-    fn refresh(&mut self, path: &Path, all: bool) -> Result<Vec<(PathBuf, u64)>, ConfigErrors> {
+    fn refresh(&mut self, path: &Path, all: bool) -> Result<Vec<(OsString, u64)>, ConfigErrors> {
         let listed = super::manifest_files_with_meta(path)?;
         let now = SystemTime::now();
         let mut made_of = Vec::with_capacity(listed.len());
         for (file, meta) in listed {
+            let file = file.into_os_string();
             let stamp = Stamp::of(&meta);
             let known = self
                 .entries
@@ -127,7 +133,7 @@ impl Files {
             made_of.push((file, version));
         }
         if self.entries.len() > made_of.len() {
-            let listed: std::collections::HashSet<&PathBuf> =
+            let listed: std::collections::HashSet<&OsString> =
                 made_of.iter().map(|(f, _)| f).collect();
             self.entries.retain(|f, _| listed.contains(f));
         }
@@ -138,20 +144,21 @@ impl Files {
     /// last one when it parses to the same objects).
     fn parse(
         &mut self,
-        file: &Path,
+        file: &OsString,
         stamp: Stamp,
         meta: &std::fs::Metadata,
         now: SystemTime,
     ) -> Result<u64, ConfigErrors> {
-        let text = crate::source::read_settled(file).map_err(|e| {
+        let path = Path::new(file);
+        let text = crate::source::read_settled(path).map_err(|e| {
             // Read again next time.
             self.entries.remove(file);
-            read_error(file, e)
+            read_error(path, e)
         })?;
         let mut acc = Acc::default();
-        let parsed = load_text(&text, &file.display().to_string(), &mut acc)
-            .map(|()| acc)
-            .map_err(|e| e.errors);
+        let parsed = load_text(&text, &path.display().to_string(), &mut acc)
+            .map(|()| FileObjects::from(acc))
+            .map_err(|e| e.errors.into());
         let trusted = meta
             .modified()
             .ok()
@@ -165,7 +172,7 @@ impl Files {
             }
         };
         self.entries.insert(
-            file.to_path_buf(),
+            file.clone(),
             Entry {
                 stamp,
                 trusted,
@@ -178,7 +185,7 @@ impl Files {
 
     /// The state the files in `made_of` add up to (their objects shared
     /// with the cache), or every error they hold.
-    fn state(&self, made_of: &[(PathBuf, u64)]) -> Result<DesiredState, ConfigErrors> {
+    fn state(&self, made_of: &[(OsString, u64)]) -> Result<DesiredState, ConfigErrors> {
         let mut acc = Acc::default();
         let mut errors = Vec::new();
         for (file, _) in made_of {

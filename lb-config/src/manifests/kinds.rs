@@ -83,7 +83,7 @@ pub(super) fn finish(acc: Acc) -> DesiredState {
 }
 
 /// What the documents of one load add up to before [`finish`].
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, Default)]
 pub(super) struct Acc {
     state: DesiredState,
     /// EndpointSlices as subsets, by (namespace, service name).
@@ -92,17 +92,46 @@ pub(super) struct Acc {
     l2: Vec<(String, Vec<String>)>,
 }
 
+/// One file's documents, as an [`Acc`] holds them but in exact-size
+/// storage: the manifests cache keeps one per file, 10,000 of them for a
+/// directory of one file per service.
+#[derive(Debug, PartialEq)]
+pub(super) struct FileObjects {
+    services: Box<[Sourced<RawService>]>,
+    pods: Box<[Sourced<RawPod>]>,
+    endpoints: Box<[Sourced<RawEndpoints>]>,
+    ip_pools: Box<[Sourced<RawIpPool>]>,
+    warnings: Box<[String]>,
+    slices: Box<[((String, String), Sourced<RawEndpointSubset>)]>,
+    l2: Box<[(String, Vec<String>)]>,
+}
+
+impl From<Acc> for FileObjects {
+    fn from(acc: Acc) -> FileObjects {
+        let state = acc.state;
+        FileObjects {
+            services: state.services.into(),
+            pods: state.pods.into(),
+            endpoints: state.endpoints.into(),
+            ip_pools: state.ip_pools.into(),
+            warnings: state.warnings.into(),
+            slices: acc.slices.into(),
+            l2: acc.l2.into(),
+        }
+    }
+}
+
 impl Acc {
-    /// Adds what `other` holds (one file's documents), sharing its objects.
-    pub(super) fn extend_from(&mut self, other: &Acc) {
-        let (to, from) = (&mut self.state, &other.state);
-        to.services.extend(from.services.iter().cloned());
-        to.pods.extend(from.pods.iter().cloned());
-        to.endpoints.extend(from.endpoints.iter().cloned());
-        to.ip_pools.extend(from.ip_pools.iter().cloned());
-        to.warnings.extend(from.warnings.iter().cloned());
-        self.slices.extend(other.slices.iter().cloned());
-        self.l2.extend(other.l2.iter().cloned());
+    /// Adds one file's objects, sharing them.
+    pub(super) fn extend_from(&mut self, file: &FileObjects) {
+        let to = &mut self.state;
+        to.services.extend(file.services.iter().cloned());
+        to.pods.extend(file.pods.iter().cloned());
+        to.endpoints.extend(file.endpoints.iter().cloned());
+        to.ip_pools.extend(file.ip_pools.iter().cloned());
+        to.warnings.extend(file.warnings.iter().cloned());
+        self.slices.extend(file.slices.iter().cloned());
+        self.l2.extend(file.l2.iter().cloned());
     }
 }
 

@@ -133,27 +133,32 @@ fn manifest_files_with_meta(
     }
     let mut files = Vec::new();
     for entry in std::fs::read_dir(path).map_err(|e| read_error(path, e))? {
-        let p = entry.map_err(|e| read_error(path, e))?.path();
-        let yaml = p
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| e == "yaml" || e == "yml");
+        let entry = entry.map_err(|e| read_error(path, e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let yaml = name.ends_with(".yaml") || name.ends_with(".yml");
         // Skip hidden files (editor swap files, ConfigMap `..data` links).
-        let hidden = p
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with('.'));
-        if !yaml || hidden {
+        if !yaml || name.starts_with('.') {
             continue;
         }
-        // A file gone since the listing (or a dangling link) is not a file.
-        if let Ok(meta) = std::fs::metadata(&p) {
+        let p = entry.path();
+        // The entry's own `stat` (no walk of the whole path), unless it is
+        // a link: a ConfigMap's files are links, and what counts is what
+        // they point at. A file gone since the listing (or a dangling link)
+        // is not a file.
+        let meta = match entry.file_type() {
+            Ok(t) if !t.is_symlink() => entry.metadata(),
+            _ => std::fs::metadata(&p),
+        };
+        if let Ok(meta) = meta {
             if meta.is_file() {
                 files.push((p, meta));
             }
         }
     }
-    files.sort_by(|a, b| a.0.cmp(&b.0));
+    // Byte order (the same as by name: the files share their directory),
+    // not `Path`'s component-wise order: a tenth of a read of 10,000.
+    files.sort_by(|a, b| a.0.as_os_str().cmp(b.0.as_os_str()));
     Ok(files)
 }
 
