@@ -82,12 +82,15 @@ pub(super) fn finish(acc: Acc) -> DesiredState {
     state
 }
 
+/// An EndpointSlice as a subset, with its (namespace, service name).
+type Slice = ((String, String), Sourced<RawEndpointSubset>);
+
 /// What the documents of one load add up to before [`finish`].
 #[derive(Debug, Default)]
 pub(super) struct Acc {
     state: DesiredState,
     /// EndpointSlices as subsets, by (namespace, service name).
-    slices: Vec<((String, String), Sourced<RawEndpointSubset>)>,
+    slices: Vec<Slice>,
     /// L2Advertisements: name and the pools they name.
     l2: Vec<(String, Vec<String>)>,
 }
@@ -102,7 +105,7 @@ pub(super) struct FileObjects {
     endpoints: Box<[Sourced<RawEndpoints>]>,
     ip_pools: Box<[Sourced<RawIpPool>]>,
     warnings: Box<[String]>,
-    slices: Box<[((String, String), Sourced<RawEndpointSubset>)]>,
+    slices: Box<[Slice]>,
     l2: Box<[(String, Vec<String>)]>,
 }
 
