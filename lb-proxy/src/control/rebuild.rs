@@ -282,6 +282,7 @@ impl Rebuild {
         force: bool,
         configs: &watch::Sender<Arc<Config>>,
     ) -> bool {
+        let started = std::time::Instant::now();
         let mut reading = Vec::new();
         for (reader, dirty) in self.readers.iter().zip(&dirty) {
             if force || *dirty {
@@ -298,6 +299,7 @@ impl Rebuild {
             }
         }
         let fresh: Vec<Option<Read>> = self.readers.iter().map(|r| r.take()).collect();
+        let read = started.elapsed();
         let work = self.work.clone();
         let outcome = self
             .tasks
@@ -309,8 +311,10 @@ impl Rebuild {
                     e.to_string(),
                 )))
             });
+        let loaded = started.elapsed() - read;
         self.shared
             .note_store(lock(&self.work).loader.store_health());
+        tracing::debug!(read = ?read, validate = ?loaded, "reload: sources read and validated");
         let config = match outcome {
             Outcome::Unchanged => return false,
             Outcome::Failed(errors) => {
@@ -335,7 +339,9 @@ impl Rebuild {
             warn!("{w}");
         }
         let count = config.services.len();
+        let adopting = std::time::Instant::now();
         self.adopt(config, configs).await;
+        tracing::debug!(adopt = ?adopting.elapsed(), "reload: settings, probes and names handed over");
         self.shared.reloads.record_success();
         info!(services = count, "config reloaded");
         self.shared.node_event(
@@ -363,6 +369,7 @@ impl Rebuild {
     /// Builds the snapshot of desired + overlays and hands it to the data
     /// plane, which publishes it and reconciles its listeners.
     async fn publish(&self) {
+        let started = std::time::Instant::now();
         let services = self.hosts.apply(self.config.services.clone());
         let mut services = services;
         self.probes.apply(&mut services);
@@ -374,8 +381,9 @@ impl Rebuild {
             SystemTime::now(),
         );
         drop(previous);
+        let built = started.elapsed();
         self.dataplane.apply(snapshot).await;
-        tracing::debug!("snapshot published");
+        tracing::debug!(build = ?built, apply = ?(started.elapsed() - built), "snapshot published");
     }
 }
 
