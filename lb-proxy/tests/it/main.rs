@@ -60,6 +60,8 @@ mod lb_app;
 #[cfg(feature = "cli")]
 mod lb_vip_netns;
 #[cfg(feature = "cli")]
+mod manifest_dir;
+#[cfg(feature = "cli")]
 mod manifest_e2e;
 #[cfg(feature = "cli")]
 mod manifest_k8s;
