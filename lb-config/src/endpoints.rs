@@ -33,7 +33,7 @@ use crate::validation::{Endpoints, Pod, ServiceDraft};
 pub(crate) fn resolve(
     drafts: &mut [ServiceDraft],
     pods: &[Pod],
-    endpoints: &[std::sync::Arc<Endpoints>],
+    endpoints: &[Endpoints],
     warnings: &mut Vec<String>,
 ) -> Vec<HostEndpoint> {
     let mut hosts = Vec::new();
@@ -41,7 +41,7 @@ pub(crate) fn resolve(
     // every `[[endpoints]]` (10,000 services took seconds that way).
     let manual_by_name: HashMap<(&str, &str), &Endpoints> = endpoints
         .iter()
-        .map(|e| ((e.namespace.as_str(), e.name.as_str()), &**e))
+        .map(|e| ((e.namespace.as_str(), e.name.as_str()), e))
         .collect();
     let pods_by_label = PodIndex::new(pods);
     for d in drafts.iter_mut() {

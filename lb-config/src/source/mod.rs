@@ -193,6 +193,25 @@ pub struct SourceStats {
 }
 
 impl DesiredState {
+    /// Makes each object of this state that equals the object of the same
+    /// kind and name in `last` that very object (shared), so validation
+    /// recognises it as one it already checked: a source that parses afresh
+    /// at every read (the config file, etcd) then costs a comparison per
+    /// unchanged object, not a validation. Objects already shared with
+    /// `last` (the manifests' unchanged files) cost a pointer comparison.
+    pub fn share_unchanged(&mut self, last: &DesiredState) {
+        share(&mut self.services, &last.services);
+        share(&mut self.pods, &last.pods);
+        share(&mut self.endpoints, &last.endpoints);
+        share(&mut self.ip_pools, &last.ip_pools);
+        if let (Some(now), Some(was)) = (&mut self.file, &last.file) {
+            share_objects(&mut now.services, &was.services);
+            share_objects(&mut now.pods, &was.pods);
+            share_objects(&mut now.endpoints, &was.endpoints);
+            share_objects(&mut now.ip_pools, &was.ip_pools);
+        }
+    }
+
     /// The objects of `raw` (its services, pods, endpoints and pools, in the
     /// file's shape, e.g. deserialized from a program's own discovery), all
     /// from `origin`; `raw`'s settings are not part of it.
@@ -389,6 +408,32 @@ fn paths<V>(
         &pick,
     );
     out
+}
+
+/// `now`'s objects that equal `last`'s of the same name, made `last`'s.
+fn share<T: Named + PartialEq>(now: &mut [Sourced<T>], last: &[Sourced<T>]) {
+    let by_name: std::collections::HashMap<(&str, &str), &Arc<T>> =
+        last.iter().map(|o| (o.object.id(), &o.object)).collect();
+    for o in now {
+        if let Some(was) = by_name.get(&o.object.id()) {
+            if !Arc::ptr_eq(&o.object, was) && *o.object == ***was {
+                o.object = Arc::clone(was);
+            }
+        }
+    }
+}
+
+/// [`share`] for the config file's own lists.
+fn share_objects<T: Named + PartialEq>(now: &mut [Arc<T>], last: &[Arc<T>]) {
+    let by_name: std::collections::HashMap<(&str, &str), &Arc<T>> =
+        last.iter().map(|o| (o.id(), o)).collect();
+    for o in now {
+        if let Some(was) = by_name.get(&o.id()) {
+            if !Arc::ptr_eq(o, was) && **o == ***was {
+                *o = Arc::clone(was);
+            }
+        }
+    }
 }
 
 /// What names an object among those of its kind: (namespace, name); the

@@ -38,9 +38,14 @@ pub(crate) fn protocol(path: &str, value: &Option<String>, errs: &mut Errors) ->
 /// when not, Kubernetes' `Too many: <len>: must have at most <max> items`
 /// is pushed and the caller skips the items (one error, not one per item
 /// of a list that may hold 100,000).
-pub(crate) fn at_most(path: &str, len: usize, max: usize, errs: &mut Errors) -> bool {
+pub(crate) fn at_most(
+    path: &(impl std::fmt::Display + ?Sized),
+    len: usize,
+    max: usize,
+    errs: &mut Errors,
+) -> bool {
     if len > max {
-        errs.push(FieldError::too_many(path, len, max));
+        errs.push(FieldError::too_many(path.to_string(), len, max));
         return false;
     }
     true

@@ -16,7 +16,6 @@ mod settings;
 mod topology;
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 pub(crate) use listeners::{check_services as check_listeners, reserved_node_ports};
 pub(crate) use memo::Memo;
@@ -34,8 +33,7 @@ pub(crate) struct Validated {
     pub(crate) settings: Settings,
     pub(crate) services: Vec<ServiceDraft>,
     pub(crate) pods: Vec<Pod>,
-    /// Shared with the [`Memo`] that keeps them for the next load.
-    pub(crate) endpoints: Vec<Arc<Endpoints>>,
+    pub(crate) endpoints: Vec<Endpoints>,
     /// `[[ip_pools]]`, valid ones only.
     pub(crate) pools: Vec<lb_core::pool::IpPool>,
     pub(crate) warnings: Vec<String>,
@@ -105,7 +103,7 @@ pub(crate) fn validate(
                 "{path}: ignored: the service of the same name has a selector, so its endpoints come from [[pods]]"
             ));
         }
-        endpoints.extend(memo.endpoints(e, i, errs));
+        endpoints.extend(objects::endpoints(e, i, errs));
     }
 
     let pools = ip_pools::pools(raw, &settings.allowed_external, errs);

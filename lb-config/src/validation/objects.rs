@@ -11,7 +11,7 @@ use lb_core::{EndpointHints, NodeSpec, Protocol};
 
 use super::fields::{labels, protocol};
 use super::{names, settings::ip};
-use crate::error::{object_path, Errors, FieldError};
+use crate::error::{object_path, At, Errors, FieldError};
 use crate::raw::{IntOrString, RawEndpointAddress, RawEndpoints, RawPod, RawProbe};
 
 /// A valid pod.
@@ -122,13 +122,13 @@ fn meta(
 }
 
 /// A weight: 0 (drain) up to `u32::MAX`, default 1.
-fn weight(path: &str, value: Option<i64>, errs: &mut Errors) -> u32 {
+fn weight(path: &(impl std::fmt::Display + ?Sized), value: Option<i64>, errs: &mut Errors) -> u32 {
     let w = value.unwrap_or(1);
     match u32::try_from(w) {
         Ok(w) => w,
         Err(_) => {
             errs.push(FieldError::invalid(
-                path,
+                path.to_string(),
                 w,
                 "must be greater than or equal to 0",
             ));
@@ -138,12 +138,16 @@ fn weight(path: &str, value: Option<i64>, errs: &mut Errors) -> u32 {
 }
 
 /// An endpoint address: a valid, non-special IP (loopback allowed).
-fn address_ip(path: &str, text: &str, errs: &mut Errors) -> Option<IpAddr> {
+fn address_ip(
+    path: &(impl std::fmt::Display + ?Sized),
+    text: &str,
+    errs: &mut Errors,
+) -> Option<IpAddr> {
     let addr = ip(path, text, errs)?;
     let problems = names::non_special_ip(addr, text);
     let ok = problems.is_empty();
     for m in problems {
-        errs.push(FieldError::invalid(path, text, m));
+        errs.push(FieldError::invalid(path.to_string(), text, m));
     }
     ok.then_some(addr)
 }
@@ -369,15 +373,16 @@ pub(crate) fn endpoints(raw: &RawEndpoints, index: usize, errs: &mut Errors) -> 
             ));
         }
         let mut hosts = Vec::new();
+        let sp_at = At::Text(&sp);
         let addresses = addresses_of(
-            &format!("{sp}.addresses"),
+            &sp_at.field("addresses"),
             &s.addresses,
             true,
             &mut hosts,
             errs,
         );
         let not_ready = addresses_of(
-            &format!("{sp}.not_ready_addresses"),
+            &sp_at.field("not_ready_addresses"),
             &s.not_ready_addresses,
             false,
             &mut hosts,
@@ -422,21 +427,21 @@ pub(crate) fn endpoints(raw: &RawEndpoints, index: usize, errs: &mut Errors) -> 
 }
 
 fn addresses_of(
-    path: &str,
+    path: &At<'_>,
     raw: &[RawEndpointAddress],
     ready: bool,
     hosts: &mut Vec<HostAddress>,
     errs: &mut Errors,
 ) -> Vec<Address> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(raw.len());
     for (j, a) in raw.iter().enumerate() {
-        let ap = format!("{path}[{j}]");
+        let ap = path.index(j);
         let mut host = None;
         let addr = match (&a.ip, &a.host) {
-            (Some(text), None) => address_ip(&format!("{ap}.ip"), text, errs),
+            (Some(text), None) => address_ip(&ap.field("ip"), text, errs),
             (Some(_), Some(_)) => {
                 errs.push(FieldError::forbidden(
-                    format!("{ap}.host"),
+                    ap.field("host").to_string(),
                     "may not be set together with `ip`",
                 ));
                 None
@@ -449,27 +454,27 @@ fn addresses_of(
                     host = Some(lower);
                 }
                 for m in problems {
-                    errs.push(FieldError::invalid(format!("{ap}.host"), name, m));
+                    errs.push(FieldError::invalid(ap.field("host").to_string(), name, m));
                 }
                 None
             }
             (None, None) => {
-                errs.push(FieldError::required(format!("{ap}.ip"), ""));
+                errs.push(FieldError::required(ap.field("ip").to_string(), ""));
                 None
             }
         };
         if let Some(h) = &a.hostname {
             for m in names::dns1123_label(h) {
-                errs.push(FieldError::invalid(format!("{ap}.hostname"), h, m));
+                errs.push(FieldError::invalid(ap.field("hostname").to_string(), h, m));
             }
         }
         if let Some(n) = &a.node_name {
             for m in names::dns1123_subdomain(n) {
-                errs.push(FieldError::invalid(format!("{ap}.node_name"), n, m));
+                errs.push(FieldError::invalid(ap.field("node_name").to_string(), n, m));
             }
         }
-        let weight = weight(&format!("{ap}.weight"), a.weight, errs);
-        let zone = super::topology::zone(&format!("{ap}.zone"), a.zone.as_deref(), errs);
+        let weight = weight(&ap.field("weight"), a.weight, errs);
+        let zone = super::topology::zone(&ap.field("zone"), a.zone.as_deref(), errs);
         let hints =
             super::topology::hints(&ap, a.for_zones.as_deref(), a.for_nodes.as_deref(), errs);
         let conditions = Conditions {

@@ -27,7 +27,7 @@ use crate::error::{object_path, Errors, FieldError};
 /// the error is on the pod or the `[[endpoints]]` address it came from.
 pub(crate) fn check(
     services: &[ServiceDraft],
-    endpoints: &[std::sync::Arc<Endpoints>],
+    endpoints: &[Endpoints],
     node_addresses: &[IpAddr],
     errs: &mut Errors,
 ) {
@@ -118,7 +118,7 @@ impl<'a> Frontends<'a> {
 /// the endpoint `addr`: the first subset whose matching port has that
 /// number and whose ready or not-ready addresses hold that IP.
 fn address_path(
-    endpoints: &[std::sync::Arc<Endpoints>],
+    endpoints: &[Endpoints],
     service: &ServiceKey,
     port: &PortSpec,
     addr: SocketAddr,

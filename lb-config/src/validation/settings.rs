@@ -403,11 +403,19 @@ pub(crate) fn parse_port_range(text: &str) -> Option<(u16, u16)> {
 }
 
 /// Parses an IP address, reporting Kubernetes' message when it is not one.
-pub(crate) fn ip(path: &str, text: &str, errs: &mut Errors) -> Option<IpAddr> {
+pub(crate) fn ip(
+    path: &(impl std::fmt::Display + ?Sized),
+    text: &str,
+    errs: &mut Errors,
+) -> Option<IpAddr> {
     match text.parse::<IpAddr>() {
         Ok(ip) => Some(ip),
         Err(_) => {
-            errs.push(FieldError::invalid(path, text, names::INVALID_IP));
+            errs.push(FieldError::invalid(
+                path.to_string(),
+                text,
+                names::INVALID_IP,
+            ));
             None
         }
     }

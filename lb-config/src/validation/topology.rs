@@ -9,7 +9,7 @@ use lb_core::{EndpointHints, TrafficDistribution};
 
 use super::fields::at_most;
 use super::names;
-use crate::error::{Errors, FieldError};
+use crate::error::{At, Errors, FieldError};
 use crate::raw::MAX_ZONE_HINTS;
 
 /// `supportedTrafficDistribution` with `PreferSameTrafficDistribution` on
@@ -19,12 +19,16 @@ const SUPPORTED_TRAFFIC_DISTRIBUTION: &[&str] =
 
 /// A zone: a label value (it is the `topology.kubernetes.io/zone` label of
 /// a node); `""` is no zone.
-pub(crate) fn zone(path: &str, value: Option<&str>, errs: &mut Errors) -> Option<String> {
+pub(crate) fn zone(
+    path: &(impl std::fmt::Display + ?Sized),
+    value: Option<&str>,
+    errs: &mut Errors,
+) -> Option<String> {
     let value = value.filter(|z| !z.is_empty())?;
     let problems = names::label_value(value);
     let ok = problems.is_empty();
     for m in problems {
-        errs.push(FieldError::invalid(path, value, m));
+        errs.push(FieldError::invalid(path.to_string(), value, m));
     }
     ok.then(|| value.to_string())
 }
@@ -32,25 +36,25 @@ pub(crate) fn zone(path: &str, value: Option<&str>, errs: &mut Errors) -> Option
 /// An address's hints: at most [`MAX_ZONE_HINTS`] of each, no duplicate,
 /// zones label values and nodes node names.
 pub(crate) fn hints(
-    path: &str,
+    path: &At<'_>,
     for_zones: Option<&[String]>,
     for_nodes: Option<&[String]>,
     errs: &mut Errors,
 ) -> EndpointHints {
     let mut list = |field: &str, names: Option<&[String]>, check: fn(&str) -> Vec<String>| {
         let names = names.unwrap_or_default();
-        let at = format!("{path}.{field}");
+        let at = path.field(field);
         if !at_most(&at, names.len(), MAX_ZONE_HINTS, errs) {
             return Vec::new();
         }
         let mut seen = HashSet::new();
         for (i, n) in names.iter().enumerate() {
-            let p = format!("{at}[{i}]");
+            let p = at.index(i);
             if !seen.insert(n.as_str()) {
-                errs.push(FieldError::duplicate(&p, n.as_str()));
+                errs.push(FieldError::duplicate(p.to_string(), n.as_str()));
             }
             for m in check(n) {
-                errs.push(FieldError::invalid(&p, n.as_str(), m));
+                errs.push(FieldError::invalid(p.to_string(), n.as_str(), m));
             }
         }
         names.to_vec()

@@ -104,7 +104,13 @@ pub(crate) fn load(work: &Mutex<Work>, fresh: Vec<Option<Read>>, force: bool) ->
     let work = &mut *work;
     let mut changed = false;
     for (input, read) in work.inputs.iter_mut().zip(fresh) {
-        if let Some(now) = read {
+        if let Some(mut now) = read {
+            // Unchanged objects become the ones already validated (see
+            // `DesiredState::share_unchanged`), which also makes the
+            // comparison below cheap.
+            if let (Ok(now), Some(Ok(last))) = (&mut now, &input.last) {
+                now.share_unchanged(last);
+            }
             changed |= input.last.as_ref() != Some(&now);
             input.last = Some(now);
         }
