@@ -9,11 +9,14 @@
 //! very ones (shared, see [`Sourced`](crate::source::Sourced)) the last
 //! read gave.
 //!
-//! Identity is trusted only once a file is older than [`RACY`]: a file
-//! rewritten in place, to the same size, within the file system clock's
-//! tick would keep its times ("racy git"), so a file read while that young
-//! is parsed again at the next read, and trusted from then on only when it
-//! has aged. A parse that gives what the file gave before is no change.
+//! Identity is trusted only for a file that was older than the file
+//! system's clock tick when it was read: a file rewritten in place, to the
+//! same size, within the tick it was last written in keeps its times ("racy
+//! git"), so a file read while that young is parsed again at the next read.
+//! The tick is the kernel's coarse clock (a few milliseconds; [`RACY`] is
+//! well past it) where times carry nanoseconds, and whole seconds where they
+//! do not (FAT's two, ext3's one: [`RACY_COARSE`]). A parse that gives what
+//! the file gave before is no change.
 //!
 //! A forced read (SIGHUP, the first load) parses every file.
 
@@ -28,10 +31,14 @@ use super::{load_text, read_error};
 use crate::error::{ConfigErrors, FieldError};
 use crate::source::DesiredState;
 
-/// How old a file must be before its `stat` identity stands for its
-/// contents: well past the coarse clock file times are taken from (a few
-/// milliseconds) and most file systems' granularity.
-pub(super) const RACY: Duration = Duration::from_secs(2);
+/// How old a file must be, when read, for its `stat` identity to stand for
+/// its contents, on a file system whose times carry nanoseconds: well past
+/// the coarse clock they are taken from (one tick: 1 to 10 ms).
+pub(super) const RACY: Duration = Duration::from_millis(50);
+
+/// The same for times in whole seconds (no nanoseconds): FAT's times are
+/// two seconds apart.
+pub(super) const RACY_COARSE: Duration = Duration::from_secs(3);
 
 /// What `stat` says of a file, enough to tell that it changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,11 +166,19 @@ impl Files {
         let parsed = load_text(&text, &path.display().to_string(), &mut acc)
             .map(|()| FileObjects::from(acc))
             .map_err(|e| e.errors.into());
+        // A file whose time has no nanoseconds is taken to be on a file
+        // system of whole seconds (on others, one in a few hundred is, and
+        // is only trusted a little later).
+        let racy = if meta.mtime_nsec() == 0 {
+            RACY_COARSE
+        } else {
+            RACY
+        };
         let trusted = meta
             .modified()
             .ok()
             .and_then(|m| now.duration_since(m).ok())
-            .is_some_and(|age| age > RACY);
+            .is_some_and(|age| age > racy);
         let version = match self.entries.get(file) {
             Some(e) if e.parsed == parsed => e.version,
             _ => {
