@@ -9,8 +9,22 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// Longest sequence kept; larger weight sums are scaled down proportionally.
+/// Longest sequence kept for a small table; larger weight sums are scaled
+/// down proportionally to [`sequence_budget`].
 pub const MAX_SEQUENCE: u64 = 8192;
+
+/// Slots per candidate a large table's sequence may hold: weights of one
+/// to sixteen keep their exact ratios whatever the number of endpoints.
+pub const SLOTS_PER_CANDIDATE: u64 = 16;
+
+/// The longest sequence for `candidates` candidates: [`MAX_SEQUENCE`], or
+/// [`SLOTS_PER_CANDIDATE`] each when that is more. A fixed cap would let a
+/// large table's weights collapse: 10,000 endpoints of weights 1 and 3 (a
+/// sum of 20,000) scaled to 8,192 slots all became 1, and the service
+/// silently balanced evenly.
+pub fn sequence_budget(candidates: usize) -> u64 {
+    MAX_SEQUENCE.max(SLOTS_PER_CANDIDATE.saturating_mul(candidates as u64))
+}
 
 /// The most steps (sequence length × candidates) spent on nginx's smooth
 /// weighted round robin; a larger table is interleaved by [`stride`].
@@ -50,9 +64,13 @@ fn stride(candidates: &[u32], weights: &[u64]) -> Vec<u32> {
         let phase = (k as u64).wrapping_mul(40_503) % ONE;
         picks.extend((0..*w).map(|j| (j * ONE + phase, w * ONE, k)));
     }
-    // a/b < c/d ⇔ a·d < c·b: weights are at most MAX_SEQUENCE (2¹³), so the
-    // products stay under 2⁵⁸.
-    picks.sort_by(|x, y| (x.0 * y.1).cmp(&(y.0 * x.1)).then(x.2.cmp(&y.2)));
+    // a/b < c/d ⇔ a·d < c·b, in 128 bits: a weight may be as large as the
+    // sequence budget (2²⁵ at two million endpoints).
+    picks.sort_by(|x, y| {
+        (u128::from(x.0) * u128::from(y.1))
+            .cmp(&(u128::from(y.0) * u128::from(x.1)))
+            .then(x.2.cmp(&y.2))
+    });
     picks.into_iter().map(|(_, _, k)| candidates[k]).collect()
 }
 
@@ -94,9 +112,12 @@ impl WeightedTable {
         let divisor = live.iter().fold(0, |g, (_, w)| gcd(g, *w)).max(1);
         let mut weights: Vec<u64> = live.iter().map(|(_, w)| w / divisor).collect();
         let sum: u64 = weights.iter().sum();
-        if sum > MAX_SEQUENCE {
+        let budget = sequence_budget(weights.len());
+        if sum > budget {
             for w in &mut weights {
-                *w = ((*w * MAX_SEQUENCE) / sum).max(1);
+                // Every live endpoint keeps at least one slot.
+                let scaled = u128::from(*w) * u128::from(budget) / u128::from(sum);
+                *w = u64::try_from(scaled).unwrap_or(budget).max(1);
             }
         }
         let total: u64 = weights.iter().sum();
@@ -268,6 +289,31 @@ mod tests {
             heavy_pairs < t.sequence.len() * 6 / 10,
             "{heavy_pairs} heavy pairs"
         );
+    }
+
+    #[test]
+    fn many_endpoints_keep_their_weights_ratio() {
+        // 10,000 endpoints of weights 1 and 3: a sum of 20,000, past the
+        // small-table cap of 8,192, under the budget of 16 slots each: exact.
+        let n = 10_000usize;
+        let pairs: Vec<(u32, u32)> = (0..n as u32).map(|i| (i, 1 + 2 * (i % 2))).collect();
+        let t = WeightedTable::new(&pairs, None);
+        assert_eq!(t.sequence.len(), 20_000);
+        let c = counts(&t, t.sequence.len(), n);
+        for (i, picks) in c.iter().enumerate() {
+            assert_eq!(*picks, 1 + 2 * (i % 2), "endpoint {i}");
+        }
+    }
+
+    #[test]
+    fn weights_past_the_budget_scale_and_keep_every_endpoint() {
+        // Two endpoints of 1 and a billion: the budget (8,192) cannot hold
+        // the ratio, but both stay live and the heavy one takes the rest.
+        let t = WeightedTable::new(&[(0, 1), (1, 1_000_000_000)], None);
+        assert!(t.sequence.len() as u64 <= MAX_SEQUENCE + 2);
+        let c = counts(&t, t.sequence.len(), 2);
+        assert_eq!(c[0], 1);
+        assert!(c[1] >= 8_000, "{c:?}");
     }
 
     proptest! {

@@ -521,8 +521,10 @@ fn endpoints_labels<'a>(
         .unwrap_or(&NO_LABELS)
 }
 
-/// An item of the admin API as a kubectl object: `apiVersion` and `kind`
-/// first, then its fields.
+/// An item of the admin API as a kubectl object: its fields with
+/// `apiVersion` and `kind` set (over any field of the item by those
+/// names). Keys come out sorted, as serde_json's map keeps them, not
+/// `apiVersion` and `kind` first.
 fn object(kind: GetKind, value: Value) -> Value {
     let mut m = Map::new();
     m.insert("apiVersion".into(), Value::String("v1".into()));
