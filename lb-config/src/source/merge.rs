@@ -21,15 +21,15 @@ impl DesiredState {
     /// unchanged object, not a validation. Objects already shared with
     /// `last` (the manifests' unchanged files) cost a pointer comparison.
     pub fn share_unchanged(&mut self, last: &DesiredState) {
-        share(&mut self.services, &last.services);
-        share(&mut self.pods, &last.pods);
-        share(&mut self.endpoints, &last.endpoints);
-        share(&mut self.ip_pools, &last.ip_pools);
+        share(objects(&mut self.services), held(&last.services));
+        share(objects(&mut self.pods), held(&last.pods));
+        share(objects(&mut self.endpoints), held(&last.endpoints));
+        share(objects(&mut self.ip_pools), held(&last.ip_pools));
         if let (Some(now), Some(was)) = (&mut self.file, &last.file) {
-            share_objects(&mut now.services, &was.services);
-            share_objects(&mut now.pods, &was.pods);
-            share_objects(&mut now.endpoints, &was.endpoints);
-            share_objects(&mut now.ip_pools, &was.ip_pools);
+            share(now.services.iter_mut(), was.services.iter());
+            share(now.pods.iter_mut(), was.pods.iter());
+            share(now.endpoints.iter_mut(), was.endpoints.iter());
+            share(now.ip_pools.iter_mut(), was.ip_pools.iter());
         }
     }
 }
@@ -155,23 +155,14 @@ fn paths<V>(
     out
 }
 
-/// `now`'s objects that equal `last`'s of the same name, made `last`'s.
-fn share<T: Named + PartialEq>(now: &mut [Sourced<T>], last: &[Sourced<T>]) {
+/// `now`'s objects that equal `last`'s of the same name, made `last`'s
+/// (the sources' lists and the config file's alike).
+fn share<'n, 'l, T: Named + PartialEq + 'n + 'l>(
+    now: impl Iterator<Item = &'n mut Arc<T>>,
+    last: impl Iterator<Item = &'l Arc<T>>,
+) {
     let by_name: std::collections::HashMap<(&str, &str), &Arc<T>> =
-        last.iter().map(|o| (o.object.id(), &o.object)).collect();
-    for o in now {
-        if let Some(was) = by_name.get(&o.object.id()) {
-            if !Arc::ptr_eq(&o.object, was) && *o.object == ***was {
-                o.object = Arc::clone(was);
-            }
-        }
-    }
-}
-
-/// [`share`] for the config file's own lists.
-fn share_objects<T: Named + PartialEq>(now: &mut [Arc<T>], last: &[Arc<T>]) {
-    let by_name: std::collections::HashMap<(&str, &str), &Arc<T>> =
-        last.iter().map(|o| (o.id(), o)).collect();
+        last.map(|o| (o.id(), o)).collect();
     for o in now {
         if let Some(was) = by_name.get(&o.id()) {
             if !Arc::ptr_eq(o, was) && **o == ***was {
@@ -179,6 +170,16 @@ fn share_objects<T: Named + PartialEq>(now: &mut [Arc<T>], last: &[Arc<T>]) {
             }
         }
     }
+}
+
+/// The objects of a source's list, for [`share`].
+fn objects<T>(list: &mut [Sourced<T>]) -> impl Iterator<Item = &mut Arc<T>> {
+    list.iter_mut().map(|o| &mut o.object)
+}
+
+/// The objects of the last read's list, for [`share`].
+fn held<T>(list: &[Sourced<T>]) -> impl Iterator<Item = &Arc<T>> {
+    list.iter().map(|o| &o.object)
 }
 
 /// What names an object among those of its kind: (namespace, name); the
@@ -311,36 +312,13 @@ fn merge_owned(mut file: RawConfig, others: Vec<DesiredState>) -> Result<Merged,
         merged.warnings.extend(s.warnings);
     }
     errors.extend(exec_probes::refused(&merged.raw, &pods));
-    let (v, keys) = merge_kind(
-        "services",
-        file_services,
-        services,
-        &mut errors,
-        &mut merged.warnings,
-    );
-    merged.origins.services = keys;
-    merged.raw.services = v;
-    let (v, keys) = merge_kind("pods", file_pods, pods, &mut errors, &mut merged.warnings);
-    merged.origins.pods = keys;
-    merged.raw.pods = v;
-    let (v, keys) = merge_kind(
-        "endpoints",
-        file_endpoints,
-        endpoints,
-        &mut errors,
-        &mut merged.warnings,
-    );
-    merged.origins.endpoints = keys;
-    merged.raw.endpoints = v;
-    let (v, keys) = merge_kind(
-        "ip_pools",
-        file_pools,
-        ip_pools,
-        &mut errors,
-        &mut merged.warnings,
-    );
-    merged.origins.ip_pools = keys;
-    merged.raw.ip_pools = v;
+    let (raw, origins, w) = (&mut merged.raw, &mut merged.origins, &mut merged.warnings);
+    (raw.services, origins.services) =
+        merge_kind("services", file_services, services, &mut errors, w);
+    (raw.pods, origins.pods) = merge_kind("pods", file_pods, pods, &mut errors, w);
+    (raw.endpoints, origins.endpoints) =
+        merge_kind("endpoints", file_endpoints, endpoints, &mut errors, w);
+    (raw.ip_pools, origins.ip_pools) = merge_kind("ip_pools", file_pools, ip_pools, &mut errors, w);
     if errors.is_empty() {
         Ok(merged)
     } else {
