@@ -17,34 +17,49 @@
 //! live beside this desired state (lb-proxy's overlay) and are folded in when
 //! the snapshot is built.
 
-use std::collections::{HashMap, HashSet};
+use crate::hash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::net::SocketAddr;
 
 use lb_core::{EndpointHints, EndpointSpec, PortSpec, ServiceKey, ServiceType, TargetPort};
 
+use crate::carry::Carry;
 use crate::resolve::HostEndpoint;
-use crate::validation::{Endpoints, Pod, ServiceDraft};
+use crate::validation::{Endpoints, ManualEndpoints, Pod, ServiceDraft};
 
 /// Fills every port's endpoints; returns the addresses given by DNS name,
 /// which the resolver adds later as an overlay (`crate::resolve`). A
 /// selector that matches no pod, and a named `target_port` that no selected
 /// pod declares, leave a port without endpoints, as in Kubernetes; both are
 /// far more often a typo than a wish, so each gets a line in `warnings`.
+///
+/// A service made of the very objects the last good load served it from is
+/// carried over as it was served (`carry`; see [`crate::carry`]).
 pub(crate) fn resolve(
     drafts: &mut [ServiceDraft],
     pods: &[Pod],
-    endpoints: &[Endpoints],
+    endpoints: &[ManualEndpoints],
+    carry: &Carry,
     warnings: &mut Vec<String>,
 ) -> Vec<HostEndpoint> {
     let mut hosts = Vec::new();
     // Indexes, so that resolving N services is not N scans of every pod and
     // every `[[endpoints]]` (10,000 services took seconds that way).
-    let manual_by_name: HashMap<(&str, &str), &Endpoints> = endpoints
-        .iter()
-        .map(|e| ((e.namespace.as_str(), e.name.as_str()), e))
-        .collect();
+    let manual_by_name: HashMap<(&str, &str), &ManualEndpoints> =
+        endpoints.iter().map(|e| (e.id(), e)).collect();
     let pods_by_label = PodIndex::new(pods);
     for d in drafts.iter_mut() {
+        let manual = match &d.selector {
+            Some(_) => None,
+            None => manual_by_name
+                .get(&(d.spec.key.namespace.as_str(), d.spec.key.name.as_str()))
+                .copied(),
+        };
+        d.manual = manual.map(|m| m.raw.clone());
+        if let Some((spec, carried_hosts)) = carry.find(d, d.manual.as_ref()) {
+            d.carried = Some(spec.clone());
+            hosts.extend_from_slice(carried_hosts);
+            continue;
+        }
         if d.spec.service_type == ServiceType::ExternalName {
             continue;
         }
@@ -83,9 +98,7 @@ pub(crate) fn resolve(
                 }
             }
             None => {
-                let manual = manual_by_name
-                    .get(&(key.namespace.as_str(), key.name.as_str()))
-                    .copied();
+                let manual = manual.and_then(ManualEndpoints::get);
                 for port in &mut d.spec.ports {
                     port.endpoints =
                         dedup(manual.map(|m| from_manual(port, m)).unwrap_or_default());

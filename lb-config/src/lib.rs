@@ -51,10 +51,12 @@
 //! ```
 
 mod allocate;
+mod carry;
 pub mod config;
 pub mod effective;
 mod endpoints;
 pub mod error;
+mod hash;
 pub mod loader;
 pub mod locate;
 #[cfg(feature = "manifests")]

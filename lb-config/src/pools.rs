@@ -72,7 +72,7 @@ pub(crate) fn allocate(
         }
     }
     // File order, whichever way each was left pending.
-    let order: std::collections::HashMap<&lb_core::ServiceKey, usize> = drafts
+    let order: crate::hash::HashMap<&lb_core::ServiceKey, usize> = drafts
         .iter()
         .enumerate()
         .map(|(i, d)| (&d.spec.key, i))

@@ -4,7 +4,9 @@
 //! as an overlay with [`apply`], so a new answer never needs the file again,
 //! and decides when to ask again with [`refresh_after`].
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::hash::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;

@@ -20,7 +20,7 @@
 //!
 //! A forced read (SIGHUP, the first load) parses every file.
 
-use std::collections::HashMap;
+use crate::hash::HashMap;
 use std::ffi::OsString;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -140,8 +140,7 @@ impl Files {
             made_of.push((file, version));
         }
         if self.entries.len() > made_of.len() {
-            let listed: std::collections::HashSet<&OsString> =
-                made_of.iter().map(|(f, _)| f).collect();
+            let listed: crate::hash::HashSet<&OsString> = made_of.iter().map(|(f, _)| f).collect();
             self.entries.retain(|f, _| listed.contains(f));
         }
         Ok(made_of)

@@ -5,7 +5,7 @@
 //! leaves only that service pending, as MetalLB does (assignment, after
 //! validation, in lb-config's `pools.rs`).
 
-use std::collections::HashSet;
+use crate::hash::{HashSet, HashSetExt};
 
 use ipnet::IpNet;
 use lb_core::pool::{IpPool, IpRange};

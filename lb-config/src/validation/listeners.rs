@@ -19,7 +19,7 @@
 //! for reasons only the host knows (an address that is not local) stay
 //! run-time errors.
 
-use std::collections::{HashMap, HashSet};
+use crate::hash::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 
 use lb_core::{FrontendKind, Protocol, ServiceType, TrafficPolicy};

@@ -17,7 +17,7 @@
 //! 10 ms per load, once their paths were written only for errors. Pods
 //! depend on the node, and the checks across objects on every object.
 
-use std::collections::HashMap;
+use crate::hash::HashMap;
 use std::sync::Arc;
 
 use super::service::{self, ServiceDraft};
@@ -62,7 +62,8 @@ impl Pass<'_> {
             return Some(draft);
         }
         let (errors, warned) = (errs.len(), warnings.len());
-        let draft = service::service(raw, index, errs, warnings)?;
+        let mut draft = service::service(raw, index, errs, warnings)?;
+        draft.source = Some(raw.clone());
         if errs.len() == errors && warnings.len() == warned && !raw.name.is_empty() {
             self.next.services.insert(key, (raw.clone(), draft.clone()));
         }

@@ -15,11 +15,11 @@ mod service;
 mod settings;
 mod topology;
 
-use std::collections::HashSet;
+use crate::hash::{HashSet, HashSetExt};
 
 pub(crate) use listeners::{check_services as check_listeners, reserved_node_ports};
 pub(crate) use memo::Memo;
-pub(crate) use objects::{Endpoints, Pod};
+pub(crate) use objects::{Endpoints, ManualEndpoints, Pod};
 pub(crate) use self_loop::check as check_self_loops;
 pub(crate) use service::{IpRequest, ServiceDraft};
 pub(crate) use settings::Settings;
@@ -28,12 +28,12 @@ use crate::error::{object_path, Errors, FieldError};
 use crate::raw::RawConfig;
 
 /// Everything valid in the file, ready for allocation and endpoint resolution.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Validated {
     pub(crate) settings: Settings,
     pub(crate) services: Vec<ServiceDraft>,
     pub(crate) pods: Vec<Pod>,
-    pub(crate) endpoints: Vec<Endpoints>,
+    pub(crate) endpoints: Vec<ManualEndpoints>,
     /// `[[ip_pools]]`, valid ones only.
     pub(crate) pools: Vec<lb_core::pool::IpPool>,
     pub(crate) warnings: Vec<String>,
@@ -46,6 +46,7 @@ pub(crate) fn validate(
     raw: &RawConfig,
     hostname: &str,
     memo: &mut Memo,
+    carry: &crate::carry::Carry,
     errs: &mut Errors,
 ) -> Validated {
     let mut memo = memo.pass();
@@ -103,7 +104,11 @@ pub(crate) fn validate(
                 "{path}: ignored: the service of the same name has a selector, so its endpoints come from [[pods]]"
             ));
         }
-        endpoints.extend(objects::endpoints(e, i, errs));
+        if carry.validated(e) {
+            endpoints.push(ManualEndpoints::new(e.clone(), i, None));
+        } else if let Some(valid) = objects::endpoints(e, i, errs) {
+            endpoints.push(ManualEndpoints::new(e.clone(), i, Some(valid)));
+        }
     }
 
     let pools = ip_pools::pools(raw, &settings.allowed_external, errs);

@@ -1,8 +1,11 @@
 //! `[[pods]]` and `[[endpoints]]` validation into the typed objects the
 //! endpoints controller reads.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
+
+use crate::hash::{HashSet, HashSetExt};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use std::time::Duration;
 
@@ -35,11 +38,53 @@ pub(crate) struct Pod {
     pub(crate) probe: Option<ProbeSpec>,
 }
 
+/// One `[[endpoints]]` object of a load: validated now, or, when it is the
+/// very object the last good load validated, validated again only if a
+/// service that is not carried over needs its addresses (see
+/// [`crate::carry`]): 10,000 unchanged objects then cost nothing.
+#[derive(Debug)]
+pub(crate) struct ManualEndpoints {
+    pub(crate) raw: Arc<RawEndpoints>,
+    /// Its position among the `[[endpoints]]` (an unnamed object's path).
+    index: usize,
+    validated: std::cell::OnceCell<Option<Endpoints>>,
+}
+
+impl ManualEndpoints {
+    /// `raw`, validated without error (`valid`), or not validated yet.
+    pub(crate) fn new(raw: Arc<RawEndpoints>, index: usize, valid: Option<Endpoints>) -> Self {
+        let validated = std::cell::OnceCell::new();
+        if let Some(v) = valid {
+            let _ = validated.set(Some(v));
+        }
+        ManualEndpoints {
+            raw,
+            index,
+            validated,
+        }
+    }
+
+    /// The namespace (`default` when unset) and name.
+    pub(crate) fn id(&self) -> (&str, &str) {
+        (
+            self.raw.namespace.as_deref().unwrap_or("default"),
+            &self.raw.name,
+        )
+    }
+
+    /// The validated object. One deferred validates as it did at the last
+    /// good load: without error (`None` would only follow a change to the
+    /// rules within one process).
+    pub(crate) fn get(&self) -> Option<&Endpoints> {
+        self.validated
+            .get_or_init(|| endpoints(&self.raw, self.index, &mut Errors::default()))
+            .as_ref()
+    }
+}
+
 /// A valid `[[endpoints]]` object.
 #[derive(Debug, Clone)]
 pub(crate) struct Endpoints {
-    pub(crate) namespace: String,
-    pub(crate) name: String,
     pub(crate) subsets: Vec<Subset>,
 }
 
@@ -361,7 +406,7 @@ fn probe(
 /// Validates one Endpoints object; `None` when it has errors.
 pub(crate) fn endpoints(raw: &RawEndpoints, index: usize, errs: &mut Errors) -> Option<Endpoints> {
     let start = errs.len();
-    let (namespace, path) = meta("endpoints", &raw.name, &raw.namespace, index, errs);
+    let (_, path) = meta("endpoints", &raw.name, &raw.namespace, index, errs);
     let mut subsets = Vec::new();
     for (i, s) in raw.subsets.iter().enumerate() {
         let sp = format!("{path}.subsets[{i}]");
@@ -419,11 +464,7 @@ pub(crate) fn endpoints(raw: &RawEndpoints, index: usize, errs: &mut Errors) -> 
     if errs.len() > start {
         return None;
     }
-    Some(Endpoints {
-        namespace,
-        name: raw.name.clone(),
-        subsets,
-    })
+    Some(Endpoints { subsets })
 }
 
 fn addresses_of(

@@ -14,12 +14,12 @@
 //! local; the data plane refuses the rest at dial time, as it does for
 //! endpoints given by host name.
 
-use std::collections::{HashMap, HashSet};
+use crate::hash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::net::{IpAddr, SocketAddr};
 
 use lb_core::{FrontendKey, FrontendKind, PortSpec, Protocol, ServiceKey};
 
-use super::{Endpoints, ServiceDraft};
+use super::{ManualEndpoints, ServiceDraft};
 use crate::error::{object_path, Errors, FieldError};
 
 /// Refuses every endpoint of `services` (already allocated and resolved)
@@ -27,7 +27,7 @@ use crate::error::{object_path, Errors, FieldError};
 /// the error is on the pod or the `[[endpoints]]` address it came from.
 pub(crate) fn check(
     services: &[ServiceDraft],
-    endpoints: &[Endpoints],
+    endpoints: &[ManualEndpoints],
     node_addresses: &[IpAddr],
     errs: &mut Errors,
 ) {
@@ -37,7 +37,7 @@ pub(crate) fn check(
     }
     let mut reported = HashSet::new();
     for d in services {
-        for port in &d.spec.ports {
+        for port in d.served_ports() {
             for e in &port.endpoints {
                 let Some(hit) = frontends.reached_by(e.addr, port.protocol) else {
                     continue;
@@ -118,7 +118,7 @@ impl<'a> Frontends<'a> {
 /// the endpoint `addr`: the first subset whose matching port has that
 /// number and whose ready or not-ready addresses hold that IP.
 fn address_path(
-    endpoints: &[Endpoints],
+    endpoints: &[ManualEndpoints],
     service: &ServiceKey,
     port: &PortSpec,
     addr: SocketAddr,
@@ -126,7 +126,8 @@ fn address_path(
     let object = object_path("endpoints", &service.namespace, &service.name, 0);
     let Some(manual) = endpoints
         .iter()
-        .find(|e| e.namespace == service.namespace && e.name == service.name)
+        .find(|e| e.id() == (service.namespace.as_str(), service.name.as_str()))
+        .and_then(ManualEndpoints::get)
     else {
         return object;
     };

@@ -1,7 +1,10 @@
 //! `[[services]]` validation, after Kubernetes' `ValidateService`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
+
+use crate::hash::{HashSet, HashSetExt};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use lb_core::{
     ClusterIp, PortSpec, ServiceKey, ServiceSpec, ServiceType, SessionAffinity, TargetPort,
@@ -11,7 +14,9 @@ use lb_core::{
 use super::fields::{at_most, labels, protocol};
 use super::{names, settings::ip};
 use crate::error::{object_path, BadValue, Errors, FieldError};
-use crate::raw::{IntOrString, RawService, MAX_EXTERNAL_IPS, MAX_SERVICE_PORTS, MAX_SOURCE_RANGES};
+use crate::raw::{
+    IntOrString, RawEndpoints, RawService, MAX_EXTERNAL_IPS, MAX_SERVICE_PORTS, MAX_SOURCE_RANGES,
+};
 
 /// Kubernetes' `MaxClientIPServiceAffinitySeconds`.
 const MAX_AFFINITY_SECONDS: i64 = 86_400;
@@ -45,6 +50,26 @@ pub(crate) struct ServiceDraft {
     pub(crate) lb: Option<LbDraft>,
     /// `labels` (validated): what decides whether this proxy serves it.
     pub(crate) labels: BTreeMap<String, String>,
+    /// The raw object it was validated from, by which the next load knows
+    /// it again (see [`crate::carry`]); `None` until the memo sets it.
+    pub(crate) source: Option<Arc<RawService>>,
+    /// The `[[endpoints]]` object its addresses came from, once resolved.
+    pub(crate) manual: Option<Arc<RawEndpoints>>,
+    /// The very service the last good load served, when nothing it is made
+    /// of changed since: served as it is, not resolved again. `spec` holds
+    /// the same service without its endpoints.
+    pub(crate) carried: Option<Arc<ServiceSpec>>,
+}
+
+impl ServiceDraft {
+    /// The ports as they will be served: the carried service's, else the
+    /// ones resolved here.
+    pub(crate) fn served_ports(&self) -> &[lb_core::PortSpec] {
+        match &self.carried {
+            Some(spec) => &spec.ports,
+            None => &self.spec.ports,
+        }
+    }
 }
 
 /// What a LoadBalancer service asks of the pools (from its raw fields).
@@ -405,6 +430,9 @@ pub(crate) fn service(
         selector,
         lb,
         labels: service_labels,
+        source: None,
+        manual: None,
+        carried: None,
     })
 }
 

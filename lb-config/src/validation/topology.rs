@@ -3,7 +3,7 @@
 //! `validateHints`) and a service's `traffic_distribution` (as
 //! `validateServiceTrafficDistribution`).
 
-use std::collections::HashSet;
+use crate::hash::{HashSet, HashSetExt};
 
 use lb_core::{EndpointHints, TrafficDistribution};
 
