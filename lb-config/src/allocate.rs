@@ -80,11 +80,13 @@ fn allocate_ips(
     let mut ips = IpAllocator::new(cluster.service_cidr);
     let mut got: Vec<Option<IpAddr>> = vec![None; drafts.len()];
     let mut refused = vec![false; drafts.len()];
+    // Each service's key in the allocations, formatted once.
+    let keys: Vec<String> = drafts.iter().map(|d| ip_key(&d.spec.key)).collect();
     // 1. Held addresses stay; asking for another is a change of an
     // immutable field. (A held address outside a changed service_cidr is
     // gone with the old range.)
     for (i, d) in drafts.iter().enumerate() {
-        let Some(held) = previous.cluster_ips.get(&ip_key(&d.spec.key)).copied() else {
+        let Some(held) = previous.cluster_ips.get(&keys[i]).copied() else {
             continue;
         };
         if !ips.is_valid(held) {
@@ -138,7 +140,7 @@ fn allocate_ips(
         drafts[i].ip == IpRequest::Auto && got[i].is_none()
     }) {
         let d = &drafts[i];
-        match ips.allocate_next(spread(seed, &ip_key(&d.spec.key))) {
+        match ips.allocate_next(spread(seed, &keys[i])) {
             Ok(ip) => got[i] = Some(ip),
             Err(e) => errs.push(FieldError::internal(
                 format!("{}.cluster_ip", d.path),
@@ -146,10 +148,10 @@ fn allocate_ips(
             )),
         }
     }
-    for (d, ip) in drafts.iter_mut().zip(got) {
+    for ((d, ip), key) in drafts.iter_mut().zip(got).zip(keys) {
         d.spec.cluster_ip = match ip {
             Some(ip) => {
-                out.cluster_ips.insert(ip_key(&d.spec.key), ip);
+                out.cluster_ips.insert(key, ip);
                 ClusterIp::Ip(ip)
             }
             None => ClusterIp::None,

@@ -32,7 +32,9 @@ use crate::validation::{ManualEndpoints, ServiceDraft};
 /// What the last good load served (see the module).
 #[derive(Debug, Default)]
 pub(crate) struct Carry {
-    services: HashMap<ServiceKey, Carried>,
+    /// By the address of the raw service (held in the entry, so no other
+    /// object can take the address).
+    services: HashMap<usize, Carried>,
     /// Every `[[endpoints]]` object of the last good load, by address.
     endpoints: HashMap<usize, Arc<RawEndpoints>>,
 }
@@ -75,8 +77,9 @@ impl Carry {
         if d.selector.is_some() {
             return None;
         }
-        let c = self.services.get(&d.spec.key)?;
-        let same_source = d.source.as_ref().is_some_and(|s| Arc::ptr_eq(s, &c.source));
+        let source = d.source.as_ref()?;
+        let c = self.services.get(&(Arc::as_ptr(source) as usize))?;
+        let same_source = Arc::ptr_eq(source, &c.source);
         let same_manual = match (manual, &c.manual) {
             (None, None) => true,
             (Some(now), Some(was)) => Arc::ptr_eq(now, was),
@@ -108,7 +111,7 @@ impl Carry {
                     hosts: by_service.remove(&m.spec.key).unwrap_or_default(),
                     spec: m.spec,
                 };
-                (carried.spec.key.clone(), carried)
+                (Arc::as_ptr(&carried.source) as usize, carried)
             })
             .collect();
         let endpoints = endpoints

@@ -186,6 +186,8 @@ fn load_text(text: &str, file: &str, acc: &mut Acc) -> Result<(), ConfigErrors> 
         )));
     }
     let mut errors = Vec::new();
+    // One copy of the file's name, shared by the origins of its objects.
+    let shared: std::sync::Arc<str> = file.into();
     for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let document = i + 1;
         let value = match Value::deserialize(doc) {
@@ -213,6 +215,7 @@ fn load_text(text: &str, file: &str, acc: &mut Acc) -> Result<(), ConfigErrors> 
         };
         let mut cx = Doc {
             file,
+            shared: &shared,
             text,
             document,
             acc,

@@ -75,7 +75,7 @@ impl Merged {
     /// Object path → the manifest file and document (from 1) it came from.
     pub fn manifest_paths(&self) -> BTreeMap<String, (String, usize)> {
         paths(&self.raw, &self.origins, |o| match o {
-            Origin::Manifest { path, document } => Some((path.clone(), *document)),
+            Origin::Manifest { path, document } => Some((path.to_string(), *document)),
             _ => None,
         })
     }

@@ -58,8 +58,8 @@ pub enum Origin {
     File,
     /// A Kubernetes manifest: file and document number (1-based).
     Manifest {
-        /// The YAML file.
-        path: String,
+        /// The YAML file (shared by the objects of one file).
+        path: Arc<str>,
         /// Document number in that file, from 1.
         document: usize,
     },

@@ -48,16 +48,14 @@ pub(crate) fn check_services(settings: &Settings, services: &[ServiceDraft], err
     }
     let nodes = &settings.node.addresses;
     for d in services {
-        d.spec.for_each_frontend(nodes, |i, key, kind| {
-            let (path, value) = frontend_field(d, i, key.addr, kind);
+        d.spec.for_each_frontend(nodes, |port, key, kind| {
             all.add(
                 Listener {
                     addr: key.addr,
                     protocol: key.protocol,
                     dual_stack: false,
                     special: false,
-                    what: format!("the {} {} of {}", kind.as_str(), key.addr, d.path),
-                    field: Some((path, value)),
+                    named: Named::Frontend { d, port, kind },
                     field_names_it: false,
                 },
                 errs,
@@ -75,11 +73,13 @@ pub(crate) fn check_services(settings: &Settings, services: &[ServiceDraft], err
                     protocol: Protocol::Tcp,
                     dual_stack: true,
                     special: true,
-                    what: format!("the health-check node port {addr} of {}", d.path),
-                    field: Some((
-                        format!("{}.health_check_node_port", d.path),
-                        BadValue::Int(i64::from(hc)),
-                    )),
+                    named: Named::Given {
+                        what: format!("the health-check node port {addr} of {}", d.path),
+                        field: Some((
+                            format!("{}.health_check_node_port", d.path),
+                            BadValue::Int(i64::from(hc)),
+                        )),
+                    },
                     field_names_it: false,
                 },
                 errs,
@@ -103,8 +103,10 @@ pub(crate) fn reserved_node_ports(settings: &Settings) -> Vec<u16> {
                     protocol: l.protocol,
                     dual_stack: false,
                     special: false,
-                    what: String::new(),
-                    field: None,
+                    named: Named::Given {
+                        what: String::new(),
+                        field: None,
+                    },
                     field_names_it: false,
                 };
                 overlap(&node_port, l).is_some()
@@ -119,7 +121,7 @@ pub(crate) fn reserved_node_ports(settings: &Settings) -> Vec<u16> {
 
 /// The admin API (TCP) and the DNS responder (UDP and TCP), in that order;
 /// none on port 0.
-fn own_listeners(settings: &Settings) -> Vec<Listener> {
+fn own_listeners(settings: &Settings) -> Vec<Listener<'static>> {
     let mut out = Vec::new();
     if let Some(addr) = settings.admin_listen {
         out.push(Listener {
@@ -127,8 +129,10 @@ fn own_listeners(settings: &Settings) -> Vec<Listener> {
             protocol: Protocol::Tcp,
             dual_stack: true,
             special: true,
-            what: format!("admin.listen {addr}"),
-            field: None,
+            named: Named::Given {
+                what: format!("admin.listen {addr}"),
+                field: None,
+            },
             field_names_it: true,
         });
     }
@@ -140,8 +144,10 @@ fn own_listeners(settings: &Settings) -> Vec<Listener> {
                 protocol,
                 dual_stack: true,
                 special: true,
-                what: format!("dns.listen {addr}"),
-                field: Some(("dns.listen".into(), BadValue::Str(addr.to_string()))),
+                named: Named::Given {
+                    what: format!("dns.listen {addr}"),
+                    field: Some(("dns.listen".into(), BadValue::Str(addr.to_string()))),
+                },
                 field_names_it: true,
             });
         }
@@ -196,36 +202,71 @@ fn frontend_field(
 }
 
 /// One listener lb would open.
-struct Listener {
+struct Listener<'a> {
     addr: SocketAddr,
     protocol: Protocol,
     /// Bound without `IPV6_V6ONLY`: on `::` it takes IPv4 addresses too.
     dual_stack: bool,
     /// The admin API, DNS or a health-check port (not a service frontend).
     special: bool,
-    /// How the error names it (`admin.listen 127.0.0.1:10249`, `the
-    /// cluster IP 127.96.0.5:53 of services[dns]`).
-    what: String,
-    /// The field an error on it goes to, and the value shown; `None` for
-    /// `admin.listen`, which comes first and so is never the later side.
-    field: Option<(String, BadValue)>,
+    /// How an error names it and which field it goes to.
+    named: Named<'a>,
     /// The field's path says what the listener is (`dns.listen`), so the
     /// error need not.
     field_names_it: bool,
 }
 
+/// How an error names a listener, and the field it goes to. A service
+/// frontend is named only when it clashes: 10,000 services have tens of
+/// thousands of frontends, and writing each one's name took milliseconds
+/// of every load.
+enum Named<'a> {
+    Given {
+        /// `admin.listen 127.0.0.1:10249`, `the health-check node port ...`.
+        what: String,
+        /// The field and the value shown; `None` for `admin.listen`, which
+        /// comes first and so is never the later side.
+        field: Option<(String, BadValue)>,
+    },
+    /// Port `port` of `d`, as the frontend of `kind`.
+    Frontend {
+        d: &'a ServiceDraft,
+        port: usize,
+        kind: FrontendKind,
+    },
+}
+
+impl Listener<'_> {
+    /// `the cluster IP 127.96.0.5:53 of services[dns]`.
+    fn what(&self) -> String {
+        match &self.named {
+            Named::Given { what, .. } => what.clone(),
+            Named::Frontend { d, kind, .. } => {
+                format!("the {} {} of {}", kind.as_str(), self.addr, d.path)
+            }
+        }
+    }
+
+    fn field(&self) -> Option<(String, BadValue)> {
+        match &self.named {
+            Named::Given { field, .. } => field.clone(),
+            Named::Frontend { d, port, kind } => Some(frontend_field(d, *port, self.addr, *kind)),
+        }
+    }
+}
+
 /// The listeners seen so far, by port and protocol.
 #[derive(Default)]
-struct Listeners {
-    special: HashMap<(u16, Protocol), Vec<Listener>>,
-    frontends: HashMap<(u16, Protocol), Vec<Listener>>,
+struct Listeners<'a> {
+    special: HashMap<(u16, Protocol), Vec<Listener<'a>>>,
+    frontends: HashMap<(u16, Protocol), Vec<Listener<'a>>>,
     /// Fields already given an error (one per field).
     reported: HashSet<String>,
 }
 
-impl Listeners {
+impl<'a> Listeners<'a> {
     /// Records `l` without checking it.
-    fn seed(&mut self, l: Listener) {
+    fn seed(&mut self, l: Listener<'a>) {
         let map = if l.special {
             &mut self.special
         } else {
@@ -236,7 +277,7 @@ impl Listeners {
 
     /// Checks `l` against the listeners before it (a frontend against the
     /// special ones only) and records it.
-    fn add(&mut self, l: Listener, errs: &mut Errors) {
+    fn add(&mut self, l: Listener<'a>, errs: &mut Errors) {
         let at = (l.addr.port(), l.protocol);
         let mut earlier = self.special.get(&at).into_iter().flatten().chain(
             self.frontends
@@ -246,13 +287,13 @@ impl Listeners {
                 .filter(|_| l.special),
         );
         let clash = earlier.find_map(|e| overlap(&l, e).map(|why| (e, why)));
-        if let (Some((e, why)), Some((path, value))) = (clash, &l.field) {
+        if let Some(((e, why), (path, value))) = clash.and_then(|c| Some((c, l.field()?))) {
             if self.reported.insert(path.clone()) {
                 // `dns.listen` is named by its path already.
                 let mine = if l.field_names_it {
                     String::new()
                 } else {
-                    format!("{} ", l.what)
+                    format!("{} ", l.what())
                 };
                 let why = match why {
                     Some(ip) => format!(": {ip} listens on every local address"),
@@ -263,7 +304,8 @@ impl Listeners {
                     value.clone(),
                     format!(
                         "{mine}would take {} ({}), a listener of this proxy{why}",
-                        e.what, l.protocol
+                        e.what(),
+                        l.protocol
                     ),
                 ));
             }

@@ -94,12 +94,13 @@ pub(crate) fn validate(
         .collect();
     for (i, e) in raw.endpoints.iter().enumerate() {
         let ns = e.namespace.as_deref().unwrap_or("default");
-        let path = object_path("endpoints", ns, &e.name, i);
+        let path = || object_path("endpoints", ns, &e.name, i);
         if !e.name.is_empty() && !seen.insert((ns, e.name.as_str())) {
-            errs.push(FieldError::duplicate(format!("{path}.name"), &e.name));
+            errs.push(FieldError::duplicate(format!("{}.name", path()), &e.name));
             continue;
         }
         if selected.contains(&(ns, e.name.as_str())) {
+            let path = path();
             warnings.push(format!(
                 "{path}: ignored: the service of the same name has a selector, so its endpoints come from [[pods]]"
             ));
