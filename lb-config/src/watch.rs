@@ -27,6 +27,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
@@ -36,7 +37,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::WatchError;
-use crate::source::Changed;
+use crate::source::{Changed, Touched};
 
 /// How long changes must be quiet before they count: one write is often
 /// several events (truncate, write, close), and editors write twice.
@@ -80,6 +81,8 @@ pub struct FileWatch {
     watcher: notify::RecommendedWatcher,
     events: mpsc::UnboundedReceiver<notify::Result<Event>>,
     state: State,
+    /// Where a directory's watch names the files it saw change.
+    touched: Option<Arc<Touched>>,
 }
 
 impl std::fmt::Debug for FileWatch {
@@ -110,7 +113,19 @@ impl FileWatch {
             watcher,
             events,
             state,
+            touched: None,
         })
+    }
+
+    /// Names every file of a watched directory that changes in `touched`,
+    /// from now until the watch ends, so its source need not list the
+    /// directory to find them (a file's watch names nothing).
+    pub fn naming(mut self, touched: Arc<Touched>) -> FileWatch {
+        if matches!(self.state.target, WatchTarget::Dir(_)) {
+            touched.watching(true);
+            self.touched = Some(touched);
+        }
+        self
     }
 
     /// Follows the target until `stop` is cancelled, calling
@@ -120,7 +135,11 @@ impl FileWatch {
             mut watcher,
             mut events,
             mut state,
+            touched,
         } = self;
+        // However the watch ends (stopped, or its future dropped), the
+        // source lists the directory again from then on.
+        let _naming = touched.as_ref().map(|t| Naming(t.clone()));
         // When the pending burst started and when it last saw an event.
         let mut pending: Option<(Instant, Instant)> = None;
         // Files of the burst being written (a write seen, its end not yet).
@@ -136,6 +155,9 @@ impl FileWatch {
                 () = stop.cancelled() => return,
                 event = events.recv() => {
                     let Some(event) = event else { return };
+                    if let Some(touched) = &touched {
+                        state.name(&event, touched);
+                    }
                     if state.relevant(&event) {
                         track_writes(&event, &mut writing);
                         let now = Instant::now();
@@ -162,8 +184,25 @@ pub fn source_watch(
     changed: Changed,
     stop: CancellationToken,
 ) -> crate::source::WatchFuture {
+    source_watch_naming(target, None, changed, stop)
+}
+
+/// [`source_watch`] whose directory watch names the files it saw change in
+/// `touched` (see [`FileWatch::naming`]).
+pub fn source_watch_naming(
+    target: WatchTarget,
+    touched: Option<Arc<Touched>>,
+    changed: Changed,
+    stop: CancellationToken,
+) -> crate::source::WatchFuture {
     match FileWatch::new(target.clone()) {
-        Ok(watch) => Box::pin(watch.run(changed, stop)),
+        Ok(watch) => {
+            let watch = match touched {
+                Some(t) => watch.naming(t),
+                None => watch,
+            };
+            Box::pin(watch.run(changed, stop))
+        }
         Err(e) => {
             tracing::warn!(
                 "not watching {}: {e}; reload with SIGHUP",
@@ -171,6 +210,15 @@ pub fn source_watch(
             );
             Box::pin(async {})
         }
+    }
+}
+
+/// Marks a [`Touched`] as no longer named when the watch ends.
+struct Naming(Arc<Touched>);
+
+impl Drop for Naming {
+    fn drop(&mut self) {
+        self.0.watching(false);
     }
 }
 
@@ -295,6 +343,42 @@ impl State {
         for d in gone {
             let _ = watcher.unwatch(&d);
             self.watched.remove(&d);
+        }
+    }
+
+    /// Names in `touched` the files of a watched directory an event (or a
+    /// watch error) is about; what it cannot name (an overflow, an error,
+    /// the directory itself, ConfigMap's `..data` swap) makes the next read
+    /// a whole one. Hidden files are not read, so they are not named.
+    fn name(&self, event: &notify::Result<Event>, touched: &Touched) {
+        let WatchTarget::Dir(dir) = &self.target else {
+            return;
+        };
+        let Ok(event) = event else {
+            touched.lose();
+            return;
+        };
+        if matches!(event.kind, EventKind::Access(_))
+            && event.kind != EventKind::Access(AccessKind::Close(AccessMode::Write))
+        {
+            return;
+        }
+        if event.paths.is_empty() || event.need_rescan() {
+            touched.lose();
+            return;
+        }
+        for p in &event.paths {
+            match (p.parent(), p.file_name()) {
+                (Some(parent), Some(name)) if parent == dir => {
+                    let text = name.to_string_lossy();
+                    if text.starts_with("..") {
+                        touched.lose();
+                    } else if !text.starts_with('.') {
+                        touched.file(name.to_os_string());
+                    }
+                }
+                _ => touched.lose(),
+            }
         }
     }
 

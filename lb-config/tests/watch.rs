@@ -201,3 +201,56 @@ async fn a_directory_fires_for_files_added_changed_and_removed() {
     let got = timeout(DEBOUNCE * 5, watch.wake.notified()).await;
     assert!(got.is_err(), "fired for an editor's hidden swap file");
 }
+
+#[tokio::test]
+async fn a_directory_watch_names_the_files_it_saw_change_before_it_wakes() {
+    use lb_config::source::Touched;
+    let dir = tempfile::tempdir().unwrap();
+    let touched = Arc::new(Touched::default());
+    let wake = Arc::new(Notify::new());
+    let changed = Changed::new(wake.clone());
+    let stop = CancellationToken::new();
+    let watch = FileWatch::new(WatchTarget::Dir(dir.path().to_path_buf()))
+        .expect("watch set up")
+        .naming(touched.clone());
+    let running = tokio::spawn(watch.run(changed.clone(), stop.clone()));
+    assert_eq!(touched.take(), None, "the first read lists the directory");
+
+    // Written beside, then renamed into place, as `kubectl cp` and the
+    // benchmarks do.
+    fs::write(dir.path().join(".20-db.yaml.tmp"), "kind: Service\n").unwrap();
+    fs::rename(
+        dir.path().join(".20-db.yaml.tmp"),
+        dir.path().join("20-db.yaml"),
+    )
+    .unwrap();
+    timeout(Duration::from_secs(5), async {
+        while !changed.take() {
+            wake.notified().await;
+        }
+    })
+    .await
+    .expect("woken");
+    let names = touched.take().expect("named, not lost");
+    assert_eq!(
+        names,
+        std::collections::HashSet::from(["20-db.yaml".into()]),
+        "the file, not its hidden temporary"
+    );
+
+    // ConfigMap's swap cannot be named file by file.
+    symlink("..2026_12_08", dir.path().join("..data")).unwrap();
+    timeout(Duration::from_secs(5), async {
+        while !changed.take() {
+            wake.notified().await;
+        }
+    })
+    .await
+    .expect("woken");
+    assert_eq!(touched.take(), None, "the next read lists the directory");
+
+    stop.cancel();
+    running.await.unwrap();
+    assert_eq!(touched.take(), None, "no watch: every read lists");
+    assert_eq!(touched.take(), None);
+}

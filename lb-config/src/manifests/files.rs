@@ -100,11 +100,18 @@ impl Files {
 
     /// The whole state of `path`, parsing only the files that changed; `None`
     /// when it is the state the last read gave.
+    /// `touched`: the files of the directory that changed since the last
+    /// read, when a watch names them all (see
+    /// [`Touched`](crate::source::Touched)); `None` lists it whole.
     pub(super) fn read_changed(
         &mut self,
         path: &Path,
+        touched: Option<std::collections::HashSet<OsString>>,
     ) -> Option<Result<DesiredState, ConfigErrors>> {
-        let made_of = match self.refresh(path, false) {
+        let refreshed = touched
+            .and_then(|names| self.refresh_named(path, names))
+            .unwrap_or_else(|| self.refresh(path, false));
+        let made_of = match refreshed {
             Ok(made_of) => made_of,
             Err(e) => {
                 // Say so again at the next read.
@@ -144,6 +151,66 @@ impl Files {
             self.entries.retain(|f, _| listed.contains(f));
         }
         Ok(made_of)
+    }
+
+    /// [`Files::refresh`] looking only at the files `names` (of the
+    /// directory `dir`) and those read while too young to trust: the last
+    /// read's files with those added, changed or removed. `None` when it
+    /// cannot stand for a whole listing (no last read, a `stat` that failed
+    /// for another reason than the file being gone).
+    fn refresh_named(
+        &mut self,
+        dir: &Path,
+        names: std::collections::HashSet<OsString>,
+    ) -> Option<Result<Vec<(OsString, u64)>, ConfigErrors>> {
+        let mut made_of = self.last.clone()?;
+        let now = SystemTime::now();
+        let mut check: Vec<OsString> = names
+            .into_iter()
+            .filter(|n| super::is_manifest_name(n))
+            .map(|n| dir.join(n).into_os_string())
+            .collect();
+        check.extend(
+            self.entries
+                .iter()
+                .filter(|(_, e)| !e.trusted)
+                .map(|(f, _)| f.clone()),
+        );
+        check.sort_unstable();
+        check.dedup();
+        for file in check {
+            let meta = match std::fs::metadata(&file) {
+                Ok(meta) => Some(meta).filter(std::fs::Metadata::is_file),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(_) => return None,
+            };
+            let at = made_of.binary_search_by(|(f, _)| f.as_os_str().cmp(&file));
+            let Some(meta) = meta else {
+                if let Ok(i) = at {
+                    made_of.remove(i);
+                    self.entries.remove(&file);
+                }
+                continue;
+            };
+            let stamp = Stamp::of(&meta);
+            let known = self
+                .entries
+                .get(&file)
+                .filter(|e| e.trusted && e.stamp == stamp)
+                .map(|e| e.version);
+            let version = match known {
+                Some(v) => v,
+                None => match self.parse(&file, stamp, &meta, now) {
+                    Ok(v) => v,
+                    Err(e) => return Some(Err(e)),
+                },
+            };
+            match at {
+                Ok(i) => made_of[i].1 = version,
+                Err(i) => made_of.insert(i, (file, version)),
+            }
+        }
+        Some(Ok(made_of))
     }
 
     /// Reads and parses one file into the cache; returns its version (the
@@ -256,15 +323,18 @@ mod tests {
         }
         let mut files = Files::default();
         let first = files
-            .read_changed(dir.path())
+            .read_changed(dir.path(), None)
             .expect("first read")
             .expect("valid");
         assert_eq!(names(&first), ["a", "b"]);
-        assert!(files.read_changed(dir.path()).is_none(), "nothing changed");
+        assert!(
+            files.read_changed(dir.path(), None).is_none(),
+            "nothing changed"
+        );
 
         std::fs::write(dir.path().join("c.yaml"), service("c")).expect("write");
         let second = files
-            .read_changed(dir.path())
+            .read_changed(dir.path(), None)
             .expect("a new file")
             .expect("valid");
         assert_eq!(names(&second), ["a", "b", "c"]);
@@ -281,7 +351,7 @@ mod tests {
         std::fs::write(&path, service("a")).expect("write");
         let mut files = Files::default();
         let first = files
-            .read_changed(dir.path())
+            .read_changed(dir.path(), None)
             .expect("read")
             .expect("valid");
         assert_eq!(names(&first), ["a"]);
@@ -289,12 +359,65 @@ mod tests {
         // youth makes the next read look inside.
         std::fs::write(&path, service("b")).expect("rewrite");
         let second = files
-            .read_changed(dir.path())
+            .read_changed(dir.path(), None)
             .expect("changed")
             .expect("valid");
         assert_eq!(names(&second), ["b"]);
         // Parsed again while young, but the same objects: no new state.
-        assert!(files.read_changed(dir.path()).is_none());
+        assert!(files.read_changed(dir.path(), None).is_none());
+    }
+
+    #[test]
+    fn a_named_read_looks_only_at_the_named_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for name in ["a", "b"] {
+            let path = dir.path().join(format!("{name}.yaml"));
+            std::fs::write(&path, service(name)).expect("write");
+            age(&path, Duration::from_secs(60));
+        }
+        let mut files = Files::default();
+        files
+            .read_changed(dir.path(), None)
+            .expect("first read")
+            .expect("valid");
+        let named = |names: &[&str]| Some(names.iter().map(|n| OsString::from(*n)).collect());
+
+        let c = dir.path().join("c.yaml");
+        std::fs::write(&c, service("c")).expect("write");
+        age(&c, Duration::from_secs(60));
+        std::fs::remove_file(dir.path().join("a.yaml")).expect("remove");
+        // Only `c.yaml` is named: the removal of `a.yaml` is not looked at.
+        let state = files
+            .read_changed(dir.path(), named(&["c.yaml"]))
+            .expect("c added")
+            .expect("valid");
+        assert_eq!(names(&state), ["a", "b", "c"]);
+        let state = files
+            .read_changed(dir.path(), named(&["a.yaml", ".a.yaml.swp"]))
+            .expect("a removed")
+            .expect("valid");
+        assert_eq!(names(&state), ["b", "c"]);
+        assert!(files.read_changed(dir.path(), named(&[])).is_none());
+        // A whole listing agrees.
+        assert!(files.read_changed(dir.path(), None).is_none());
+    }
+
+    #[test]
+    fn a_young_file_is_looked_at_again_even_unnamed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.yaml");
+        std::fs::write(&path, service("a")).expect("write");
+        let mut files = Files::default();
+        files
+            .read_changed(dir.path(), None)
+            .expect("read")
+            .expect("valid");
+        std::fs::write(&path, service("b")).expect("rewrite");
+        let state = files
+            .read_changed(dir.path(), Some(Default::default()))
+            .expect("changed")
+            .expect("valid");
+        assert_eq!(names(&state), ["b"]);
     }
 
     #[test]
@@ -305,12 +428,12 @@ mod tests {
         }
         let mut files = Files::default();
         files
-            .read_changed(dir.path())
+            .read_changed(dir.path(), None)
             .expect("read")
             .expect("valid");
         std::fs::remove_file(dir.path().join("a.yaml")).expect("remove");
         let state = files
-            .read_changed(dir.path())
+            .read_changed(dir.path(), None)
             .expect("changed")
             .expect("valid");
         assert_eq!(names(&state), ["b"]);
@@ -322,13 +445,13 @@ mod tests {
         std::fs::write(dir.path().join("a.yaml"), service("a")).expect("write");
         std::fs::write(dir.path().join("b.yaml"), "kind: [unclosed").expect("write");
         let mut files = Files::default();
-        assert!(matches!(files.read_changed(dir.path()), Some(Err(_))));
+        assert!(matches!(files.read_changed(dir.path(), None), Some(Err(_))));
         // Level-triggered: the error is the state until the file changes.
-        assert!(files.read_changed(dir.path()).is_none());
+        assert!(files.read_changed(dir.path(), None).is_none());
         assert!(matches!(Some(files.read_all(dir.path())), Some(Err(_))));
         std::fs::write(dir.path().join("b.yaml"), service("b")).expect("mend");
         let state = files
-            .read_changed(dir.path())
+            .read_changed(dir.path(), None)
             .expect("mended")
             .expect("valid");
         assert_eq!(names(&state), ["a", "b"]);
@@ -342,7 +465,7 @@ mod tests {
         age(&path, Duration::from_secs(60));
         let mut files = Files::default();
         let first = files
-            .read_changed(dir.path())
+            .read_changed(dir.path(), None)
             .expect("read")
             .expect("valid");
         let again = files.read_all(dir.path()).expect("valid");

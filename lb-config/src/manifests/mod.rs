@@ -49,6 +49,8 @@ pub const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
 pub struct ManifestSource {
     path: PathBuf,
     files: Mutex<files::Files>,
+    /// What the directory's watch saw change since the last read.
+    touched: std::sync::Arc<crate::source::Touched>,
 }
 
 impl Clone for ManifestSource {
@@ -64,6 +66,7 @@ impl ManifestSource {
         ManifestSource {
             path: path.into(),
             files: Mutex::default(),
+            touched: std::sync::Arc::default(),
         }
     }
 
@@ -89,12 +92,16 @@ impl Source for ManifestSource {
     }
     /// Parses every file again (a forced reload, the first load).
     fn desired(&self) -> Result<DesiredState, ConfigErrors> {
+        let _whole_anyway = self.touched.take();
         self.cache().read_all(&self.path)
     }
     /// `None` when no file was added, removed or changed since the last
     /// read; else the whole state, parsing only the files that changed.
+    /// While the directory's watch runs, only the files it saw change are
+    /// looked at (see [`Touched`](crate::source::Touched)).
     fn desired_if_changed(&self) -> Option<Result<DesiredState, ConfigErrors>> {
-        self.cache().read_changed(&self.path)
+        let touched = self.touched.take();
+        self.cache().read_changed(&self.path, touched)
     }
     /// A file is watched like the config file (edits, renames, ConfigMap
     /// swaps); a directory for its files being added, changed or removed.
@@ -104,7 +111,12 @@ impl Source for ManifestSource {
         changed: crate::source::Changed,
         stop: tokio_util::sync::CancellationToken,
     ) -> crate::source::WatchFuture {
-        crate::watch::source_watch(crate::watch::WatchTarget::of(&self.path), changed, stop)
+        crate::watch::source_watch_naming(
+            crate::watch::WatchTarget::of(&self.path),
+            Some(self.touched.clone()),
+            changed,
+            stop,
+        )
     }
 }
 
@@ -122,6 +134,14 @@ fn manifest_files(path: &Path) -> Result<Vec<PathBuf>, ConfigErrors> {
         .collect())
 }
 
+/// Whether a directory's file of this name is read: `.yaml` and `.yml`
+/// files, hidden ones aside (editor swap files, ConfigMap `..data` links).
+fn is_manifest_name(name: &std::ffi::OsStr) -> bool {
+    let name = name.to_string_lossy();
+    let yaml = name.ends_with(".yaml") || name.ends_with(".yml");
+    yaml && !name.starts_with('.')
+}
+
 /// The files [`ManifestSource::files`] lists, each with what `stat` says of
 /// it (through symlinks, as a ConfigMap volume's files are).
 fn manifest_files_with_meta(
@@ -134,11 +154,7 @@ fn manifest_files_with_meta(
     let mut files = Vec::new();
     for entry in std::fs::read_dir(path).map_err(|e| read_error(path, e))? {
         let entry = entry.map_err(|e| read_error(path, e))?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        let yaml = name.ends_with(".yaml") || name.ends_with(".yml");
-        // Skip hidden files (editor swap files, ConfigMap `..data` links).
-        if !yaml || name.starts_with('.') {
+        if !is_manifest_name(&entry.file_name()) {
             continue;
         }
         let p = entry.path();

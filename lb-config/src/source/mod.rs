@@ -33,11 +33,13 @@ mod file;
 mod memory;
 mod merge;
 pub mod settled;
+mod touched;
 
 pub use file::FileSource;
 pub use memory::MemorySource;
 pub use merge::{load_merged, merge, merge_states, Merged, Origins};
 pub use settled::read_settled;
+pub use touched::Touched;
 
 use std::fmt;
 use std::future::Future;
