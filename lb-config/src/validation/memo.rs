@@ -27,7 +27,9 @@ use crate::raw::RawService;
 /// Validated services by the address of their raw object (see the module).
 #[derive(Debug, Default)]
 pub(crate) struct Memo {
-    services: HashMap<usize, (Arc<RawService>, ServiceDraft)>,
+    /// Boxed: every load moves each entry from the last pass's map to the
+    /// next's, and a draft is a few hundred bytes.
+    services: HashMap<usize, Box<(Arc<RawService>, ServiceDraft)>>,
 }
 
 /// One load's use of a [`Memo`]: the last load's entries, and this load's.
@@ -58,6 +60,10 @@ impl Pass<'_> {
         let key = Arc::as_ptr(raw) as usize;
         if let Some(entry) = self.last.services.remove(&key) {
             let draft = entry.1.clone();
+            // Capacity for all of the last pass's entries, reserved once.
+            if self.next.services.capacity() == 0 {
+                self.next.services.reserve(self.last.services.len() + 1);
+            }
             self.next.services.insert(key, entry);
             return Some(draft);
         }
@@ -65,7 +71,9 @@ impl Pass<'_> {
         let mut draft = service::service(raw, index, errs, warnings)?;
         draft.source = Some(raw.clone());
         if errs.len() == errors && warnings.len() == warned && !raw.name.is_empty() {
-            self.next.services.insert(key, (raw.clone(), draft.clone()));
+            self.next
+                .services
+                .insert(key, Box::new((raw.clone(), draft.clone())));
         }
         Some(draft)
     }

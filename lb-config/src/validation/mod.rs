@@ -54,8 +54,8 @@ pub(crate) fn validate(
     listeners::check_own(&settings, errs);
     let mut warnings = settings::warnings(&settings);
 
-    let mut services = Vec::new();
-    let mut seen = HashSet::new();
+    let mut services = Vec::with_capacity(raw.services.len());
+    let mut seen = HashSet::with_capacity(raw.services.len());
     for (i, s) in raw.services.iter().enumerate() {
         let ns = s.namespace.as_deref().unwrap_or("default");
         if !s.name.is_empty() && !seen.insert((ns, s.name.as_str())) {
@@ -68,8 +68,8 @@ pub(crate) fn validate(
         services.extend(memo.service(s, i, errs, &mut warnings));
     }
 
-    let mut pods = Vec::new();
-    let mut seen = HashSet::new();
+    let mut pods = Vec::with_capacity(raw.pods.len());
+    let mut seen = HashSet::with_capacity(raw.pods.len());
     for (i, p) in raw.pods.iter().enumerate() {
         let ns = p.namespace.as_deref().unwrap_or("default");
         if !p.name.is_empty() && !seen.insert((ns, p.name.as_str())) {
@@ -82,8 +82,8 @@ pub(crate) fn validate(
         pods.extend(objects::pod(p, i, &settings.node, errs));
     }
 
-    let mut endpoints = Vec::new();
-    let mut seen = HashSet::new();
+    let mut endpoints = Vec::with_capacity(raw.endpoints.len());
+    let mut seen = HashSet::with_capacity(raw.endpoints.len());
     // Services with a selector, by namespace and name: one lookup per
     // `[[endpoints]]` object instead of a scan of every service.
     let selected: HashSet<(&str, &str)> = raw
