@@ -269,5 +269,8 @@ fn dedup(mut eps: Vec<EndpointSpec>) -> Vec<EndpointSpec> {
     let mut seen = HashSet::new();
     eps.retain(|e| seen.insert(e.addr));
     eps.sort_by_key(|e| e.addr);
+    // Served for the config's life: no room for more (10 endpoints had
+    // room for 16, 11 MB at 10,000 services).
+    eps.shrink_to_fit();
     eps
 }

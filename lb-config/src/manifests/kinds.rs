@@ -418,9 +418,9 @@ impl Doc<'_> {
                 .subsets
                 .into_iter()
                 .map(|s| RawEndpointSubset {
-                    addresses: s.addresses.into_iter().map(addr).collect(),
-                    not_ready_addresses: s.not_ready_addresses.into_iter().map(addr).collect(),
-                    ports: s.ports.into_iter().map(endpoint_port).collect(),
+                    addresses: exact(s.addresses.into_iter().map(addr)),
+                    not_ready_addresses: exact(s.not_ready_addresses.into_iter().map(addr)),
+                    ports: exact(s.ports.into_iter().map(endpoint_port)),
                 })
                 .collect(),
         };
@@ -569,4 +569,14 @@ fn endpoint_port(p: types::EndpointPort) -> RawEndpointPort {
         port: p.port.unwrap_or(0),
         protocol: p.protocol,
     }
+}
+
+/// The items in a vector of their own size. `collect()` from a vector's
+/// `into_iter()` reuses the source's buffer, which keeps the source items'
+/// size: the manifest's addresses are larger than the raw ones, and 10,000
+/// Endpoints objects of 10 addresses kept 19 MB where 13 would do.
+fn exact<T>(items: impl ExactSizeIterator<Item = T>) -> Vec<T> {
+    let mut out = Vec::with_capacity(items.len());
+    out.extend(items);
+    out
 }
