@@ -153,11 +153,7 @@ fn build_port(
             }
         })
         .collect();
-    let index_of = endpoints
-        .iter()
-        .enumerate()
-        .map(|(i, e)| (e.addr, i as u32))
-        .collect();
+    debug_assert!(endpoints.windows(2).all(|w| w[0].addr < w[1].addr));
     // Topology (kube-proxy's CategorizeEndpoints) narrows the cluster-wide
     // table's ready endpoints; the node-local table ignores it.
     let hints: Vec<Hints> = eps
@@ -211,7 +207,6 @@ fn build_port(
         target_port: port.target_port.clone(),
         node_port: port.node_port,
         endpoints,
-        index_of,
         cluster,
         local,
         affinity,

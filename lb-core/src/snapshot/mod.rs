@@ -30,8 +30,9 @@ pub use table::Table;
 use crate::model::{Protocol, ServiceKey, ServicePortKey};
 use crate::spec::{NodeSpec, ServiceSpec};
 
-/// The hasher of the maps a connection looks up on its way in (frontend,
-/// endpoint index): foldhash, seeded per map, is several times faster than
+/// The hasher of the map a connection looks up on its way in (the
+/// frontends; an endpoint's index is a search of its port's sorted
+/// endpoints): foldhash, seeded per map, is several times faster than
 /// SipHash on socket addresses and still not predictable from outside.
 type FastHash = foldhash::fast::RandomState;
 
