@@ -81,8 +81,9 @@ pub struct FileWatch {
     watcher: notify::RecommendedWatcher,
     events: mpsc::UnboundedReceiver<notify::Result<Event>>,
     state: State,
-    /// Where a directory's watch names the files it saw change.
-    touched: Option<Arc<Touched>>,
+    /// Where a directory's watch names the files it saw change, and what
+    /// stops the naming when the watch ends (even one never run).
+    touched: Option<(Arc<Touched>, Naming)>,
 }
 
 impl std::fmt::Debug for FileWatch {
@@ -123,7 +124,8 @@ impl FileWatch {
     pub fn naming(mut self, touched: Arc<Touched>) -> FileWatch {
         if matches!(self.state.target, WatchTarget::Dir(_)) {
             touched.watching(true);
-            self.touched = Some(touched);
+            let naming = Naming(touched.clone());
+            self.touched = Some((touched, naming));
         }
         self
     }
@@ -137,9 +139,9 @@ impl FileWatch {
             mut state,
             touched,
         } = self;
-        // However the watch ends (stopped, or its future dropped), the
-        // source lists the directory again from then on.
-        let _naming = touched.as_ref().map(|t| Naming(t.clone()));
+        // However the watch ends (stopped, or its future dropped, polled or
+        // not), `Naming` makes the source list the directory from then on.
+        let touched = touched.as_ref().map(|(t, _naming)| t);
         // When the pending burst started and when it last saw an event.
         let mut pending: Option<(Instant, Instant)> = None;
         // Files of the burst being written (a write seen, its end not yet).
@@ -155,7 +157,7 @@ impl FileWatch {
                 () = stop.cancelled() => return,
                 event = events.recv() => {
                     let Some(event) = event else { return };
-                    if let Some(touched) = &touched {
+                    if let Some(touched) = touched {
                         state.name(&event, touched);
                     }
                     if state.relevant(&event) {
@@ -348,8 +350,9 @@ impl State {
 
     /// Names in `touched` the files of a watched directory an event (or a
     /// watch error) is about; what it cannot name (an overflow, an error,
-    /// the directory itself, ConfigMap's `..data` swap) makes the next read
-    /// a whole one. Hidden files are not read, so they are not named.
+    /// ConfigMap's `..data` swap) makes the next read a whole one, and an
+    /// event on the directory itself every read from then on. Hidden files
+    /// are not read, so they are not named.
     fn name(&self, event: &notify::Result<Event>, touched: &Touched) {
         let WatchTarget::Dir(dir) = &self.target else {
             return;
@@ -368,6 +371,13 @@ impl State {
             return;
         }
         for p in &event.paths {
+            if p == dir {
+                // Moved, removed or replaced, the directory may no longer be
+                // the one watched (inotify follows the old one): names
+                // stand for nothing from here on.
+                touched.watching(false);
+                return;
+            }
             match (p.parent(), p.file_name()) {
                 (Some(parent), Some(name)) if parent == dir => {
                     let text = name.to_string_lossy();
@@ -508,5 +518,63 @@ mod tests {
             EventKind::Access(AccessKind::Close(AccessMode::Read)),
             "/m/web.yaml"
         )));
+    }
+
+    /// A directory watch's naming, fed `events`, after a whole read.
+    fn named(events: &[notify::Result<Event>]) -> Option<HashSet<std::ffi::OsString>> {
+        let state = State::new(WatchTarget::Dir(PathBuf::from("/m"))).expect("state");
+        let touched = Touched::default();
+        touched.watching(true);
+        assert_eq!(touched.take(), None, "the first read is whole");
+        for e in events {
+            state.name(e, &touched);
+        }
+        touched.take()
+    }
+
+    #[test]
+    fn a_directory_watch_names_its_visible_files_only() {
+        let names = named(&[
+            event(EventKind::Create(CreateKind::File), "/m/.web.yaml.swp"),
+            event(
+                EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+                "/m/web.yaml",
+            ),
+            event(EventKind::Remove(RemoveKind::File), "/m/db.yaml"),
+        ]);
+        assert_eq!(
+            names,
+            Some(HashSet::from(["web.yaml".into(), "db.yaml".into()]))
+        );
+    }
+
+    #[test]
+    fn what_a_directory_watch_cannot_name_makes_the_next_read_whole() {
+        let overflow = Ok(Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan));
+        let error = Err(notify::Error::generic("queue overflow"));
+        let pathless = Ok(Event::new(EventKind::Any));
+        let configmap = event(EventKind::Create(CreateKind::Any), "/m/..data");
+        let elsewhere = event(EventKind::Create(CreateKind::File), "/other/web.yaml");
+        for e in [overflow, error, pathless, configmap, elsewhere] {
+            assert_eq!(named(std::slice::from_ref(&e)), None, "{e:?}");
+        }
+    }
+
+    #[test]
+    fn an_event_on_the_directory_itself_ends_the_naming() {
+        let state = State::new(WatchTarget::Dir(PathBuf::from("/m"))).expect("state");
+        let touched = Touched::default();
+        touched.watching(true);
+        assert_eq!(touched.take(), None);
+        state.name(
+            &event(EventKind::Remove(RemoveKind::Folder), "/m"),
+            &touched,
+        );
+        assert_eq!(touched.take(), None);
+        state.name(
+            &event(EventKind::Create(CreateKind::File), "/m/web.yaml"),
+            &touched,
+        );
+        assert_eq!(touched.take(), None, "every read whole from then on");
     }
 }

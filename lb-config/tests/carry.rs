@@ -166,3 +166,82 @@ fn a_new_frontend_on_a_carried_services_endpoint_is_still_refused() {
 fn raw_endpoints(name: &str, ips: &[&str]) -> Arc<lb_config::raw::RawEndpoints> {
     parse_str(&endpoints(name, ips)).expect("parses").endpoints[0].clone()
 }
+
+fn host_endpoints(name: &str, host: &str) -> String {
+    format!(
+        "[[endpoints]]\nname = \"{name}\"\n[[endpoints.subsets]]\naddresses = [{{ host = \"{host}\" }}]\nports = [{{ name = \"p\", port = 8080 }}]\n"
+    )
+}
+
+/// Every state of `states`, loaded in turn by one loader (carrying what it
+/// can), gives what a fresh loader gives for the same state.
+fn same_as_fresh(states: &[RawConfig]) {
+    let mut carrying = loader();
+    for (i, state) in states.iter().enumerate() {
+        let carried = carrying.load_raw(state).expect("valid");
+        let fresh = loader().load_raw(state).expect("valid");
+        let specs = |c: &Config| -> Vec<lb_core::ServiceSpec> {
+            let mut v: Vec<_> = c.services.iter().map(|s| (**s).clone()).collect();
+            v.sort_by(|a, b| a.key.cmp(&b.key));
+            v
+        };
+        assert_eq!(specs(&carried), specs(&fresh), "state {i}: services");
+        let mut hosts = (carried.host_endpoints.clone(), fresh.host_endpoints.clone());
+        hosts.0.sort_by(|a, b| a.service.cmp(&b.service));
+        hosts.1.sort_by(|a, b| a.service.cmp(&b.service));
+        assert_eq!(hosts.0, hosts.1, "state {i}: host-name endpoints");
+    }
+}
+
+#[test]
+fn a_carried_load_serves_what_a_fresh_load_of_the_same_objects_serves() {
+    let base = raw(&[
+        service("web", "127.96.0.10", 80),
+        service("db", "127.96.0.11", 5432),
+        service("named", "127.96.0.12", 80),
+        endpoints("web", &["127.0.90.1", "127.0.90.2"]),
+        host_endpoints("named", "backend.example"),
+    ]);
+    // db gets an Endpoints object, then web loses its own, then db's
+    // changes; every other object stays the very same one.
+    let mut db_gets_endpoints = base.clone();
+    db_gets_endpoints
+        .endpoints
+        .push(raw_endpoints("db", &["127.0.91.1"]));
+    let mut web_loses_its_own = db_gets_endpoints.clone();
+    web_loses_its_own.endpoints.remove(0);
+    let mut db_changes = web_loses_its_own.clone();
+    let last = db_changes.endpoints.len() - 1;
+    db_changes.endpoints[last] = raw_endpoints("db", &["127.0.91.2", "127.0.91.3"]);
+    same_as_fresh(&[
+        base.clone(),
+        db_gets_endpoints,
+        web_loses_its_own,
+        db_changes,
+        base,
+    ]);
+}
+
+#[test]
+fn a_carried_service_keeps_its_host_name_endpoints() {
+    let mut loader = loader();
+    let raw = raw(&[
+        service("named", "127.96.0.12", 80),
+        host_endpoints("named", "backend.example"),
+        service("web", "127.96.0.10", 80),
+    ]);
+    let first = loader.load_raw(&raw).expect("valid");
+    let mut next = raw.clone();
+    next.services[1] = parse_str(&service("web", "127.96.0.10", 81))
+        .expect("parses")
+        .services[0]
+        .clone();
+    let second = loader.load_raw(&next).expect("valid");
+    assert!(Arc::ptr_eq(
+        served(&first, "named"),
+        served(&second, "named")
+    ));
+    assert_eq!(second.host_endpoints, first.host_endpoints);
+    assert_eq!(second.host_endpoints.len(), 1);
+    assert_eq!(second.host_endpoints[0].host, "backend.example");
+}

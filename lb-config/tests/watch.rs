@@ -254,3 +254,21 @@ async fn a_directory_watch_names_the_files_it_saw_change_before_it_wakes() {
     assert_eq!(touched.take(), None, "no watch: every read lists");
     assert_eq!(touched.take(), None);
 }
+
+#[tokio::test]
+async fn a_directory_watch_dropped_before_it_ran_names_nothing() {
+    use lb_config::source::Touched;
+    let dir = tempfile::tempdir().unwrap();
+    let touched = Arc::new(Touched::default());
+    let watch = FileWatch::new(WatchTarget::Dir(dir.path().to_path_buf()))
+        .expect("watch set up")
+        .naming(touched.clone());
+    assert_eq!(touched.take(), None);
+    drop(watch);
+    assert_eq!(
+        touched.take(),
+        None,
+        "no watch: the read lists the directory"
+    );
+    assert_eq!(touched.take(), None);
+}

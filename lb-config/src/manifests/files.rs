@@ -69,6 +69,9 @@ struct Entry {
     /// The file was old enough, when read, for `stamp` to stand for what
     /// was read.
     trusted: bool,
+    /// The directory's entry is a symlink: what it points at can change
+    /// without an event on its name, so a named read looks at it anyway.
+    link: bool,
     /// Bumped whenever a parse gives something else than the last one.
     version: u64,
     parsed: Result<FileObjects, Box<[FieldError]>>,
@@ -133,7 +136,7 @@ impl Files {
         let listed = super::manifest_files_with_meta(path)?;
         let now = SystemTime::now();
         let mut made_of = Vec::with_capacity(listed.len());
-        for (file, meta) in listed {
+        for (file, meta, link) in listed {
             let file = file.into_os_string();
             let stamp = Stamp::of(&meta);
             let known = self
@@ -142,7 +145,7 @@ impl Files {
                 .filter(|e| !all && e.trusted && e.stamp == stamp);
             let version = match known {
                 Some(e) => e.version,
-                None => self.parse(&file, stamp, &meta, now)?,
+                None => self.parse(&file, stamp, &meta, link, now)?,
             };
             made_of.push((file, version));
         }
@@ -154,7 +157,9 @@ impl Files {
     }
 
     /// [`Files::refresh`] looking only at the files `names` (of the
-    /// directory `dir`) and those read while too young to trust: the last
+    /// directory `dir`), those read while too young to trust, and symlinks
+    /// (a ConfigMap's files; an edit of a link's target is an event on the
+    /// target's name, or none when it is elsewhere): the last
     /// read's files with those added, changed or removed. `None` when it
     /// cannot stand for a whole listing (no last read, a `stat` that failed
     /// for another reason than the file being gone).
@@ -173,12 +178,17 @@ impl Files {
         check.extend(
             self.entries
                 .iter()
-                .filter(|(_, e)| !e.trusted)
+                .filter(|(_, e)| !e.trusted || e.link)
                 .map(|(f, _)| f.clone()),
         );
         check.sort_unstable();
         check.dedup();
         for file in check {
+            let link = match std::fs::symlink_metadata(&file) {
+                Ok(meta) => meta.file_type().is_symlink(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+                Err(_) => return None,
+            };
             let meta = match std::fs::metadata(&file) {
                 Ok(meta) => Some(meta).filter(std::fs::Metadata::is_file),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -200,7 +210,7 @@ impl Files {
                 .map(|e| e.version);
             let version = match known {
                 Some(v) => v,
-                None => match self.parse(&file, stamp, &meta, now) {
+                None => match self.parse(&file, stamp, &meta, link, now) {
                     Ok(v) => v,
                     Err(e) => return Some(Err(e)),
                 },
@@ -220,6 +230,7 @@ impl Files {
         file: &OsString,
         stamp: Stamp,
         meta: &std::fs::Metadata,
+        link: bool,
         now: SystemTime,
     ) -> Result<u64, ConfigErrors> {
         let path = Path::new(file);
@@ -257,6 +268,7 @@ impl Files {
             Entry {
                 stamp,
                 trusted,
+                link,
                 version,
                 parsed,
             },
@@ -400,6 +412,33 @@ mod tests {
         assert!(files.read_changed(dir.path(), named(&[])).is_none());
         // A whole listing agrees.
         assert!(files.read_changed(dir.path(), None).is_none());
+    }
+
+    #[test]
+    fn a_named_read_looks_at_symlinks_whatever_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("web.yaml.v1");
+        std::fs::write(&target, service("a")).expect("write");
+        age(&target, Duration::from_secs(60));
+        std::os::unix::fs::symlink("web.yaml.v1", dir.path().join("web.yaml")).expect("link");
+        let mut files = Files::default();
+        let first = files
+            .read_changed(dir.path(), None)
+            .expect("read")
+            .expect("valid");
+        assert_eq!(names(&first), ["a"]);
+        // Edited through its target: the watch names `web.yaml.v1`, which is
+        // not a manifest's name.
+        std::fs::write(&target, service("bb")).expect("rewrite");
+        age(&target, Duration::from_secs(30));
+        let state = files
+            .read_changed(
+                dir.path(),
+                Some(std::collections::HashSet::from(["web.yaml.v1".into()])),
+            )
+            .expect("changed through the link")
+            .expect("valid");
+        assert_eq!(names(&state), ["bb"]);
     }
 
     #[test]

@@ -130,7 +130,7 @@ fn read_error(path: &Path, e: impl std::fmt::Display) -> ConfigErrors {
 fn manifest_files(path: &Path) -> Result<Vec<PathBuf>, ConfigErrors> {
     Ok(manifest_files_with_meta(path)?
         .into_iter()
-        .map(|(p, _)| p)
+        .map(|(p, _, _)| p)
         .collect())
 }
 
@@ -143,13 +143,14 @@ fn is_manifest_name(name: &std::ffi::OsStr) -> bool {
 }
 
 /// The files [`ManifestSource::files`] lists, each with what `stat` says of
-/// it (through symlinks, as a ConfigMap volume's files are).
+/// it (through symlinks, as a ConfigMap volume's files are) and whether it
+/// is a symlink (whose target can change without an event on its name).
 fn manifest_files_with_meta(
     path: &Path,
-) -> Result<Vec<(PathBuf, std::fs::Metadata)>, ConfigErrors> {
+) -> Result<Vec<(PathBuf, std::fs::Metadata, bool)>, ConfigErrors> {
     let meta = std::fs::metadata(path).map_err(|e| read_error(path, e))?;
     if !meta.is_dir() {
-        return Ok(vec![(path.to_path_buf(), meta)]);
+        return Ok(vec![(path.to_path_buf(), meta, false)]);
     }
     let mut files = Vec::new();
     for entry in std::fs::read_dir(path).map_err(|e| read_error(path, e))? {
@@ -162,13 +163,15 @@ fn manifest_files_with_meta(
         // a link: a ConfigMap's files are links, and what counts is what
         // they point at. A file gone since the listing (or a dangling link)
         // is not a file.
-        let meta = match entry.file_type() {
-            Ok(t) if !t.is_symlink() => entry.metadata(),
-            _ => std::fs::metadata(&p),
+        let link = !matches!(entry.file_type(), Ok(t) if !t.is_symlink());
+        let meta = if link {
+            std::fs::metadata(&p)
+        } else {
+            entry.metadata()
         };
         if let Ok(meta) = meta {
             if meta.is_file() {
-                files.push((p, meta));
+                files.push((p, meta, link));
             }
         }
     }

@@ -265,6 +265,30 @@ mod tests {
     use crate::snapshot::{PickReason, Table};
 
     #[test]
+    fn every_endpoint_is_found_by_its_address_whatever_the_order_given() {
+        let given = [
+            "127.0.0.9:1",
+            "127.0.0.2:7",
+            "127.0.0.2:1",
+            "127.0.0.9:1",
+            "127.0.0.10:1",
+        ];
+        let s = Snapshot::build(
+            node(),
+            vec![web(&given, SessionAffinity::None)],
+            None,
+            SystemTime::now(),
+        );
+        let port = entry(&s).port;
+        assert_eq!(port.endpoints().len(), 4, "one per address");
+        for addr in given {
+            let i = port.index_of(sa(addr)).expect("found");
+            assert_eq!(port.endpoint(i).addr, sa(addr));
+        }
+        assert_eq!(port.index_of(sa("127.0.0.2:2")), None);
+    }
+
+    #[test]
     fn round_robin_position_survives_a_swap_with_the_same_endpoints() {
         let eps = ["127.0.0.1:1", "127.0.0.2:1", "127.0.0.3:1"];
         let now = Instant::now();
