@@ -325,14 +325,32 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn an_unchanged_directory_is_no_new_state_and_keeps_its_objects() {
+    /// A directory of one service file per name, written long ago.
+    fn old_files(services: &[&str]) -> tempfile::TempDir {
         let dir = tempfile::tempdir().expect("tempdir");
-        for name in ["a", "b"] {
+        for name in services {
             let path = dir.path().join(format!("{name}.yaml"));
             std::fs::write(&path, service(name)).expect("write");
             age(&path, Duration::from_secs(60));
         }
+        dir
+    }
+
+    /// A read that finds a new, valid state.
+    fn changed(
+        files: &mut Files,
+        dir: &Path,
+        touched: Option<std::collections::HashSet<OsString>>,
+    ) -> DesiredState {
+        files
+            .read_changed(dir, touched)
+            .expect("a new state")
+            .expect("valid")
+    }
+
+    #[test]
+    fn an_unchanged_directory_is_no_new_state_and_keeps_its_objects() {
+        let dir = old_files(&["a", "b"]);
         let mut files = Files::default();
         let first = files
             .read_changed(dir.path(), None)
@@ -381,17 +399,9 @@ mod tests {
 
     #[test]
     fn a_named_read_looks_only_at_the_named_files() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        for name in ["a", "b"] {
-            let path = dir.path().join(format!("{name}.yaml"));
-            std::fs::write(&path, service(name)).expect("write");
-            age(&path, Duration::from_secs(60));
-        }
+        let dir = old_files(&["a", "b"]);
         let mut files = Files::default();
-        files
-            .read_changed(dir.path(), None)
-            .expect("first read")
-            .expect("valid");
+        changed(&mut files, dir.path(), None);
         let named = |names: &[&str]| Some(names.iter().map(|n| OsString::from(*n)).collect());
 
         let c = dir.path().join("c.yaml");
@@ -399,15 +409,9 @@ mod tests {
         age(&c, Duration::from_secs(60));
         std::fs::remove_file(dir.path().join("a.yaml")).expect("remove");
         // Only `c.yaml` is named: the removal of `a.yaml` is not looked at.
-        let state = files
-            .read_changed(dir.path(), named(&["c.yaml"]))
-            .expect("c added")
-            .expect("valid");
+        let state = changed(&mut files, dir.path(), named(&["c.yaml"]));
         assert_eq!(names(&state), ["a", "b", "c"]);
-        let state = files
-            .read_changed(dir.path(), named(&["a.yaml", ".a.yaml.swp"]))
-            .expect("a removed")
-            .expect("valid");
+        let state = changed(&mut files, dir.path(), named(&["a.yaml", ".a.yaml.swp"]));
         assert_eq!(names(&state), ["b", "c"]);
         assert!(files.read_changed(dir.path(), named(&[])).is_none());
         // A whole listing agrees.
@@ -422,22 +426,13 @@ mod tests {
         age(&target, Duration::from_secs(60));
         std::os::unix::fs::symlink("web.yaml.v1", dir.path().join("web.yaml")).expect("link");
         let mut files = Files::default();
-        let first = files
-            .read_changed(dir.path(), None)
-            .expect("read")
-            .expect("valid");
-        assert_eq!(names(&first), ["a"]);
+        assert_eq!(names(&changed(&mut files, dir.path(), None)), ["a"]);
         // Edited through its target: the watch names `web.yaml.v1`, which is
         // not a manifest's name.
         std::fs::write(&target, service("bb")).expect("rewrite");
         age(&target, Duration::from_secs(30));
-        let state = files
-            .read_changed(
-                dir.path(),
-                Some(std::collections::HashSet::from(["web.yaml.v1".into()])),
-            )
-            .expect("changed through the link")
-            .expect("valid");
+        let named = std::collections::HashSet::from(["web.yaml.v1".into()]);
+        let state = changed(&mut files, dir.path(), Some(named));
         assert_eq!(names(&state), ["bb"]);
     }
 
@@ -447,15 +442,9 @@ mod tests {
         let path = dir.path().join("s.yaml");
         std::fs::write(&path, service("a")).expect("write");
         let mut files = Files::default();
-        files
-            .read_changed(dir.path(), None)
-            .expect("read")
-            .expect("valid");
+        changed(&mut files, dir.path(), None);
         std::fs::write(&path, service("b")).expect("rewrite");
-        let state = files
-            .read_changed(dir.path(), Some(Default::default()))
-            .expect("changed")
-            .expect("valid");
+        let state = changed(&mut files, dir.path(), Some(Default::default()));
         assert_eq!(names(&state), ["b"]);
     }
 
