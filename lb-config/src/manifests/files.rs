@@ -135,20 +135,36 @@ impl Files {
     fn refresh(&mut self, path: &Path, all: bool) -> Result<Vec<(OsString, u64)>, ConfigErrors> {
         let listed = super::manifest_files_with_meta(path)?;
         let now = SystemTime::now();
-        let mut made_of = Vec::with_capacity(listed.len());
-        for (file, meta, link) in listed {
-            let file = file.into_os_string();
-            let stamp = Stamp::of(&meta);
+        let mut versions: Vec<Option<u64>> = Vec::with_capacity(listed.len());
+        let mut to_parse = Vec::new();
+        for (i, (file, meta, _)) in listed.iter().enumerate() {
             let known = self
                 .entries
-                .get(&file)
-                .filter(|e| !all && e.trusted && e.stamp == stamp);
-            let version = match known {
-                Some(e) => e.version,
-                None => self.parse(&file, stamp, &meta, link, now)?,
-            };
-            made_of.push((file, version));
+                .get(file.as_os_str())
+                .filter(|e| !all && e.trusted && e.stamp == Stamp::of(meta));
+            versions.push(known.map(|e| e.version));
+            if known.is_none() {
+                to_parse.push(i);
+            }
         }
+        let parsed = parse_many(&listed, &to_parse, now);
+        for (&i, parsed) in to_parse.iter().zip(parsed) {
+            let (file, meta, link) = &listed[i];
+            let file = file.as_os_str().to_os_string();
+            versions[i] = Some(match parsed {
+                Ok(parsed) => self.store(file, Stamp::of(meta), *link, parsed),
+                Err(e) => {
+                    // Read again next time.
+                    self.entries.remove(&file);
+                    return Err(e);
+                }
+            });
+        }
+        let made_of: Vec<(OsString, u64)> = listed
+            .into_iter()
+            .zip(versions)
+            .map(|((file, _, _), v)| (file.into_os_string(), v.unwrap_or_default()))
+            .collect();
         if self.entries.len() > made_of.len() {
             let listed: crate::hash::HashSet<&OsString> = made_of.iter().map(|(f, _)| f).collect();
             self.entries.retain(|f, _| listed.contains(f));
@@ -233,47 +249,37 @@ impl Files {
         link: bool,
         now: SystemTime,
     ) -> Result<u64, ConfigErrors> {
-        let path = Path::new(file);
-        let text = crate::source::read_settled(path).map_err(|e| {
-            // Read again next time.
-            self.entries.remove(file);
-            read_error(path, e)
-        })?;
-        let mut acc = Acc::default();
-        let parsed = load_text(&text, &path.display().to_string(), &mut acc)
-            .map(|()| FileObjects::from(acc))
-            .map_err(|e| e.errors.into());
-        // A file whose time has no nanoseconds is taken to be on a file
-        // system of whole seconds (on others, one in a few hundred is, and
-        // is only trusted a little later).
-        let racy = if meta.mtime_nsec() == 0 {
-            RACY_COARSE
-        } else {
-            RACY
-        };
-        let trusted = meta
-            .modified()
-            .ok()
-            .and_then(|m| now.duration_since(m).ok())
-            .is_some_and(|age| age > racy);
-        let version = match self.entries.get(file) {
-            Some(e) if e.parsed == parsed => e.version,
+        match read_and_parse(Path::new(file), meta, now) {
+            Ok(parsed) => Ok(self.store(file.clone(), stamp, link, parsed)),
+            Err(e) => {
+                // Read again next time.
+                self.entries.remove(file);
+                Err(e)
+            }
+        }
+    }
+
+    /// Puts a parsed file in the cache; returns its version (the last one
+    /// when it parsed to the same objects).
+    fn store(&mut self, file: OsString, stamp: Stamp, link: bool, parsed: Parsed) -> u64 {
+        let version = match self.entries.get(&file) {
+            Some(e) if e.parsed == parsed.objects => e.version,
             _ => {
                 self.versions += 1;
                 self.versions
             }
         };
         self.entries.insert(
-            file.clone(),
+            file,
             Entry {
                 stamp,
-                trusted,
+                trusted: parsed.trusted,
                 link,
                 version,
-                parsed,
+                parsed: parsed.objects,
             },
         );
-        Ok(version)
+        version
     }
 
     /// The state the files in `made_of` add up to (their objects shared
@@ -294,6 +300,75 @@ impl Files {
             Err(ConfigErrors { errors })
         }
     }
+}
+
+/// One file read and parsed, not yet in the cache.
+struct Parsed {
+    objects: Result<FileObjects, Box<[FieldError]>>,
+    /// Old enough, when read, for its stamp to stand for its contents.
+    trusted: bool,
+}
+
+/// Reads and parses the file at `path` (`meta`: what `stat` said of it).
+/// Touches no cache, so it may run on any thread.
+fn read_and_parse(
+    path: &Path,
+    meta: &std::fs::Metadata,
+    now: SystemTime,
+) -> Result<Parsed, ConfigErrors> {
+    let text = crate::source::read_settled(path).map_err(|e| read_error(path, e))?;
+    let mut acc = Acc::default();
+    let objects = load_text(&text, &path.display().to_string(), &mut acc)
+        .map(|()| FileObjects::from(acc))
+        .map_err(|e| e.errors.into());
+    // A file whose time has no nanoseconds is taken to be on a file system
+    // of whole seconds (on others, one in a few hundred is, and is only
+    // trusted a little later).
+    let racy = if meta.mtime_nsec() == 0 {
+        RACY_COARSE
+    } else {
+        RACY
+    };
+    let trusted = meta
+        .modified()
+        .ok()
+        .and_then(|m| now.duration_since(m).ok())
+        .is_some_and(|age| age > racy);
+    Ok(Parsed { objects, trusted })
+}
+
+/// From how many files to parse a read spreads them over the cores: the
+/// first load of 10,000 files spends most of its time parsing YAML, while
+/// one file changed is quicker parsed than a thread is started.
+const PARSE_IN_PARALLEL_FROM: usize = 256;
+
+/// The most threads a read parses on.
+const MAX_PARSERS: usize = 8;
+
+/// [`read_and_parse`] of `listed[i]` for each `i` of `which`, in that order;
+/// on several threads when there are many.
+fn parse_many(
+    listed: &[(std::path::PathBuf, std::fs::Metadata, bool)],
+    which: &[usize],
+    now: SystemTime,
+) -> Vec<Result<Parsed, ConfigErrors>> {
+    let one = |i: &usize| read_and_parse(&listed[*i].0, &listed[*i].1, now);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_PARSERS));
+    if which.len() < PARSE_IN_PARALLEL_FROM || threads < 2 {
+        return which.iter().map(one).collect();
+    }
+    let chunk = which.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = which
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(one).collect::<Vec<_>>()))
+            .collect();
+        parts
+            .into_iter()
+            // A parser's panic is the read's, as it was on one thread.
+            .flat_map(|p| p.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
 }
 
 #[cfg(test)]
@@ -395,6 +470,26 @@ mod tests {
         assert_eq!(names(&second), ["b"]);
         // Parsed again while young, but the same objects: no new state.
         assert!(files.read_changed(dir.path(), None).is_none());
+    }
+
+    #[test]
+    fn many_files_parsed_on_several_threads_come_out_in_order() {
+        let count = PARSE_IN_PARALLEL_FROM + 44;
+        let all: Vec<String> = (0..count).map(|i| format!("s{i:04}")).collect();
+        let dir = tempfile::tempdir().expect("tempdir");
+        for name in &all {
+            std::fs::write(dir.path().join(format!("{name}.yaml")), service(name)).expect("write");
+        }
+        std::fs::write(dir.path().join("s0100.yaml"), "kind: [unclosed").expect("write");
+        let mut files = Files::default();
+        let errors = files.read_all(dir.path()).expect_err("one broken file");
+        assert!(
+            errors.to_string().contains("s0100.yaml"),
+            "the broken file is named: {errors}"
+        );
+        std::fs::write(dir.path().join("s0100.yaml"), service("s0100")).expect("mend");
+        let state = files.read_all(dir.path()).expect("valid");
+        assert_eq!(names(&state), all, "every file, in name order");
     }
 
     #[test]
