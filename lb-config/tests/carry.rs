@@ -245,3 +245,35 @@ fn a_carried_service_keeps_its_host_name_endpoints() {
     assert_eq!(second.host_endpoints.len(), 1);
     assert_eq!(second.host_endpoints[0].host, "backend.example");
 }
+
+#[test]
+fn a_failed_load_between_two_good_ones_leaves_the_carry_as_the_first_left_it() {
+    let mut loader = loader();
+    let raw = two_services();
+    let first = loader.load_raw(&raw).expect("valid");
+    // web's addresses change, and an unrelated error fails the load.
+    let mut bad = raw.clone();
+    bad.endpoints[0] = raw_endpoints("web", &["127.0.90.9"]);
+    bad.services.push(
+        parse_str(&service("broken", "127.96.0.13", 0))
+            .expect("parses")
+            .services[0]
+            .clone(),
+    );
+    loader.load_raw(&bad).expect_err("port 0");
+    // Back to the first objects: served as the first load served them.
+    let again = loader.load_raw(&raw).expect("valid");
+    for name in ["web", "db"] {
+        assert!(
+            Arc::ptr_eq(served(&first, name), served(&again, name)),
+            "{name}"
+        );
+    }
+    // And the change, loaded good this time, is resolved.
+    bad.services.pop();
+    let changed = loader.load_raw(&bad).expect("valid");
+    assert_eq!(
+        addrs(served(&changed, "web")),
+        vec!["127.0.90.9:8080".parse::<SocketAddr>().unwrap()]
+    );
+}
