@@ -9,6 +9,9 @@ proxies, each on its own loopback address in front of the same backends:
     lb       127.0.51.1  lb-proxy (release build)
     haproxy  127.0.52.1  HAProxy, mode tcp, option splice-auto, nbthread = cores
     nginx    127.0.53.1  nginx stream, worker_processes = cores
+    naive    127.0.55.1  examples/naive_proxy.rs: tokio's copy_bidirectional per
+                         connection, no balancing (the floor lb's per-connection
+                         work is measured against)
 
 and runs interleaved rounds (the order of targets rotates every round) of:
 
@@ -34,9 +37,10 @@ import argparse, json, os, re, shutil, signal, statistics, subprocess, sys, temp
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BACKEND = "127.0.50.1"
-TARGETS = {"direct": BACKEND, "lb": "127.0.51.1", "haproxy": "127.0.52.1", "nginx": "127.0.53.1"}
-PROXIES = ["lb", "haproxy", "nginx"]
-HOLD_PORTS = {"lb": 9001, "haproxy": 9002, "nginx": 9003}
+TARGETS = {"direct": BACKEND, "lb": "127.0.51.1", "haproxy": "127.0.52.1", "nginx": "127.0.53.1",
+           "naive": "127.0.55.1"}
+PROXIES = ["lb", "haproxy", "nginx", "naive"]
+HOLD_PORTS = {"lb": 9001, "haproxy": 9002, "nginx": 9003, "naive": 9005}
 TESTS = ["iperf1", "iperf4", "close", "ka"]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # Every process gets the hard RLIMIT_NOFILE (raise it first with `ulimit -Hn`
@@ -210,6 +214,12 @@ class Harness:
         ng_conf = render("nginx-stream.conf.in", os.path.join(d, "nginx-stream.conf"),
                          VIP=TARGETS["nginx"], HOLD_PORT=HOLD_PORTS["nginx"], **sub)
         self.spawn("nginx", ["nginx", "-p", d, "-c", ng_conf], cpu=self.proxy_cpu)
+        naive = TARGETS["naive"]
+        self.spawn("naive", [self.args.naive_bin,
+                             "%s:80=%s:8080" % (naive, BACKEND),
+                             "%s:5201=%s:5201" % (naive, BACKEND),
+                             "%s:9000=%s:%d" % (naive, BACKEND, HOLD_PORTS["naive"])],
+                   env=dict(os.environ, TOKIO_WORKER_THREADS=str(self.threads)), cpu=self.proxy_cpu)
         for name in PROXIES:
             if not wait_port(TARGETS[name], 80):
                 sys.exit("%s did not come up; see %s/%s.log" % (name, d, name))
@@ -350,10 +360,10 @@ def report(results, mem, args):
             ("iperf4", "cpu_per_gb", "CPU s/GB, 4 streams", False),
             ("close", "cpu_per_1k", "CPU s/1k conns", False)]
     lbs = [t for t in ("lb", "lb-alt") if t in TARGETS]
-    cols = ["direct"] + lbs + ["haproxy", "nginx"]
+    cols = ["direct"] + lbs + ["haproxy", "nginx", "naive"]
     p("| figure | %s | %s |" % (" | ".join(cols), " | ".join(
-        "%s / best peer | %s / direct" % (t, t) for t in lbs)))
-    p("|---|" + "---|" * (len(cols) + 2 * len(lbs)))
+        "%s / best peer | %s / naive | %s / direct" % (t, t, t) for t in lbs)))
+    p("|---|" + "---|" * (len(cols) + 3 * len(lbs)))
     for test, key, label, higher in rows:
         if test not in args.tests:
             continue
@@ -365,9 +375,11 @@ def report(results, mem, args):
         ratios = []
         for t in lbs:
             ratio = m[t] / best if best else float("nan")
+            naive = m[t] / m["naive"] if m["naive"] == m["naive"] and m["naive"] else float("nan")
             direct = m[t] / m["direct"] if m["direct"] == m["direct"] and m["direct"] else float("nan")
-            ratios.append("%.2f%s | %s" % (
+            ratios.append("%.2f%s | %s | %s" % (
                 ratio, "" if higher else " (lower is better)",
+                "-" if naive != naive else "%.2f" % naive,
                 "-" if direct != direct or key.startswith("cpu") else "%.2f" % direct))
         p("| %s | %s | %s |" % (label, " | ".join(fmt(m[t]) for t in cols), " | ".join(ratios)))
     if mem:
@@ -394,6 +406,8 @@ def main():
                     "descriptors, so the default is 10,000 or what the hard RLIMIT_NOFILE allows")
     ap.add_argument("--tests", default=",".join(TESTS))
     ap.add_argument("--lb-bin", default=os.path.join(HERE, "..", "..", "target", "release", "lb-proxy"))
+    ap.add_argument("--naive-bin", default=os.path.join(HERE, "..", "..", "target", "release", "examples",
+                                                         "naive_proxy"))
     ap.add_argument("--json", help="write raw results here")
     ap.add_argument("--alt-env", help="KEY=VALUE[,KEY=VALUE]: also run lb-proxy as lb-alt with these")
     ap.add_argument("--alt-bin", help="also run this lb-proxy binary as lb-alt (with --alt-env if given)")
@@ -409,6 +423,9 @@ def main():
             sys.exit("missing %s: apt-get install haproxy nginx-light libnginx-mod-stream iperf3 wrk" % tool)
     if not os.path.exists(args.lb_bin):
         sys.exit("no lb-proxy at %s: cargo build --release -p lb-proxy" % args.lb_bin)
+    if not os.path.exists(args.naive_bin):
+        sys.exit("no naive proxy at %s: cargo build --release -p lb-examples --example naive_proxy"
+                 % args.naive_bin)
     h = Harness(args)
     try:
         h.start()
