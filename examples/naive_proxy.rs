@@ -30,7 +30,10 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("bind {listen}"))?;
         forwards.spawn(forward(listener, upstream));
     }
-    anyhow::ensure!(!forwards.is_empty(), "usage: naive_proxy LISTEN=UPSTREAM...");
+    anyhow::ensure!(
+        !forwards.is_empty(),
+        "usage: naive_proxy LISTEN=UPSTREAM..."
+    );
     while forwards.join_next().await.is_some() {}
     Ok(())
 }
