@@ -24,7 +24,9 @@ async fn main() -> anyhow::Result<()> {
         let (listen, upstream) = arg
             .split_once('=')
             .with_context(|| format!("{arg}: expected LISTEN=UPSTREAM"))?;
-        let upstream: SocketAddr = upstream.parse().with_context(|| format!("{upstream}"))?;
+        let upstream: SocketAddr = upstream
+            .parse()
+            .with_context(|| format!("{upstream}: not an address"))?;
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("bind {listen}"))?;
