@@ -520,12 +520,18 @@ mod tests {
         )));
     }
 
-    /// A directory watch's naming, fed `events`, after a whole read.
-    fn named(events: &[notify::Result<Event>]) -> Option<HashSet<std::ffi::OsString>> {
+    /// A watch of `/m` naming into a `Touched`, its first (whole) read done.
+    fn naming() -> (State, Touched) {
         let state = State::new(WatchTarget::Dir(PathBuf::from("/m"))).expect("state");
         let touched = Touched::default();
         touched.watching(true);
         assert_eq!(touched.take(), None, "the first read is whole");
+        (state, touched)
+    }
+
+    /// A directory watch's naming, fed `events`, after a whole read.
+    fn named(events: &[notify::Result<Event>]) -> Option<HashSet<std::ffi::OsString>> {
+        let (state, touched) = naming();
         for e in events {
             state.name(e, &touched);
         }
@@ -562,10 +568,7 @@ mod tests {
 
     #[test]
     fn an_event_on_the_directory_itself_ends_the_naming() {
-        let state = State::new(WatchTarget::Dir(PathBuf::from("/m"))).expect("state");
-        let touched = Touched::default();
-        touched.watching(true);
-        assert_eq!(touched.take(), None);
+        let (state, touched) = naming();
         state.name(
             &event(EventKind::Remove(RemoveKind::Folder), "/m"),
             &touched,
