@@ -3,29 +3,41 @@
 memory, HAProxy and nginx stream): figures that do not depend on how busy the
 machine is, unlike run.py's wall-clock rates.
 
-    profile.py syscalls  [--targets lb,haproxy,nginx] [--conns 2000] [--requests 1]
+    profile.py syscalls  [--targets lb,haproxy,nginx,naive] [--conns 2000] [--requests 1]
         strace -f -c attached to the proxy while a client makes --conns
         `Connection: close` requests (1 KiB answer) one after another;
         prints system calls per connection, by call. With --requests R > 1,
         each connection carries R keep-alive requests and the figures are
         per request.
-    profile.py callgrind [--conns 2000]
-        lb-proxy under valgrind --tool=callgrind twice (--conns / 5 and
+    profile.py callgrind [--conns 2000] [--targets lb|naive]
+        lb-proxy (or the naive proxy) under valgrind --tool=callgrind twice (--conns / 5 and
         --conns connections); the difference of the instruction counts
         divided by the difference of connections is the per-connection cost
         (start-up and shutdown cancel out). Keeps the larger run's output for
         callgrind_annotate.
-    profile.py heap      [--conns 2000]
+    profile.py heap      [--conns 2000] [--targets lb|naive]
         the same two runs under heaptrack: allocation calls per connection.
+    profile.py load      [--targets lb,naive,haproxy,nginx] [--duration 4] [--wrk-conns 32]
+        the same counts under concurrency: `wrk -c --wrk-conns -t 1` with
+        `Connection: close` for --duration seconds while `perf stat` counts the
+        proxy's system calls, context switches (wake-ups), futex calls,
+        migrations and CPU time; all divided by the connections wrk
+        completed. Counts, not rates: the machine's noise moves how wake-ups
+        fall, not what each connection costs. One target at a time, each
+        --rounds times, interleaved; medians.
     profile.py idle      [--targets lb,haproxy,nginx] [--idle 4000]
         resident memory added per idle proxied connection (RSS of the
         proxy's processes before and after --idle connections are held).
 
 lb-proxy is target/profiling/lb-proxy (`cargo build --profile profiling -p
 lb-proxy`: the release build with debug info) unless --lb-bin says otherwise.
+The naive proxy (`examples/naive_proxy.rs`: tokio's copy_bidirectional per
+connection, the floor run.py measures lb against) is
+target/profiling/examples/naive_proxy (`cargo build --profile profiling -p
+lb-examples --example naive_proxy`) unless --naive-bin says otherwise.
 
 Addresses: backends on 127.0.60.1, lb on 127.0.61.1, HAProxy on 127.0.62.1,
-nginx on 127.0.63.1 (run.py uses 127.0.50-53, so both can coexist). Every
+nginx on 127.0.63.1, naive on 127.0.64.1 (run.py uses 127.0.50-53, so both can coexist). Every
 step is bounded in time and every address is on loopback.
 """
 import argparse, os, re, shutil, signal, socket, subprocess, sys, tempfile, threading, time
@@ -35,8 +47,9 @@ sys.path.insert(0, HERE)
 import run  # noqa: E402  (shares config rendering, pids_of, rss_kib)
 
 BACKEND = "127.0.60.1"
-VIPS = {"lb": "127.0.61.1", "haproxy": "127.0.62.1", "nginx": "127.0.63.1"}
-HOLD_PORTS = {"lb": 9101, "haproxy": 9102, "nginx": 9103}
+VIPS = {"lb": "127.0.61.1", "haproxy": "127.0.62.1", "nginx": "127.0.63.1",
+        "naive": "127.0.64.1"}
+HOLD_PORTS = {"lb": 9101, "haproxy": 9102, "nginx": 9103, "naive": 9104}
 REQUEST = b"GET /index.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 KA_REQUEST = b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -158,6 +171,14 @@ class Bench:
             conf = run.render("haproxy.cfg.in", os.path.join(d, "haproxy.cfg"), VIP=VIPS[name],
                               HOLD_PORT=HOLD_PORTS[name], **self.sub)
             p = self.spawn(name, ["haproxy", "-db", "-f", conf])
+        elif name == "naive":
+            env = dict(os.environ)
+            if self.threads:
+                env["TOKIO_WORKER_THREADS"] = str(self.threads)
+            vip = VIPS[name]
+            p = self.spawn(name, (wrapper or []) + [
+                self.args.naive_bin, "%s:80=%s:8080" % (vip, BACKEND),
+                "%s:9000=%s:%d" % (vip, BACKEND, HOLD_PORTS[name])], env=env)
         else:
             conf = run.render("nginx-stream.conf.in", os.path.join(d, "nginx-stream.conf"),
                               VIP=VIPS[name], HOLD_PORT=HOLD_PORTS[name], **self.sub)
@@ -173,7 +194,8 @@ class Bench:
             return
         # Under heaptrack the proxy is a child of heaptrack's script: signal
         # only the proxy, so the recorder can finish writing its file.
-        target = [q for q in run.pids_of(p.pid) if comm(q).startswith("lb-proxy")]
+        target = [q for q in run.pids_of(p.pid)
+                  if comm(q).startswith("lb-proxy") or comm(q).startswith("naive_proxy")]
         if target and target[0] != p.pid:
             os.kill(target[0], signal.SIGTERM)
         else:
@@ -255,8 +277,12 @@ def parse_strace(text):
 
 
 def two_runs(b, args, tool):
-    """Runs lb-proxy under `tool` for conns/5 and conns connections;
-    returns [(connections, output file)]."""
+    """Runs lb-proxy (or the one proxy --targets names: lb or naive) under
+    `tool` for conns/5 and conns connections; returns [(connections, output
+    file)]."""
+    name = args.targets[0]
+    if len(args.targets) != 1 or name not in ("lb", "naive"):
+        sys.exit("%s measures one of lb or naive at a time (--targets lb|naive)" % tool)
     runs = []
     for n in (args.conns // 5, args.conns):
         outf = os.path.join(b.dir, "%s.%d" % (tool, n))
@@ -264,10 +290,10 @@ def two_runs(b, args, tool):
             wrapper = ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + outf]
         else:
             wrapper = ["heaptrack", "-o", outf]
-        b.proxy("lb", wrapper)
-        ok = client(VIPS["lb"], 80, n, args.concurrency)
+        b.proxy(name, wrapper)
+        ok = client(VIPS[name], 80, n, args.concurrency)
         time.sleep(0.5)
-        b.stop("lb")
+        b.stop(name)
         if tool == "heaptrack":
             cands = [f for f in os.listdir(b.dir) if f.startswith("heaptrack.%d" % n)]
             outf = os.path.join(b.dir, cands[0]) if cands else outf
@@ -305,6 +331,69 @@ def heap(b, args):
         print("details: heaptrack_print -f %s | less" % runs[1][1])
 
 
+LOAD_EVENTS = ["task-clock", "context-switches", "cpu-migrations", "raw_syscalls:sys_enter",
+               "syscalls:sys_enter_futex", "syscalls:sys_enter_epoll_wait",
+               "syscalls:sys_enter_accept4", "syscalls:sys_enter_epoll_ctl"]
+
+
+def load(b, args):
+    for tool in ("wrk", "perf"):
+        if not shutil.which(tool):
+            sys.exit("missing %s (apt-get install wrk linux-perf)" % tool)
+    events = [e for e in LOAD_EVENTS if ":" not in e
+              or os.path.isdir("/sys/kernel/tracing/events/" + e.replace(":", "/"))]
+    rows = {t: [] for t in args.targets}
+    for name in args.targets:
+        b.proxy(name)
+    try:
+        for rnd in range(args.rounds):
+            for name in args.targets:
+                client(VIPS[name], 80, 50)
+                pids = run.pids_of(proxy_pid(b, name))
+                out = os.path.join(b.dir, "perf-%s-%d.csv" % (name, rnd))
+                perf = subprocess.Popen(["perf", "stat", "-x", ",", "-o", out, "-e", ",".join(events),
+                                         "-p", ",".join(str(p) for p in pids)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                time.sleep(0.3)
+                w = run.sh(["wrk", "-t1", "-c%d" % args.wrk_conns, "-d%ds" % args.duration,
+                            "-H", "Connection: close", "http://%s:80/index.html" % VIPS[name]],
+                           args.duration + 30)
+                perf.send_signal(signal.SIGINT)
+                perf.wait(timeout=30)
+                m = re.search(r"(\d+) requests in", w.stdout)
+                conns = int(m.group(1)) if m else 0
+                errors = re.search(r"Socket errors: (.*)", w.stdout)
+                counts = {}
+                for line in open(out):
+                    f = line.strip().split(",")
+                    if len(f) >= 3 and f[2] in events:
+                        try:
+                            counts[f[2]] = float(f[0])
+                        except ValueError:
+                            pass
+                rows[name].append((conns, counts))
+                print("round %d %s: %d connections%s" % (rnd + 1, name, conns,
+                      (", errors " + errors.group(1)) if errors else ""), flush=True)
+    finally:
+        for name in args.targets:
+            b.stop(name)
+
+    def per(name, ev, scale=1.0):
+        vals = sorted(c.get(ev, 0) * scale / max(n, 1) for n, c in rows[name])
+        return vals[len(vals) // 2] if vals else float("nan")
+
+    print("\n| per connection, wrk -c%d close, median of %d | %s |"
+          % (args.wrk_conns, args.rounds, " | ".join(args.targets)))
+    print("|---|" + "---|" * len(args.targets))
+    print("| connections/s | %s |" % " | ".join(
+        "%.0f" % sorted(n / args.duration for n, _ in rows[t])[len(rows[t]) // 2] for t in args.targets))
+    labels = {"task-clock": ("CPU µs (task-clock)", 1e3), "context-switches": ("context switches", 1),
+              "cpu-migrations": ("migrations", 1), "raw_syscalls:sys_enter": ("system calls", 1)}
+    for ev in events:
+        label, scale = labels.get(ev, (ev.split("sys_enter_")[-1], 1))
+        print("| %s | %s |" % (label, " | ".join("%.2f" % per(t, ev, scale) for t in args.targets)))
+
+
 def idle(b, args):
     print("| idle proxied connections: %d | %s |" % (args.idle, " | ".join(args.targets)))
     rows = {}
@@ -336,26 +425,33 @@ def idle(b, args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("measure", choices=["syscalls", "callgrind", "heap", "idle"])
+    ap.add_argument("measure", choices=["syscalls", "callgrind", "heap", "load", "idle"])
     ap.add_argument("--targets", default="lb")
     ap.add_argument("--conns", type=int, default=2000)
     ap.add_argument("--concurrency", type=int, default=1)
     ap.add_argument("--requests", type=int, default=1,
                     help="syscalls: keep-alive requests per connection (figures are then per request)")
     ap.add_argument("--idle", type=int, default=4000)
+    ap.add_argument("--duration", type=int, default=4, help="load: seconds of wrk per round")
+    ap.add_argument("--wrk-conns", type=int, default=32, help="load: wrk's concurrent connections")
+    ap.add_argument("--rounds", type=int, default=3, help="load: rounds (targets interleaved)")
     ap.add_argument("--threads", type=int, default=2, help="proxy threads/workers (tokio workers for lb)")
     ap.add_argument("--engine", choices=["copy", "splice", "auto"])
     # The release build with debug info (the release profile ships without it), so
     # callgrind_annotate and heaptrack name functions and lines.
     ap.add_argument("--lb-bin", default=os.path.join(HERE, "..", "..", "target", "profiling", "lb-proxy"),
                     help="cargo build --profile profiling -p lb-proxy")
+    ap.add_argument("--naive-bin", default=os.path.join(HERE, "..", "..", "target", "profiling", "examples",
+                                                        "naive_proxy"),
+                    help="cargo build --profile profiling -p lb-examples --example naive_proxy")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
     args.targets = [t for t in args.targets.split(",") if t]
     b = Bench(args)
     try:
         b.backends()
-        {"syscalls": syscalls, "callgrind": callgrind, "heap": heap, "idle": idle}[args.measure](b, args)
+        {"syscalls": syscalls, "callgrind": callgrind, "heap": heap, "load": load,
+         "idle": idle}[args.measure](b, args)
     finally:
         b.close()
         if args.keep:
