@@ -331,6 +331,14 @@ def heap(b, args):
         print("details: heaptrack_print -f %s | less" % runs[1][1])
 
 
+def machine_busy_seconds():
+    """Seconds of CPU time every core spent busy since boot (/proc/stat:
+    all but idle and iowait)."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
 LOAD_EVENTS = ["task-clock", "context-switches", "cpu-migrations", "raw_syscalls:sys_enter",
                "syscalls:sys_enter_futex", "syscalls:sys_enter_epoll_wait",
                "syscalls:sys_enter_accept4", "syscalls:sys_enter_epoll_ctl"]
@@ -355,9 +363,11 @@ def load(b, args):
                                          "-p", ",".join(str(p) for p in pids)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 time.sleep(0.3)
+                busy0 = machine_busy_seconds()
                 w = run.sh(["wrk", "-t1", "-c%d" % args.wrk_conns, "-d%ds" % args.duration,
                             "-H", "Connection: close", "http://%s:80/index.html" % VIPS[name]],
                            args.duration + 30)
+                busy = machine_busy_seconds() - busy0
                 perf.send_signal(signal.SIGINT)
                 perf.wait(timeout=30)
                 m = re.search(r"(\d+) requests in", w.stdout)
@@ -371,6 +381,10 @@ def load(b, args):
                             counts[f[2]] = float(f[0])
                         except ValueError:
                             pass
+                # The whole machine's busy time (every process, softirqs
+                # included) over wrk's run: what the proxy makes the client,
+                # the backend and the kernel do as well as its own share.
+                counts["machine"] = busy * 1e6
                 rows[name].append((conns, counts))
                 print("round %d %s: %d connections%s" % (rnd + 1, name, conns,
                       (", errors " + errors.group(1)) if errors else ""), flush=True)
@@ -387,6 +401,8 @@ def load(b, args):
     print("|---|" + "---|" * len(args.targets))
     print("| connections/s | %s |" % " | ".join(
         "%.0f" % sorted(n / args.duration for n, _ in rows[t])[len(rows[t]) // 2] for t in args.targets))
+    print("| whole machine's CPU µs (proxy, wrk, backend, softirqs) | %s |"
+          % " | ".join("%.2f" % per(t, "machine") for t in args.targets))
     labels = {"task-clock": ("CPU µs (task-clock)", 1e3), "context-switches": ("context switches", 1),
               "cpu-migrations": ("migrations", 1), "raw_syscalls:sys_enter": ("system calls", 1)}
     for ev in events:
