@@ -54,8 +54,8 @@ pub mod topology;
 mod fixtures;
 
 pub use model::{
-    Protocol, ServiceKey, ServicePortKey, ServiceType, SessionAffinity, TrafficDistribution,
-    TrafficPolicy,
+    Protocol, ProxyProtocol, ServiceKey, ServicePortKey, ServiceType, SessionAffinity,
+    TrafficDistribution, TrafficPolicy,
 };
 pub use settings::{AcceptMode, ForwardEngine, ProxySettings};
 pub use snapshot::ServiceEntry;

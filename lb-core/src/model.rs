@@ -207,3 +207,26 @@ impl TrafficDistribution {
         }
     }
 }
+
+/// Which PROXY protocol header (haproxy.org's proxy-protocol.txt) lb sends
+/// an endpoint at the start of each connection (and, for UDP, of each
+/// datagram), so that the backend sees the client's address and the
+/// frontend it connected to rather than the proxy's. HAProxy's
+/// `send-proxy` / `send-proxy-v2`, nginx stream's `proxy_protocol on`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ProxyProtocol {
+    /// The human-readable header (`PROXY TCP4 ...\r\n`); TCP only.
+    V1,
+    /// The binary header; TCP and UDP.
+    V2,
+}
+
+impl ProxyProtocol {
+    /// The configuration's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProxyProtocol::V1 => "v1",
+            ProxyProtocol::V2 => "v2",
+        }
+    }
+}
