@@ -384,6 +384,15 @@ pub struct RawService {
     /// the service gets no pool address (`<pending>`) but its cluster IP
     /// and node ports serve, as with kube-proxy plus another controller.
     pub load_balancer_class: Option<String>,
+    /// `"v1"` or `"v2"`: every connection to an endpoint starts with a
+    /// PROXY protocol header (haproxy.org's proxy-protocol.txt) carrying
+    /// the client's address and port and the frontend address and port it
+    /// connected to, as HAProxy's `send-proxy` / `send-proxy-v2` and nginx
+    /// stream's `proxy_protocol on` send it. On UDP ports (v2 only) each
+    /// datagram to the endpoint starts with one; the backend must expect
+    /// it. Health probes never send one. Omitted or `""`: none.
+    /// Manifests: the annotation `lb-proxy/proxy-protocol`.
+    pub proxy_protocol: Option<String>,
 }
 
 /// `session_affinity_config`.

@@ -119,6 +119,27 @@ spec:
 }
 
 #[test]
+fn the_manifest_annotation_asks_for_the_header() {
+    let state = load_str(
+        r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  annotations: {lb-proxy/proxy-protocol: "v2"}
+spec:
+  ports: [{port: 80}]
+"#,
+        "web.yaml",
+    )
+    .unwrap();
+    assert_eq!(
+        state.services[0].object.proxy_protocol.as_deref(),
+        Some("v2")
+    );
+}
+
+#[test]
 fn list_kind_and_multi_document_files_load_every_item() {
     let state = load_str(
         r#"

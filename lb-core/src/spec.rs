@@ -8,7 +8,8 @@ use std::net::{IpAddr, SocketAddr};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    Protocol, ServiceKey, ServiceType, SessionAffinity, TrafficDistribution, TrafficPolicy,
+    Protocol, ProxyProtocol, ServiceKey, ServiceType, SessionAffinity, TrafficDistribution,
+    TrafficPolicy,
 };
 
 /// Who this proxy is: kube-proxy's node. Node ports listen on `addresses`, and
@@ -115,6 +116,10 @@ pub struct ServiceSpec {
     pub external_name: String,
     /// `healthCheckNodePort`, 0 for none.
     pub health_check_node_port: u16,
+    /// The PROXY protocol header sent to endpoints at the start of each
+    /// connection (UDP: each datagram, v2 only), so that they see the
+    /// client's address; `None` sends nothing (the default).
+    pub proxy_protocol: Option<ProxyProtocol>,
     /// The ports, each with its resolved endpoints.
     pub ports: Vec<PortSpec>,
 }
@@ -138,6 +143,7 @@ impl ServiceSpec {
             traffic_distribution: None,
             external_name: String::new(),
             health_check_node_port: 0,
+            proxy_protocol: None,
             ports: Vec::new(),
         }
     }
@@ -145,6 +151,12 @@ impl ServiceSpec {
     /// Adds a port (builder style).
     pub fn with_port(mut self, port: PortSpec) -> Self {
         self.ports.push(port);
+        self
+    }
+
+    /// Sends endpoints a PROXY protocol header (builder style).
+    pub fn with_proxy_protocol(mut self, version: ProxyProtocol) -> Self {
+        self.proxy_protocol = Some(version);
         self
     }
 

@@ -10,7 +10,7 @@ use serde_yaml_ng::Value;
 use super::types;
 use super::{
     ANNOTATION_ADDRESS_POOL, ANNOTATION_ALLOW_SHARED_IP, ANNOTATION_LOAD_BALANCER_IPS,
-    LABEL_SERVICE_NAME,
+    ANNOTATION_PROXY_PROTOCOL, LABEL_SERVICE_NAME,
 };
 use crate::error::FieldError;
 use crate::raw::{
@@ -380,6 +380,7 @@ impl Doc<'_> {
             publish_not_ready_addresses: spec.publish_not_ready_addresses,
             external_name: spec.external_name,
             traffic_distribution: spec.traffic_distribution,
+            proxy_protocol: ann(ANNOTATION_PROXY_PROTOCOL),
             ports: spec
                 .ports
                 .into_iter()

@@ -37,6 +37,10 @@ pub const ANNOTATION_ADDRESS_POOL: &str = "metallb.universe.tf/address-pool";
 pub const ANNOTATION_ALLOW_SHARED_IP: &str = "metallb.universe.tf/allow-shared-ip";
 /// MetalLB's annotation requesting addresses (comma-separated).
 pub const ANNOTATION_LOAD_BALANCER_IPS: &str = "metallb.universe.tf/loadBalancerIPs";
+/// lb's annotation asking for a PROXY protocol header to endpoints
+/// (`v1` or `v2`): the TOML file's `proxy_protocol`, which a Service's
+/// spec has no field for.
+pub const ANNOTATION_PROXY_PROTOCOL: &str = "lb-proxy/proxy-protocol";
 /// The label that ties an EndpointSlice to its service.
 pub const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
 

@@ -7,8 +7,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use lb_core::{
-    ClusterIp, PortSpec, ServiceKey, ServiceSpec, ServiceType, SessionAffinity, TargetPort,
-    TrafficPolicy,
+    ClusterIp, PortSpec, Protocol, ProxyProtocol, ServiceKey, ServiceSpec, ServiceType,
+    SessionAffinity, TargetPort, TrafficPolicy,
 };
 
 use super::fields::{at_most, labels, protocol};
@@ -403,6 +403,8 @@ pub(crate) fn service(
         });
     }
 
+    let proxy_protocol = proxy_protocol(raw, &path, &ports, errs);
+
     if errs.len() > start {
         return None;
     }
@@ -423,6 +425,7 @@ pub(crate) fn service(
             traffic_distribution,
             external_name,
             health_check_node_port: u16::try_from(health_check_node_port).unwrap_or(0),
+            proxy_protocol,
             ports,
         },
         ip: ip_request,
@@ -434,6 +437,34 @@ pub(crate) fn service(
         manual: None,
         carried: None,
     })
+}
+
+/// `proxy_protocol`: `"v1"`, `"v2"`, or none (omitted or `""`). v1 is a
+/// line of text for streams only, so a service with a UDP port takes v2.
+fn proxy_protocol(
+    raw: &RawService,
+    path: &str,
+    ports: &[PortSpec],
+    errs: &mut Errors,
+) -> Option<ProxyProtocol> {
+    let p = format!("{path}.proxy_protocol");
+    let version = match raw.proxy_protocol.as_deref() {
+        None | Some("") => return None,
+        Some("v1") => ProxyProtocol::V1,
+        Some("v2") => ProxyProtocol::V2,
+        Some(other) => {
+            errs.push(FieldError::not_supported(&p, other, &["v1", "v2"]));
+            return None;
+        }
+    };
+    if version == ProxyProtocol::V1 && ports.iter().any(|port| port.protocol == Protocol::Udp) {
+        errs.push(FieldError::invalid(
+            &p,
+            "v1",
+            "v1 is for TCP only (a line of text at the start of a stream); a service with a UDP port takes \"v2\"",
+        ));
+    }
+    Some(version)
 }
 
 /// The LoadBalancer fields: `load_balancer_ip`, `ip_pool`, `allow_shared_ip`,

@@ -211,6 +211,7 @@ fn build_port(
         local,
         affinity,
         stats: prev.map(|p| p.stats.clone()).unwrap_or_default(),
+        proxy_protocol: spec.proxy_protocol,
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::{Instant, SystemTime};
 
 use crate::affinity::AffinityTable;
 use crate::health::EndpointHealth;
-use crate::model::{ServicePortKey, ServiceType};
+use crate::model::{ProxyProtocol, ServicePortKey, ServiceType};
 use crate::select::WeightedTable;
 use crate::spec::TargetPort;
 use crate::stats::{EndpointStats, PortStats};
@@ -96,6 +96,7 @@ pub struct ServicePort {
     pub(super) local: WeightedTable,
     pub(super) affinity: Option<PortAffinity>,
     pub(super) stats: Arc<PortStats>,
+    pub(super) proxy_protocol: Option<ProxyProtocol>,
 }
 
 /// A sticky port's pin table and its endpoints' ids in it.
@@ -152,6 +153,12 @@ impl ServicePort {
     /// The node port, if any.
     pub fn node_port(&self) -> Option<u16> {
         self.node_port
+    }
+
+    /// The PROXY protocol header each connection (UDP: datagram) to an
+    /// endpoint starts with, if the service asks for one.
+    pub fn proxy_protocol(&self) -> Option<ProxyProtocol> {
+        self.proxy_protocol
     }
 
     /// All endpoints, ready or not, in a stable order (by address).

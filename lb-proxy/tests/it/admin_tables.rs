@@ -41,6 +41,7 @@ fn service(namespace: &str, name: &str, service_type: &str, cluster_ip: &str) ->
         selector: Default::default(),
         load_balancer_source_ranges: vec![],
         labels: Default::default(),
+        proxy_protocol: None,
     }
 }
 

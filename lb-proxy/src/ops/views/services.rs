@@ -78,6 +78,10 @@ pub struct ServiceView {
     /// built without the config).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// The PROXY protocol header sent to endpoints (`v1` or `v2`); absent
+    /// when none is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<String>,
 }
 
 /// One service port as configured and allocated.
@@ -319,6 +323,7 @@ pub fn services_view_with(
                 external_name: spec.external_name.clone(),
                 external_traffic_policy: spec.external_traffic_policy.as_str().to_string(),
                 internal_traffic_policy: spec.internal_traffic_policy.as_str().to_string(),
+                proxy_protocol: spec.proxy_protocol.map(|v| v.as_str().to_string()),
             };
             let frontends = if known {
                 Frontends::Bound(&view.bind_errors)

@@ -1,0 +1,58 @@
+//! `proxy_protocol`: which PROXY protocol header a service's endpoints get,
+//! from the TOML file (the manifests' annotation: `manifest_kinds.rs`).
+
+mod support;
+
+use lb_core::ProxyProtocol;
+use support::{errors, load};
+
+fn service(extra: &str, protocol: &str) -> String {
+    format!(
+        "[[services]]\nname = \"web\"\n{extra}\nports = [{{ port = 80, protocol = \"{protocol}\" }}]\n"
+    )
+}
+
+#[test]
+fn no_header_is_sent_unless_asked() {
+    let c = load(&service("", "TCP"));
+    assert_eq!(c.services[0].proxy_protocol, None);
+    let c = load(&service("proxy_protocol = \"\"", "TCP"));
+    assert_eq!(c.services[0].proxy_protocol, None);
+}
+
+#[test]
+fn v1_and_v2_are_the_two_versions() {
+    let c = load(&service("proxy_protocol = \"v1\"", "TCP"));
+    assert_eq!(c.services[0].proxy_protocol, Some(ProxyProtocol::V1));
+    let c = load(&service("proxy_protocol = \"v2\"", "UDP"));
+    assert_eq!(c.services[0].proxy_protocol, Some(ProxyProtocol::V2));
+}
+
+#[test]
+fn another_version_is_refused_with_the_supported_ones() {
+    let text = format!(
+        "[cluster]\nservice_cidr = \"127.96.0.0/16\"\n{}",
+        service("proxy_protocol = \"V2\"", "TCP")
+    );
+    let lines = errors(&text);
+    assert!(
+        lines.iter().any(|l| l
+            == "services[web].proxy_protocol: Unsupported value: \"V2\": supported values: \"v1\", \"v2\""),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn v1_on_a_service_with_a_udp_port_is_refused() {
+    let text = format!(
+        "[cluster]\nservice_cidr = \"127.96.0.0/16\"\n{}",
+        service("proxy_protocol = \"v1\"", "UDP")
+    );
+    let lines = errors(&text);
+    assert!(
+        lines.iter().any(|l| l.starts_with(
+            "services[web].proxy_protocol: Invalid value: \"v1\": v1 is for TCP only"
+        )),
+        "{lines:?}"
+    );
+}
