@@ -18,7 +18,8 @@
 //! `shared` is the state they share, [`connections`] the registry of open
 //! connections, [`descriptors`] the budget of file descriptors they hold,
 //! `own` tells a destination that is lb itself (a self-loop), `throttle`
-//! keeps warnings that come with every connection to one a second.
+//! keeps warnings that come with every connection to one a second,
+//! `proxy_header` encodes, parses and reads PROXY protocol headers.
 
 mod accept;
 pub mod access;
@@ -27,6 +28,7 @@ pub mod descriptors;
 pub mod forward;
 mod listener;
 mod own;
+pub(crate) mod proxy_header;
 mod shared;
 mod tcp;
 mod throttle;
