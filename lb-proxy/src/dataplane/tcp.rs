@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lb_core::stats;
-use lb_core::{FrontendEntry, FrontendKey, Protocol, ProxySettings};
+use lb_core::{FrontendEntry, FrontendKey, Protocol, ProxyProtocol, ProxySettings};
 use socket2::{Domain, Socket, Type};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
@@ -34,6 +34,7 @@ use crate::dataplane::access::{self, Rejected};
 use crate::dataplane::connections::OpenConnection;
 use crate::dataplane::descriptors::{self, Held as HeldFds};
 use crate::dataplane::forward::{self, Counters, Drain, Limits};
+use crate::dataplane::proxy_header::{self, Addresses, Encoded, Transport};
 use crate::dataplane::shared::Shared;
 use crate::dataplane::throttle::once_a_second;
 use crate::dataplane::turned_away;
@@ -164,13 +165,20 @@ async fn serve_in_span(
         debug!(error = %e, "cannot set TCP_NODELAY");
     }
 
+    // The PROXY header is the same for every endpoint a failover tries:
+    // built once, boxed so that connections without one carry a pointer.
+    let header = entry
+        .port
+        .proxy_protocol()
+        .map(|version| Box::new(proxy_header_for(version, &client, peer, frontend.addr)));
     let dialed = tokio::select! {
-        r = dial(&shared, &entry, pick.index, peer.ip(), &settings) => r,
+        r = dial(&shared, &entry, pick.index, peer.ip(), &settings, header.as_deref()) => r,
         () = tcp.kill().cancelled() => {
             sys::reset(client);
             return;
         }
     };
+    drop(header);
     let (upstream, index) = match dialed {
         Ok(ok) => ok,
         Err(e) => {
@@ -310,6 +318,7 @@ async fn dial(
     first: usize,
     client: IpAddr,
     settings: &ProxySettings,
+    header: Option<&Encoded>,
 ) -> Result<(TcpStream, usize), DialFailed> {
     let default_timeouts;
     let timeouts: &[Duration] = if settings.connect_timeouts.is_empty() {
@@ -333,7 +342,8 @@ async fn dial(
         } else {
             attempts += 1;
             let dial_start = Instant::now();
-            match tokio::time::timeout(*timeout, connect(endpoint.addr)).await {
+            let greeted = connect(endpoint.addr, header.map(Encoded::as_bytes));
+            match tokio::time::timeout(*timeout, greeted).await {
                 Ok(Ok(stream)) => {
                     entry
                         .port
@@ -487,7 +497,11 @@ impl std::fmt::Display for Tried<'_> {
 /// writability. A failed connect shows in that readiness event as an error
 /// or hang-up, so `getsockopt(SO_ERROR)` runs only then, not on every dial
 /// as in `TcpStream::connect`.
-async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+///
+/// With a PROXY protocol `header`, the connection is not made until the
+/// header is written: a failure to send it is the endpoint's, like a refused
+/// dial, and the failover sends it again to the next endpoint.
+async fn connect(addr: SocketAddr, header: Option<&[u8]>) -> io::Result<TcpStream> {
     #[cfg(target_os = "linux")]
     let socket = Socket::new(
         Domain::for_address(addr),
@@ -518,7 +532,52 @@ async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
             .take_error()?
             .unwrap_or_else(|| io::ErrorKind::ConnectionRefused.into()));
     }
+    if let Some(header) = header {
+        send_header(&stream, header).await?;
+    }
     Ok(stream)
+}
+
+/// Writes a PROXY header on a new connection. Its send buffer is empty, so
+/// this is one `write(2)`; the loop is for a buffer smaller than a header.
+async fn send_header(stream: &TcpStream, mut header: &[u8]) -> io::Result<()> {
+    while !header.is_empty() {
+        match stream.try_write(header) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => header = &header[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                stream.writable().await?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The PROXY header of a connection from `peer` to `frontend`: the
+/// frontend's own address, or for a frontend bound to a wildcard address
+/// (node ports) the address the client connected to, which only the
+/// accepted socket knows (`getsockname(2)`, for these connections only).
+#[inline(never)]
+fn proxy_header_for(
+    version: ProxyProtocol,
+    client: &TcpStream,
+    peer: SocketAddr,
+    frontend: SocketAddr,
+) -> Encoded {
+    let destination = if frontend.ip().is_unspecified() {
+        client.local_addr().unwrap_or(frontend)
+    } else {
+        frontend
+    };
+    proxy_header::encode(
+        version,
+        Transport::Stream,
+        &Addresses {
+            source: peer,
+            destination,
+        },
+    )
 }
 
 /// Logs a client reset because every endpoint left was lb itself, at warn

@@ -245,6 +245,9 @@ fn pktinfo_dst(msg: &libc::msghdr) -> Option<IpAddr> {
 /// One datagram for [`try_send_batch`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Outgoing<'a> {
+    /// Bytes sent before the payload in the same datagram (a PROXY protocol
+    /// v2 header); empty for none.
+    pub(crate) prefix: &'a [u8],
     /// The payload.
     pub(crate) data: &'a [u8],
     /// The destination; `None` on a connected socket.
@@ -327,24 +330,35 @@ fn sendmmsg_chunk(fd: RawFd, msgs: &[Outgoing<'_>]) -> io::Result<usize> {
     // Written before use, and only for the datagrams that need them.
     let mut names = [const { mem::MaybeUninit::<RawAddr>::uninit() }; MAX_BATCH];
     let mut controls = [const { mem::MaybeUninit::<ControlBuffer>::uninit() }; MAX_BATCH];
-    let mut iovs = [libc::iovec {
+    let empty = libc::iovec {
         iov_base: ptr::null_mut(),
         iov_len: 0,
-    }; MAX_BATCH];
+    };
+    // Per datagram the prefix (when there is one) and the payload.
+    let mut iovs = [[empty; 2]; MAX_BATCH];
     // SAFETY: mmsghdr is plain data; all-zero is a valid empty value.
     let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { mem::zeroed() };
     for i in 0..n {
         let m = &msgs[i];
-        iovs[i].iov_base = m.data.as_ptr().cast_mut().cast();
-        iovs[i].iov_len = m.data.len();
+        let iov = |part: &[u8]| libc::iovec {
+            iov_base: part.as_ptr().cast_mut().cast(),
+            iov_len: part.len(),
+        };
+        let parts = if m.prefix.is_empty() {
+            iovs[i][0] = iov(m.data);
+            1
+        } else {
+            iovs[i] = [iov(m.prefix), iov(m.data)];
+            2
+        };
         let msg = &mut hdrs[i].msg_hdr;
         if let Some(to) = m.to {
             let (raw, len) = raw_addr(to);
             msg.msg_name = names[i].write(raw) as *mut RawAddr as *mut libc::c_void;
             msg.msg_namelen = len;
         }
-        msg.msg_iov = &mut iovs[i];
-        msg.msg_iovlen = 1;
+        msg.msg_iov = iovs[i].as_mut_ptr();
+        msg.msg_iovlen = parts;
         if let Some(src) = m.from {
             set_pktinfo_cmsg(msg, controls[i].write(ControlBuffer([0; 64])), src);
         }

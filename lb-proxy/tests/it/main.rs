@@ -85,6 +85,7 @@ mod obs_status;
 #[cfg(feature = "cli")]
 mod obs_systemd;
 mod perf_engines;
+mod proxy_protocol;
 #[cfg(feature = "cli")]
 mod self_loop;
 #[cfg(feature = "cli")]

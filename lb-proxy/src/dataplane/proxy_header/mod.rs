@@ -18,9 +18,7 @@
 //! assigned family and transport, and an address block as long as its family
 //! needs. v2 TLVs are skipped unread (bounded by the header's length).
 
-// Until the data path (`tcp.rs`, `udp/`) calls the codec, only its tests do.
-// TODO(issue 22): remove once the callers are wired.
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code, unused_imports)] // the reading side: its caller (accept_proxy_protocol) comes next
 
 mod encode;
 mod parse;

@@ -24,7 +24,7 @@ use std::task::{Context, Poll};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use lb_core::stats;
-use lb_core::{FrontendKey, Protocol};
+use lb_core::{FrontendKey, Protocol, ProxyProtocol};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
@@ -34,6 +34,7 @@ use super::flows::{DropReason, FlowKey, Verdict};
 use super::table::{now, FlowIo, FlowSocket, Watch};
 use crate::dataplane::descriptors::{self, Descriptors};
 use crate::dataplane::forward::ConnBytes;
+use crate::dataplane::proxy_header::{self, Addresses, Encoded, Transport};
 use crate::dataplane::shared::Shared;
 use crate::dataplane::throttle::once_a_second;
 use crate::dataplane::turned_away;
@@ -214,6 +215,9 @@ struct Route {
     endpoint_stats: Arc<lb_core::stats::EndpointStats>,
     /// The flow's own bytes, when the access log records it.
     log_bytes: Option<Arc<ConnBytes>>,
+    /// The PROXY protocol v2 header each of the flow's datagrams starts
+    /// with, when its service asks for one.
+    header: Option<Arc<Encoded>>,
 }
 
 /// One datagram from a client (`len` bytes): decides under the lock where it
@@ -259,6 +263,10 @@ fn route_to_endpoint(
             match opened {
                 Ok(socket) => {
                     let socket = Arc::new(socket);
+                    let header = snapshot
+                        .frontend(key.frontend, Protocol::Udp)
+                        .and_then(|entry| entry.port.proxy_protocol())
+                        .map(|version| Arc::new(flow_header(version, key)));
                     let watch = Arc::new(Watch::new(&socket));
                     let stop = CancellationToken::new();
                     let span = debug_span!("flow", client = %key.client, %endpoint);
@@ -275,6 +283,7 @@ fn route_to_endpoint(
                         watch,
                         _stop: stop.drop_guard(),
                         span,
+                        header,
                     });
                 }
                 Err(e) => {
@@ -297,8 +306,23 @@ fn route_to_endpoint(
             port_stats,
             endpoint_stats,
             log_bytes,
+            header: io.header.clone(),
         })
     }
+}
+
+/// The PROXY protocol v2 header of a flow's datagrams: the client, and the
+/// address and port it sent to (for a wildcard frontend, the address the
+/// datagram arrived at).
+fn flow_header(version: ProxyProtocol, key: FlowKey) -> Encoded {
+    proxy_header::encode(
+        version,
+        Transport::Datagram,
+        &Addresses {
+            source: key.client,
+            destination: SocketAddr::new(key.local, key.frontend.port()),
+        },
+    )
 }
 
 /// Logs a datagram dropped because its flow's endpoint is lb itself, at
@@ -319,6 +343,7 @@ fn send_routed(shared: &Arc<Shared>, batch: &sys::RecvBatch, routes: &mut Vec<(u
     // Routes already sent, one bit each (a batch holds at most 16).
     let mut done: u32 = 0;
     let empty = sys::Outgoing {
+        prefix: &[],
         data: &[],
         to: None,
         from: None,
@@ -336,6 +361,7 @@ fn send_routed(shared: &Arc<Shared>, batch: &sys::RecvBatch, routes: &mut Vec<(u
             }
             done |= 1 << j;
             if let Some((data, _)) = batch.get(*slot) {
+                msgs[n].prefix = route.header.as_deref().map_or(&[], Encoded::as_bytes);
                 msgs[n].data = data;
                 n += 1;
             }
@@ -413,6 +439,7 @@ fn from_endpoint(
                 )
             };
             let empty = sys::Outgoing {
+                prefix: &[],
                 data: &[],
                 to: None,
                 from: None,
@@ -422,6 +449,7 @@ fn from_endpoint(
             for i in 0..batch.len().min(RECV_SLOTS) {
                 if let Some((data, _)) = batch.get(i) {
                     msgs[n] = sys::Outgoing {
+                        prefix: &[],
                         data,
                         to: Some(w.key.client),
                         from: reply_from,

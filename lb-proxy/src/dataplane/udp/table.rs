@@ -20,6 +20,7 @@ use tokio_util::sync::DropGuard;
 
 use super::flows::FlowTable;
 use crate::dataplane::descriptors::Held;
+use crate::dataplane::proxy_header::Encoded;
 
 /// The data plane's clock as the sans-IO table takes it.
 pub(crate) fn now() -> Instant {
@@ -59,6 +60,9 @@ pub(crate) struct FlowIo {
     pub(super) _stop: DropGuard,
     /// The flow's span (client, endpoint), entered for its events.
     pub(super) span: tracing::Span,
+    /// The PROXY protocol v2 header its datagrams to the endpoint start
+    /// with, fixed when the flow opens (its client and frontend are).
+    pub(super) header: Option<Arc<Encoded>>,
 }
 
 impl Drop for FlowIo {

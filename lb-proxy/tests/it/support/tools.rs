@@ -141,3 +141,87 @@ impl Drop for Dnsmasq {
         let _ = self.child.wait();
     }
 }
+
+/// Where Debian's `libnginx-mod-stream` puts nginx's stream module.
+pub const NGINX_STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
+
+/// Whether a test that needs nginx with its stream module runs (as
+/// [`required`]: skipped on a developer's machine without it, a failure
+/// under `CI=true`).
+pub fn nginx_stream_required() -> bool {
+    const INSTALL: &str = "apt-get install nginx libnginx-mod-stream";
+    if !required("nginx", INSTALL) {
+        return false;
+    }
+    if std::path::Path::new(NGINX_STREAM_MODULE).exists() {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{NGINX_STREAM_MODULE} is missing and CI=true: .ci/run must install it ({INSTALL})");
+    }
+    eprintln!("SKIPPED: {NGINX_STREAM_MODULE} is missing ({INSTALL})");
+    false
+}
+
+/// An nginx in the foreground with a `stream { }` block of the test's own,
+/// in a temporary prefix; killed on drop.
+#[derive(Debug)]
+pub struct NginxStream {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl NginxStream {
+    /// Starts nginx with `servers` inside `stream { }` and waits (at most
+    /// 5 s) until `listening` accepts connections.
+    pub async fn start(servers: &str, listening: SocketAddr) -> NginxStream {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let conf = dir.path().join("nginx.conf");
+        let prefix = dir.path().display().to_string();
+        std::fs::write(
+            &conf,
+            format!(
+                "load_module {NGINX_STREAM_MODULE};\n\
+                 worker_processes 1;\n\
+                 pid {prefix}/nginx.pid;\n\
+                 error_log {prefix}/error.log info;\n\
+                 events {{ worker_connections 64; }}\n\
+                 stream {{\n{servers}\n}}\n"
+            ),
+        )
+        .expect("write nginx.conf");
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&conf)
+            .args(["-g", "daemon off;"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx starts");
+        let nginx = NginxStream { child, dir };
+        let up = eventually_async(Duration::from_secs(5), || async {
+            tokio::net::TcpStream::connect(listening).await.is_ok()
+        })
+        .await;
+        assert!(
+            up,
+            "nginx did not listen on {listening} within 5 s: {}",
+            nginx.error_log()
+        );
+        nginx
+    }
+
+    /// nginx's error log so far (for assertion messages).
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for NginxStream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,202 @@
+//! PROXY protocol headers on the wire, with nginx as the endpoint that reads
+//! them (`listen ... proxy_protocol` in its stream module), so the test is
+//! nginx's reading of the format, not lb's own idea of it: the backend
+//! answers with the client and server addresses the header gave it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use lb_core::ProxyProtocol;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpSocket;
+
+use crate::support::tools::{nginx_stream_required, NginxStream};
+use crate::support::*;
+
+/// An nginx endpoint on `at` that expects a PROXY header (v1 or v2, nginx
+/// detects which) and answers with what it said:
+/// `client-addr:client-port server-addr:server-port`.
+async fn proxy_protocol_echo(at: SocketAddr) -> NginxStream {
+    NginxStream::start(
+        &format!(
+            "server {{ listen {at} proxy_protocol; \
+             return \"$proxy_protocol_addr:$proxy_protocol_port \
+             $proxy_protocol_server_addr:$proxy_protocol_server_port\"; }}"
+        ),
+        at,
+    )
+    .await
+}
+
+/// Connects to `vip` from `from` (a port the kernel picks) and reads the
+/// whole answer; returns the client's own address and the answer.
+async fn ask_from(from: IpAddr, vip: SocketAddr) -> (SocketAddr, String) {
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::new(from, 0))
+        .expect("bind the client");
+    let mut stream = tokio::time::timeout(Duration::from_secs(5), socket.connect(vip))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    let me = stream.local_addr().expect("local address");
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut answer))
+        .await
+        .expect("the answer in time")
+        .expect("read the answer");
+    let _ = stream.shutdown().await;
+    (me, answer)
+}
+
+async fn endpoints_see_each_clients_own_address(version: ProxyProtocol) {
+    if !nginx_stream_required() {
+        return;
+    }
+    let backend = SocketAddr::new(fresh_ip(), free_port("127.0.0.1"));
+    let nginx = proxy_protocol_echo(backend).await;
+    let vip = vip();
+    let plane = start(
+        settings(),
+        vec![service("web", vip, &[backend]).with_proxy_protocol(version)],
+    )
+    .await;
+    for from in ["127.0.88.7", "127.0.88.8", "127.0.88.9"] {
+        let (me, answer) = ask_from(from.parse().unwrap(), vip).await;
+        assert_eq!(
+            answer,
+            format!("{me} {vip}"),
+            "{} through lb: nginx's log: {}",
+            version.as_str(),
+            nginx.error_log()
+        );
+    }
+    plane.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_v1_header_gives_the_endpoint_each_clients_address_and_the_frontend() {
+    endpoints_see_each_clients_own_address(ProxyProtocol::V1).await;
+}
+
+#[tokio::test]
+async fn a_v2_header_gives_the_endpoint_each_clients_address_and_the_frontend() {
+    endpoints_see_each_clients_own_address(ProxyProtocol::V2).await;
+}
+
+#[tokio::test]
+async fn a_failover_sends_the_header_to_the_endpoint_that_answers() {
+    if !nginx_stream_required() {
+        return;
+    }
+    let backend = SocketAddr::new(fresh_ip(), free_port("127.0.0.1"));
+    let nginx = proxy_protocol_echo(backend).await;
+    // Refuses every connection: each client's first dial fails over.
+    let refusing = closed_port(fresh_ip());
+    let vip = vip();
+    let plane = start(
+        no_ejection(),
+        vec![service("web", vip, &[refusing, backend]).with_proxy_protocol(ProxyProtocol::V2)],
+    )
+    .await;
+    for _ in 0..4 {
+        let (me, answer) = ask_from("127.0.88.10".parse().unwrap(), vip).await;
+        assert_eq!(
+            answer,
+            format!("{me} {vip}"),
+            "nginx's log: {}",
+            nginx.error_log()
+        );
+    }
+    plane.shutdown().await;
+}
+
+#[tokio::test]
+async fn without_the_setting_no_header_is_sent() {
+    // A plain backend: what lb sends arrives first and as it was.
+    let echo = echo_backend("127.0.88.20");
+    let vip = vip();
+    let plane = start(settings(), vec![service("web", vip, &[echo.addr])]).await;
+    let mut stream = tokio::net::TcpStream::connect(vip).await.expect("connect");
+    stream.write_all(b"hello").await.expect("write");
+    let mut got = [0u8; 5];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut got))
+        .await
+        .expect("the echo in time")
+        .expect("read the echo");
+    assert_eq!(&got, b"hello");
+    plane.shutdown().await;
+}
+
+/// What a UDP endpoint behind `proxy_protocol = "v2"` parses from each
+/// datagram: the v2 header's source and destination (IPv4, as the test
+/// sends), and the payload after it. `None` when the datagram does not
+/// start with a v2 PROXY header for UDP over IPv4.
+fn parse_v2_udp4(datagram: &[u8]) -> Option<(SocketAddr, SocketAddr, &[u8])> {
+    const SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
+    if datagram.len() < 28 || &datagram[..12] != SIGNATURE {
+        return None;
+    }
+    // Version 2, command PROXY; AF_INET, DGRAM; 12 bytes of addresses.
+    if datagram[12] != 0x21 || datagram[13] != 0x12 {
+        return None;
+    }
+    let len = u16::from_be_bytes([datagram[14], datagram[15]]) as usize;
+    let body = datagram.get(16..16 + len)?;
+    let ip = |b: &[u8]| IpAddr::from([b[0], b[1], b[2], b[3]]);
+    let port = |b: &[u8]| u16::from_be_bytes([b[0], b[1]]);
+    let source = SocketAddr::new(ip(&body[0..4]), port(&body[8..10]));
+    let destination = SocketAddr::new(ip(&body[4..8]), port(&body[10..12]));
+    Some((source, destination, &datagram[16 + len..]))
+}
+
+#[tokio::test]
+async fn each_udp_datagram_to_the_endpoint_starts_with_a_v2_header() {
+    // The endpoint parses the header and answers with what it read.
+    let endpoint = tokio::net::UdpSocket::bind((fresh_ip(), 0))
+        .await
+        .expect("bind the endpoint");
+    let endpoint_addr = endpoint.local_addr().expect("endpoint address");
+    let answering = tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        loop {
+            let Ok((n, from)) = endpoint.recv_from(&mut buf).await else {
+                return;
+            };
+            let answer = match parse_v2_udp4(&buf[..n]) {
+                Some((source, destination, payload)) => format!(
+                    "{source} {destination} {}",
+                    String::from_utf8_lossy(payload)
+                ),
+                None => "no header".to_string(),
+            };
+            let _ = endpoint.send_to(answer.as_bytes(), from).await;
+        }
+    });
+    let vip = vip();
+    let plane = start(
+        settings(),
+        vec![udp_service("dns", vip, &[endpoint_addr]).with_proxy_protocol(ProxyProtocol::V2)],
+    )
+    .await;
+    let client = tokio::net::UdpSocket::bind("127.0.88.30:0")
+        .await
+        .expect("bind the client");
+    client.connect(vip).await.expect("connect the client");
+    let me = client.local_addr().expect("client address");
+    for payload in ["one", "two"] {
+        client.send(payload.as_bytes()).await.expect("send");
+        let mut buf = [0u8; 256];
+        let n = tokio::time::timeout(Duration::from_secs(5), client.recv(&mut buf))
+            .await
+            .expect("an answer in time")
+            .expect("receive");
+        assert_eq!(
+            String::from_utf8_lossy(&buf[..n]),
+            format!("{me} {vip} {payload}"),
+            "the endpoint read the client and the frontend from the header, then the payload"
+        );
+    }
+    plane.shutdown().await;
+    answering.abort();
+}
