@@ -219,6 +219,10 @@ pub struct RawProxy {
     /// Worker threads of `accept_mode = "percore"`; 0 (the default) = one per
     /// CPU.
     pub workers: Option<i64>,
+    /// The sources (CIDRs, e.g. `["127.0.90.0/24"]`) allowed to send a PROXY
+    /// header to services with `accept_proxy_protocol`: the load balancers
+    /// in front of lb. Default none: every such connection is reset.
+    pub proxy_protocol_trusted_cidrs: Option<Vec<String>>,
 }
 
 /// `[admin]`: the admin API (`/healthz`, `/metrics`, `/api/v1/...`, the
@@ -393,6 +397,20 @@ pub struct RawService {
     /// it. Health probes never send one. Omitted or `""`: none.
     /// Manifests: the annotation `lb-proxy/proxy-protocol`.
     pub proxy_protocol: Option<String>,
+    /// Every TCP connection to the service's frontends must start with a
+    /// PROXY protocol header, v1 or v2 (both detected), as from a load
+    /// balancer in front of lb (HAProxy's `accept-proxy`, nginx's `listen
+    /// ... proxy_protocol`), sent from an address in `[proxy]
+    /// proxy_protocol_trusted_cidrs`, within 3 s. The header's client
+    /// address is then the client's for everything: ClientIP affinity,
+    /// `load_balancer_source_ranges`, the header `proxy_protocol` sends on,
+    /// logs, `/api/v1/connections`. A `LOCAL` header (the balancer's health
+    /// check) is served with the connection's own addresses. A connection
+    /// without a valid header, or from an untrusted source, is reset and
+    /// counted (`lb_rejected_connections_total{reason="proxy_protocol"}`).
+    /// UDP ports are not affected. Default false. Manifests: the annotation
+    /// `lb-proxy/accept-proxy-protocol: "true"`.
+    pub accept_proxy_protocol: Option<bool>,
 }
 
 /// `session_affinity_config`.

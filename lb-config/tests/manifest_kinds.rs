@@ -140,6 +140,24 @@ spec:
 }
 
 #[test]
+fn the_accept_annotation_requires_a_header_on_every_connection() {
+    let state = load_str(
+        r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  annotations: {lb-proxy/accept-proxy-protocol: "true"}
+spec:
+  ports: [{port: 80}]
+"#,
+        "web.yaml",
+    )
+    .unwrap();
+    assert_eq!(state.services[0].object.accept_proxy_protocol, Some(true));
+}
+
+#[test]
 fn list_kind_and_multi_document_files_load_every_item() {
     let state = load_str(
         r#"

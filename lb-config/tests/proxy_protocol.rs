@@ -56,3 +56,40 @@ fn v1_on_a_service_with_a_udp_port_is_refused() {
         "{lines:?}"
     );
 }
+
+#[test]
+fn accepting_headers_is_off_unless_asked_and_trusts_no_one_by_default() {
+    let c = load(&service("", "TCP"));
+    assert!(!c.services[0].accept_proxy_protocol);
+    assert!(c.proxy.proxy_protocol_trusted_cidrs.is_empty());
+    let c = load(&format!(
+        "[proxy]\nproxy_protocol_trusted_cidrs = [\"127.0.90.0/24\", \"::1/128\"]\n{}",
+        service("accept_proxy_protocol = true", "TCP")
+    ));
+    assert!(c.services[0].accept_proxy_protocol);
+    assert!(c
+        .proxy
+        .trusts_proxy_header_from("127.0.90.7".parse().unwrap()));
+    assert!(
+        c.proxy
+            .trusts_proxy_header_from("::ffff:127.0.90.7".parse().unwrap()),
+        "a v4 client on a dual-stack socket is matched as IPv4"
+    );
+    assert!(!c
+        .proxy
+        .trusts_proxy_header_from("127.0.89.7".parse().unwrap()));
+}
+
+#[test]
+fn a_trusted_source_that_is_no_cidr_is_refused_with_its_index() {
+    let lines = errors(&format!(
+        "[cluster]\nservice_cidr = \"127.96.0.0/16\"\n[proxy]\nproxy_protocol_trusted_cidrs = [\"127.0.90.0/24\", \"balancer\"]\n{}",
+        service("", "TCP")
+    ));
+    assert!(
+        lines.iter().any(|l| l.starts_with(
+            "proxy.proxy_protocol_trusted_cidrs[1]: Invalid value: \"balancer\": must be a valid CIDR value"
+        )),
+        "{lines:?}"
+    );
+}

@@ -45,6 +45,23 @@ pub struct ProxySettings {
     /// once per new connection or flow, so a reload turns it on or off for
     /// those from then on.
     pub access_log: bool,
+    /// `[proxy] proxy_protocol_trusted_cidrs`: the sources allowed to send
+    /// a PROXY header to a service with `accept_proxy_protocol` (the load
+    /// balancers in front of lb); a connection from anywhere else to such a
+    /// service is reset. Empty (the default) trusts no one.
+    pub proxy_protocol_trusted_cidrs: Vec<ipnet::IpNet>,
+}
+
+impl ProxySettings {
+    /// Whether `source` may send a PROXY header
+    /// (`proxy_protocol_trusted_cidrs`); a v4 client on a dual-stack socket
+    /// arrives as `::ffff:a.b.c.d` and is matched as IPv4.
+    pub fn trusts_proxy_header_from(&self, source: std::net::IpAddr) -> bool {
+        let source = source.to_canonical();
+        self.proxy_protocol_trusted_cidrs
+            .iter()
+            .any(|net| net.contains(&source))
+    }
 }
 
 impl Default for ProxySettings {
@@ -66,6 +83,7 @@ impl Default for ProxySettings {
             accept_mode: AcceptMode::default(),
             workers: 0,
             access_log: false,
+            proxy_protocol_trusted_cidrs: Vec::new(),
         }
     }
 }

@@ -120,6 +120,10 @@ pub struct ServiceSpec {
     /// connection (UDP: each datagram, v2 only), so that they see the
     /// client's address; `None` sends nothing (the default).
     pub proxy_protocol: Option<ProxyProtocol>,
+    /// Every TCP connection to the service's frontends starts with a PROXY
+    /// header (v1 or v2) from a trusted load balancer in front of lb, whose
+    /// client address lb then uses as the client's.
+    pub accept_proxy_protocol: bool,
     /// The ports, each with its resolved endpoints.
     pub ports: Vec<PortSpec>,
 }
@@ -144,6 +148,7 @@ impl ServiceSpec {
             external_name: String::new(),
             health_check_node_port: 0,
             proxy_protocol: None,
+            accept_proxy_protocol: false,
             ports: Vec::new(),
         }
     }
@@ -157,6 +162,12 @@ impl ServiceSpec {
     /// Sends endpoints a PROXY protocol header (builder style).
     pub fn with_proxy_protocol(mut self, version: ProxyProtocol) -> Self {
         self.proxy_protocol = Some(version);
+        self
+    }
+
+    /// Makes every connection start with a PROXY header (builder style).
+    pub fn accepting_proxy_protocol(mut self) -> Self {
+        self.accept_proxy_protocol = true;
         self
     }
 

@@ -121,6 +121,10 @@ pub struct PortStats {
     /// Connections refused because every endpoint left to try was one of
     /// this proxy's own frontends (a dial there would loop back forever).
     pub rejected_self_loop: AtomicU64,
+    /// Connections reset because a service with `accept_proxy_protocol`
+    /// got no valid PROXY header in time, or one from a source outside
+    /// `proxy_protocol_trusted_cidrs`.
+    pub rejected_proxy_protocol: AtomicU64,
     /// Forwarded connections that ended, by why they ended
     /// (`lb_connections_closed_total{cause}`).
     pub closed: ClosedCounters,

@@ -9,8 +9,8 @@ use serde_yaml_ng::Value;
 
 use super::types;
 use super::{
-    ANNOTATION_ADDRESS_POOL, ANNOTATION_ALLOW_SHARED_IP, ANNOTATION_LOAD_BALANCER_IPS,
-    ANNOTATION_PROXY_PROTOCOL, LABEL_SERVICE_NAME,
+    ANNOTATION_ACCEPT_PROXY_PROTOCOL, ANNOTATION_ADDRESS_POOL, ANNOTATION_ALLOW_SHARED_IP,
+    ANNOTATION_LOAD_BALANCER_IPS, ANNOTATION_PROXY_PROTOCOL, LABEL_SERVICE_NAME,
 };
 use crate::error::FieldError;
 use crate::raw::{
@@ -381,6 +381,8 @@ impl Doc<'_> {
             external_name: spec.external_name,
             traffic_distribution: spec.traffic_distribution,
             proxy_protocol: ann(ANNOTATION_PROXY_PROTOCOL),
+            accept_proxy_protocol: ann(ANNOTATION_ACCEPT_PROXY_PROTOCOL)
+                .map(|v| v.trim().eq_ignore_ascii_case("true")),
             ports: spec
                 .ports
                 .into_iter()

@@ -41,6 +41,9 @@ pub const ANNOTATION_LOAD_BALANCER_IPS: &str = "metallb.universe.tf/loadBalancer
 /// (`v1` or `v2`): the TOML file's `proxy_protocol`, which a Service's
 /// spec has no field for.
 pub const ANNOTATION_PROXY_PROTOCOL: &str = "lb-proxy/proxy-protocol";
+/// lb's annotation requiring a PROXY header on every connection
+/// (`"true"`): the TOML file's `accept_proxy_protocol`.
+pub const ANNOTATION_ACCEPT_PROXY_PROTOCOL: &str = "lb-proxy/accept-proxy-protocol";
 /// The label that ties an EndpointSlice to its service.
 pub const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
 

@@ -426,6 +426,7 @@ pub(crate) fn service(
             external_name,
             health_check_node_port: u16::try_from(health_check_node_port).unwrap_or(0),
             proxy_protocol,
+            accept_proxy_protocol: raw.accept_proxy_protocol.unwrap_or(false),
             ports,
         },
         ip: ip_request,

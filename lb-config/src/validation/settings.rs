@@ -320,6 +320,16 @@ fn proxy(raw: &RawConfig, errs: &mut Errors) -> ProxySettings {
         }
     }
     s.access_log = raw.log.access.unwrap_or(false);
+    for (i, text) in p.proxy_protocol_trusted_cidrs.iter().flatten().enumerate() {
+        match text.trim().parse::<ipnet::IpNet>() {
+            Ok(net) => s.proxy_protocol_trusted_cidrs.push(net.trunc()),
+            Err(_) => errs.push(FieldError::invalid(
+                format!("proxy.proxy_protocol_trusted_cidrs[{i}]"),
+                text.as_str(),
+                "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)",
+            )),
+        }
+    }
     s
 }
 

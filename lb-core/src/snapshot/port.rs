@@ -97,6 +97,7 @@ pub struct ServicePort {
     pub(super) affinity: Option<PortAffinity>,
     pub(super) stats: Arc<PortStats>,
     pub(super) proxy_protocol: Option<ProxyProtocol>,
+    pub(super) accept_proxy_protocol: bool,
 }
 
 /// A sticky port's pin table and its endpoints' ids in it.
@@ -159,6 +160,12 @@ impl ServicePort {
     /// endpoint starts with, if the service asks for one.
     pub fn proxy_protocol(&self) -> Option<ProxyProtocol> {
         self.proxy_protocol
+    }
+
+    /// Whether each TCP connection to it must start with a PROXY header
+    /// (`accept_proxy_protocol`).
+    pub fn accepts_proxy_protocol(&self) -> bool {
+        self.accept_proxy_protocol
     }
 
     /// All endpoints, ready or not, in a stable order (by address).

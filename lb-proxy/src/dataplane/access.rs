@@ -39,6 +39,9 @@ pub(crate) enum Rejected {
     LocalResources,
     /// Every endpoint left was one of the proxy's own frontends.
     SelfLoop,
+    /// `accept_proxy_protocol`: no valid PROXY header in time, or one from
+    /// an untrusted source.
+    ProxyProtocol,
 }
 
 impl Rejected {
@@ -51,6 +54,7 @@ impl Rejected {
             Rejected::SourceRange => "source_range",
             Rejected::LocalResources => "local_resources",
             Rejected::SelfLoop => "self_loop",
+            Rejected::ProxyProtocol => "proxy_protocol",
         }
     }
 }

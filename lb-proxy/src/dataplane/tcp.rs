@@ -128,6 +128,26 @@ async fn serve_in_span(
     let settings = shared.settings().load();
     // The access log's clock: read only when the log is on.
     let accepted = settings.access_log.then(Instant::now);
+    // `accept_proxy_protocol`: the client is the one the load balancer in
+    // front names, for everything from here on; `original` is where that
+    // client connected to (sent on in a PROXY header of our own).
+    let (peer, original) = if entry.port.accepts_proxy_protocol() {
+        match accept_header(&client, peer, &settings).await {
+            Ok(Some(addresses)) => (addresses.source, Some(addresses.destination)),
+            Ok(None) => (peer, None),
+            Err(why) => {
+                stats::add(&port_stats.rejected_proxy_protocol, 1);
+                debug!(error = %why, "no valid PROXY header; resetting client");
+                if let Some(accepted) = accepted {
+                    log_rejected(&entry, frontend, peer, accepted, Rejected::ProxyProtocol);
+                }
+                sys::reset(client);
+                return;
+            }
+        }
+    } else {
+        (peer, None)
+    };
     let turn_away = |client: TcpStream, why: Rejected| {
         if let Some(accepted) = accepted {
             log_rejected(&entry, frontend, peer, accepted, why);
@@ -167,10 +187,10 @@ async fn serve_in_span(
 
     // The PROXY header is the same for every endpoint a failover tries:
     // built once, boxed so that connections without one carry a pointer.
-    let header = entry
-        .port
-        .proxy_protocol()
-        .map(|version| Box::new(proxy_header_for(version, &client, peer, frontend.addr)));
+    let header = entry.port.proxy_protocol().map(|version| {
+        let destination = original.unwrap_or(frontend.addr);
+        Box::new(proxy_header_for(version, &client, peer, destination))
+    });
     let dialed = tokio::select! {
         r = dial(&shared, &entry, pick.index, peer.ip(), &settings, header.as_deref()) => r,
         () = tcp.kill().cancelled() => {
@@ -538,6 +558,42 @@ async fn connect(addr: SocketAddr, header: Option<&[u8]>) -> io::Result<TcpStrea
     Ok(stream)
 }
 
+/// How long a client of a service with `accept_proxy_protocol` has to send
+/// its PROXY header before it is reset. A load balancer sends it at once
+/// (with the first segment); nginx's `proxy_protocol_timeout` waits 30 s by
+/// default, lb holds a connection without its header 3 s at most.
+const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Why a connection to a service with `accept_proxy_protocol` is reset
+/// before anything else happens to it.
+#[derive(Debug, thiserror::Error)]
+enum HeaderRefused {
+    #[error("{0} is not in proxy_protocol_trusted_cidrs")]
+    Untrusted(IpAddr),
+    #[error(transparent)]
+    Read(#[from] proxy_header::ReadError),
+}
+
+/// Reads the PROXY header a trusted load balancer sends before the client's
+/// bytes (v1 or v2): the client and the address it connected to, or `None`
+/// for a `LOCAL` header (the balancer's own health check), which is served
+/// with the connection's own addresses.
+#[inline(never)]
+async fn accept_header(
+    client: &TcpStream,
+    peer: SocketAddr,
+    settings: &ProxySettings,
+) -> Result<Option<Addresses>, HeaderRefused> {
+    if !settings.trusts_proxy_header_from(peer.ip()) {
+        return Err(HeaderRefused::Untrusted(peer.ip()));
+    }
+    let parsed = proxy_header::read_header(client, PROXY_HEADER_TIMEOUT).await?;
+    Ok(match parsed.header {
+        proxy_header::Header::Proxy { addresses, .. } => Some(addresses),
+        proxy_header::Header::Local => None,
+    })
+}
+
 /// Writes a PROXY header on a new connection. Its send buffer is empty, so
 /// this is one `write(2)`; the loop is for a buffer smaller than a header.
 async fn send_header(stream: &TcpStream, mut header: &[u8]) -> io::Result<()> {
@@ -554,10 +610,11 @@ async fn send_header(stream: &TcpStream, mut header: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// The PROXY header of a connection from `peer` to `frontend`: the
-/// frontend's own address, or for a frontend bound to a wildcard address
-/// (node ports) the address the client connected to, which only the
-/// accepted socket knows (`getsockname(2)`, for these connections only).
+/// The PROXY header of a connection from `peer` to `frontend` (the frontend,
+/// or what the header lb accepted named): that address, or for a frontend
+/// bound to a wildcard address (node ports) the address the client
+/// connected to, which only the accepted socket knows (`getsockname(2)`,
+/// for these connections only).
 #[inline(never)]
 fn proxy_header_for(
     version: ProxyProtocol,

@@ -42,6 +42,7 @@ fn service(namespace: &str, name: &str, service_type: &str, cluster_ip: &str) ->
         load_balancer_source_ranges: vec![],
         labels: Default::default(),
         proxy_protocol: None,
+        accept_proxy_protocol: false,
     }
 }
 

@@ -200,3 +200,238 @@ async fn each_udp_datagram_to_the_endpoint_starts_with_a_v2_header() {
     plane.shutdown().await;
     answering.abort();
 }
+
+// === accepting headers from a load balancer in front ===
+
+/// Settings trusting 127.0.90.0/24 (where the tests' "load balancers"
+/// connect from) to send PROXY headers.
+fn trusting_balancers() -> lb_core::ProxySettings {
+    lb_core::ProxySettings {
+        proxy_protocol_trusted_cidrs: vec!["127.0.90.0/24".parse().unwrap()],
+        ..settings()
+    }
+}
+
+/// Connects to `vip` from `from`, writes `bytes` (`chunk` bytes at a time,
+/// 5 ms apart) and reads until the connection ends: the answer, or the
+/// error that ended it (a reset).
+async fn send_from(
+    from: &str,
+    vip: SocketAddr,
+    bytes: &[u8],
+    chunk: usize,
+) -> std::io::Result<String> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(from.parse().unwrap(), 0))?;
+    let mut stream = socket.connect(vip).await?;
+    for piece in bytes.chunks(chunk.max(1)) {
+        stream.write_all(piece).await?;
+        if chunk < bytes.len() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    Ok(String::from_utf8_lossy(&answer).into_owned())
+}
+
+#[tokio::test]
+async fn the_client_a_trusted_balancer_names_is_the_one_the_endpoint_hears_of() {
+    if !nginx_stream_required() {
+        return;
+    }
+    let backend = SocketAddr::new(fresh_ip(), free_port("127.0.0.1"));
+    let nginx = proxy_protocol_echo(backend).await;
+    let vip = vip();
+    let plane = start(
+        trusting_balancers(),
+        vec![service("web", vip, &[backend])
+            .accepting_proxy_protocol()
+            .with_proxy_protocol(ProxyProtocol::V2)],
+    )
+    .await;
+    // A v1 header whole, and the same header one byte at a time.
+    let header = b"PROXY TCP4 127.0.91.5 127.0.92.1 40001 443\r\n";
+    for chunk in [header.len(), 1] {
+        let answer = send_from("127.0.90.1", vip, header, chunk)
+            .await
+            .expect("served");
+        assert_eq!(
+            answer,
+            "127.0.91.5:40001 127.0.92.1:443",
+            "chunks of {chunk}: the header lb sends on names the balancer's client and \
+             destination; nginx's log: {}",
+            nginx.error_log()
+        );
+    }
+    plane.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_connection_without_a_header_or_from_an_untrusted_source_is_reset_and_counted() {
+    let echo = echo_backend("127.0.88.40");
+    let vip = vip();
+    let plane = start(
+        trusting_balancers(),
+        vec![service("web", vip, &[echo.addr]).accepting_proxy_protocol()],
+    )
+    .await;
+    // Trusted, but the bytes are no header.
+    let no_header = send_from("127.0.90.2", vip, b"GET / HTTP/1.1\r\n\r\n", 64).await;
+    assert_eq!(
+        no_header.expect_err("reset").kind(),
+        std::io::ErrorKind::ConnectionReset
+    );
+    // A valid header, from outside proxy_protocol_trusted_cidrs.
+    let untrusted = send_from(
+        "127.0.89.2",
+        vip,
+        b"PROXY TCP4 127.0.91.5 127.0.92.1 40001 443\r\nhello",
+        64,
+    )
+    .await;
+    assert_eq!(
+        untrusted.expect_err("reset").kind(),
+        std::io::ErrorKind::ConnectionReset
+    );
+    let stats = port_stats(&plane, vip, lb_core::Protocol::Tcp);
+    assert_eq!(lb_core::stats::read(&stats.rejected_proxy_protocol), 2);
+    assert_eq!(
+        lb_core::stats::read(&stats.accepted),
+        0,
+        "a refused header is not an accepted connection"
+    );
+    // A LOCAL header (a balancer's health check) is served as the
+    // connection itself: the payload after it reaches the endpoint.
+    let mut local = b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00".to_vec();
+    local.extend_from_slice(b"ping");
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.90.3:0".parse().unwrap()).unwrap();
+    let mut stream = socket.connect(vip).await.expect("connect");
+    stream.write_all(&local).await.expect("write");
+    let mut got = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut got))
+        .await
+        .expect("echo in time")
+        .expect("echo");
+    assert_eq!(&got, b"ping");
+    plane.shutdown().await;
+}
+
+#[tokio::test]
+async fn client_ip_affinity_follows_the_client_the_header_names() {
+    let a = http_backend("127.0.88.51", "a");
+    let b = http_backend("127.0.88.52", "b");
+    let vip = vip();
+    let plane = start(
+        trusting_balancers(),
+        vec![service("web", vip, &[a.addr, b.addr])
+            .accepting_proxy_protocol()
+            .with_affinity(lb_core::SessionAffinity::ClientIp {
+                timeout: Duration::from_secs(600),
+            })],
+    )
+    .await;
+    // Every connection comes from the same balancer address; the headers
+    // name two clients, each of which must stay on its own endpoint.
+    let mut seen = std::collections::BTreeMap::<&str, std::collections::BTreeSet<String>>::new();
+    for _ in 0..4 {
+        for client in ["127.0.91.10", "127.0.91.11"] {
+            let header = format!("PROXY TCP4 {client} 127.0.92.1 40001 80\r\n");
+            let answer = send_from("127.0.90.4", vip, header.as_bytes(), 1024)
+                .await
+                .expect("served");
+            seen.entry(client).or_default().insert(answer);
+        }
+    }
+    let endpoints: std::collections::BTreeSet<&String> = seen.values().flatten().collect();
+    assert!(
+        seen.values().all(|answers| answers.len() == 1),
+        "each client stays on one endpoint: {seen:?}"
+    );
+    assert_eq!(
+        endpoints.len(),
+        2,
+        "two clients behind one balancer are two clients, not one: {seen:?}"
+    );
+    plane.shutdown().await;
+}
+
+/// HAProxy in `mode tcp` listening on `listen`, sending every connection on
+/// to `to` from 127.0.90.9 with `send` (`send-proxy` or `send-proxy-v2`);
+/// killed on drop.
+struct Haproxy {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Haproxy {
+    async fn start(listen: SocketAddr, to: SocketAddr, send: &str) -> Haproxy {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let conf = dir.path().join("haproxy.cfg");
+        std::fs::write(
+            &conf,
+            format!(
+                "global\n  maxconn 64\ndefaults\n  mode tcp\n  timeout connect 2s\n  \
+                 timeout client 10s\n  timeout server 10s\n\
+                 listen front\n  bind {listen}\n  \
+                 server lb {to} {send} source 127.0.90.9\n"
+            ),
+        )
+        .expect("write haproxy.cfg");
+        let child = std::process::Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("haproxy starts");
+        let up = eventually_async(Duration::from_secs(5), || async {
+            tokio::net::TcpStream::connect(listen).await.is_ok()
+        })
+        .await;
+        assert!(up, "haproxy did not listen on {listen} within 5 s");
+        Haproxy { child, _dir: dir }
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn behind_haproxy_the_endpoint_hears_of_the_client_haproxy_served() {
+    if !crate::support::tools::required("haproxy", "apt-get install haproxy")
+        || !nginx_stream_required()
+    {
+        return;
+    }
+    let backend = SocketAddr::new(fresh_ip(), free_port("127.0.0.1"));
+    let nginx = proxy_protocol_echo(backend).await;
+    let vip = vip();
+    let plane = start(
+        trusting_balancers(),
+        vec![service("web", vip, &[backend])
+            .accepting_proxy_protocol()
+            .with_proxy_protocol(ProxyProtocol::V1)],
+    )
+    .await;
+    for send in ["send-proxy", "send-proxy-v2"] {
+        let front = SocketAddr::new(fresh_ip(), free_port("127.0.0.1"));
+        let _haproxy = Haproxy::start(front, vip, send).await;
+        let (me, answer) = ask_from("127.0.91.20".parse().unwrap(), front).await;
+        assert_eq!(
+            answer,
+            format!("{me} {front}"),
+            "HAProxy ({send}) -> lb -> nginx: nginx hears of HAProxy's client; nginx's log: {}",
+            nginx.error_log()
+        );
+    }
+    plane.shutdown().await;
+}

@@ -18,8 +18,6 @@
 //! assigned family and transport, and an address block as long as its family
 //! needs. v2 TLVs are skipped unread (bounded by the header's length).
 
-#![allow(dead_code, unused_imports)] // the reading side: its caller (accept_proxy_protocol) comes next
-
 mod encode;
 mod parse;
 mod read;
@@ -31,7 +29,12 @@ use std::net::SocketAddr;
 
 pub(crate) use encode::{encode, Encoded};
 pub(crate) use lb_core::ProxyProtocol;
-pub(crate) use parse::{parse, ParseError};
+// `parse` is the whole-buffer entry point (the tests' and the property
+// tests'); `read_header` goes through the same parser one step at a time.
+#[cfg(test)]
+pub(crate) use parse::parse;
+#[allow(unused_imports)] // named by `ReadError::Invalid`, for callers that match on it
+pub(crate) use parse::ParseError;
 pub(crate) use read::{read_header, ReadError};
 
 /// The most bytes a header may take, beyond which the connection is

@@ -82,6 +82,7 @@ pub(super) enum Progress {
 /// a complete one (the bytes after it are the payload, left unread), `Err`
 /// as soon as the bytes are no header. v1 or v2 is told from the first
 /// byte.
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn parse(buf: &[u8]) -> Result<Option<Parsed>, ParseError> {
     Ok(match progress(buf)? {
         Progress::Complete(parsed) => Some(parsed),

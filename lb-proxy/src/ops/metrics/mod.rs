@@ -479,11 +479,13 @@ lb_rejected_connections_total{namespace="default",service="web",port="http",prot
 lb_rejected_connections_total{namespace="default",service="web",port="http",protocol="TCP",reason="limit"} 2
 lb_rejected_connections_total{namespace="default",service="web",port="http",protocol="TCP",reason="local_resources"} 0
 lb_rejected_connections_total{namespace="default",service="web",port="http",protocol="TCP",reason="self_loop"} 0
+lb_rejected_connections_total{namespace="default",service="web",port="http",protocol="TCP",reason="proxy_protocol"} 0
 lb_rejected_connections_total{namespace="default",service="web",port="8443",protocol="TCP",reason="no_endpoints"} 0
 lb_rejected_connections_total{namespace="default",service="web",port="8443",protocol="TCP",reason="source_range"} 0
 lb_rejected_connections_total{namespace="default",service="web",port="8443",protocol="TCP",reason="limit"} 0
 lb_rejected_connections_total{namespace="default",service="web",port="8443",protocol="TCP",reason="local_resources"} 0
 lb_rejected_connections_total{namespace="default",service="web",port="8443",protocol="TCP",reason="self_loop"} 0
+lb_rejected_connections_total{namespace="default",service="web",port="8443",protocol="TCP",reason="proxy_protocol"} 0
 # HELP lb_connections_closed_total Forwarded client connections that ended, by cause.
 # TYPE lb_connections_closed_total counter
 lb_connections_closed_total{namespace="default",service="web",port="http",protocol="TCP",cause="closed"} 0

@@ -152,6 +152,7 @@ pub(super) const FAMILIES: &[Family] = &[
                 ("limit", &st.rejected_limit),
                 ("local_resources", &st.rejected_local_resources),
                 ("self_loop", &st.rejected_self_loop),
+                ("proxy_protocol", &st.rejected_proxy_protocol),
             ] {
                 sample(
                     out,

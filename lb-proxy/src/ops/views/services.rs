@@ -82,6 +82,10 @@ pub struct ServiceView {
     /// when none is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_protocol: Option<String>,
+    /// Whether every TCP connection must start with a PROXY header from a
+    /// trusted balancer (`accept_proxy_protocol`); absent when not.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub accept_proxy_protocol: bool,
 }
 
 /// One service port as configured and allocated.
@@ -151,6 +155,10 @@ pub struct RejectedView {
     pub local_resources: u64,
     /// Every endpoint left was one of lb's own frontends.
     pub self_loop: u64,
+    /// `accept_proxy_protocol`: no valid PROXY header in time, or one from
+    /// an untrusted source.
+    #[serde(default)]
+    pub proxy_protocol: u64,
 }
 
 impl RejectedView {
@@ -161,6 +169,7 @@ impl RejectedView {
             .saturating_add(self.source_range)
             .saturating_add(self.local_resources)
             .saturating_add(self.self_loop)
+            .saturating_add(self.proxy_protocol)
     }
 }
 
@@ -196,6 +205,7 @@ pub fn with_traffic(list: &mut ServiceList, snapshot: &Snapshot, max_connections
                     source_range: read(&st.rejected_source_range),
                     local_resources: read(&st.rejected_local_resources),
                     self_loop: read(&st.rejected_self_loop),
+                    proxy_protocol: read(&st.rejected_proxy_protocol),
                 },
                 ..PortTraffic::default()
             };
@@ -324,6 +334,7 @@ pub fn services_view_with(
                 external_traffic_policy: spec.external_traffic_policy.as_str().to_string(),
                 internal_traffic_policy: spec.internal_traffic_policy.as_str().to_string(),
                 proxy_protocol: spec.proxy_protocol.map(|v| v.as_str().to_string()),
+                accept_proxy_protocol: spec.accept_proxy_protocol,
             };
             let frontends = if known {
                 Frontends::Bound(&view.bind_errors)
