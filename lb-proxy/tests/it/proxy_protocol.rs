@@ -435,3 +435,39 @@ async fn behind_haproxy_the_endpoint_hears_of_the_client_haproxy_served() {
     }
     plane.shutdown().await;
 }
+
+#[tokio::test]
+async fn source_ranges_judge_the_client_the_header_names() {
+    let ok = http_backend("127.0.88.60", "ok");
+    let vip = vip();
+    let lb_address = SocketAddr::new(fresh_ip(), vip.port());
+    let mut spec = service("web", vip, &[ok.addr]).accepting_proxy_protocol();
+    spec.service_type = lb_core::ServiceType::LoadBalancer;
+    spec.load_balancer_ips = vec![lb_address.ip()];
+    spec.load_balancer_source_ranges = vec!["127.0.91.30/32".parse().unwrap()];
+    let plane = start(trusting_balancers(), vec![spec]).await;
+    // The balancer itself (127.0.90.5) is outside the ranges; the client it
+    // names decides.
+    let allowed = send_from(
+        "127.0.90.5",
+        lb_address,
+        b"PROXY TCP4 127.0.91.30 127.0.92.1 40001 80\r\n",
+        1024,
+    )
+    .await;
+    assert_eq!(allowed.expect("inside the ranges: served"), "ok");
+    let refused = send_from(
+        "127.0.90.5",
+        lb_address,
+        b"PROXY TCP4 127.0.91.31 127.0.92.1 40001 80\r\n",
+        1024,
+    )
+    .await;
+    assert_eq!(
+        refused.expect_err("outside the ranges: reset").kind(),
+        std::io::ErrorKind::ConnectionReset
+    );
+    let stats = port_stats(&plane, lb_address, lb_core::Protocol::Tcp);
+    assert_eq!(lb_core::stats::read(&stats.rejected_source_range), 1);
+    plane.shutdown().await;
+}
