@@ -28,6 +28,12 @@ every address is on loopback. Not part of .ci/run: this is a benchmark.
 
     sudo benches/compare/run.py --rounds 5 --duration 5 [--pin] [--engine splice]
 
+--proxy-protocol v2 makes lb (`proxy_protocol = "v2"`), HAProxy
+(`send-proxy-v2`) and nginx (`proxy_protocol on`) send a PROXY v2 header to
+the HTTP backend, which then listens with `proxy_protocol` on :8081 (direct
+and naive still go to :8080 without one, as references); with it only the
+close and ka tests run.
+
 --alt-env KEY=VALUE[,KEY=VALUE] adds a second lb-proxy, "lb-alt" on
 127.0.54.1, started with those environment variables (for example
 LB_ACCEPT=percore), and --alt-bin PATH runs another build there, so that two
@@ -191,6 +197,7 @@ class Harness:
 
         lb_conf = render("lb.toml.in", os.path.join(d, "lb.toml"), VIP=TARGETS["lb"],
                          HOLD_PORT=HOLD_PORTS["lb"], **sub)
+        self.proxy_protocol(lb_conf, "lb")
         # Each lb its own node lock directory: lb and lb-alt serve the same
         # node name side by side.
         env = dict(os.environ, RUST_LOG="warn", LB_RUNTIME_DIR=os.path.join(d, "run-lb"))
@@ -200,6 +207,7 @@ class Harness:
         if "lb-alt" in TARGETS:
             alt_conf = render("lb.toml.in", os.path.join(d, "lb-alt.toml"), VIP=TARGETS["lb-alt"],
                               HOLD_PORT=HOLD_PORTS["lb-alt"], **sub)
+            self.proxy_protocol(alt_conf, "lb")
             alt_env = dict(env, LB_RUNTIME_DIR=os.path.join(d, "run-lb-alt"))
             for kv in (self.args.alt_env or "").split(","):
                 if not kv.strip():
@@ -210,9 +218,11 @@ class Harness:
                        cpu=self.proxy_cpu)
         ha_conf = render("haproxy.cfg.in", os.path.join(d, "haproxy.cfg"), VIP=TARGETS["haproxy"],
                          HOLD_PORT=HOLD_PORTS["haproxy"], **sub)
+        self.proxy_protocol(ha_conf, "haproxy")
         self.spawn("haproxy", ["haproxy", "-db", "-f", ha_conf], cpu=self.proxy_cpu)
         ng_conf = render("nginx-stream.conf.in", os.path.join(d, "nginx-stream.conf"),
                          VIP=TARGETS["nginx"], HOLD_PORT=HOLD_PORTS["nginx"], **sub)
+        self.proxy_protocol(ng_conf, "nginx")
         self.spawn("nginx", ["nginx", "-p", d, "-c", ng_conf], cpu=self.proxy_cpu)
         naive = TARGETS["naive"]
         self.spawn("naive", [self.args.naive_bin,
@@ -227,6 +237,25 @@ class Harness:
         for name, p in self.procs.items():
             if p.poll() is not None:
                 sys.exit("%s exited at start; see %s/%s.log" % (name, d, name))
+
+    def proxy_protocol(self, conf, kind):
+        """With --proxy-protocol v2: rewrites a rendered config so that its
+        HTTP service sends a v2 header to the backend's :8081."""
+        if not self.args.proxy_protocol:
+            return
+        text = open(conf).read()
+        if kind == "lb":
+            edits = [('{ name = "http", container_port = 8080 }', '{ name = "http", container_port = 8081 }'),
+                     ('[[services]]\nname = "backend"\n', '[[services]]\nname = "backend"\nproxy_protocol = "v2"\n')]
+        elif kind == "haproxy":
+            edits = [("server b1 %s:8080" % BACKEND, "server b1 %s:8081 send-proxy-v2" % BACKEND)]
+        else:
+            edits = [("proxy_pass %s:8080;" % BACKEND, "proxy_pass %s:8081; proxy_protocol on;" % BACKEND)]
+        for old, new in edits:
+            if old not in text:
+                sys.exit("--proxy-protocol: %r not found in %s" % (old, conf))
+            text = text.replace(old, new)
+        open(conf, "w").write(text)
 
     def stop(self):
         for name, p in self.procs.items():
@@ -411,9 +440,13 @@ def main():
     ap.add_argument("--json", help="write raw results here")
     ap.add_argument("--alt-env", help="KEY=VALUE[,KEY=VALUE]: also run lb-proxy as lb-alt with these")
     ap.add_argument("--alt-bin", help="also run this lb-proxy binary as lb-alt (with --alt-env if given)")
+    ap.add_argument("--proxy-protocol", choices=["v2"],
+                    help="the proxies send a PROXY v2 header to the HTTP backend (close and ka only)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, configs)")
     args = ap.parse_args()
     args.tests = [t for t in args.tests.split(",") if t]
+    if args.proxy_protocol and (set(args.tests) - {"close", "ka"} or args.idle):
+        sys.exit("--proxy-protocol measures close and ka only: add --tests close,ka --idle 0")
     if args.alt_env or args.alt_bin:
         TARGETS["lb-alt"] = "127.0.54.1"
         PROXIES.insert(1, "lb-alt")

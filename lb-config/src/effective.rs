@@ -118,6 +118,7 @@ fn proxy(config: &Config) -> RawProxy {
         forward_engine: Some(p.forward_engine.as_str().to_string()),
         accept_mode: Some(p.accept_mode.as_str().to_string()),
         workers: count(p.workers),
+        source_address: Some(p.source_address.as_str().to_string()),
         proxy_protocol_trusted_cidrs: Some(
             p.proxy_protocol_trusted_cidrs
                 .iter()

@@ -223,6 +223,9 @@ pub struct RawProxy {
     /// header to services with `accept_proxy_protocol`: the load balancers
     /// in front of lb. Default none: every such connection is reset.
     pub proxy_protocol_trusted_cidrs: Option<Vec<String>>,
+    /// `"proxy"` (default) or `"client"`: where endpoints are dialed from
+    /// for services that do not set `source_address`.
+    pub source_address: Option<String>,
 }
 
 /// `[admin]`: the admin API (`/healthz`, `/metrics`, `/api/v1/...`, the
@@ -411,6 +414,16 @@ pub struct RawService {
     /// UDP ports are not affected. Default false. Manifests: the annotation
     /// `lb-proxy/accept-proxy-protocol: "true"`.
     pub accept_proxy_protocol: Option<bool>,
+    /// `"proxy"` or `"client"`: where lb dials the endpoints from. `client`
+    /// makes lb a transparent proxy (HAProxy's `usesrc clientip`): each
+    /// connection to an endpoint leaves from the client's address
+    /// (`IP_TRANSPARENT`), so the endpoint sees the client with no header.
+    /// It needs `CAP_NET_ADMIN` (`lb-proxy check` says when it is missing;
+    /// at run time a refused bind resets the client with an error line,
+    /// never a silent dial from lb's own address) and a route that brings
+    /// the endpoints' replies back through lb (README, "Transparent
+    /// source"). TCP only. Omitted: `[proxy] source_address`.
+    pub source_address: Option<String>,
 }
 
 /// `session_affinity_config`.

@@ -93,3 +93,29 @@ fn a_trusted_source_that_is_no_cidr_is_refused_with_its_index() {
         "{lines:?}"
     );
 }
+
+#[test]
+fn endpoints_are_dialed_from_the_proxy_unless_a_service_or_the_proxy_says_client() {
+    let c = load(&service("", "TCP"));
+    assert_eq!(c.services[0].source_address, None);
+    assert_eq!(c.proxy.source_address, lb_core::SourceAddress::Proxy);
+    let c = load(&format!(
+        "[proxy]\nsource_address = \"client\"\n{}",
+        service("source_address = \"proxy\"", "TCP")
+    ));
+    assert_eq!(c.proxy.source_address, lb_core::SourceAddress::Client);
+    assert_eq!(
+        c.services[0].source_address,
+        Some(lb_core::SourceAddress::Proxy),
+        "a service's own choice beats [proxy]'s"
+    );
+    let lines = errors(&format!(
+        "[cluster]\nservice_cidr = \"127.96.0.0/16\"\n{}",
+        service("source_address = \"transparent\"", "TCP")
+    ));
+    assert!(
+        lines.iter().any(|l| l
+            == "services[web].source_address: Unsupported value: \"transparent\": supported values: \"proxy\", \"client\""),
+        "{lines:?}"
+    );
+}

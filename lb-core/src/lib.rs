@@ -55,7 +55,7 @@ mod fixtures;
 
 pub use model::{
     Protocol, ProxyProtocol, ServiceKey, ServicePortKey, ServiceType, SessionAffinity,
-    TrafficDistribution, TrafficPolicy,
+    SourceAddress, TrafficDistribution, TrafficPolicy,
 };
 pub use settings::{AcceptMode, ForwardEngine, ProxySettings};
 pub use snapshot::ServiceEntry;

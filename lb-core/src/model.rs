@@ -230,3 +230,27 @@ impl ProxyProtocol {
         }
     }
 }
+
+/// Which address lb dials endpoints from: its own (the default, as every
+/// user-space proxy), or the client's (`"client"`: a transparent proxy, as
+/// HAProxy's `source 0.0.0.0 usesrc clientip`), so that the endpoint sees
+/// the client's address with no header. The second needs `CAP_NET_ADMIN`
+/// and a route that brings the endpoint's replies back through lb.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum SourceAddress {
+    /// lb's own address (the kernel's choice).
+    #[default]
+    Proxy,
+    /// The client's address (`IP_TRANSPARENT`).
+    Client,
+}
+
+impl SourceAddress {
+    /// The configuration's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceAddress::Proxy => "proxy",
+            SourceAddress::Client => "client",
+        }
+    }
+}

@@ -50,6 +50,9 @@ pub struct ProxySettings {
     /// balancers in front of lb); a connection from anywhere else to such a
     /// service is reset. Empty (the default) trusts no one.
     pub proxy_protocol_trusted_cidrs: Vec<ipnet::IpNet>,
+    /// `[proxy] source_address`: where endpoints are dialed from for
+    /// services that do not say (`proxy`, the default, or `client`).
+    pub source_address: crate::model::SourceAddress,
 }
 
 impl ProxySettings {
@@ -84,6 +87,7 @@ impl Default for ProxySettings {
             workers: 0,
             access_log: false,
             proxy_protocol_trusted_cidrs: Vec::new(),
+            source_address: crate::model::SourceAddress::Proxy,
         }
     }
 }

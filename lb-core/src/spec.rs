@@ -8,8 +8,8 @@ use std::net::{IpAddr, SocketAddr};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    Protocol, ProxyProtocol, ServiceKey, ServiceType, SessionAffinity, TrafficDistribution,
-    TrafficPolicy,
+    Protocol, ProxyProtocol, ServiceKey, ServiceType, SessionAffinity, SourceAddress,
+    TrafficDistribution, TrafficPolicy,
 };
 
 /// Who this proxy is: kube-proxy's node. Node ports listen on `addresses`, and
@@ -124,6 +124,9 @@ pub struct ServiceSpec {
     /// header (v1 or v2) from a trusted load balancer in front of lb, whose
     /// client address lb then uses as the client's.
     pub accept_proxy_protocol: bool,
+    /// Where endpoints are dialed from; `None` follows `[proxy]
+    /// source_address`.
+    pub source_address: Option<SourceAddress>,
     /// The ports, each with its resolved endpoints.
     pub ports: Vec<PortSpec>,
 }
@@ -149,6 +152,7 @@ impl ServiceSpec {
             health_check_node_port: 0,
             proxy_protocol: None,
             accept_proxy_protocol: false,
+            source_address: None,
             ports: Vec::new(),
         }
     }

@@ -10,7 +10,8 @@ use serde_yaml_ng::Value;
 use super::types;
 use super::{
     ANNOTATION_ACCEPT_PROXY_PROTOCOL, ANNOTATION_ADDRESS_POOL, ANNOTATION_ALLOW_SHARED_IP,
-    ANNOTATION_LOAD_BALANCER_IPS, ANNOTATION_PROXY_PROTOCOL, LABEL_SERVICE_NAME,
+    ANNOTATION_LOAD_BALANCER_IPS, ANNOTATION_PROXY_PROTOCOL, ANNOTATION_SOURCE_ADDRESS,
+    LABEL_SERVICE_NAME,
 };
 use crate::error::FieldError;
 use crate::raw::{
@@ -383,6 +384,7 @@ impl Doc<'_> {
             proxy_protocol: ann(ANNOTATION_PROXY_PROTOCOL),
             accept_proxy_protocol: ann(ANNOTATION_ACCEPT_PROXY_PROTOCOL)
                 .map(|v| v.trim().eq_ignore_ascii_case("true")),
+            source_address: ann(ANNOTATION_SOURCE_ADDRESS),
             ports: spec
                 .ports
                 .into_iter()

@@ -44,6 +44,9 @@ pub const ANNOTATION_PROXY_PROTOCOL: &str = "lb-proxy/proxy-protocol";
 /// lb's annotation requiring a PROXY header on every connection
 /// (`"true"`): the TOML file's `accept_proxy_protocol`.
 pub const ANNOTATION_ACCEPT_PROXY_PROTOCOL: &str = "lb-proxy/accept-proxy-protocol";
+/// lb's annotation choosing where endpoints are dialed from (`proxy` or
+/// `client`): the TOML file's `source_address`.
+pub const ANNOTATION_SOURCE_ADDRESS: &str = "lb-proxy/source-address";
 /// The label that ties an EndpointSlice to its service.
 pub const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
 

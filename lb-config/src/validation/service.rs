@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use lb_core::{
     ClusterIp, PortSpec, Protocol, ProxyProtocol, ServiceKey, ServiceSpec, ServiceType,
-    SessionAffinity, TargetPort, TrafficPolicy,
+    SessionAffinity, SourceAddress, TargetPort, TrafficPolicy,
 };
 
 use super::fields::{at_most, labels, protocol};
@@ -404,6 +404,19 @@ pub(crate) fn service(
     }
 
     let proxy_protocol = proxy_protocol(raw, &path, &ports, errs);
+    let source_address = match raw.source_address.as_deref() {
+        None => None,
+        Some("proxy") => Some(SourceAddress::Proxy),
+        Some("client") => Some(SourceAddress::Client),
+        Some(other) => {
+            errs.push(FieldError::not_supported(
+                format!("{path}.source_address"),
+                other,
+                &["proxy", "client"],
+            ));
+            None
+        }
+    };
 
     if errs.len() > start {
         return None;
@@ -427,6 +440,7 @@ pub(crate) fn service(
             health_check_node_port: u16::try_from(health_check_node_port).unwrap_or(0),
             proxy_protocol,
             accept_proxy_protocol: raw.accept_proxy_protocol.unwrap_or(false),
+            source_address,
             ports,
         },
         ip: ip_request,

@@ -320,6 +320,15 @@ fn proxy(raw: &RawConfig, errs: &mut Errors) -> ProxySettings {
         }
     }
     s.access_log = raw.log.access.unwrap_or(false);
+    match p.source_address.as_deref() {
+        None | Some("proxy") => {}
+        Some("client") => s.source_address = lb_core::SourceAddress::Client,
+        Some(other) => errs.push(FieldError::not_supported(
+            "proxy.source_address",
+            other,
+            &["proxy", "client"],
+        )),
+    }
     for (i, text) in p.proxy_protocol_trusted_cidrs.iter().flatten().enumerate() {
         match text.trim().parse::<ipnet::IpNet>() {
             Ok(net) => s.proxy_protocol_trusted_cidrs.push(net.trunc()),

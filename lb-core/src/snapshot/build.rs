@@ -213,6 +213,7 @@ fn build_port(
         stats: prev.map(|p| p.stats.clone()).unwrap_or_default(),
         proxy_protocol: spec.proxy_protocol,
         accept_proxy_protocol: spec.accept_proxy_protocol,
+        source_address: spec.source_address,
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::{Instant, SystemTime};
 
 use crate::affinity::AffinityTable;
 use crate::health::EndpointHealth;
-use crate::model::{ProxyProtocol, ServicePortKey, ServiceType};
+use crate::model::{ProxyProtocol, ServicePortKey, ServiceType, SourceAddress};
 use crate::select::WeightedTable;
 use crate::spec::TargetPort;
 use crate::stats::{EndpointStats, PortStats};
@@ -98,6 +98,7 @@ pub struct ServicePort {
     pub(super) stats: Arc<PortStats>,
     pub(super) proxy_protocol: Option<ProxyProtocol>,
     pub(super) accept_proxy_protocol: bool,
+    pub(super) source_address: Option<SourceAddress>,
 }
 
 /// A sticky port's pin table and its endpoints' ids in it.
@@ -166,6 +167,12 @@ impl ServicePort {
     /// (`accept_proxy_protocol`).
     pub fn accepts_proxy_protocol(&self) -> bool {
         self.accept_proxy_protocol
+    }
+
+    /// Where its endpoints are dialed from, when the service says
+    /// (otherwise `[proxy] source_address`).
+    pub fn source_address(&self) -> Option<SourceAddress> {
+        self.source_address
     }
 
     /// All endpoints, ready or not, in a stable order (by address).

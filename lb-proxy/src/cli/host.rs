@@ -11,6 +11,8 @@ use lb_config::{Config, VipMode};
 
 /// `CAP_NET_BIND_SERVICE`'s bit in the capability sets (linux/capability.h).
 const CAP_NET_BIND_SERVICE: u32 = 10;
+/// `CAP_NET_ADMIN`'s bit: `IP_TRANSPARENT` needs it.
+const CAP_NET_ADMIN: u32 = 12;
 
 /// Most addresses or ports one warning lists before "and N more".
 const LISTED: usize = 8;
@@ -20,7 +22,24 @@ pub fn host_warnings(config: &Config) -> Vec<String> {
     let listeners = listeners(config);
     let mut out = Vec::new();
     let floor = unprivileged_port_start();
-    if !has_net_bind_service() {
+    let transparent: Vec<String> = config
+        .services
+        .iter()
+        .filter(|s| {
+            s.source_address.unwrap_or(config.proxy.source_address)
+                == lb_core::SourceAddress::Client
+        })
+        .map(|s| format!("services[{}]", s.key))
+        .collect();
+    if !transparent.is_empty() && !has_capability(CAP_NET_ADMIN) {
+        out.push(format!(
+            "{} dial{} endpoints from the client's address (source_address = \"client\") and this process lacks CAP_NET_ADMIN: `lb-proxy run` as this user would reset every client of {} (run it as root or grant CAP_NET_ADMIN, as AmbientCapabilities= does in a systemd unit)",
+            listed(transparent.iter()),
+            if transparent.len() == 1 { "s" } else { "" },
+            if transparent.len() == 1 { "it" } else { "them" },
+        ));
+    }
+    if !has_capability(CAP_NET_BIND_SERVICE) {
         let low: BTreeSet<u16> = listeners
             .iter()
             .map(|(addr, _)| addr.port())
@@ -117,9 +136,10 @@ fn unprivileged_port_start() -> u16 {
         .unwrap_or(1024)
 }
 
-/// Whether this process may bind ports below the floor: the capability in
-/// its effective set (`CapEff` in /proc/self/status), which root has too.
-fn has_net_bind_service() -> bool {
+/// Whether this process has `capability` in its effective set (`CapEff` in
+/// /proc/self/status), which root has too: `CAP_NET_BIND_SERVICE` to bind
+/// ports below the floor, `CAP_NET_ADMIN` for transparent dials.
+fn has_capability(capability: u32) -> bool {
     let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
         return true; // unknown: say nothing rather than something wrong
     };
@@ -127,7 +147,7 @@ fn has_net_bind_service() -> bool {
         .lines()
         .find_map(|l| l.strip_prefix("CapEff:"))
         .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        .is_none_or(|caps| caps & (1 << CAP_NET_BIND_SERVICE) != 0)
+        .is_none_or(|caps| caps & (1 << capability) != 0)
 }
 
 #[cfg(test)]

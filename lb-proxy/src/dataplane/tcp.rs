@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lb_core::stats;
-use lb_core::{FrontendEntry, FrontendKey, Protocol, ProxyProtocol, ProxySettings};
+use lb_core::{FrontendEntry, FrontendKey, Protocol, ProxyProtocol, ProxySettings, SourceAddress};
 use socket2::{Domain, Socket, Type};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
@@ -191,8 +191,19 @@ async fn serve_in_span(
         let destination = original.unwrap_or(frontend.addr);
         Box::new(proxy_header_for(version, &client, peer, destination))
     });
+    // `source_address = "client"`: dial from the client's address.
+    let from = (entry
+        .port
+        .source_address()
+        .unwrap_or(settings.source_address)
+        == SourceAddress::Client)
+        .then_some(peer.ip());
+    let greeting = Greeting {
+        header: header.as_deref(),
+        from,
+    };
     let dialed = tokio::select! {
-        r = dial(&shared, &entry, pick.index, peer.ip(), &settings, header.as_deref()) => r,
+        r = dial(&shared, &entry, pick.index, peer.ip(), &settings, greeting) => r,
         () = tcp.kill().cancelled() => {
             sys::reset(client);
             return;
@@ -203,9 +214,12 @@ async fn serve_in_span(
         Ok(ok) => ok,
         Err(e) => {
             let why = match e.last() {
-                AttemptFailed::Local(_) => {
+                AttemptFailed::Local(inner) => {
                     stats::add(&port_stats.rejected_local_resources, 1);
-                    descriptors::local_shortage("client reset", &e);
+                    // A failed transparent dial has said why at error level.
+                    if !inner.get_ref().is_some_and(|i| i.is::<TransparentFailed>()) {
+                        descriptors::local_shortage("client reset", &e);
+                    }
                     Rejected::LocalResources
                 }
                 AttemptFailed::SelfLoop(_) => {
@@ -338,7 +352,7 @@ async fn dial(
     first: usize,
     client: IpAddr,
     settings: &ProxySettings,
-    header: Option<&Encoded>,
+    greeting: Greeting<'_>,
 ) -> Result<(TcpStream, usize), DialFailed> {
     let default_timeouts;
     let timeouts: &[Duration] = if settings.connect_timeouts.is_empty() {
@@ -362,7 +376,7 @@ async fn dial(
         } else {
             attempts += 1;
             let dial_start = Instant::now();
-            let greeted = connect(endpoint.addr, header.map(Encoded::as_bytes));
+            let greeted = connect(endpoint.addr, greeting);
             match tokio::time::timeout(*timeout, greeted).await {
                 Ok(Ok(stream)) => {
                     entry
@@ -456,6 +470,11 @@ enum AttemptFailed {
 impl AttemptFailed {
     /// Tells the proxy's own shortages from the endpoint's failures.
     fn classify(e: io::Error) -> AttemptFailed {
+        if e.get_ref()
+            .is_some_and(|inner| inner.is::<TransparentFailed>())
+        {
+            return AttemptFailed::Local(e);
+        }
         match e.raw_os_error() {
             Some(
                 libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL,
@@ -521,7 +540,7 @@ impl std::fmt::Display for Tried<'_> {
 /// With a PROXY protocol `header`, the connection is not made until the
 /// header is written: a failure to send it is the endpoint's, like a refused
 /// dial, and the failover sends it again to the next endpoint.
-async fn connect(addr: SocketAddr, header: Option<&[u8]>) -> io::Result<TcpStream> {
+async fn connect(addr: SocketAddr, greeting: Greeting<'_>) -> io::Result<TcpStream> {
     #[cfg(target_os = "linux")]
     let socket = Socket::new(
         Domain::for_address(addr),
@@ -539,6 +558,9 @@ async fn connect(addr: SocketAddr, header: Option<&[u8]>) -> io::Result<TcpStrea
         socket.set_nonblocking(true)?;
         socket
     };
+    if let Some(from) = greeting.from {
+        transparent_bind(&socket, from, addr)?;
+    }
     match socket.connect(&addr.into()) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
@@ -552,10 +574,83 @@ async fn connect(addr: SocketAddr, header: Option<&[u8]>) -> io::Result<TcpStrea
             .take_error()?
             .unwrap_or_else(|| io::ErrorKind::ConnectionRefused.into()));
     }
-    if let Some(header) = header {
-        send_header(&stream, header).await?;
+    if let Some(header) = greeting.header {
+        send_header(&stream, header.as_bytes()).await?;
     }
     Ok(stream)
+}
+
+/// What a dial does beyond connecting, the same for every endpoint a
+/// failover tries: the PROXY header to send first, and the client address
+/// to dial from (`source_address = "client"`).
+#[derive(Clone, Copy)]
+struct Greeting<'a> {
+    header: Option<&'a Encoded>,
+    from: Option<IpAddr>,
+}
+
+/// A transparent dial that could not leave from the client's address: the
+/// proxy's fault (no `CAP_NET_ADMIN`, or a client of the other address
+/// family than the endpoint), never the endpoint's, and never replaced by a
+/// dial from lb's own address.
+#[derive(Debug, thiserror::Error)]
+#[error("source_address = \"client\": cannot dial {endpoint} from {client}: {why}")]
+struct TransparentFailed {
+    client: IpAddr,
+    endpoint: SocketAddr,
+    why: String,
+}
+
+/// Binds a dial's socket to the client's address (`IP_TRANSPARENT` lets a
+/// socket bind an address that is not the host's); the kernel picks the
+/// port.
+#[cfg(target_os = "linux")]
+fn transparent_bind(socket: &Socket, client: IpAddr, endpoint: SocketAddr) -> io::Result<()> {
+    let failed = |why: String| {
+        let e = TransparentFailed {
+            client,
+            endpoint,
+            why,
+        };
+        transparent_failed(&e);
+        io::Error::new(io::ErrorKind::PermissionDenied, e)
+    };
+    let client = client.to_canonical();
+    let set = match (client, endpoint) {
+        (IpAddr::V4(_), SocketAddr::V4(_)) => socket.set_ip_transparent_v4(true),
+        (IpAddr::V6(_), SocketAddr::V6(_)) => socket.set_ip_transparent_v6(true),
+        _ => {
+            return Err(failed(
+                "the client and the endpoint are of different address families".into(),
+            ))
+        }
+    };
+    set.map_err(|e| failed(format!("IP_TRANSPARENT: {e} (it needs CAP_NET_ADMIN)")))?;
+    socket
+        .bind(&SocketAddr::new(client, 0).into())
+        .map_err(|e| failed(format!("bind: {e}")))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn transparent_bind(_: &Socket, client: IpAddr, endpoint: SocketAddr) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        TransparentFailed {
+            client,
+            endpoint,
+            why: "transparent dials need Linux".into(),
+        },
+    ))
+}
+
+/// Says at error level, at most once a second for the whole process, that a
+/// client was reset because its transparent dial failed: every client of
+/// that service would fail alike until the operator acts.
+fn transparent_failed(e: &TransparentFailed) {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    if once_a_second(&LAST) {
+        tracing::error!(error = %e, "client reset: its transparent dial failed");
+    }
 }
 
 /// How long a client of a service with `accept_proxy_protocol` has to send

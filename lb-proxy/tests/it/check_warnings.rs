@@ -137,3 +137,55 @@ fn a_privileged_port_without_the_capability_is_warned_about() {
         combined(&with)
     );
 }
+
+#[test]
+fn a_transparent_service_without_cap_net_admin_is_warned_about() {
+    // As above: root drops CAP_NET_ADMIN from its bounding set with setpriv.
+    let root = std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false);
+    let setpriv = Command::new("setpriv").arg("--version").output().is_ok();
+    if !root || !setpriv {
+        eprintln!("skipped: needs root and setpriv (util-linux) to drop the capability");
+        return;
+    }
+    let text = FINE.replace(
+        "selector = { app = \"web\" }",
+        "selector = { app = \"web\" }\nsource_address = \"client\"",
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("lb.toml");
+    std::fs::write(&path, text).expect("write config");
+    let run = |drop_cap: bool| {
+        let mut cmd = Command::new("setpriv");
+        if drop_cap {
+            cmd.args(["--bounding-set", "-net_admin"]);
+        }
+        cmd.arg(bin())
+            .args([
+                OsString::from("check"),
+                "--config".into(),
+                path.clone().into(),
+            ])
+            .output()
+            .expect("setpriv runs")
+    };
+    let without = run(true);
+    assert!(without.status.success(), "{}", combined(&without));
+    let stderr = String::from_utf8_lossy(&without.stderr);
+    assert!(
+        stderr.contains("services[default/web] dials endpoints from the client's address")
+            && stderr.contains("lacks CAP_NET_ADMIN"),
+        "{}",
+        combined(&without)
+    );
+    let with = run(false);
+    assert!(
+        !String::from_utf8_lossy(&with.stderr).contains("CAP_NET_ADMIN"),
+        "{}",
+        combined(&with)
+    );
+}

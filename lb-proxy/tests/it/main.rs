@@ -87,6 +87,8 @@ mod obs_systemd;
 mod perf_engines;
 mod proxy_protocol;
 #[cfg(feature = "cli")]
+mod proxy_transparent;
+#[cfg(feature = "cli")]
 mod self_loop;
 #[cfg(feature = "cli")]
 mod shutdown;
