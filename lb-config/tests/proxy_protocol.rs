@@ -119,3 +119,24 @@ fn endpoints_are_dialed_from_the_proxy_unless_a_service_or_the_proxy_says_client
         "{lines:?}"
     );
 }
+
+#[test]
+fn a_probe_sends_a_local_header_only_when_its_action_asks() {
+    let pod = |probe: &str| {
+        format!(
+            "[[pods]]\nname = \"web-1\"\nip = \"127.0.181.101\"\nlabels = {{ app = \"web\" }}\n\
+             ports = [{{ name = \"http\", container_port = 8080 }}]\n\
+             readiness_probe = {{ {probe} }}\n"
+        )
+    };
+    let c = load(&pod("http_get = { path = \"/\", port = \"http\" }"));
+    assert_eq!(c.probes[0].proxy_protocol, None);
+    let c = load(&pod(
+        "http_get = { path = \"/\", port = \"http\", proxy_protocol = \"v2\" }",
+    ));
+    assert_eq!(c.probes[0].proxy_protocol, Some(ProxyProtocol::V2));
+    let c = load(&pod(
+        "tcp_socket = { port = 8080, proxy_protocol = \"v1\" }",
+    ));
+    assert_eq!(c.probes[0].proxy_protocol, Some(ProxyProtocol::V1));
+}

@@ -85,6 +85,12 @@ pub struct ProbeSpec {
     pub success_threshold: u32,
     /// Failures in a row that make a ready pod not ready.
     pub failure_threshold: u32,
+    /// A `tcp_socket` or `http_get` probe of an endpoint that expects a
+    /// PROXY header (its service's `proxy_protocol`) starts with a `LOCAL`
+    /// one ("a check from the proxy itself, not a client"; v1: `PROXY
+    /// UNKNOWN`). `None`, the default: no header, since a probe is not a
+    /// client.
+    pub proxy_protocol: Option<crate::model::ProxyProtocol>,
 }
 
 impl ProbeSpec {
@@ -107,6 +113,7 @@ impl ProbeSpec {
             timeout: Self::DEFAULT_TIMEOUT,
             success_threshold: 1,
             failure_threshold: Self::DEFAULT_FAILURE_THRESHOLD,
+            proxy_protocol: None,
         }
     }
 

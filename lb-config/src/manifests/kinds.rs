@@ -525,10 +525,14 @@ impl Doc<'_> {
                 probes += 1;
                 if probe.is_none() {
                     probe = Some(RawProbe {
-                        tcp_socket: pr.tcp_socket.map(|a| RawTcpSocketAction { port: a.port }),
+                        tcp_socket: pr.tcp_socket.map(|a| RawTcpSocketAction {
+                            port: a.port,
+                            proxy_protocol: None,
+                        }),
                         http_get: pr.http_get.map(|a| RawHttpGetAction {
                             path: a.path,
                             port: a.port,
+                            proxy_protocol: None,
                         }),
                         exec: pr.exec.map(|a| RawExecAction { command: a.command }),
                         initial_delay_seconds: pr.initial_delay_seconds,

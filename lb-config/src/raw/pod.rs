@@ -82,6 +82,12 @@ pub struct RawProbe {
 pub struct RawTcpSocketAction {
     /// Port number or container port name.
     pub port: IntOrString,
+    /// `"v1"` or `"v2"`: the probe's connection starts with a `LOCAL`
+    /// PROXY header (v1: `PROXY UNKNOWN`), for an endpoint that expects one
+    /// (its service's `proxy_protocol`); omitted: none, since a probe is
+    /// not a client.
+    #[serde(default)]
+    pub proxy_protocol: Option<String>,
 }
 
 /// `http_get` probe action.
@@ -94,6 +100,10 @@ pub struct RawHttpGetAction {
     pub path: Option<String>,
     /// Port number or container port name.
     pub port: IntOrString,
+    /// `"v1"` or `"v2"`: the request is preceded by a `LOCAL` PROXY header,
+    /// as for `tcp_socket`; omitted: none.
+    #[serde(default)]
+    pub proxy_protocol: Option<String>,
 }
 
 /// `exec` probe action: the command runs on this node as lb-proxy's user

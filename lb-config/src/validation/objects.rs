@@ -340,6 +340,29 @@ fn probe(
             }
         }
     };
+    // A LOCAL PROXY header first, for endpoints that expect one.
+    let asked = raw
+        .tcp_socket
+        .as_ref()
+        .map(|t| ("tcp_socket", &t.proxy_protocol))
+        .or(raw
+            .http_get
+            .as_ref()
+            .map(|h| ("http_get", &h.proxy_protocol)));
+    let proxy_protocol = match asked {
+        Some((_, None)) | None => None,
+        Some((_, Some(v))) if v.is_empty() => None,
+        Some((_, Some(v))) if v == "v1" => Some(lb_core::ProxyProtocol::V1),
+        Some((_, Some(v))) if v == "v2" => Some(lb_core::ProxyProtocol::V2),
+        Some((handler, Some(other))) => {
+            errs.push(FieldError::not_supported(
+                format!("{path}.{handler}.proxy_protocol"),
+                other.as_str(),
+                &["v1", "v2"],
+            ));
+            None
+        }
+    };
     let action = if let Some(t) = &raw.tcp_socket {
         ProbeAction::TcpSocket {
             port: port("tcp_socket", &t.port, errs),
@@ -395,12 +418,12 @@ fn probe(
     }
     let secs = |n: i64| Duration::from_secs(u64::try_from(n).unwrap_or(0));
     let count = |n: i64| u32::try_from(n).unwrap_or(u32::MAX);
-    Some(
-        ProbeSpec::new(pod, ip, action)
-            .with_initial_delay(secs(initial_delay))
-            .with_timing(secs(period), secs(timeout))
-            .with_thresholds(count(success), count(failure)),
-    )
+    let mut spec = ProbeSpec::new(pod, ip, action)
+        .with_initial_delay(secs(initial_delay))
+        .with_timing(secs(period), secs(timeout))
+        .with_thresholds(count(success), count(failure));
+    spec.proxy_protocol = proxy_protocol;
+    Some(spec)
 }
 
 /// Validates one Endpoints object; `None` when it has errors.

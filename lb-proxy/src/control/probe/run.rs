@@ -7,6 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use lb_core::health::{ProbeAction, ProbeSpec};
+use lb_core::ProxyProtocol;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -51,7 +52,8 @@ pub(crate) async fn run(spec: &ProbeSpec) -> Outcome {
     match &spec.action {
         ProbeAction::TcpSocket { port } => {
             let addr = SocketAddr::new(spec.ip, *port);
-            match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            let dial = connect(addr, spec.proxy_protocol);
+            match tokio::time::timeout(timeout, dial).await {
                 Ok(Ok(_)) => Outcome::ok("L4OK", "connected"),
                 Ok(Err(e)) => Outcome::fail("L4CON", format!("dial {addr}: {e}")),
                 Err(_) => Outcome::fail(
@@ -62,7 +64,8 @@ pub(crate) async fn run(spec: &ProbeSpec) -> Outcome {
         }
         ProbeAction::HttpGet { path, port } => {
             let addr = SocketAddr::new(spec.ip, *port);
-            match tokio::time::timeout(timeout, http_get(addr, path)).await {
+            let get = http_get(addr, path, spec.proxy_protocol);
+            match tokio::time::timeout(timeout, get).await {
                 Ok(Ok(status)) if (200..400).contains(&status) => {
                     Outcome::ok(format!("L7OK/{status}"), format!("HTTP {status}"))
                 }
@@ -94,8 +97,12 @@ fn http_error_check(e: &std::io::Error) -> &'static str {
 }
 
 /// Sends `GET path` and returns the answer's status code.
-async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<u16> {
-    let mut stream = TcpStream::connect(addr).await?;
+async fn http_get(
+    addr: SocketAddr,
+    path: &str,
+    proxy_protocol: Option<ProxyProtocol>,
+) -> std::io::Result<u16> {
+    let mut stream = connect(addr, proxy_protocol).await?;
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: lb-proxy-probe/1.0\r\nAccept: */*\r\nConnection: close\r\n\r\n"
     );
@@ -115,6 +122,22 @@ async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<u16> {
         }
         buf.extend_from_slice(&chunk[..n]);
     }
+}
+
+/// A probe's connection: with `proxy_protocol`, it starts with a `LOCAL`
+/// header, which tells the endpoint this is the proxy's own check, not a
+/// client's connection.
+async fn connect(
+    addr: SocketAddr,
+    proxy_protocol: Option<ProxyProtocol>,
+) -> std::io::Result<TcpStream> {
+    let mut stream = TcpStream::connect(addr).await?;
+    if let Some(version) = proxy_protocol {
+        stream
+            .write_all(crate::dataplane::proxy_header::local(version))
+            .await?;
+    }
+    Ok(stream)
 }
 
 fn invalid(what: &str) -> std::io::Error {
@@ -220,6 +243,72 @@ impl Drop for Group {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An HTTP endpoint that expects a PROXY header (as nginx's `listen ...
+    /// proxy_protocol`): a valid one first, then 200; anything else, closed.
+    async fn endpoint_behind_proxy_protocol() -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 512];
+                    let mut have = 0;
+                    loop {
+                        match conn.read(&mut buf[have..]).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => have += n,
+                        }
+                        match crate::dataplane::proxy_header::parse(&buf[..have]) {
+                            Ok(None) if have < buf.len() => continue,
+                            Ok(Some(_)) => break,
+                            _ => return,
+                        }
+                    }
+                    let _ = conn
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                        .await;
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_probe_that_asks_starts_with_a_local_header_and_one_that_does_not_sends_none() {
+        let addr = endpoint_behind_proxy_protocol().await;
+        let pod = lb_core::health::PodKey::new("default", "web-1");
+        for version in [ProxyProtocol::V1, ProxyProtocol::V2] {
+            for action in [
+                ProbeAction::HttpGet {
+                    path: "/".into(),
+                    port: addr.port(),
+                },
+                ProbeAction::TcpSocket { port: addr.port() },
+            ] {
+                let mut spec = ProbeSpec::new(pod.clone(), addr.ip(), action.clone());
+                spec.proxy_protocol = Some(version);
+                assert!(
+                    run(&spec).await.success,
+                    "{action:?} with a {} LOCAL header",
+                    version.as_str()
+                );
+            }
+        }
+        let plain = ProbeSpec::new(
+            pod,
+            addr.ip(),
+            ProbeAction::HttpGet {
+                path: "/".into(),
+                port: addr.port(),
+            },
+        );
+        let outcome = run(&plain).await;
+        assert!(
+            !outcome.success,
+            "without the header the endpoint closes: {outcome:?}"
+        );
+    }
 
     #[test]
     fn status_lines_parse() {

@@ -31,6 +31,30 @@ impl fmt::Debug for Encoded {
     }
 }
 
+/// The v2 header of a `LOCAL` command with no addresses (version 2, LOCAL,
+/// UNSPEC, length 0): "this connection is the proxy's own, not a client's",
+/// what a health check sends to an endpoint that expects a header.
+const V2_LOCAL: [u8; 16] = {
+    let mut h = [0u8; 16];
+    let mut i = 0;
+    while i < 12 {
+        h[i] = SIGNATURE[i];
+        i += 1;
+    }
+    h[12] = 0x20;
+    h
+};
+
+/// The header a connection that carries no client starts with: v2 `LOCAL`,
+/// or v1 `PROXY UNKNOWN` (v1 has no LOCAL; receivers serve both with the
+/// connection's own addresses). Readiness probes send it when asked.
+pub(crate) fn local(version: ProxyProtocol) -> &'static [u8] {
+    match version {
+        ProxyProtocol::V1 => b"PROXY UNKNOWN\r\n",
+        ProxyProtocol::V2 => &V2_LOCAL,
+    }
+}
+
 /// Encodes the header lb sends an endpoint for a client's connection (or
 /// datagram) described by `addresses`.
 ///

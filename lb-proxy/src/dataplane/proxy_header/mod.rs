@@ -27,7 +27,7 @@ mod peers;
 
 use std::net::SocketAddr;
 
-pub(crate) use encode::{encode, Encoded};
+pub(crate) use encode::{encode, local, Encoded};
 pub(crate) use lb_core::ProxyProtocol;
 // `parse` is the whole-buffer entry point (the tests' and the property
 // tests'); `read_header` goes through the same parser one step at a time.
