@@ -19,13 +19,16 @@
 //! connections, [`descriptors`] the budget of file descriptors they hold,
 //! `own` tells a destination that is lb itself (a self-loop), `throttle`
 //! keeps warnings that come with every connection to one a second,
-//! `proxy_header` encodes, parses and reads PROXY protocol headers.
+//! `proxy_header` encodes, parses and reads PROXY protocol headers, and
+//! `greeting` is what a connection's dial does with them and with
+//! `source_address = "client"` besides connecting.
 
 mod accept;
 pub mod access;
 pub mod connections;
 pub mod descriptors;
 pub mod forward;
+mod greeting;
 mod listener;
 mod own;
 pub(crate) mod proxy_header;
