@@ -3,7 +3,7 @@
 //! process may not bind, an address this host does not have.
 
 use std::ffi::OsString;
-use std::process::Command;
+use std::process::{Command, Output};
 
 use crate::support::bin::{bin, check, combined};
 
@@ -88,10 +88,12 @@ fn an_address_this_host_lacks_is_warned_about_in_bind_mode_only() {
     );
 }
 
-#[test]
-fn a_privileged_port_without_the_capability_is_warned_about() {
-    // Root drops CAP_NET_BIND_SERVICE from its bounding set with setpriv;
-    // elsewhere the test has no way to lack (or hold) it on purpose.
+/// `lb-proxy check` of `text` run twice under setpriv: first with
+/// `capability` (setpriv's name, e.g. `net_admin`) dropped from the
+/// bounding set, then with everything root has. `None` where the test has
+/// no way to lack (or hold) a capability on purpose: not root, or no
+/// setpriv (util-linux).
+fn check_without(capability: &str, text: &str) -> Option<(Output, Output)> {
     let root = std::fs::read_to_string("/proc/self/status")
         .map(|s| {
             s.lines()
@@ -101,20 +103,15 @@ fn a_privileged_port_without_the_capability_is_warned_about() {
     let setpriv = Command::new("setpriv").arg("--version").output().is_ok();
     if !root || !setpriv {
         eprintln!("skipped: needs root and setpriv (util-linux) to drop the capability");
-        return;
+        return None;
     }
-    let floor: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
-        .ok()
-        .and_then(|t| t.trim().parse().ok())
-        .unwrap_or(1024);
-    let text = FINE.replace("port = 8080,", "port = 80,");
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("lb.toml");
     std::fs::write(&path, text).expect("write config");
     let run = |drop_cap: bool| {
         let mut cmd = Command::new("setpriv");
         if drop_cap {
-            cmd.args(["--bounding-set", "-net_bind_service"]);
+            cmd.args(["--bounding-set", &format!("-{capability}")]);
         }
         cmd.arg(bin())
             .args([
@@ -125,12 +122,24 @@ fn a_privileged_port_without_the_capability_is_warned_about() {
             .output()
             .expect("setpriv runs")
     };
-    let without = run(true);
+    Some((run(true), run(false)))
+}
+
+#[test]
+fn a_privileged_port_without_the_capability_is_warned_about() {
+    // Root drops CAP_NET_BIND_SERVICE from its bounding set with setpriv.
+    let text = FINE.replace("port = 8080,", "port = 80,");
+    let Some((without, with)) = check_without("net_bind_service", &text) else {
+        return;
+    };
+    let floor: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(1024);
     assert!(without.status.success(), "{}", combined(&without));
     let warned = String::from_utf8_lossy(&without.stderr).contains("warning: port 80 below")
         && String::from_utf8_lossy(&without.stderr).contains("lacks CAP_NET_BIND_SERVICE");
     assert_eq!(warned, floor > 80, "{}", combined(&without));
-    let with = run(false);
     assert!(
         !String::from_utf8_lossy(&with.stderr).contains("CAP_NET_BIND_SERVICE"),
         "{}",
@@ -141,39 +150,13 @@ fn a_privileged_port_without_the_capability_is_warned_about() {
 #[test]
 fn a_transparent_service_without_cap_net_admin_is_warned_about() {
     // As above: root drops CAP_NET_ADMIN from its bounding set with setpriv.
-    let root = std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false);
-    let setpriv = Command::new("setpriv").arg("--version").output().is_ok();
-    if !root || !setpriv {
-        eprintln!("skipped: needs root and setpriv (util-linux) to drop the capability");
-        return;
-    }
     let text = FINE.replace(
         "selector = { app = \"web\" }",
         "selector = { app = \"web\" }\nsource_address = \"client\"",
     );
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("lb.toml");
-    std::fs::write(&path, text).expect("write config");
-    let run = |drop_cap: bool| {
-        let mut cmd = Command::new("setpriv");
-        if drop_cap {
-            cmd.args(["--bounding-set", "-net_admin"]);
-        }
-        cmd.arg(bin())
-            .args([
-                OsString::from("check"),
-                "--config".into(),
-                path.clone().into(),
-            ])
-            .output()
-            .expect("setpriv runs")
+    let Some((without, with)) = check_without("net_admin", &text) else {
+        return;
     };
-    let without = run(true);
     assert!(without.status.success(), "{}", combined(&without));
     let stderr = String::from_utf8_lossy(&without.stderr);
     assert!(
@@ -182,7 +165,6 @@ fn a_transparent_service_without_cap_net_admin_is_warned_about() {
         "{}",
         combined(&without)
     );
-    let with = run(false);
     assert!(
         !String::from_utf8_lossy(&with.stderr).contains("CAP_NET_ADMIN"),
         "{}",
