@@ -116,32 +116,10 @@ def write_atomically(path, text):
     os.replace(tmp, path)
 
 
-def place(t, steps):
-    """Where `t` falls against the reloads: "reload K +X ms" after the start
-    of the last reload begun before t, or "before any reload"."""
-    last = None
-    for k, st in enumerate(steps):
-        if st["start"] <= t:
-            last = (k, st)
-    if last is None:
-        return "before any reload"
-    k, st = last
-    phase = "during" if t <= st["at"] else "after"
-    return "reload %d +%.0f ms (%s its %.0f ms)" % (
-        k + 1, (t - st["start"]) * 1000, phase, (st["at"] - st["start"]) * 1000)
-
-
 def probe_summary(samples, steps):
-    lat = sorted(x[1] for x in samples if not x[2])
-    fails = [x for x in samples if x[2]]
-    worst = sorted((x for x in samples if not x[2]), key=lambda x: -x[1])[:5]
-    return {
-        "count": len(samples), "failures": len(fails),
-        "p99_ms": lat[int(len(lat) * 0.99)] if lat else float("nan"),
-        "max_ms": lat[-1] if lat else float("nan"),
-        "failed": [{"t": t, "error": e, "where": place(t, steps)} for t, _, e in fails[:20]],
-        "slowest": [{"t": t, "ms": ms, "where": place(t, steps)} for t, ms, _ in worst],
-    }
+    """The probe's figures, each slow or failed connection placed against
+    the reloads (takeover.py's summary, in reload.py's words)."""
+    return takeover.probe_summary(samples, steps, event="reload", span="its")
 
 
 class Bench:

@@ -188,22 +188,23 @@ class Probe(threading.Thread):
         self.join(timeout=10)
 
 
-def place(t, steps):
-    """Where `t` falls against the upgrades: "upgrade K +X ms" after the
-    start of the last upgrade begun before t, or "before any upgrade"."""
+def place(t, steps, event="upgrade", span="its hand-over of"):
+    """Where `t` falls against the steps (upgrades here, reloads in
+    reload.py): "upgrade K +X ms" after the start of the last one begun
+    before t, or "before any upgrade"."""
     last = None
     for k, st in enumerate(steps):
         if st["start"] <= t:
             last = (k, st)
     if last is None:
-        return "before any upgrade"
+        return "before any %s" % event
     k, st = last
     phase = "during" if t <= st["at"] else "after"
-    return "upgrade %d +%.0f ms (%s its hand-over of %.0f ms)" % (
-        k + 1, (t - st["start"]) * 1000, phase, (st["at"] - st["start"]) * 1000)
+    return "%s %d +%.0f ms (%s %s %.0f ms)" % (
+        event, k + 1, (t - st["start"]) * 1000, phase, span, (st["at"] - st["start"]) * 1000)
 
 
-def probe_summary(samples, steps):
+def probe_summary(samples, steps, event="upgrade", span="its hand-over of"):
     lat = sorted(x[1] for x in samples if not x[2])
     fails = [x for x in samples if x[2]]
     worst = sorted((x for x in samples if not x[2]), key=lambda x: -x[1])[:5]
@@ -211,8 +212,10 @@ def probe_summary(samples, steps):
         "count": len(samples), "failures": len(fails),
         "p99_ms": lat[int(len(lat) * 0.99)] if lat else float("nan"),
         "max_ms": lat[-1] if lat else float("nan"),
-        "failed": [{"t": t, "error": e, "where": place(t, steps)} for t, _, e in fails[:20]],
-        "slowest": [{"t": t, "ms": ms, "where": place(t, steps)} for t, ms, _ in worst],
+        "failed": [{"t": t, "error": e, "where": place(t, steps, event, span)}
+                   for t, _, e in fails[:20]],
+        "slowest": [{"t": t, "ms": ms, "where": place(t, steps, event, span)}
+                    for t, ms, _ in worst],
     }
 
 

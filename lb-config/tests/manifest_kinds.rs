@@ -119,42 +119,27 @@ spec:
 }
 
 #[test]
-fn the_manifest_annotation_asks_for_the_header() {
+fn lbs_annotations_set_what_a_service_spec_has_no_field_for() {
     let state = load_str(
         r#"
 apiVersion: v1
 kind: Service
 metadata:
   name: web
-  annotations: {lb-proxy/proxy-protocol: "v2"}
+  annotations:
+    lb-proxy/proxy-protocol: "v2"
+    lb-proxy/accept-proxy-protocol: "true"
+    lb-proxy/source-address: "client"
 spec:
   ports: [{port: 80}]
 "#,
         "web.yaml",
     )
     .unwrap();
-    assert_eq!(
-        state.services[0].object.proxy_protocol.as_deref(),
-        Some("v2")
-    );
-}
-
-#[test]
-fn the_accept_annotation_requires_a_header_on_every_connection() {
-    let state = load_str(
-        r#"
-apiVersion: v1
-kind: Service
-metadata:
-  name: web
-  annotations: {lb-proxy/accept-proxy-protocol: "true"}
-spec:
-  ports: [{port: 80}]
-"#,
-        "web.yaml",
-    )
-    .unwrap();
-    assert_eq!(state.services[0].object.accept_proxy_protocol, Some(true));
+    let web = &state.services[0].object;
+    assert_eq!(web.proxy_protocol.as_deref(), Some("v2"));
+    assert_eq!(web.accept_proxy_protocol, Some(true));
+    assert_eq!(web.source_address.as_deref(), Some("client"));
 }
 
 #[test]
