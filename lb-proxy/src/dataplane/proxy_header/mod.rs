@@ -33,8 +33,6 @@ pub(crate) use lb_core::ProxyProtocol;
 // tests'); `read_header` goes through the same parser one step at a time.
 #[cfg(test)]
 pub(crate) use parse::parse;
-#[allow(unused_imports)] // named by `ReadError::Invalid`, for callers that match on it
-pub(crate) use parse::ParseError;
 pub(crate) use read::{read_header, ReadError};
 
 /// The most bytes a header may take, beyond which the connection is
