@@ -164,7 +164,8 @@ pub fn nginx_stream_required() -> bool {
 }
 
 /// An nginx in the foreground with a `stream { }` block of the test's own,
-/// in a temporary prefix; killed on drop.
+/// in a temporary prefix; killed on drop. One process (`master_process
+/// off`): a killed master would leave its workers running.
 #[derive(Debug)]
 pub struct NginxStream {
     child: Child,
@@ -182,7 +183,7 @@ impl NginxStream {
             &conf,
             format!(
                 "load_module {NGINX_STREAM_MODULE};\n\
-                 worker_processes 1;\n\
+                 master_process off;\n\
                  pid {prefix}/nginx.pid;\n\
                  error_log {prefix}/error.log info;\n\
                  events {{ worker_connections 64; }}\n\
