@@ -156,29 +156,7 @@ class Bench:
     def kill_all(self):
         """Every process started here and everything in their sessions (old
         HAProxy processes, nginx's workers, wrk, `nginx -s reload`)."""
-        sessions = set(p.pid for p in self.popens)
-        for p in self.popens:
-            if p.poll() is None:
-                try:
-                    os.killpg(p.pid, signal.SIGTERM)
-                except OSError:
-                    pass
-        for pid in processes_in(sessions):  # whatever outlived its session's leader
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except OSError:
-                pass
-        wait_for(lambda: not processes_in(sessions), 10.0, 0.1)
-        for pid in processes_in(sessions):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        for p in self.popens:
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
+        takeover.end_sessions(self.popens)
 
     def close(self):
         self.kill_all()

@@ -98,6 +98,36 @@ def processes_in(sessions):
     return sorted(out)
 
 
+def end_sessions(popens, more=()):
+    """Ends every process of the sessions `popens` lead, and of the sessions
+    `more` (a daemon's): SIGTERM to all of them (also those that outlived
+    their session's leader), at most 10 s to go, then SIGKILL; reaps
+    `popens`."""
+    sessions = set(p.pid for p in popens) | set(more)
+
+    def signal_all(pids, sig):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+
+    for p in popens:
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except OSError:
+                pass
+    signal_all(processes_in(sessions), signal.SIGTERM)
+    wait_for(lambda: not processes_in(sessions), 10.0, 0.1)
+    signal_all(processes_in(sessions), signal.SIGKILL)
+    for p in popens:
+        try:
+            p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+
+
 def wait_for(cond, bound, step=0.02):
     end = time.monotonic() + bound
     while time.monotonic() < end:
@@ -253,30 +283,7 @@ class Bench:
         master = self.nginx_master(None)  # interrupted before it was recorded
         if master is not None and session_of(master) == master:
             daemon.add(master)
-        sessions = set(p.pid for p in self.popens) | daemon
-        for sid in daemon:
-            for pid in processes_in({sid}):
-                try:
-                    os.kill(pid, signal.SIGTERM)
-                except OSError:
-                    pass
-        for p in self.popens:
-            if p.poll() is None:
-                try:
-                    os.killpg(p.pid, signal.SIGTERM)
-                except OSError:
-                    pass
-        wait_for(lambda: not processes_in(sessions), 10.0, 0.1)
-        for pid in processes_in(sessions):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        for p in self.popens:
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
+        end_sessions(self.popens, daemon)
 
     def close(self):
         self.kill_all()
