@@ -28,6 +28,20 @@ async fn proxy_protocol_echo(at: SocketAddr) -> NginxStream {
     .await
 }
 
+/// lb in front of a [`proxy_protocol_echo`] nginx: the service `web` at a
+/// fresh cluster IP with the nginx as its one endpoint, shaped by `shape`
+/// (the header it sends, whether it accepts one).
+async fn echo_behind_lb(
+    settings: lb_core::ProxySettings,
+    shape: impl FnOnce(lb_core::ServiceSpec) -> lb_core::ServiceSpec,
+) -> (NginxStream, SocketAddr, lb_proxy::DataPlane) {
+    let backend = SocketAddr::new(fresh_ip(), free_port("127.0.0.1"));
+    let nginx = proxy_protocol_echo(backend).await;
+    let vip = vip();
+    let plane = start(settings, vec![shape(service("web", vip, &[backend]))]).await;
+    (nginx, vip, plane)
+}
+
 /// Connects to `vip` from `from` (a port the kernel picks) and reads the
 /// whole answer; returns the client's own address and the answer.
 async fn ask_from(from: IpAddr, vip: SocketAddr) -> (SocketAddr, String) {
@@ -53,14 +67,7 @@ async fn endpoints_see_each_clients_own_address(version: ProxyProtocol) {
     if !nginx_stream_required() {
         return;
     }
-    let backend = SocketAddr::new(fresh_ip(), free_port("127.0.0.1"));
-    let nginx = proxy_protocol_echo(backend).await;
-    let vip = vip();
-    let plane = start(
-        settings(),
-        vec![service("web", vip, &[backend]).with_proxy_protocol(version)],
-    )
-    .await;
+    let (nginx, vip, plane) = echo_behind_lb(settings(), |s| s.with_proxy_protocol(version)).await;
     for from in ["127.0.88.7", "127.0.88.8", "127.0.88.9"] {
         let (me, answer) = ask_from(from.parse().unwrap(), vip).await;
         assert_eq!(
@@ -242,15 +249,10 @@ async fn the_client_a_trusted_balancer_names_is_the_one_the_endpoint_hears_of() 
     if !nginx_stream_required() {
         return;
     }
-    let backend = SocketAddr::new(fresh_ip(), free_port("127.0.0.1"));
-    let nginx = proxy_protocol_echo(backend).await;
-    let vip = vip();
-    let plane = start(
-        trusting_balancers(),
-        vec![service("web", vip, &[backend])
-            .accepting_proxy_protocol()
-            .with_proxy_protocol(ProxyProtocol::V2)],
-    )
+    let (nginx, vip, plane) = echo_behind_lb(trusting_balancers(), |s| {
+        s.accepting_proxy_protocol()
+            .with_proxy_protocol(ProxyProtocol::V2)
+    })
     .await;
     // A v1 header whole, and the same header one byte at a time.
     let header = b"PROXY TCP4 127.0.91.5 127.0.92.1 40001 443\r\n";
@@ -412,15 +414,10 @@ async fn behind_haproxy_the_endpoint_hears_of_the_client_haproxy_served() {
     {
         return;
     }
-    let backend = SocketAddr::new(fresh_ip(), free_port("127.0.0.1"));
-    let nginx = proxy_protocol_echo(backend).await;
-    let vip = vip();
-    let plane = start(
-        trusting_balancers(),
-        vec![service("web", vip, &[backend])
-            .accepting_proxy_protocol()
-            .with_proxy_protocol(ProxyProtocol::V1)],
-    )
+    let (nginx, vip, plane) = echo_behind_lb(trusting_balancers(), |s| {
+        s.accepting_proxy_protocol()
+            .with_proxy_protocol(ProxyProtocol::V1)
+    })
     .await;
     for send in ["send-proxy", "send-proxy-v2"] {
         let front = SocketAddr::new(fresh_ip(), free_port("127.0.0.1"));
