@@ -38,6 +38,15 @@ pub(super) struct TransparentFailed {
     why: String,
 }
 
+impl TransparentFailed {
+    /// Whether a dial's error is a failed transparent bind (the proxy's
+    /// fault, already logged at error level).
+    pub(super) fn is(e: &io::Error) -> bool {
+        e.get_ref()
+            .is_some_and(|inner| inner.is::<TransparentFailed>())
+    }
+}
+
 /// Binds a dial's socket to the client's address (`IP_TRANSPARENT` lets a
 /// socket bind an address that is not the host's); the kernel picks the
 /// port.

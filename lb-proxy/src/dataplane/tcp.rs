@@ -219,7 +219,7 @@ async fn serve_in_span(
                 AttemptFailed::Local(inner) => {
                     stats::add(&port_stats.rejected_local_resources, 1);
                     // A failed transparent dial has said why at error level.
-                    if !inner.get_ref().is_some_and(|i| i.is::<TransparentFailed>()) {
+                    if !TransparentFailed::is(inner) {
                         descriptors::local_shortage("client reset", &e);
                     }
                     Rejected::LocalResources
@@ -472,9 +472,7 @@ enum AttemptFailed {
 impl AttemptFailed {
     /// Tells the proxy's own shortages from the endpoint's failures.
     fn classify(e: io::Error) -> AttemptFailed {
-        if e.get_ref()
-            .is_some_and(|inner| inner.is::<TransparentFailed>())
-        {
+        if TransparentFailed::is(&e) {
             return AttemptFailed::Local(e);
         }
         match e.raw_os_error() {
